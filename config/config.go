@@ -1,0 +1,262 @@
+// Package config loads Switchboard's configuration from defaults, a YAML file,
+// SWITCHBOARD_* environment variables and command-line flags, in increasing
+// order of precedence, and hands it out as plain structs.
+//
+// It is the only package that imports viper or knows configuration keys; every
+// other package takes its own plain Config and is wired up in cmd.
+package config
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+)
+
+// Config is the whole configuration of one Switchboard process. The
+// mapstructure tags are the dotted configuration keys.
+type Config struct {
+	HTTP     HTTP     `mapstructure:"http"`
+	Kafka    Kafka    `mapstructure:"kafka"`
+	Routing  Routing  `mapstructure:"routing"`
+	Redis    Redis    `mapstructure:"redis"`
+	Hub      Hub      `mapstructure:"hub"`
+	SSE      SSE      `mapstructure:"sse"`
+	WS       WS       `mapstructure:"ws"`
+	Takedown Takedown `mapstructure:"takedown"`
+	ItemSvc  ItemSvc  `mapstructure:"itemsvc"`
+	Demo     Demo     `mapstructure:"demo"`
+	Auth     Auth     `mapstructure:"auth"`
+	Log      Log      `mapstructure:"log"`
+}
+
+// HTTP configures the HTTP server (keys http.*).
+type HTTP struct {
+	// Addr is the listen address, e.g. ":8080".
+	Addr string `mapstructure:"addr"`
+	// AllowedOrigins are the origins allowed for CORS and WebSocket; none
+	// means same origin only. "*" allows any origin.
+	AllowedOrigins []string `mapstructure:"allowed_origins"`
+	// MaxBodyBytes bounds a request body.
+	MaxBodyBytes int64 `mapstructure:"max_body_bytes"`
+	// ShutdownTimeout bounds a graceful shutdown.
+	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
+}
+
+// Kafka configures the Kafka connection (keys kafka.*).
+type Kafka struct {
+	// Brokers of an external cluster; none means start the embedded broker.
+	Brokers []string `mapstructure:"brokers"`
+	// Embedded configures the embedded broker, used only without Brokers.
+	Embedded KafkaEmbedded `mapstructure:"embedded"`
+	// GroupID is the consumer group shared by all nodes.
+	GroupID string `mapstructure:"group_id"`
+	// Topics names the topics by role.
+	Topics Topics `mapstructure:"topics"`
+}
+
+// KafkaEmbedded configures the embedded Kafka-protocol broker (keys
+// kafka.embedded.*).
+type KafkaEmbedded struct {
+	// Addr is where real Kafka clients reach it, e.g. "127.0.0.1:9092".
+	Addr string `mapstructure:"addr"`
+	// Partitions is the partition count of each topic it creates.
+	Partitions int `mapstructure:"partitions"`
+}
+
+// Topics names the Kafka topics by role (keys kafka.topics.*).
+type Topics struct {
+	Reports  string `mapstructure:"reports"`
+	Commands string `mapstructure:"commands"`
+	Events   string `mapstructure:"events"`
+	DLQ      string `mapstructure:"dlq"`
+}
+
+// Routing holds, per topic role, the channel templates an event is published
+// to (keys routing.*). A template may hold the placeholders {subject},
+// {correlationid} and {type}; a template whose placeholder the event lacks is
+// skipped by the consumer.
+type Routing struct {
+	Reports  []string `mapstructure:"reports"`
+	Commands []string `mapstructure:"commands"`
+	Events   []string `mapstructure:"events"`
+}
+
+// Redis configures the Redis backplane (keys redis.*).
+type Redis struct {
+	// URL such as "redis://host:6379/0"; empty means the in-memory backplane.
+	URL string `mapstructure:"url"`
+}
+
+// Hub configures the hub (keys hub.*).
+type Hub struct {
+	History History `mapstructure:"history"`
+	// ClientQueue bounds each subscriber's queue.
+	ClientQueue int `mapstructure:"client_queue"`
+	// MaxChannels bounds the channels of one connection.
+	MaxChannels int `mapstructure:"max_channels"`
+}
+
+// History bounds each channel's history (keys hub.history.*).
+type History struct {
+	Size int           `mapstructure:"size"`
+	TTL  time.Duration `mapstructure:"ttl"`
+}
+
+// SSE configures Server-Sent Events (keys sse.*).
+type SSE struct {
+	// Heartbeat is the interval of comment lines that keep proxies open.
+	Heartbeat time.Duration `mapstructure:"heartbeat"`
+	// Retry is the reconnection delay sent to clients.
+	Retry time.Duration `mapstructure:"retry"`
+}
+
+// WS configures WebSockets (keys ws.*).
+type WS struct {
+	PingInterval    time.Duration `mapstructure:"ping_interval"`
+	MaxMessageBytes int64         `mapstructure:"max_message_bytes"`
+	WriteTimeout    time.Duration `mapstructure:"write_timeout"`
+}
+
+// Takedown configures takedown requests (keys takedown.*).
+type Takedown struct {
+	// Timeout is how long a synchronous request waits by default.
+	Timeout time.Duration `mapstructure:"timeout"`
+	// MaxWait is the longest wait a request may ask for.
+	MaxWait time.Duration `mapstructure:"max_wait"`
+	// ResultTTL is how long an outcome is kept for late readers.
+	ResultTTL time.Duration `mapstructure:"result_ttl"`
+}
+
+// ItemSvc configures the simulated item service (keys itemsvc.*).
+type ItemSvc struct {
+	// Enabled runs the simulated item service. When itemsvc.enabled is not
+	// set in any source, Load sets it to Embedded(): on with the embedded
+	// broker, off with an external cluster.
+	Enabled bool `mapstructure:"enabled"`
+	// Latency is added before each answer.
+	Latency time.Duration `mapstructure:"latency"`
+}
+
+// Demo configures the generator of item.reported events (keys demo.*).
+type Demo struct {
+	Enabled bool `mapstructure:"enabled"`
+	// Rate is in reports per second.
+	Rate float64 `mapstructure:"rate"`
+}
+
+// Auth configures who may connect (keys auth.*).
+type Auth struct {
+	// Principals are the known callers; none means development tokens are
+	// made at start.
+	Principals []Principal `mapstructure:"principals"`
+}
+
+// Principal roles.
+const (
+	RoleModerator = "moderator"
+	RolePartner   = "partner"
+	RolePolice    = "police"
+)
+
+// Principal is one caller and its bearer token. Exactly one of TokenSHA256
+// and Token is set.
+type Principal struct {
+	Name string `mapstructure:"name"`
+	// Role is RoleModerator, RolePartner or RolePolice.
+	Role string `mapstructure:"role"`
+	// TokenSHA256 is the lowercase or uppercase hex SHA-256 of the token.
+	TokenSHA256 string `mapstructure:"token_sha256"`
+	// Token is a plain token, for development only.
+	Token string `mapstructure:"token"`
+	// Channels are grants beyond the role's own, e.g. "item:*".
+	Channels []string `mapstructure:"channels"`
+}
+
+// String describes p without its token, so a principal can be logged.
+func (p Principal) String() string {
+	return fmt.Sprintf("{name:%s role:%s channels:%v}", p.Name, p.Role, p.Channels)
+}
+
+// Log configures logging (keys log.*).
+type Log struct {
+	// Level is debug, info, warn or error.
+	Level string `mapstructure:"level"`
+	// Format is text or json.
+	Format string `mapstructure:"format"`
+}
+
+// Embedded reports whether Switchboard starts its embedded broker, which it
+// does when no kafka.brokers are configured.
+func (c Config) Embedded() bool { return len(c.Kafka.Brokers) == 0 }
+
+// defaults holds every key with its default. A nil default means "decided in
+// Load" (itemsvc.enabled). Every key needs an entry here, or viper never looks
+// it up in the environment.
+var defaults = map[string]any{
+	"http.addr":             ":8080",
+	"http.allowed_origins":  []string{},
+	"http.max_body_bytes":   65536,
+	"http.shutdown_timeout": 30 * time.Second,
+
+	"kafka.brokers":             []string{},
+	"kafka.embedded.addr":       "127.0.0.1:9092",
+	"kafka.embedded.partitions": 3,
+	"kafka.group_id":            "switchboard",
+	"kafka.topics.reports":      "items.reported",
+	"kafka.topics.commands":     "takedown.commands",
+	"kafka.topics.events":       "takedown.events",
+	"kafka.topics.dlq":          "switchboard.dlq",
+
+	"routing.reports":  []string{"reports", "item:{subject}", "corr:{correlationid}"},
+	"routing.commands": []string{"takedowns", "item:{subject}", "corr:{correlationid}"},
+	"routing.events":   []string{"takedowns", "item:{subject}", "corr:{correlationid}"},
+
+	"redis.url": "",
+
+	"hub.history.size": 1000,
+	"hub.history.ttl":  time.Hour,
+	"hub.client_queue": 1024,
+	"hub.max_channels": 64,
+
+	"sse.heartbeat": 15 * time.Second,
+	"sse.retry":     3 * time.Second,
+
+	"ws.ping_interval":     25 * time.Second,
+	"ws.max_message_bytes": 65536,
+	"ws.write_timeout":     10 * time.Second,
+
+	"takedown.timeout":    10 * time.Second,
+	"takedown.max_wait":   55 * time.Second,
+	"takedown.result_ttl": 24 * time.Hour,
+
+	"itemsvc.enabled": nil,
+	"itemsvc.latency": 50 * time.Millisecond,
+
+	"demo.enabled": false,
+	"demo.rate":    3.0,
+
+	"auth.principals": []any{},
+
+	"log.level":  "info",
+	"log.format": "text",
+}
+
+// Keys returns every dotted configuration key, sorted. Each has a default
+// (see Defaults).
+func Keys() []string {
+	return slices.Sorted(maps.Keys(defaults))
+}
+
+// Defaults returns every key's default value, for documentation. The value
+// of itemsvc.enabled is nil: it follows Embedded unless set.
+func Defaults() map[string]any {
+	out := make(map[string]any, len(defaults))
+	for k, v := range defaults {
+		if s, ok := v.([]string); ok {
+			v = slices.Clone(s)
+		}
+		out[k] = v
+	}
+	return out
+}

@@ -1,0 +1,601 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+// clearEnv unsets every SWITCHBOARD_* variable for the test, so the
+// developer's environment cannot leak in.
+func clearEnv(t *testing.T) {
+	t.Helper()
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, EnvPrefix+"_") {
+			t.Setenv(name, "") // restores the old value on cleanup
+			os.Unsetenv(name)
+		}
+	}
+}
+
+func writeFile(t *testing.T, yaml string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "switchboard.yaml")
+	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func parseFlags(t *testing.T, args ...string) *pflag.FlagSet {
+	t.Helper()
+	fs := pflag.NewFlagSet("switchboard", pflag.ContinueOnError)
+	BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	return fs
+}
+
+func wantDefaults() Config {
+	return Config{
+		HTTP: HTTP{
+			Addr:            ":8080",
+			AllowedOrigins:  []string{},
+			MaxBodyBytes:    65536,
+			ShutdownTimeout: 30 * time.Second,
+		},
+		Kafka: Kafka{
+			Brokers:  []string{},
+			Embedded: KafkaEmbedded{Addr: "127.0.0.1:9092", Partitions: 3},
+			GroupID:  "switchboard",
+			Topics: Topics{
+				Reports:  "items.reported",
+				Commands: "takedown.commands",
+				Events:   "takedown.events",
+				DLQ:      "switchboard.dlq",
+			},
+		},
+		Routing: Routing{
+			Reports:  []string{"reports", "item:{subject}", "corr:{correlationid}"},
+			Commands: []string{"takedowns", "item:{subject}", "corr:{correlationid}"},
+			Events:   []string{"takedowns", "item:{subject}", "corr:{correlationid}"},
+		},
+		Hub: Hub{
+			History:     History{Size: 1000, TTL: time.Hour},
+			ClientQueue: 1024,
+			MaxChannels: 64,
+		},
+		SSE:      SSE{Heartbeat: 15 * time.Second, Retry: 3 * time.Second},
+		WS:       WS{PingInterval: 25 * time.Second, MaxMessageBytes: 65536, WriteTimeout: 10 * time.Second},
+		Takedown: Takedown{Timeout: 10 * time.Second, MaxWait: 55 * time.Second, ResultTTL: 24 * time.Hour},
+		ItemSvc:  ItemSvc{Enabled: true, Latency: 50 * time.Millisecond},
+		Demo:     Demo{Enabled: false, Rate: 3},
+		Auth:     Auth{Principals: []Principal{}},
+		Log:      Log{Level: "info", Format: "text"},
+	}
+}
+
+func TestLoad(t *testing.T) {
+	const hash = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+	tests := []struct {
+		name  string
+		yaml  string            // file contents; no file when empty
+		env   map[string]string // SWITCHBOARD_* variables
+		flags []string          // command-line arguments
+		want  func(c *Config)   // changes from wantDefaults
+	}{
+		{
+			name: "defaults",
+			want: func(*Config) {},
+		},
+		{
+			name: "file values",
+			yaml: `
+http:
+  addr: "127.0.0.1:9000"
+  allowed_origins: ["https://mod.example.com"]
+kafka:
+  brokers: ["k1:9092", "k2:9092"]
+  topics:
+    dlq: my.dlq
+hub:
+  history:
+    size: 50
+    ttl: 90s
+sse:
+  heartbeat: 5s
+demo:
+  enabled: true
+  rate: 0.5
+log:
+  level: debug
+  format: json
+`,
+			want: func(c *Config) {
+				c.HTTP.Addr = "127.0.0.1:9000"
+				c.HTTP.AllowedOrigins = []string{"https://mod.example.com"}
+				c.Kafka.Brokers = []string{"k1:9092", "k2:9092"}
+				c.Kafka.Topics.DLQ = "my.dlq"
+				c.Hub.History = History{Size: 50, TTL: 90 * time.Second}
+				c.SSE.Heartbeat = 5 * time.Second
+				c.Demo = Demo{Enabled: true, Rate: 0.5}
+				c.Log = Log{Level: "debug", Format: "json"}
+				c.ItemSvc.Enabled = false // external brokers
+			},
+		},
+		{
+			name: "env only, without a file",
+			env: map[string]string{
+				"SWITCHBOARD_HTTP_ADDR":           ":7000",
+				"SWITCHBOARD_HUB_HISTORY_TTL":     "2m",
+				"SWITCHBOARD_HUB_HISTORY_SIZE":    "10",
+				"SWITCHBOARD_HUB_CLIENT_QUEUE":    "7",
+				"SWITCHBOARD_DEMO_ENABLED":        "true",
+				"SWITCHBOARD_DEMO_RATE":           "1.5",
+				"SWITCHBOARD_HTTP_MAX_BODY_BYTES": "100",
+			},
+			want: func(c *Config) {
+				c.HTTP.Addr = ":7000"
+				c.HTTP.MaxBodyBytes = 100
+				c.Hub.History = History{Size: 10, TTL: 2 * time.Minute}
+				c.Hub.ClientQueue = 7
+				c.Demo = Demo{Enabled: true, Rate: 1.5}
+			},
+		},
+		{
+			name: "env overrides file",
+			yaml: "http:\n  addr: \":9000\"\nhub:\n  history:\n    ttl: 1m\n",
+			env:  map[string]string{"SWITCHBOARD_HUB_HISTORY_TTL": "3m"},
+			want: func(c *Config) {
+				c.HTTP.Addr = ":9000"
+				c.Hub.History.TTL = 3 * time.Minute
+			},
+		},
+		{
+			name:  "flag overrides env and file",
+			yaml:  "http:\n  addr: \":9000\"\nlog:\n  level: warn\n",
+			env:   map[string]string{"SWITCHBOARD_HTTP_ADDR": ":9001", "SWITCHBOARD_LOG_FORMAT": "json"},
+			flags: []string{"--http-addr", ":9002", "--demo"},
+			want: func(c *Config) {
+				c.HTTP.Addr = ":9002"
+				c.Log = Log{Level: "warn", Format: "json"}
+				c.Demo.Enabled = true
+			},
+		},
+		{
+			name:  "unset flags keep file and env",
+			yaml:  "log:\n  level: warn\n",
+			env:   map[string]string{"SWITCHBOARD_HTTP_ADDR": ":9001"},
+			flags: []string{"--demo=false"},
+			want: func(c *Config) {
+				c.HTTP.Addr = ":9001"
+				c.Log.Level = "warn"
+			},
+		},
+		{
+			name: "env list for kafka.brokers",
+			env:  map[string]string{"SWITCHBOARD_KAFKA_BROKERS": "k1:9092, k2:9092,"},
+			want: func(c *Config) {
+				c.Kafka.Brokers = []string{"k1:9092", "k2:9092"}
+				c.ItemSvc.Enabled = false
+			},
+		},
+		{
+			name:  "flag list for kafka.brokers",
+			env:   map[string]string{"SWITCHBOARD_KAFKA_BROKERS": "k1:9092"},
+			flags: []string{"--kafka-brokers=k2:9092,k3:9092", "--kafka-embedded-addr=127.0.0.1:19092", "--redis-url=redis://r:6379/0"},
+			want: func(c *Config) {
+				c.Kafka.Brokers = []string{"k2:9092", "k3:9092"}
+				c.Kafka.Embedded.Addr = "127.0.0.1:19092"
+				c.Redis.URL = "redis://r:6379/0"
+				c.ItemSvc.Enabled = false
+			},
+		},
+		{
+			name: "itemsvc.enabled set overrides the embedded rule",
+			yaml: "kafka:\n  brokers: [\"k1:9092\"]\nitemsvc:\n  enabled: true\n",
+			want: func(c *Config) {
+				c.Kafka.Brokers = []string{"k1:9092"}
+				c.ItemSvc.Enabled = true
+			},
+		},
+		{
+			name: "itemsvc.enabled false from env with the embedded broker",
+			env:  map[string]string{"SWITCHBOARD_ITEMSVC_ENABLED": "false"},
+			want: func(c *Config) { c.ItemSvc.Enabled = false },
+		},
+		{
+			name: "routing from env",
+			env:  map[string]string{"SWITCHBOARD_ROUTING_REPORTS": "reports,type:{type}"},
+			want: func(c *Config) { c.Routing.Reports = []string{"reports", "type:{type}"} },
+		},
+		{
+			name: "principals from file",
+			yaml: `
+auth:
+  principals:
+    - name: nl-police
+      role: police
+      token_sha256: "` + hash + `"
+    - name: acme
+      role: partner
+      token_sha256: "` + strings.ToUpper(hash) + `"
+      channels: ["item:*"]
+    - name: local-dev
+      role: moderator
+      token: "dev-only-token"
+`,
+			want: func(c *Config) {
+				c.Auth.Principals = []Principal{
+					{Name: "nl-police", Role: "police", TokenSHA256: hash},
+					{Name: "acme", Role: "partner", TokenSHA256: strings.ToUpper(hash), Channels: []string{"item:*"}},
+					{Name: "local-dev", Role: "moderator", Token: "dev-only-token"},
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clearEnv(t)
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			path := ""
+			if tt.yaml != "" {
+				path = writeFile(t, tt.yaml)
+			}
+			got, err := Load(path, parseFlags(t, tt.flags...))
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			want := wantDefaults()
+			tt.want(&want)
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("Load:\n got %+v\nwant %+v", got, want)
+			}
+		})
+	}
+}
+
+func TestLoadConfigFlag(t *testing.T) {
+	clearEnv(t)
+	path := writeFile(t, "http:\n  addr: \":9100\"\n")
+	got, err := Load("", parseFlags(t, "--config", path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.HTTP.Addr != ":9100" {
+		t.Errorf("http.addr = %q, want the file's :9100", got.HTTP.Addr)
+	}
+}
+
+func TestLoadNilFlags(t *testing.T) {
+	clearEnv(t)
+	got, err := Load("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, wantDefaults()) {
+		t.Errorf("Load(\"\", nil) = %+v, want the defaults", got)
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		env  map[string]string
+		want string // the whole message
+	}{
+		{
+			name: "unknown top-level key",
+			yaml: "htp:\n  addr: \":1\"\n",
+			want: `config: unknown key "htp"`,
+		},
+		{
+			name: "unknown nested key",
+			yaml: "hub:\n  histroy:\n    size: 5\n",
+			want: `config: unknown key "hub.histroy"`,
+		},
+		{
+			name: "unknown leaf key",
+			yaml: "hub:\n  history:\n    sise: 5\n",
+			want: `config: unknown key "hub.history.sise"`,
+		},
+		{
+			name: "dotted unknown key",
+			yaml: "hub.histroy.size: 5\n",
+			want: `config: unknown key "hub.histroy"`,
+		},
+		{
+			name: "unknown key in a principal",
+			yaml: "auth:\n  principals:\n    - name: a\n      rol: police\n      token: t\n",
+			want: `config: unknown key "auth.principals[0].rol"`,
+		},
+		{
+			name: "bad duration in file",
+			yaml: "hub:\n  history:\n    ttl: abc\n",
+			want: `config: hub.history.ttl: time: invalid duration "abc"`,
+		},
+		{
+			name: "bad duration in env",
+			env:  map[string]string{"SWITCHBOARD_TAKEDOWN_MAX_WAIT": "soon"},
+			want: `config: takedown.max_wait: time: invalid duration "soon"`,
+		},
+		{
+			name: "duration without unit",
+			yaml: "sse:\n  heartbeat: 15\n",
+			want: `config: sse.heartbeat: time: missing unit in duration "15"`,
+		},
+		{
+			name: "bad int in file",
+			yaml: "hub:\n  history:\n    size: lots\n",
+			want: `config: hub.history.size: cannot parse "lots" as int: invalid syntax`,
+		},
+		{
+			name: "bad int in env",
+			env:  map[string]string{"SWITCHBOARD_HUB_CLIENT_QUEUE": "1k"},
+			want: `config: hub.client_queue: cannot parse "1k" as int: invalid syntax`,
+		},
+		{
+			name: "bad bool in env",
+			env:  map[string]string{"SWITCHBOARD_DEMO_ENABLED": "maybe"},
+			want: `config: demo.enabled: cannot parse "maybe" as bool: invalid syntax`,
+		},
+		{
+			name: "map where a value belongs",
+			yaml: "http:\n  addr:\n    port: 1\n",
+			want: `config: http.addr: expected string, got a map`,
+		},
+		{
+			name: "validation after load",
+			env:  map[string]string{"SWITCHBOARD_LOG_LEVEL": "loud"},
+			want: `config: log.level: "loud" is not one of debug, info, warn, error`,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clearEnv(t)
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			path := ""
+			if tt.yaml != "" {
+				path = writeFile(t, tt.yaml)
+			}
+			_, err := Load(path, parseFlags(t))
+			if err == nil {
+				t.Fatalf("Load succeeded, want %s", tt.want)
+			}
+			if err.Error() != tt.want {
+				t.Errorf("Load error\n got %s\nwant %s", err, tt.want)
+			}
+			var ke *KeyError
+			if !errors.As(err, &ke) {
+				t.Errorf("error %v is not a *KeyError", err)
+			}
+		})
+	}
+}
+
+func TestLoadUnknownKeysAreAllReported(t *testing.T) {
+	clearEnv(t)
+	path := writeFile(t, "hub:\n  history:\n    sise: 5\n    tll: 1h\nfoo: 1\n")
+	_, err := Load(path, nil)
+	if !errors.Is(err, ErrUnknownKey) {
+		t.Fatalf("Load error %v, want ErrUnknownKey", err)
+	}
+	for _, k := range []string{`"hub.history.sise"`, `"hub.history.tll"`, `"foo"`} {
+		if !strings.Contains(err.Error(), k) {
+			t.Errorf("error %q does not name %s", err, k)
+		}
+	}
+	for line := range strings.SplitSeq(err.Error(), "\n") {
+		if !strings.HasPrefix(line, "config: ") {
+			t.Errorf("error line %q does not start with config: ", line)
+		}
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	clearEnv(t)
+	path := filepath.Join(t.TempDir(), "nope.yaml")
+	_, err := Load(path, nil)
+	if err == nil || !strings.HasPrefix(err.Error(), "config: ") || !strings.Contains(err.Error(), path) {
+		t.Errorf("Load error %v, want one that starts with config: and names %s", err, path)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	const hash = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+	tests := []struct {
+		name   string
+		change func(c *Config)
+		want   string // the whole message
+	}{
+		{"http.addr", func(c *Config) { c.HTTP.Addr = "8080" }, `config: http.addr: "8080" is not host:port`},
+		{"http.addr port", func(c *Config) { c.HTTP.Addr = ":http" }, `config: http.addr: ":http": port "http" is not a number from 0 to 65535`},
+		{"origin", func(c *Config) { c.HTTP.AllowedOrigins = []string{"example.com"} }, `config: http.allowed_origins[0]: "example.com" is not an origin like https://example.com or *`},
+		{"max body", func(c *Config) { c.HTTP.MaxBodyBytes = 0 }, `config: http.max_body_bytes: must be > 0, got 0`},
+		{"shutdown", func(c *Config) { c.HTTP.ShutdownTimeout = 0 }, `config: http.shutdown_timeout: must be > 0, got 0s`},
+		{"broker", func(c *Config) { c.Kafka.Brokers = []string{"k1:9092", "k2"} }, `config: kafka.brokers[1]: "k2" is not host:port`},
+		{"broker without host", func(c *Config) { c.Kafka.Brokers = []string{":9092"} }, `config: kafka.brokers[0]: ":9092" needs a host and a port from 1 to 65535`},
+		{"embedded addr", func(c *Config) { c.Kafka.Embedded.Addr = "127.0.0.1:99999" }, `config: kafka.embedded.addr: "127.0.0.1:99999": port "99999" is not a number from 0 to 65535`},
+		{"partitions", func(c *Config) { c.Kafka.Embedded.Partitions = 0 }, `config: kafka.embedded.partitions: must be > 0, got 0`},
+		{"group", func(c *Config) { c.Kafka.GroupID = "" }, `config: kafka.group_id: must not be empty`},
+		{"topic", func(c *Config) { c.Kafka.Topics.Reports = "a b" }, `config: kafka.topics.reports: "a b" is not a Kafka topic name ([a-zA-Z0-9._-], 1 to 249)`},
+		{"same topic twice", func(c *Config) { c.Kafka.Topics.DLQ = "takedown.events" }, `config: kafka.topics.dlq: topic "takedown.events" is also kafka.topics.events`},
+		{"no routing", func(c *Config) { c.Routing.Events = nil }, `config: routing.events: needs at least one channel template`},
+		{"routing placeholder", func(c *Config) { c.Routing.Reports = []string{"item:{item}"} }, `config: routing.reports[0]: "item:{item}": unknown placeholder {item}; use {subject}, {correlationid} or {type}`},
+		{"routing channel", func(c *Config) { c.Routing.Commands = []string{"Take Downs"} }, `config: routing.commands[0]: "Take Downs" is not a channel template like item:{subject}`},
+		{"redis scheme", func(c *Config) { c.Redis.URL = "http://r:6379" }, `config: redis.url: scheme "http" is not redis, rediss or unix`},
+		{"redis host", func(c *Config) { c.Redis.URL = "redis://" }, `config: redis.url: needs a host, like redis://localhost:6379/0`},
+		{"history size", func(c *Config) { c.Hub.History.Size = -1 }, `config: hub.history.size: must be > 0, got -1`},
+		{"history ttl", func(c *Config) { c.Hub.History.TTL = 0 }, `config: hub.history.ttl: must be > 0, got 0s`},
+		{"client queue", func(c *Config) { c.Hub.ClientQueue = 0 }, `config: hub.client_queue: must be > 0, got 0`},
+		{"max channels", func(c *Config) { c.Hub.MaxChannels = 0 }, `config: hub.max_channels: must be > 0, got 0`},
+		{"heartbeat", func(c *Config) { c.SSE.Heartbeat = -time.Second }, `config: sse.heartbeat: must be > 0, got -1s`},
+		{"retry", func(c *Config) { c.SSE.Retry = 0 }, `config: sse.retry: must be > 0, got 0s`},
+		{"ping", func(c *Config) { c.WS.PingInterval = 0 }, `config: ws.ping_interval: must be > 0, got 0s`},
+		{"ws message", func(c *Config) { c.WS.MaxMessageBytes = 0 }, `config: ws.max_message_bytes: must be > 0, got 0`},
+		{"ws write", func(c *Config) { c.WS.WriteTimeout = 0 }, `config: ws.write_timeout: must be > 0, got 0s`},
+		{"takedown timeout", func(c *Config) { c.Takedown.Timeout = time.Minute }, `config: takedown.timeout: 1m0s is longer than takedown.max_wait 55s`},
+		{"takedown max wait", func(c *Config) { c.Takedown.MaxWait = 0 }, `config: takedown.max_wait: must be > 0, got 0s`},
+		{"result ttl", func(c *Config) { c.Takedown.ResultTTL = 0 }, `config: takedown.result_ttl: must be > 0, got 0s`},
+		{"latency", func(c *Config) { c.ItemSvc.Latency = -1 }, `config: itemsvc.latency: must not be negative, got -1ns`},
+		{"demo rate", func(c *Config) { c.Demo.Rate = 0 }, `config: demo.rate: must be > 0, got 0`},
+		{"log format", func(c *Config) { c.Log.Format = "xml" }, `config: log.format: "xml" is not one of text, json`},
+		{"log level", func(c *Config) { c.Log.Level = "INFO" }, `config: log.level: "INFO" is not one of debug, info, warn, error`},
+		{"principal role", func(c *Config) {
+			c.Auth.Principals = []Principal{{Name: "a", Role: "admin", Token: "t"}}
+		}, `config: auth.principals[0].role: "admin" is not one of moderator, partner, police`},
+		{"principal name", func(c *Config) {
+			c.Auth.Principals = []Principal{{Role: "police", Token: "t"}}
+		}, `config: auth.principals[0].name: must not be empty`},
+		{"principal duplicate", func(c *Config) {
+			c.Auth.Principals = []Principal{{Name: "a", Role: "police", Token: "t"}, {Name: "a", Role: "partner", Token: "u"}}
+		}, `config: auth.principals[1].name: "a" is also auth.principals[0]`},
+		{"principal both tokens", func(c *Config) {
+			c.Auth.Principals = []Principal{{Name: "a", Role: "police", Token: "t", TokenSHA256: hash}}
+		}, `config: auth.principals[0]: set token_sha256 or token, not both`},
+		{"principal no token", func(c *Config) {
+			c.Auth.Principals = []Principal{{Name: "a", Role: "police"}}
+		}, `config: auth.principals[0]: needs token_sha256 (or token, for development)`},
+		{"principal short hash", func(c *Config) {
+			c.Auth.Principals = []Principal{{Name: "a", Role: "police", TokenSHA256: hash[:63]}}
+		}, `config: auth.principals[0].token_sha256: must be 64 hex characters, the SHA-256 of the token`},
+		{"principal non-hex hash", func(c *Config) {
+			c.Auth.Principals = []Principal{{Name: "a", Role: "police", TokenSHA256: "zz" + hash[2:]}}
+		}, `config: auth.principals[0].token_sha256: must be 64 hex characters, the SHA-256 of the token`},
+		{"principal channel", func(c *Config) {
+			c.Auth.Principals = []Principal{{Name: "a", Role: "partner", Token: "t", Channels: []string{"item:*", "bad channel"}}}
+		}, `config: auth.principals[0].channels[1]: "bad channel" is not a channel or pattern like item:*`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := wantDefaults()
+			tt.change(&c)
+			err := c.Validate()
+			if err == nil {
+				t.Fatalf("Validate succeeded, want %s", tt.want)
+			}
+			if err.Error() != tt.want {
+				t.Errorf("Validate error\n got %s\nwant %s", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestValidateAccepts(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(c *Config)
+	}{
+		{"defaults", func(*Config) {}},
+		{"listen on port 0", func(c *Config) { c.HTTP.Addr = "127.0.0.1:0" }},
+		{"ipv6 broker", func(c *Config) { c.Kafka.Brokers = []string{"[::1]:9092"} }},
+		{"any origin", func(c *Config) { c.HTTP.AllowedOrigins = []string{"*", "http://localhost:3000"} }},
+		{"rediss", func(c *Config) { c.Redis.URL = "rediss://user:pw@r.example.com:6380/2" }},
+		{"unix redis", func(c *Config) { c.Redis.URL = "unix:///run/redis.sock" }},
+		{"timeout equals max wait", func(c *Config) { c.Takedown.Timeout = c.Takedown.MaxWait }},
+		{"no latency", func(c *Config) { c.ItemSvc.Latency = 0 }},
+		{"type routing", func(c *Config) { c.Routing.Events = []string{"{type}", "type:{type}"} }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := wantDefaults()
+			tt.change(&c)
+			if err := c.Validate(); err != nil {
+				t.Errorf("Validate: %v", err)
+			}
+		})
+	}
+}
+
+func TestValidateReportsEveryProblem(t *testing.T) {
+	c := wantDefaults()
+	c.Hub.History.Size = 0
+	c.Log.Format = "xml"
+	err := c.Validate()
+	if err == nil {
+		t.Fatal("Validate succeeded")
+	}
+	want := "config: hub.history.size: must be > 0, got 0\nconfig: log.format: \"xml\" is not one of text, json"
+	if err.Error() != want {
+		t.Errorf("Validate error\n got %s\nwant %s", err, want)
+	}
+}
+
+// TestKeysMatchConfig checks that every leaf of Config has a key with a
+// default, and every key a field: a key without a default is never read
+// from the environment.
+func TestKeysMatchConfig(t *testing.T) {
+	var fromStruct []string
+	var walk func(prefix string, typ reflect.Type)
+	walk = func(prefix string, typ reflect.Type) {
+		for f := range typ.Fields() {
+			key := prefix + f.Tag.Get("mapstructure")
+			if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeFor[time.Duration]() {
+				walk(key+".", f.Type)
+				continue
+			}
+			fromStruct = append(fromStruct, key)
+		}
+	}
+	walk("", reflect.TypeFor[Config]())
+	slices.Sort(fromStruct)
+
+	keys := Keys()
+	if !slices.IsSorted(keys) {
+		t.Errorf("Keys() is not sorted: %v", keys)
+	}
+	if !slices.Equal(keys, fromStruct) {
+		t.Errorf("Keys() = %v\nConfig fields = %v", keys, fromStruct)
+	}
+	d := Defaults()
+	for _, k := range keys {
+		if _, ok := d[k]; !ok {
+			t.Errorf("Defaults() lacks %s", k)
+		}
+	}
+}
+
+func TestEmbedded(t *testing.T) {
+	tests := []struct {
+		name    string
+		brokers []string
+		want    bool
+	}{
+		{"none", nil, true},
+		{"empty", []string{}, true},
+		{"one", []string{"k:9092"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Config{Kafka: Kafka{Brokers: tt.brokers}}
+			if got := c.Embedded(); got != tt.want {
+				t.Errorf("Embedded() = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestPrincipalStringHidesToken(t *testing.T) {
+	p := Principal{Name: "dev", Role: "moderator", Token: "s3cret", TokenSHA256: "abcdef"}
+	c := Config{Auth: Auth{Principals: []Principal{p}}}
+	for _, s := range []string{p.String(), fmt.Sprintf("%+v", c)} {
+		if strings.Contains(s, "s3cret") || strings.Contains(s, "abcdef") {
+			t.Errorf("%q shows a token", s)
+		}
+	}
+}

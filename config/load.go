@@ -1,0 +1,212 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+)
+
+// EnvPrefix is the prefix of environment variables: key hub.history.ttl is
+// read from SWITCHBOARD_HUB_HISTORY_TTL.
+const EnvPrefix = "SWITCHBOARD"
+
+// Load reads the configuration: defaults, then the YAML file at path (if path
+// is not empty), then SWITCHBOARD_* environment variables, then the flags of
+// BindFlags that were set on the command line, each overriding the one
+// before. If path is empty and flags has a --config that was set, that file
+// is read. List values given as one string (environment, flags) are split on
+// commas.
+//
+// Unknown keys and values of the wrong type are errors that name the key; the
+// result is then checked with Validate. The errors are *KeyError values,
+// joined with errors.Join when there are several.
+func Load(path string, flags *pflag.FlagSet) (Config, error) {
+	v := viper.New()
+	for k, d := range defaults {
+		v.SetDefault(k, d)
+	}
+
+	if path == "" && flags != nil && flags.Changed(flagConfig) {
+		p, err := flags.GetString(flagConfig)
+		if err != nil {
+			return Config{}, fmt.Errorf("config: --%s: %w", flagConfig, err)
+		}
+		path = p
+	}
+	if path != "" {
+		v.SetConfigFile(path)
+		v.SetConfigType("yaml")
+		if err := v.ReadInConfig(); err != nil {
+			return Config{}, fmt.Errorf("config: read %s: %w", path, err)
+		}
+	}
+
+	v.SetEnvPrefix(EnvPrefix)
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+
+	if flags != nil {
+		for name, key := range flagKeys {
+			f := flags.Lookup(name)
+			if f == nil || !f.Changed {
+				continue
+			}
+			if err := v.BindPFlag(key, f); err != nil {
+				return Config{}, fmt.Errorf("config: --%s: %w", name, err)
+			}
+		}
+	}
+
+	var c Config
+	err := v.UnmarshalExact(&c, viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
+		durationHook,
+		stringSliceHook,
+	)))
+	if err != nil {
+		return Config{}, decodeErrors(err)
+	}
+
+	// itemsvc.enabled defaults to nil, so Get returns nil unless a source set it.
+	if v.Get("itemsvc.enabled") == nil {
+		c.ItemSvc.Enabled = c.Embedded()
+	}
+
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+var durationType = reflect.TypeFor[time.Duration]()
+
+// durationHook parses strings with time.ParseDuration, keeping the value in the
+// error (mapstructure's own hook drops it), and refuses bare numbers, which
+// mapstructure would otherwise take as nanoseconds.
+func durationHook(from, to reflect.Type, data any) (any, error) {
+	if to != durationType || from == durationType {
+		return data, nil
+	}
+	switch from.Kind() {
+	case reflect.String:
+		return time.ParseDuration(data.(string))
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64,
+		reflect.Float32, reflect.Float64:
+		// "time: missing unit in duration" for anything but 0.
+		return time.ParseDuration(fmt.Sprint(data))
+	}
+	return data, nil
+}
+
+var stringSliceType = reflect.TypeFor[[]string]()
+
+// stringSliceHook splits a comma-separated string into a []string, trimming
+// spaces and dropping empty items, so "a, b," is ["a" "b"].
+func stringSliceHook(from, to reflect.Type, data any) (any, error) {
+	if from.Kind() != reflect.String || to != stringSliceType {
+		return data, nil
+	}
+	out := []string{}
+	for s := range strings.SplitSeq(data.(string), ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+// decodeErrors turns mapstructure's error tree into KeyErrors that name the
+// full dotted key. Mapstructure reports an unknown key as
+// "'hub.history' has invalid keys: histroy, x", which is hard to read.
+func decodeErrors(err error) error {
+	var out []error
+	for _, e := range leaves(err) {
+		var de *mapstructure.DecodeError
+		if !errors.As(e, &de) {
+			out = append(out, fmt.Errorf("config: %w", e))
+			continue
+		}
+		name, cause := de.Name(), de.Unwrap()
+		if list, ok := strings.CutPrefix(cause.Error(), "has invalid keys: "); ok {
+			for k := range strings.SplitSeq(list, ", ") {
+				out = append(out, &KeyError{Key: joinKey(name, k), Err: ErrUnknownKey})
+			}
+			continue
+		}
+		out = append(out, &KeyError{Key: name, Err: describe(cause)})
+	}
+	return errors.Join(out...)
+}
+
+// leaves flattens joined and wrapped errors down to the DecodeErrors, or to
+// errors that hold none.
+func leaves(err error) []error {
+	var de *mapstructure.DecodeError
+	switch u := err.(type) {
+	case interface{ Unwrap() []error }:
+		var out []error
+		for _, e := range u.Unwrap() {
+			out = append(out, leaves(e)...)
+		}
+		return out
+	case *mapstructure.DecodeError:
+		// A DecodeError may wrap more DecodeErrors, which carry full names.
+		if errors.As(u.Unwrap(), &de) {
+			return leaves(u.Unwrap())
+		}
+	case interface{ Unwrap() error }:
+		if errors.As(u.Unwrap(), &de) {
+			return leaves(u.Unwrap())
+		}
+	}
+	return []error{err}
+}
+
+func joinKey(parent, k string) string {
+	if parent == "" {
+		return k
+	}
+	return parent + "." + k
+}
+
+// describe rewrites mapstructure's type errors to show the offending value.
+func describe(err error) error {
+	var pe *mapstructure.ParseError
+	if errors.As(err, &pe) {
+		reason := "invalid syntax"
+		var ne *strconv.NumError
+		if errors.As(pe.Err, &ne) {
+			reason = ne.Err.Error()
+		} else if pe.Err != nil {
+			reason = pe.Err.Error()
+		}
+		return fmt.Errorf("cannot parse %q as %s: %s", fmt.Sprint(pe.Value), pe.Expected.Type(), reason)
+	}
+	var ue *mapstructure.UnconvertibleTypeError
+	if errors.As(err, &ue) {
+		return fmt.Errorf("expected %s, got %s", ue.Expected.Type(), kindName(ue.Value))
+	}
+	return err
+}
+
+func kindName(v any) string {
+	if v == nil {
+		return "nothing"
+	}
+	switch reflect.TypeOf(v).Kind() {
+	case reflect.Map:
+		return "a map"
+	case reflect.Slice, reflect.Array:
+		return "a list"
+	case reflect.String:
+		return fmt.Sprintf("string %q", v)
+	}
+	return fmt.Sprintf("%T %v", v, v)
+}

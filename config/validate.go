@@ -1,0 +1,245 @@
+package config
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Validate checks ranges, enumerations, addresses and principals. It returns
+// every problem found, each a *KeyError naming its key, joined with
+// errors.Join; nil when c is usable.
+func (c Config) Validate() error {
+	var v validator
+
+	v.addr("http.addr", c.HTTP.Addr, true)
+	for i, o := range c.HTTP.AllowedOrigins {
+		v.origin(fmt.Sprintf("http.allowed_origins[%d]", i), o)
+	}
+	v.positive("http.max_body_bytes", c.HTTP.MaxBodyBytes)
+	v.duration("http.shutdown_timeout", c.HTTP.ShutdownTimeout)
+
+	for i, b := range c.Kafka.Brokers {
+		v.addr(fmt.Sprintf("kafka.brokers[%d]", i), b, false)
+	}
+	v.addr("kafka.embedded.addr", c.Kafka.Embedded.Addr, true)
+	v.positive("kafka.embedded.partitions", int64(c.Kafka.Embedded.Partitions))
+	v.nonEmpty("kafka.group_id", c.Kafka.GroupID)
+	topics := []struct{ key, name string }{
+		{"kafka.topics.reports", c.Kafka.Topics.Reports},
+		{"kafka.topics.commands", c.Kafka.Topics.Commands},
+		{"kafka.topics.events", c.Kafka.Topics.Events},
+		{"kafka.topics.dlq", c.Kafka.Topics.DLQ},
+	}
+	seenTopic := map[string]string{}
+	for _, t := range topics {
+		v.topic(t.key, t.name)
+		if other, ok := seenTopic[t.name]; ok && t.name != "" {
+			v.fail(t.key, "topic %q is also %s", t.name, other)
+		}
+		seenTopic[t.name] = t.key
+	}
+
+	v.templates("routing.reports", c.Routing.Reports)
+	v.templates("routing.commands", c.Routing.Commands)
+	v.templates("routing.events", c.Routing.Events)
+
+	v.redisURL("redis.url", c.Redis.URL)
+
+	v.positive("hub.history.size", int64(c.Hub.History.Size))
+	v.duration("hub.history.ttl", c.Hub.History.TTL)
+	v.positive("hub.client_queue", int64(c.Hub.ClientQueue))
+	v.positive("hub.max_channels", int64(c.Hub.MaxChannels))
+
+	v.duration("sse.heartbeat", c.SSE.Heartbeat)
+	v.duration("sse.retry", c.SSE.Retry)
+
+	v.duration("ws.ping_interval", c.WS.PingInterval)
+	v.positive("ws.max_message_bytes", c.WS.MaxMessageBytes)
+	v.duration("ws.write_timeout", c.WS.WriteTimeout)
+
+	v.duration("takedown.timeout", c.Takedown.Timeout)
+	v.duration("takedown.max_wait", c.Takedown.MaxWait)
+	v.duration("takedown.result_ttl", c.Takedown.ResultTTL)
+	if c.Takedown.Timeout > c.Takedown.MaxWait && c.Takedown.MaxWait > 0 {
+		v.fail("takedown.timeout", "%s is longer than takedown.max_wait %s", c.Takedown.Timeout, c.Takedown.MaxWait)
+	}
+
+	if c.ItemSvc.Latency < 0 {
+		v.fail("itemsvc.latency", "must not be negative, got %s", c.ItemSvc.Latency)
+	}
+
+	if !(c.Demo.Rate > 0) {
+		v.fail("demo.rate", "must be > 0, got %v", c.Demo.Rate)
+	}
+
+	v.principals(c.Auth.Principals)
+
+	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
+	v.oneOf("log.format", c.Log.Format, "text", "json")
+
+	return errors.Join(v.errs...)
+}
+
+type validator struct{ errs []error }
+
+func (v *validator) fail(key, format string, args ...any) {
+	v.errs = append(v.errs, keyErr(key, format, args...))
+}
+
+func (v *validator) positive(key string, n int64) {
+	if n <= 0 {
+		v.fail(key, "must be > 0, got %d", n)
+	}
+}
+
+func (v *validator) duration(key string, d time.Duration) {
+	if d <= 0 {
+		v.fail(key, "must be > 0, got %s", d)
+	}
+}
+
+func (v *validator) nonEmpty(key, s string) {
+	if s == "" {
+		v.fail(key, "must not be empty")
+	}
+}
+
+func (v *validator) oneOf(key, s string, allowed ...string) {
+	for _, a := range allowed {
+		if s == a {
+			return
+		}
+	}
+	v.fail(key, "%q is not one of %s", s, strings.Join(allowed, ", "))
+}
+
+// addr checks host:port; a listen address may leave the host empty and use
+// port 0.
+func (v *validator) addr(key, s string, listen bool) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		v.fail(key, "%q is not host:port", s)
+		return
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	switch {
+	case err != nil:
+		v.fail(key, "%q: port %q is not a number from 0 to 65535", s, port)
+	case !listen && (host == "" || n == 0):
+		v.fail(key, "%q needs a host and a port from 1 to 65535", s)
+	}
+}
+
+func (v *validator) origin(key, s string) {
+	if s == "*" {
+		return
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		v.fail(key, "%q is not an origin like https://example.com or *", s)
+	}
+}
+
+func (v *validator) redisURL(key, s string) {
+	if s == "" {
+		return
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		v.fail(key, "not a URL") // the error would repeat a password
+		return
+	}
+	switch u.Scheme {
+	case "redis", "rediss":
+		if u.Host == "" {
+			v.fail(key, "needs a host, like redis://localhost:6379/0")
+		}
+	case "unix":
+		if u.Path == "" {
+			v.fail(key, "needs a socket path, like unix:///run/redis.sock")
+		}
+	default:
+		v.fail(key, "scheme %q is not redis, rediss or unix", u.Scheme)
+	}
+}
+
+var topicRe = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
+
+func (v *validator) topic(key, s string) {
+	if !topicRe.MatchString(s) || s == "." || s == ".." {
+		v.fail(key, "%q is not a Kafka topic name ([a-zA-Z0-9._-], 1 to 249)", s)
+	}
+}
+
+var (
+	placeholderRe = regexp.MustCompile(`\{([^{}]*)\}`)
+	channelRe     = regexp.MustCompile(`^[a-z0-9._-]{1,64}(:[A-Za-z0-9._~-]{1,128})?$`)
+)
+
+// placeholders are the event attributes a routing template may use.
+var placeholders = map[string]bool{"subject": true, "correlationid": true, "type": true}
+
+// templates checks channel templates: with each placeholder filled in, a
+// template must be a valid channel name.
+func (v *validator) templates(key string, ts []string) {
+	if len(ts) == 0 {
+		v.fail(key, "needs at least one channel template")
+	}
+	for i, t := range ts {
+		k := fmt.Sprintf("%s[%d]", key, i)
+		bad := ""
+		filled := placeholderRe.ReplaceAllStringFunc(t, func(m string) string {
+			if name := m[1 : len(m)-1]; !placeholders[name] && bad == "" {
+				bad = name
+			}
+			return "x"
+		})
+		switch {
+		case bad != "":
+			v.fail(k, "%q: unknown placeholder {%s}; use {subject}, {correlationid} or {type}", t, bad)
+		case !channelRe.MatchString(filled):
+			v.fail(k, "%q is not a channel template like item:{subject}", t)
+		}
+	}
+}
+
+// principals checks names, roles, tokens and channel grants. A grant may use
+// "*" as a wildcard.
+func (v *validator) principals(ps []Principal) {
+	names := map[string]int{}
+	for i, p := range ps {
+		k := fmt.Sprintf("auth.principals[%d]", i)
+		switch j, dup := names[p.Name]; {
+		case p.Name == "":
+			v.fail(k+".name", "must not be empty")
+		case dup:
+			v.fail(k+".name", "%q is also auth.principals[%d]", p.Name, j)
+		default:
+			names[p.Name] = i
+		}
+		v.oneOf(k+".role", p.Role, RoleModerator, RolePartner, RolePolice)
+		switch {
+		case p.TokenSHA256 != "" && p.Token != "":
+			v.fail(k, "set token_sha256 or token, not both")
+		case p.TokenSHA256 == "" && p.Token == "":
+			v.fail(k, "needs token_sha256 (or token, for development)")
+		case p.TokenSHA256 != "":
+			if b, err := hex.DecodeString(p.TokenSHA256); err != nil || len(b) != 32 {
+				v.fail(k+".token_sha256", "must be 64 hex characters, the SHA-256 of the token")
+			}
+		}
+		for j, ch := range p.Channels {
+			if !channelRe.MatchString(strings.ReplaceAll(ch, "*", "x")) {
+				v.fail(fmt.Sprintf("%s.channels[%d]", k, j), "%q is not a channel or pattern like item:*", ch)
+			}
+		}
+	}
+}

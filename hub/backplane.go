@@ -1,0 +1,53 @@
+package hub
+
+import "context"
+
+// Entry is one event at one position of one channel's log.
+type Entry struct {
+	Channel string
+	Pos     Position
+	Event   *Event
+}
+
+// Replay is what a history read found for one channel.
+type Replay struct {
+	// Entries are the events after the requested position, oldest first.
+	Entries []Entry
+	// Top is the position of the newest event in the log when it was read
+	// (offset 0 in the current epoch for an empty log). A subscriber that
+	// read this replay is at Top.
+	Top Position
+	// Gap is true when history could not cover the requested position: its
+	// epoch is gone, or the events after it have left history.
+	Gap bool
+}
+
+// Backplane holds every channel's log and carries new entries to the nodes
+// that listen to them. The memory backplane serves one node; a shared one
+// (Redis) lets any node serve any client.
+type Backplane interface {
+	// Publish appends ev to the log of every channel in channels, then
+	// announces each new entry to the channel's listeners on every node. It
+	// returns once the logs hold the event, so the caller may commit the
+	// event's source offset.
+	Publish(ctx context.Context, channels []string, ev *Event) error
+	// Read returns channel's entries after *after (none when after is nil)
+	// and the log's top. Entries and Top are read in one consistent step.
+	Read(ctx context.Context, channel string, after *Position) (Replay, error)
+	// Listen makes deliver receive channel's new entries, in offset order,
+	// until the returned cancel is called. It returns once delivery is
+	// active, so an entry appended after Listen returns is never missed.
+	// deliver must not block.
+	Listen(ctx context.Context, channel string, deliver func(Entry)) (cancel func(), err error)
+}
+
+// HealthChecker is an optional ability of a Backplane: it reports whether the
+// backplane is reachable (for /readyz).
+type HealthChecker interface {
+	Healthy(ctx context.Context) error
+}
+
+// Closer is an optional ability of a Backplane that holds resources.
+type Closer interface {
+	Close() error
+}

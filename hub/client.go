@@ -1,0 +1,366 @@
+package hub
+
+import (
+	"context"
+	"strings"
+	"sync"
+)
+
+// Delivery is one entry on its way to the clients of its channel. Its wire
+// encodings are made once and shared by every subscriber.
+type Delivery struct {
+	Entry
+
+	wsOnce  sync.Once
+	ws      []byte
+	sseOnce sync.Once
+	sse     []byte
+}
+
+// WSFrame returns the WebSocket frame of the delivery:
+// {"type":"event","channel":...,"cursor":...,"event":{...}}. Channel names and
+// cursors need no JSON escaping: their grammar has no such characters.
+func (d *Delivery) WSFrame() []byte {
+	d.wsOnce.Do(func() {
+		cur := d.Pos.String()
+		b := make([]byte, 0, 48+len(d.Channel)+len(cur)+len(d.Event.JSON))
+		b = append(b, `{"type":"event","channel":"`...)
+		b = append(b, d.Channel...)
+		b = append(b, `","cursor":"`...)
+		b = append(b, cur...)
+		b = append(b, `","event":`...)
+		b = append(b, d.Event.JSON...)
+		b = append(b, '}')
+		d.ws = b
+	})
+	return d.ws
+}
+
+// SSEFrame returns the SSE event of the delivery without its id line:
+// "event: <type>\ndata: <json>\n\n".
+func (d *Delivery) SSEFrame() []byte {
+	d.sseOnce.Do(func() {
+		typ := d.Event.Type
+		if strings.ContainsAny(typ, "\r\n") {
+			typ = strings.NewReplacer("\r", " ", "\n", " ").Replace(typ)
+		}
+		b := make([]byte, 0, 16+len(typ)+len(d.Event.JSON))
+		b = append(b, "event: "...)
+		b = append(b, typ...)
+		b = append(b, "\ndata: "...)
+		b = append(b, d.Event.JSON...)
+		b = append(b, "\n\n"...)
+		d.sse = b
+	})
+	return d.sse
+}
+
+// ItemKind tells what a queued Item carries.
+type ItemKind uint8
+
+// The kinds of Item.
+const (
+	// ItemEvent carries a Delivery.
+	ItemEvent ItemKind = iota
+	// ItemGap says history could not cover a resume of Channel; the client
+	// goes on live from Pos.
+	ItemGap
+	// ItemFrame carries a door's own frame (ack, pong, error) in Raw.
+	ItemFrame
+)
+
+// Item is one thing queued for a client, in the order the door must write it.
+type Item struct {
+	Kind     ItemKind
+	Delivery *Delivery
+	Channel  string
+	Pos      Position
+	Raw      []byte
+}
+
+// subState is one subscription of a client. While buffering, live entries
+// wait in pending until the history read is queued; last is the offset of
+// the newest entry queued, so an entry is never queued twice.
+type subState struct {
+	buffering bool
+	pending   []*Delivery
+	epoch     string
+	last      uint64
+}
+
+// Client is one connection of a door (a WebSocket or an SSE stream): its
+// subscriptions and its bounded queue. The hub offers entries without
+// blocking; the door's writer drains the queue and writes everything queued
+// in one go. A client whose queue overflows ends with ErrSlowConsumer.
+type Client struct {
+	h      *Hub
+	maxLen int
+
+	mu     sync.Mutex
+	subs   map[string]*subState
+	queue  []Item
+	spare  []Item
+	err    error
+	closed bool
+
+	ready chan struct{}
+	done  chan struct{}
+	once  sync.Once
+}
+
+// SubscribeResult says where a subscription starts.
+type SubscribeResult struct {
+	// Start is the position the subscription resumes after: the cursor it
+	// was given when history covers it, otherwise the channel's top.
+	Start Position
+	// Gap is true when history could not cover the given cursor.
+	Gap bool
+}
+
+// Subscribe subscribes c to channel, resuming after *after when it is given.
+// The order of the queue is: the frame ack(result) makes, if ack is not nil;
+// a gap notice, if history could not cover after; the missed entries; then
+// live entries, each once. Live delivery starts before history is read, so
+// nothing published meanwhile is lost.
+func (c *Client) Subscribe(ctx context.Context, channel string, after *Position, ack func(SubscribeResult) []byte) (SubscribeResult, error) {
+	if err := ValidateChannel(channel); err != nil {
+		return SubscribeResult{}, err
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return SubscribeResult{}, ErrClosed
+	}
+	if _, ok := c.subs[channel]; ok {
+		// A repeated subscribe starts over from the cursor it carries.
+		c.mu.Unlock()
+		c.Unsubscribe(channel)
+		c.mu.Lock()
+	}
+	if len(c.subs) >= c.h.cfg.MaxChannels {
+		c.mu.Unlock()
+		return SubscribeResult{}, ErrTooManyChannels
+	}
+	st := &subState{buffering: true}
+	c.subs[channel] = st
+	c.mu.Unlock()
+
+	if err := c.h.attach(ctx, channel, c); err != nil {
+		c.dropSub(channel, st)
+		return SubscribeResult{}, err
+	}
+	rep, err := c.h.bp.Read(ctx, channel, after)
+	if err != nil {
+		c.dropSub(channel, st)
+		c.h.detach(channel, c)
+		return SubscribeResult{}, err
+	}
+	res := SubscribeResult{Start: rep.Top, Gap: rep.Gap}
+	if after != nil && !rep.Gap {
+		res.Start = *after
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.subs[channel] != st {
+		// Closed meanwhile: Close did not see this attachment.
+		c.mu.Unlock()
+		c.h.detach(channel, c)
+		c.mu.Lock()
+		return res, ErrClosed
+	}
+	if ack != nil {
+		c.queue = append(c.queue, Item{Kind: ItemFrame, Raw: ack(res)})
+	}
+	if res.Gap {
+		c.queue = append(c.queue, Item{Kind: ItemGap, Channel: channel, Pos: rep.Top})
+	}
+	for _, e := range rep.Entries {
+		c.queue = append(c.queue, Item{Kind: ItemEvent, Delivery: &Delivery{Entry: e}})
+	}
+	st.epoch, st.last = rep.Top.Epoch, rep.Top.Offset
+	st.buffering = false
+	pending := st.pending
+	st.pending = nil
+	for _, d := range pending {
+		c.queueLocked(st, d)
+	}
+	c.wake()
+	return res, nil
+}
+
+// dropSub forgets st if it is still channel's subscription.
+func (c *Client) dropSub(channel string, st *subState) {
+	c.mu.Lock()
+	if c.subs[channel] == st {
+		delete(c.subs, channel)
+	}
+	c.mu.Unlock()
+}
+
+// Unsubscribe stops channel's deliveries to c. Entries already queued stay.
+func (c *Client) Unsubscribe(channel string) bool {
+	c.mu.Lock()
+	_, ok := c.subs[channel]
+	delete(c.subs, channel)
+	c.mu.Unlock()
+	if ok {
+		c.h.detach(channel, c)
+	}
+	return ok
+}
+
+// Channels returns how many channels c holds.
+func (c *Client) Channels() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.subs)
+}
+
+// Send queues a door's own frame. It is not counted against the queue bound:
+// frames answer the client's own requests, which it paces.
+func (c *Client) Send(raw []byte) {
+	c.mu.Lock()
+	if !c.closed {
+		c.queue = append(c.queue, Item{Kind: ItemFrame, Raw: raw})
+		c.wake()
+	}
+	c.mu.Unlock()
+}
+
+// offer is the hub's fan-out into c. It never blocks.
+func (c *Client) offer(d *Delivery) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	st := c.subs[d.Channel]
+	if st == nil {
+		return
+	}
+	if st.buffering {
+		if len(st.pending) >= c.maxLen {
+			c.failLocked(ErrSlowConsumer)
+			return
+		}
+		st.pending = append(st.pending, d)
+		return
+	}
+	if len(c.queue) >= c.maxLen {
+		c.failLocked(ErrSlowConsumer)
+		return
+	}
+	c.queueLocked(st, d)
+	c.wake()
+}
+
+// queueLocked queues d unless it is not newer than what st already queued. A
+// new epoch means the log lost its continuity: the client is told with a gap.
+func (c *Client) queueLocked(st *subState, d *Delivery) {
+	if d.Pos.Epoch != st.epoch {
+		c.queue = append(c.queue, Item{Kind: ItemGap, Channel: d.Channel, Pos: Position{Epoch: d.Pos.Epoch, Offset: d.Pos.Offset - 1}})
+		st.epoch = d.Pos.Epoch
+	} else if d.Pos.Offset <= st.last {
+		return
+	}
+	st.last = d.Pos.Offset
+	c.queue = append(c.queue, Item{Kind: ItemEvent, Delivery: d})
+}
+
+func (c *Client) wake() {
+	select {
+	case c.ready <- struct{}{}:
+	default:
+	}
+}
+
+// Ready is signalled when items may be queued; the door then calls Drain.
+func (c *Client) Ready() <-chan struct{} { return c.ready }
+
+// Done is closed when the client has ended: slow consumer, hub shutdown, or
+// Close. Err says why.
+func (c *Client) Done() <-chan struct{} { return c.done }
+
+// Err returns why the client ended, or nil while it runs.
+func (c *Client) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// Drain returns every queued item, oldest first, and empties the queue. It
+// never blocks. The door hands the slice back with Release after writing.
+func (c *Client) Drain() []Item {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.queue) == 0 {
+		return nil
+	}
+	items := c.queue
+	c.queue = c.spare
+	c.spare = nil
+	return items
+}
+
+// Release returns a slice from Drain for reuse, so a busy client does not
+// allocate a queue per write.
+func (c *Client) Release(items []Item) {
+	if cap(items) > 4*c.maxLen {
+		return
+	}
+	clear(items)
+	c.mu.Lock()
+	if c.spare == nil && !c.closed {
+		c.spare = items[:0]
+	}
+	c.mu.Unlock()
+}
+
+// Queued returns how many items wait in c's queue.
+func (c *Client) Queued() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.queue)
+}
+
+func (c *Client) fail(err error) {
+	c.mu.Lock()
+	c.failLocked(err)
+	c.mu.Unlock()
+}
+
+// failLocked ends the client with err and drops its queue. It only marks:
+// the door sees Done and calls Close, which detaches from the hub, so the
+// fan-out never takes the hub's locks.
+func (c *Client) failLocked(err error) {
+	if c.closed {
+		return
+	}
+	c.closed = true
+	c.err = err
+	c.queue, c.spare = nil, nil
+	if err == ErrSlowConsumer {
+		c.h.stats.SlowConsumers.Add(1)
+	}
+	close(c.done)
+}
+
+// Close ends the client, detaches it from every channel and tells the hub it
+// is gone. It is idempotent.
+func (c *Client) Close() {
+	c.once.Do(func() {
+		c.mu.Lock()
+		c.failLocked(ErrClosed)
+		chans := make([]string, 0, len(c.subs))
+		for ch := range c.subs {
+			chans = append(chans, ch)
+		}
+		c.subs = map[string]*subState{}
+		c.mu.Unlock()
+		for _, ch := range chans {
+			c.h.detach(ch, c)
+		}
+		c.h.forget(c)
+	})
+}

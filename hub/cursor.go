@@ -1,0 +1,108 @@
+package hub
+
+import (
+	"encoding/base64"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Position is a place in one channel's log: the log's epoch and the offset of
+// an event in it. Offsets start at 1; offset 0 is the position before the
+// first event. Offsets compare only within one epoch: the epoch changes
+// whenever the log's continuity is lost (a memory backplane restarted, Redis
+// data flushed).
+type Position struct {
+	Epoch  string
+	Offset uint64
+}
+
+// Limits on cursors, which come from outside.
+const (
+	maxEpochLen        = 32
+	maxStreamCursorLen = 8 << 10
+)
+
+// String encodes p as an opaque, URL-safe cursor: "<epoch>.<offset base 36>".
+func (p Position) String() string {
+	return p.Epoch + "." + strconv.FormatUint(p.Offset, 36)
+}
+
+// ParseCursor decodes a cursor made by Position.String.
+func ParseCursor(s string) (Position, error) {
+	epoch, off, ok := strings.Cut(s, ".")
+	if !ok || !validEpoch(epoch) || len(off) == 0 || len(off) > 13 {
+		return Position{}, fmt.Errorf("%w: %q", ErrBadCursor, clip(s))
+	}
+	n, err := strconv.ParseUint(off, 36, 64)
+	if err != nil {
+		return Position{}, fmt.Errorf("%w: %q", ErrBadCursor, clip(s))
+	}
+	return Position{Epoch: epoch, Offset: n}, nil
+}
+
+func validEpoch(e string) bool {
+	if len(e) == 0 || len(e) > maxEpochLen {
+		return false
+	}
+	for i := 0; i < len(e); i++ {
+		if c := e[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// StreamCursor is the position of every channel of one SSE stream. It is sent
+// as the SSE id of every event, so a browser's Last-Event-ID always holds the
+// whole stream's position.
+type StreamCursor map[string]Position
+
+// Encode renders the cursor as URL-safe base64 of "channel|epoch.offset;...",
+// channels sorted so equal cursors encode equally.
+func (c StreamCursor) Encode() string {
+	names := make([]string, 0, len(c))
+	for ch := range c {
+		names = append(names, ch)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	for i, ch := range names {
+		if i > 0 {
+			b.WriteByte(';')
+		}
+		b.WriteString(ch)
+		b.WriteByte('|')
+		b.WriteString(c[ch].String())
+	}
+	return base64.RawURLEncoding.EncodeToString([]byte(b.String()))
+}
+
+// ParseStreamCursor decodes a StreamCursor. It refuses oversized input and
+// anything that does not decode to valid channels and positions.
+func ParseStreamCursor(s string) (StreamCursor, error) {
+	if len(s) > maxStreamCursorLen {
+		return nil, fmt.Errorf("%w: stream cursor longer than %d bytes", ErrBadCursor, maxStreamCursorLen)
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return nil, fmt.Errorf("%w: stream cursor is not base64url", ErrBadCursor)
+	}
+	c := StreamCursor{}
+	if len(raw) == 0 {
+		return c, nil
+	}
+	for _, part := range strings.Split(string(raw), ";") {
+		ch, pos, ok := strings.Cut(part, "|")
+		if !ok || ValidateChannel(ch) != nil {
+			return nil, fmt.Errorf("%w: stream cursor names a bad channel", ErrBadCursor)
+		}
+		p, err := ParseCursor(pos)
+		if err != nil {
+			return nil, err
+		}
+		c[ch] = p
+	}
+	return c, nil
+}

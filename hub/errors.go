@@ -1,0 +1,22 @@
+package hub
+
+import "errors"
+
+// Sentinel errors of the hub. Callers test them with errors.Is.
+var (
+	// ErrBadChannel means a channel name does not match the grammar of the
+	// contract: a namespace of [a-z0-9._-]{1,64}, optionally ':' and a key of
+	// [A-Za-z0-9._~-]{1,128}.
+	ErrBadChannel = errors.New("hub: bad channel name")
+	// ErrBadCursor means a cursor could not be decoded.
+	ErrBadCursor = errors.New("hub: bad cursor")
+	// ErrSlowConsumer ends a client whose queue overflowed; it resumes with
+	// its cursors.
+	ErrSlowConsumer = errors.New("hub: slow consumer")
+	// ErrShutdown ends every client when the hub closes.
+	ErrShutdown = errors.New("hub: shutting down")
+	// ErrClosed is returned by operations on a closed client or hub.
+	ErrClosed = errors.New("hub: closed")
+	// ErrTooManyChannels refuses a subscription over the per-client limit.
+	ErrTooManyChannels = errors.New("hub: too many channels for this client")
+)

@@ -1,0 +1,531 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+func TestValidateChannel(t *testing.T) {
+	tests := []struct {
+		name string
+		ch   string
+		ok   bool
+	}{
+		{"plain", "reports", true},
+		{"keyed", "corr:abc-123", true},
+		{"key chars", "item:A.b_c~d-9", true},
+		{"empty", "", false},
+		{"upper namespace", "Reports", false},
+		{"empty key", "item:", false},
+		{"two colons", "item:a:b", false},
+		{"space", "item:a b", false},
+		{"long namespace", strings.Repeat("a", 65), false},
+		{"long key", "item:" + strings.Repeat("a", 129), false},
+		{"max key", "item:" + strings.Repeat("a", 128), true},
+		{"unicode", "item:é", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := ValidateChannel(tt.ch)
+			if (err == nil) != tt.ok {
+				t.Fatalf("ValidateChannel(%q) = %v, want ok=%v", tt.ch, err, tt.ok)
+			}
+			if err != nil && !errors.Is(err, ErrBadChannel) {
+				t.Fatalf("error %v does not wrap ErrBadChannel", err)
+			}
+		})
+	}
+}
+
+func TestCursorRoundTrip(t *testing.T) {
+	p := Position{Epoch: "abc123", Offset: 123456789}
+	got, err := ParseCursor(p.String())
+	if err != nil || got != p {
+		t.Fatalf("round trip: %v %v", got, err)
+	}
+	sc := StreamCursor{"reports": p, "corr:x": {Epoch: "e", Offset: 0}}
+	back, err := ParseStreamCursor(sc.Encode())
+	if err != nil || len(back) != 2 || back["reports"] != p || back["corr:x"] != sc["corr:x"] {
+		t.Fatalf("stream round trip: %v %v", back, err)
+	}
+	sp := newStreamPos([]string{"corr:x", "reports"})
+	sp.set("reports", p)
+	sp.set("corr:x", sc["corr:x"])
+	if got := string(sp.appendEncoded(nil)); got != sc.Encode() {
+		t.Fatalf("streamPos encodes %q, StreamCursor %q", got, sc.Encode())
+	}
+	for _, bad := range []string{"", "x", "abc.", ".1", "a b.1", "abc.zzzzzzzzzzzzzzzz", strings.Repeat("a", 40) + ".1"} {
+		if _, err := ParseCursor(bad); !errors.Is(err, ErrBadCursor) {
+			t.Errorf("ParseCursor(%q) = %v, want ErrBadCursor", bad, err)
+		}
+	}
+	for _, bad := range []string{"!!", "eHg", strings.Repeat("A", maxStreamCursorLen+1)} {
+		if _, err := ParseStreamCursor(bad); !errors.Is(err, ErrBadCursor) {
+			t.Errorf("ParseStreamCursor(%q) = %v, want ErrBadCursor", bad, err)
+		}
+	}
+}
+
+func FuzzParseCursor(f *testing.F) {
+	for _, s := range []string{"abc.1", "e.0", "x.zz", "", ".", "a.-1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		p, err := ParseCursor(s)
+		if err != nil {
+			return
+		}
+		if q, err := ParseCursor(p.String()); err != nil || q != p {
+			t.Fatalf("%q decodes to %v, which does not round trip", s, p)
+		}
+	})
+}
+
+func FuzzParseStreamCursor(f *testing.F) {
+	f.Add(StreamCursor{"reports": {Epoch: "ab", Offset: 3}, "item:x": {Epoch: "cd", Offset: 9}}.Encode())
+	f.Add("")
+	f.Add("cmVwb3J0c3xhYi4z")
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := ParseStreamCursor(s)
+		if err != nil {
+			return
+		}
+		back, err := ParseStreamCursor(c.Encode())
+		if err != nil || len(back) != len(c) {
+			t.Fatalf("%q decodes to %v, which does not round trip", s, c)
+		}
+	})
+}
+
+func TestMemoryHistory(t *testing.T) {
+	m := NewMemory(MemoryConfig{HistorySize: 3, HistoryTTL: time.Hour})
+	defer m.Close()
+	ctx := t.Context()
+	top := func() Position {
+		r, err := m.Read(ctx, "c", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Top
+	}
+	start := top()
+	for i := 1; i <= 5; i++ {
+		m.Publish(ctx, []string{"c"}, testEvent(i, "t", "", ""))
+	}
+	tests := []struct {
+		name  string
+		after Position
+		gap   bool
+		want  []uint64
+	}{
+		{"at top", Position{start.Epoch, 5}, false, nil},
+		{"covered", Position{start.Epoch, 2}, false, []uint64{3, 4, 5}},
+		{"one too old", Position{start.Epoch, 1}, true, nil},
+		{"other epoch", Position{"zz", 4}, true, nil},
+		{"future", Position{start.Epoch, 9}, true, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := m.Read(ctx, "c", &tt.after)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Gap != tt.gap || r.Top.Offset != 5 {
+				t.Fatalf("gap=%v top=%v", r.Gap, r.Top)
+			}
+			var got []uint64
+			for _, e := range r.Entries {
+				got = append(got, e.Pos.Offset)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Fatalf("entries %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestMemoryExpiry(t *testing.T) {
+	m := NewMemory(MemoryConfig{HistorySize: 10, HistoryTTL: time.Minute})
+	defer m.Close()
+	now := time.Now()
+	m.now = func() time.Time { return now }
+	ctx := t.Context()
+	m.Publish(ctx, []string{"c"}, testEvent(1, "t", "", ""))
+	now = now.Add(2 * time.Minute)
+	m.Publish(ctx, []string{"c"}, testEvent(2, "t", "", ""))
+	r, _ := m.Read(ctx, "c", nil)
+	after := Position{r.Top.Epoch, 0}
+	if r, _ := m.Read(ctx, "c", &after); !r.Gap {
+		t.Fatalf("an expired event still covers the resume: %+v", r)
+	}
+	after.Offset = 1
+	if r, _ := m.Read(ctx, "c", &after); r.Gap || len(r.Entries) != 1 {
+		t.Fatalf("want the fresh event: %+v", r)
+	}
+	// An idle channel with nothing left is forgotten; a new log gets a new
+	// epoch, so an old cursor is a gap, never a silent skip.
+	now = now.Add(3 * time.Minute)
+	m.sweepOnce()
+	r2, _ := m.Read(ctx, "c", &after)
+	if !r2.Gap || r2.Top.Epoch == r.Top.Epoch {
+		t.Fatalf("want a gap on a new epoch: %+v", r2)
+	}
+}
+
+// TestDelivery runs on both doors: subscribers of a channel receive exactly
+// what is published there, in order.
+func TestDelivery(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) {
+			th := newTestHub(t, Config{}, MemoryConfig{})
+			a := tr.open(t, th.srv.URL, "item:1", "")
+			b := tr.open(t, th.srv.URL, "item:2", "")
+			for i := 1; i <= 20; i++ {
+				th.publish(t, i, fmt.Sprintf("item:%d", 1+i%2))
+			}
+			for i := 2; i <= 20; i += 2 {
+				if got := a.next(t); got.N != i {
+					t.Fatalf("item:1 got %d, want %d", got.N, i)
+				}
+			}
+			for i := 1; i <= 20; i += 2 {
+				if got := b.next(t); got.N != i {
+					t.Fatalf("item:2 got %d, want %d", got.N, i)
+				}
+			}
+		})
+	}
+}
+
+// TestResume runs on both doors: a subscriber that comes back with its
+// cursor gets every missed event once, in order; one whose cursor history no
+// longer covers gets a gap, then live events.
+func TestResume(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) {
+			th := newTestHub(t, Config{}, MemoryConfig{HistorySize: 10})
+			s := tr.open(t, th.srv.URL, "reports", "")
+			for i := 1; i <= 3; i++ {
+				th.publish(t, i, "reports")
+			}
+			for i := 1; i <= 3; i++ {
+				if got := s.next(t); got.N != i {
+					t.Fatalf("got %d, want %d", got.N, i)
+				}
+			}
+			cur := s.cursor()
+			s.close()
+			for i := 4; i <= 8; i++ {
+				th.publish(t, i, "reports")
+			}
+			s2 := tr.open(t, th.srv.URL, "reports", cur)
+			th.publish(t, 9, "reports")
+			for i := 4; i <= 9; i++ {
+				if got := s2.next(t); got.Kind != "event" || got.N != i {
+					t.Fatalf("after resume got %+v, want event %d", got, i)
+				}
+			}
+			cur = s2.cursor()
+			s2.close()
+
+			// Twenty more events overflow the history of ten.
+			for i := 10; i <= 29; i++ {
+				th.publish(t, i, "reports")
+			}
+			s3 := tr.open(t, th.srv.URL, "reports", cur)
+			if got := s3.next(t); got.Kind != "gap" || (tr.name == "ws" && got.Channel != "reports") {
+				t.Fatalf("want a gap, got %+v", got)
+			}
+			th.publish(t, 30, "reports")
+			if got := s3.next(t); got.N != 30 {
+				t.Fatalf("after the gap got %+v, want live event 30", got)
+			}
+		})
+	}
+}
+
+// TestResumeUnderLoad resumes while events keep coming: no event is lost or
+// doubled in the hand-off from history to live delivery.
+func TestResumeUnderLoad(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) {
+			th := newTestHub(t, Config{ClientQueue: 4096}, MemoryConfig{HistorySize: 5000})
+			s := tr.open(t, th.srv.URL, "reports", "")
+			th.publish(t, 1, "reports")
+			s.next(t)
+			cur := s.cursor()
+			s.close()
+			var wg sync.WaitGroup
+			wg.Add(1)
+			const total = 2000
+			go func() {
+				defer wg.Done()
+				for i := 2; i <= total; i++ {
+					th.Publish(context.Background(), []string{"reports"}, testEvent(i, "item.reported", "item-1", ""))
+				}
+			}()
+			s2 := tr.open(t, th.srv.URL, "reports", cur)
+			for i := 2; i <= total; i++ {
+				if got := s2.next(t); got.N != i {
+					t.Fatalf("got %+v, want %d", got, i)
+				}
+			}
+			wg.Wait()
+		})
+	}
+}
+
+func TestSSEOneIDOverChannels(t *testing.T) {
+	th := newTestHub(t, Config{}, MemoryConfig{})
+	s := openSSE(t, th.srv.URL, "?channel=reports&channel=item:item-1&channel=corr:c1", "")
+	if h := s.resp.Header; h.Get("Content-Type") != "text/event-stream" || h.Get("Cache-Control") != "no-cache" || h.Get("X-Accel-Buffering") != "no" {
+		t.Fatalf("headers %v", h)
+	}
+	// One event on all three channels is sent once.
+	th.publish(t, 1, "reports", "item:item-1", "corr:c1")
+	th.publish(t, 2, "reports")
+	if got := s.next(t); got.N != 1 {
+		t.Fatalf("got %+v", got)
+	}
+	if got := s.next(t); got.N != 2 {
+		t.Fatalf("event 1 sent twice, or 2 lost: %+v", got)
+	}
+	cur := s.cursor()
+	s.close()
+	th.publish(t, 3, "item:item-1", "reports")
+	th.publish(t, 4, "corr:c1")
+	// Resume through the query parameter, as a client that cannot set headers.
+	s2 := openSSE(t, th.srv.URL, "?channel=reports&channel=item:item-1&channel=corr:c1&last_event_id="+cur, "")
+	// Order holds per channel; across channels a replay has none to keep.
+	got := map[int]bool{}
+	for range 2 {
+		got[s2.next(t).N] = true
+	}
+	if !got[3] || !got[4] {
+		t.Fatalf("resumed %v, want 3 and 4", got)
+	}
+	th.publish(t, 5, "reports")
+	if n := s2.next(t).N; n != 5 {
+		t.Fatalf("got %d, want 5", n)
+	}
+}
+
+func TestSSEBadRequests(t *testing.T) {
+	th := newTestHub(t, Config{MaxChannels: 2}, MemoryConfig{})
+	for _, q := range []string{"", "?channel=Bad", "?channel=a&channel=b&channel=c", "?channel=a&last_event_id=!!"} {
+		resp, err := http.Get(th.srv.URL + "/v1/sse" + q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Content-Type") != "application/problem+json" {
+			t.Errorf("%q: status %d %s, want 400 problem+json", q, resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+	}
+}
+
+func TestWSFrames(t *testing.T) {
+	th := newTestHub(t, Config{MaxChannels: 2}, MemoryConfig{})
+	conn := dialWS(t, th.srv.URL, "")
+	if conn.Subprotocol() != Subprotocol {
+		t.Fatalf("subprotocol %q", conn.Subprotocol())
+	}
+	tests := []struct {
+		name, frame, wantType, wantCode string
+	}{
+		{"ping", `{"type":"ping","id":"4"}`, "pong", ""},
+		{"unknown type", `{"type":"dance","id":"5"}`, "error", CodeBadRequest},
+		{"no type", `{"id":"5"}`, "error", CodeBadRequest},
+		{"bad channel", `{"type":"subscribe","id":"6","channel":"NO SPACES"}`, "error", CodeBadRequest},
+		{"bad cursor", `{"type":"subscribe","id":"7","channel":"reports","cursor":"!!"}`, "error", CodeBadRequest},
+		{"takedown before the adapter", `{"type":"takedown","id":"8","item_id":"i-9"}`, "error", CodeUnavailable},
+		{"unsubscribe unknown", `{"type":"unsubscribe","id":"9","channel":"reports"}`, "error", CodeNotFound},
+		{"subscribe", `{"type":"subscribe","id":"10","channel":"a"}`, "ack", ""},
+		{"subscribe 2", `{"type":"subscribe","id":"11","channel":"b"}`, "ack", ""},
+		{"over the channel limit", `{"type":"subscribe","id":"12","channel":"c"}`, "error", CodeBadRequest},
+		{"unsubscribe", `{"type":"unsubscribe","id":"13","channel":"a"}`, "ack", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			writeFrame(t, conn, tt.frame)
+			f := readFrame(t, conn)
+			if f["type"] != tt.wantType || (tt.wantCode != "" && f["code"] != tt.wantCode) {
+				t.Fatalf("got %v, want %s %s", f, tt.wantType, tt.wantCode)
+			}
+			if f["type"] == "error" && f["message"] == "" {
+				t.Fatal("error frame without a message")
+			}
+		})
+	}
+}
+
+func TestWSCloseCodes(t *testing.T) {
+	th := newTestHub(t, Config{}, MemoryConfig{})
+	tests := []struct {
+		name string
+		send func(conn *websocket.Conn) error
+		want websocket.StatusCode
+	}{
+		{"binary", func(c *websocket.Conn) error { return c.Write(context.Background(), websocket.MessageBinary, []byte("x")) }, websocket.StatusUnsupportedData},
+		{"invalid json", func(c *websocket.Conn) error { return c.Write(context.Background(), websocket.MessageText, []byte("{nope")) }, websocket.StatusInvalidFramePayloadData},
+		{"too big", func(c *websocket.Conn) error {
+			return c.Write(context.Background(), websocket.MessageText, []byte(`{"type":"ping","id":"`+strings.Repeat("x", 2000)+`"}`))
+		}, websocket.StatusMessageTooBig},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conn := dialWS(t, th.srv.URL, "")
+			if err := tt.send(conn); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), waitFor)
+			defer cancel()
+			_, _, err := conn.Read(ctx)
+			if got := websocket.CloseStatus(err); got != tt.want {
+				t.Fatalf("close status %d (%v), want %d", got, err, tt.want)
+			}
+		})
+	}
+	// The hub keeps serving.
+	s := subscribeWS(t, th.srv.URL, "reports", "")
+	th.publish(t, 1, "reports")
+	if s.next(t).N != 1 {
+		t.Fatal("no event after bad frames")
+	}
+}
+
+func TestWSPacking(t *testing.T) {
+	th := newTestHub(t, Config{}, MemoryConfig{})
+	conn := dialWS(t, th.srv.URL, "?pack=1")
+	writeFrame(t, conn, `{"type":"subscribe","id":"1","channel":"reports"}`)
+	if f := readFrame(t, conn); f["type"] != "ack" {
+		t.Fatalf("got %v", f)
+	}
+	for i := 1; i <= 500; i++ {
+		th.publish(t, i, "reports")
+	}
+	n, batches := 0, 0
+	for n < 500 {
+		f := readFrame(t, conn)
+		switch f["type"] {
+		case "batch":
+			batches++
+			frames := f["frames"].([]any)
+			if len(frames) > maxBatchFrames {
+				t.Fatalf("batch of %d frames", len(frames))
+			}
+			for _, fr := range frames {
+				n++
+				if got := fr.(map[string]any)["event"].(map[string]any)["data"].(map[string]any)["n"].(float64); int(got) != n {
+					t.Fatalf("got %v, want %d", got, n)
+				}
+			}
+		case "event":
+			n++
+		default:
+			t.Fatalf("unexpected %v", f)
+		}
+	}
+	t.Logf("500 events in %d batches", batches)
+}
+
+// smallBufferDialer makes a client whose socket takes little before the
+// server's writes block, to stall it for real.
+func smallBufferDialer() *http.Client {
+	d := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var err error
+		c.Control(func(fd uintptr) {
+			err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+		return err
+	}}
+	return &http.Client{Transport: &http.Transport{DialContext: d.DialContext}}
+}
+
+func TestSlowConsumer(t *testing.T) {
+	th := newTestHub(t, Config{ClientQueue: 16}, MemoryConfig{HistorySize: 100})
+	u := "ws" + strings.TrimPrefix(th.srv.URL, "http") + "/v1/ws"
+	slow, _, err := websocket.Dial(t.Context(), u, &websocket.DialOptions{Subprotocols: []string{Subprotocol}, HTTPClient: smallBufferDialer()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.CloseNow()
+	writeFrame(t, slow, `{"type":"subscribe","id":"1","channel":"reports"}`)
+	if f := readFrame(t, slow); f["type"] != "ack" {
+		t.Fatal(f)
+	}
+	fast := subscribeWS(t, th.srv.URL, "reports", "")
+	sse := transports[1].open(t, th.srv.URL, "reports", "")
+	payload := strings.Repeat("x", 4000)
+	const total = 2000
+	// Lockstep with the healthy subscribers: they never fall behind, while
+	// the stalled one's socket fills and its queue overflows.
+	for i := 1; i <= total; i++ {
+		ev := testEvent(i, "item.reported", "item-1", "")
+		ev.JSON = []byte(fmt.Sprintf(`{"id":"ev-%d","data":{"n":%d,"pad":%q}}`, i, i, payload))
+		if err := th.Publish(t.Context(), []string{"reports"}, ev); err != nil {
+			t.Fatal(err)
+		}
+		if got := fast.next(t); got.N != i {
+			t.Fatalf("fast subscriber got %d, want %d", got.N, i)
+		}
+		if got := sse.next(t); got.N != i {
+			t.Fatalf("SSE subscriber got %d, want %d", got.N, i)
+		}
+	}
+	if th.Stats().SlowConsumers.Load() != 1 {
+		t.Fatalf("%d slow consumers, want 1", th.Stats().SlowConsumers.Load())
+	}
+	// The stalled client reads again: what was written, then close 4000.
+	ctx, cancel := context.WithTimeout(t.Context(), waitFor)
+	defer cancel()
+	for {
+		_, _, err := slow.Read(ctx)
+		if err != nil {
+			if got := websocket.CloseStatus(err); got != StatusSlowConsumer {
+				t.Fatalf("close status %d (%v), want 4000", got, err)
+			}
+			break
+		}
+	}
+}
+
+func TestShutdown(t *testing.T) {
+	th := newTestHub(t, Config{}, MemoryConfig{})
+	ws := subscribeWS(t, th.srv.URL, "reports", "")
+	sse := openSSE(t, th.srv.URL, "?channel=reports", "")
+	ctx, cancel := context.WithTimeout(t.Context(), waitFor)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- th.Shutdown(ctx) }()
+	_, _, err := ws.conn.Read(ctx)
+	if got := websocket.CloseStatus(err); got != websocket.StatusGoingAway {
+		t.Fatalf("close status %d (%v), want 1001", got, err)
+	}
+	sse.waitEnded(t)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if n := th.Clients(); n != 0 {
+		t.Fatalf("%d clients left", n)
+	}
+	// New connections are refused while shutting down.
+	resp, err := http.Get(th.srv.URL + "/v1/sse?channel=reports")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("status %d after shutdown", resp.StatusCode)
+	}
+}

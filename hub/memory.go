@@ -1,0 +1,262 @@
+package hub
+
+import (
+	"context"
+	"crypto/rand"
+	"hash/maphash"
+	"sync"
+	"time"
+)
+
+// Defaults for history bounds.
+const (
+	DefaultHistorySize = 1000
+	DefaultHistoryTTL  = time.Hour
+)
+
+// MemoryConfig bounds the memory backplane's per-channel history.
+type MemoryConfig struct {
+	// HistorySize is how many events a channel keeps.
+	HistorySize int
+	// HistoryTTL is how long a channel keeps an event.
+	HistoryTTL time.Duration
+}
+
+const memShards = 64
+
+// Memory is the single-node backplane: a ring of recent entries per channel.
+// Each channel's log gets its own random epoch when it is created, so a log
+// that was swept away and made again never passes old cursors as current.
+type Memory struct {
+	cfg    MemoryConfig
+	seed   maphash.Seed
+	shards [memShards]memShard
+	now    func() time.Time
+
+	stop chan struct{}
+	done chan struct{}
+	once sync.Once
+}
+
+type memShard struct {
+	mu   sync.Mutex
+	logs map[string]*memLog
+}
+
+// memLog is one channel's log. Lock order: memShard.mu, then memLog.mu.
+type memLog struct {
+	mu       sync.Mutex
+	epoch    string
+	top      uint64
+	ring     []memEntry // ring[(head+i)%len] for i < n, oldest first
+	head, n  int
+	deliver  []*listener
+	lastUsed time.Time
+}
+
+type memEntry struct {
+	off uint64
+	at  time.Time
+	ev  *Event
+}
+
+type listener struct{ fn func(Entry) }
+
+var _ Backplane = (*Memory)(nil)
+
+// NewMemory returns a memory backplane and starts its sweeper, which drops
+// expired history and forgets idle channels. Close stops it.
+func NewMemory(cfg MemoryConfig) *Memory {
+	if cfg.HistorySize <= 0 {
+		cfg.HistorySize = DefaultHistorySize
+	}
+	if cfg.HistoryTTL <= 0 {
+		cfg.HistoryTTL = DefaultHistoryTTL
+	}
+	m := &Memory{cfg: cfg, seed: maphash.MakeSeed(), now: time.Now, stop: make(chan struct{}), done: make(chan struct{})}
+	for i := range m.shards {
+		m.shards[i].logs = make(map[string]*memLog)
+	}
+	go m.sweep()
+	return m
+}
+
+// Close stops the sweeper. It is idempotent.
+func (m *Memory) Close() error {
+	m.once.Do(func() { close(m.stop) })
+	<-m.done
+	return nil
+}
+
+// Healthy always reports a memory backplane reachable.
+func (m *Memory) Healthy(context.Context) error { return nil }
+
+func (m *Memory) shard(ch string) *memShard {
+	return &m.shards[maphash.String(m.seed, ch)%memShards]
+}
+
+// log returns channel's log, creating it when create is set.
+func (m *Memory) log(ch string, create bool) *memLog {
+	s := m.shard(ch)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.logs[ch]
+	if l == nil && create {
+		l = &memLog{epoch: newEpoch(), lastUsed: m.now()}
+		s.logs[ch] = l
+	}
+	return l
+}
+
+// Publish appends ev to each channel's ring and hands the entry to the
+// channel's listeners while it holds the channel's lock, so listeners see
+// entries in offset order.
+func (m *Memory) Publish(_ context.Context, channels []string, ev *Event) error {
+	now := m.now()
+	for _, ch := range channels {
+		l := m.log(ch, true)
+		l.mu.Lock()
+		l.top++
+		l.push(memEntry{off: l.top, at: now, ev: ev}, m.cfg.HistorySize)
+		l.lastUsed = now
+		if len(l.deliver) > 0 {
+			e := Entry{Channel: ch, Pos: Position{Epoch: l.epoch, Offset: l.top}, Event: ev}
+			for _, d := range l.deliver {
+				d.fn(e)
+			}
+		}
+		l.mu.Unlock()
+	}
+	return nil
+}
+
+func (l *memLog) push(e memEntry, size int) {
+	if l.n == len(l.ring) {
+		if len(l.ring) >= size {
+			// Full at the bound: the newest replaces the oldest.
+			l.ring[l.head] = e
+			l.head = (l.head + 1) % len(l.ring)
+			return
+		}
+		// Grow towards the bound: most channels hold a few events.
+		grown := make([]memEntry, min(max(2*len(l.ring), 8), size))
+		for i := 0; i < l.n; i++ {
+			grown[i] = l.ring[(l.head+i)%len(l.ring)]
+		}
+		l.ring, l.head = grown, 0
+	}
+	l.ring[(l.head+l.n)%len(l.ring)] = e
+	l.n++
+}
+
+// expire drops entries older than cutoff.
+func (l *memLog) expire(cutoff time.Time) {
+	for l.n > 0 && l.ring[l.head].at.Before(cutoff) {
+		l.ring[l.head] = memEntry{}
+		l.head = (l.head + 1) % len(l.ring)
+		l.n--
+	}
+	if l.n == 0 {
+		l.ring, l.head = nil, 0
+	}
+}
+
+// Read returns the entries after *after. A position of another epoch, one
+// beyond the top, or one whose successors have left the ring is a gap.
+func (m *Memory) Read(_ context.Context, ch string, after *Position) (Replay, error) {
+	l := m.log(ch, true)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.expire(m.now().Add(-m.cfg.HistoryTTL))
+	r := Replay{Top: Position{Epoch: l.epoch, Offset: l.top}}
+	if after == nil {
+		return r, nil
+	}
+	if after.Epoch != l.epoch || after.Offset > l.top {
+		r.Gap = true
+		return r, nil
+	}
+	missing := l.top - after.Offset
+	if missing == 0 {
+		return r, nil
+	}
+	if missing > uint64(l.n) {
+		r.Gap = true
+		return r, nil
+	}
+	r.Entries = make([]Entry, 0, missing)
+	for i := l.n - int(missing); i < l.n; i++ {
+		e := l.ring[(l.head+i)%len(l.ring)]
+		r.Entries = append(r.Entries, Entry{Channel: ch, Pos: Position{Epoch: l.epoch, Offset: e.off}, Event: e.ev})
+	}
+	return r, nil
+}
+
+// Listen registers deliver for channel's new entries.
+func (m *Memory) Listen(_ context.Context, ch string, deliver func(Entry)) (func(), error) {
+	l := m.log(ch, true)
+	ln := &listener{fn: deliver}
+	l.mu.Lock()
+	l.deliver = append(l.deliver, ln)
+	l.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			l.mu.Lock()
+			for i, d := range l.deliver {
+				if d == ln {
+					l.deliver = append(l.deliver[:i], l.deliver[i+1:]...)
+					break
+				}
+			}
+			l.lastUsed = m.now()
+			l.mu.Unlock()
+		})
+	}, nil
+}
+
+// sweep drops expired entries and forgets channels with no history and no
+// listener, so correlation channels do not pile up.
+func (m *Memory) sweep() {
+	defer close(m.done)
+	every := min(m.cfg.HistoryTTL/4, time.Minute)
+	t := time.NewTicker(max(every, time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-t.C:
+			m.sweepOnce()
+		}
+	}
+}
+
+func (m *Memory) sweepOnce() {
+	now := m.now()
+	cutoff := now.Add(-m.cfg.HistoryTTL)
+	for i := range m.shards {
+		s := &m.shards[i]
+		s.mu.Lock()
+		for ch, l := range s.logs {
+			l.mu.Lock()
+			l.expire(cutoff)
+			if l.n == 0 && len(l.deliver) == 0 && l.lastUsed.Before(cutoff) {
+				delete(s.logs, ch)
+			}
+			l.mu.Unlock()
+		}
+		s.mu.Unlock()
+	}
+}
+
+// newEpoch returns 8 random characters of [a-z0-9].
+func newEpoch() string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b[:])
+}

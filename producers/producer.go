@@ -1,0 +1,253 @@
+// Package producers writes to Kafka on the hub's behalf: takedown commands,
+// dead letters, the simulated item service's events and the demo reports.
+// Events go out as CloudEvents 1.0 in the Kafka protocol binding's binary
+// mode: attributes in ce_* headers, the value is the event's data.
+package producers
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/segmentio/kafka-go"
+)
+
+// Defaults that New applies to zero fields of Config.
+const (
+	// DefaultBatchTimeout is how long the writer waits to fill a batch. It is
+	// small because Publish is synchronous: the caller waits for the batch.
+	DefaultBatchTimeout = time.Millisecond
+	// DefaultWriteTimeout bounds one write to a broker.
+	DefaultWriteTimeout = 10 * time.Second
+	// DefaultMaxAttempts is how many times the writer tries a batch before
+	// Publish fails.
+	DefaultMaxAttempts = 3
+)
+
+// Config configures a Producer. Zero fields take the Default... values.
+type Config struct {
+	// Brokers are the bootstrap addresses, host:port. Required.
+	Brokers []string
+	// BatchTimeout is the most a message waits for others to share its batch.
+	BatchTimeout time.Duration
+	// WriteTimeout bounds one write to a broker.
+	WriteTimeout time.Duration
+	// MaxAttempts is how many times a batch is tried before it fails.
+	MaxAttempts int
+}
+
+// Producer publishes records to Kafka through one kafka.Writer shared by all
+// topics. Records with the same key land on the same partition, so one
+// item's events stay ordered. A Producer is safe for concurrent use.
+type Producer struct {
+	w   *kafka.Writer
+	tr  *kafka.Transport
+	log *slog.Logger
+
+	closeOnce sync.Once
+}
+
+// New returns a Producer for the brokers of cfg. It does not contact the
+// brokers: the first Publish does.
+func New(cfg Config, log *slog.Logger) (*Producer, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	var brokers []string
+	for _, b := range cfg.Brokers {
+		if b = strings.TrimSpace(b); b != "" {
+			brokers = append(brokers, b)
+		}
+	}
+	if len(brokers) == 0 {
+		return nil, errors.New("producers: no brokers configured")
+	}
+	if cfg.BatchTimeout < 0 || cfg.WriteTimeout < 0 || cfg.MaxAttempts < 0 {
+		return nil, errors.New("producers: batch timeout, write timeout and max attempts must not be negative")
+	}
+	if cfg.BatchTimeout == 0 {
+		cfg.BatchTimeout = DefaultBatchTimeout
+	}
+	if cfg.WriteTimeout == 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
+	}
+	if cfg.MaxAttempts == 0 {
+		cfg.MaxAttempts = DefaultMaxAttempts
+	}
+	// An own transport, so Close can release its connections and goroutines;
+	// the package-wide default transport would outlive the Producer.
+	tr := &kafka.Transport{}
+	w := &kafka.Writer{
+		Addr:                   kafka.TCP(brokers...),
+		Balancer:               &kafka.Hash{},
+		BatchTimeout:           cfg.BatchTimeout,
+		WriteTimeout:           cfg.WriteTimeout,
+		ReadTimeout:            cfg.WriteTimeout,
+		MaxAttempts:            cfg.MaxAttempts,
+		RequiredAcks:           kafka.RequireAll,
+		AllowAutoTopicCreation: false,
+		Transport:              tr,
+		ErrorLogger:            kafka.LoggerFunc(func(msg string, args ...any) { log.Debug("kafka writer", "msg", fmt.Sprintf(msg, args...)) }),
+	}
+	return &Producer{w: w, tr: tr, log: log}, nil
+}
+
+// Close flushes nothing (Publish is synchronous), waits for writes in flight
+// and releases the connections. It is safe to call more than once.
+func (p *Producer) Close() error {
+	p.closeOnce.Do(func() {
+		_ = p.w.Close() // kafka.Writer.Close always returns nil
+		p.tr.CloseIdleConnections()
+	})
+	return nil
+}
+
+// CloudEvent is an event to publish: the CloudEvents 1.0 attributes the
+// platform uses, and data, which is marshalled as JSON.
+type CloudEvent struct {
+	// ID is unique per Source; NewEvent makes a UUID.
+	ID string
+	// Source is a URI reference naming the producer, like /switchboard/demo.
+	Source string
+	// Type is the event type, like takedown.requested.
+	Type string
+	// Subject is the item ID, when the event is about an item.
+	Subject string
+	// Time is when it happened, RFC 3339.
+	Time string
+	// CorrelationID is the extension attribute correlationid, which ties a
+	// takedown command to its events.
+	CorrelationID string
+	// Data is marshalled with encoding/json; nil means no data.
+	Data any
+}
+
+// NewEvent returns a CloudEvent with a fresh UUID as ID and the current UTC
+// time.
+func NewEvent(source, typ, subject, correlationID string, data any) CloudEvent {
+	return CloudEvent{
+		ID:            uuid.NewString(),
+		Source:        source,
+		Type:          typ,
+		Subject:       subject,
+		Time:          time.Now().UTC().Format(time.RFC3339Nano),
+		CorrelationID: correlationID,
+		Data:          data,
+	}
+}
+
+// Headers of the CloudEvents Kafka binary mode.
+const (
+	headerSpecVersion   = "ce_specversion"
+	headerID            = "ce_id"
+	headerSource        = "ce_source"
+	headerType          = "ce_type"
+	headerSubject       = "ce_subject"
+	headerTime          = "ce_time"
+	headerCorrelationID = "ce_correlationid"
+	headerContentType   = "content-type"
+	contentTypeJSON     = "application/json"
+)
+
+// Message encodes ev for topic in the CloudEvents binary mode, keyed by key.
+// Publish uses it; it is exported for callers that batch with PublishRaw.
+func Message(topic, key string, ev CloudEvent) (kafka.Message, error) {
+	if topic == "" {
+		return kafka.Message{}, errors.New("producers: no topic")
+	}
+	switch {
+	case ev.ID == "":
+		return kafka.Message{}, errors.New(`producers: event has no "id"`)
+	case ev.Source == "":
+		return kafka.Message{}, errors.New(`producers: event has no "source"`)
+	case ev.Type == "":
+		return kafka.Message{}, errors.New(`producers: event has no "type"`)
+	}
+	var value []byte
+	if ev.Data != nil {
+		b, err := json.Marshal(ev.Data)
+		if err != nil {
+			return kafka.Message{}, fmt.Errorf("producers: encode data of %s event %s: %w", ev.Type, ev.ID, err)
+		}
+		value = b
+	}
+	h := make([]kafka.Header, 0, 8)
+	h = append(h,
+		kafka.Header{Key: headerSpecVersion, Value: []byte("1.0")},
+		kafka.Header{Key: headerID, Value: []byte(ev.ID)},
+		kafka.Header{Key: headerSource, Value: []byte(ev.Source)},
+		kafka.Header{Key: headerType, Value: []byte(ev.Type)},
+	)
+	if ev.Subject != "" {
+		h = append(h, kafka.Header{Key: headerSubject, Value: []byte(ev.Subject)})
+	}
+	if ev.Time != "" {
+		h = append(h, kafka.Header{Key: headerTime, Value: []byte(ev.Time)})
+	}
+	if ev.CorrelationID != "" {
+		h = append(h, kafka.Header{Key: headerCorrelationID, Value: []byte(ev.CorrelationID)})
+	}
+	h = append(h, kafka.Header{Key: headerContentType, Value: []byte(contentTypeJSON)})
+	m := kafka.Message{Topic: topic, Value: value, Headers: h}
+	if key != "" {
+		m.Key = []byte(key)
+	}
+	return m, nil
+}
+
+// Publish writes ev to topic in the CloudEvents binary mode with key as the
+// record key (the item ID, so one item's events stay ordered on one
+// partition). It returns once every in-sync replica has the record, or with
+// the reason it could not.
+func (p *Producer) Publish(ctx context.Context, topic, key string, ev CloudEvent) error {
+	m, err := Message(topic, key, ev)
+	if err != nil {
+		return err
+	}
+	if err := p.w.WriteMessages(ctx, m); err != nil {
+		return fmt.Errorf("producers: publish %s event %s to %q: %w", ev.Type, ev.ID, topic, unwrapWriteErrors(err))
+	}
+	return nil
+}
+
+// PublishRaw writes records as they are, each to its own Topic, and returns
+// once the brokers acknowledged all of them. The consumer writes dead
+// letters with it. Partition and Offset of the messages are ignored.
+func (p *Producer) PublishRaw(ctx context.Context, msgs ...kafka.Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	out := make([]kafka.Message, len(msgs))
+	for i, m := range msgs {
+		if m.Topic == "" {
+			return fmt.Errorf("producers: message %d has no topic", i)
+		}
+		// kafka-go says Partition must not be set when writing, and a
+		// consumed record carries one: keep only what is written.
+		out[i] = kafka.Message{Topic: m.Topic, Key: m.Key, Value: m.Value, Headers: m.Headers, Time: m.Time}
+	}
+	if err := p.w.WriteMessages(ctx, out...); err != nil {
+		return fmt.Errorf("producers: publish %d raw records: %w", len(out), unwrapWriteErrors(err))
+	}
+	return nil
+}
+
+// unwrapWriteErrors turns kafka.WriteErrors, one error per message, into the
+// first non-nil one, which reads better in a log line.
+func unwrapWriteErrors(err error) error {
+	var we kafka.WriteErrors
+	if errors.As(err, &we) {
+		for _, e := range we {
+			if e != nil {
+				return e
+			}
+		}
+	}
+	return err
+}
