@@ -353,6 +353,26 @@ func TestLoadErrors(t *testing.T) {
 			want: `config: demo.enabled: cannot parse "maybe" as bool: invalid syntax`,
 		},
 		{
+			name: "int out of range",
+			yaml: "hub:\n  client_queue: 99999999999999999999\n",
+			want: `config: hub.client_queue: 1e+20 is out of range`,
+		},
+		{
+			name: "fraction for an int",
+			yaml: "ws:\n  max_message_bytes: 1.5\n",
+			want: `config: ws.max_message_bytes: 1.5 is not a whole number`,
+		},
+		{
+			name: "env names a section",
+			env:  map[string]string{"SWITCHBOARD_HUB_HISTORY": "5"},
+			want: `config: hub.history: is a section, not a value; unset SWITCHBOARD_HUB_HISTORY`,
+		},
+		{
+			name: "env list for a list of maps",
+			env:  map[string]string{"SWITCHBOARD_AUTH_PRINCIPALS": "a,b"},
+			want: `config: auth.principals[0]: expected a map or struct, got "string"`,
+		},
+		{
 			name: "map where a value belongs",
 			yaml: "http:\n  addr:\n    port: 1\n",
 			want: `config: http.addr: expected string, got a map`,

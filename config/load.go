@@ -3,6 +3,8 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
+	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -64,10 +66,15 @@ func Load(path string, flags *pflag.FlagSet) (Config, error) {
 		}
 	}
 
+	if err := envSections(); err != nil {
+		return Config{}, err
+	}
+
 	var c Config
 	err := v.UnmarshalExact(&c, viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
 		durationHook,
 		stringSliceHook,
+		intHook,
 	)))
 	if err != nil {
 		return Config{}, decodeErrors(err)
@@ -82,6 +89,34 @@ func Load(path string, flags *pflag.FlagSet) (Config, error) {
 		return Config{}, err
 	}
 	return c, nil
+}
+
+// envSections refuses an environment variable named after a section, such
+// as SWITCHBOARD_HUB_HISTORY: viper lets it hide every key below it, which
+// would then read as zero.
+func envSections() error {
+	var errs []error
+	seen := map[string]bool{}
+	for _, k := range Keys() {
+		parts := strings.Split(k, ".")
+		for i := 1; i < len(parts); i++ {
+			section := strings.Join(parts[:i], ".")
+			if seen[section] {
+				continue
+			}
+			seen[section] = true
+			name := envName(section)
+			if val, ok := os.LookupEnv(name); ok && val != "" {
+				errs = append(errs, keyErr(section, "is a section, not a value; unset %s", name))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// envName returns the environment variable of a key.
+func envName(key string) string {
+	return EnvPrefix + "_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
 }
 
 var durationType = reflect.TypeFor[time.Duration]()
@@ -103,6 +138,25 @@ func durationHook(from, to reflect.Type, data any) (any, error) {
 		return time.ParseDuration(fmt.Sprint(data))
 	}
 	return data, nil
+}
+
+// intHook refuses a fraction or an out-of-range number for an integer; YAML
+// reads a big number as a float, which mapstructure would truncate or wrap.
+func intHook(from, to reflect.Type, data any) (any, error) {
+	if to.Kind() != reflect.Int && to.Kind() != reflect.Int64 {
+		return data, nil
+	}
+	if from.Kind() != reflect.Float32 && from.Kind() != reflect.Float64 {
+		return data, nil
+	}
+	f := reflect.ValueOf(data).Float()
+	if f != math.Trunc(f) {
+		return nil, fmt.Errorf("%v is not a whole number", data)
+	}
+	if f < math.MinInt64 || f >= math.MaxInt64 {
+		return nil, fmt.Errorf("%v is out of range", data)
+	}
+	return int64(f), nil
 }
 
 var stringSliceType = reflect.TypeFor[[]string]()
