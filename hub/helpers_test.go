@@ -274,7 +274,7 @@ func (s *sseSub) next(t *testing.T) received {
 }
 
 func (s *sseSub) cursor() string { return s.lastID }
-func (s *sseSub) close()          { s.resp.Body.Close() }
+func (s *sseSub) close()         { s.resp.Body.Close() }
 
 // waitEnded waits for the stream to end (the server closed it).
 func (s *sseSub) waitEnded(t *testing.T) {

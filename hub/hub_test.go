@@ -376,8 +376,12 @@ func TestWSCloseCodes(t *testing.T) {
 		send func(conn *websocket.Conn) error
 		want websocket.StatusCode
 	}{
-		{"binary", func(c *websocket.Conn) error { return c.Write(context.Background(), websocket.MessageBinary, []byte("x")) }, websocket.StatusUnsupportedData},
-		{"invalid json", func(c *websocket.Conn) error { return c.Write(context.Background(), websocket.MessageText, []byte("{nope")) }, websocket.StatusInvalidFramePayloadData},
+		{"binary", func(c *websocket.Conn) error {
+			return c.Write(context.Background(), websocket.MessageBinary, []byte("x"))
+		}, websocket.StatusUnsupportedData},
+		{"invalid json", func(c *websocket.Conn) error {
+			return c.Write(context.Background(), websocket.MessageText, []byte("{nope"))
+		}, websocket.StatusInvalidFramePayloadData},
 		{"too big", func(c *websocket.Conn) error {
 			return c.Write(context.Background(), websocket.MessageText, []byte(`{"type":"ping","id":"`+strings.Repeat("x", 2000)+`"}`))
 		}, websocket.StatusMessageTooBig},
