@@ -7,6 +7,17 @@ type Entry struct {
 	Channel string
 	Pos     Position
 	Event   *Event
+	// Siblings are the positions the same publish gave the event in every
+	// channel it went to (this one included), shared by those entries. A
+	// stream over several of them sends the event once and moves all their
+	// positions together. Nil when unknown.
+	Siblings []ChannelPos
+}
+
+// ChannelPos is a channel and a position in it.
+type ChannelPos struct {
+	Channel string
+	Pos     Position
 }
 
 // Replay is what a history read found for one channel.

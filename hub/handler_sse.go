@@ -178,7 +178,16 @@ func (st *sseStream) add(it Item) {
 	switch it.Kind {
 	case ItemEvent:
 		d := it.Delivery
-		st.cur.set(d.Channel, d.Pos)
+		if !st.cur.advance(d.Channel, d.Pos) {
+			return // Sent already, and its position with it, via a sibling.
+		}
+		// Move every sibling channel of the stream whose next event this
+		// is, so the id alone resumes all of them without a duplicate.
+		for _, s := range d.Siblings {
+			if s.Channel != d.Channel {
+				st.cur.follow(s.Channel, s.Pos)
+			}
+		}
 		st.buf = st.appendID(st.buf)
 		if st.seen != nil && !st.seen.add(d.Event.key()) {
 			// Sent already through another channel of this stream: only
@@ -229,6 +238,30 @@ type streamPos struct {
 
 func newStreamPos(sorted []string) streamPos {
 	return streamPos{names: sorted, pos: make([]Position, len(sorted))}
+}
+
+// advance moves ch to p unless ch is already at or past p in the same
+// epoch; it reports whether it moved.
+func (s *streamPos) advance(ch string, p Position) bool {
+	i, ok := slices.BinarySearch(s.names, ch)
+	if !ok {
+		return true
+	}
+	if cur := s.pos[i]; cur.Epoch == p.Epoch && cur.Offset >= p.Offset {
+		return false
+	}
+	s.pos[i] = p
+	return true
+}
+
+// follow moves ch to p only when p is the very next position of ch, so no
+// event of ch between them is skipped.
+func (s *streamPos) follow(ch string, p Position) {
+	if i, ok := slices.BinarySearch(s.names, ch); ok {
+		if cur := s.pos[i]; cur.Epoch == p.Epoch && cur.Offset+1 == p.Offset {
+			s.pos[i] = p
+		}
+	}
 }
 
 func (s *streamPos) set(ch string, p Position) {

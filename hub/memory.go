@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"hash/maphash"
+	"slices"
 	"sync"
 	"time"
 )
@@ -58,6 +59,7 @@ type memEntry struct {
 	off uint64
 	at  time.Time
 	ev  *Event
+	sib []ChannelPos
 }
 
 type listener struct{ fn func(Entry) }
@@ -108,23 +110,34 @@ func (m *Memory) log(ch string, create bool) *memLog {
 	return l
 }
 
-// Publish appends ev to each channel's ring and hands the entry to the
-// channel's listeners while it holds the channel's lock, so listeners see
-// entries in offset order.
+// Publish appends ev to every channel's ring, then hands the entries to
+// the channels' listeners. It holds the locks of all the channels (taken in
+// name order) throughout, so listeners see each channel's entries in offset
+// order and every entry knows its siblings' positions.
 func (m *Memory) Publish(_ context.Context, channels []string, ev *Event) error {
+	channels = slices.Compact(slices.Sorted(slices.Values(channels)))
 	now := m.now()
-	for _, ch := range channels {
-		l := m.log(ch, true)
+	logs := make([]*memLog, len(channels))
+	for i, ch := range channels {
+		logs[i] = m.log(ch, true)
+	}
+	sib := make([]ChannelPos, len(channels))
+	for i, l := range logs {
 		l.mu.Lock()
 		l.top++
-		l.push(memEntry{off: l.top, at: now, ev: ev}, m.cfg.HistorySize)
+		sib[i] = ChannelPos{Channel: channels[i], Pos: Position{Epoch: l.epoch, Offset: l.top}}
+		l.push(memEntry{off: l.top, at: now, ev: ev, sib: sib}, m.cfg.HistorySize)
 		l.lastUsed = now
+	}
+	for i, l := range logs {
 		if len(l.deliver) > 0 {
-			e := Entry{Channel: ch, Pos: Position{Epoch: l.epoch, Offset: l.top}, Event: ev}
+			e := Entry{Channel: channels[i], Pos: sib[i].Pos, Event: ev, Siblings: sib}
 			for _, d := range l.deliver {
 				d.fn(e)
 			}
 		}
+	}
+	for _, l := range logs {
 		l.mu.Unlock()
 	}
 	return nil
@@ -187,7 +200,7 @@ func (m *Memory) Read(_ context.Context, ch string, after *Position) (Replay, er
 	r.Entries = make([]Entry, 0, missing)
 	for i := l.n - int(missing); i < l.n; i++ {
 		e := l.ring[(l.head+i)%len(l.ring)]
-		r.Entries = append(r.Entries, Entry{Channel: ch, Pos: Position{Epoch: l.epoch, Offset: e.off}, Event: e.ev})
+		r.Entries = append(r.Entries, Entry{Channel: ch, Pos: Position{Epoch: l.epoch, Offset: e.off}, Event: e.ev, Siblings: e.sib})
 	}
 	return r, nil
 }
