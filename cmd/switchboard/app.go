@@ -1,0 +1,262 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/switchboard/switchboard/config"
+	"github.com/switchboard/switchboard/consumers"
+	"github.com/switchboard/switchboard/hub"
+	"github.com/switchboard/switchboard/producers"
+	"github.com/switchboard/switchboard/static"
+)
+
+// run starts Switchboard, prints where to find it, and runs until ctx ends;
+// then it shuts down gracefully.
+func run(ctx context.Context, cfg config.Config, out io.Writer) error {
+	log := newLogger(cfg.Log, os.Stderr)
+	a, err := start(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "Switchboard is running. Open %s\n", a.URL())
+	if a.broker != nil {
+		fmt.Fprintf(out, "Embedded Kafka-protocol broker: %s (try: kcat -b %s -L)\n", a.kafkaAddr, a.kafkaAddr)
+	}
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.HTTP.ShutdownTimeout)
+	defer cancel()
+	return a.Shutdown(sctx)
+}
+
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// app is one running Switchboard node: its parts in the order they start.
+type app struct {
+	cfg       config.Config
+	log       *slog.Logger
+	broker    *kfake.Cluster
+	kafkaAddr string
+	producer  *producers.Producer
+	mem       *hub.Memory
+	hub       *hub.Hub
+	consumer  *consumers.Consumer
+	srv       *http.Server
+	ln        net.Listener
+
+	cancel context.CancelFunc // stops the background parts
+	wg     sync.WaitGroup
+	once   sync.Once
+	err    error
+}
+
+// start brings every part up; on error it tears down what it started.
+func start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, err error) {
+	a := &app{cfg: cfg, log: log}
+	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	a.cancel = cancel
+	defer func() {
+		if err != nil {
+			a.Shutdown(context.Background())
+		}
+	}()
+
+	brokers := cfg.Kafka.Brokers
+	if cfg.Embedded() {
+		if err := a.startBroker(); err != nil {
+			return nil, err
+		}
+		brokers = []string{a.kafkaAddr}
+	}
+	a.producer, err = producers.New(producers.Config{Brokers: brokers}, log)
+	if err != nil {
+		return nil, err
+	}
+	a.mem = hub.NewMemory(hub.MemoryConfig{HistorySize: cfg.Hub.History.Size, HistoryTTL: cfg.Hub.History.TTL})
+	a.hub, err = hub.New(hub.Config{ClientQueue: cfg.Hub.ClientQueue, MaxChannels: cfg.Hub.MaxChannels}, a.mem, log)
+	if err != nil {
+		return nil, err
+	}
+	t := cfg.Kafka.Topics
+	a.consumer, err = consumers.New(consumers.Config{
+		Brokers:  brokers,
+		GroupID:  cfg.Kafka.GroupID,
+		DLQTopic: t.DLQ,
+		Routes: []consumers.Route{
+			{Topic: t.Reports, Channels: cfg.Routing.Reports},
+			{Topic: t.Commands, Channels: cfg.Routing.Commands},
+			{Topic: t.Events, Channels: cfg.Routing.Events},
+		},
+	}, a.hub, a.producer, log)
+	if err != nil {
+		return nil, err
+	}
+	a.goRun("consumer", a.consumer.Run, bg)
+	if cfg.Demo.Enabled {
+		a.goRun("demo", producers.NewDemo(a.producer, t.Reports, cfg.Demo.Rate, log).Run, bg)
+	}
+
+	a.ln, err = net.Listen("tcp", cfg.HTTP.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("http.addr: %w", err)
+	}
+	a.srv = &http.Server{
+		Handler:           a.routes(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		if err := a.srv.Serve(a.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server stopped", "err", err)
+		}
+	}()
+	log.Info("switchboard started", "http", a.ln.Addr().String(), "kafka", brokers, "backplane", "memory")
+	return a, nil
+}
+
+// startBroker starts the embedded Kafka-protocol broker on
+// kafka.embedded.addr with the configured topics.
+func (a *app) startBroker() error {
+	addr := a.cfg.Kafka.Embedded.Addr
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("kafka.embedded.addr: %w", err)
+	}
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	p, _ := strconv.Atoi(port)
+	t := a.cfg.Kafka.Topics
+	c, err := kfake.NewCluster(
+		kfake.NumBrokers(1),
+		kfake.Ports(p),
+		kfake.ListenFn(func(string, string) (net.Listener, error) { return ln, nil }),
+		kfake.SeedTopics(int32(a.cfg.Kafka.Embedded.Partitions), t.Reports, t.Commands, t.Events, t.DLQ),
+	)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("embedded broker: %w", err)
+	}
+	a.broker = c
+	a.kafkaAddr = ln.Addr().String()
+	a.log.Info("embedded Kafka-protocol broker listening", "addr", a.kafkaAddr,
+		"topics", []string{t.Reports, t.Commands, t.Events, t.DLQ}, "partitions", a.cfg.Kafka.Embedded.Partitions)
+	return nil
+}
+
+func (a *app) goRun(name string, fn func(context.Context) error, ctx context.Context) {
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		if err := fn(ctx); err != nil && ctx.Err() == nil {
+			a.log.Error(name+" stopped", "err", err)
+		}
+	}()
+}
+
+func (a *app) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /v1/sse", a.hub.SSEHandler(hub.SSEConfig{Heartbeat: a.cfg.SSE.Heartbeat, Retry: a.cfg.SSE.Retry}))
+	mux.Handle("GET /v1/ws", a.hub.WSHandler(hub.WSConfig{
+		PingInterval:    a.cfg.WS.PingInterval,
+		MaxMessageBytes: a.cfg.WS.MaxMessageBytes,
+		WriteTimeout:    a.cfg.WS.WriteTimeout,
+		OriginPatterns:  a.cfg.HTTP.AllowedOrigins,
+	}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"status":"ok"}`+"\n")
+	})
+	mux.HandleFunc("GET /readyz", a.readyz)
+	mux.Handle("GET /", static.Handler())
+	return mux
+}
+
+// readyz answers 200 when Kafka and the backplane are reachable and the node
+// is not shutting down, 503 otherwise, with each check's result.
+func (a *app) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	checks := map[string]string{}
+	ok := true
+	check := func(name string, err error) {
+		if err != nil {
+			checks[name] = err.Error()
+			ok = false
+			return
+		}
+		checks[name] = "ok"
+	}
+	check("kafka", a.consumer.Ready(ctx))
+	check("backplane", a.hub.Healthy(ctx))
+	status, code := "ok", http.StatusOK
+	if !ok {
+		status, code = "unavailable", http.StatusServiceUnavailable
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(map[string]any{"status": status, "checks": checks})
+}
+
+// URL is where a browser finds the page.
+func (a *app) URL() string {
+	host, port, _ := net.SplitHostPort(a.ln.Addr().String())
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "localhost"
+	}
+	return "http://" + net.JoinHostPort(host, port) + "/"
+}
+
+// Shutdown stops accepting, closes WebSockets with 1001 and ends SSE streams,
+// stops consuming (committing offsets and leaving the group), then closes
+// the producer and the broker. It is idempotent.
+func (a *app) Shutdown(ctx context.Context) error {
+	a.once.Do(func() {
+		var errs []error
+		if a.srv != nil {
+			done := make(chan error, 1)
+			go func() { done <- a.srv.Shutdown(ctx) }()
+			if err := a.hub.Shutdown(ctx); err != nil {
+				errs = append(errs, err)
+			}
+			if err := <-done; err != nil {
+				errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+			}
+		}
+		a.cancel()
+		a.wg.Wait()
+		if a.producer != nil {
+			errs = append(errs, a.producer.Close())
+		}
+		if a.mem != nil {
+			a.mem.Close()
+		}
+		if a.broker != nil {
+			a.broker.Close()
+		}
+		a.err = errors.Join(errs...)
+		a.log.Info("switchboard stopped", "err", a.err)
+	})
+	return a.err
+}

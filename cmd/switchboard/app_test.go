@@ -1,0 +1,476 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/segmentio/kafka-go"
+	"go.uber.org/goleak"
+
+	"github.com/switchboard/switchboard/config"
+	"github.com/switchboard/switchboard/hub"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+const waitFor = 15 * time.Second
+
+// startTestApp starts a whole node on free ports with the embedded broker.
+func startTestApp(t *testing.T, mutate func(*config.Config)) *app {
+	t.Helper()
+	cfg, err := config.Load("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.HTTP.Addr = "127.0.0.1:0"
+	cfg.Kafka.Embedded.Addr = "127.0.0.1:0"
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	a, err := start(t.Context(), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		defer cancel()
+		if err := a.Shutdown(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	return a
+}
+
+func (a *app) base() string { return strings.TrimSuffix(a.URL(), "/") }
+
+func binaryMsg(topic, id, typ, item, corr string, data any) kafka.Message {
+	b, _ := json.Marshal(data)
+	hs := []kafka.Header{
+		{Key: "ce_specversion", Value: []byte("1.0")},
+		{Key: "ce_id", Value: []byte(id)},
+		{Key: "ce_source", Value: []byte("/test")},
+		{Key: "ce_type", Value: []byte(typ)},
+		{Key: "ce_subject", Value: []byte(item)},
+		{Key: "content-type", Value: []byte("application/json")},
+	}
+	if corr != "" {
+		hs = append(hs, kafka.Header{Key: "ce_correlationid", Value: []byte(corr)})
+	}
+	return kafka.Message{Topic: topic, Key: []byte(item), Value: b, Headers: hs}
+}
+
+func structuredMsg(topic, id, typ, item, corr string, data any) kafka.Message {
+	ev := map[string]any{"specversion": "1.0", "id": id, "source": "/test", "type": typ, "subject": item, "data": data}
+	if corr != "" {
+		ev["correlationid"] = corr
+	}
+	b, _ := json.MarshalIndent(ev, "", "  ") // newlines must not reach SSE
+	return kafka.Message{Topic: topic, Key: []byte(item), Value: b,
+		Headers: []kafka.Header{{Key: "content-type", Value: []byte("application/cloudevents+json; charset=utf-8")}}}
+}
+
+func produce(t *testing.T, addr string, msgs ...kafka.Message) {
+	t.Helper()
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	w := &kafka.Writer{Addr: kafka.TCP(addr), Balancer: &kafka.Hash{}, BatchTimeout: time.Millisecond, Transport: tr}
+	defer w.Close()
+	if err := w.WriteMessages(t.Context(), msgs...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// sseStream reads one SSE stream's events (not comments, not id-only blocks).
+type sseStream struct {
+	body   io.ReadCloser
+	events chan map[string]string
+}
+
+func openSSE(t *testing.T, url string) *sseStream {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 {
+		t.Fatalf("SSE status %d", resp.StatusCode)
+	}
+	s := &sseStream{body: resp.Body, events: make(chan map[string]string, 1000)}
+	go func() {
+		defer close(s.events)
+		sc := bufio.NewScanner(resp.Body)
+		ev := map[string]string{}
+		for sc.Scan() {
+			line := sc.Text()
+			if line == "" {
+				if _, ok := ev["data"]; ok {
+					s.events <- ev
+				}
+				ev = map[string]string{}
+				continue
+			}
+			k, v, _ := strings.Cut(line, ": ")
+			ev[k] = v
+		}
+	}()
+	t.Cleanup(func() { resp.Body.Close() })
+	return s
+}
+
+func (s *sseStream) next(t *testing.T) map[string]string {
+	t.Helper()
+	select {
+	case ev, ok := <-s.events:
+		if !ok {
+			t.Fatal("SSE stream ended")
+		}
+		return ev
+	case <-time.After(waitFor):
+		t.Fatal("no SSE event in time")
+	}
+	return nil
+}
+
+func dialWS(t *testing.T, a *app) *websocket.Conn {
+	t.Helper()
+	u := "ws" + strings.TrimPrefix(a.base(), "http") + "/v1/ws"
+	c, _, err := websocket.Dial(t.Context(), u, &websocket.DialOptions{Subprotocols: []string{"switchboard.v1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.CloseNow() })
+	return c
+}
+
+func wsFrame(t *testing.T, c *websocket.Conn) map[string]any {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), waitFor)
+	defer cancel()
+	_, b, err := c.Read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func wsSubscribe(t *testing.T, a *app, channel string) *websocket.Conn {
+	t.Helper()
+	c := dialWS(t, a)
+	c.Write(t.Context(), websocket.MessageText, []byte(`{"type":"subscribe","id":"1","channel":"`+channel+`"}`))
+	if f := wsFrame(t, c); f["type"] != "ack" {
+		t.Fatalf("want ack, got %v", f)
+	}
+	return c
+}
+
+// TestKafkaToSubscribers: events written by a real kafka-go producer, in both
+// CloudEvents modes, reach exactly the SSE and WebSocket subscribers of the
+// channels they route to, in per-item order.
+func TestKafkaToSubscribers(t *testing.T) {
+	a := startTestApp(t, nil)
+	reportsSSE := openSSE(t, a.base()+"/v1/sse?channel=reports")
+	itemSSE := openSSE(t, a.base()+"/v1/sse?channel=item:item-7")
+	corrWS := wsSubscribe(t, a, "corr:c-42")
+	itemWS := wsSubscribe(t, a, "item:item-7")
+	// Let the consumer group settle before producing.
+	waitReady(t, a)
+
+	var msgs []kafka.Message
+	for i := 0; i < 10; i++ {
+		item := fmt.Sprintf("item-%d", 7+i%2) // item-7 and item-8 alternate
+		data := map[string]any{"item_id": item, "reporter_id": "u1", "reason": "spam", "n": i}
+		if i%2 == 0 {
+			msgs = append(msgs, binaryMsg("items.reported", fmt.Sprint("r", i), "item.reported", item, "", data))
+		} else {
+			msgs = append(msgs, structuredMsg("items.reported", fmt.Sprint("r", i), "item.reported", item, "", data))
+		}
+	}
+	produce(t, a.kafkaAddr, msgs...)
+
+	// reports: all ten reports, each item's in order.
+	last := map[string]int{}
+	for range 10 {
+		ev := reportsSSE.next(t)
+		if ev["event"] != "item.reported" || ev["id"] == "" || strings.Contains(ev["data"], "\n") {
+			t.Fatalf("bad SSE event %v", ev)
+		}
+		var ce struct {
+			Subject string
+			Data    struct{ N int }
+		}
+		json.Unmarshal([]byte(ev["data"]), &ce)
+		if ce.Data.N < last[ce.Subject] {
+			t.Fatalf("%s out of order", ce.Subject)
+		}
+		last[ce.Subject] = ce.Data.N
+	}
+	// item:item-7: its five reports in order, then the confirmation.
+	for i := 0; i < 10; i += 2 {
+		var ce struct{ Data struct{ N int } }
+		json.Unmarshal([]byte(itemSSE.next(t)["data"]), &ce)
+		if ce.Data.N != i {
+			t.Fatalf("item-7 SSE got %d, want %d", ce.Data.N, i)
+		}
+		f := wsFrame(t, itemWS)
+		if f["channel"] != "item:item-7" || int(f["event"].(map[string]any)["data"].(map[string]any)["n"].(float64)) != i {
+			t.Fatalf("item-7 WS got %v", f)
+		}
+	}
+	// Topics are not ordered with each other: the confirmation comes after.
+	produce(t, a.kafkaAddr, binaryMsg("takedown.events", "t1", "takedown.confirmed", "item-7", "c-42", map[string]any{"item_id": "item-7"}))
+	if ev := itemSSE.next(t); ev["event"] != "takedown.confirmed" {
+		t.Fatalf("want the confirmation, got %v", ev)
+	}
+	// corr:c-42: only the confirmation.
+	f := wsFrame(t, corrWS)
+	if f["type"] != "event" || f["channel"] != "corr:c-42" || f["event"].(map[string]any)["type"] != "takedown.confirmed" {
+		t.Fatalf("corr channel got %v", f)
+	}
+}
+
+func waitReady(t *testing.T, a *app) {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(a.base() + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("never ready")
+}
+
+// TestKcat: a record produced by kcat, a Kafka client nobody here wrote,
+// arrives on SSE; and kcat lists the embedded broker's topics.
+func TestKcat(t *testing.T) {
+	kcat, err := exec.LookPath("kcat")
+	if err != nil {
+		if os.Getenv("SWITCHBOARD_CI") != "" {
+			t.Fatal("kcat is required in CI: apt-get install kcat")
+		}
+		t.Skip("kcat not installed")
+	}
+	a := startTestApp(t, nil)
+	out, err := exec.CommandContext(t.Context(), kcat, "-b", a.kafkaAddr, "-L").CombinedOutput()
+	if err != nil {
+		t.Fatalf("kcat -L: %v\n%s", err, out)
+	}
+	for _, topic := range []string{"items.reported", "takedown.commands", "takedown.events", "switchboard.dlq"} {
+		if !bytes.Contains(out, []byte(`topic "`+topic+`"`)) {
+			t.Fatalf("kcat -L does not list %s:\n%s", topic, out)
+		}
+	}
+	s := openSSE(t, a.base()+"/v1/sse?channel=item:item-99")
+	waitReady(t, a)
+	cmd := exec.CommandContext(t.Context(), kcat, "-b", a.kafkaAddr, "-P", "-t", "items.reported", "-k", "item-99",
+		"-H", "ce_specversion=1.0", "-H", "ce_id=kcat-1", "-H", "ce_source=/kcat", "-H", "ce_type=item.reported",
+		"-H", "ce_subject=item-99", "-H", "content-type=application/json")
+	cmd.Stdin = strings.NewReader(`{"item_id":"item-99","reporter_id":"k","reason":"spam"}` + "\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("kcat -P: %v\n%s", err, out)
+	}
+	ev := s.next(t)
+	if ev["event"] != "item.reported" || !strings.Contains(ev["data"], `"id":"kcat-1"`) {
+		t.Fatalf("got %v", ev)
+	}
+}
+
+// TestDeadLetter: a malformed record goes, unchanged, to the dead-letter topic
+// with both headers, and the next valid record on the same partition is still
+// delivered.
+func TestDeadLetter(t *testing.T) {
+	a := startTestApp(t, nil)
+	s := openSSE(t, a.base()+"/v1/sse?channel=item:item-5")
+	waitReady(t, a)
+	bad := []kafka.Message{
+		{Topic: "items.reported", Key: []byte("item-5"), Value: []byte("{not json"), Headers: []kafka.Header{{Key: "content-type", Value: []byte("application/cloudevents+json")}}},
+		structuredMsg("items.reported", "x1", "", "item-5", "", nil),
+		binaryMsg("items.reported", "x2", "item.reported", "item-5", "", map[string]any{}),
+	}
+	bad[2].Headers[0].Value = []byte("0.3")
+	good := binaryMsg("items.reported", "ok-1", "item.reported", "item-5", "", map[string]any{"item_id": "item-5"})
+	produce(t, a.kafkaAddr, append(bad, good)...)
+	if ev := s.next(t); !strings.Contains(ev["data"], `"id":"ok-1"`) {
+		t.Fatalf("got %v, want the valid record", ev)
+	}
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{a.kafkaAddr}, Topic: "switchboard.dlq", Partition: partitionOf(t, a, "item-5"), MaxWait: 100 * time.Millisecond})
+	defer r.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), waitFor)
+	defer cancel()
+	for i, want := range bad {
+		m, err := r.ReadMessage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(m.Value, want.Value) {
+			t.Fatalf("dead letter %d value %q, want %q", i, m.Value, want.Value)
+		}
+		hs := map[string]string{}
+		for _, h := range m.Headers {
+			hs[h.Key] = string(h.Value)
+		}
+		if hs["switchboard-error"] == "" || !strings.HasPrefix(hs["switchboard-source"], "items.reported/") {
+			t.Fatalf("dead letter %d headers %v", i, hs)
+		}
+	}
+}
+
+// partitionOf finds the partition the Hash balancer puts key on, by producing
+// nothing: it reads where the good record landed in items.reported.
+func partitionOf(t *testing.T, a *app, key string) int {
+	t.Helper()
+	conn, err := kafka.Dial("tcp", a.kafkaAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	parts, err := conn.ReadPartitions("items.reported")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h kafka.Hash
+	msg := kafka.Message{Key: []byte(key)}
+	ids := make([]int, len(parts))
+	for i := range parts {
+		ids[i] = i
+	}
+	return h.Balance(msg, ids...)
+}
+
+// TestShutdown: WebSockets get 1001, SSE streams end, and (TestMain) no
+// goroutine is left.
+func TestShutdown(t *testing.T) {
+	a := startTestApp(t, nil)
+	ws := wsSubscribe(t, a, "reports")
+	s := openSSE(t, a.base()+"/v1/sse?channel=reports")
+	ctx, cancel := context.WithTimeout(t.Context(), waitFor)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- a.Shutdown(ctx) }()
+	_, _, err := ws.Read(ctx)
+	if got := websocket.CloseStatus(err); got != websocket.StatusGoingAway {
+		t.Fatalf("close %d (%v), want 1001", got, err)
+	}
+	for range s.events {
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestHealth(t *testing.T) {
+	a := startTestApp(t, nil)
+	resp, err := http.Get(a.base() + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("healthz %d", resp.StatusCode)
+	}
+	waitReady(t, a)
+}
+
+// TestConfigRefusesToStart: an unknown key and a bad duration each stop the
+// start with a message that names the key.
+func TestConfigRefusesToStart(t *testing.T) {
+	tests := []struct{ name, yaml, want string }{
+		{"unknown key", "hub:\n  histroy:\n    size: 5\n", "hub.histroy"},
+		{"bad duration", "sse:\n  heartbeat: soon\n", "sse.heartbeat"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "c.yaml")
+			os.WriteFile(path, []byte(tt.yaml), 0o600)
+			cmd := newRootCmd()
+			cmd.SetArgs([]string{"--config", path})
+			cmd.SetOut(io.Discard)
+			err := cmd.ExecuteContext(t.Context())
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %v, want one naming %s", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestResumeThroughKafka: an SSE client drops, events keep coming through
+// Kafka, and its Last-Event-ID brings back exactly the missed ones, in order.
+func TestResumeThroughKafka(t *testing.T) {
+	a := startTestApp(t, nil)
+	waitReady(t, a)
+	url := a.base() + "/v1/sse?channel=item:item-3&channel=reports"
+	report := func(n int) kafka.Message {
+		return binaryMsg("items.reported", fmt.Sprint("res-", n), "item.reported", "item-3", "", map[string]any{"n": n})
+	}
+	s := openSSE(t, url)
+	produce(t, a.kafkaAddr, report(1), report(2))
+	var lastID string
+	for want := 1; want <= 2; want++ {
+		ev := s.next(t)
+		if !strings.Contains(ev["data"], fmt.Sprintf(`"n":%d`, want)) {
+			t.Fatalf("got %v, want n=%d", ev, want)
+		}
+		lastID = ev["id"]
+	}
+	s.body.Close()
+	produce(t, a.kafkaAddr, report(3), report(4), report(5))
+	// Wait until the hub holds them, then resume.
+	probe := openSSE(t, a.base()+"/v1/sse?channel=item:item-3&last_event_id="+url2cursor(t, lastID))
+	for range 3 {
+		probe.next(t)
+	}
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	req.Header.Set("Last-Event-ID", lastID)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	var got []string
+	for len(got) < 3 && sc.Scan() {
+		if d, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+			got = append(got, d)
+		}
+	}
+	for i, d := range got {
+		if !strings.Contains(d, fmt.Sprintf(`"n":%d`, 3+i)) {
+			t.Fatalf("resumed event %d is %s, want n=%d", i, d, 3+i)
+		}
+	}
+}
+
+// url2cursor keeps only item:item-3's part of a stream id: a stream over
+// fewer channels resumes those it names.
+func url2cursor(t *testing.T, id string) string {
+	t.Helper()
+	c, err := hub.ParseStreamCursor(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hub.StreamCursor{"item:item-3": c["item:item-3"]}.Encode()
+}

@@ -1,0 +1,395 @@
+package consumers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/switchboard/switchboard/hub"
+)
+
+// Defaults that New applies to zero fields of Config.
+const (
+	// DefaultGroupID is the consumer group every Switchboard node joins.
+	DefaultGroupID = "switchboard"
+	// DefaultReportsTopic carries item.reported.
+	DefaultReportsTopic = "items.reported"
+	// DefaultCommandsTopic carries takedown.requested.
+	DefaultCommandsTopic = "takedown.commands"
+	// DefaultEventsTopic carries item.removed, takedown.confirmed and
+	// takedown.rejected.
+	DefaultEventsTopic = "takedown.events"
+	// DefaultDLQTopic receives the records that are not valid CloudEvents.
+	DefaultDLQTopic = "switchboard.dlq"
+	// DefaultMaxWait bounds how long a fetch waits for new records; short,
+	// so events reach the hub at once.
+	DefaultMaxWait = 250 * time.Millisecond
+	// DefaultCommitInterval is how often accepted offsets are committed.
+	// Commits are batched, but an offset is only queued for commit after
+	// its record was accepted by the hub or dead-lettered.
+	DefaultCommitInterval = 500 * time.Millisecond
+	// DefaultRetryMin is the first pause before a failed hand-off to the hub
+	// or to the dead-letter topic is tried again; pauses double from there.
+	DefaultRetryMin = 100 * time.Millisecond
+	// DefaultRetryMax caps the pause between retries.
+	DefaultRetryMax = 5 * time.Second
+	// DefaultReadyTimeout bounds Ready when its context has no deadline.
+	DefaultReadyTimeout = 2 * time.Second
+)
+
+// Dead-letter headers of the contract.
+const (
+	// HeaderError says why a record was dead-lettered.
+	HeaderError = "switchboard-error"
+	// HeaderSource names the record's origin as topic/partition/offset.
+	HeaderSource = "switchboard-source"
+)
+
+// Publisher accepts an event into the history of its channels (and the
+// shared backplane, when scaled out). A nil error means accepted: the
+// consumer then commits the record's offset. *hub.Hub satisfies it.
+type Publisher interface {
+	Publish(ctx context.Context, channels []string, ev *hub.Event) error
+}
+
+// DeadLetterWriter writes records, each to its own Topic, and returns once
+// they are stored. *producers.Producer satisfies it.
+type DeadLetterWriter interface {
+	PublishRaw(ctx context.Context, msgs ...kafka.Message) error
+}
+
+// Config configures a Consumer. Zero fields take the Default... values.
+type Config struct {
+	// Brokers are the bootstrap addresses, host:port. Required.
+	Brokers []string
+	// GroupID is the consumer group; every node of a deployment shares it.
+	GroupID string
+	// Routes say which topics to read and where their events go; nil means
+	// DefaultRoutes over the default topics.
+	Routes []Route
+	// DLQTopic receives the records that are not valid CloudEvents.
+	DLQTopic string
+	// MaxWait bounds how long a fetch waits for records.
+	MaxWait time.Duration
+	// CommitInterval is how often accepted offsets are committed.
+	CommitInterval time.Duration
+	// RetryMin and RetryMax bound the pauses between retries of a failed
+	// hand-off to the hub or the dead-letter topic.
+	RetryMin, RetryMax time.Duration
+	// ReadyTimeout bounds Ready when its context has no deadline.
+	ReadyTimeout time.Duration
+}
+
+// Stats counts what a Consumer did, for metrics and tests.
+type Stats struct {
+	// Fetched is the number of records read from Kafka.
+	Fetched uint64
+	// Published is the number of events the hub accepted.
+	Published uint64
+	// Unrouted is the number of valid events no channel carries; they are
+	// committed without reaching the hub.
+	Unrouted uint64
+	// DeadLettered is the number of records written to the dead-letter topic.
+	DeadLettered uint64
+	// PublishErrors is the number of failed hand-offs to the hub (each is
+	// retried).
+	PublishErrors uint64
+	// DeadLetterErrors is the number of failed dead-letter writes (each is
+	// retried).
+	DeadLetterErrors uint64
+	// CommitErrors is the number of offsets that could not be queued for
+	// commit; their records will be delivered again.
+	CommitErrors uint64
+}
+
+// Consumer reads the routed topics in a consumer group and hands each event
+// to the hub. Create it with New and run it with Run.
+type Consumer struct {
+	cfg    Config
+	router *Router
+	pub    Publisher
+	dlq    DeadLetterWriter
+	log    *slog.Logger
+
+	fetched, published, unrouted, deadLettered atomic.Uint64
+	publishErrors, deadLetterErrors, commitErr atomic.Uint64
+}
+
+// New checks cfg, fills its zero fields and returns a Consumer that hands
+// events to pub and dead letters to dlq. It does not contact the brokers.
+func New(cfg Config, pub Publisher, dlq DeadLetterWriter, log *slog.Logger) (*Consumer, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	if pub == nil {
+		return nil, errors.New("consumers: no publisher")
+	}
+	if dlq == nil {
+		return nil, errors.New("consumers: no dead-letter writer")
+	}
+	var brokers []string
+	for _, b := range cfg.Brokers {
+		if b = strings.TrimSpace(b); b != "" {
+			brokers = append(brokers, b)
+		}
+	}
+	if len(brokers) == 0 {
+		return nil, errors.New("consumers: no brokers configured")
+	}
+	cfg.Brokers = brokers
+	if cfg.MaxWait < 0 || cfg.CommitInterval < 0 || cfg.RetryMin < 0 || cfg.RetryMax < 0 || cfg.ReadyTimeout < 0 {
+		return nil, errors.New("consumers: durations must not be negative")
+	}
+	if cfg.GroupID == "" {
+		cfg.GroupID = DefaultGroupID
+	}
+	if cfg.Routes == nil {
+		cfg.Routes = DefaultRoutes(DefaultReportsTopic, DefaultCommandsTopic, DefaultEventsTopic)
+	}
+	if cfg.DLQTopic == "" {
+		cfg.DLQTopic = DefaultDLQTopic
+	}
+	if cfg.MaxWait == 0 {
+		cfg.MaxWait = DefaultMaxWait
+	}
+	if cfg.CommitInterval == 0 {
+		cfg.CommitInterval = DefaultCommitInterval
+	}
+	if cfg.RetryMin == 0 {
+		cfg.RetryMin = DefaultRetryMin
+	}
+	if cfg.RetryMax == 0 {
+		cfg.RetryMax = DefaultRetryMax
+	}
+	if cfg.RetryMax < cfg.RetryMin {
+		return nil, fmt.Errorf("consumers: retry max %v is below retry min %v", cfg.RetryMax, cfg.RetryMin)
+	}
+	if cfg.ReadyTimeout == 0 {
+		cfg.ReadyTimeout = DefaultReadyTimeout
+	}
+	router, err := NewRouter(cfg.Routes, log)
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range router.Topics() {
+		if t == cfg.DLQTopic {
+			return nil, fmt.Errorf("consumers: the dead-letter topic %q is also a routed topic", t)
+		}
+	}
+	return &Consumer{cfg: cfg, router: router, pub: pub, dlq: dlq, log: log.With("component", "consumer")}, nil
+}
+
+// Stats returns the consumer's counters so far.
+func (c *Consumer) Stats() Stats {
+	return Stats{
+		Fetched:          c.fetched.Load(),
+		Published:        c.published.Load(),
+		Unrouted:         c.unrouted.Load(),
+		DeadLettered:     c.deadLettered.Load(),
+		PublishErrors:    c.publishErrors.Load(),
+		DeadLetterErrors: c.deadLetterErrors.Load(),
+		CommitErrors:     c.commitErr.Load(),
+	}
+}
+
+// Run joins the consumer group and hands records to the hub until ctx is
+// done. Then it leaves the group, commits what was accepted, and returns
+// nil. A record is handled fully (accepted by the hub, or dead-lettered)
+// before the next one of the consumer is read, so each partition keeps its
+// order; a failing hub is retried without end, and a record it never
+// accepted is read again by whichever member owns its partition next.
+func (c *Consumer) Run(ctx context.Context) error {
+	r := kafka.NewReader(kafka.ReaderConfig{
+		Brokers:        c.cfg.Brokers,
+		GroupID:        c.cfg.GroupID,
+		GroupTopics:    c.router.Topics(),
+		StartOffset:    kafka.FirstOffset,
+		MaxWait:        c.cfg.MaxWait,
+		CommitInterval: c.cfg.CommitInterval,
+		Logger:         kafkaLogger(c.log, slog.LevelDebug),
+		ErrorLogger:    kafkaLogger(c.log, slog.LevelWarn),
+	})
+	c.log.Info("consumer started", "group", c.cfg.GroupID, "topics", c.router.Topics(), "dlq", c.cfg.DLQTopic)
+	defer func() {
+		// Close leaves the group and flushes the queued commits.
+		if err := r.Close(); err != nil {
+			c.log.Warn("closing the kafka reader", "err", err)
+		}
+		c.log.Info("consumer stopped")
+	}()
+
+	backoff := c.newBackoff()
+	for {
+		m, err := r.FetchMessage(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			c.log.Warn("fetching from kafka", "err", err)
+			if !backoff.wait(ctx) {
+				return nil
+			}
+			continue
+		}
+		backoff.reset()
+		c.fetched.Add(1)
+		if !c.handle(ctx, m) {
+			return nil // ctx ended before the record was handled: not committed
+		}
+		c.commit(ctx, r, m)
+	}
+}
+
+// handle delivers one record to the hub, or to the dead-letter topic when
+// it is not a valid event. It reports false if ctx ended first.
+func (c *Consumer) handle(ctx context.Context, m kafka.Message) bool {
+	ev, err := Decode(m)
+	if err != nil {
+		return c.deadLetter(ctx, m, err)
+	}
+	channels := c.router.Channels(m.Topic, ev)
+	if len(channels) == 0 {
+		c.unrouted.Add(1)
+		c.log.Debug("event carried by no channel", "topic", m.Topic, "id", ev.ID, "type", ev.Type)
+		return true
+	}
+	backoff := c.newBackoff()
+	for {
+		err := c.pub.Publish(ctx, channels, ev)
+		if err == nil {
+			c.published.Add(1)
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		c.publishErrors.Add(1)
+		c.log.Warn("hub refused an event; retrying", "err", err, "source", origin(m), "id", ev.ID, "retry_in", backoff.next)
+		if !backoff.wait(ctx) {
+			return false
+		}
+	}
+}
+
+// deadLetter writes m unchanged to the dead-letter topic, with the reason
+// and origin in headers, retrying until it is stored or ctx ends.
+func (c *Consumer) deadLetter(ctx context.Context, m kafka.Message, reason error) bool {
+	headers := make([]kafka.Header, 0, len(m.Headers)+2)
+	headers = append(headers, m.Headers...)
+	headers = append(headers,
+		kafka.Header{Key: HeaderError, Value: []byte(reason.Error())},
+		kafka.Header{Key: HeaderSource, Value: []byte(origin(m))},
+	)
+	dl := kafka.Message{Topic: c.cfg.DLQTopic, Key: m.Key, Value: m.Value, Headers: headers}
+	c.log.Warn("record is not a valid CloudEvent; dead-lettering it", "source", origin(m), "reason", reason)
+	backoff := c.newBackoff()
+	for {
+		err := c.dlq.PublishRaw(ctx, dl)
+		if err == nil {
+			c.deadLettered.Add(1)
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		c.deadLetterErrors.Add(1)
+		c.log.Error("dead-letter write failed; retrying", "err", err, "source", origin(m), "retry_in", backoff.next)
+		if !backoff.wait(ctx) {
+			return false
+		}
+	}
+}
+
+// commit queues m's offset for the next batched commit. The record was
+// accepted, so it is queued even when ctx has just ended: the reader's
+// Close flushes it.
+func (c *Consumer) commit(ctx context.Context, r *kafka.Reader, m kafka.Message) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.RetryMax)
+	defer cancel()
+	if err := r.CommitMessages(cctx, m); err != nil {
+		c.commitErr.Add(1)
+		c.log.Warn("offset not committed; the record will be delivered again", "source", origin(m), "err", err)
+	}
+}
+
+// origin names a record as topic/partition/offset.
+func origin(m kafka.Message) string {
+	return m.Topic + "/" + strconv.Itoa(m.Partition) + "/" + strconv.FormatInt(m.Offset, 10)
+}
+
+// Ready reports whether a broker answers a metadata request, within
+// ReadyTimeout when ctx has no deadline of its own. The first broker that
+// answers is enough.
+func (c *Consumer) Ready(ctx context.Context) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.cfg.ReadyTimeout)
+		defer cancel()
+	}
+	var errs []error
+	for _, b := range c.cfg.Brokers {
+		err := probe(ctx, b)
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return fmt.Errorf("consumers: no kafka broker reachable: %w", errors.Join(errs...))
+}
+
+// probe dials broker and reads the cluster's broker list.
+func probe(ctx context.Context, broker string) error {
+	conn, err := (&kafka.Dialer{}).DialContext(ctx, "tcp", broker)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	_, err = conn.Brokers()
+	return err
+}
+
+// backoff doubles a pause from RetryMin up to RetryMax.
+type backoff struct {
+	min, max, next time.Duration
+}
+
+func (c *Consumer) newBackoff() *backoff {
+	return &backoff{min: c.cfg.RetryMin, max: c.cfg.RetryMax, next: c.cfg.RetryMin}
+}
+
+func (b *backoff) reset() { b.next = b.min }
+
+// wait pauses for the next interval; false means ctx ended first.
+func (b *backoff) wait(ctx context.Context) bool {
+	t := time.NewTimer(b.next)
+	defer t.Stop()
+	b.next = min(2*b.next, b.max)
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// kafkaLogger routes kafka-go's printf logging to slog at level.
+func kafkaLogger(log *slog.Logger, level slog.Level) kafka.LoggerFunc {
+	return func(msg string, args ...any) {
+		if log.Enabled(context.Background(), level) {
+			log.Log(context.Background(), level, "kafka reader: "+fmt.Sprintf(msg, args...))
+		}
+	}
+}
