@@ -27,6 +27,7 @@ type Config struct {
 	ItemSvc  ItemSvc  `mapstructure:"itemsvc"`
 	Demo     Demo     `mapstructure:"demo"`
 	Auth     Auth     `mapstructure:"auth"`
+	Limits   Limits   `mapstructure:"limits"`
 	Log      Log      `mapstructure:"log"`
 }
 
@@ -150,6 +151,19 @@ type Auth struct {
 	// Principals are the known callers; none means development tokens are
 	// made at start.
 	Principals []Principal `mapstructure:"principals"`
+	// SessionTTL is how long the browser page's session cookie lasts.
+	SessionTTL time.Duration `mapstructure:"session_ttl"`
+}
+
+// Limits bounds what one principal may use (keys limits.*).
+type Limits struct {
+	// Connections bounds one principal's open WebSocket and SSE
+	// connections on one node.
+	Connections int `mapstructure:"connections"`
+	// TakedownRate is the takedown requests one principal may make per
+	// second, with bursts of TakedownBurst.
+	TakedownRate  float64 `mapstructure:"takedown_rate"`
+	TakedownBurst int     `mapstructure:"takedown_burst"`
 }
 
 // Principal roles.
@@ -236,7 +250,12 @@ var defaults = map[string]any{
 	"demo.enabled": false,
 	"demo.rate":    3.0,
 
-	"auth.principals": []any{},
+	"auth.principals":  []any{},
+	"auth.session_ttl": 12 * time.Hour,
+
+	"limits.connections":    100,
+	"limits.takedown_rate":  5.0,
+	"limits.takedown_burst": 10,
 
 	"log.level":  "info",
 	"log.format": "text",

@@ -80,7 +80,8 @@ func wantDefaults() Config {
 		Takedown: Takedown{Timeout: 10 * time.Second, MaxWait: 55 * time.Second, ResultTTL: 24 * time.Hour},
 		ItemSvc:  ItemSvc{Enabled: true, Latency: 50 * time.Millisecond},
 		Demo:     Demo{Enabled: false, Rate: 3},
-		Auth:     Auth{Principals: []Principal{}},
+		Auth:     Auth{Principals: []Principal{}, SessionTTL: 12 * time.Hour},
+		Limits:   Limits{Connections: 100, TakedownRate: 5, TakedownBurst: 10},
 		Log:      Log{Level: "info", Format: "text"},
 	}
 }

@@ -80,6 +80,13 @@ func (c Config) Validate() error {
 	}
 
 	v.principals(c.Auth.Principals)
+	v.duration("auth.session_ttl", c.Auth.SessionTTL)
+
+	v.positive("limits.connections", int64(c.Limits.Connections))
+	if !(c.Limits.TakedownRate > 0) {
+		v.fail("limits.takedown_rate", "must be > 0, got %v", c.Limits.TakedownRate)
+	}
+	v.positive("limits.takedown_burst", int64(c.Limits.TakedownBurst))
 
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "text", "json")

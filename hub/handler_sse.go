@@ -26,6 +26,9 @@ type SSEConfig struct {
 	Retry time.Duration
 	// WriteTimeout bounds one write to a client.
 	WriteTimeout time.Duration
+	// Guard admits streams and authorises their channels; nil admits
+	// everyone.
+	Guard Guard
 }
 
 // sseDedupeWindow is how many recent event keys a multi-channel stream
@@ -76,6 +79,18 @@ func (s *sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	ctx, release, err := admit(s.cfg.Guard, r)
+	if err != nil {
+		WriteRefusal(w, err)
+		return
+	}
+	defer release()
+	for _, ch := range chans {
+		if err := allow(s.cfg.Guard, ctx, ch); err != nil {
+			WriteRefusal(w, err)
+			return
+		}
+	}
 	lastID := r.Header.Get("Last-Event-ID")
 	if lastID == "" {
 		lastID = q.Get("last_event_id")
@@ -99,7 +114,7 @@ func (s *sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if p, ok := resume[ch]; ok {
 			after = &p
 		}
-		res, err := c.Subscribe(r.Context(), ch, after, nil)
+		res, err := c.Subscribe(ctx, ch, after, nil)
 		if err != nil {
 			if errors.Is(err, ErrClosed) {
 				return
@@ -157,7 +172,7 @@ func (s *sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// Slow consumer or shutdown: end the stream; the browser
 			// reconnects (elsewhere) with its Last-Event-ID.
 			return
-		case <-r.Context().Done():
+		case <-ctx.Done():
 			return
 		}
 	}

@@ -51,6 +51,9 @@ type WSConfig struct {
 	// OriginPatterns are the cross origins allowed to connect (host
 	// patterns, or scheme://host); the request's own host is always allowed.
 	OriginPatterns []string
+	// Guard admits connections and authorises subscriptions; nil admits
+	// everyone.
+	Guard Guard
 	// Frames handles frame types beyond subscribe, unsubscribe and ping
 	// (the sync adapter registers "takedown"). A type with no handler is
 	// refused with an error frame.
@@ -63,6 +66,8 @@ type FrameHandler func(ctx context.Context, s *Session, raw []byte)
 
 // Session is one WebSocket connection as a FrameHandler sees it.
 type Session struct {
+	// Ctx is the connection's context: the Guard's, carrying who it is.
+	Ctx context.Context
 	// Client is the session's hub client.
 	Client *Client
 	// Request is the upgrade request.
@@ -125,6 +130,10 @@ type wsHandler struct {
 }
 
 func (wh *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	actx, release, aerr := admit(wh.cfg.Guard, r)
+	if aerr == nil {
+		defer release()
+	}
 	c, err := wh.h.NewClient()
 	if err != nil {
 		w.Header().Set("Retry-After", "1")
@@ -137,10 +146,16 @@ func (wh *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		OriginPatterns: wh.cfg.OriginPatterns,
 	})
 	if err != nil {
-		return // Accept has answered.
+		return // Accept has answered (403 for a foreign origin).
+	}
+	if aerr != nil {
+		// A browser cannot read an HTTP status from a failed upgrade, so
+		// the refusal is a close code it can see.
+		conn.Close(websocket.StatusPolicyViolation, clip(aerr.Error()))
+		return
 	}
 	conn.SetReadLimit(wh.cfg.MaxMessageBytes)
-	ctx, cancel := context.WithCancel(r.Context())
+	ctx, cancel := context.WithCancel(actx)
 	defer cancel()
 
 	pack := r.URL.Query().Get("pack") == "1"
@@ -150,7 +165,7 @@ func (wh *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer wg.Done()
 		wh.write(ctx, conn, c, pack, &wg)
 	}()
-	wh.read(ctx, conn, &Session{Client: c, Request: r})
+	wh.read(ctx, conn, &Session{Ctx: ctx, Client: c, Request: r})
 	c.Close()
 	wg.Wait()
 	conn.CloseNow()
@@ -183,6 +198,10 @@ func (wh *wsHandler) handle(ctx context.Context, s *Session, f *inFrame, raw []b
 	case "subscribe":
 		if err := ValidateChannel(f.Channel); err != nil {
 			s.SendError(f.ID, CodeBadRequest, err.Error())
+			return
+		}
+		if err := allow(wh.cfg.Guard, ctx, f.Channel); err != nil {
+			s.SendError(f.ID, CodeForbidden, err.Error())
 			return
 		}
 		var after *Position

@@ -19,6 +19,7 @@ import (
 	"github.com/switchboard/switchboard/config"
 	"github.com/switchboard/switchboard/consumers"
 	"github.com/switchboard/switchboard/hub"
+	"github.com/switchboard/switchboard/hub/auth"
 	"github.com/switchboard/switchboard/producers"
 	"github.com/switchboard/switchboard/static"
 )
@@ -32,6 +33,13 @@ func run(ctx context.Context, cfg config.Config, out io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(out, "Switchboard is running. Open %s\n", a.URL())
+	if len(a.devTokens) > 0 {
+		fmt.Fprintln(out, "No auth.principals configured: development tokens for this run only (do not use in production):")
+		for _, r := range []auth.Role{auth.RoleModerator, auth.RolePartner, auth.RolePolice} {
+			fmt.Fprintf(out, "  %-9s %s\n", r, a.devTokens[r])
+		}
+		fmt.Fprintf(out, "Sign in to the page with the moderator token, or open %s?access_token=%s\n", a.URL(), a.devTokens[auth.RoleModerator])
+	}
 	if a.broker != nil {
 		fmt.Fprintf(out, "Embedded Kafka-protocol broker: %s (try: kcat -b %s -L)\n", a.kafkaAddr, a.kafkaAddr)
 	}
@@ -61,6 +69,9 @@ type app struct {
 	mem       *hub.Memory
 	hub       *hub.Hub
 	consumer  *consumers.Consumer
+	auth      *auth.Auth
+	owners    *auth.OwnerTable
+	devTokens map[auth.Role]string
 	srv       *http.Server
 	ln        net.Listener
 
@@ -95,6 +106,9 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, er
 	a.mem = hub.NewMemory(hub.MemoryConfig{HistorySize: cfg.Hub.History.Size, HistoryTTL: cfg.Hub.History.TTL})
 	a.hub, err = hub.New(hub.Config{ClientQueue: cfg.Hub.ClientQueue, MaxChannels: cfg.Hub.MaxChannels}, a.mem, log)
 	if err != nil {
+		return nil, err
+	}
+	if err := a.startAuth(); err != nil {
 		return nil, err
 	}
 	t := cfg.Kafka.Topics
@@ -137,6 +151,29 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, er
 	return a, nil
 }
 
+// startAuth builds the principals, or development tokens when none are
+// configured.
+func (a *app) startAuth() error {
+	var ps []auth.PrincipalConfig
+	for _, p := range a.cfg.Auth.Principals {
+		ps = append(ps, auth.PrincipalConfig{Name: p.Name, Role: p.Role, TokenSHA256: p.TokenSHA256, Token: p.Token, Channels: p.Channels})
+	}
+	if len(ps) == 0 {
+		ps, a.devTokens = auth.DevPrincipals()
+		a.log.Warn("no auth.principals configured: made one random development token per role (printed once on stdout); this is a development setup")
+	}
+	a.owners = auth.NewOwnerTable(a.cfg.Takedown.ResultTTL)
+	var err error
+	a.auth, err = auth.New(auth.Config{
+		Principals:     ps,
+		MaxConnections: a.cfg.Limits.Connections,
+		TakedownRate:   a.cfg.Limits.TakedownRate,
+		TakedownBurst:  a.cfg.Limits.TakedownBurst,
+		SessionTTL:     a.cfg.Auth.SessionTTL,
+	}, a.owners, a.log)
+	return err
+}
+
 // startBroker starts the embedded Kafka-protocol broker on
 // kafka.embedded.addr with the configured topics.
 func (a *app) startBroker() error {
@@ -176,21 +213,48 @@ func (a *app) goRun(name string, fn func(context.Context) error, ctx context.Con
 }
 
 func (a *app) routes() http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("GET /v1/sse", a.hub.SSEHandler(hub.SSEConfig{Heartbeat: a.cfg.SSE.Heartbeat, Retry: a.cfg.SSE.Retry}))
-	mux.Handle("GET /v1/ws", a.hub.WSHandler(hub.WSConfig{
+	// The API: every /v1/ request passes the Origin check first.
+	api := http.NewServeMux()
+	api.Handle("GET /v1/sse", a.hub.SSEHandler(hub.SSEConfig{Heartbeat: a.cfg.SSE.Heartbeat, Retry: a.cfg.SSE.Retry, Guard: a.auth}))
+	api.Handle("GET /v1/ws", a.hub.WSHandler(hub.WSConfig{
 		PingInterval:    a.cfg.WS.PingInterval,
 		MaxMessageBytes: a.cfg.WS.MaxMessageBytes,
 		WriteTimeout:    a.cfg.WS.WriteTimeout,
 		OriginPatterns:  a.cfg.HTTP.AllowedOrigins,
+		Guard:           a.auth,
+		Frames:          map[string]hub.FrameHandler{"takedown": a.takedownFrame},
 	}))
+	api.Handle("/v1/session", a.auth.SessionHandler())
+
+	mux := http.NewServeMux()
+	mux.Handle("/v1/", auth.CORS(a.cfg.HTTP.AllowedOrigins, api))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, `{"status":"ok"}`+"\n")
 	})
 	mux.HandleFunc("GET /readyz", a.readyz)
-	mux.Handle("GET /", static.Handler())
+	mux.Handle("/", static.Handler())
 	return mux
+}
+
+// takedownFrame answers the WebSocket takedown frame: the caller's role and
+// rate are checked; the sync adapter that carries it out is not built yet,
+// so an allowed request is answered unavailable.
+func (a *app) takedownFrame(_ context.Context, s *hub.Session, raw []byte) {
+	var f struct {
+		ID json.RawMessage `json:"id"`
+	}
+	_ = json.Unmarshal(raw, &f)
+	p := auth.FromContext(s.Ctx)
+	if !auth.CanRequestTakedown(p) {
+		s.SendError(f.ID, hub.CodeForbidden, "this principal may not request takedowns")
+		return
+	}
+	if err := a.auth.AllowTakedown(p); err != nil {
+		s.SendError(f.ID, hub.CodeRateLimited, err.Error())
+		return
+	}
+	s.SendError(f.ID, hub.CodeUnavailable, "takedowns are not enabled on this node")
 }
 
 // readyz answers 200 when Kafka and the backplane are reachable and the node

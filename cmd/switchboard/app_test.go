@@ -22,6 +22,7 @@ import (
 
 	"github.com/switchboard/switchboard/config"
 	"github.com/switchboard/switchboard/hub"
+	"github.com/switchboard/switchboard/hub/auth"
 )
 
 func TestMain(m *testing.M) {
@@ -29,6 +30,21 @@ func TestMain(m *testing.M) {
 }
 
 const waitFor = 15 * time.Second
+
+// Test principals: one per role, two partners.
+const (
+	modToken    = "mod-token-0123456789"
+	acmeToken   = "acme-token-0123456789"
+	globexToken = "globex-token-0123456789"
+	policeToken = "police-token-0123456789"
+)
+
+var testPrincipals = []config.Principal{
+	{Name: "mod", Role: "moderator", TokenSHA256: auth.HashToken(modToken)},
+	{Name: "acme", Role: "partner", TokenSHA256: auth.HashToken(acmeToken), Channels: []string{"item:*"}},
+	{Name: "globex", Role: "partner", Token: globexToken},
+	{Name: "police", Role: "police", TokenSHA256: auth.HashToken(policeToken)},
+}
 
 // startTestApp starts a whole node on free ports with the embedded broker.
 func startTestApp(t *testing.T, mutate func(*config.Config)) *app {
@@ -39,6 +55,7 @@ func startTestApp(t *testing.T, mutate func(*config.Config)) *app {
 	}
 	cfg.HTTP.Addr = "127.0.0.1:0"
 	cfg.Kafka.Embedded.Addr = "127.0.0.1:0"
+	cfg.Auth.Principals = testPrincipals
 	if mutate != nil {
 		mutate(&cfg)
 	}
@@ -104,6 +121,7 @@ type sseStream struct {
 func openSSE(t *testing.T, url string) *sseStream {
 	t.Helper()
 	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	req.Header.Set("Authorization", "Bearer "+modToken)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -150,7 +168,8 @@ func (s *sseStream) next(t *testing.T) map[string]string {
 func dialWS(t *testing.T, a *app) *websocket.Conn {
 	t.Helper()
 	u := "ws" + strings.TrimPrefix(a.base(), "http") + "/v1/ws"
-	c, _, err := websocket.Dial(t.Context(), u, &websocket.DialOptions{Subprotocols: []string{"switchboard.v1"}})
+	c, _, err := websocket.Dial(t.Context(), u, &websocket.DialOptions{Subprotocols: []string{"switchboard.v1"},
+		HTTPHeader: http.Header{"Authorization": {"Bearer " + modToken}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -445,6 +464,7 @@ func TestResumeThroughKafka(t *testing.T) {
 	}
 	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
 	req.Header.Set("Last-Event-ID", lastID)
+	req.Header.Set("Authorization", "Bearer "+modToken)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

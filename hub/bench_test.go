@@ -1,0 +1,212 @@
+package hub
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// fanoutWindow is how many events the publisher of BenchmarkFanout may be
+// ahead of its subscribers in total: the pace a real source (Kafka) would
+// set. It bounds memory without ever letting one client's queue fill up.
+const fanoutWindow = 64
+
+// BenchmarkFanout measures the hub's in-process fan-out: one channel, N
+// clients, each drained by its own goroutine as a door's writer would (no
+// socket). It reports deliveries per second, the cost of one delivery, and
+// its allocations.
+func BenchmarkFanout(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("subs=%d", n), func(b *testing.B) { benchFanout(b, n) })
+	}
+}
+
+func benchFanout(b *testing.B, subs int) {
+	mem := NewMemory(MemoryConfig{HistorySize: 1000, HistoryTTL: time.Hour})
+	defer mem.Close()
+	// Large enough that nobody is dropped: the window bounds the backlog.
+	h, err := New(Config{ClientQueue: 1 << 20}, mem, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+
+	var delivered atomic.Int64 // deliveries seen by every drainer together
+	var want atomic.Int64      // the publisher waits until delivered reaches it
+	wake := make(chan struct{}, 1)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	counts := make([]int64, subs)
+	clients := make([]*Client, subs)
+	for i := range clients {
+		c, err := h.NewClient()
+		if err != nil {
+			b.Fatal(err)
+		}
+		clients[i] = c
+		if _, err := c.Subscribe(ctx, "reports", nil, nil); err != nil {
+			b.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-c.Ready():
+					items := c.Drain()
+					k := int64(0)
+					for j := range items {
+						if items[j].Kind == ItemEvent {
+							k++
+						}
+					}
+					c.Release(items)
+					counts[i] += k
+					if k == 0 {
+						continue
+					}
+					total := delivered.Add(k)
+					if w := want.Load(); total >= w && total-k < w {
+						select {
+						case wake <- struct{}{}:
+						default:
+						}
+					}
+				case <-c.Done():
+					return
+				case <-stop:
+					return
+				}
+			}
+		}()
+	}
+	stopDrainers := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	defer func() {
+		stopDrainers()
+		for _, c := range clients {
+			c.Close()
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := h.Shutdown(sctx); err != nil {
+			b.Error(err)
+		}
+	}()
+	// waitFor blocks until the drainers together have delivered target.
+	waitFor := func(target int64) {
+		want.Store(target)
+		for delivered.Load() < target {
+			<-wake
+		}
+	}
+	events := make([]*Event, b.N)
+	for i := range events {
+		events[i] = testEvent(i, "item.reported", fmt.Sprintf("item-%d", i%1000), "")
+	}
+	channels := []string{"reports"}
+	runtime.GC()
+
+	var ms0, ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
+	b.ResetTimer()
+	start := time.Now()
+	for i, ev := range events {
+		if i >= fanoutWindow {
+			waitFor(int64(i-fanoutWindow+1) * int64(subs))
+		}
+		if err := h.Publish(ctx, channels, ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+	total := int64(b.N) * int64(subs)
+	waitFor(total)
+	elapsed := time.Since(start)
+	b.StopTimer()
+	runtime.ReadMemStats(&ms1)
+
+	if n := h.Stats().SlowConsumers.Load(); n > 0 {
+		b.Fatalf("%d clients were dropped as slow consumers", n)
+	}
+	stopDrainers()
+	for i, n := range counts {
+		if n != int64(b.N) {
+			b.Fatalf("client %d received %d events, want %d", i, n, b.N)
+		}
+	}
+	b.ReportMetric(float64(total)/elapsed.Seconds(), "deliveries/s")
+	b.ReportMetric(float64(elapsed.Nanoseconds())/float64(total), "ns/delivery")
+	b.ReportMetric(float64(ms1.Mallocs-ms0.Mallocs)/float64(total), "allocs/delivery")
+	b.ReportMetric(float64(ms1.TotalAlloc-ms0.TotalAlloc)/float64(total), "B/delivery")
+}
+
+// BenchmarkSubscribe measures subscribing and unsubscribing one client on a
+// channel that already has N local subscribers: the cost a connection storm
+// (a node restart, a deploy) pays per connection.
+func BenchmarkSubscribe(b *testing.B) {
+	for _, n := range []int{0, 1000, 10000} {
+		b.Run(fmt.Sprintf("existing=%d", n), func(b *testing.B) {
+			mem := NewMemory(MemoryConfig{})
+			defer mem.Close()
+			h, err := New(Config{}, mem, slog.New(slog.DiscardHandler))
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx := context.Background()
+			others := make([]*Client, n)
+			for i := range others {
+				c, err := h.NewClient()
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := c.Subscribe(ctx, "reports", nil, nil); err != nil {
+					b.Fatal(err)
+				}
+				others[i] = c
+			}
+			defer func() {
+				for _, c := range others {
+					c.Close()
+				}
+			}()
+			c, err := h.NewClient()
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				if _, err := c.Subscribe(ctx, "reports", nil, nil); err != nil {
+					b.Fatal(err)
+				}
+				c.Unsubscribe("reports")
+			}
+		})
+	}
+}
+
+// BenchmarkFrameEncode measures making one delivery's wire frames, which
+// every subscriber of a channel shares.
+func BenchmarkFrameEncode(b *testing.B) {
+	ev := testEvent(1, "item.reported", "item-1", "")
+	pos := Position{Epoch: "abcd1234", Offset: 12345}
+	b.Run("ws", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			d := &Delivery{Entry: Entry{Channel: "reports", Pos: pos, Event: ev}}
+			_ = d.WSFrame()
+		}
+	})
+	b.Run("sse", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			d := &Delivery{Entry: Entry{Channel: "reports", Pos: pos, Event: ev}}
+			_ = d.SSEFrame()
+		}
+	})
+}
