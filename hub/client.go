@@ -82,6 +82,7 @@ type Item struct {
 // wait in pending until the history read is queued; last is the offset of
 // the newest entry queued, so an entry is never queued twice.
 type subState struct {
+	watch     func(*Delivery) []byte
 	buffering bool
 	pending   []*Delivery
 	epoch     string
@@ -123,6 +124,24 @@ type SubscribeResult struct {
 // live entries, each once. Live delivery starts before history is read, so
 // nothing published meanwhile is lost.
 func (c *Client) Subscribe(ctx context.Context, channel string, after *Position, ack func(SubscribeResult) []byte) (SubscribeResult, error) {
+	return c.SubscribeWith(ctx, channel, SubscribeOptions{After: after, Ack: ack})
+}
+
+// SubscribeOptions are the options of SubscribeWith.
+type SubscribeOptions struct {
+	// After resumes the subscription after this position.
+	After *Position
+	// Ack makes the frame queued first, from where the subscription starts.
+	Ack func(SubscribeResult) []byte
+	// Watch sees every event queued for the subscription, under the
+	// client's lock, and may return a frame to queue right after it (the
+	// sync adapter's result frame). It must not block.
+	Watch func(*Delivery) []byte
+}
+
+// SubscribeWith is Subscribe with every option.
+func (c *Client) SubscribeWith(ctx context.Context, channel string, o SubscribeOptions) (SubscribeResult, error) {
+	after, ack := o.After, o.Ack
 	if err := ValidateChannel(channel); err != nil {
 		return SubscribeResult{}, err
 	}
@@ -141,7 +160,7 @@ func (c *Client) Subscribe(ctx context.Context, channel string, after *Position,
 		c.mu.Unlock()
 		return SubscribeResult{}, ErrTooManyChannels
 	}
-	st := &subState{buffering: true}
+	st := &subState{buffering: true, watch: o.Watch}
 	c.subs[channel] = st
 	c.mu.Unlock()
 
@@ -176,7 +195,9 @@ func (c *Client) Subscribe(ctx context.Context, channel string, after *Position,
 		c.queue = append(c.queue, Item{Kind: ItemGap, Channel: channel, Pos: rep.Top})
 	}
 	for _, e := range rep.Entries {
-		c.queue = append(c.queue, Item{Kind: ItemEvent, Delivery: &Delivery{Entry: e}})
+		d := &Delivery{Entry: e}
+		c.queue = append(c.queue, Item{Kind: ItemEvent, Delivery: d})
+		st.watched(c, d)
 	}
 	st.epoch, st.last = rep.Top.Epoch, rep.Top.Offset
 	st.buffering = false
@@ -266,6 +287,16 @@ func (c *Client) queueLocked(st *subState, d *Delivery) {
 	}
 	st.last = d.Pos.Offset
 	c.queue = append(c.queue, Item{Kind: ItemEvent, Delivery: d})
+	st.watched(c, d)
+}
+
+// watched runs st's watch on a queued delivery.
+func (st *subState) watched(c *Client, d *Delivery) {
+	if st.watch != nil {
+		if f := st.watch(d); f != nil {
+			c.queue = append(c.queue, Item{Kind: ItemFrame, Raw: f})
+		}
+	}
 }
 
 func (c *Client) wake() {

@@ -20,6 +20,7 @@ import (
 	"github.com/switchboard/switchboard/consumers"
 	"github.com/switchboard/switchboard/hub"
 	"github.com/switchboard/switchboard/hub/auth"
+	"github.com/switchboard/switchboard/hub/takedown"
 	"github.com/switchboard/switchboard/producers"
 	"github.com/switchboard/switchboard/static"
 )
@@ -69,6 +70,8 @@ type app struct {
 	mem       *hub.Memory
 	hub       *hub.Hub
 	consumer  *consumers.Consumer
+	store     *takedown.MemoryStore
+	takedowns *takedown.Adapter
 	auth      *auth.Auth
 	owners    *auth.OwnerTable
 	devTokens map[auth.Role]string
@@ -108,6 +111,7 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, er
 	if err != nil {
 		return nil, err
 	}
+	a.store = takedown.NewMemoryStore(cfg.Takedown.ResultTTL)
 	if err := a.startAuth(); err != nil {
 		return nil, err
 	}
@@ -121,7 +125,16 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, er
 			{Topic: t.Commands, Channels: cfg.Routing.Commands},
 			{Topic: t.Events, Channels: cfg.Routing.Events},
 		},
-	}, a.hub, a.producer, log)
+	}, &takedown.Recorder{Store: a.store, Next: a.hub}, a.producer, log)
+	if err != nil {
+		return nil, err
+	}
+	a.takedowns, err = takedown.New(takedown.Config{
+		CommandsTopic: t.Commands,
+		Timeout:       cfg.Takedown.Timeout,
+		MaxWait:       cfg.Takedown.MaxWait,
+		MaxBodyBytes:  cfg.HTTP.MaxBodyBytes,
+	}, a.hub, a.store, a.producer, a.auth, log)
 	if err != nil {
 		return nil, err
 	}
@@ -222,8 +235,10 @@ func (a *app) routes() http.Handler {
 		WriteTimeout:    a.cfg.WS.WriteTimeout,
 		OriginPatterns:  a.cfg.HTTP.AllowedOrigins,
 		Guard:           a.auth,
-		Frames:          map[string]hub.FrameHandler{"takedown": a.takedownFrame},
+		Frames:          map[string]hub.FrameHandler{"takedown": a.takedowns.Frame},
 	}))
+	api.Handle("POST /v1/takedowns", a.auth.Require(http.HandlerFunc(a.takedowns.Post), auth.RolePolice, auth.RoleModerator))
+	api.Handle("GET /v1/takedowns/{correlation_id}", a.auth.Require(http.HandlerFunc(a.takedowns.Get)))
 	api.Handle("/v1/session", a.auth.SessionHandler())
 
 	mux := http.NewServeMux()
@@ -235,26 +250,6 @@ func (a *app) routes() http.Handler {
 	mux.HandleFunc("GET /readyz", a.readyz)
 	mux.Handle("/", static.Handler())
 	return mux
-}
-
-// takedownFrame answers the WebSocket takedown frame: the caller's role and
-// rate are checked; the sync adapter that carries it out is not built yet,
-// so an allowed request is answered unavailable.
-func (a *app) takedownFrame(_ context.Context, s *hub.Session, raw []byte) {
-	var f struct {
-		ID json.RawMessage `json:"id"`
-	}
-	_ = json.Unmarshal(raw, &f)
-	p := auth.FromContext(s.Ctx)
-	if !auth.CanRequestTakedown(p) {
-		s.SendError(f.ID, hub.CodeForbidden, "this principal may not request takedowns")
-		return
-	}
-	if err := a.auth.AllowTakedown(p); err != nil {
-		s.SendError(f.ID, hub.CodeRateLimited, err.Error())
-		return
-	}
-	s.SendError(f.ID, hub.CodeUnavailable, "takedowns are not enabled on this node")
 }
 
 // readyz answers 200 when Kafka and the backplane are reachable and the node

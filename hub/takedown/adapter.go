@@ -1,0 +1,438 @@
+package takedown
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/switchboard/switchboard/hub"
+	"github.com/switchboard/switchboard/hub/auth"
+	"github.com/switchboard/switchboard/producers"
+)
+
+// Defaults for Config.
+const (
+	DefaultTimeout      = 10 * time.Second
+	DefaultMaxWait      = 55 * time.Second
+	DefaultMaxBodyBytes = 64 << 10
+	// Source is the CloudEvents source of the commands the adapter sends.
+	Source = "/switchboard/takedowns"
+	// storePoll is how often a waiter whose hub subscription ended (node
+	// shutting down) reads the store instead.
+	storePoll = 100 * time.Millisecond
+)
+
+// Config configures the adapter.
+type Config struct {
+	// CommandsTopic is where takedown.requested commands go.
+	CommandsTopic string
+	// Timeout is the default wait; MaxWait caps a client's Prefer: wait.
+	Timeout, MaxWait time.Duration
+	// MaxBodyBytes caps a request body (413 beyond).
+	MaxBodyBytes int64
+}
+
+// Commander publishes commands to Kafka; *producers.Producer is one.
+type Commander interface {
+	Publish(ctx context.Context, topic, key string, ev producers.CloudEvent) error
+}
+
+// Limiter bounds a principal's takedown rate; *auth.Auth is one.
+type Limiter interface {
+	AllowTakedown(p *auth.Principal) error
+}
+
+// Adapter serves POST /v1/takedowns, GET /v1/takedowns/{id} and the
+// WebSocket takedown frame.
+type Adapter struct {
+	cfg   Config
+	hub   *hub.Hub
+	store Store
+	cmd   Commander
+	limit Limiter
+	log   *slog.Logger
+	held  atomic.Int64
+}
+
+// New returns an adapter.
+func New(cfg Config, h *hub.Hub, store Store, cmd Commander, limit Limiter, log *slog.Logger) (*Adapter, error) {
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.MaxWait <= 0 {
+		cfg.MaxWait = DefaultMaxWait
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.CommandsTopic == "" {
+		return nil, errors.New("takedown: no commands topic")
+	}
+	if h == nil || store == nil || cmd == nil || limit == nil {
+		return nil, errors.New("takedown: hub, store, commander and limiter are required")
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Adapter{cfg: cfg, hub: h, store: store, cmd: cmd, limit: limit, log: log}, nil
+}
+
+// Held returns how many requests are held open now.
+func (a *Adapter) Held() int64 { return a.held.Load() }
+
+// Request is the body of POST /v1/takedowns.
+type Request struct {
+	ItemID       string `json:"item_id"`
+	Reason       string `json:"reason"`
+	AuthorityRef string `json:"authority_ref,omitempty"`
+}
+
+// validate checks a request; item IDs must fit a channel key.
+func (r *Request) validate() error {
+	if r.ItemID == "" {
+		return errors.New(`"item_id" is required`)
+	}
+	if err := hub.ValidateChannel("item:" + r.ItemID); err != nil {
+		return fmt.Errorf(`"item_id" must be 1 to 128 characters of A-Z a-z 0-9 . _ ~ -`)
+	}
+	if len(r.Reason) > 2000 || len(r.AuthorityRef) > 256 {
+		return errors.New(`"reason" (2000) or "authority_ref" (256) is too long`)
+	}
+	return nil
+}
+
+func (r *Request) hash() string {
+	h := sha256.Sum256([]byte(r.ItemID + "\x00" + r.Reason + "\x00" + r.AuthorityRef))
+	return hex.EncodeToString(h[:])
+}
+
+// StatusURL is where a takedown's state is read.
+func StatusURL(id string) string { return "/v1/takedowns/" + id }
+
+// begin reserves a takedown for p: a new record, or the one p's
+// idempotency key already names. A different request under the same key
+// is errKeyReused.
+func (a *Adapter) begin(ctx context.Context, p *auth.Principal, req *Request, key string) (rec *Record, fresh bool, err error) {
+	rec = &Record{
+		CorrelationID:  uuid.NewString(),
+		Principal:      p.Name,
+		IdempotencyKey: key,
+		BodyHash:       req.hash(),
+		ItemID:         req.ItemID,
+		Reason:         req.Reason,
+		AuthorityRef:   req.AuthorityRef,
+		Status:         StatusPending,
+		RemovedFrom:    []string{},
+		CreatedAt:      time.Now(),
+	}
+	existing, err := a.store.Reserve(ctx, rec)
+	if err != nil {
+		return nil, false, fmt.Errorf("%w: %v", errUnavailable, err)
+	}
+	if existing != nil {
+		if existing.BodyHash != rec.BodyHash {
+			return nil, false, errKeyReused
+		}
+		return existing, false, nil
+	}
+	return rec, true, nil
+}
+
+var (
+	errKeyReused   = errors.New("the Idempotency-Key was used with a different request")
+	errUnavailable = errors.New("takedown: unavailable")
+)
+
+// publish sends the command; on failure the reservation is released, so
+// nothing is recorded as accepted.
+func (a *Adapter) publish(ctx context.Context, p *auth.Principal, rec *Record) error {
+	data := map[string]string{"item_id": rec.ItemID, "reason": rec.Reason, "requested_by": p.Name}
+	if rec.AuthorityRef != "" {
+		data["authority_ref"] = rec.AuthorityRef
+	}
+	ev := producers.NewEvent(Source, TypeRequested, rec.ItemID, rec.CorrelationID, data)
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := a.cmd.Publish(pctx, a.cfg.CommandsTopic, rec.ItemID, ev); err != nil {
+		if rerr := a.store.Release(context.WithoutCancel(ctx), rec); rerr != nil {
+			a.log.Error("releasing a takedown that was not published", "correlation_id", rec.CorrelationID, "err", rerr)
+		}
+		return fmt.Errorf("%w: %v", errUnavailable, err)
+	}
+	a.log.Info("takedown requested", "correlation_id", rec.CorrelationID, "item_id", rec.ItemID, "principal", p.Name)
+	return nil
+}
+
+// Post serves POST /v1/takedowns (wrap it in auth.Require).
+func (a *Adapter) Post(w http.ResponseWriter, r *http.Request) {
+	p := auth.FromContext(r.Context())
+	if p == nil {
+		hub.WriteRefusal(w, hub.ErrUnauthenticated)
+		return
+	}
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/json" {
+		problem(w, http.StatusUnsupportedMediaType, "Unsupported Media Type", "send the request as application/json", nil)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			problem(w, http.StatusRequestEntityTooLarge, "Request Entity Too Large", fmt.Sprintf("the body is over %d bytes", a.cfg.MaxBodyBytes), nil)
+			return
+		}
+		problem(w, http.StatusBadRequest, "Bad Request", "could not read the body", nil)
+		return
+	}
+	var req Request
+	if err := json.Unmarshal(body, &req); err != nil {
+		problem(w, http.StatusBadRequest, "Bad Request", "the body is not a JSON object of item_id, reason, authority_ref", nil)
+		return
+	}
+	if err := req.validate(); err != nil {
+		problem(w, http.StatusBadRequest, "Bad Request", err.Error(), nil)
+		return
+	}
+	key := r.Header.Get("Idempotency-Key")
+	if len(key) > 256 {
+		problem(w, http.StatusBadRequest, "Bad Request", "the Idempotency-Key is over 256 characters", nil)
+		return
+	}
+	if err := a.limit.AllowTakedown(p); err != nil {
+		var rl *auth.RateLimitError
+		if errors.As(err, &rl) {
+			w.Header().Set("Retry-After", strconv.Itoa(int(rl.RetryAfter.Seconds())+1))
+		}
+		problem(w, http.StatusTooManyRequests, "Too Many Requests", err.Error(), nil)
+		return
+	}
+	prefs := ParsePrefer(r.Header)
+	wait := a.cfg.Timeout
+	if prefs.Wait > 0 {
+		wait = min(prefs.Wait, a.cfg.MaxWait)
+	}
+	if prefs.RespondAsync && prefs.Wait == 0 {
+		wait = 0
+	}
+
+	rec, fresh, err := a.begin(r.Context(), p, &req, key)
+	if err != nil {
+		a.refuse(w, err, rec)
+		return
+	}
+	a.held.Add(1)
+	defer a.held.Add(-1)
+	// Register the wait on corr:<id> before publishing, then read the store:
+	// an outcome that is already in is never missed.
+	c, err := a.watch(r.Context(), rec.CorrelationID)
+	if err != nil {
+		if fresh {
+			a.store.Release(context.WithoutCancel(r.Context()), rec)
+		}
+		a.refuse(w, fmt.Errorf("%w: %v", errUnavailable, err), rec)
+		return
+	}
+	defer c.Close()
+	if cur, err := a.store.Get(r.Context(), rec.CorrelationID); err == nil {
+		rec = cur
+	}
+	if fresh {
+		if err := a.publish(r.Context(), p, rec); err != nil {
+			a.log.Warn("takedown command not published", "correlation_id", rec.CorrelationID, "err", err)
+			a.refuse(w, err, rec)
+			return
+		}
+	}
+	rec = a.wait(r.Context(), c, rec, wait)
+	if r.Context().Err() != nil {
+		return // The client hung up: the takedown goes on, readable later.
+	}
+	a.respond(w, rec, prefs)
+}
+
+// watch opens a hub client subscribed to corr:<id>.
+func (a *Adapter) watch(ctx context.Context, id string) (*hub.Client, error) {
+	c, err := a.hub.NewClient()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.Subscribe(ctx, "corr:"+id, nil, nil); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// wait holds until rec is final, the deadline passes, or ctx ends, and
+// returns the newest state. Progress and outcome come from the hub
+// subscription; if it ends (the node is shutting down), from the store.
+func (a *Adapter) wait(ctx context.Context, c *hub.Client, rec *Record, d time.Duration) *Record {
+	if rec.Final() || d <= 0 {
+		return rec
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	var poll <-chan time.Time
+	for {
+		select {
+		case <-c.Ready():
+			items := c.Drain()
+			for _, it := range items {
+				if it.Kind != hub.ItemEvent || !IsOutcome(it.Delivery.Event.Type) {
+					continue
+				}
+				if o, err := ParseOutcome(it.Delivery.Event); err == nil {
+					fold(rec, o, it.Delivery.Event.JSON)
+				}
+			}
+			c.Release(items)
+			if rec.Final() {
+				return rec
+			}
+		case <-c.Done():
+			if poll == nil {
+				t := time.NewTicker(storePoll)
+				defer t.Stop()
+				poll = t.C
+			}
+		case <-poll:
+			if cur, err := a.store.Get(ctx, rec.CorrelationID); err == nil && cur.Final() {
+				return cur
+			}
+		case <-timer.C:
+			if cur, err := a.store.Get(ctx, rec.CorrelationID); err == nil {
+				return cur
+			}
+			return rec
+		case <-ctx.Done():
+			return rec
+		}
+	}
+}
+
+// respond answers from a takedown's state, per the contract's table.
+func (a *Adapter) respond(w http.ResponseWriter, rec *Record, prefs Preferences) {
+	id := rec.CorrelationID
+	switch {
+	case rec.Status == StatusConfirmed:
+		writeJSON(w, http.StatusOK, map[string]any{
+			"correlation_id": id, "item_id": rec.ItemID, "status": StatusConfirmed,
+			"removed_from": nonNil(rec.RemovedFrom), "confirmed_at": rec.ConfirmedAt,
+		})
+	case rec.Status == StatusRejected && rec.RejectReason == "not_found":
+		problem(w, http.StatusNotFound, "Item not found", fmt.Sprintf("item %s is not known to the item service", rec.ItemID),
+			map[string]any{"correlation_id": id, "item_id": rec.ItemID, "reason": rec.RejectReason})
+	case rec.Status == StatusRejected:
+		problem(w, http.StatusUnprocessableEntity, "Takedown rejected", "the item service rejected the takedown: "+rec.RejectReason,
+			map[string]any{"correlation_id": id, "item_id": rec.ItemID, "reason": rec.RejectReason})
+	case prefs.RespondAsync:
+		w.Header().Set("Location", StatusURL(id))
+		w.Header().Set("Retry-After", "1")
+		applied := "respond-async"
+		if prefs.Wait > 0 {
+			applied += ", wait=" + strconv.Itoa(int(prefs.Wait.Seconds()))
+		}
+		w.Header().Set("Preference-Applied", applied)
+		writeJSON(w, http.StatusAccepted, map[string]any{
+			"correlation_id": id, "item_id": rec.ItemID, "status": StatusPending,
+			"removed_from": nonNil(rec.RemovedFrom), "status_url": StatusURL(id),
+		})
+	default:
+		w.Header().Set("Location", StatusURL(id))
+		problem(w, http.StatusGatewayTimeout, "Takedown not confirmed in time",
+			"no outcome yet; the takedown goes on: read status_url, or retry with the same Idempotency-Key",
+			map[string]any{"correlation_id": id, "item_id": rec.ItemID, "status": StatusPending, "status_url": StatusURL(id)})
+	}
+}
+
+// refuse answers a request that could not be carried out.
+func (a *Adapter) refuse(w http.ResponseWriter, err error, rec *Record) {
+	switch {
+	case errors.Is(err, errKeyReused):
+		problem(w, http.StatusUnprocessableEntity, "Idempotency-Key reused", err.Error(), nil)
+	default:
+		w.Header().Set("Retry-After", "2")
+		problem(w, http.StatusServiceUnavailable, "Service Unavailable", "the takedown could not be published; nothing was accepted: retry", nil)
+	}
+}
+
+// Get serves GET /v1/takedowns/{correlation_id} (wrap it in auth.Require):
+// the current state; with Prefer: wait=N it holds until the state is final.
+func (a *Adapter) Get(w http.ResponseWriter, r *http.Request) {
+	p := auth.FromContext(r.Context())
+	id := r.PathValue("correlation_id")
+	rec, err := a.store.Get(r.Context(), id)
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			problem(w, http.StatusNotFound, "Not Found", "no takedown has this correlation ID (or it expired)", map[string]any{"correlation_id": id})
+			return
+		}
+		w.Header().Set("Retry-After", "2")
+		problem(w, http.StatusServiceUnavailable, "Service Unavailable", "the outcome store is unavailable", nil)
+		return
+	}
+	if p == nil || (p.Role != auth.RoleModerator && p.Name != rec.Principal) {
+		problem(w, http.StatusForbidden, "Forbidden", "only the principal that asked, or a moderator, may read a takedown", nil)
+		return
+	}
+	if prefs := ParsePrefer(r.Header); prefs.Wait > 0 && !rec.Final() {
+		a.held.Add(1)
+		defer a.held.Add(-1)
+		if c, err := a.watch(r.Context(), id); err == nil {
+			defer c.Close()
+			if cur, err := a.store.Get(r.Context(), id); err == nil {
+				rec = cur
+			}
+			rec = a.wait(r.Context(), c, rec, min(prefs.Wait, a.cfg.MaxWait))
+		}
+		if r.Context().Err() != nil {
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, stateBody(rec))
+}
+
+func stateBody(rec *Record) map[string]any {
+	body := map[string]any{
+		"correlation_id": rec.CorrelationID, "item_id": rec.ItemID, "status": rec.Status,
+		"removed_from": nonNil(rec.RemovedFrom),
+	}
+	if rec.ConfirmedAt != "" {
+		body["confirmed_at"] = rec.ConfirmedAt
+	}
+	if rec.RejectReason != "" {
+		body["reason"] = rec.RejectReason
+	}
+	return body
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func writeJSON(w http.ResponseWriter, status int, body any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(body)
+}
+
+func problem(w http.ResponseWriter, status int, title, detail string, extra map[string]any) {
+	hub.WriteProblem(w, hub.Problem{Status: status, Title: title, Detail: detail, Extra: extra})
+}

@@ -1,0 +1,129 @@
+package takedown
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync/atomic"
+	"time"
+
+	"github.com/switchboard/switchboard/hub"
+	"github.com/switchboard/switchboard/hub/auth"
+)
+
+// frame is the WebSocket takedown frame.
+type frame struct {
+	Type           string          `json:"type"`
+	ID             json.RawMessage `json:"id,omitempty"`
+	ItemID         string          `json:"item_id"`
+	Reason         string          `json:"reason"`
+	AuthorityRef   string          `json:"authority_ref,omitempty"`
+	IdempotencyKey string          `json:"idempotency_key,omitempty"`
+}
+
+type ackFrame struct {
+	Type          string          `json:"type"`
+	ID            json.RawMessage `json:"id,omitempty"`
+	CorrelationID string          `json:"correlation_id"`
+}
+
+type resultFrame struct {
+	Type          string          `json:"type"`
+	ID            json.RawMessage `json:"id,omitempty"`
+	CorrelationID string          `json:"correlation_id"`
+	Status        string          `json:"status"`
+	Event         json.RawMessage `json:"event,omitempty"`
+}
+
+// Frame is the hub.FrameHandler of the WebSocket "takedown" frame: the
+// connection is subscribed to the takedown's corr: channel (so it receives
+// the item.removed progress as event frames), gets an ack with the
+// correlation ID, and then one result frame: confirmed, rejected, or timeout
+// after takedown.timeout.
+func (a *Adapter) Frame(ctx context.Context, s *hub.Session, raw []byte) {
+	var f frame
+	if err := json.Unmarshal(raw, &f); err != nil {
+		s.SendError(nil, hub.CodeBadRequest, "the takedown frame does not match the protocol")
+		return
+	}
+	p := auth.FromContext(s.Ctx)
+	if p == nil || (p.Role != auth.RolePartner && p.Role != auth.RoleModerator) {
+		s.SendError(f.ID, hub.CodeForbidden, "only partners and moderators request takedowns over WebSocket")
+		return
+	}
+	req := Request{ItemID: f.ItemID, Reason: f.Reason, AuthorityRef: f.AuthorityRef}
+	if err := req.validate(); err != nil {
+		s.SendError(f.ID, hub.CodeBadRequest, err.Error())
+		return
+	}
+	if len(f.IdempotencyKey) > 256 {
+		s.SendError(f.ID, hub.CodeBadRequest, "the idempotency_key is over 256 characters")
+		return
+	}
+	if err := a.limit.AllowTakedown(p); err != nil {
+		s.SendError(f.ID, hub.CodeRateLimited, err.Error())
+		return
+	}
+	rec, fresh, err := a.begin(ctx, p, &req, f.IdempotencyKey)
+	if err != nil {
+		if errors.Is(err, errKeyReused) {
+			s.SendError(f.ID, hub.CodeBadRequest, err.Error())
+		} else {
+			s.SendError(f.ID, hub.CodeUnavailable, "the takedown could not be accepted: retry")
+		}
+		return
+	}
+	id := rec.CorrelationID
+	var done atomic.Bool
+	result := func(status string, ev json.RawMessage) []byte {
+		if !done.CompareAndSwap(false, true) {
+			return nil
+		}
+		b, _ := json.Marshal(resultFrame{Type: "result", ID: f.ID, CorrelationID: id, Status: status, Event: ev})
+		return b
+	}
+	// The result frame is queued right behind the terminal event frame.
+	watch := func(d *hub.Delivery) []byte {
+		switch d.Event.Type {
+		case TypeConfirmed:
+			return result(string(StatusConfirmed), d.Event.JSON)
+		case TypeRejected:
+			return result(string(StatusRejected), d.Event.JSON)
+		}
+		return nil
+	}
+	ack := func(hub.SubscribeResult) []byte {
+		b, _ := json.Marshal(ackFrame{Type: "ack", ID: f.ID, CorrelationID: id})
+		return b
+	}
+	if _, err := s.Client.SubscribeWith(ctx, "corr:"+id, hub.SubscribeOptions{Ack: ack, Watch: watch}); err != nil {
+		if fresh {
+			a.store.Release(context.WithoutCancel(ctx), rec)
+		}
+		if !errors.Is(err, hub.ErrClosed) {
+			s.SendError(f.ID, hub.CodeUnavailable, "could not subscribe to the takedown: retry")
+		}
+		return
+	}
+	if cur, err := a.store.Get(ctx, id); err == nil && cur.Final() {
+		if b := result(string(cur.Status), cur.Event); b != nil {
+			s.Client.Send(b)
+		}
+		return
+	}
+	if fresh {
+		if err := a.publish(ctx, p, rec); err != nil {
+			done.Store(true)
+			s.Client.Unsubscribe("corr:" + id)
+			s.SendError(f.ID, hub.CodeUnavailable, "the takedown could not be published; nothing was accepted: retry")
+			return
+		}
+	}
+	// After the timeout, a result frame says so; sent to a connection that
+	// has gone, it is dropped.
+	time.AfterFunc(a.cfg.Timeout, func() {
+		if b := result("timeout", nil); b != nil {
+			s.Client.Send(b)
+		}
+	})
+}

@@ -1,0 +1,255 @@
+// Package takedown is the sync adapter: it turns a takedown request (police
+// HTTP, partner WebSocket frame, moderator page) into a takedown.requested
+// command on Kafka and answers from the hub subscription on the request's
+// corr: channel. The hub itself knows nothing of takedowns.
+package takedown
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/switchboard/switchboard/hub"
+)
+
+// Status is a takedown's state.
+type Status string
+
+// The states of a takedown.
+const (
+	StatusPending   Status = "pending"
+	StatusConfirmed Status = "confirmed"
+	StatusRejected  Status = "rejected"
+)
+
+// Event types the adapter reads and writes.
+const (
+	TypeRequested = "takedown.requested"
+	TypeRemoved   = "item.removed"
+	TypeConfirmed = "takedown.confirmed"
+	TypeRejected  = "takedown.rejected"
+)
+
+// Record is one takedown as the outcome store keeps it.
+type Record struct {
+	CorrelationID  string    `json:"correlation_id"`
+	Principal      string    `json:"principal,omitempty"`
+	IdempotencyKey string    `json:"idempotency_key,omitempty"`
+	BodyHash       string    `json:"body_hash,omitempty"`
+	ItemID         string    `json:"item_id"`
+	Reason         string    `json:"reason,omitempty"`
+	AuthorityRef   string    `json:"authority_ref,omitempty"`
+	Status         Status    `json:"status"`
+	RemovedFrom    []string  `json:"removed_from"`
+	ConfirmedAt    string    `json:"confirmed_at,omitempty"`
+	RejectReason   string    `json:"reject_reason,omitempty"`
+	CreatedAt      time.Time `json:"created_at"`
+	// Event is the terminal event (structured CloudEvents JSON), once final.
+	Event json.RawMessage `json:"event,omitempty"`
+}
+
+// Final reports whether the takedown has its outcome.
+func (r *Record) Final() bool { return r.Status == StatusConfirmed || r.Status == StatusRejected }
+
+// ErrNotFound: no takedown has that correlation ID (or it expired).
+var ErrNotFound = errors.New("takedown: not found")
+
+// Store is the outcome store: each takedown's state, progress and outcome
+// for takedown.result_ttl, and the idempotency keys that name them. It is
+// written by whichever node consumes an event, so any node can answer.
+type Store interface {
+	// Reserve stores rec as pending, unless rec's principal already used
+	// rec.IdempotencyKey: then it stores nothing and returns that record.
+	Reserve(ctx context.Context, rec *Record) (existing *Record, err error)
+	// Release forgets a reservation whose command was never published.
+	Release(ctx context.Context, rec *Record) error
+	// Get returns the takedown of correlationID, or ErrNotFound.
+	Get(ctx context.Context, correlationID string) (*Record, error)
+	// Apply folds a takedown event (item.removed, takedown.confirmed,
+	// takedown.rejected) into its record.
+	Apply(ctx context.Context, ev *hub.Event) error
+}
+
+// Outcome is what a takedown event says.
+type Outcome struct {
+	Type        string
+	ItemID      string
+	ContainerID string
+	RemovedFrom []string
+	ConfirmedAt string
+	Reason      string
+}
+
+// ParseOutcome reads a takedown event's data.
+func ParseOutcome(ev *hub.Event) (Outcome, error) {
+	var body struct {
+		Data struct {
+			ItemID      string   `json:"item_id"`
+			ContainerID string   `json:"container_id"`
+			RemovedFrom []string `json:"removed_from"`
+			ConfirmedAt string   `json:"confirmed_at"`
+			Reason      string   `json:"reason"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(ev.JSON, &body); err != nil {
+		return Outcome{}, err
+	}
+	d := body.Data
+	return Outcome{Type: ev.Type, ItemID: d.ItemID, ContainerID: d.ContainerID, RemovedFrom: d.RemovedFrom, ConfirmedAt: d.ConfirmedAt, Reason: d.Reason}, nil
+}
+
+// IsOutcome reports whether an event of type typ moves a takedown.
+func IsOutcome(typ string) bool {
+	return typ == TypeRemoved || typ == TypeConfirmed || typ == TypeRejected
+}
+
+// fold applies an outcome to rec. A final record stays as it is.
+func fold(rec *Record, o Outcome, eventJSON []byte) {
+	if rec.Final() {
+		return
+	}
+	if rec.ItemID == "" {
+		rec.ItemID = o.ItemID
+	}
+	switch o.Type {
+	case TypeRemoved:
+		if o.ContainerID != "" && !slices.Contains(rec.RemovedFrom, o.ContainerID) {
+			rec.RemovedFrom = append(rec.RemovedFrom, o.ContainerID)
+		}
+	case TypeConfirmed:
+		rec.Status = StatusConfirmed
+		if o.RemovedFrom != nil {
+			rec.RemovedFrom = o.RemovedFrom
+		}
+		rec.ConfirmedAt = o.ConfirmedAt
+		rec.Event = slices.Clone(eventJSON)
+	case TypeRejected:
+		rec.Status = StatusRejected
+		rec.RejectReason = o.Reason
+		rec.Event = slices.Clone(eventJSON)
+	}
+}
+
+// MemoryStore is the single-node Store.
+type MemoryStore struct {
+	ttl time.Duration
+	now func() time.Time
+
+	mu    sync.Mutex
+	recs  map[string]*Record
+	keys  map[string]string // principal + "\x00" + idempotency key -> correlation ID
+	swept time.Time
+}
+
+var _ Store = (*MemoryStore)(nil)
+
+// NewMemoryStore returns a store that keeps records for ttl.
+func NewMemoryStore(ttl time.Duration) *MemoryStore {
+	return &MemoryStore{ttl: ttl, now: time.Now, recs: map[string]*Record{}, keys: map[string]string{}}
+}
+
+func idemKey(principal, key string) string { return principal + "\x00" + key }
+
+// sweepLocked drops expired records, at most once a minute.
+func (m *MemoryStore) sweepLocked() {
+	now := m.now()
+	if now.Sub(m.swept) < time.Minute {
+		return
+	}
+	m.swept = now
+	for id, r := range m.recs {
+		if now.Sub(r.CreatedAt) > m.ttl {
+			delete(m.recs, id)
+			if r.IdempotencyKey != "" {
+				delete(m.keys, idemKey(r.Principal, r.IdempotencyKey))
+			}
+		}
+	}
+}
+
+func (m *MemoryStore) live(r *Record) bool { return r != nil && m.now().Sub(r.CreatedAt) <= m.ttl }
+
+// Reserve implements Store.
+func (m *MemoryStore) Reserve(_ context.Context, rec *Record) (*Record, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.sweepLocked()
+	if rec.IdempotencyKey != "" {
+		if id, ok := m.keys[idemKey(rec.Principal, rec.IdempotencyKey)]; ok {
+			if r := m.recs[id]; m.live(r) {
+				return clone(r), nil
+			}
+		}
+		m.keys[idemKey(rec.Principal, rec.IdempotencyKey)] = rec.CorrelationID
+	}
+	if r, ok := m.recs[rec.CorrelationID]; ok && m.live(r) {
+		// Outcome events came before the reservation: keep them.
+		r.Principal, r.IdempotencyKey, r.BodyHash = rec.Principal, rec.IdempotencyKey, rec.BodyHash
+		r.Reason, r.AuthorityRef = rec.Reason, rec.AuthorityRef
+		return nil, nil
+	}
+	m.recs[rec.CorrelationID] = clone(rec)
+	return nil, nil
+}
+
+// Release implements Store.
+func (m *MemoryStore) Release(_ context.Context, rec *Record) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if r, ok := m.recs[rec.CorrelationID]; ok && !r.Final() {
+		delete(m.recs, rec.CorrelationID)
+	}
+	if rec.IdempotencyKey != "" && m.keys[idemKey(rec.Principal, rec.IdempotencyKey)] == rec.CorrelationID {
+		delete(m.keys, idemKey(rec.Principal, rec.IdempotencyKey))
+	}
+	return nil
+}
+
+// Get implements Store.
+func (m *MemoryStore) Get(_ context.Context, id string) (*Record, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r := m.recs[id]
+	if !m.live(r) {
+		return nil, ErrNotFound
+	}
+	return clone(r), nil
+}
+
+// Apply implements Store. An event for an unknown correlation ID makes a
+// record, so a reader that comes later still finds the outcome.
+func (m *MemoryStore) Apply(_ context.Context, ev *hub.Event) error {
+	o, err := ParseOutcome(ev)
+	if err != nil {
+		return nil // Not ours to refuse: the hub still carries it.
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r := m.recs[ev.CorrelationID]
+	if !m.live(r) {
+		r = &Record{CorrelationID: ev.CorrelationID, Status: StatusPending, CreatedAt: m.now()}
+		m.recs[ev.CorrelationID] = r
+	}
+	fold(r, o, ev.JSON)
+	return nil
+}
+
+// Owner implements auth.Owners: who asked for a takedown.
+func (m *MemoryStore) Owner(_ context.Context, id string) (string, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r := m.recs[id]
+	if !m.live(r) || r.Principal == "" {
+		return "", false
+	}
+	return r.Principal, true
+}
+
+func clone(r *Record) *Record {
+	c := *r
+	c.RemovedFrom = slices.Clone(r.RemovedFrom)
+	return &c
+}

@@ -1,0 +1,133 @@
+package takedown
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/switchboard/switchboard/hub"
+)
+
+func outcomeEvent(typ, corr, data string) *hub.Event {
+	js := fmt.Sprintf(`{"specversion":"1.0","id":"e-%s-%s","source":"/t","type":%q,"correlationid":%q,"data":%s}`, typ, corr, typ, corr, data)
+	return &hub.Event{ID: "e", Source: "/t", Type: typ, CorrelationID: corr, JSON: []byte(js)}
+}
+
+func TestParsePrefer(t *testing.T) {
+	tests := []struct {
+		name    string
+		headers []string
+		want    Preferences
+	}{
+		{"none", nil, Preferences{}},
+		{"wait", []string{"wait=5"}, Preferences{Wait: 5 * time.Second}},
+		{"async", []string{"respond-async"}, Preferences{RespondAsync: true}},
+		{"both in one", []string{"respond-async, wait=12"}, Preferences{Wait: 12 * time.Second, RespondAsync: true}},
+		{"two headers", []string{"wait=3", "Respond-Async"}, Preferences{Wait: 3 * time.Second, RespondAsync: true}},
+		{"quoted, spaces", []string{` wait = "7" `}, Preferences{Wait: 7 * time.Second}},
+		{"first wait wins", []string{"wait=2, wait=9"}, Preferences{Wait: 2 * time.Second}},
+		{"bad wait ignored", []string{"wait=-1", "wait=abc", "wait=1.5"}, Preferences{}},
+		{"unknown ignored", []string{"return=minimal; foo=bar, handling=strict"}, Preferences{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := http.Header{}
+			for _, v := range tt.headers {
+				h.Add("Prefer", v)
+			}
+			if got := ParsePrefer(h); got != tt.want {
+				t.Fatalf("got %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func FuzzParsePrefer(f *testing.F) {
+	for _, s := range []string{"wait=5", "respond-async, wait=10", "wait=99999999999", ";;,,=", "wait=\"3\"; x=y"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		p := ParsePrefer(http.Header{"Prefer": {s}})
+		if p.Wait < 0 {
+			t.Fatalf("negative wait from %q", s)
+		}
+	})
+}
+
+func TestMemoryStore(t *testing.T) {
+	ctx := t.Context()
+	s := NewMemoryStore(time.Hour)
+	rec := &Record{CorrelationID: "c1", Principal: "p", IdempotencyKey: "k", BodyHash: "h", ItemID: "item-1", Status: StatusPending, CreatedAt: time.Now()}
+	if ex, err := s.Reserve(ctx, rec); err != nil || ex != nil {
+		t.Fatalf("first reserve: %v %v", ex, err)
+	}
+	// Same principal and key: the existing record comes back, nothing new.
+	again := *rec
+	again.CorrelationID = "c2"
+	ex, err := s.Reserve(ctx, &again)
+	if err != nil || ex == nil || ex.CorrelationID != "c1" {
+		t.Fatalf("second reserve: %+v %v", ex, err)
+	}
+	if _, err := s.Get(ctx, "c2"); !errors.Is(err, ErrNotFound) {
+		t.Fatal("a joined request made a record")
+	}
+	// Another principal's same key is its own.
+	other := *rec
+	other.CorrelationID, other.Principal = "c3", "q"
+	if ex, _ := s.Reserve(ctx, &other); ex != nil {
+		t.Fatal("idempotency keys leak across principals")
+	}
+	if owner, ok := s.Owner(ctx, "c1"); !ok || owner != "p" {
+		t.Fatalf("owner %q %v", owner, ok)
+	}
+
+	s.Apply(ctx, outcomeEvent(TypeRemoved, "c1", `{"item_id":"item-1","container_id":"g1"}`))
+	s.Apply(ctx, outcomeEvent(TypeRemoved, "c1", `{"item_id":"item-1","container_id":"g1"}`))
+	s.Apply(ctx, outcomeEvent(TypeRemoved, "c1", `{"item_id":"item-1","container_id":"g2"}`))
+	got, _ := s.Get(ctx, "c1")
+	if got.Status != StatusPending || fmt.Sprint(got.RemovedFrom) != "[g1 g2]" {
+		t.Fatalf("progress %+v", got)
+	}
+	s.Apply(ctx, outcomeEvent(TypeConfirmed, "c1", `{"item_id":"item-1","removed_from":["g1","g2"],"confirmed_at":"2026-01-01T00:00:00Z"}`))
+	s.Apply(ctx, outcomeEvent(TypeRejected, "c1", `{"item_id":"item-1","reason":"late"}`))
+	got, _ = s.Get(ctx, "c1")
+	if !got.Final() || got.Status != StatusConfirmed || got.ConfirmedAt == "" || len(got.Event) == 0 {
+		t.Fatalf("final %+v", got)
+	}
+
+	// An outcome for an unknown correlation ID is kept for late readers.
+	s.Apply(ctx, outcomeEvent(TypeRejected, "c9", `{"item_id":"x","reason":"not_found"}`))
+	if got, err := s.Get(ctx, "c9"); err != nil || got.RejectReason != "not_found" {
+		t.Fatalf("unknown: %+v %v", got, err)
+	}
+
+	// Release forgets a pending reservation and its key, not a final one.
+	s.Release(ctx, &other)
+	if _, err := s.Get(ctx, "c3"); !errors.Is(err, ErrNotFound) {
+		t.Fatal("released record still there")
+	}
+	if ex, _ := s.Reserve(ctx, &other); ex != nil {
+		t.Fatal("released key still taken")
+	}
+	s.Release(ctx, rec)
+	if _, err := s.Get(ctx, "c1"); err != nil {
+		t.Fatal("a final record was released")
+	}
+}
+
+func TestMemoryStoreExpiry(t *testing.T) {
+	now := time.Now()
+	s := NewMemoryStore(time.Minute)
+	s.now = func() time.Time { return now }
+	ctx := t.Context()
+	s.Reserve(ctx, &Record{CorrelationID: "c1", Principal: "p", IdempotencyKey: "k", CreatedAt: now})
+	now = now.Add(2 * time.Minute)
+	if _, err := s.Get(ctx, "c1"); !errors.Is(err, ErrNotFound) {
+		t.Fatal("expired record still readable")
+	}
+	if ex, _ := s.Reserve(ctx, &Record{CorrelationID: "c2", Principal: "p", IdempotencyKey: "k", CreatedAt: now}); ex != nil {
+		t.Fatal("expired key still names the old record")
+	}
+}
