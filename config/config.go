@@ -127,6 +127,9 @@ type Takedown struct {
 	MaxWait time.Duration `mapstructure:"max_wait"`
 	// ResultTTL is how long an outcome is kept for late readers.
 	ResultTTL time.Duration `mapstructure:"result_ttl"`
+	// PublishTimeout bounds publishing a command; past it the request is
+	// answered 503.
+	PublishTimeout time.Duration `mapstructure:"publish_timeout"`
 }
 
 // ItemSvc configures the simulated item service (keys itemsvc.*).
@@ -240,9 +243,10 @@ var defaults = map[string]any{
 	"ws.max_message_bytes": 65536,
 	"ws.write_timeout":     10 * time.Second,
 
-	"takedown.timeout":    10 * time.Second,
-	"takedown.max_wait":   55 * time.Second,
-	"takedown.result_ttl": 24 * time.Hour,
+	"takedown.timeout":         10 * time.Second,
+	"takedown.max_wait":        55 * time.Second,
+	"takedown.result_ttl":      24 * time.Hour,
+	"takedown.publish_timeout": 2 * time.Second,
 
 	"itemsvc.enabled": nil,
 	"itemsvc.latency": 50 * time.Millisecond,

@@ -67,6 +67,7 @@ func (c Config) Validate() error {
 	v.duration("takedown.timeout", c.Takedown.Timeout)
 	v.duration("takedown.max_wait", c.Takedown.MaxWait)
 	v.duration("takedown.result_ttl", c.Takedown.ResultTTL)
+	v.duration("takedown.publish_timeout", c.Takedown.PublishTimeout)
 	if c.Takedown.Timeout > c.Takedown.MaxWait && c.Takedown.MaxWait > 0 {
 		v.fail("takedown.timeout", "%s is longer than takedown.max_wait %s", c.Takedown.Timeout, c.Takedown.MaxWait)
 	}

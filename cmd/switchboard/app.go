@@ -134,11 +134,19 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, er
 		Timeout:       cfg.Takedown.Timeout,
 		MaxWait:       cfg.Takedown.MaxWait,
 		MaxBodyBytes:  cfg.HTTP.MaxBodyBytes,
+		PublishWait:   cfg.Takedown.PublishTimeout,
 	}, a.hub, a.store, a.producer, a.auth, log)
 	if err != nil {
 		return nil, err
 	}
 	a.goRun("consumer", a.consumer.Run, bg)
+	if cfg.ItemSvc.Enabled {
+		svc, err := newItemService(cfg, brokers, a.producer, log)
+		if err != nil {
+			return nil, err
+		}
+		a.goRun("itemsvc", svc.Run, bg)
+	}
 	if cfg.Demo.Enabled {
 		a.goRun("demo", producers.NewDemo(a.producer, t.Reports, cfg.Demo.Rate, log).Run, bg)
 	}
@@ -162,6 +170,35 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, er
 	}()
 	log.Info("switchboard started", "http", a.ln.Addr().String(), "kafka", brokers, "backplane", "memory")
 	return a, nil
+}
+
+// runItemSvc runs the simulated item service alone until ctx ends.
+func runItemSvc(ctx context.Context, cfg config.Config) error {
+	log := newLogger(cfg.Log, os.Stderr)
+	if cfg.Embedded() {
+		return errors.New("itemsvc: set kafka.brokers (--kafka-brokers) to the cluster to serve")
+	}
+	p, err := producers.New(producers.Config{Brokers: cfg.Kafka.Brokers}, log)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	svc, err := newItemService(cfg, cfg.Kafka.Brokers, p, log)
+	if err != nil {
+		return err
+	}
+	return svc.Run(ctx)
+}
+
+// newItemService builds the simulated item service of the contract.
+func newItemService(cfg config.Config, brokers []string, p *producers.Producer, log *slog.Logger) (*producers.ItemService, error) {
+	return producers.NewItemService(producers.ItemServiceConfig{
+		Brokers:       brokers,
+		CommandsTopic: cfg.Kafka.Topics.Commands,
+		EventsTopic:   cfg.Kafka.Topics.Events,
+		Latency:       cfg.ItemSvc.Latency,
+		Decode:        consumers.Decode,
+	}, p, log.With("component", "itemsvc"))
 }
 
 // startAuth builds the principals, or development tokens when none are

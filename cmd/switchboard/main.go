@@ -45,5 +45,28 @@ generator of item.reported events.`,
 		},
 	}
 	config.BindFlags(cmd.Flags())
+	cmd.AddCommand(newItemSvcCmd())
+	return cmd
+}
+
+func newItemSvcCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "itemsvc",
+		Short: "Run only the simulated item service against a Kafka cluster",
+		Long: `itemsvc consumes takedown.requested commands and answers them like the
+platform's item service would: one item.removed per container the item was
+posted to, then takedown.confirmed; takedown.rejected (not_found) for an
+unknown item. It needs kafka.brokers (--kafka-brokers).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			path, _ := cmd.Flags().GetString("config")
+			cfg, err := config.Load(path, cmd.Flags())
+			if err != nil {
+				return err
+			}
+			return runItemSvc(cmd.Context(), cfg)
+		},
+	}
+	config.BindFlags(cmd.Flags())
 	return cmd
 }

@@ -27,6 +27,7 @@ const (
 	DefaultTimeout      = 10 * time.Second
 	DefaultMaxWait      = 55 * time.Second
 	DefaultMaxBodyBytes = 64 << 10
+	DefaultPublishWait  = 2 * time.Second
 	// Source is the CloudEvents source of the commands the adapter sends.
 	Source = "/switchboard/takedowns"
 	// storePoll is how often a waiter whose hub subscription ended (node
@@ -42,6 +43,9 @@ type Config struct {
 	Timeout, MaxWait time.Duration
 	// MaxBodyBytes caps a request body (413 beyond).
 	MaxBodyBytes int64
+	// PublishWait bounds publishing a command: past it the request is
+	// answered 503 and nothing is accepted.
+	PublishWait time.Duration
 }
 
 // Commander publishes commands to Kafka; *producers.Producer is one.
@@ -76,6 +80,9 @@ func New(cfg Config, h *hub.Hub, store Store, cmd Commander, limit Limiter, log 
 	}
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.PublishWait <= 0 {
+		cfg.PublishWait = DefaultPublishWait
 	}
 	if cfg.CommandsTopic == "" {
 		return nil, errors.New("takedown: no commands topic")
@@ -163,7 +170,7 @@ func (a *Adapter) publish(ctx context.Context, p *auth.Principal, rec *Record) e
 		data["authority_ref"] = rec.AuthorityRef
 	}
 	ev := producers.NewEvent(Source, TypeRequested, rec.ItemID, rec.CorrelationID, data)
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.PublishWait)
 	defer cancel()
 	if err := a.cmd.Publish(pctx, a.cfg.CommandsTopic, rec.ItemID, ev); err != nil {
 		if rerr := a.store.Release(context.WithoutCancel(ctx), rec); rerr != nil {

@@ -1,0 +1,581 @@
+package producers
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/switchboard/switchboard/hub"
+)
+
+// Defaults that NewItemService applies to zero fields of ItemServiceConfig.
+const (
+	// DefaultItemServiceGroupID is the item service's own consumer group, so
+	// it reads every command whatever the hub's group does.
+	DefaultItemServiceGroupID = "switchboard-itemsvc"
+	// DefaultItemServiceCommandsTopic carries takedown.requested (SPEC §1).
+	DefaultItemServiceCommandsTopic = "takedown.commands"
+	// DefaultItemServiceEventsTopic carries the service's answers.
+	DefaultItemServiceEventsTopic = "takedown.events"
+	// DefaultItemServiceMaxInFlight bounds the commands waiting out their
+	// latency or being answered at once. A command in flight costs a
+	// goroutine and a timer; at the 50 ms default latency this allows
+	// about 20 000 commands/s, above what one publisher sustains, and 1000
+	// concurrent takedowns are all answered after one latency.
+	DefaultItemServiceMaxInFlight = 1024
+)
+
+// Event types and source of the item service (SPEC §1).
+const (
+	// ItemServiceSource is the CloudEvents source of the item service's events.
+	ItemServiceSource = "/switchboard/itemsvc"
+	// TypeItemRemoved is emitted once per container an item is removed from.
+	TypeItemRemoved = "item.removed"
+	// TypeTakedownConfirmed is emitted once the item is gone from every
+	// container.
+	TypeTakedownConfirmed = "takedown.confirmed"
+	// TypeTakedownRejected is emitted when a takedown cannot be done.
+	TypeTakedownRejected = "takedown.rejected"
+	// RejectNotFound is the reason of a takedown of an item the catalogue
+	// does not know.
+	RejectNotFound = "not_found"
+
+	// itemSvcCommandType is the only type the item service acts on.
+	itemSvcCommandType = "takedown.requested"
+	// itemSvcDrainTimeout bounds how long Run waits, after its context
+	// ends, for answers that are being published.
+	itemSvcDrainTimeout = 5 * time.Second
+)
+
+// ItemRemoved is the data of an item.removed event.
+type ItemRemoved struct {
+	ItemID        string `json:"item_id"`
+	ContainerID   string `json:"container_id"`
+	ContainerKind string `json:"container_kind"`
+}
+
+// TakedownConfirmed is the data of a takedown.confirmed event.
+type TakedownConfirmed struct {
+	ItemID      string   `json:"item_id"`
+	RemovedFrom []string `json:"removed_from"`
+	ConfirmedAt string   `json:"confirmed_at"`
+}
+
+// TakedownRejected is the data of a takedown.rejected event.
+type TakedownRejected struct {
+	ItemID string `json:"item_id"`
+	Reason string `json:"reason"`
+}
+
+// ItemServiceConfig configures an ItemService. Zero fields take the
+// DefaultItemService... values, except Latency, where zero means answer at
+// once.
+type ItemServiceConfig struct {
+	// Brokers are the bootstrap addresses, host:port. Required.
+	Brokers []string
+	// GroupID is the consumer group the commands are read with.
+	GroupID string
+	// CommandsTopic is read for takedown.requested commands.
+	CommandsTopic string
+	// EventsTopic receives item.removed, takedown.confirmed and
+	// takedown.rejected.
+	EventsTopic string
+	// Latency is how long after a command is read its answer is published,
+	// to make the simulation feel like a real service. Must not be negative.
+	Latency time.Duration
+	// Catalogue is what the service knows; nil means DemoCatalogue().
+	Catalogue *Catalogue
+	// MaxInFlight bounds the commands handled at once.
+	MaxInFlight int
+	// Decode turns a record into a CloudEvent. Required; pass
+	// consumers.Decode. It is injected rather than imported because the
+	// consumers package's tests import this package, and Go forbids the
+	// resulting cycle.
+	Decode func(kafka.Message) (*hub.Event, error)
+}
+
+// ItemServiceStats counts what an ItemService did since it was made.
+type ItemServiceStats struct {
+	// Commands is the takedown.requested commands taken into work.
+	Commands int64
+	// Confirmed is the takedown.confirmed events published.
+	Confirmed int64
+	// Rejected is the takedown.rejected events published.
+	Rejected int64
+	// Removed is the item.removed events published.
+	Removed int64
+	// Skipped is the records that were not a usable command: not a
+	// CloudEvent, another type, or no item ID. They are committed unanswered.
+	Skipped int64
+}
+
+// ItemService is the simulated item service of SPEC §6. It reads takedown
+// commands with its own consumer group and answers each on the events
+// topic, keyed by the item ID so one item's events stay ordered: for a
+// known item one item.removed per container, then takedown.confirmed; for
+// an unknown one takedown.rejected. Every answer carries the command's
+// correlationid. Commands are handled concurrently, up to MaxInFlight.
+//
+// It is idempotent on repeated commands: an item it already removed is
+// confirmed again, with the same removed_from and confirmed_at, without a
+// second item.removed. Which items are removed is kept in memory, at most
+// one entry per catalogue item. Commands for one item must reach one
+// instance for this to hold across nodes; the command key (the item ID)
+// sees to that within one consumer group.
+type ItemService struct {
+	cfg ItemServiceConfig
+	pub Publisher
+	log *slog.Logger
+
+	locks itemLocks
+
+	// mu guards removed. Lock order: an item's lock (locks), then mu.
+	mu      sync.Mutex
+	removed map[string]itemRemoval
+
+	commands, confirmed, rejected, removedN, skipped atomic.Int64
+
+	started atomic.Bool
+}
+
+// itemRemoval records a finished takedown of a known item.
+type itemRemoval struct {
+	removedFrom []string
+	confirmedAt string
+}
+
+// NewItemService returns an ItemService that publishes through pub. It
+// does not contact the brokers: Run does.
+func NewItemService(cfg ItemServiceConfig, pub Publisher, log *slog.Logger) (*ItemService, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	var brokers []string
+	for _, b := range cfg.Brokers {
+		if b = strings.TrimSpace(b); b != "" {
+			brokers = append(brokers, b)
+		}
+	}
+	switch {
+	case len(brokers) == 0:
+		return nil, errors.New("producers: item service: no brokers configured")
+	case pub == nil:
+		return nil, errors.New("producers: item service: no publisher")
+	case cfg.Decode == nil:
+		return nil, errors.New("producers: item service: no decoder (pass consumers.Decode)")
+	case cfg.Latency < 0:
+		return nil, fmt.Errorf("producers: item service: latency must not be negative, got %s", cfg.Latency)
+	case cfg.MaxInFlight < 0:
+		return nil, fmt.Errorf("producers: item service: max in flight must not be negative, got %d", cfg.MaxInFlight)
+	}
+	cfg.Brokers = brokers
+	if cfg.GroupID == "" {
+		cfg.GroupID = DefaultItemServiceGroupID
+	}
+	if cfg.CommandsTopic == "" {
+		cfg.CommandsTopic = DefaultItemServiceCommandsTopic
+	}
+	if cfg.EventsTopic == "" {
+		cfg.EventsTopic = DefaultItemServiceEventsTopic
+	}
+	if cfg.Catalogue == nil {
+		cfg.Catalogue = DemoCatalogue()
+	}
+	if cfg.MaxInFlight == 0 {
+		cfg.MaxInFlight = DefaultItemServiceMaxInFlight
+	}
+	return &ItemService{
+		cfg:     cfg,
+		pub:     pub,
+		log:     log.With("component", "itemsvc"),
+		locks:   itemLocks{m: make(map[string]*itemLock)},
+		removed: make(map[string]itemRemoval),
+	}, nil
+}
+
+// Stats returns the service's counters.
+func (s *ItemService) Stats() ItemServiceStats {
+	return ItemServiceStats{
+		Commands:  s.commands.Load(),
+		Confirmed: s.confirmed.Load(),
+		Rejected:  s.rejected.Load(),
+		Removed:   s.removedN.Load(),
+		Skipped:   s.skipped.Load(),
+	}
+}
+
+// Run reads and answers commands until ctx is done, then returns nil after
+// its goroutines have ended, the answered commands are committed and the
+// reader is closed. Answers being published get a few seconds to finish;
+// commands still waiting out their latency are dropped uncommitted, so the
+// group reads them again. Run may be called once.
+//
+// Offsets: kafka-go's Reader.CommitMessages, with synchronous commits,
+// sends what it is given, so committing offset 5 and then offset 3 moves
+// the group back to 3, and committing 5 while 3 is still waiting would
+// lose 3 in a crash. Commands finish out of order, so Run tracks them per
+// partition and one goroutine commits, for each partition, the offset
+// below the oldest command still in flight: every offset under a commit
+// has been answered, and commits never go backwards.
+func (s *ItemService) Run(ctx context.Context) error {
+	if !s.started.CompareAndSwap(false, true) {
+		return errors.New("producers: item service: Run called twice")
+	}
+	r := kafka.NewReader(kafka.ReaderConfig{
+		Brokers:     s.cfg.Brokers,
+		GroupID:     s.cfg.GroupID,
+		Topic:       s.cfg.CommandsTopic,
+		StartOffset: kafka.FirstOffset,
+		MaxWait:     100 * time.Millisecond,
+		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
+			s.log.Debug("kafka reader", "msg", fmt.Sprintf(msg, args...))
+		}),
+	})
+	s.log.Info("item service started", "commands", s.cfg.CommandsTopic, "events", s.cfg.EventsTopic,
+		"group", s.cfg.GroupID, "latency", s.cfg.Latency, "items", s.cfg.Catalogue.Len())
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// Answers already being published get itemSvcDrainTimeout past the end
+	// of ctx to finish, so a stop does not leave a takedown half answered.
+	pubCtx, pubCancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer pubCancel()
+
+	tr := newOffsetTracker()
+	kick := make(chan struct{}, 1)
+	committerDone := make(chan struct{})
+	go func() {
+		defer close(committerDone)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-kick:
+				s.commit(ctx, r, tr)
+			}
+		}
+	}()
+	finished := func(m kafka.Message) {
+		tr.done(m)
+		select {
+		case kick <- struct{}{}:
+		default:
+		}
+	}
+
+	var runErr error
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, s.cfg.MaxInFlight)
+fetch:
+	for {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			break fetch
+		}
+		m, err := r.FetchMessage(ctx)
+		if err != nil {
+			<-sem
+			if ctx.Err() == nil {
+				runErr = fmt.Errorf("producers: item service: read %q: %w", s.cfg.CommandsTopic, err)
+			}
+			break
+		}
+		readAt := time.Now()
+		tr.add(m)
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if s.handle(ctx, pubCtx, m, readAt) {
+				finished(m)
+			}
+		})
+	}
+	cancel()
+	drain := time.AfterFunc(itemSvcDrainTimeout, pubCancel)
+	wg.Wait()
+	drain.Stop()
+	<-committerDone
+
+	// A last commit of what was answered; ctx is done, so it gets its own.
+	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	s.commit(cctx, r, tr)
+	ccancel()
+	if err := r.Close(); err != nil && runErr == nil {
+		s.log.Warn("item service: close reader", "err", err)
+	}
+	s.log.Info("item service stopped", "stats", s.Stats())
+	return runErr
+}
+
+// commit commits every partition whose answered prefix grew.
+func (s *ItemService) commit(ctx context.Context, r *kafka.Reader, tr *offsetTracker) {
+	msgs := tr.ready()
+	if len(msgs) == 0 {
+		return
+	}
+	if err := r.CommitMessages(ctx, msgs...); err != nil {
+		if ctx.Err() == nil {
+			s.log.Warn("item service: commit offsets", "err", err)
+		}
+		return
+	}
+	tr.committed(msgs)
+}
+
+// handle answers one record. It waits out the latency under ctx and
+// publishes under pubCtx. It reports whether the record is finished with,
+// so its offset may be committed: false only when a context ended first.
+func (s *ItemService) handle(ctx, pubCtx context.Context, m kafka.Message, readAt time.Time) bool {
+	at := slog.Group("record", "partition", m.Partition, "offset", m.Offset)
+	ev, err := s.cfg.Decode(m)
+	if err != nil {
+		s.skipped.Add(1)
+		s.log.Warn("item service: skipping a record that is not a CloudEvent", at, "err", err)
+		return true
+	}
+	if ev.Type != itemSvcCommandType {
+		s.skipped.Add(1)
+		s.log.Debug("item service: skipping an event that is not a command", at, "type", ev.Type, "id", ev.ID)
+		return true
+	}
+	itemID := dataItemID(ev.JSON)
+	if itemID == "" {
+		itemID = ev.Subject
+	}
+	if itemID == "" {
+		s.skipped.Add(1)
+		s.log.Warn("item service: skipping a command without an item ID", at, "id", ev.ID, "correlationid", ev.CorrelationID)
+		return true
+	}
+	s.commands.Add(1)
+
+	if d := s.cfg.Latency - time.Since(readAt); d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		}
+	}
+
+	// One command per item at a time, so a second takedown of an item sees
+	// the first one's outcome and the item's events do not interleave.
+	unlock := s.locks.lock(itemID)
+	defer unlock()
+	return s.answer(pubCtx, itemID, ev.CorrelationID)
+}
+
+// answer publishes the outcome of a takedown of itemID. It reports whether
+// every event was published.
+func (s *ItemService) answer(ctx context.Context, itemID, corrID string) bool {
+	containers, known := s.cfg.Catalogue.Containers(itemID)
+	if !known {
+		ok := s.publish(ctx, NewEvent(ItemServiceSource, TypeTakedownRejected, itemID, corrID,
+			TakedownRejected{ItemID: itemID, Reason: RejectNotFound}))
+		if ok {
+			s.rejected.Add(1)
+		}
+		return ok
+	}
+
+	s.mu.Lock()
+	rm, done := s.removed[itemID]
+	s.mu.Unlock()
+	if !done {
+		rm.removedFrom = make([]string, 0, len(containers))
+		for _, c := range containers {
+			ev := NewEvent(ItemServiceSource, TypeItemRemoved, itemID, corrID,
+				ItemRemoved{ItemID: itemID, ContainerID: c.ID, ContainerKind: c.Kind})
+			if !s.publish(ctx, ev) {
+				return false
+			}
+			s.removedN.Add(1)
+			rm.removedFrom = append(rm.removedFrom, c.ID)
+		}
+		rm.confirmedAt = time.Now().UTC().Format(time.RFC3339)
+	}
+	ok := s.publish(ctx, NewEvent(ItemServiceSource, TypeTakedownConfirmed, itemID, corrID,
+		TakedownConfirmed{ItemID: itemID, RemovedFrom: rm.removedFrom, ConfirmedAt: rm.confirmedAt}))
+	if !ok {
+		return false
+	}
+	s.confirmed.Add(1)
+	if !done {
+		s.mu.Lock()
+		s.removed[itemID] = rm
+		s.mu.Unlock()
+	}
+	return true
+}
+
+// publish writes ev to the events topic, keyed by its subject, retrying
+// with backoff until it is written or ctx ends. Giving up would leave the
+// command's offset uncommitted and hold back every later offset of its
+// partition, so a broker outage is waited out instead. A retry sends the
+// same event ID, so readers can drop a duplicate.
+func (s *ItemService) publish(ctx context.Context, ev CloudEvent) bool {
+	backoff := 50 * time.Millisecond
+	for {
+		err := s.pub.Publish(ctx, s.cfg.EventsTopic, ev.Subject, ev)
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		s.log.Warn("item service: publish failed, retrying", "type", ev.Type, "item", ev.Subject,
+			"correlationid", ev.CorrelationID, "retry_in", backoff, "err", err)
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// dataItemID returns the string data.item_id of a structured JSON event,
+// or "".
+func dataItemID(event []byte) string {
+	var ev struct {
+		Data struct {
+			ItemID string `json:"item_id"`
+		} `json:"data"`
+	}
+	// A data that is not an object (or data_base64) leaves ItemID empty;
+	// the error says nothing more useful than that.
+	_ = json.Unmarshal(event, &ev)
+	return ev.Data.ItemID
+}
+
+// itemLocks serialises work per item ID. Entries live only while someone
+// holds or waits for them, so the map stays as small as the work in flight.
+type itemLocks struct {
+	mu sync.Mutex
+	m  map[string]*itemLock
+}
+
+type itemLock struct {
+	mu   sync.Mutex
+	refs int
+}
+
+// lock locks id and returns its unlock.
+func (l *itemLocks) lock(id string) (unlock func()) {
+	l.mu.Lock()
+	il := l.m[id]
+	if il == nil {
+		il = &itemLock{}
+		l.m[id] = il
+	}
+	il.refs++
+	l.mu.Unlock()
+
+	il.mu.Lock()
+	return func() {
+		il.mu.Unlock()
+		l.mu.Lock()
+		if il.refs--; il.refs == 0 {
+			delete(l.m, id)
+		}
+		l.mu.Unlock()
+	}
+}
+
+// offsetTracker knows, per partition, which fetched offsets are still in
+// flight, and so the offset up to which everything has been answered.
+// Offsets within a partition are fetched in increasing order; after a
+// rebalance the reader may fetch lower ones again, which only makes a
+// commit wait for them.
+type offsetTracker struct {
+	mu    sync.Mutex
+	parts map[trackedPartition]*partitionProgress
+}
+
+type trackedPartition struct {
+	topic     string
+	partition int
+}
+
+type partitionProgress struct {
+	// inFlight counts fetches per offset not yet finished (an offset can be
+	// fetched twice across a rebalance).
+	inFlight map[int64]int
+	// next is one past the highest offset fetched.
+	next int64
+	// committed is the next offset to read, as last committed (or as first
+	// fetched, which the group already points at).
+	committed int64
+}
+
+func newOffsetTracker() *offsetTracker {
+	return &offsetTracker{parts: make(map[trackedPartition]*partitionProgress)}
+}
+
+// add records that m was fetched and is in flight.
+func (t *offsetTracker) add(m kafka.Message) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	k := trackedPartition{m.Topic, m.Partition}
+	p := t.parts[k]
+	if p == nil {
+		p = &partitionProgress{inFlight: make(map[int64]int), committed: m.Offset}
+		t.parts[k] = p
+	}
+	p.inFlight[m.Offset]++
+	p.next = max(p.next, m.Offset+1)
+}
+
+// done records that m was answered (or skipped).
+func (t *offsetTracker) done(m kafka.Message) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := t.parts[trackedPartition{m.Topic, m.Partition}]
+	if p == nil {
+		return
+	}
+	if p.inFlight[m.Offset]--; p.inFlight[m.Offset] <= 0 {
+		delete(p.inFlight, m.Offset)
+	}
+}
+
+// ready returns, for each partition whose answered prefix passed its last
+// commit, a message whose commit (kafka-go commits Offset+1) records that
+// prefix.
+func (t *offsetTracker) ready() []kafka.Message {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []kafka.Message
+	for k, p := range t.parts {
+		upTo := p.next // everything fetched is answered
+		for off := range p.inFlight {
+			upTo = min(upTo, off)
+		}
+		if upTo > p.committed {
+			out = append(out, kafka.Message{Topic: k.topic, Partition: k.partition, Offset: upTo - 1})
+		}
+	}
+	return out
+}
+
+// committed records that msgs, as returned by ready, were committed.
+func (t *offsetTracker) committed(msgs []kafka.Message) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, m := range msgs {
+		if p := t.parts[trackedPartition{m.Topic, m.Partition}]; p != nil {
+			p.committed = max(p.committed, m.Offset+1)
+		}
+	}
+}
