@@ -156,6 +156,10 @@ type Auth struct {
 	Principals []Principal `mapstructure:"principals"`
 	// SessionTTL is how long the browser page's session cookie lasts.
 	SessionTTL time.Duration `mapstructure:"session_ttl"`
+	// SessionSecret keys session cookies (with the principal's token
+	// hash); every node needs the same one. Keep it out of the file, e.g.
+	// SWITCHBOARD_AUTH_SESSION_SECRET.
+	SessionSecret string `mapstructure:"session_secret"`
 }
 
 // Limits bounds what one principal may use (keys limits.*).
@@ -254,8 +258,9 @@ var defaults = map[string]any{
 	"demo.enabled": false,
 	"demo.rate":    3.0,
 
-	"auth.principals":  []any{},
-	"auth.session_ttl": 12 * time.Hour,
+	"auth.principals":     []any{},
+	"auth.session_ttl":    12 * time.Hour,
+	"auth.session_secret": "",
 
 	"limits.connections":    100,
 	"limits.takedown_rate":  5.0,

@@ -73,7 +73,6 @@ type app struct {
 	store     *takedown.MemoryStore
 	takedowns *takedown.Adapter
 	auth      *auth.Auth
-	owners    *auth.OwnerTable
 	devTokens map[auth.Role]string
 	srv       *http.Server
 	ln        net.Listener
@@ -212,7 +211,6 @@ func (a *app) startAuth() error {
 		ps, a.devTokens = auth.DevPrincipals()
 		a.log.Warn("no auth.principals configured: made one random development token per role (printed once on stdout); this is a development setup")
 	}
-	a.owners = auth.NewOwnerTable(a.cfg.Takedown.ResultTTL)
 	var err error
 	a.auth, err = auth.New(auth.Config{
 		Principals:     ps,
@@ -220,7 +218,8 @@ func (a *app) startAuth() error {
 		TakedownRate:   a.cfg.Limits.TakedownRate,
 		TakedownBurst:  a.cfg.Limits.TakedownBurst,
 		SessionTTL:     a.cfg.Auth.SessionTTL,
-	}, a.owners, a.log)
+		SessionSecret:  a.cfg.Auth.SessionSecret,
+	}, a.store, a.log)
 	return err
 }
 

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"golang.org/x/time/rate"
 
@@ -77,6 +78,10 @@ type Config struct {
 	TakedownBurst int
 	// SessionTTL is how long a session cookie lasts.
 	SessionTTL time.Duration
+	// SessionSecret keys session cookies together with the principal's
+	// token hash. Without it, whoever reads token_sha256 in the
+	// configuration can mint cookies; all nodes must share it.
+	SessionSecret string
 }
 
 // Owners tells who asked for a takedown, so a partner may follow the corr:
@@ -115,6 +120,16 @@ func New(cfg Config, owners Owners, log *slog.Logger) (*Auth, error) {
 	if cfg.SessionTTL == 0 {
 		cfg.SessionTTL = DefaultSessionTTL
 	}
+	switch {
+	case cfg.MaxConnections < 0:
+		return nil, fmt.Errorf("auth: MaxConnections must not be negative, got %d", cfg.MaxConnections)
+	case cfg.TakedownRate < 0:
+		return nil, fmt.Errorf("auth: TakedownRate must not be negative, got %g", cfg.TakedownRate)
+	case cfg.TakedownBurst < 0:
+		return nil, fmt.Errorf("auth: TakedownBurst must not be negative, got %d", cfg.TakedownBurst)
+	case cfg.SessionTTL < 0:
+		return nil, fmt.Errorf("auth: SessionTTL must not be negative, got %s", cfg.SessionTTL)
+	}
 	if log == nil {
 		log = slog.Default()
 	}
@@ -150,6 +165,9 @@ func New(cfg Config, owners Owners, log *slog.Logger) (*Auth, error) {
 		}
 		a.byHash[p.hash] = p
 		a.byName[p.Name] = p
+	}
+	if cfg.SessionSecret == "" && len(plain) < len(cfg.Principals) {
+		log.Warn("auth.session_secret is not set: session cookies are keyed by the token hashes alone; set a shared secret on every node")
 	}
 	if len(plain) > 0 {
 		log.Warn("principals with plain tokens: for development only; configure token_sha256", "principals", plain)
@@ -244,10 +262,16 @@ func BearerToken(h string) (string, bool) {
 		return "", false
 	}
 	tok = strings.TrimLeft(tok, " ")
-	if tok == "" || strings.ContainsAny(tok, " \t\r\n") {
+	if tok == "" || strings.IndexFunc(tok, badTokenRune) >= 0 {
 		return "", false
 	}
 	return tok, true
+}
+
+// badTokenRune reports a rune no bearer token may hold: whitespace (ASCII or
+// Unicode) or a control character.
+func badTokenRune(r rune) bool {
+	return unicode.IsSpace(r) || unicode.IsControl(r)
 }
 
 // Admit authenticates a WebSocket or SSE connection and takes one of its

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -20,31 +21,34 @@ import (
 const SessionCookie = "switchboard_session"
 
 // The session cookie is "<name>.<expiry unix>.<mac>", all base64url, where
-// mac is an HMAC-SHA256 keyed by the principal's token hash. It needs no
-// server-side state, so every node with the same principals accepts it, and
-// changing a principal's token ends its sessions.
+// mac is an HMAC-SHA256 keyed by auth.session_secret and the principal's
+// token hash. It needs no server-side state, so every node with the same
+// configuration accepts it; changing a principal's token ends its sessions,
+// changing the secret ends everyone's.
 func (a *Auth) newSession(p *Principal, now time.Time) string {
 	exp := strconv.FormatInt(now.Add(a.cfg.SessionTTL).Unix(), 10)
 	name := base64.RawURLEncoding.EncodeToString([]byte(p.Name))
-	return name + "." + exp + "." + base64.RawURLEncoding.EncodeToString(sessionMAC(p, name, exp))
+	return name + "." + exp + "." + base64.RawURLEncoding.EncodeToString(a.sessionMAC(p, name, exp))
 }
 
-func sessionMAC(p *Principal, name, exp string) []byte {
-	m := hmac.New(sha256.New, append([]byte("switchboard-session-v1:"), p.hash[:]...))
+func (a *Auth) sessionMAC(p *Principal, name, exp string) []byte {
+	key := sha256.Sum256([]byte("switchboard-session-v1:" + a.cfg.SessionSecret + ":" + string(p.hash[:])))
+	m := hmac.New(sha256.New, key[:])
 	m.Write([]byte(name + "." + exp))
 	return m.Sum(nil)
 }
 
 // session returns the principal of a valid, unexpired session cookie.
 func (a *Auth) session(v string) *Principal {
-	if len(v) > 1024 {
+	if len(v) > 1024 || strings.IndexFunc(v, notCookieRune) >= 0 {
 		return nil
 	}
 	parts := strings.Split(v, ".")
 	if len(parts) != 3 {
 		return nil
 	}
-	raw, err := base64.RawURLEncoding.DecodeString(parts[0])
+	// Strict decoding: one cookie has one spelling.
+	raw, err := base64.RawURLEncoding.Strict().DecodeString(parts[0])
 	if err != nil {
 		return nil
 	}
@@ -53,11 +57,18 @@ func (a *Auth) session(v string) *Principal {
 	if p == nil || err != nil || time.Now().Unix() > exp {
 		return nil
 	}
-	mac, err := base64.RawURLEncoding.DecodeString(parts[2])
-	if err != nil || !hmac.Equal(mac, sessionMAC(p, parts[0], parts[1])) {
+	mac, err := base64.RawURLEncoding.Strict().DecodeString(parts[2])
+	if err != nil || !hmac.Equal(mac, a.sessionMAC(p, parts[0], parts[1])) {
 		return nil
 	}
 	return p
+}
+
+// notCookieRune reports a rune that no cookie newSession makes holds: it
+// makes only base64url and dots. (The base64 decoder alone would skip CR and
+// LF, giving one cookie many spellings.)
+func notCookieRune(r rune) bool {
+	return !(r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.')
 }
 
 // SessionHandler serves /v1/session for the browser page:
@@ -108,14 +119,17 @@ func (a *Auth) signIn(w http.ResponseWriter, r *http.Request) {
 				Token string `json:"token"`
 			}
 			b, err := io.ReadAll(r.Body)
-			if err != nil || json.Unmarshal(b, &body) != nil {
-				hub.Error(w, http.StatusBadRequest, `send {"token": "..."}`)
+			if err == nil {
+				err = json.Unmarshal(b, &body)
+			}
+			if err != nil {
+				bodyError(w, err, `send {"token": "..."}`)
 				return
 			}
 			tok = body.Token
 		case "application/x-www-form-urlencoded":
 			if err := r.ParseForm(); err != nil {
-				hub.Error(w, http.StatusBadRequest, "bad form")
+				bodyError(w, err, "bad form")
 				return
 			}
 			tok = r.PostForm.Get("token")
@@ -136,6 +150,17 @@ func (a *Auth) signIn(w http.ResponseWriter, r *http.Request) {
 	})
 	a.log.Info("signed in", "principal", p.Name, "role", p.Role)
 	writeWho(w, p)
+}
+
+// bodyError answers a sign-in body that could not be read: 413 when it is
+// over the limit, 400 otherwise.
+func bodyError(w http.ResponseWriter, err error, detail string) {
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		hub.Error(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("the body is larger than %d bytes", tooBig.Limit))
+		return
+	}
+	hub.Error(w, http.StatusBadRequest, detail)
 }
 
 func writeWho(w http.ResponseWriter, p *Principal) {

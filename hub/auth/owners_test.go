@@ -6,8 +6,8 @@ import (
 	"time"
 )
 
-// OwnerTable is an in-memory Owners: who asked for which correlation ID, kept
-// for a TTL. The takedown outcome store replaces it when it can answer.
+// OwnerTable is a test Owners: who asked for which correlation ID, kept for
+// a TTL. In production the takedown outcome store answers.
 type OwnerTable struct {
 	ttl time.Duration
 	mu  sync.Mutex

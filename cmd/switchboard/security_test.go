@@ -1,0 +1,821 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/switchboard/switchboard/config"
+	"github.com/switchboard/switchboard/hub"
+	"github.com/switchboard/switchboard/hub/auth"
+	"github.com/switchboard/switchboard/hub/takedown"
+)
+
+// TestSecurityAttempts runs a table of attacks and misuses against one real
+// node. Each attempt asserts the exact refusal; the attacker connections
+// that stay open are then shown, with events produced to Kafka on every
+// channel involved, to have received nothing they were refused, while a
+// moderator received everything. Last, the captured log holds no token.
+func TestSecurityAttempts(t *testing.T) {
+	n := startSecurityNode(t, func(c *config.Config) {
+		c.Limits.Connections = 2
+		c.Limits.TakedownBurst = 3
+		// One takedown per 100 s: nothing refills while the test runs.
+		c.Limits.TakedownRate = 0.01
+		c.HTTP.AllowedOrigins = []string{"https://partner.example"}
+		c.WS.MaxMessageBytes = 4096
+		c.Hub.MaxChannels = 5
+	})
+	a := n.a
+	own(t, a, "c-acme", "acme")
+	own(t, a, "c-globex", "globex")
+	own(t, a, "c-pol", "police")
+	waitReady(t, a)
+
+	// The legitimate moderator watches every channel involved.
+	mod := n.openSSE(t, t, "/v1/sse?channel=reports&channel=corr:c-acme&channel=corr:c-globex&channel=corr:c-pol&channel=item:x", bearer(modToken))
+	modSeen := map[string]bool{}
+
+	// History an attacker's resume cursor would replay if it were honoured.
+	produce(t, a.kafkaAddr,
+		binaryMsg("takedown.events", "h-globex", "takedown.confirmed", "item-g", "c-globex", map[string]any{"item_id": "item-g"}),
+		binaryMsg("items.reported", "h-report", "item.reported", "item-h", "", map[string]any{"item_id": "item-h"}))
+	lastID := secWaitIDs(t, mod, modSeen, "h-globex", "h-report")
+	modCursor, err := hub.ParseStreamCursor(lastID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	globexFrom0 := hub.Position{Epoch: modCursor["corr:c-globex"].Epoch}
+	reportsFrom0 := hub.Position{Epoch: modCursor["reports"].Epoch}
+	if globexFrom0.Epoch == "" || modCursor["corr:c-globex"].Offset == 0 {
+		t.Fatalf("no history on corr:c-globex: %v", modCursor)
+	}
+	forged := hub.StreamCursor{"corr:c-globex": globexFrom0, "reports": reportsFrom0}.Encode()
+
+	// The connections that stay open: attackers refused something, kept to
+	// show no event of what they were refused reaches them.
+	var acmeWS, policeWS, globexWS *websocket.Conn
+	var acmeSSE *sseStream
+	var cookie, policeTakedown string
+
+	const (
+		wrongToken = "wrong-token-9876543210"
+		longToken  = "long-token-"
+	)
+	n.secrets = append(n.secrets, wrongToken, auth.HashToken(modToken))
+	huge := longToken + strings.Repeat("z", 5000)
+
+	attempts := []struct {
+		name    string
+		allowed bool // a control: a legitimate use next to the attacks
+		run     func(t *testing.T)
+	}{
+		// Authentication.
+		{"no token, SSE", false, func(t *testing.T) {
+			resp := n.refuse(t, "GET", "/v1/sse?channel=reports", nil, "", 401)
+			if !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Bearer") {
+				t.Fatalf("WWW-Authenticate %q", resp.Header.Get("WWW-Authenticate"))
+			}
+		}},
+		{"no token, WebSocket", false, func(t *testing.T) {
+			n.dialRefused(t, "", nil, websocket.StatusPolicyViolation)
+		}},
+		{"wrong bearer token, SSE", false, func(t *testing.T) {
+			n.refuse(t, "GET", "/v1/sse?channel=reports", bearer(wrongToken), "", 401)
+		}},
+		{"wrong bearer token, WebSocket", false, func(t *testing.T) {
+			n.dialRefused(t, "", bearer(wrongToken), websocket.StatusPolicyViolation)
+		}},
+		{"wrong access_token query, SSE", false, func(t *testing.T) {
+			n.refuse(t, "GET", "/v1/sse?channel=reports&access_token="+wrongToken, nil, "", 401)
+		}},
+		{"wrong access_token query, WebSocket", false, func(t *testing.T) {
+			n.dialRefused(t, "?access_token="+wrongToken, nil, websocket.StatusPolicyViolation)
+		}},
+		{"the token's SHA-256 as the token", false, func(t *testing.T) {
+			n.refuse(t, "GET", "/v1/sse?channel=reports", bearer(auth.HashToken(modToken)), "", 401)
+		}},
+		{"a valid token in the Basic scheme", false, func(t *testing.T) {
+			n.refuse(t, "GET", "/v1/sse?channel=reports", http.Header{"Authorization": {"Basic " + modToken}}, "", 401)
+		}},
+		{"a bad header is not rescued by a good access_token", false, func(t *testing.T) {
+			n.refuse(t, "GET", "/v1/sse?channel=reports&access_token="+modToken, bearer(wrongToken), "", 401)
+		}},
+		{"oversized token", false, func(t *testing.T) {
+			n.refuse(t, "GET", "/v1/sse?channel=reports", bearer(huge), "", 401)
+		}},
+		{"access_token query, SSE", true, func(t *testing.T) {
+			s := n.openSSE(t, t, "/v1/sse?channel=item:x&access_token="+acmeToken, nil)
+			s.body.Close()
+			n.released(t, "acme", 0)
+		}},
+		{"access_token query, WebSocket", true, func(t *testing.T) {
+			c := n.dial(t, t, "?access_token="+acmeToken, nil)
+			secSend(t, c, `{"type":"subscribe","id":"q","channel":"item:x"}`)
+			secExpect(t, c, "ack", "q", "")
+			c.Close(websocket.StatusNormalClosure, "")
+			n.released(t, "acme", 0)
+		}},
+		{"session cookie", true, func(t *testing.T) {
+			resp, _ := n.do(t, "POST", "/v1/session", bearer(modToken), "")
+			sc := resp.Header.Get("Set-Cookie")
+			if resp.StatusCode != 200 || !strings.Contains(sc, "HttpOnly") || !strings.Contains(sc, "SameSite=Strict") ||
+				strings.Contains(sc, "Secure") || len(resp.Cookies()) != 1 {
+				t.Fatalf("sign in: %d, Set-Cookie %q", resp.StatusCode, sc)
+			}
+			cookie = resp.Cookies()[0].Value
+			n.secrets = append(n.secrets, cookie)
+			s := n.openSSE(t, t, "/v1/sse?channel=reports", http.Header{"Cookie": {auth.SessionCookie + "=" + cookie}})
+			s.body.Close()
+			n.released(t, "mod", 1)
+		}},
+		{"tampered session cookie", false, func(t *testing.T) {
+			b := []byte(cookie)
+			if b[len(b)-2] == 'A' {
+				b[len(b)-2] = 'B'
+			} else {
+				b[len(b)-2] = 'A'
+			}
+			n.refuse(t, "GET", "/v1/sse?channel=reports", http.Header{"Cookie": {auth.SessionCookie + "=" + string(b)}}, "", 401)
+		}},
+		{"a partner's name on the moderator's cookie", false, func(t *testing.T) {
+			_, rest, _ := strings.Cut(cookie, ".")
+			forgedCookie := "YWNtZQ." + rest // base64url("acme")
+			n.refuse(t, "GET", "/v1/sse?channel=reports", http.Header{"Cookie": {auth.SessionCookie + "=" + forgedCookie}}, "", 401)
+		}},
+		{"sign in with a wrong token", false, func(t *testing.T) {
+			resp := n.refuse(t, "POST", "/v1/session", http.Header{"Content-Type": {"application/json"}}, `{"token":"`+wrongToken+`"}`, 401)
+			if len(resp.Cookies()) != 0 {
+				t.Fatal("a cookie for a wrong token")
+			}
+		}},
+		{"oversized sign-in body", false, func(t *testing.T) {
+			resp := n.refuse(t, "POST", "/v1/session", http.Header{"Content-Type": {"application/json"}},
+				`{"token":"`+modToken+`","pad":"`+strings.Repeat("p", 9<<10)+`"}`, 413)
+			if len(resp.Cookies()) != 0 {
+				t.Fatal("a cookie for an oversized body")
+			}
+		}},
+
+		// Authorisation over SSE.
+		{"partner subscribes to reports, SSE", false, func(t *testing.T) {
+			n.refuse(t, "GET", "/v1/sse?channel=reports", bearer(acmeToken), "", 403)
+		}},
+		{"police subscribes to reports, SSE", false, func(t *testing.T) {
+			n.refuse(t, "GET", "/v1/sse?channel=reports", bearer(policeToken), "", 403)
+		}},
+		{"partner without a grant subscribes to item:x, SSE", false, func(t *testing.T) {
+			n.refuse(t, "GET", "/v1/sse?channel=item:x", bearer(globexToken), "", 403)
+		}},
+		{"partner subscribes to another partner's corr:, SSE", false, func(t *testing.T) {
+			n.refuse(t, "GET", "/v1/sse?channel=corr:c-globex", bearer(acmeToken), "", 403)
+		}},
+		{"partner hides another partner's corr: behind a granted channel, SSE", false, func(t *testing.T) {
+			n.refuse(t, "GET", "/v1/sse?channel=item:x&channel=corr:c-globex", bearer(acmeToken), "", 403)
+		}},
+		{"partner resumes another partner's corr: by cursor, SSE", false, func(t *testing.T) {
+			h := bearer(acmeToken)
+			h.Set("Last-Event-ID", forged)
+			n.refuse(t, "GET", "/v1/sse?channel=corr:c-globex", h, "", 403)
+			n.refuse(t, "GET", "/v1/sse?channel=corr:c-globex&last_event_id="+forged, bearer(acmeToken), "", 403)
+		}},
+		{"partner's own corr:, SSE", true, func(t *testing.T) {
+			s := n.openSSE(t, t, "/v1/sse?channel=corr:c-acme", bearer(acmeToken))
+			s.body.Close()
+			n.released(t, "acme", 0)
+		}},
+		{"partner resumes item:x with a cursor naming another partner's corr:, SSE", false, func(t *testing.T) {
+			// Kept open: item:x is granted; the cursor's corr:c-globex must
+			// not become a subscription (checked below).
+			h := bearer(acmeToken)
+			h.Set("Last-Event-ID", forged)
+			acmeSSE = n.openSSE(t, n.root, "/v1/sse?channel=item:x", h)
+		}},
+
+		// Authorisation over WebSocket.
+		{"police subscribes to reports, WebSocket", false, func(t *testing.T) {
+			policeWS = n.dial(t, n.root, "", bearer(policeToken))
+			secSend(t, policeWS, `{"type":"subscribe","id":"r","channel":"reports"}`)
+			secExpect(t, policeWS, "error", "r", hub.CodeForbidden)
+			secSend(t, policeWS, `{"type":"subscribe","id":"t","channel":"takedowns"}`)
+			secExpect(t, policeWS, "error", "t", hub.CodeForbidden)
+		}},
+		{"police's own corr:, WebSocket", true, func(t *testing.T) {
+			secSend(t, policeWS, `{"type":"subscribe","id":"p","channel":"corr:c-pol"}`)
+			secExpect(t, policeWS, "ack", "p", "")
+		}},
+		{"partner subscribes to another partner's corr:, WebSocket", false, func(t *testing.T) {
+			acmeWS = n.dial(t, n.root, "", bearer(acmeToken))
+			secSend(t, acmeWS, `{"type":"subscribe","id":"g","channel":"corr:c-globex"}`)
+			secExpect(t, acmeWS, "error", "g", hub.CodeForbidden)
+		}},
+		{"partner resumes another partner's corr: by cursor, WebSocket", false, func(t *testing.T) {
+			secSend(t, acmeWS, `{"type":"subscribe","id":"gc","channel":"corr:c-globex","cursor":"`+globexFrom0.String()+`"}`)
+			secExpect(t, acmeWS, "error", "gc", hub.CodeForbidden)
+		}},
+		{"partner subscribes to reports and police's corr:, WebSocket", false, func(t *testing.T) {
+			secSend(t, acmeWS, `{"type":"subscribe","id":"rep","channel":"reports","cursor":"`+reportsFrom0.String()+`"}`)
+			secExpect(t, acmeWS, "error", "rep", hub.CodeForbidden)
+			secSend(t, acmeWS, `{"type":"subscribe","id":"pol","channel":"corr:c-pol"}`)
+			secExpect(t, acmeWS, "error", "pol", hub.CodeForbidden)
+		}},
+		{"partner's own corr: and its item:* grant, WebSocket", true, func(t *testing.T) {
+			secSend(t, acmeWS, `{"type":"subscribe","id":"a","channel":"corr:c-acme"}`)
+			secExpect(t, acmeWS, "ack", "a", "")
+			secSend(t, acmeWS, `{"type":"subscribe","id":"x","channel":"item:x"}`)
+			secExpect(t, acmeWS, "ack", "x", "")
+		}},
+		{"partner without a grant subscribes to item:x and another's corr:, WebSocket", false, func(t *testing.T) {
+			globexWS = n.dial(t, n.root, "", bearer(globexToken))
+			secSend(t, globexWS, `{"type":"subscribe","id":"x","channel":"item:x"}`)
+			secExpect(t, globexWS, "error", "x", hub.CodeForbidden)
+			secSend(t, globexWS, `{"type":"subscribe","id":"a","channel":"corr:c-acme"}`)
+			secExpect(t, globexWS, "error", "a", hub.CodeForbidden)
+			secSend(t, globexWS, `{"type":"subscribe","id":"g","channel":"corr:c-globex"}`)
+			secExpect(t, globexWS, "ack", "g", "")
+		}},
+
+		// Origin.
+		{"cross-origin WebSocket upgrade", false, func(t *testing.T) {
+			h := bearer(modToken)
+			h.Set("Origin", "https://evil.example")
+			c, resp, err := websocket.Dial(n.root.Context(), n.wsURL(""), &websocket.DialOptions{Subprotocols: []string{hub.Subprotocol}, HTTPHeader: h})
+			if err == nil {
+				c.CloseNow()
+				t.Fatal("a foreign origin upgraded")
+			}
+			if resp == nil || resp.StatusCode != 403 || resp.Header.Get("Content-Type") != "application/problem+json" {
+				t.Fatalf("foreign origin: %v, %v", resp, err)
+			}
+		}},
+		{"allowed host with another scheme, WebSocket", false, func(t *testing.T) {
+			h := bearer(modToken)
+			h.Set("Origin", "http://partner.example")
+			c, resp, err := websocket.Dial(n.root.Context(), n.wsURL(""), &websocket.DialOptions{Subprotocols: []string{hub.Subprotocol}, HTTPHeader: h})
+			if err == nil {
+				c.CloseNow()
+				t.Fatal("http://partner.example upgraded")
+			}
+			if resp == nil || resp.StatusCode != 403 {
+				t.Fatalf("scheme mismatch: %v, %v", resp, err)
+			}
+		}},
+		{"cross-origin SSE and preflight", false, func(t *testing.T) {
+			h := bearer(modToken)
+			h.Set("Origin", "https://evil.example")
+			resp := n.refuse(t, "GET", "/v1/sse?channel=reports", h, "", 403)
+			if resp.Header.Get("Access-Control-Allow-Origin") != "" {
+				t.Fatal("CORS headers for a foreign origin")
+			}
+			pre := http.Header{"Origin": {"https://evil.example"}, "Access-Control-Request-Method": {"GET"}}
+			n.refuse(t, "OPTIONS", "/v1/sse?channel=reports", pre, "", 403)
+		}},
+		{"allowed origin, WebSocket and preflight", true, func(t *testing.T) {
+			h := bearer(modToken)
+			h.Set("Origin", "https://partner.example")
+			c := n.dial(t, t, "", h)
+			secSend(t, c, `{"type":"subscribe","id":"1","channel":"reports"}`)
+			secExpect(t, c, "ack", "1", "")
+			c.Close(websocket.StatusNormalClosure, "")
+			n.released(t, "mod", 1)
+			resp, _ := n.do(t, "OPTIONS", "/v1/sse", http.Header{"Origin": {"https://partner.example"}, "Access-Control-Request-Method": {"GET"}}, "")
+			if resp.StatusCode != 204 || resp.Header.Get("Access-Control-Allow-Origin") != "https://partner.example" {
+				t.Fatalf("preflight %d %v", resp.StatusCode, resp.Header)
+			}
+		}},
+
+		// Limits.
+		{"frame over ws.max_message_bytes", false, func(t *testing.T) {
+			c := n.dial(t, t, "", bearer(modToken))
+			secSend(t, c, `{"type":"ping","id":"`+strings.Repeat("s", 4000)+`"}`) // under the limit
+			secExpect(t, c, "pong", strings.Repeat("s", 4000), "")
+			secSend(t, c, `{"type":"ping","id":"`+strings.Repeat("b", 5000)+`"}`)
+			secClosed(t, c, websocket.StatusMessageTooBig)
+			n.released(t, "mod", 1)
+		}},
+		{"resume cursor over its size limit, SSE", false, func(t *testing.T) {
+			h := bearer(modToken)
+			h.Set("Last-Event-ID", strings.Repeat("A", 9<<10))
+			n.refuse(t, "GET", "/v1/sse?channel=reports", h, "", 400)
+		}},
+		{"channels over hub.max_channels", false, func(t *testing.T) {
+			n.refuse(t, "GET", "/v1/sse?channel=a&channel=b&channel=c&channel=d&channel=e&channel=f", bearer(modToken), "", 400)
+			c := n.dial(t, t, "", bearer(modToken))
+			for _, ch := range []string{"a", "b", "c", "d", "e"} {
+				secSend(t, c, `{"type":"subscribe","id":"`+ch+`","channel":"`+ch+`"}`)
+				secExpect(t, c, "ack", ch, "")
+			}
+			secSend(t, c, `{"type":"subscribe","id":"f","channel":"f"}`)
+			secExpect(t, c, "error", "f", hub.CodeBadRequest)
+			c.Close(websocket.StatusNormalClosure, "")
+			n.released(t, "mod", 1)
+		}},
+		{"one connection over limits.connections, WebSocket", false, func(t *testing.T) {
+			if got := a.auth.Connections("acme"); got != 2 {
+				t.Fatalf("acme holds %d connections, want 2", got)
+			}
+			n.dialRefused(t, "", bearer(acmeToken), websocket.StatusPolicyViolation)
+		}},
+		{"one connection over limits.connections, SSE", false, func(t *testing.T) {
+			resp := n.refuse(t, "GET", "/v1/sse?channel=item:x", bearer(acmeToken), "", 429)
+			if resp.Header.Get("Retry-After") == "" {
+				t.Fatal("429 without Retry-After")
+			}
+			if got := a.auth.Connections("acme"); got != 2 {
+				t.Fatalf("acme holds %d connections after refusals, want 2", got)
+			}
+		}},
+		{"a burst of takedown frames over limits.takedown_burst, WebSocket", false, func(t *testing.T) {
+			c := n.dial(t, t, "", bearer(globexToken))
+			want := map[string]string{"t1": "ack", "t2": "ack", "t3": "ack", "t4": hub.CodeRateLimited, "t5": hub.CodeRateLimited}
+			for _, id := range []string{"t1", "t2", "t3", "t4", "t5"} {
+				secSend(t, c, `{"type":"takedown","id":"`+id+`","item_id":"item-1","reason":"test"}`)
+			}
+			// Accepted takedowns go on with events and results; read until
+			// every request has its answer.
+			got := map[string]string{}
+			for len(got) < len(want) {
+				f := secRead(t, c)
+				id, _ := f["id"].(string)
+				if _, ok := want[id]; !ok || f["type"] == "result" {
+					continue
+				}
+				if _, dup := got[id]; dup {
+					continue
+				}
+				switch f["type"] {
+				case "ack":
+					got[id] = "ack"
+				case "error":
+					got[id], _ = f["code"].(string)
+					if f["code"] == hub.CodeRateLimited && !strings.Contains(f["message"].(string), "retry after") {
+						t.Fatalf("rate_limited frame without a retry hint: %v", f)
+					}
+				}
+			}
+			for id, w := range want {
+				if got[id] != w {
+					t.Fatalf("takedown %s answered %q, want %q (all: %v)", id, got[id], w, got)
+				}
+			}
+			c.Close(websocket.StatusNormalClosure, "")
+			n.released(t, "globex", 1)
+		}},
+		{"police sends a takedown frame, WebSocket", false, func(t *testing.T) {
+			secSend(t, policeWS, `{"type":"takedown","id":"pt","item_id":"item-1","reason":"test"}`)
+			secExpect(t, policeWS, "error", "pt", hub.CodeForbidden)
+		}},
+
+		// The police door.
+		{"no token posts a takedown", false, func(t *testing.T) {
+			n.refuse(t, "POST", "/v1/takedowns", jsonHeader(""), `{"item_id":"item-5","reason":"test"}`, 401)
+		}},
+		{"partner posts a takedown", false, func(t *testing.T) {
+			n.refuse(t, "POST", "/v1/takedowns", jsonHeader(acmeToken), `{"item_id":"item-5","reason":"test"}`, 403)
+		}},
+		{"takedown body over http.max_body_bytes", false, func(t *testing.T) {
+			n.refuse(t, "POST", "/v1/takedowns", jsonHeader(policeToken),
+				`{"item_id":"item-5","reason":"`+strings.Repeat("r", 70<<10)+`"}`, 413)
+		}},
+		{"police posts a takedown and reads it", true, func(t *testing.T) {
+			policeTakedown = n.postAsync(t, policeToken, "item-5")
+			resp, b := n.do(t, "GET", "/v1/takedowns/"+policeTakedown, bearer(policeToken), "")
+			if resp.StatusCode != 200 || !strings.Contains(b, policeTakedown) {
+				t.Fatalf("police reads its takedown: %d %s", resp.StatusCode, b)
+			}
+		}},
+		{"partner reads police's takedown", false, func(t *testing.T) {
+			n.refuse(t, "GET", "/v1/takedowns/"+policeTakedown, bearer(acmeToken), "", 403)
+		}},
+		{"a burst of takedowns over limits.takedown_burst, POST", false, func(t *testing.T) {
+			n.postAsync(t, policeToken, "item-6")
+			n.postAsync(t, policeToken, "item-7") // the third of the burst of 3
+			resp := n.refuse(t, "POST", "/v1/takedowns", jsonHeader(policeToken), `{"item_id":"item-8","reason":"test"}`, 429)
+			if resp.Header.Get("Retry-After") == "" {
+				t.Fatal("429 without Retry-After")
+			}
+		}},
+	}
+
+	refused, allowed := 0, 0
+	for _, at := range attempts {
+		if at.allowed {
+			allowed++
+		} else {
+			refused++
+		}
+		if !t.Run(at.name, at.run) {
+			t.FailNow() // later attempts build on this one's connections
+		}
+	}
+
+	t.Run("no event reached an attacker", func(t *testing.T) {
+		// What the attackers were refused, and what they hold.
+		produce(t, a.kafkaAddr,
+			binaryMsg("items.reported", "f-report", "item.reported", "item-r", "", map[string]any{"item_id": "item-r"}),
+			binaryMsg("takedown.events", "f-globex", "takedown.confirmed", "item-g", "c-globex", map[string]any{"item_id": "item-g"}),
+			binaryMsg("takedown.events", "f-acme", "takedown.confirmed", "item-a", "c-acme", map[string]any{"item_id": "item-a"}),
+			binaryMsg("takedown.events", "f-pol", "takedown.confirmed", "item-p", "c-pol", map[string]any{"item_id": "item-p"}),
+			binaryMsg("items.reported", "f-x", "item.reported", "x", "", map[string]any{"item_id": "x"}))
+		secWaitIDs(t, mod, modSeen, "f-report", "f-globex", "f-acme", "f-pol", "f-x")
+		// Every event above has been fanned out: sentinels now queue behind
+		// anything an attacker was wrongly given.
+		produce(t, a.kafkaAddr,
+			binaryMsg("items.reported", "s-x", "item.reported", "x", "", map[string]any{"item_id": "x"}),
+			binaryMsg("takedown.events", "s-globex", "takedown.confirmed", "item-g2", "c-globex", map[string]any{"item_id": "item-g2"}),
+			binaryMsg("takedown.events", "s-pol", "takedown.confirmed", "item-p2", "c-pol", map[string]any{"item_id": "item-p2"}))
+		secWaitIDs(t, mod, modSeen, "s-x", "s-globex", "s-pol")
+
+		secOnly(t, "acme WebSocket", acmeWS, []string{"corr:c-acme", "item:x"}, "f-acme", "f-x", "s-x")
+		secOnly(t, "police WebSocket", policeWS, []string{"corr:c-pol"}, "f-pol", "s-pol")
+		secOnly(t, "globex WebSocket", globexWS, []string{"corr:c-globex"}, "f-globex", "s-globex")
+		secOnlySSE(t, "acme SSE with a forged cursor", acmeSSE, "f-x", "s-x")
+	})
+
+	t.Run("no credential in the log", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		defer cancel()
+		if err := a.Shutdown(ctx); err != nil {
+			t.Fatal(err)
+		}
+		out := n.log.String()
+		// The capture works: it holds the sign-in and the plain-token warning.
+		if !strings.Contains(out, "signed in") || !strings.Contains(out, "principal=mod") || !strings.Contains(out, "globex") {
+			t.Fatalf("the log capture missed the sign-in or the plain-token warning:\n%s", out)
+		}
+		for _, s := range append(n.secrets, longToken) {
+			if strings.Contains(out, s) {
+				t.Fatalf("the log holds the credential %.24q…", s)
+			}
+		}
+	})
+	t.Logf("%d attempts: %d refused attacks, %d allowed controls", len(attempts), refused, allowed)
+}
+
+// securityNode is a running node with a captured log and the credentials
+// that must appear in no log or refusal.
+type securityNode struct {
+	root    *testing.T // the lifetime of the connections kept across attempts
+	a       *app
+	log     *securityLog
+	client  *http.Client
+	secrets []string
+}
+
+// securityLog is a log sink safe for the node and the test to share.
+type securityLog struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *securityLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *securityLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// startSecurityNode is startTestApp with every log line captured at debug.
+func startSecurityNode(t *testing.T, mutate func(*config.Config)) *securityNode {
+	t.Helper()
+	cfg, err := config.Load("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.HTTP.Addr = "127.0.0.1:0"
+	cfg.Kafka.Embedded.Addr = "127.0.0.1:0"
+	cfg.Auth.Principals = testPrincipals
+	mutate(&cfg)
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	n := &securityNode{root: t, log: &securityLog{},
+		secrets: []string{modToken, acmeToken, globexToken, policeToken}}
+	a, err := start(t.Context(), cfg, slog.New(slog.NewTextHandler(n.log, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.a = a
+	tr := &http.Transport{}
+	n.client = &http.Client{Transport: tr}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		defer cancel()
+		if err := a.Shutdown(ctx); err != nil {
+			t.Error(err)
+		}
+		tr.CloseIdleConnections()
+	})
+	return n
+}
+
+// postAsync posts a takedown that must be accepted (202, respond-async) and
+// returns its correlation ID.
+func (n *securityNode) postAsync(t *testing.T, tok, item string) string {
+	t.Helper()
+	h := jsonHeader(tok)
+	h.Set("Prefer", "respond-async")
+	resp, b := n.do(t, "POST", "/v1/takedowns", h, `{"item_id":"`+item+`","reason":"test"}`)
+	var body struct {
+		CorrelationID string `json:"correlation_id"`
+	}
+	if resp.StatusCode != 202 || resp.Header.Get("Location") == "" || json.Unmarshal([]byte(b), &body) != nil || body.CorrelationID == "" {
+		t.Fatalf("takedown: %d %v %s", resp.StatusCode, resp.Header, b)
+	}
+	return body.CorrelationID
+}
+
+// jsonHeader is a JSON request's header, with tok as bearer unless empty.
+func jsonHeader(tok string) http.Header {
+	h := http.Header{"Content-Type": {"application/json"}}
+	if tok != "" {
+		h.Set("Authorization", "Bearer "+tok)
+	}
+	return h
+}
+
+func bearer(tok string) http.Header {
+	return http.Header{"Authorization": {"Bearer " + tok}}
+}
+
+func (n *securityNode) wsURL(query string) string {
+	return "ws" + strings.TrimPrefix(n.a.base(), "http") + "/v1/ws" + query
+}
+
+// do sends one request and reads the whole answer.
+func (n *securityNode) do(t *testing.T, method, path string, hdr http.Header, body string) (*http.Response, string) {
+	t.Helper()
+	r, err := http.NewRequestWithContext(t.Context(), method, n.a.base()+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range hdr {
+		r.Header[k] = v
+	}
+	resp, err := n.client.Do(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, string(b)
+}
+
+// refuse sends a request that must be refused with status as problem+json
+// that repeats no credential.
+func (n *securityNode) refuse(t *testing.T, method, path string, hdr http.Header, body string, status int) *http.Response {
+	t.Helper()
+	resp, b := n.do(t, method, path, hdr, body)
+	if resp.StatusCode != status {
+		t.Fatalf("%s %s: status %d, want %d: %s", method, path, resp.StatusCode, status, b)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/problem+json" {
+		t.Fatalf("%s %s: content type %q, want application/problem+json", method, path, ct)
+	}
+	var p struct {
+		Status int    `json:"status"`
+		Detail string `json:"detail"`
+	}
+	if err := json.Unmarshal([]byte(b), &p); err != nil || p.Status != status || p.Detail == "" {
+		t.Fatalf("%s %s: problem %s", method, path, b)
+	}
+	n.noSecret(t, b)
+	return resp
+}
+
+func (n *securityNode) noSecret(t *testing.T, s string) {
+	t.Helper()
+	for _, sec := range n.secrets {
+		if sec != "" && strings.Contains(s, sec) {
+			t.Fatalf("a refusal repeats a credential: %.200s", s)
+		}
+	}
+}
+
+// openSSE opens a stream that must be accepted; it lives as long as life.
+func (n *securityNode) openSSE(t, life *testing.T, path string, hdr http.Header) *sseStream {
+	t.Helper()
+	r, err := http.NewRequestWithContext(life.Context(), http.MethodGet, n.a.base()+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range hdr {
+		r.Header[k] = v
+	}
+	resp, err := n.client.Do(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	life.Cleanup(func() { resp.Body.Close() })
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		t.Fatalf("SSE %s: status %d %q: %s", path, resp.StatusCode, resp.Header.Get("Content-Type"), b)
+	}
+	s := &sseStream{body: resp.Body, events: make(chan map[string]string, 1000)}
+	go func() {
+		defer close(s.events)
+		sc := bufio.NewScanner(resp.Body)
+		ev := map[string]string{}
+		for sc.Scan() {
+			line := sc.Text()
+			if line == "" {
+				if _, ok := ev["data"]; ok {
+					s.events <- ev
+				}
+				ev = map[string]string{}
+				continue
+			}
+			k, v, _ := strings.Cut(line, ": ")
+			ev[k] = v
+		}
+	}()
+	return s
+}
+
+// dial opens a WebSocket that must be accepted; it lives as long as life.
+func (n *securityNode) dial(t, life *testing.T, query string, hdr http.Header) *websocket.Conn {
+	t.Helper()
+	c, resp, err := websocket.Dial(life.Context(), n.wsURL(query), &websocket.DialOptions{Subprotocols: []string{hub.Subprotocol}, HTTPHeader: hdr})
+	if err != nil {
+		t.Fatalf("dial: %v (%v)", err, resp)
+	}
+	life.Cleanup(func() { c.CloseNow() })
+	return c
+}
+
+// dialRefused opens a WebSocket the server must close with code, giving a
+// reason that repeats no credential.
+func (n *securityNode) dialRefused(t *testing.T, query string, hdr http.Header, code websocket.StatusCode) {
+	t.Helper()
+	c := n.dial(t, t, query, hdr)
+	reason := secClosed(t, c, code)
+	if reason == "" {
+		t.Fatal("a refusal without a reason")
+	}
+	n.noSecret(t, reason)
+}
+
+// released waits until name holds want connections: a closed connection
+// gives its slot back once the server has noticed.
+func (n *securityNode) released(t *testing.T, name string, want int) {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for n.a.auth.Connections(name) != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s holds %d connections, want %d", name, n.a.auth.Connections(name), want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func secSend(t *testing.T, c *websocket.Conn, frame string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if err := c.Write(ctx, websocket.MessageText, []byte(frame)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// secRead reads one frame. Its context is not the subtest's: a read whose
+// context ends closes the connection, and some connections outlive their
+// subtest.
+func secRead(t *testing.T, c *websocket.Conn) map[string]any {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	_, b, err := c.Read(ctx)
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	var f map[string]any
+	if err := json.Unmarshal(b, &f); err != nil {
+		t.Fatalf("frame %s: %v", b, err)
+	}
+	return f
+}
+
+// secExpect reads the next frame: it must be typ, answer id, and carry
+// code when code is set.
+func secExpect(t *testing.T, c *websocket.Conn, typ, id, code string) map[string]any {
+	t.Helper()
+	f := secRead(t, c)
+	if f["type"] != typ || f["id"] != id || (code != "" && f["code"] != code) {
+		t.Fatalf("got %.300v, want type %s id %.20s code %q", f, typ, id, code)
+	}
+	return f
+}
+
+// secClosed reads until the server closes c; the close must carry code.
+func secClosed(t *testing.T, c *websocket.Conn, code websocket.StatusCode) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	_, b, err := c.Read(ctx)
+	if err == nil {
+		t.Fatalf("a refused connection got a frame: %.300s", b)
+	}
+	var ce websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != code {
+		t.Fatalf("close %v, want %d", err, code)
+	}
+	return ce.Reason
+}
+
+// secEventID is the CloudEvents id of an SSE data line or a WS event frame.
+func secEventID(t *testing.T, data []byte) string {
+	t.Helper()
+	var ce struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(data, &ce); err != nil || ce.ID == "" {
+		t.Fatalf("event %s: %v", data, err)
+	}
+	return ce.ID
+}
+
+// secWaitIDs reads s until every id has been seen (in seen, which it
+// fills), and returns the last SSE id.
+func secWaitIDs(t *testing.T, s *sseStream, seen map[string]bool, ids ...string) string {
+	t.Helper()
+	var last string
+	for !allSeen(seen, ids) {
+		ev := s.next(t)
+		seen[secEventID(t, []byte(ev["data"]))] = true
+		last = ev["id"]
+	}
+	return last
+}
+
+func allSeen(seen map[string]bool, ids []string) bool {
+	for _, id := range ids {
+		if !seen[id] {
+			return false
+		}
+	}
+	return true
+}
+
+// secOnly reads c until it has every event of ids; any other frame, event
+// or channel fails.
+func secOnly(t *testing.T, who string, c *websocket.Conn, channels []string, ids ...string) {
+	t.Helper()
+	seen := map[string]bool{}
+	for !allSeen(seen, ids) {
+		f := secRead(t, c)
+		ev, _ := json.Marshal(f["event"])
+		ch, _ := f["channel"].(string)
+		if f["type"] != "event" || !slices.Contains(channels, ch) {
+			t.Fatalf("%s got %.300v; it holds only %v", who, f, channels)
+		}
+		id := secEventID(t, ev)
+		if !slices.Contains(ids, id) || seen[id] {
+			t.Fatalf("%s got event %s on %s; it may have only %v, once", who, id, ch, ids)
+		}
+		seen[id] = true
+	}
+}
+
+// secOnlySSE reads s until it has every event of ids; any other event fails.
+func secOnlySSE(t *testing.T, who string, s *sseStream, ids ...string) {
+	t.Helper()
+	seen := map[string]bool{}
+	for !allSeen(seen, ids) {
+		ev := s.next(t)
+		id := secEventID(t, []byte(ev["data"]))
+		if !slices.Contains(ids, id) || seen[id] {
+			t.Fatalf("%s got event %s (%s); it may have only %v, once", who, id, ev["event"], ids)
+		}
+		seen[id] = true
+	}
+}
+
+// own records in the outcome store that principal asked for the takedown of
+// correlation ID id, as the adapter does for a real request.
+func own(t *testing.T, a *app, id, principal string) {
+	t.Helper()
+	rec := &takedown.Record{CorrelationID: id, Principal: principal, ItemID: "item-1", Status: takedown.StatusPending, CreatedAt: time.Now()}
+	if _, err := a.store.Reserve(t.Context(), rec); err != nil {
+		t.Fatal(err)
+	}
+}

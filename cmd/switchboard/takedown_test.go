@@ -1,0 +1,469 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/switchboard/switchboard/config"
+	"github.com/switchboard/switchboard/consumers"
+	"github.com/switchboard/switchboard/hub/takedown"
+	"github.com/switchboard/switchboard/producers"
+)
+
+// post sends POST /v1/takedowns and decodes the JSON answer.
+func post(t *testing.T, ctx context.Context, a *app, token, body string, hdr ...string) (*http.Response, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, a.base()+"/v1/takedowns", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var m map[string]any
+	json.Unmarshal(b, &m)
+	return resp, m
+}
+
+func get(t *testing.T, a *app, token, path string, hdr ...string) (*http.Response, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, a.base()+path, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	json.NewDecoder(resp.Body).Decode(&m)
+	return resp, m
+}
+
+func containersOf(t *testing.T, item string) []string {
+	t.Helper()
+	cs, ok := producers.DemoCatalogue().Containers(item)
+	if !ok {
+		t.Fatalf("%s not in the catalogue", item)
+	}
+	var ids []string
+	for _, c := range cs {
+		ids = append(ids, c.ID)
+	}
+	return ids
+}
+
+func strs(v any) []string {
+	var out []string
+	for _, x := range v.([]any) {
+		out = append(out, x.(string))
+	}
+	return out
+}
+
+func isProblem(resp *http.Response) bool {
+	return resp.Header.Get("Content-Type") == "application/problem+json"
+}
+
+// TestTakedownOutcomes: every row of the contract's outcome table, end to end
+// through the embedded broker and the simulated item service.
+func TestTakedownOutcomes(t *testing.T) {
+	a := startTestApp(t, func(c *config.Config) {
+		c.ItemSvc.Latency = 20 * time.Millisecond
+		c.HTTP.MaxBodyBytes = 1024
+		c.Limits.TakedownBurst = 1000
+	})
+	waitReady(t, a)
+	ctx := t.Context()
+
+	t.Run("confirmed 200", func(t *testing.T) {
+		resp, m := post(t, ctx, a, policeToken, `{"item_id":"item-1","reason":"court order","authority_ref":"NL-1"}`)
+		if resp.StatusCode != 200 || m["status"] != "confirmed" || m["item_id"] != "item-1" || m["correlation_id"] == "" || m["confirmed_at"] == "" {
+			t.Fatalf("%d %v", resp.StatusCode, m)
+		}
+		got := strs(m["removed_from"])
+		slices.Sort(got)
+		want := containersOf(t, "item-1")
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Fatalf("removed_from %v, want %v", got, want)
+		}
+	})
+	t.Run("unknown item 404", func(t *testing.T) {
+		resp, m := post(t, ctx, a, policeToken, `{"item_id":"no-such-item","reason":"x"}`)
+		if resp.StatusCode != 404 || !isProblem(resp) || m["correlation_id"] == nil || m["status"] != float64(404) {
+			t.Fatalf("%d %v", resp.StatusCode, m)
+		}
+	})
+	t.Run("respond-async 202 then GET", func(t *testing.T) {
+		resp, m := post(t, ctx, a, modToken, `{"item_id":"item-2","reason":"spam"}`, "Prefer", "respond-async")
+		loc := resp.Header.Get("Location")
+		if resp.StatusCode != 202 || loc == "" || resp.Header.Get("Retry-After") == "" || resp.Header.Get("Preference-Applied") != "respond-async" || m["status"] != "pending" {
+			t.Fatalf("%d %v %v", resp.StatusCode, resp.Header, m)
+		}
+		resp, m = get(t, a, modToken, loc, "Prefer", "wait=10")
+		if resp.StatusCode != 200 || m["status"] != "confirmed" || len(strs(m["removed_from"])) != len(containersOf(t, "item-2")) {
+			t.Fatalf("GET %d %v", resp.StatusCode, m)
+		}
+		// Only the principal that asked, or a moderator, may read it.
+		if resp, _ := get(t, a, policeToken, loc); resp.StatusCode != 403 || !isProblem(resp) {
+			t.Fatalf("police read a moderator's takedown: %d", resp.StatusCode)
+		}
+		if resp, _ := get(t, a, modToken, "/v1/takedowns/nope"); resp.StatusCode != 404 {
+			t.Fatalf("unknown id: %d", resp.StatusCode)
+		}
+	})
+	refusals := []struct {
+		name   string
+		token  string
+		body   string
+		ctype  string
+		status int
+	}{
+		{"bad body 400", policeToken, `{"item_id":`, "application/json", 400},
+		{"missing item_id 400", policeToken, `{"reason":"x"}`, "application/json", 400},
+		{"bad item_id 400", policeToken, `{"item_id":"a b"}`, "application/json", 400},
+		{"wrong content type 415", policeToken, `{"item_id":"item-3"}`, "text/plain", 415},
+		{"too large 413", policeToken, `{"item_id":"item-3","reason":"` + strings.Repeat("x", 2000) + `"}`, "application/json", 413},
+		{"no token 401", "", `{"item_id":"item-3"}`, "application/json", 401},
+		{"bad token 401", "nope", `{"item_id":"item-3"}`, "application/json", 401},
+		{"partner over HTTP 403", acmeToken, `{"item_id":"item-3"}`, "application/json", 403},
+	}
+	for _, tt := range refusals {
+		t.Run(tt.name, func(t *testing.T) {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, a.base()+"/v1/takedowns", strings.NewReader(tt.body))
+			req.Header.Set("Content-Type", tt.ctype)
+			if tt.token != "" {
+				req.Header.Set("Authorization", "Bearer "+tt.token)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tt.status || !isProblem(resp) {
+				t.Fatalf("status %d %s, want %d problem+json", resp.StatusCode, resp.Header.Get("Content-Type"), tt.status)
+			}
+		})
+	}
+}
+
+func TestTakedownRateLimit(t *testing.T) {
+	a := startTestApp(t, func(c *config.Config) {
+		c.Limits.TakedownRate = 0.01
+		c.Limits.TakedownBurst = 2
+	})
+	waitReady(t, a)
+	for i := range 2 {
+		if resp, _ := post(t, t.Context(), a, policeToken, fmt.Sprintf(`{"item_id":"item-%d"}`, 10+i)); resp.StatusCode != 200 {
+			t.Fatalf("within the burst: %d", resp.StatusCode)
+		}
+	}
+	resp, _ := post(t, t.Context(), a, policeToken, `{"item_id":"item-12"}`)
+	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" || !isProblem(resp) {
+		t.Fatalf("over the rate: %d %v", resp.StatusCode, resp.Header)
+	}
+	// Another principal has its own budget.
+	if resp, _ := post(t, t.Context(), a, modToken, `{"item_id":"item-13"}`); resp.StatusCode != 200 {
+		t.Fatalf("moderator: %d", resp.StatusCode)
+	}
+}
+
+// responder stands in for an item service that answers every command with
+// a rejection of the given reason.
+func responder(t *testing.T, a *app, reason string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done })
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{a.kafkaAddr}, GroupID: "responder", Topic: "takedown.commands", MaxWait: 50 * time.Millisecond})
+	p, err := producers.New(producers.Config{Brokers: []string{a.kafkaAddr}}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer close(done)
+		defer r.Close()
+		defer p.Close()
+		for {
+			m, err := r.ReadMessage(ctx)
+			if err != nil {
+				return
+			}
+			ev, err := consumers.Decode(m)
+			if err != nil {
+				continue
+			}
+			p.Publish(ctx, "takedown.events", ev.Subject, producers.NewEvent("/test", "takedown.rejected", ev.Subject, ev.CorrelationID,
+				map[string]string{"item_id": ev.Subject, "reason": reason}))
+		}
+	}()
+}
+
+func TestTakedownRejected422(t *testing.T) {
+	a := startTestApp(t, func(c *config.Config) { c.ItemSvc.Enabled = false })
+	waitReady(t, a)
+	responder(t, a, "legal_hold")
+	resp, m := post(t, t.Context(), a, policeToken, `{"item_id":"item-1"}`)
+	if resp.StatusCode != 422 || !isProblem(resp) || m["reason"] != "legal_hold" || m["correlation_id"] == nil {
+		t.Fatalf("%d %v", resp.StatusCode, m)
+	}
+}
+
+// countCommands reads the whole command topic and counts the commands of a
+// correlation ID.
+func countCommands(t *testing.T, a *app, corr string) int {
+	t.Helper()
+	n := 0
+	for part := range 3 {
+		r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{a.kafkaAddr}, Topic: "takedown.commands", Partition: part, MaxWait: 50 * time.Millisecond})
+		conn, err := kafka.DialLeader(t.Context(), "tcp", a.kafkaAddr, "takedown.commands", part)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last, err := conn.ReadLastOffset()
+		conn.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for off := int64(0); off < last; off++ {
+			ctx, cancel := context.WithTimeout(t.Context(), waitFor)
+			m, err := r.ReadMessage(ctx)
+			cancel()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ev, err := consumers.Decode(m); err == nil && ev.CorrelationID == corr {
+				n++
+			}
+		}
+		r.Close()
+	}
+	return n
+}
+
+// TestTakedownTimeoutThenRetry: with the item service stopped the request
+// times out with 504 and Location; once it is back, the same request with the
+// same Idempotency-Key returns 200, and the command topic holds one command.
+func TestTakedownTimeoutThenRetry(t *testing.T) {
+	a := startTestApp(t, func(c *config.Config) {
+		c.ItemSvc.Enabled = false
+		c.Takedown.Timeout = 300 * time.Millisecond
+	})
+	waitReady(t, a)
+	body := `{"item_id":"item-7","reason":"court order"}`
+	resp, m := post(t, t.Context(), a, policeToken, body, "Idempotency-Key", "k-1")
+	corr, _ := m["correlation_id"].(string)
+	if resp.StatusCode != 504 || !isProblem(resp) || corr == "" || resp.Header.Get("Location") != "/v1/takedowns/"+corr || m["status_url"] != "/v1/takedowns/"+corr {
+		t.Fatalf("%d %v %v", resp.StatusCode, resp.Header, m)
+	}
+	// The same key with another body is refused.
+	if resp, _ := post(t, t.Context(), a, policeToken, `{"item_id":"item-8"}`, "Idempotency-Key", "k-1"); resp.StatusCode != 422 {
+		t.Fatalf("same key, other body: %d", resp.StatusCode)
+	}
+
+	// The item service comes back.
+	svc, err := newItemService(a.cfg, []string{a.kafkaAddr}, a.producer, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { svc.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	resp, m = post(t, t.Context(), a, policeToken, body, "Idempotency-Key", "k-1", "Prefer", "wait=10")
+	if resp.StatusCode != 200 || m["correlation_id"] != corr || m["status"] != "confirmed" {
+		t.Fatalf("retry: %d %v", resp.StatusCode, m)
+	}
+	// Finished: a further retry replays the answer.
+	resp, m = post(t, t.Context(), a, policeToken, body, "Idempotency-Key", "k-1")
+	if resp.StatusCode != 200 || m["correlation_id"] != corr {
+		t.Fatalf("replay: %d %v", resp.StatusCode, m)
+	}
+	if n := countCommands(t, a, corr); n != 1 {
+		t.Fatalf("%d commands for the key, want 1", n)
+	}
+}
+
+// TestTakedownConcurrent: 1,000 concurrent takedowns of different items each
+// get their own answer; no correlation ID is crossed.
+func TestTakedownConcurrent(t *testing.T) {
+	a := startTestApp(t, func(c *config.Config) {
+		c.ItemSvc.Latency = 0
+		c.Limits.TakedownRate = 1e6
+		c.Limits.TakedownBurst = 1e6
+		c.Takedown.Timeout = 30 * time.Second
+		c.Takedown.MaxWait = 30 * time.Second
+	})
+	waitReady(t, a)
+	const n = 1000
+	tr := &http.Transport{MaxIdleConnsPerHost: n, MaxConnsPerHost: 256}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr}
+	type answer struct {
+		status int
+		body   map[string]any
+	}
+	answers := make([]answer, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			item := fmt.Sprintf("item-%d", i+1)
+			req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, a.base()+"/v1/takedowns",
+				strings.NewReader(`{"item_id":"`+item+`","reason":"bulk"}`))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Authorization", "Bearer "+policeToken)
+			resp, err := client.Do(req)
+			if err != nil {
+				return
+			}
+			defer resp.Body.Close()
+			answers[i].status = resp.StatusCode
+			json.NewDecoder(resp.Body).Decode(&answers[i].body)
+		})
+	}
+	wg.Wait()
+	seen := map[string]bool{}
+	cat := producers.DemoCatalogue()
+	for i, ans := range answers {
+		item := fmt.Sprintf("item-%d", i+1)
+		if ans.status != 200 || ans.body["item_id"] != item {
+			t.Fatalf("%s: %d %v", item, ans.status, ans.body)
+		}
+		corr := ans.body["correlation_id"].(string)
+		if seen[corr] {
+			t.Fatalf("correlation ID %s answered twice", corr)
+		}
+		seen[corr] = true
+		cs, _ := cat.Containers(item)
+		if got := strs(ans.body["removed_from"]); len(got) != len(cs) {
+			t.Fatalf("%s removed from %v, want %d containers", item, got, len(cs))
+		}
+	}
+}
+
+// TestTakedownClientHangsUp: a client that disconnects mid-wait frees its
+// wait at once: no held request and no hub client is left; the takedown
+// goes on and its outcome stays readable.
+func TestTakedownClientHangsUp(t *testing.T) {
+	a := startTestApp(t, func(c *config.Config) { c.ItemSvc.Enabled = false })
+	waitReady(t, a)
+	ctx, cancel := context.WithCancel(t.Context())
+	errc := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, a.base()+"/v1/takedowns", strings.NewReader(`{"item_id":"item-9"}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+policeToken)
+		_, err := http.DefaultClient.Do(req)
+		errc <- err
+	}()
+	eventually(t, "a held request", func() bool { return a.takedowns.Held() == 1 && a.hub.Clients() == 1 })
+	cancel()
+	<-errc
+	eventually(t, "the wait freed", func() bool { return a.takedowns.Held() == 0 && a.hub.Clients() == 0 })
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("never: %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestTakedownKafkaDown: with the broker stopped, POST answers 503 with
+// Retry-After well before the takedown timeout, and nothing is recorded.
+func TestTakedownKafkaDown(t *testing.T) {
+	a := startTestApp(t, func(c *config.Config) { c.Takedown.Timeout = 20 * time.Second })
+	waitReady(t, a)
+	a.broker.Close()
+	start := time.Now()
+	resp, m := post(t, t.Context(), a, policeToken, `{"item_id":"item-4"}`, "Idempotency-Key", "down-1")
+	t.Logf("503 after %v", time.Since(start))
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || !isProblem(resp) {
+		t.Fatalf("%d %v %v", resp.StatusCode, resp.Header, m)
+	}
+	// Nothing was accepted: the key is free for a new request.
+	if _, err := a.store.Reserve(t.Context(), &takedown.Record{CorrelationID: "probe", Principal: "police", IdempotencyKey: "down-1", CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestTakedownWebSocket: a partner's takedown frame receives ack, one
+// item.removed per container, and a result confirmed.
+func TestTakedownWebSocket(t *testing.T) {
+	a := startTestApp(t, nil)
+	waitReady(t, a)
+	u := "ws" + strings.TrimPrefix(a.base(), "http") + "/v1/ws"
+	c, _, err := websocket.Dial(t.Context(), u, &websocket.DialOptions{Subprotocols: []string{"switchboard.v1"},
+		HTTPHeader: http.Header{"Authorization": {"Bearer " + acmeToken}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	c.Write(t.Context(), websocket.MessageText, []byte(`{"type":"takedown","id":"3","item_id":"item-5","reason":"counterfeit"}`))
+	ack := wsFrame(t, c)
+	corr, _ := ack["correlation_id"].(string)
+	if ack["type"] != "ack" || ack["id"] != "3" || corr == "" {
+		t.Fatalf("ack %v", ack)
+	}
+	want := containersOf(t, "item-5")
+	var removed []string
+	for {
+		f := wsFrame(t, c)
+		if f["type"] == "result" {
+			if f["id"] != "3" || f["correlation_id"] != corr || f["status"] != "confirmed" || f["event"].(map[string]any)["type"] != "takedown.confirmed" {
+				t.Fatalf("result %v", f)
+			}
+			break
+		}
+		ev := f["event"].(map[string]any)
+		if f["type"] != "event" || f["channel"] != "corr:"+corr || ev["correlationid"] != corr {
+			t.Fatalf("frame %v", f)
+		}
+		if ev["type"] == "item.removed" {
+			removed = append(removed, ev["data"].(map[string]any)["container_id"].(string))
+		}
+	}
+	slices.Sort(removed)
+	slices.Sort(want)
+	if !slices.Equal(removed, want) {
+		t.Fatalf("item.removed for %v, want %v", removed, want)
+	}
+	// The partner may now follow its own takedown's channel on SSE too.
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, a.base()+"/v1/sse?channel=corr:"+corr, nil)
+	req.Header.Set("Authorization", "Bearer "+acmeToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("owner's SSE on its corr channel: %d", resp.StatusCode)
+	}
+}
