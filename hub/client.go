@@ -104,9 +104,10 @@ type Client struct {
 	err    error
 	closed bool
 
-	ready chan struct{}
-	done  chan struct{}
-	once  sync.Once
+	ready  chan struct{}
+	notify func()
+	done   chan struct{}
+	once   sync.Once
 }
 
 // SubscribeResult says where a subscription starts.
@@ -300,10 +301,24 @@ func (st *subState) watched(c *Client, d *Delivery) {
 }
 
 func (c *Client) wake() {
+	if c.notify != nil {
+		c.notify()
+		return
+	}
 	select {
 	case c.ready <- struct{}{}:
 	default:
 	}
+}
+
+// SetNotify makes fn run, instead of a signal on Ready, whenever items are
+// queued and when the client ends. A door uses it to run a writer only while
+// there is something to write, so an idle connection holds no writer
+// goroutine. fn runs under the client's lock: it must not block or call c.
+func (c *Client) SetNotify(fn func()) {
+	c.mu.Lock()
+	c.notify = fn
+	c.mu.Unlock()
 }
 
 // Ready is signalled when items may be queued; the door then calls Drain.
@@ -375,6 +390,9 @@ func (c *Client) failLocked(err error) {
 		c.h.stats.SlowConsumers.Add(1)
 	}
 	close(c.done)
+	if c.notify != nil {
+		c.notify()
+	}
 }
 
 // Close ends the client, detaches it from every channel and tells the hub it

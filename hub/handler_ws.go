@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -141,7 +142,7 @@ func (wh *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer c.Close()
-	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	conn, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{
 		Subprotocols:   []string{Subprotocol},
 		OriginPatterns: wh.cfg.OriginPatterns,
 	})
@@ -158,16 +159,13 @@ func (wh *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancel(actx)
 	defer cancel()
 
-	pack := r.URL.Query().Get("pack") == "1"
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		wh.write(ctx, conn, c, pack, &wg)
-	}()
+	wc := &wsConn{wh: wh, conn: conn, c: c, pack: r.URL.Query().Get("pack") == "1"}
+	c.SetNotify(wc.notify)
+	wc.startPing()
 	wh.read(ctx, conn, &Session{Ctx: ctx, Client: c, Request: r})
 	c.Close()
-	wg.Wait()
+	wc.wg.Wait()
+	wc.stopPing()
 	conn.CloseNow()
 }
 
@@ -255,49 +253,132 @@ func clipQuote(s string) string {
 	return string(b)
 }
 
-// write drains c's queue to conn, pings the peer, and closes with the
-// contract's code when the client ends.
-func (wh *wsHandler) write(ctx context.Context, conn *websocket.Conn, c *Client, pack bool, wg *sync.WaitGroup) {
-	ping := time.NewTicker(wh.cfg.PingInterval)
-	defer ping.Stop()
-	var batch []byte
+// wsConn is the writing side of one WebSocket connection. Its writer
+// goroutine runs only while the client has something queued, so an idle
+// connection costs one goroutine (the reader). Protocol pings run from a
+// timer; a watchdog timer bounds each batch of writes.
+type wsConn struct {
+	wh   *wsHandler
+	conn *websocket.Conn
+	c    *Client
+	pack bool
+
+	running  atomic.Bool
+	wg       sync.WaitGroup
+	batch    []byte
+	watchdog *time.Timer
+
+	pingMu      sync.Mutex
+	pingTimer   *time.Timer
+	pingStopped bool
+}
+
+// notify runs under the client's lock when items are queued or the client
+// ends: it starts the writer unless it runs already.
+func (w *wsConn) notify() {
+	if w.running.CompareAndSwap(false, true) {
+		w.wg.Add(1)
+		go w.pump()
+	}
+}
+
+// pump writes everything queued, then exits; it closes the connection with
+// the contract's code when the client ends.
+func (w *wsConn) pump() {
+	defer w.wg.Done()
 	for {
-		select {
-		case <-c.Ready():
-			items := c.Drain()
-			var err error
-			if pack {
-				batch, err = wh.writePacked(ctx, conn, items, batch[:0])
-			} else {
-				err = wh.writeEach(ctx, conn, items)
-			}
-			c.Release(items)
+		if items := w.c.Drain(); len(items) > 0 {
+			err := w.writeItems(items)
+			w.c.Release(items)
 			if err != nil {
-				conn.CloseNow()
-				return
+				w.conn.CloseNow()
+				return // running stays set: nothing more is written.
 			}
-		case <-ping.C:
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				pctx, cancel := context.WithTimeout(ctx, wh.cfg.PingInterval)
-				defer cancel()
-				if err := conn.Ping(pctx); err != nil {
-					conn.CloseNow()
-				}
-			}()
-		case <-c.Done():
-			switch c.Err() {
+			continue
+		}
+		select {
+		case <-w.c.Done():
+			switch w.c.Err() {
 			case ErrSlowConsumer:
-				conn.Close(StatusSlowConsumer, "slow consumer: resume with your cursors")
+				w.conn.Close(StatusSlowConsumer, "slow consumer: resume with your cursors")
 			case ErrShutdown:
-				conn.Close(websocket.StatusGoingAway, "going away: reconnect with your cursors")
+				w.conn.Close(websocket.StatusGoingAway, "going away: reconnect with your cursors")
 			}
 			return
-		case <-ctx.Done():
+		default:
+		}
+		w.running.Store(false)
+		// Something queued between the drain and the store above has
+		// either seen running set (and is ours to write) or started a
+		// writer of its own.
+		if w.c.Queued() == 0 && !w.ended() || !w.running.CompareAndSwap(false, true) {
 			return
 		}
 	}
+}
+
+func (w *wsConn) ended() bool {
+	select {
+	case <-w.c.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+// writeItems writes one drained batch. Writes carry no context of their own
+// (a cancellable context costs a timer per frame in the library); the
+// watchdog closes the connection if the batch takes over the write timeout.
+func (w *wsConn) writeItems(items []Item) error {
+	if w.watchdog == nil {
+		w.watchdog = time.AfterFunc(w.wh.cfg.WriteTimeout, func() { w.conn.CloseNow() })
+	} else {
+		w.watchdog.Reset(w.wh.cfg.WriteTimeout)
+	}
+	defer w.watchdog.Stop()
+	ctx := context.Background()
+	if w.pack {
+		var err error
+		w.batch, err = writePacked(ctx, w.conn, items, w.batch[:0])
+		return err
+	}
+	for i := range items {
+		if err := w.conn.Write(ctx, websocket.MessageText, frameBytes(&items[i])); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startPing arms the protocol ping; a peer that does not answer within the
+// ping interval is dropped.
+func (w *wsConn) startPing() {
+	w.pingTimer = time.AfterFunc(w.wh.cfg.PingInterval, w.ping)
+}
+
+func (w *wsConn) ping() {
+	w.pingMu.Lock()
+	defer w.pingMu.Unlock()
+	if w.pingStopped {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), w.wh.cfg.PingInterval)
+	defer cancel()
+	if err := w.conn.Ping(ctx); err != nil {
+		w.conn.CloseNow()
+		return
+	}
+	w.pingTimer.Reset(w.wh.cfg.PingInterval)
+}
+
+// stopPing stops the pings and waits for one in flight: the caller closes
+// the connection first, which ends it.
+func (w *wsConn) stopPing() {
+	w.pingTimer.Stop()
+	w.conn.CloseNow()
+	w.pingMu.Lock()
+	w.pingStopped = true
+	w.pingMu.Unlock()
 }
 
 func frameBytes(it *Item) []byte {
@@ -311,27 +392,12 @@ func frameBytes(it *Item) []byte {
 	}
 }
 
-func (wh *wsHandler) writeOne(ctx context.Context, conn *websocket.Conn, b []byte) error {
-	wctx, cancel := context.WithTimeout(ctx, wh.cfg.WriteTimeout)
-	defer cancel()
-	return conn.Write(wctx, websocket.MessageText, b)
-}
-
-func (wh *wsHandler) writeEach(ctx context.Context, conn *websocket.Conn, items []Item) error {
-	for i := range items {
-		if err := wh.writeOne(ctx, conn, frameBytes(&items[i])); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // writePacked writes items as batch messages of what is already queued,
 // capped in frames and bytes; a lone frame goes as itself.
-func (wh *wsHandler) writePacked(ctx context.Context, conn *websocket.Conn, items []Item, buf []byte) ([]byte, error) {
+func writePacked(ctx context.Context, conn *websocket.Conn, items []Item, buf []byte) ([]byte, error) {
 	for len(items) > 0 {
 		if len(items) == 1 {
-			return buf, wh.writeOne(ctx, conn, frameBytes(&items[0]))
+			return buf, conn.Write(ctx, websocket.MessageText, frameBytes(&items[0]))
 		}
 		buf = append(buf[:0], `{"type":"batch","frames":[`...)
 		n := 0
@@ -347,7 +413,7 @@ func (wh *wsHandler) writePacked(ctx context.Context, conn *websocket.Conn, item
 			n++
 		}
 		buf = append(buf, "]}"...)
-		if err := wh.writeOne(ctx, conn, buf); err != nil {
+		if err := conn.Write(ctx, websocket.MessageText, buf); err != nil {
 			return buf, err
 		}
 		items = items[n:]
