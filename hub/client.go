@@ -397,7 +397,12 @@ func (c *Client) failLocked(err error) {
 
 // Close ends the client, detaches it from every channel and tells the hub it
 // is gone. It is idempotent.
-func (c *Client) Close() {
+func (c *Client) Close() { c.CloseAfter(nil) }
+
+// CloseAfter is Close that runs fn (a door's own teardown: waiting for its
+// writer, closing its socket) before the hub counts the client gone, so
+// Hub.Shutdown returns only once the doors are done.
+func (c *Client) CloseAfter(fn func()) {
 	c.once.Do(func() {
 		c.mu.Lock()
 		c.failLocked(ErrClosed)
@@ -409,6 +414,9 @@ func (c *Client) Close() {
 		c.mu.Unlock()
 		for _, ch := range chans {
 			c.h.detach(ch, c)
+		}
+		if fn != nil {
+			fn()
 		}
 		c.h.forget(c)
 	})

@@ -1,13 +1,17 @@
 package hub
 
 import (
+	"bytes"
+	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 )
 
@@ -84,7 +88,12 @@ func (s *sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		WriteRefusal(w, err)
 		return
 	}
-	defer release()
+	handedOff := false // a hijacked stream owns the client and the slot
+	defer func() {
+		if !handedOff {
+			release()
+		}
+	}()
 	for _, ch := range chans {
 		if err := allow(s.cfg.Guard, ctx, ch); err != nil {
 			WriteRefusal(w, err)
@@ -107,7 +116,11 @@ func (s *sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Error(w, http.StatusServiceUnavailable, "shutting down: reconnect to another node")
 		return
 	}
-	defer c.Close()
+	defer func() {
+		if !handedOff {
+			c.Close()
+		}
+	}()
 	cur := newStreamPos(chans)
 	for i, ch := range chans {
 		var after *Position
@@ -130,12 +143,7 @@ func (s *sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hd.Set("Content-Type", "text/event-stream")
 	hd.Set("Cache-Control", "no-cache")
 	hd.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	if r.Method == http.MethodHead {
-		return
-	}
-	rc := http.NewResponseController(w)
-	st := sseStream{w: w, rc: rc, timeout: s.cfg.WriteTimeout, cur: cur}
+	st := sseStream{cur: cur}
 	if len(chans) > 1 {
 		st.seen = newKeyRing(sseDedupeWindow)
 	}
@@ -146,10 +154,41 @@ func (s *sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st.buf = append(st.buf, '\n')
 	st.buf = st.appendID(st.buf)
 	st.buf = append(st.buf, '\n')
-	if st.flush() != nil {
+	if r.Method == http.MethodGet && r.ProtoMajor == 1 {
+		if conn, err := hijackStream(w, st.buf); err == nil {
+			handedOff = true
+			st.buf = st.buf[:0]
+			sc := &sseConn{conn: conn, c: c, st: st, cfg: s.cfg, release: release}
+			c.SetNotify(sc.kick)
+			sc.hb = time.AfterFunc(s.cfg.Heartbeat, sc.heartbeat)
+			sc.kick() // anything the subscriptions queued already
+			go sc.watchClose()
+			return
+		}
+	}
+	s.serveHeld(w, r, ctx, c, &st)
+}
+
+// serveHeld streams within the handler, for what cannot be hijacked (HTTP/2,
+// HEAD, test recorders): one goroutine per stream, net/http's buffers.
+func (s *sseHandler) serveHeld(w http.ResponseWriter, r *http.Request, ctx context.Context, c *Client, st *sseStream) {
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodHead {
 		return
 	}
-
+	rc := http.NewResponseController(w)
+	flush := func() error {
+		_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+		_, err := w.Write(st.buf)
+		if err == nil {
+			err = rc.Flush()
+		}
+		st.reset()
+		return err
+	}
+	if flush() != nil {
+		return
+	}
 	hb := time.NewTicker(s.cfg.Heartbeat)
 	defer hb.Stop()
 	for {
@@ -160,12 +199,12 @@ func (s *sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				st.add(it)
 			}
 			c.Release(items)
-			if st.flush() != nil {
+			if flush() != nil {
 				return
 			}
 		case <-hb.C:
 			st.buf = append(st.buf, ": ping\n\n"...)
-			if st.flush() != nil {
+			if flush() != nil {
 				return
 			}
 		case <-c.Done():
@@ -178,15 +217,141 @@ func (s *sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// sseStream batches one stream's writes: everything queued goes out in one
-// write and one flush.
+// hijackStream takes the connection from net/http and writes the response
+// head and first bytes on it. The body is delimited by the connection's
+// close, so no chunking is needed.
+func hijackStream(w http.ResponseWriter, first []byte) (net.Conn, error) {
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return nil, err
+	}
+	_ = brw.Writer.Flush()
+	var b bytes.Buffer
+	b.WriteString("HTTP/1.1 200 OK\r\n")
+	w.Header().Write(&b)
+	b.WriteString("Connection: close\r\n\r\n")
+	b.Write(first)
+	_ = conn.SetWriteDeadline(time.Now().Add(DefaultSSEWriteTimeout))
+	if _, err := conn.Write(b.Bytes()); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
+// sseConn is a hijacked stream. While idle it holds one small goroutine,
+// blocked reading the socket to notice at once a client that hangs up; a
+// writer runs only while something is queued or a heartbeat is due, and the
+// heartbeat is a timer.
+type sseConn struct {
+	conn    net.Conn
+	c       *Client
+	st      sseStream
+	cfg     SSEConfig
+	release func()
+	hb      *time.Timer
+
+	running atomic.Bool
+	pingDue atomic.Bool
+	ended   atomic.Bool
+}
+
+// kick starts the writer unless it runs already; it is the client's notify.
+func (s *sseConn) kick() {
+	if s.running.CompareAndSwap(false, true) {
+		go s.pump()
+	}
+}
+
+func (s *sseConn) heartbeat() {
+	if s.ended.Load() {
+		return
+	}
+	s.pingDue.Store(true)
+	s.kick()
+	s.hb.Reset(s.cfg.Heartbeat)
+}
+
+func (s *sseConn) pump() {
+	for {
+		items := s.c.Drain()
+		ping := s.pingDue.Swap(false)
+		if len(items) > 0 || ping {
+			for _, it := range items {
+				s.st.add(it)
+			}
+			s.c.Release(items)
+			if ping {
+				s.st.buf = append(s.st.buf, ": ping\n\n"...)
+			}
+			_ = s.conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+			_, err := s.conn.Write(s.st.buf)
+			s.st.reset()
+			if err != nil {
+				s.end()
+				return
+			}
+			continue
+		}
+		select {
+		case <-s.c.Done():
+			// Slow consumer or shutdown: end the stream; the browser
+			// reconnects (elsewhere) with its Last-Event-ID.
+			s.end()
+			return
+		default:
+		}
+		s.running.Store(false)
+		if s.c.Queued() == 0 && !s.pingDue.Load() && !isDone(s.c) || !s.running.CompareAndSwap(false, true) {
+			return
+		}
+	}
+}
+
+// watchClose ends the stream when the client closes its side (or sends
+// anything: the response said Connection: close).
+func (s *sseConn) watchClose() {
+	var b [1]byte
+	_, _ = s.conn.Read(b[:])
+	s.end()
+}
+
+// end closes the stream once: the socket, the client, the connection slot.
+func (s *sseConn) end() {
+	if !s.ended.CompareAndSwap(false, true) {
+		return
+	}
+	s.c.CloseAfter(func() {
+		s.hb.Stop()
+		s.conn.Close()
+		s.release()
+	})
+}
+
+func isDone(c *Client) bool {
+	select {
+	case <-c.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+// sseStream encodes one stream's frames: everything queued goes out in one
+// write.
 type sseStream struct {
-	w       http.ResponseWriter
-	rc      *http.ResponseController
-	timeout time.Duration
-	cur     streamPos
-	seen    *keyRing
-	buf     []byte
+	cur  streamPos
+	seen *keyRing
+	buf  []byte
+}
+
+// reset empties the buffer, dropping it when a burst made it large.
+func (st *sseStream) reset() {
+	if cap(st.buf) > 64<<10 {
+		st.buf = nil
+	} else {
+		st.buf = st.buf[:0]
+	}
 }
 
 func (st *sseStream) add(it Item) {
@@ -224,23 +389,6 @@ func (st *sseStream) appendID(b []byte) []byte {
 	b = append(b, "id: "...)
 	b = st.cur.appendEncoded(b)
 	return append(b, '\n')
-}
-
-func (st *sseStream) flush() error {
-	if len(st.buf) == 0 {
-		return nil
-	}
-	_ = st.rc.SetWriteDeadline(time.Now().Add(st.timeout))
-	_, err := st.w.Write(st.buf)
-	if err == nil {
-		err = st.rc.Flush()
-	}
-	if cap(st.buf) > 64<<10 {
-		st.buf = nil
-	} else {
-		st.buf = st.buf[:0]
-	}
-	return err
 }
 
 // streamPos is a StreamCursor kept as parallel sorted slices, so encoding it

@@ -71,8 +71,6 @@ type Session struct {
 	Ctx context.Context
 	// Client is the session's hub client.
 	Client *Client
-	// Request is the upgrade request.
-	Request *http.Request
 }
 
 // Send queues a frame, marshalled as JSON, for the session.
@@ -132,41 +130,50 @@ type wsHandler struct {
 
 func (wh *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	actx, release, aerr := admit(wh.cfg.Guard, r)
-	if aerr == nil {
-		defer release()
+	if aerr != nil {
+		release = func() {}
 	}
 	c, err := wh.h.NewClient()
 	if err != nil {
+		release()
 		w.Header().Set("Retry-After", "1")
 		Error(w, http.StatusServiceUnavailable, "shutting down: reconnect to another node")
 		return
 	}
-	defer c.Close()
 	conn, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{
 		Subprotocols:   []string{Subprotocol},
 		OriginPatterns: wh.cfg.OriginPatterns,
 	})
 	if err != nil {
+		c.Close()
+		release()
 		return // Accept has answered (403 for a foreign origin).
 	}
 	if aerr != nil {
 		// A browser cannot read an HTTP status from a failed upgrade, so
 		// the refusal is a close code it can see.
 		conn.Close(websocket.StatusPolicyViolation, clip(aerr.Error()))
+		c.Close()
 		return
 	}
 	conn.SetReadLimit(wh.cfg.MaxMessageBytes)
-	ctx, cancel := context.WithCancel(actx)
-	defer cancel()
-
+	// The connection outlives this handler: returning lets net/http drop
+	// its request buffers and this goroutine's grown stack. The context
+	// keeps who the caller is, not the request's cancellation.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(actx))
 	wc := &wsConn{wh: wh, conn: conn, c: c, pack: r.URL.Query().Get("pack") == "1"}
 	c.SetNotify(wc.notify)
 	wc.startPing()
-	wh.read(ctx, conn, &Session{Ctx: ctx, Client: c, Request: r})
-	c.Close()
-	wc.wg.Wait()
-	wc.stopPing()
-	conn.CloseNow()
+	go func() {
+		defer release()
+		defer cancel()
+		wh.read(ctx, conn, &Session{Ctx: ctx, Client: c})
+		c.CloseAfter(func() {
+			wc.wg.Wait()
+			wc.stopPing()
+			conn.CloseNow()
+		})
+	}()
 }
 
 // read handles client frames until the connection ends.

@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"log/slog"
@@ -79,4 +80,33 @@ func TestSSEHeartbeat(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// TestSSEHeartbeatOverSocket: a hijacked stream on a real socket gets its
+// ": ping" comments from the heartbeat timer while idle.
+func TestSSEHeartbeatOverSocket(t *testing.T) {
+	mem := NewMemory(MemoryConfig{})
+	defer mem.Close()
+	h, _ := New(Config{}, mem, slog.New(slog.DiscardHandler))
+	srv := httptest.NewServer(h.SSEHandler(SSEConfig{Heartbeat: 20 * time.Millisecond}))
+	defer srv.Close()
+	defer h.Shutdown(context.Background())
+	resp, err := http.Get(srv.URL + "/v1/sse?channel=reports")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.Header.Get("Content-Type") != "text/event-stream" || resp.Header.Get("X-Accel-Buffering") != "no" {
+		t.Fatalf("headers %v", resp.Header)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	pings := 0
+	for pings < 3 && sc.Scan() {
+		if sc.Text() == ": ping" {
+			pings++
+		}
+	}
+	if pings < 3 {
+		t.Fatalf("stream ended after %d pings: %v", pings, sc.Err())
+	}
 }
