@@ -30,7 +30,8 @@ const hubShards = 64
 // through its Backplane; it fans each entry out to the local clients of its
 // channel without ever blocking on one of them.
 //
-// Lock order: hubShard.mu, then the backplane's own locks, then Client.mu.
+// Lock order: hubShard.mu, then the backplane's own locks, then
+// hubChannel.mu, then Client.mu.
 type Hub struct {
 	cfg  Config
 	bp   Backplane
@@ -52,12 +53,16 @@ type hubShard struct {
 	chans map[string]*hubChannel
 }
 
-// hubChannel is a channel with local clients. subs is copy-on-write so the
-// fan-out reads it without a lock.
+// hubChannel is a channel with local clients. Adding and removing a client
+// is O(1) (swap-remove with an index); the fan-out holds the read lock while
+// it offers an entry to each client, which never blocks.
 type hubChannel struct {
 	name   string
-	subs   atomic.Pointer[[]*Client]
 	cancel func()
+
+	mu    sync.RWMutex
+	subs  []*Client
+	index map[*Client]int
 }
 
 // Stats are the hub's counters, read with atomic loads.
@@ -190,8 +195,7 @@ func (h *Hub) attach(ctx context.Context, ch string, c *Client) error {
 	defer s.mu.Unlock()
 	hc := s.chans[ch]
 	if hc == nil {
-		hc = &hubChannel{name: ch}
-		hc.subs.Store(&[]*Client{})
+		hc = &hubChannel{name: ch, index: map[*Client]int{}}
 		cancel, err := h.bp.Listen(ctx, ch, hc.dispatchFunc(h))
 		if err != nil {
 			return fmt.Errorf("hub: listen %q: %w", ch, err)
@@ -199,16 +203,18 @@ func (h *Hub) attach(ctx context.Context, ch string, c *Client) error {
 		hc.cancel = cancel
 		s.chans[ch] = hc
 	}
-	old := *hc.subs.Load()
-	subs := make([]*Client, len(old), len(old)+1)
-	copy(subs, old)
-	subs = append(subs, c)
-	hc.subs.Store(&subs)
+	hc.mu.Lock()
+	if _, ok := hc.index[c]; !ok {
+		hc.index[c] = len(hc.subs)
+		hc.subs = append(hc.subs, c)
+	}
+	hc.mu.Unlock()
 	return nil
 }
 
 // detach removes c from channel's local subscribers and stops listening when
-// no local subscriber is left.
+// no local subscriber is left. The backplane's cancel runs after the
+// channel's lock is released: the fan-out takes them in the other order.
 func (h *Hub) detach(ch string, c *Client) {
 	s := h.shard(ch)
 	s.mu.Lock()
@@ -217,32 +223,36 @@ func (h *Hub) detach(ch string, c *Client) {
 	if hc == nil {
 		return
 	}
-	old := *hc.subs.Load()
-	subs := make([]*Client, 0, len(old))
-	for _, x := range old {
-		if x != c {
-			subs = append(subs, x)
-		}
+	hc.mu.Lock()
+	if i, ok := hc.index[c]; ok {
+		last := len(hc.subs) - 1
+		hc.subs[i] = hc.subs[last]
+		hc.index[hc.subs[i]] = i
+		hc.subs[last] = nil
+		hc.subs = hc.subs[:last]
+		delete(hc.index, c)
 	}
-	if len(subs) == 0 {
+	empty := len(hc.subs) == 0
+	hc.mu.Unlock()
+	if empty {
 		delete(s.chans, ch)
 		hc.cancel()
 	}
-	hc.subs.Store(&subs)
 }
 
 // dispatchFunc returns the backplane callback of hc: it shares one Delivery,
 // whose wire encodings are made once, among every local subscriber.
 func (hc *hubChannel) dispatchFunc(h *Hub) func(Entry) {
 	return func(e Entry) {
-		subs := *hc.subs.Load()
-		if len(subs) == 0 {
+		hc.mu.RLock()
+		defer hc.mu.RUnlock()
+		if len(hc.subs) == 0 {
 			return
 		}
 		d := &Delivery{Entry: e}
-		for _, c := range subs {
+		for _, c := range hc.subs {
 			c.offer(d)
 		}
-		h.stats.Deliveries.Add(uint64(len(subs)))
+		h.stats.Deliveries.Add(uint64(len(hc.subs)))
 	}
 }
