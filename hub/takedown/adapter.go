@@ -267,6 +267,9 @@ func (a *Adapter) Post(w http.ResponseWriter, r *http.Request) {
 	if r.Context().Err() != nil {
 		return // The client hung up: the takedown goes on, readable later.
 	}
+	if prefs.Wait > 0 {
+		prefs.Wait = wait // report the wait applied, after the cap
+	}
 	a.respond(w, rec, prefs)
 }
 
@@ -350,7 +353,7 @@ func (a *Adapter) respond(w http.ResponseWriter, rec *Record, prefs Preferences)
 		w.Header().Set("Retry-After", "1")
 		applied := "respond-async"
 		if prefs.Wait > 0 {
-			applied += ", wait=" + strconv.Itoa(int(prefs.Wait.Seconds()))
+			applied += ", wait=" + strconv.Itoa(int(prefs.Wait.Round(time.Second).Seconds()))
 		}
 		w.Header().Set("Preference-Applied", applied)
 		writeJSON(w, http.StatusAccepted, map[string]any{
