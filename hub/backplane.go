@@ -20,6 +20,10 @@ type ChannelPos struct {
 	Pos     Position
 }
 
+// Oldest is the position "before everything history holds": a subscriber
+// that starts there receives the channel's whole retained history.
+var Oldest = Position{}
+
 // Replay is what a history read found for one channel.
 type Replay struct {
 	// Entries are the events after the requested position, oldest first.
@@ -44,6 +48,8 @@ type Backplane interface {
 	Publish(ctx context.Context, channels []string, ev *Event) error
 	// Read returns channel's entries after *after (none when after is nil)
 	// and the log's top. Entries and Top are read in one consistent step.
+	// After == &Oldest asks for every entry history still holds, never a
+	// gap.
 	Read(ctx context.Context, channel string, after *Position) (Replay, error)
 	// Listen makes deliver receive channel's new entries, in offset order,
 	// until the returned cancel is called. It returns once delivery is

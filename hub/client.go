@@ -176,7 +176,12 @@ func (c *Client) SubscribeWith(ctx context.Context, channel string, o SubscribeO
 		return SubscribeResult{}, err
 	}
 	res := SubscribeResult{Start: rep.Top, Gap: rep.Gap}
-	if after != nil && !rep.Gap {
+	switch {
+	case after != nil && *after == Oldest:
+		if len(rep.Entries) > 0 {
+			res.Start = Position{Epoch: rep.Top.Epoch, Offset: rep.Entries[0].Pos.Offset - 1}
+		}
+	case after != nil && !rep.Gap:
 		res.Start = *after
 	}
 

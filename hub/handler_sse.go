@@ -42,7 +42,8 @@ const sseDedupeWindow = 1024
 // SSEHandler serves GET /v1/sse?channel=A&channel=B. Every event is written
 // with an id that is the position of every channel of the stream, so the
 // browser's Last-Event-ID (or the last_event_id query parameter) resumes
-// all of them.
+// all of them. With from=oldest, a channel the resume cursor does not name
+// starts with everything its history holds.
 func (h *Hub) SSEHandler(cfg SSEConfig) http.Handler {
 	if cfg.Heartbeat <= 0 {
 		cfg.Heartbeat = DefaultSSEHeartbeat
@@ -122,10 +123,13 @@ func (s *sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	cur := newStreamPos(chans)
+	fromOldest := q.Get("from") == "oldest"
 	for i, ch := range chans {
 		var after *Position
 		if p, ok := resume[ch]; ok {
 			after = &p
+		} else if fromOldest {
+			after = &Position{}
 		}
 		res, err := c.Subscribe(ctx, ch, after, nil)
 		if err != nil {

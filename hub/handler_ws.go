@@ -101,6 +101,7 @@ type inFrame struct {
 	ID      json.RawMessage `json:"id,omitempty"`
 	Channel string          `json:"channel,omitempty"`
 	Cursor  string          `json:"cursor,omitempty"`
+	From    string          `json:"from,omitempty"`
 }
 
 type ackFrame struct {
@@ -210,6 +211,9 @@ func (wh *wsHandler) handle(ctx context.Context, s *Session, f *inFrame, raw []b
 			return
 		}
 		var after *Position
+		if f.From == "oldest" && f.Cursor == "" {
+			after = &Position{}
+		}
 		if f.Cursor != "" {
 			p, err := ParseCursor(f.Cursor)
 			if err != nil {

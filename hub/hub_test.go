@@ -533,3 +533,27 @@ func TestShutdown(t *testing.T) {
 		t.Fatalf("status %d after shutdown", resp.StatusCode)
 	}
 }
+
+// TestFromOldest runs on both doors: a subscriber that asks for it starts
+// with everything the channel's history holds, then goes on live.
+func TestFromOldest(t *testing.T) {
+	th := newTestHub(t, Config{}, MemoryConfig{HistorySize: 3})
+	for i := 1; i <= 5; i++ {
+		th.publish(t, i, "item:7")
+	}
+	ws := dialWS(t, th.srv.URL, "")
+	writeFrame(t, ws, `{"type":"subscribe","id":"1","channel":"item:7","from":"oldest"}`)
+	if f := readFrame(t, ws); f["type"] != "ack" {
+		t.Fatal(f)
+	}
+	sse := openSSE(t, th.srv.URL, "?channel=item:7&from=oldest", "")
+	th.publish(t, 6, "item:7")
+	wsSub := &wsSub{conn: ws, last: map[string]string{}}
+	for _, s := range []sub{wsSub, sse} {
+		for want := 3; want <= 6; want++ {
+			if got := s.next(t); got.Kind != "event" || got.N != want {
+				t.Fatalf("got %+v, want event %d", got, want)
+			}
+		}
+	}
+}

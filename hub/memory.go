@@ -185,6 +185,14 @@ func (m *Memory) Read(_ context.Context, ch string, after *Position) (Replay, er
 	if after == nil {
 		return r, nil
 	}
+	if *after == Oldest {
+		r.Entries = make([]Entry, 0, l.n)
+		for i := 0; i < l.n; i++ {
+			e := l.ring[(l.head+i)%len(l.ring)]
+			r.Entries = append(r.Entries, Entry{Channel: ch, Pos: Position{Epoch: l.epoch, Offset: e.off}, Event: e.ev, Siblings: e.sib})
+		}
+		return r, nil
+	}
 	if after.Epoch != l.epoch || after.Offset > l.top {
 		r.Gap = true
 		return r, nil
