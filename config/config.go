@@ -40,7 +40,8 @@ type HTTP struct {
 	AllowedOrigins []string `mapstructure:"allowed_origins"`
 	// MaxBodyBytes bounds a request body.
 	MaxBodyBytes int64 `mapstructure:"max_body_bytes"`
-	// ShutdownTimeout bounds a graceful shutdown.
+	// ShutdownTimeout bounds a graceful shutdown; above takedown.max_wait so
+	// held takedowns answer or time out first.
 	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
 }
 
@@ -218,7 +219,7 @@ var defaults = map[string]any{
 	"http.addr":             ":8080",
 	"http.allowed_origins":  []string{},
 	"http.max_body_bytes":   65536,
-	"http.shutdown_timeout": 30 * time.Second,
+	"http.shutdown_timeout": 60 * time.Second,
 
 	"kafka.brokers":             []string{},
 	"kafka.embedded.addr":       "127.0.0.1:9092",

@@ -52,7 +52,7 @@ func wantDefaults() Config {
 			Addr:            ":8080",
 			AllowedOrigins:  []string{},
 			MaxBodyBytes:    65536,
-			ShutdownTimeout: 30 * time.Second,
+			ShutdownTimeout: 60 * time.Second,
 		},
 		Kafka: Kafka{
 			Brokers:  []string{},

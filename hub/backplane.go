@@ -12,6 +12,10 @@ type Entry struct {
 	// stream over several of them sends the event once and moves all their
 	// positions together. Nil when unknown.
 	Siblings []ChannelPos
+	// Resync, with no event, tells the channel's subscribers that
+	// announcements may have been lost (a backplane connection dropped):
+	// each re-reads history after the last entry it queued.
+	Resync bool
 }
 
 // ChannelPos is a channel and a position in it.

@@ -4,7 +4,11 @@ import (
 	"context"
 	"strings"
 	"sync"
+	"time"
 )
+
+// resyncTimeout bounds re-reading history to fill a hole.
+const resyncTimeout = 10 * time.Second
 
 // Delivery is one entry on its way to the clients of its channel. Its wire
 // encodings are made once and shared by every subscriber.
@@ -106,6 +110,7 @@ type Client struct {
 
 	ready  chan struct{}
 	notify func()
+	tasks  sync.WaitGroup // resyncs in flight
 	done   chan struct{}
 	once   sync.Once
 }
@@ -206,14 +211,76 @@ func (c *Client) SubscribeWith(ctx context.Context, channel string, o SubscribeO
 		st.watched(c, d)
 	}
 	st.epoch, st.last = rep.Top.Epoch, rep.Top.Offset
+	c.flushPendingLocked(st)
+	c.wake()
+	return res, nil
+}
+
+// flushPendingLocked ends st's buffering: the live entries that waited are
+// queued after what history gave, each once.
+func (c *Client) flushPendingLocked(st *subState) {
 	st.buffering = false
 	pending := st.pending
 	st.pending = nil
-	for _, d := range pending {
+	for i, d := range pending {
 		c.queueLocked(st, d)
+		if st.buffering {
+			// Another hole: the rest waits for that re-read.
+			st.pending = append(st.pending, pending[i+1:]...)
+			return
+		}
 	}
-	c.wake()
-	return res, nil
+}
+
+// resyncLater re-reads channel's history after what c queued, for entries
+// whose announcement was lost.
+func (c *Client) resyncLater(channel string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.subs[channel]
+	if c.closed || st == nil || st.buffering {
+		return
+	}
+	st.buffering = true
+	c.startResync(channel, st)
+}
+
+// startResync reads st's channel after its last queued entry in the
+// background; live entries wait in st.pending meanwhile. It runs under c.mu.
+func (c *Client) startResync(channel string, st *subState) {
+	after := Position{Epoch: st.epoch, Offset: st.last}
+	c.tasks.Add(1)
+	go func() {
+		defer c.tasks.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), resyncTimeout)
+		defer cancel()
+		rep, err := c.h.bp.Read(ctx, channel, &after)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.closed || c.subs[channel] != st {
+			return
+		}
+		if err != nil {
+			// The client resumes with its cursors, on this node or another.
+			c.failLocked(ErrSlowConsumer)
+			return
+		}
+		if rep.Gap {
+			c.queue = append(c.queue, Item{Kind: ItemGap, Channel: channel, Pos: rep.Top})
+			st.epoch, st.last = rep.Top.Epoch, rep.Top.Offset
+		} else {
+			for _, e := range rep.Entries {
+				if e.Pos.Offset > st.last {
+					d := &Delivery{Entry: e}
+					c.queue = append(c.queue, Item{Kind: ItemEvent, Delivery: d})
+					st.last = e.Pos.Offset
+					st.watched(c, d)
+				}
+			}
+		}
+		c.flushPendingLocked(st)
+		c.wake()
+	}()
 }
 
 // dropSub forgets st if it is still channel's subscription.
@@ -284,7 +351,15 @@ func (c *Client) offer(d *Delivery) {
 
 // queueLocked queues d unless it is not newer than what st already queued. A
 // new epoch means the log lost its continuity: the client is told with a gap.
+// A hole (an offset past the next one) means announcements were lost: the
+// subscription buffers and re-reads history to fill it.
 func (c *Client) queueLocked(st *subState, d *Delivery) {
+	if d.Pos.Epoch == st.epoch && d.Pos.Offset > st.last+1 && !st.buffering {
+		st.buffering = true
+		st.pending = append(st.pending, d)
+		c.startResync(d.Channel, st)
+		return
+	}
 	if d.Pos.Epoch != st.epoch {
 		c.queue = append(c.queue, Item{Kind: ItemGap, Channel: d.Channel, Pos: Position{Epoch: d.Pos.Epoch, Offset: d.Pos.Offset - 1}})
 		st.epoch = d.Pos.Epoch
@@ -420,6 +495,7 @@ func (c *Client) CloseAfter(fn func()) {
 		for _, ch := range chans {
 			c.h.detach(ch, c)
 		}
+		c.tasks.Wait()
 		if fn != nil {
 			fn()
 		}

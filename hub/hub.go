@@ -249,6 +249,12 @@ func (hc *hubChannel) dispatchFunc(h *Hub) func(Entry) {
 		if len(hc.subs) == 0 {
 			return
 		}
+		if e.Resync {
+			for _, c := range hc.subs {
+				c.resyncLater(hc.name)
+			}
+			return
+		}
 		d := &Delivery{Entry: e}
 		for _, c := range hc.subs {
 			c.offer(d)

@@ -20,6 +20,7 @@ import (
 	"github.com/switchboard/switchboard/consumers"
 	"github.com/switchboard/switchboard/hub"
 	"github.com/switchboard/switchboard/hub/auth"
+	"github.com/switchboard/switchboard/hub/redisbus"
 	"github.com/switchboard/switchboard/hub/takedown"
 	"github.com/switchboard/switchboard/producers"
 	"github.com/switchboard/switchboard/static"
@@ -67,13 +68,14 @@ type app struct {
 	broker    *kfake.Cluster
 	kafkaAddr string
 	producer  *producers.Producer
-	mem       *hub.Memory
+	bp        hub.Backplane
 	hub       *hub.Hub
 	consumer  *consumers.Consumer
-	store     *takedown.MemoryStore
+	store     takedownStore
 	takedowns *takedown.Adapter
 	auth      *auth.Auth
 	devTokens map[auth.Role]string
+	backplane string
 	srv       *http.Server
 	ln        net.Listener
 
@@ -105,12 +107,13 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, er
 	if err != nil {
 		return nil, err
 	}
-	a.mem = hub.NewMemory(hub.MemoryConfig{HistorySize: cfg.Hub.History.Size, HistoryTTL: cfg.Hub.History.TTL})
-	a.hub, err = hub.New(hub.Config{ClientQueue: cfg.Hub.ClientQueue, MaxChannels: cfg.Hub.MaxChannels}, a.mem, log)
+	if err := a.startBackplane(ctx); err != nil {
+		return nil, err
+	}
+	a.hub, err = hub.New(hub.Config{ClientQueue: cfg.Hub.ClientQueue, MaxChannels: cfg.Hub.MaxChannels}, a.bp, log)
 	if err != nil {
 		return nil, err
 	}
-	a.store = takedown.NewMemoryStore(cfg.Takedown.ResultTTL)
 	if err := a.startAuth(); err != nil {
 		return nil, err
 	}
@@ -167,7 +170,7 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, er
 			log.Error("http server stopped", "err", err)
 		}
 	}()
-	log.Info("switchboard started", "http", a.ln.Addr().String(), "kafka", brokers, "backplane", "memory")
+	log.Info("switchboard started", "http", a.ln.Addr().String(), "kafka", brokers, "backplane", a.backplane)
 	return a, nil
 }
 
@@ -187,6 +190,33 @@ func runItemSvc(ctx context.Context, cfg config.Config) error {
 		return err
 	}
 	return svc.Run(ctx)
+}
+
+// takedownStore is the outcome store, which also tells auth who owns a
+// takedown's corr: channel.
+type takedownStore interface {
+	takedown.Store
+	auth.Owners
+}
+
+// startBackplane picks the backplane and the outcome store: Redis when
+// redis.url is set (shared by every node), memory otherwise.
+func (a *app) startBackplane(ctx context.Context) error {
+	h := a.cfg.Hub.History
+	if a.cfg.Redis.URL == "" {
+		a.bp = hub.NewMemory(hub.MemoryConfig{HistorySize: h.Size, HistoryTTL: h.TTL})
+		a.store = takedown.NewMemoryStore(a.cfg.Takedown.ResultTTL)
+		a.backplane = "memory"
+		return nil
+	}
+	bus, err := redisbus.Open(ctx, a.cfg.Redis.URL, redisbus.Config{HistorySize: h.Size, HistoryTTL: h.TTL}, a.log.With("component", "redis"))
+	if err != nil {
+		return fmt.Errorf("redis.url: %w", err)
+	}
+	a.bp = bus
+	a.store = takedown.NewRedisStore(bus.Client(), a.cfg.Takedown.ResultTTL, redisbus.DefaultPrefix)
+	a.backplane = "redis"
+	return nil
 }
 
 // newItemService builds the simulated item service of the contract.
@@ -344,8 +374,8 @@ func (a *app) Shutdown(ctx context.Context) error {
 		if a.producer != nil {
 			errs = append(errs, a.producer.Close())
 		}
-		if a.mem != nil {
-			a.mem.Close()
+		if c, ok := a.bp.(hub.Closer); ok {
+			c.Close()
 		}
 		if a.broker != nil {
 			a.broker.Close()

@@ -364,7 +364,7 @@ func (a *Adapter) respond(w http.ResponseWriter, rec *Record, prefs Preferences)
 		w.Header().Set("Location", StatusURL(id))
 		problem(w, http.StatusGatewayTimeout, "Takedown not confirmed in time",
 			"no outcome yet; the takedown goes on: read status_url, or retry with the same Idempotency-Key",
-			map[string]any{"correlation_id": id, "item_id": rec.ItemID, "status": StatusPending, "status_url": StatusURL(id)})
+			map[string]any{"correlation_id": id, "item_id": rec.ItemID, "status_url": StatusURL(id)})
 	}
 }
 

@@ -1,6 +1,7 @@
 package takedown
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/switchboard/switchboard/hub"
+	"github.com/switchboard/switchboard/hub/redisbus/redistest"
 )
 
 func outcomeEvent(typ, corr, data string) *hub.Event {
@@ -56,9 +58,26 @@ func FuzzParsePrefer(f *testing.F) {
 	})
 }
 
-func TestMemoryStore(t *testing.T) {
+// TestStores runs one body on every Store: memory, and Redis (miniredis,
+// and the real server when it answers; required in CI).
+func TestStores(t *testing.T) {
+	t.Run("memory", func(t *testing.T) { testStore(t, NewMemoryStore(time.Hour)) })
+	for _, srv := range redistest.Servers(t) {
+		t.Run(srv.Name, func(t *testing.T) {
+			c := srv.Client()
+			defer c.Close()
+			testStore(t, NewRedisStore(c, time.Hour, srv.Prefix))
+		})
+	}
+}
+
+type ownerStore interface {
+	Store
+	Owner(ctx context.Context, id string) (string, bool)
+}
+
+func testStore(t *testing.T, s ownerStore) {
 	ctx := t.Context()
-	s := NewMemoryStore(time.Hour)
 	rec := &Record{CorrelationID: "c1", Principal: "p", IdempotencyKey: "k", BodyHash: "h", ItemID: "item-1", Status: StatusPending, CreatedAt: time.Now()}
 	if ex, err := s.Reserve(ctx, rec); err != nil || ex != nil {
 		t.Fatalf("first reserve: %v %v", ex, err)

@@ -1,0 +1,392 @@
+// Package redisbus is the Redis backplane of the hub: per-channel history
+// in Redis Streams, fan-out across nodes by Redis pub/sub, so a cursor from
+// one node resumes on any other, and after every node restarted.
+package redisbus
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/switchboard/switchboard/hub"
+)
+
+// Defaults for Config.
+const (
+	DefaultPrefix         = "sb:"
+	DefaultListenTimeout  = 5 * time.Second
+	reconnectBackoffMin   = 50 * time.Millisecond
+	reconnectBackoffLimit = 2 * time.Second
+)
+
+// Config configures the Redis backplane.
+type Config struct {
+	// HistorySize and HistoryTTL bound each channel's history.
+	HistorySize int
+	HistoryTTL  time.Duration
+	// Prefix starts every key and pub/sub channel name.
+	Prefix string
+	// ListenTimeout bounds waiting for Redis to confirm a subscription.
+	ListenTimeout time.Duration
+}
+
+// Bus is the Redis backplane. One pub/sub connection per node carries the
+// channels its clients hold, and only those.
+type Bus struct {
+	cfg Config
+	rdb redis.UniversalClient
+	ps  *redis.PubSub
+	log *slog.Logger
+
+	mu       sync.Mutex
+	channels map[string]*listening // by pub/sub name
+
+	// Commands counts the Redis commands the bus sent (scripts count one),
+	// for the benchmarks' commands per delivered event.
+	Commands atomic.Uint64
+
+	stop context.CancelFunc
+	done chan struct{}
+	once sync.Once
+}
+
+// listening is one channel this node receives.
+type listening struct {
+	channel   string
+	deliver   func(hub.Entry)
+	confirmed chan struct{} // closed when Redis confirmed the subscription
+	ok        bool
+}
+
+var (
+	_ hub.Backplane     = (*Bus)(nil)
+	_ hub.HealthChecker = (*Bus)(nil)
+	_ hub.Closer        = (*Bus)(nil)
+)
+
+// Open connects to the Redis of url (redis://, rediss://, unix://) and
+// starts the bus.
+func Open(ctx context.Context, url string, cfg Config, log *slog.Logger) (*Bus, error) {
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("redisbus: redis.url: %w", err)
+	}
+	return New(ctx, redis.NewClient(opts), cfg, log)
+}
+
+// New starts a bus over rdb, which it then owns (Close closes it).
+func New(ctx context.Context, rdb redis.UniversalClient, cfg Config, log *slog.Logger) (*Bus, error) {
+	if cfg.HistorySize <= 0 {
+		cfg.HistorySize = hub.DefaultHistorySize
+	}
+	if cfg.HistoryTTL <= 0 {
+		cfg.HistoryTTL = hub.DefaultHistoryTTL
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = DefaultPrefix
+	}
+	if cfg.ListenTimeout <= 0 {
+		cfg.ListenTimeout = DefaultListenTimeout
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		rdb.Close()
+		return nil, fmt.Errorf("redisbus: %w", err)
+	}
+	rctx, stop := context.WithCancel(context.Background())
+	b := &Bus{cfg: cfg, rdb: rdb, log: log, channels: map[string]*listening{}, stop: stop, done: make(chan struct{})}
+	b.ps = rdb.Subscribe(rctx)
+	go b.receive(rctx)
+	return b, nil
+}
+
+// Client returns the Redis client, for parts that keep their own state in
+// the same Redis (the outcome store).
+func (b *Bus) Client() redis.UniversalClient { return b.rdb }
+
+// Close stops receiving and closes the connections. It is idempotent.
+func (b *Bus) Close() error {
+	var err error
+	b.once.Do(func() {
+		b.stop()
+		err = b.ps.Close()
+		<-b.done
+		err = errors.Join(err, b.rdb.Close())
+	})
+	return err
+}
+
+// Healthy pings Redis.
+func (b *Bus) Healthy(ctx context.Context) error {
+	if err := b.rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redisbus: %w", err)
+	}
+	return nil
+}
+
+func (b *Bus) keys(ch string) (meta, log, live string) {
+	tag := b.cfg.Prefix + "{" + ch + "}:"
+	return tag + "meta", tag + "log", tag + "live"
+}
+
+func (b *Bus) liveName(ch string) string {
+	_, _, live := b.keys(ch)
+	return live
+}
+
+// header carries the attributes the hub routes and dedupes on; the event
+// JSON travels beside it.
+func header(ev *hub.Event) string {
+	h, _ := json.Marshal([5]string{ev.ID, ev.Source, ev.Type, ev.Subject, ev.CorrelationID})
+	return string(h)
+}
+
+func event(h string, js []byte) (*hub.Event, error) {
+	var f [5]string
+	if err := json.Unmarshal([]byte(h), &f); err != nil {
+		return nil, fmt.Errorf("redisbus: bad entry header: %w", err)
+	}
+	return &hub.Event{ID: f[0], Source: f[1], Type: f[2], Subject: f[3], CorrelationID: f[4], JSON: js}, nil
+}
+
+// Publish appends ev to each channel's stream and announces it, one script
+// per channel (each atomic on its own slot).
+func (b *Bus) Publish(ctx context.Context, channels []string, ev *hub.Event) error {
+	h := header(ev)
+	now := time.Now().UnixMilli()
+	ttl := b.cfg.HistoryTTL.Milliseconds()
+	for _, ch := range channels {
+		meta, log, live := b.keys(ch)
+		b.Commands.Add(1)
+		err := publishScript.Run(ctx, b.rdb, []string{meta, log, live},
+			h, ev.JSON, b.cfg.HistorySize, ttl, now, newEpoch()).Err()
+		if err != nil {
+			return fmt.Errorf("redisbus: publish to %s: %w", ch, err)
+		}
+	}
+	return nil
+}
+
+// Read returns the entries of ch after *after.
+func (b *Bus) Read(ctx context.Context, ch string, after *hub.Position) (hub.Replay, error) {
+	meta, log, _ := b.keys(ch)
+	mode, epoch, off := "top", "", "0"
+	switch {
+	case after == nil:
+	case *after == hub.Oldest:
+		mode = "oldest"
+	default:
+		mode, epoch, off = "after", after.Epoch, strconv.FormatUint(after.Offset, 10)
+	}
+	b.Commands.Add(1)
+	res, err := readScript.Run(ctx, b.rdb, []string{meta, log},
+		newEpoch(), b.cfg.HistoryTTL.Milliseconds(), time.Now().UnixMilli(), mode, epoch, off).Slice()
+	if err != nil {
+		return hub.Replay{}, fmt.Errorf("redisbus: read %s: %w", ch, err)
+	}
+	if len(res) != 3 {
+		return hub.Replay{}, fmt.Errorf("redisbus: read %s: unexpected reply", ch)
+	}
+	ep, _ := res[0].(string)
+	top, _ := res[1].(int64)
+	r := hub.Replay{Top: hub.Position{Epoch: ep, Offset: uint64(top)}}
+	switch v := res[2].(type) {
+	case string:
+		r.Gap = true
+	case []any:
+		r.Entries = make([]hub.Entry, 0, len(v))
+		for _, raw := range v {
+			e, err := streamEntry(ch, ep, raw)
+			if err != nil {
+				return hub.Replay{}, err
+			}
+			r.Entries = append(r.Entries, e)
+		}
+	}
+	return r, nil
+}
+
+// streamEntry decodes one XRANGE item: [id, [field, value, ...]].
+func streamEntry(ch, epoch string, raw any) (hub.Entry, error) {
+	item, ok := raw.([]any)
+	if !ok || len(item) != 2 {
+		return hub.Entry{}, errors.New("redisbus: bad stream entry")
+	}
+	id, _ := item[0].(string)
+	offStr, _, _ := strings.Cut(id, "-")
+	off, err := strconv.ParseUint(offStr, 10, 64)
+	if err != nil {
+		return hub.Entry{}, fmt.Errorf("redisbus: bad stream id %q", id)
+	}
+	fields, _ := item[1].([]any)
+	var h, js string
+	for i := 0; i+1 < len(fields); i += 2 {
+		k, _ := fields[i].(string)
+		v, _ := fields[i+1].(string)
+		switch k {
+		case "h":
+			h = v
+		case "j":
+			js = v
+		}
+	}
+	ev, err := event(h, []byte(js))
+	if err != nil {
+		return hub.Entry{}, err
+	}
+	return hub.Entry{Channel: ch, Pos: hub.Position{Epoch: epoch, Offset: off}, Event: ev}, nil
+}
+
+// Listen subscribes this node to ch's announcements and returns once Redis
+// confirmed the subscription, so nothing appended afterwards is missed.
+func (b *Bus) Listen(ctx context.Context, ch string, deliver func(hub.Entry)) (func(), error) {
+	name := b.liveName(ch)
+	l := &listening{channel: ch, deliver: deliver, confirmed: make(chan struct{})}
+	b.mu.Lock()
+	if _, dup := b.channels[name]; dup {
+		b.mu.Unlock()
+		return nil, fmt.Errorf("redisbus: %s is listened to already", ch)
+	}
+	b.channels[name] = l
+	b.mu.Unlock()
+	cancel := func() {
+		b.mu.Lock()
+		if b.channels[name] == l {
+			delete(b.channels, name)
+		}
+		b.mu.Unlock()
+		uctx, c := context.WithTimeout(context.Background(), b.cfg.ListenTimeout)
+		defer c()
+		b.Commands.Add(1)
+		_ = b.ps.Unsubscribe(uctx, name)
+	}
+	b.Commands.Add(1)
+	if err := b.ps.Subscribe(ctx, name); err != nil {
+		cancel()
+		return nil, fmt.Errorf("redisbus: subscribe %s: %w", ch, err)
+	}
+	t := time.NewTimer(b.cfg.ListenTimeout)
+	defer t.Stop()
+	select {
+	case <-l.confirmed:
+		return cancel, nil
+	case <-ctx.Done():
+		cancel()
+		return nil, ctx.Err()
+	case <-t.C:
+		cancel()
+		return nil, fmt.Errorf("redisbus: subscribe %s: not confirmed in %s", ch, b.cfg.ListenTimeout)
+	}
+}
+
+// receive reads the pub/sub connection until Close. After the connection
+// was lost, go-redis resubscribes; each channel is then told to resync,
+// since announcements made meanwhile are gone.
+func (b *Bus) receive(ctx context.Context) {
+	defer close(b.done)
+	lost := false
+	backoff := reconnectBackoffMin
+	for {
+		msg, err := b.ps.Receive(ctx)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, redis.ErrClosed) {
+				return
+			}
+			if !lost {
+				b.log.Warn("redis pub/sub connection lost; reconnecting", "err", err)
+			}
+			lost = true
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, reconnectBackoffLimit)
+			continue
+		}
+		backoff = reconnectBackoffMin
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind != "subscribe" {
+				continue
+			}
+			b.mu.Lock()
+			l := b.channels[m.Channel]
+			first := l != nil && !l.ok
+			if l != nil {
+				l.ok = true
+			}
+			b.mu.Unlock()
+			switch {
+			case first:
+				close(l.confirmed)
+			case l != nil && lost:
+				l.deliver(hub.Entry{Channel: l.channel, Resync: true})
+			}
+			if lost && m.Count == b.count() {
+				b.log.Info("redis pub/sub connection back")
+				lost = false
+			}
+		case *redis.Message:
+			b.mu.Lock()
+			l := b.channels[m.Channel]
+			b.mu.Unlock()
+			if l == nil {
+				continue
+			}
+			e, err := announcement(l.channel, m.Payload)
+			if err != nil {
+				b.log.Error("bad announcement", "channel", l.channel, "err", err)
+				continue
+			}
+			l.deliver(e)
+		}
+	}
+}
+
+func (b *Bus) count() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.channels)
+}
+
+// announcement decodes "<epoch> <offset> <header length> <header><json>".
+func announcement(ch, p string) (hub.Entry, error) {
+	parts := strings.SplitN(p, " ", 4)
+	if len(parts) != 4 {
+		return hub.Entry{}, errors.New("malformed")
+	}
+	off, err1 := strconv.ParseUint(parts[1], 10, 64)
+	hl, err2 := strconv.Atoi(parts[2])
+	if err1 != nil || err2 != nil || hl < 0 || hl > len(parts[3]) {
+		return hub.Entry{}, errors.New("malformed")
+	}
+	ev, err := event(parts[3][:hl], []byte(parts[3][hl:]))
+	if err != nil {
+		return hub.Entry{}, err
+	}
+	return hub.Entry{Channel: ch, Pos: hub.Position{Epoch: parts[0], Offset: off}, Event: ev}, nil
+}
+
+// newEpoch returns 10 random characters of [a-z0-9].
+func newEpoch() string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	var b [10]byte
+	_, _ = rand.Read(b[:])
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b[:])
+}

@@ -1,0 +1,81 @@
+package redisbus
+
+import "github.com/redis/go-redis/v9"
+
+// Every key of one channel carries the channel in a hash tag, so a script
+// touches one slot and runs on Redis Cluster too:
+//
+//	<prefix>{<channel>}:meta  hash: epoch, top (the newest offset)
+//	<prefix>{<channel>}:log   stream: one entry per event, ID "<offset>-0",
+//	                          fields h (header), j (event JSON), t (ms)
+//	<prefix>{<channel>}:live  pub/sub channel of new entries
+//
+// The meta hash and the stream expire history.ttl after the last append: a
+// channel whose whole history has aged out is forgotten, and its next
+// append starts a new epoch, so old cursors get a gap, never a silent skip.
+
+// trimLua drops entries older than the cutoff from the stream's head.
+const trimLua = `
+local function trim(log, cutoff)
+  while true do
+    local head = redis.call('XRANGE', log, '-', '+', 'COUNT', 16)
+    if #head == 0 then return end
+    local dropped = 0
+    for _, e in ipairs(head) do
+      local t = 0
+      for i = 1, #e[2], 2 do if e[2][i] == 't' then t = tonumber(e[2][i+1]) end end
+      if t < cutoff then redis.call('XDEL', log, e[1]); dropped = dropped + 1 else return end
+    end
+    if dropped < #head then return end
+  end
+end
+`
+
+// publishScript appends one event to one channel and announces it, in one
+// step: an entry is announced only once history holds it, and never lost
+// between the two.
+//
+// KEYS: meta, log, live. ARGV: header, json, maxlen, ttl ms, now ms, new epoch.
+// Returns {epoch, offset}.
+var publishScript = redis.NewScript(trimLua + `
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[6]
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', 0)
+end
+local top = redis.call('HINCRBY', KEYS[1], 'top', 1)
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], top .. '-0', 'h', ARGV[1], 'j', ARGV[2], 't', ARGV[5])
+trim(KEYS[2], tonumber(ARGV[5]) - tonumber(ARGV[4]))
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('PUBLISH', KEYS[3], epoch .. ' ' .. top .. ' ' .. string.len(ARGV[1]) .. ' ' .. ARGV[1] .. ARGV[2])
+return {epoch, top}
+`)
+
+// readScript reads a channel's top and the entries after a position, in one
+// consistent step.
+//
+// KEYS: meta, log. ARGV: new epoch (if the channel has none), ttl ms, now
+// ms, mode ("top", "oldest" or "after"), epoch and offset to read after.
+// Returns {epoch, top, entries} or {epoch, top, "gap"}.
+var readScript = redis.NewScript(trimLua + `
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', 0)
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+local top = tonumber(redis.call('HGET', KEYS[1], 'top'))
+trim(KEYS[2], tonumber(ARGV[3]) - tonumber(ARGV[2]))
+local mode = ARGV[4]
+if mode == 'top' then return {epoch, top, {}} end
+if mode == 'oldest' then return {epoch, top, redis.call('XRANGE', KEYS[2], '-', '+')} end
+local after = tonumber(ARGV[6])
+if ARGV[5] ~= epoch or after > top then return {epoch, top, 'gap'} end
+if after == top then return {epoch, top, {}} end
+local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+if #first == 0 then return {epoch, top, 'gap'} end
+local firstOff = tonumber(string.match(first[1][1], '^(%d+)'))
+if firstOff > after + 1 then return {epoch, top, 'gap'} end
+return {epoch, top, redis.call('XRANGE', KEYS[2], (after + 1) .. '-0', '+')}
+`)
