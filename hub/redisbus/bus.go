@@ -55,6 +55,7 @@ type Bus struct {
 	// for the benchmarks' commands per delivered event.
 	Commands atomic.Uint64
 
+	now  func() time.Time
 	stop context.CancelFunc
 	done chan struct{}
 	once sync.Once
@@ -106,7 +107,7 @@ func New(ctx context.Context, rdb redis.UniversalClient, cfg Config, log *slog.L
 		return nil, fmt.Errorf("redisbus: %w", err)
 	}
 	rctx, stop := context.WithCancel(context.Background())
-	b := &Bus{cfg: cfg, rdb: rdb, log: log, channels: map[string]*listening{}, stop: stop, done: make(chan struct{})}
+	b := &Bus{cfg: cfg, rdb: rdb, log: log, channels: map[string]*listening{}, now: time.Now, stop: stop, done: make(chan struct{})}
 	b.ps = rdb.Subscribe(rctx)
 	go b.receive(rctx)
 	return b, nil
@@ -165,7 +166,7 @@ func event(h string, js []byte) (*hub.Event, error) {
 // per channel (each atomic on its own slot).
 func (b *Bus) Publish(ctx context.Context, channels []string, ev *hub.Event) error {
 	h := header(ev)
-	now := time.Now().UnixMilli()
+	now := b.now().UnixMilli()
 	ttl := b.cfg.HistoryTTL.Milliseconds()
 	for _, ch := range channels {
 		meta, log, live := b.keys(ch)
@@ -192,7 +193,7 @@ func (b *Bus) Read(ctx context.Context, ch string, after *hub.Position) (hub.Rep
 	}
 	b.Commands.Add(1)
 	res, err := readScript.Run(ctx, b.rdb, []string{meta, log},
-		newEpoch(), b.cfg.HistoryTTL.Milliseconds(), time.Now().UnixMilli(), mode, epoch, off).Slice()
+		newEpoch(), b.cfg.HistoryTTL.Milliseconds(), b.now().UnixMilli(), mode, epoch, off).Slice()
 	if err != nil {
 		return hub.Replay{}, fmt.Errorf("redisbus: read %s: %w", ch, err)
 	}

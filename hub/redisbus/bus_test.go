@@ -1,0 +1,214 @@
+package redisbus
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+
+	"github.com/switchboard/switchboard/hub"
+	"github.com/switchboard/switchboard/hub/redisbus/redistest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+const waitFor = 10 * time.Second
+
+func newBus(t *testing.T, srv redistest.Server, cfg Config) *Bus {
+	t.Helper()
+	cfg.Prefix = srv.Prefix
+	b, err := New(t.Context(), srv.Client(), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+func ev(n int) *hub.Event {
+	id := fmt.Sprintf("e-%d", n)
+	return &hub.Event{ID: id, Source: "/t", Type: "item.reported", Subject: "item-1", CorrelationID: "c-1",
+		JSON: []byte(fmt.Sprintf(`{"specversion":"1.0","id":%q,"source":"/t","type":"item.reported","data":{"n":%d}}`, id, n))}
+}
+
+// collector gathers what a Listen delivers.
+type collector struct {
+	mu  sync.Mutex
+	got []hub.Entry
+	c   chan struct{}
+}
+
+func newCollector() *collector { return &collector{c: make(chan struct{}, 1000)} }
+
+func (c *collector) deliver(e hub.Entry) {
+	c.mu.Lock()
+	c.got = append(c.got, e)
+	c.mu.Unlock()
+	c.c <- struct{}{}
+}
+
+func (c *collector) wait(t *testing.T, n int) []hub.Entry {
+	t.Helper()
+	deadline := time.After(waitFor)
+	for {
+		c.mu.Lock()
+		if len(c.got) >= n {
+			out := append([]hub.Entry(nil), c.got...)
+			c.mu.Unlock()
+			return out
+		}
+		c.mu.Unlock()
+		select {
+		case <-c.c:
+		case <-deadline:
+			t.Fatalf("got %d entries, want %d", len(c.got), n)
+		}
+	}
+}
+
+// TestBus runs on miniredis and on the real server (required in CI): an
+// append on one node is announced to another node that listens, and every
+// node reads the same history with the same cursors.
+func TestBus(t *testing.T) {
+	for _, srv := range redistest.Servers(t) {
+		t.Run(srv.Name, func(t *testing.T) {
+			ctx := t.Context()
+			a := newBus(t, srv, Config{HistorySize: 3})
+			b := newBus(t, srv, Config{HistorySize: 3})
+			col := newCollector()
+			cancel, err := b.Listen(ctx, "item:1", col.deliver)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cancel()
+			top, err := a.Read(ctx, "item:1", nil)
+			if err != nil || top.Top.Offset != 0 || top.Top.Epoch == "" {
+				t.Fatalf("empty top %+v %v", top, err)
+			}
+			for i := 1; i <= 5; i++ {
+				if err := a.Publish(ctx, []string{"item:1", "reports"}, ev(i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got := col.wait(t, 5)
+			for i, e := range got {
+				if e.Pos.Offset != uint64(i+1) || e.Pos.Epoch != top.Top.Epoch || e.Event.ID != fmt.Sprintf("e-%d", i+1) || e.Event.CorrelationID != "c-1" {
+					t.Fatalf("entry %d: %+v", i, e)
+				}
+			}
+			ep := top.Top.Epoch
+			tests := []struct {
+				name  string
+				after *hub.Position
+				gap   bool
+				want  []uint64
+			}{
+				{"top", nil, false, nil},
+				{"covered", &hub.Position{Epoch: ep, Offset: 2}, false, []uint64{3, 4, 5}},
+				{"at top", &hub.Position{Epoch: ep, Offset: 5}, false, nil},
+				{"left history", &hub.Position{Epoch: ep, Offset: 1}, true, nil},
+				{"other epoch", &hub.Position{Epoch: "nope", Offset: 3}, true, nil},
+				{"future", &hub.Position{Epoch: ep, Offset: 9}, true, nil},
+				{"oldest", &hub.Oldest, false, []uint64{3, 4, 5}},
+			}
+			for _, tt := range tests {
+				t.Run(tt.name, func(t *testing.T) {
+					r, err := b.Read(ctx, "item:1", tt.after)
+					if err != nil {
+						t.Fatal(err)
+					}
+					var offs []uint64
+					for _, e := range r.Entries {
+						offs = append(offs, e.Pos.Offset)
+					}
+					if r.Gap != tt.gap || r.Top.Offset != 5 || fmt.Sprint(offs) != fmt.Sprint(tt.want) {
+						t.Fatalf("gap=%v top=%v entries=%v, want gap=%v %v", r.Gap, r.Top, offs, tt.gap, tt.want)
+					}
+				})
+			}
+			// The other channel got its own log.
+			if r, _ := b.Read(ctx, "reports", &hub.Oldest); len(r.Entries) != 3 || r.Top.Offset != 5 {
+				t.Fatalf("reports: %+v", r)
+			}
+		})
+	}
+}
+
+// TestBusExpiry: entries older than history.ttl leave history.
+func TestBusExpiry(t *testing.T) {
+	for _, srv := range redistest.Servers(t) {
+		t.Run(srv.Name, func(t *testing.T) {
+			ctx := t.Context()
+			b := newBus(t, srv, Config{HistorySize: 10, HistoryTTL: time.Hour})
+			now := time.Now()
+			b.now = func() time.Time { return now }
+			b.Publish(ctx, []string{"c"}, ev(1))
+			now = now.Add(2 * time.Hour)
+			b.Publish(ctx, []string{"c"}, ev(2))
+			r, _ := b.Read(ctx, "c", nil)
+			if r2, _ := b.Read(ctx, "c", &hub.Position{Epoch: r.Top.Epoch, Offset: 0}); !r2.Gap {
+				t.Fatalf("an expired entry still covers a resume: %+v", r2)
+			}
+			if r3, _ := b.Read(ctx, "c", &hub.Position{Epoch: r.Top.Epoch, Offset: 1}); r3.Gap || len(r3.Entries) != 1 {
+				t.Fatalf("want the fresh entry: %+v", r3)
+			}
+		})
+	}
+}
+
+// TestBusLostAnnouncement: an entry whose announcement never arrived (as
+// after a dropped connection) is filled in from history by the hub's
+// subscribers, in order, once.
+func TestBusLostAnnouncement(t *testing.T) {
+	for _, srv := range redistest.Servers(t) {
+		t.Run(srv.Name, func(t *testing.T) {
+			ctx := t.Context()
+			b := newBus(t, srv, Config{})
+			h, err := hub.New(hub.Config{}, b, slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer h.Shutdown(context.Background())
+			c, err := h.NewClient()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := c.Subscribe(ctx, "reports", nil, nil); err != nil {
+				t.Fatal(err)
+			}
+			b.Publish(ctx, []string{"reports"}, ev(1))
+			// Entry 2 goes into history without an announcement.
+			meta, log, _ := b.keys("reports")
+			rdb := b.Client()
+			top, _ := rdb.HIncrBy(ctx, meta, "top", 1).Result()
+			rdb.XAdd(ctx, &redis.XAddArgs{Stream: log, ID: fmt.Sprintf("%d-0", top), Values: []any{"h", header(ev(2)), "j", string(ev(2).JSON), "t", time.Now().UnixMilli()}}).Err()
+			b.Publish(ctx, []string{"reports"}, ev(3))
+			var got []string
+			deadline := time.After(waitFor)
+			for len(got) < 3 {
+				select {
+				case <-c.Ready():
+					items := c.Drain()
+					for _, it := range items {
+						if it.Kind == hub.ItemEvent {
+							got = append(got, it.Delivery.Event.ID)
+						}
+					}
+				case <-deadline:
+					t.Fatalf("got %v", got)
+				}
+			}
+			if fmt.Sprint(got) != "[e-1 e-2 e-3]" {
+				t.Fatalf("got %v", got)
+			}
+		})
+	}
+}
