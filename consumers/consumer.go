@@ -120,6 +120,27 @@ type Consumer struct {
 
 	fetched, published, unrouted, deadLettered atomic.Uint64
 	publishErrors, deadLetterErrors, commitErr atomic.Uint64
+	byTopic                                    map[string]*topicCounts // fixed at New
+}
+
+type topicCounts struct{ consumed, deadLettered atomic.Uint64 }
+
+// TopicStats counts one routed topic's records.
+type TopicStats struct {
+	// Consumed is the number of records handled (accepted by the hub,
+	// unrouted, or dead-lettered) and committed.
+	Consumed uint64
+	// DeadLettered is the number of its records sent to the dead-letter topic.
+	DeadLettered uint64
+}
+
+// TopicStats returns the counts per routed topic.
+func (c *Consumer) TopicStats() map[string]TopicStats {
+	out := make(map[string]TopicStats, len(c.byTopic))
+	for t, n := range c.byTopic {
+		out[t] = TopicStats{Consumed: n.consumed.Load(), DeadLettered: n.deadLettered.Load()}
+	}
+	return out
 }
 
 // New checks cfg, fills its zero fields and returns a Consumer that hands
@@ -183,7 +204,11 @@ func New(cfg Config, pub Publisher, dlq DeadLetterWriter, log *slog.Logger) (*Co
 			return nil, fmt.Errorf("consumers: the dead-letter topic %q is also a routed topic", t)
 		}
 	}
-	return &Consumer{cfg: cfg, router: router, pub: pub, dlq: dlq, log: log.With("component", "consumer")}, nil
+	byTopic := map[string]*topicCounts{}
+	for _, t := range router.Topics() {
+		byTopic[t] = &topicCounts{}
+	}
+	return &Consumer{cfg: cfg, router: router, pub: pub, dlq: dlq, log: log.With("component", "consumer"), byTopic: byTopic}, nil
 }
 
 // Stats returns the consumer's counters so far.
@@ -244,6 +269,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 			return nil // ctx ended before the record was handled: not committed
 		}
 		c.commit(ctx, r, m)
+		if n := c.byTopic[m.Topic]; n != nil {
+			n.consumed.Add(1)
+		}
 	}
 }
 
@@ -294,6 +322,9 @@ func (c *Consumer) deadLetter(ctx context.Context, m kafka.Message, reason error
 		err := c.dlq.PublishRaw(ctx, dl)
 		if err == nil {
 			c.deadLettered.Add(1)
+			if n := c.byTopic[m.Topic]; n != nil {
+				n.deadLettered.Add(1)
+			}
 			return true
 		}
 		if ctx.Err() != nil {
@@ -392,4 +423,56 @@ func kafkaLogger(log *slog.Logger, level slog.Level) kafka.LoggerFunc {
 			log.Log(context.Background(), level, "kafka reader: "+fmt.Sprintf(msg, args...))
 		}
 	}
+}
+
+// PartitionLag is how far the group is behind on one partition.
+type PartitionLag struct {
+	Topic     string
+	Partition int
+	// Lag is the partition's end offset minus the group's committed offset.
+	Lag int64
+}
+
+// Lag asks the brokers how far the consumer group is behind on every
+// partition of the routed topics.
+func (c *Consumer) Lag(ctx context.Context) ([]PartitionLag, error) {
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	client := &kafka.Client{Addr: kafka.TCP(c.cfg.Brokers...), Transport: tr}
+	topics := c.router.Topics()
+	meta, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
+	if err != nil {
+		return nil, fmt.Errorf("consumers: lag: %w", err)
+	}
+	parts := map[string][]int{}
+	ends := map[string][]kafka.OffsetRequest{}
+	for _, t := range meta.Topics {
+		for _, p := range t.Partitions {
+			parts[t.Name] = append(parts[t.Name], p.ID)
+			ends[t.Name] = append(ends[t.Name], kafka.LastOffsetOf(p.ID))
+		}
+	}
+	last, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: ends})
+	if err != nil {
+		return nil, fmt.Errorf("consumers: lag: %w", err)
+	}
+	committed, err := client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: c.cfg.GroupID, Topics: parts})
+	if err != nil {
+		return nil, fmt.Errorf("consumers: lag: %w", err)
+	}
+	done := map[string]map[int]int64{}
+	for t, ps := range committed.Topics {
+		done[t] = map[int]int64{}
+		for _, p := range ps {
+			done[t][p.Partition] = p.CommittedOffset
+		}
+	}
+	var out []PartitionLag
+	for t, ps := range last.Topics {
+		for _, p := range ps {
+			at := max(done[t][p.Partition], 0) // no commit yet: from the start
+			out = append(out, PartitionLag{Topic: t, Partition: p.Partition, Lag: max(p.LastOffset-at, 0)})
+		}
+	}
+	return out, nil
 }

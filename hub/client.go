@@ -176,6 +176,7 @@ func (c *Client) SubscribeWith(ctx context.Context, channel string, o SubscribeO
 	}
 	rep, err := c.h.bp.Read(ctx, channel, after)
 	if err != nil {
+		c.h.stats.BackplaneErrors.Add(1)
 		c.dropSub(channel, st)
 		c.h.detach(channel, c)
 		return SubscribeResult{}, err
@@ -261,6 +262,7 @@ func (c *Client) startResync(channel string, st *subState) {
 			return
 		}
 		if err != nil {
+			c.h.stats.BackplaneErrors.Add(1)
 			// The client resumes with its cursors, on this node or another.
 			c.failLocked(ErrSlowConsumer)
 			return

@@ -158,11 +158,15 @@ func (s *sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st.buf = append(st.buf, '\n')
 	st.buf = st.appendID(st.buf)
 	st.buf = append(st.buf, '\n')
+	s.h.stats.SSEConnections.Add(1)
 	if r.Method == http.MethodGet && r.ProtoMajor == 1 {
 		if conn, err := hijackStream(w, st.buf); err == nil {
 			handedOff = true
 			st.buf = st.buf[:0]
-			sc := &sseConn{conn: conn, c: c, st: st, cfg: s.cfg, release: release}
+			sc := &sseConn{conn: conn, c: c, st: st, cfg: s.cfg, release: func() {
+				release()
+				s.h.stats.SSEConnections.Add(-1)
+			}}
 			c.SetNotify(sc.kick)
 			sc.hb = time.AfterFunc(s.cfg.Heartbeat, sc.heartbeat)
 			sc.kick() // anything the subscriptions queued already
@@ -170,6 +174,7 @@ func (s *sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	defer s.h.stats.SSEConnections.Add(-1)
 	s.serveHeld(w, r, ctx, c, &st)
 }
 

@@ -158,6 +158,7 @@ func (wh *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	conn.SetReadLimit(wh.cfg.MaxMessageBytes)
+	wh.h.stats.WSConnections.Add(1)
 	// The connection outlives this handler: returning lets net/http drop
 	// its request buffers and this goroutine's grown stack. The context
 	// keeps who the caller is, not the request's cancellation.
@@ -173,6 +174,7 @@ func (wh *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			wc.wg.Wait()
 			wc.stopPing()
 			conn.CloseNow()
+			wh.h.stats.WSConnections.Add(-1)
 		})
 	}()
 }

@@ -65,11 +65,33 @@ type hubChannel struct {
 	index map[*Client]int
 }
 
-// Stats are the hub's counters, read with atomic loads.
+// Stats are the hub's counters and gauges, read with atomic loads.
 type Stats struct {
-	Published     atomic.Uint64
-	Deliveries    atomic.Uint64
+	// Published counts events accepted into history.
+	Published atomic.Uint64
+	// Deliveries counts entries offered to local clients.
+	Deliveries atomic.Uint64
+	// SlowConsumers counts clients ended because their queue overflowed.
 	SlowConsumers atomic.Uint64
+	// BackplaneErrors counts failed backplane calls (publish, read, listen).
+	BackplaneErrors atomic.Uint64
+	// WSConnections and SSEConnections are the open connections by door.
+	WSConnections, SSEConnections atomic.Int64
+	// Subscriptions is the number of (client, channel) subscriptions.
+	Subscriptions atomic.Int64
+}
+
+// QueueDepths calls fn with the queue length of every connected client.
+func (h *Hub) QueueDepths(fn func(int)) {
+	h.mu.Lock()
+	cs := make([]*Client, 0, len(h.clients))
+	for c := range h.clients {
+		cs = append(cs, c)
+	}
+	h.mu.Unlock()
+	for _, c := range cs {
+		fn(c.Queued())
+	}
 }
 
 // New returns a hub over bp.
@@ -109,6 +131,7 @@ func (h *Hub) Publish(ctx context.Context, channels []string, ev *Event) error {
 		return nil
 	}
 	if err := h.bp.Publish(ctx, channels, ev); err != nil {
+		h.stats.BackplaneErrors.Add(1)
 		return fmt.Errorf("hub: publish: %w", err)
 	}
 	h.stats.Published.Add(1)
@@ -198,6 +221,7 @@ func (h *Hub) attach(ctx context.Context, ch string, c *Client) error {
 		hc = &hubChannel{name: ch, index: map[*Client]int{}}
 		cancel, err := h.bp.Listen(ctx, ch, hc.dispatchFunc(h))
 		if err != nil {
+			h.stats.BackplaneErrors.Add(1)
 			return fmt.Errorf("hub: listen %q: %w", ch, err)
 		}
 		hc.cancel = cancel
@@ -207,6 +231,7 @@ func (h *Hub) attach(ctx context.Context, ch string, c *Client) error {
 	if _, ok := hc.index[c]; !ok {
 		hc.index[c] = len(hc.subs)
 		hc.subs = append(hc.subs, c)
+		h.stats.Subscriptions.Add(1)
 	}
 	hc.mu.Unlock()
 	return nil
@@ -231,6 +256,7 @@ func (h *Hub) detach(ch string, c *Client) {
 		hc.subs[last] = nil
 		hc.subs = hc.subs[:last]
 		delete(hc.index, c)
+		h.stats.Subscriptions.Add(-1)
 	}
 	empty := len(hc.subs) == 0
 	hc.mu.Unlock()

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/switchboard/switchboard/config"
@@ -75,9 +76,13 @@ type app struct {
 	takedowns *takedown.Adapter
 	auth      *auth.Auth
 	devTokens map[auth.Role]string
+	metrics   *metrics
 	backplane string
 	srv       *http.Server
 	ln        net.Listener
+	// redisPrefix starts every Redis key of the backplane and the outcome
+	// store; redisbus.DefaultPrefix unless a startOption changed it.
+	redisPrefix string
 
 	cancel context.CancelFunc // stops the background parts
 	wg     sync.WaitGroup
@@ -85,9 +90,22 @@ type app struct {
 	err    error
 }
 
+// startOption adjusts a node beyond its configuration. Only tests use one.
+type startOption func(*app)
+
+// withRedisPrefix makes the node's Redis keys start with prefix instead of
+// redisbus.DefaultPrefix, so tests that share one real Redis server never
+// see each other's keys. Nodes meant to share state need the same prefix.
+func withRedisPrefix(prefix string) startOption {
+	return func(a *app) { a.redisPrefix = prefix }
+}
+
 // start brings every part up; on error it tears down what it started.
-func start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, err error) {
-	a := &app{cfg: cfg, log: log}
+func start(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...startOption) (_ *app, err error) {
+	a := &app{cfg: cfg, log: log, redisPrefix: redisbus.DefaultPrefix}
+	for _, o := range opts {
+		o(a)
+	}
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	a.cancel = cancel
 	defer func() {
@@ -137,6 +155,7 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, er
 		MaxWait:       cfg.Takedown.MaxWait,
 		MaxBodyBytes:  cfg.HTTP.MaxBodyBytes,
 		PublishWait:   cfg.Takedown.PublishTimeout,
+		Observe:       a.observeTakedown,
 	}, a.hub, a.store, a.producer, a.auth, log)
 	if err != nil {
 		return nil, err
@@ -153,12 +172,13 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, er
 		a.goRun("demo", producers.NewDemo(a.producer, t.Reports, cfg.Demo.Rate, log).Run, bg)
 	}
 
+	a.metrics = newMetrics(a)
 	a.ln, err = net.Listen("tcp", cfg.HTTP.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("http.addr: %w", err)
 	}
 	a.srv = &http.Server{
-		Handler:           a.routes(),
+		Handler:           hub.RequestLog(log, a.routes()),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
@@ -209,12 +229,12 @@ func (a *app) startBackplane(ctx context.Context) error {
 		a.backplane = "memory"
 		return nil
 	}
-	bus, err := redisbus.Open(ctx, a.cfg.Redis.URL, redisbus.Config{HistorySize: h.Size, HistoryTTL: h.TTL}, a.log.With("component", "redis"))
+	bus, err := redisbus.Open(ctx, a.cfg.Redis.URL, redisbus.Config{HistorySize: h.Size, HistoryTTL: h.TTL, Prefix: a.redisPrefix}, a.log.With("component", "redis"))
 	if err != nil {
 		return fmt.Errorf("redis.url: %w", err)
 	}
 	a.bp = bus
-	a.store = takedown.NewRedisStore(bus.Client(), a.cfg.Takedown.ResultTTL, redisbus.DefaultPrefix)
+	a.store = takedown.NewRedisStore(bus.Client(), a.cfg.Takedown.ResultTTL, a.redisPrefix)
 	a.backplane = "redis"
 	return nil
 }
@@ -314,8 +334,16 @@ func (a *app) routes() http.Handler {
 		io.WriteString(w, `{"status":"ok"}`+"\n")
 	})
 	mux.HandleFunc("GET /readyz", a.readyz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))
 	mux.Handle("/", static.Handler())
 	return mux
+}
+
+// observeTakedown feeds the metrics, which exist once the node is up.
+func (a *app) observeTakedown(outcome string, d time.Duration) {
+	if a.metrics != nil {
+		a.metrics.observe(outcome, d)
+	}
 }
 
 // readyz answers 200 when Kafka and the backplane are reachable and the node

@@ -46,6 +46,32 @@ type Config struct {
 	// PublishWait bounds publishing a command: past it the request is
 	// answered 503 and nothing is accepted.
 	PublishWait time.Duration
+	// Observe, if set, is told each takedown answer: its outcome
+	// ("confirmed", "not_found", "rejected", "timeout", "accepted",
+	// "unavailable") and how long the request took. Metrics hook in here.
+	Observe func(outcome string, d time.Duration)
+}
+
+func (a *Adapter) observe(outcome string, start time.Time) {
+	if a.cfg.Observe != nil {
+		a.cfg.Observe(outcome, time.Since(start))
+	}
+}
+
+// outcomeOf names the answer a record gets.
+func outcomeOf(rec *Record, async bool) string {
+	switch {
+	case rec.Status == StatusConfirmed:
+		return "confirmed"
+	case rec.Status == StatusRejected && rec.RejectReason == "not_found":
+		return "not_found"
+	case rec.Status == StatusRejected:
+		return "rejected"
+	case async:
+		return "accepted"
+	default:
+		return "timeout"
+	}
 }
 
 // Commander publishes commands to Kafka; *producers.Producer is one.
@@ -174,11 +200,11 @@ func (a *Adapter) publish(ctx context.Context, p *auth.Principal, rec *Record) e
 	defer cancel()
 	if err := a.cmd.Publish(pctx, a.cfg.CommandsTopic, rec.ItemID, ev); err != nil {
 		if rerr := a.store.Release(context.WithoutCancel(ctx), rec); rerr != nil {
-			a.log.Error("releasing a takedown that was not published", "correlation_id", rec.CorrelationID, "err", rerr)
+			hub.LoggerFrom(ctx, a.log).Error("releasing a takedown that was not published", "correlation_id", rec.CorrelationID, "err", rerr)
 		}
 		return fmt.Errorf("%w: %v", errUnavailable, err)
 	}
-	a.log.Info("takedown requested", "correlation_id", rec.CorrelationID, "item_id", rec.ItemID, "principal", p.Name)
+	hub.LoggerFrom(ctx, a.log).Info("takedown requested", "correlation_id", rec.CorrelationID, "item_id", rec.ItemID, "principal", p.Name)
 	return nil
 }
 
@@ -235,8 +261,13 @@ func (a *Adapter) Post(w http.ResponseWriter, r *http.Request) {
 		wait = 0
 	}
 
+	start := time.Now()
+	log := hub.LoggerFrom(r.Context(), a.log)
 	rec, fresh, err := a.begin(r.Context(), p, &req, key)
 	if err != nil {
+		if !errors.Is(err, errKeyReused) {
+			a.observe("unavailable", start)
+		}
 		a.refuse(w, err, rec)
 		return
 	}
@@ -249,6 +280,7 @@ func (a *Adapter) Post(w http.ResponseWriter, r *http.Request) {
 		if fresh {
 			a.store.Release(context.WithoutCancel(r.Context()), rec)
 		}
+		a.observe("unavailable", start)
 		a.refuse(w, fmt.Errorf("%w: %v", errUnavailable, err), rec)
 		return
 	}
@@ -258,18 +290,23 @@ func (a *Adapter) Post(w http.ResponseWriter, r *http.Request) {
 	}
 	if fresh {
 		if err := a.publish(r.Context(), p, rec); err != nil {
-			a.log.Warn("takedown command not published", "correlation_id", rec.CorrelationID, "err", err)
+			log.Warn("takedown command not published", "correlation_id", rec.CorrelationID, "err", err)
+			a.observe("unavailable", start)
 			a.refuse(w, err, rec)
 			return
 		}
 	}
 	rec = a.wait(r.Context(), c, rec, wait)
 	if r.Context().Err() != nil {
+		log.Info("takedown client hung up; the takedown goes on", "correlation_id", rec.CorrelationID)
 		return // The client hung up: the takedown goes on, readable later.
 	}
 	if prefs.Wait > 0 {
 		prefs.Wait = wait // report the wait applied, after the cap
 	}
+	outcome := outcomeOf(rec, prefs.RespondAsync)
+	a.observe(outcome, start)
+	log.Info("takedown answered", "correlation_id", rec.CorrelationID, "outcome", outcome, "duration", time.Since(start))
 	a.respond(w, rec, prefs)
 }
 

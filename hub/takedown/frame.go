@@ -74,11 +74,17 @@ func (a *Adapter) Frame(ctx context.Context, s *hub.Session, raw []byte) {
 		return
 	}
 	id := rec.CorrelationID
+	start := time.Now()
 	var done atomic.Bool
-	result := func(status string, ev json.RawMessage) []byte {
+	result := func(status, reason string, ev json.RawMessage) []byte {
 		if !done.CompareAndSwap(false, true) {
 			return nil
 		}
+		outcome := status
+		if status == string(StatusRejected) && reason == "not_found" {
+			outcome = "not_found"
+		}
+		a.observe(outcome, start)
 		b, _ := json.Marshal(resultFrame{Type: "result", ID: f.ID, CorrelationID: id, Status: status, Event: ev})
 		return b
 	}
@@ -86,9 +92,10 @@ func (a *Adapter) Frame(ctx context.Context, s *hub.Session, raw []byte) {
 	watch := func(d *hub.Delivery) []byte {
 		switch d.Event.Type {
 		case TypeConfirmed:
-			return result(string(StatusConfirmed), d.Event.JSON)
+			return result(string(StatusConfirmed), "", d.Event.JSON)
 		case TypeRejected:
-			return result(string(StatusRejected), d.Event.JSON)
+			o, _ := ParseOutcome(d.Event)
+			return result(string(StatusRejected), o.Reason, d.Event.JSON)
 		}
 		return nil
 	}
@@ -106,7 +113,7 @@ func (a *Adapter) Frame(ctx context.Context, s *hub.Session, raw []byte) {
 		return
 	}
 	if cur, err := a.store.Get(ctx, id); err == nil && cur.Final() {
-		if b := result(string(cur.Status), cur.Event); b != nil {
+		if b := result(string(cur.Status), cur.RejectReason, cur.Event); b != nil {
 			s.Client.Send(b)
 		}
 		return
@@ -114,6 +121,7 @@ func (a *Adapter) Frame(ctx context.Context, s *hub.Session, raw []byte) {
 	if fresh {
 		if err := a.publish(ctx, p, rec); err != nil {
 			done.Store(true)
+			a.observe("unavailable", start)
 			s.Client.Unsubscribe("corr:" + id)
 			s.SendError(f.ID, hub.CodeUnavailable, "the takedown could not be published; nothing was accepted: retry")
 			return
@@ -122,7 +130,7 @@ func (a *Adapter) Frame(ctx context.Context, s *hub.Session, raw []byte) {
 	// After the timeout, a result frame says so; sent to a connection that
 	// has gone, it is dropped.
 	time.AfterFunc(a.cfg.Timeout, func() {
-		if b := result("timeout", nil); b != nil {
+		if b := result("timeout", "", nil); b != nil {
 			s.Client.Send(b)
 		}
 	})

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Label sets stay bounded: transports, topics, partitions and outcomes;
+// never a channel name or a correlation ID.
+var (
+	connectionsDesc   = prometheus.NewDesc("switchboard_connections", "Open connections by transport.", []string{"transport"}, nil)
+	subscriptionsDesc = prometheus.NewDesc("switchboard_subscriptions", "Subscriptions (connection, channel) on this node.", nil, nil)
+	deliveriesDesc    = prometheus.NewDesc("switchboard_deliveries_total", "Events offered to local subscribers.", nil, nil)
+	publishedDesc     = prometheus.NewDesc("switchboard_events_published_total", "Events accepted into channel history by this node.", nil, nil)
+	slowDesc          = prometheus.NewDesc("switchboard_slow_consumers_total", "Subscribers disconnected because their queue overflowed.", nil, nil)
+	queueDesc         = prometheus.NewDesc("switchboard_client_queue_depth", "Queue depth of each connected client, at scrape time.", nil, nil)
+	consumedDesc      = prometheus.NewDesc("switchboard_consumed_total", "Kafka records handled and committed, by topic.", []string{"topic"}, nil)
+	deadDesc          = prometheus.NewDesc("switchboard_dead_lettered_total", "Kafka records sent to the dead-letter topic, by source topic.", []string{"topic"}, nil)
+	lagDesc           = prometheus.NewDesc("switchboard_consumer_lag", "Records the consumer group has not committed, by partition.", []string{"topic", "partition"}, nil)
+	backplaneErrDesc  = prometheus.NewDesc("switchboard_backplane_errors_total", "Failed backplane calls.", nil, nil)
+	heldDesc          = prometheus.NewDesc("switchboard_takedowns_held", "Takedown requests held open now.", nil, nil)
+
+	queueBuckets = []float64{0, 1, 4, 16, 64, 256, 1024, 4096}
+)
+
+// metrics is the node's Prometheus registry: a collector that reads the
+// parts' counters at scrape time (nothing on the hot paths), and the
+// takedown outcome counter and latency histogram the adapter feeds.
+type metrics struct {
+	a         *app
+	reg       *prometheus.Registry
+	takedowns *prometheus.CounterVec
+	latency   prometheus.Histogram
+}
+
+func newMetrics(a *app) *metrics {
+	m := &metrics{
+		a:   a,
+		reg: prometheus.NewRegistry(),
+		takedowns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "switchboard_takedowns_total", Help: "Takedown answers by outcome.",
+		}, []string{"outcome"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "switchboard_takedown_duration_seconds", Help: "Time from a takedown request to its answer.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
+		}),
+	}
+	for _, o := range []string{"confirmed", "not_found", "rejected", "timeout", "accepted", "unavailable"} {
+		m.takedowns.WithLabelValues(o)
+	}
+	m.reg.MustRegister(m, m.takedowns, m.latency,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// observe is the takedown adapter's Observe.
+func (m *metrics) observe(outcome string, d time.Duration) {
+	m.takedowns.WithLabelValues(outcome).Inc()
+	m.latency.Observe(d.Seconds())
+}
+
+// Describe implements prometheus.Collector.
+func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{connectionsDesc, subscriptionsDesc, deliveriesDesc, publishedDesc, slowDesc,
+		queueDesc, consumedDesc, deadDesc, lagDesc, backplaneErrDesc, heldDesc} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (m *metrics) Collect(ch chan<- prometheus.Metric) {
+	a := m.a
+	st := a.hub.Stats()
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
+	gauge(connectionsDesc, float64(st.WSConnections.Load()), "ws")
+	gauge(connectionsDesc, float64(st.SSEConnections.Load()), "sse")
+	gauge(subscriptionsDesc, float64(st.Subscriptions.Load()))
+	counter(deliveriesDesc, float64(st.Deliveries.Load()))
+	counter(publishedDesc, float64(st.Published.Load()))
+	counter(slowDesc, float64(st.SlowConsumers.Load()))
+	counter(backplaneErrDesc, float64(st.BackplaneErrors.Load()))
+	gauge(heldDesc, float64(a.takedowns.Held()))
+
+	buckets := make(map[float64]uint64, len(queueBuckets))
+	var n uint64
+	var sum float64
+	a.hub.QueueDepths(func(d int) {
+		n++
+		sum += float64(d)
+		for _, b := range queueBuckets {
+			if float64(d) <= b {
+				buckets[b]++
+			}
+		}
+	})
+	ch <- prometheus.MustNewConstHistogram(queueDesc, n, sum, buckets)
+
+	for topic, ts := range a.consumer.TopicStats() {
+		counter(consumedDesc, float64(ts.Consumed), topic)
+		counter(deadDesc, float64(ts.DeadLettered), topic)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if lags, err := a.consumer.Lag(ctx); err == nil {
+		for _, l := range lags {
+			gauge(lagDesc, float64(l.Lag), l.Topic, strconv.Itoa(l.Partition))
+		}
+	}
+}
