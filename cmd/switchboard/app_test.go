@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -26,7 +27,36 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	v, err := newOpenAPIValidator()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	http.DefaultClient.Transport = v
+	code := m.Run()
+	if testing.Verbose() {
+		fmt.Fprintf(os.Stderr, "openapi: %d responses checked against docs/openapi.yaml\n", v.validated.Load())
+	}
+	if code == 0 {
+		code = v.report()
+	}
+	if code == 0 && os.Getenv("SWITCHBOARD_LOADCLIENT") == "" && v.validated.Load() == 0 && !onlyBenchmarks() {
+		fmt.Fprintln(os.Stderr, "no response was checked against docs/openapi.yaml")
+		code = 1
+	}
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// onlyBenchmarks reports whether this run selects no test (-run '^$').
+func onlyBenchmarks() bool {
+	f := flag.Lookup("test.run")
+	return f != nil && f.Value.String() == "^$"
 }
 
 const waitFor = 15 * time.Second
