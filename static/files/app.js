@@ -1,54 +1,503 @@
-// A minimal live feed of item.reported events. Sign-in turns the token into
-// an HttpOnly session cookie, so no token sits in a URL; EventSource then
-// sends the cookie and resumes through Last-Event-ID after a reconnect.
-const $ = (id) => document.getElementById(id);
+// The moderator page. One EventSource on reports + takedowns feeds the live
+// feed, the most-reported list and the takedown board; the item panel opens
+// its own on item:<id> (whole history) and, after "Take down", one on
+// corr:<id> until the outcome. Updates are applied to small models at once
+// and drawn once per animation frame.
+import { $, h, when, label, num, validItem, shortID, eventTime } from "./dom.js";
+import { Stream } from "./stream.js";
+import { ItemPanel } from "./item.js";
+
+const FEED_CAP = 500; // rows kept in the feed
+const TOP_SHOWN = 25; // items shown in the most-reported list
+const BOARD_CAP = 200; // takedowns kept on the board
+const TAKEDOWN_TIMEOUT = 15000; // ms without an outcome: "timed out"
+
+const STATE_TEXT = {
+  connecting: "Connecting…",
+  live: "Live",
+  reconnecting: "Reconnecting…",
+  gap: "Live · missed events",
+  offline: "Signed out",
+};
+
+const STATUS_TEXT = {
+  requested: "Requested",
+  removing: "Removing",
+  confirmed: "Confirmed",
+  rejected: "Rejected",
+  "timed-out": "Timed out",
+};
+
+// ---- models ---------------------------------------------------------------
+
+const model = {
+  main: null, // Stream
+  state: "connecting",
+  gaps: new Set(), // channels that lost events, until dismissed
+  feedQueue: [], // reports waiting for the next frame
+  held: [], // reports held while the feed is paused
+  paused: false,
+  received: 0,
+  items: new Map(), // item id -> {id, count, reasons: Map, last}
+  topDirty: false,
+  takedowns: new Map(), // correlation id -> takedown
+  boardDirty: new Set(),
+  frame: 0,
+  tick: 0,
+};
+
+function schedule() {
+  if (model.frame) return;
+  const run = () => {
+    model.frame = 0;
+    flush();
+  };
+  // rAF does not run in a hidden tab: draw on a timer there instead.
+  model.frame = document.hidden ? setTimeout(run, 250) : requestAnimationFrame(run);
+}
+
+function onMainEvent(ev) {
+  if (ev.type === "item.reported") {
+    model.received++;
+    const d = ev.data || {};
+    const id = d.item_id || ev.subject || "";
+    let it = model.items.get(id);
+    if (!it) model.items.set(id, (it = { id, count: 0, reasons: new Map(), last: null }));
+    it.count++;
+    if (d.reason) it.reasons.set(d.reason, (it.reasons.get(d.reason) || 0) + 1);
+    it.last = eventTime(ev);
+    model.topDirty = true;
+    (model.paused ? model.held : model.feedQueue).push(ev);
+  } else {
+    applyTakedown(ev);
+  }
+  schedule();
+}
+
+// applyTakedown folds a takedown command or event into its board row. Events
+// of one takedown may come in any order (commands and item events travel on
+// different topics), so each only adds what it knows.
+function applyTakedown(ev) {
+  const corr = ev.correlationid;
+  if (!corr) return;
+  const d = ev.data || {};
+  let td = model.takedowns.get(corr);
+  if (!td) {
+    td = {
+      corr,
+      item: d.item_id || ev.subject || "",
+      started: Date.now(),
+      requestedAt: null,
+      reason: "",
+      by: "",
+      ref: "",
+      containers: new Map(), // container id -> kind
+      outcome: "", // confirmed | rejected
+      outcomeReason: "",
+      outcomeAt: null,
+      timedOut: false,
+    };
+    model.takedowns.set(corr, td);
+  }
+  switch (ev.type) {
+    case "takedown.requested":
+      td.requestedAt = eventTime(ev);
+      td.started = Math.min(td.started, td.requestedAt.getTime());
+      td.reason = d.reason || "";
+      td.by = d.requested_by || "";
+      td.ref = d.authority_ref || "";
+      break;
+    case "item.removed":
+      if (d.container_id) td.containers.set(d.container_id, d.container_kind || "");
+      break;
+    case "takedown.confirmed":
+      td.outcome = "confirmed";
+      td.outcomeAt = eventTime(ev);
+      for (const c of d.removed_from || []) if (!td.containers.has(c)) td.containers.set(c, "");
+      break;
+    case "takedown.rejected":
+      td.outcome = "rejected";
+      td.outcomeReason = d.reason || "";
+      td.outcomeAt = eventTime(ev);
+      break;
+  }
+  model.boardDirty.add(corr);
+  model.topDirty = true; // the list shows each item's takedown state
+}
+
+function takedownStatus(td) {
+  if (td.outcome) return td.outcome;
+  if (td.timedOut) return "timed-out";
+  return td.containers.size ? "removing" : "requested";
+}
+
+// latestTakedown returns the newest takedown of an item, if any.
+function latestTakedown(item) {
+  let best = null;
+  for (const td of model.takedowns.values()) if (td.item === item && (!best || td.started >= best.started)) best = td;
+  return best;
+}
+
+function checkTimeouts() {
+  const now = Date.now();
+  for (const td of model.takedowns.values()) {
+    if (!td.outcome && !td.timedOut && now - td.started > TAKEDOWN_TIMEOUT) {
+      td.timedOut = true;
+      model.boardDirty.add(td.corr);
+      model.topDirty = true;
+    }
+  }
+  if (model.boardDirty.size) schedule();
+}
+
+// ---- drawing --------------------------------------------------------------
+
+function flush() {
+  drawFeed();
+  if (model.topDirty) drawTop();
+  if (model.boardDirty.size) drawBoard();
+  panel.flush();
+}
+
+function feedRow(ev) {
+  const d = ev.data || {};
+  const item = d.item_id || ev.subject || "";
+  return h(
+    "li",
+    { class: "report", "data-event-id": ev.id, "data-item": item },
+    when(eventTime(ev)),
+    h("button", { type: "button", class: "item-link", "data-open-item": item, "aria-label": `Open ${item}` }, item),
+    h("span", { class: "chip", "data-reason": d.reason || "" }, label(d.reason) || "no reason"),
+    h("span", { class: "reporter" }, h("span", { class: "muted" }, "by "), d.reporter_id || "unknown"),
+  );
+}
+
+function drawFeed() {
+  const feed = $("feed");
+  const q = model.feedQueue;
+  if (q.length) {
+    model.feedQueue = [];
+    const frag = document.createDocumentFragment();
+    // Newest first: the last event received goes on top.
+    for (let i = q.length - 1, n = 0; i >= 0 && n < FEED_CAP; i--, n++) frag.append(feedRow(q[i]));
+    feed.prepend(frag);
+    let extra = feed.childElementCount - FEED_CAP;
+    while (extra-- > 0) feed.lastElementChild.remove();
+    $("feed-empty").hidden = true;
+  }
+  const shown = feed.childElementCount;
+  $("feed-meta").textContent = model.received
+    ? `${num(model.received)} received${model.received > shown ? ` · newest ${num(shown)} shown` : ""}`
+    : "";
+  const pending = $("feed-pending");
+  pending.hidden = !model.paused;
+  pending.textContent = model.held.length
+    ? `Paused · show ${num(model.held.length)} new report${model.held.length === 1 ? "" : "s"}`
+    : "Paused · no new report yet";
+}
+
+const topRows = new Map(); // item id -> <li>
+
+function topReason(it) {
+  let best = "";
+  let n = 0;
+  for (const [r, c] of it.reasons) if (c > n) [best, n] = [r, c];
+  return best;
+}
+
+function drawTop() {
+  model.topDirty = false;
+  const list = $("top");
+  const ranked = [...model.items.values()].sort((a, b) => b.count - a.count || b.last - a.last).slice(0, TOP_SHOWN);
+  const max = ranked.length ? ranked[0].count : 1;
+  const focused = document.activeElement;
+  const keep = new Set();
+  ranked.forEach((it, i) => {
+    keep.add(it.id);
+    let li = topRows.get(it.id);
+    if (!li) {
+      li = h(
+        "li",
+        { class: "top-row", "data-item": it.id },
+        h(
+          "button",
+          { type: "button", class: "top-open", "data-open-item": it.id },
+          h("span", { class: "rank" }),
+          h("span", { class: "top-name" }, h("span", { class: "item-id" }, it.id), h("span", { class: "top-reason muted" })),
+          h("span", { class: "td-flag" }),
+          h("span", { class: "bar", "aria-hidden": "true" }, h("span", { class: "fill" })),
+          h("span", { class: "top-count" }),
+        ),
+      );
+      topRows.set(it.id, li);
+    }
+    li.dataset.count = it.count;
+    li.querySelector(".rank").textContent = i + 1;
+    const reason = topReason(it);
+    li.querySelector(".top-reason").textContent = reason ? `mostly ${label(reason)}` : "";
+    li.querySelector(".top-count").textContent = num(it.count);
+    li.querySelector(".fill").style.width = `${Math.max(4, (100 * it.count) / max)}%`;
+    const td = latestTakedown(it.id);
+    const flag = li.querySelector(".td-flag");
+    const st = td ? takedownStatus(td) : "";
+    flag.dataset.status = st;
+    flag.textContent = st ? STATUS_TEXT[st] : "";
+    li.querySelector(".top-open").setAttribute(
+      "aria-label",
+      `${it.id}, reported ${it.count} time${it.count === 1 ? "" : "s"}${reason ? `, mostly ${label(reason)}` : ""}${st ? `, takedown ${STATUS_TEXT[st]}` : ""}`,
+    );
+    if (list.children[i] !== li) list.insertBefore(li, list.children[i] || null);
+  });
+  for (const [id, li] of topRows) {
+    if (!keep.has(id)) {
+      li.remove();
+      topRows.delete(id);
+    }
+  }
+  // Reordering takes focus from a moved button: give it back.
+  if (focused && focused !== document.activeElement && document.contains(focused)) focused.focus({ preventScroll: true });
+  $("top-empty").hidden = ranked.length > 0;
+  $("top-meta").textContent = model.items.size ? `${num(model.items.size)} item${model.items.size === 1 ? "" : "s"}` : "";
+}
+
+const STEP = { requested: 1, removing: 2, "timed-out": 2, confirmed: 3, rejected: 3 };
+
+function drawBoard() {
+  const board = $("board");
+  for (const corr of model.boardDirty) {
+    const td = model.takedowns.get(corr);
+    if (!td) continue;
+    let li = td.el;
+    if (!li) {
+      li = td.el = h("li", { class: "td", "data-correlation-id": corr, "data-item": td.item });
+      board.prepend(li);
+    }
+    const st = takedownStatus(td);
+    li.dataset.status = st;
+    const containers = h("ul", { class: "containers", "aria-label": "Removed from" });
+    for (const [id, kind] of td.containers) {
+      containers.append(
+        h("li", { "data-container-id": id, "data-kind": kind }, h("span", { class: "ok", "aria-hidden": "true" }, "✓"), id, kind ? h("span", { class: "kind" }, kind) : null),
+      );
+    }
+    let outcome = "";
+    if (st === "confirmed") outcome = `Gone from ${td.containers.size} container${td.containers.size === 1 ? "" : "s"}`;
+    else if (st === "rejected") outcome = `Rejected: ${label(td.outcomeReason) || "no reason given"}`;
+    else if (st === "timed-out") outcome = "No outcome after 15 s · still listening";
+    else if (st === "removing") outcome = "Removing…";
+    else outcome = "Waiting for the item service…";
+    li.replaceChildren(
+      h(
+        "div",
+        { class: "td-head" },
+        h("button", { type: "button", class: "item-link", "data-open-item": td.item }, td.item),
+        h("span", { class: "pill", "data-status": st }, STATUS_TEXT[st]),
+      ),
+      h(
+        "div",
+        { class: "stepper", "aria-hidden": "true", "data-step": STEP[st] },
+        h("span", {}),
+        h("span", {}),
+        h("span", {}),
+      ),
+      h(
+        "p",
+        { class: "td-meta muted" },
+        td.requestedAt ? when(td.requestedAt) : "",
+        td.by ? ` · by ${td.by}` : "",
+        td.reason ? ` · “${td.reason}”` : "",
+        td.ref ? ` · ${td.ref}` : "",
+      ),
+      td.containers.size ? containers : "",
+      h(
+        "p",
+        { class: "td-outcome" },
+        outcome,
+        " ",
+        h("code", { class: "corr muted", title: `correlation ID ${corr}` }, shortID(corr)),
+      ),
+    );
+  }
+  model.boardDirty.clear();
+  while (board.childElementCount > BOARD_CAP) {
+    const last = board.lastElementChild;
+    model.takedowns.delete(last.dataset.correlationId);
+    last.remove();
+  }
+  $("board-empty").hidden = board.childElementCount > 0;
+  const open = [...model.takedowns.values()].filter((td) => !td.outcome).length;
+  $("board-meta").textContent = model.takedowns.size ? `${num(open)} open · ${num(model.takedowns.size)} total` : "";
+}
+
+function setState(s) {
+  model.state = s;
+  const shown = s === "live" && model.gaps.size ? "gap" : s;
+  const el = $("conn");
+  el.dataset.state = shown;
+  $("conn-text").textContent = STATE_TEXT[shown] || shown;
+}
+
+function onGap(channel) {
+  model.gaps.add(channel || "a channel");
+  const names = [...model.gaps].map((c) => `“${c}”`).join(" and ");
+  $("gap-text").textContent =
+    `The connection was away longer than the server's history reaches: some events on ${names} were missed, ` +
+    "so the feed, counts and board may be incomplete. Everything from now on is live.";
+  $("gap-notice").hidden = false;
+  $("gap-notice").dataset.channels = [...model.gaps].join(" ");
+  setState(model.state);
+}
+
+// ---- item panel -----------------------------------------------------------
+
+const panel = new ItemPanel({
+  items: model.items,
+  topReason,
+  latestTakedown,
+  takedownStatus,
+  schedule,
+  statusText: STATUS_TEXT,
+  onAuthLost: () => signedOut("Your session has ended. Sign in again."),
+});
+
+// ---- session --------------------------------------------------------------
 
 async function session(token) {
   const opts = token
     ? { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ token }) }
     : { method: "GET" };
-  const res = await fetch("/v1/session", { ...opts, credentials: "same-origin" });
-  return res.ok ? res.json() : null;
+  try {
+    const res = await fetch("/v1/session", { ...opts, credentials: "same-origin" });
+    return res.ok ? res.json() : null;
+  } catch {
+    return null;
+  }
 }
 
-function live(who) {
-  $("signin").hidden = true;
-  $("live").hidden = false;
-  $("who").textContent = `${who.name} (${who.role})`;
-  const feed = $("feed");
-  const state = $("state");
-  const es = new EventSource("/v1/sse?channel=reports");
-  es.onopen = () => { state.textContent = "live"; };
-  es.onerror = () => { state.textContent = "reconnecting"; };
-  es.addEventListener("gap", () => { state.textContent = "live (missed events)"; });
-  es.addEventListener("item.reported", (e) => {
-    const ev = JSON.parse(e.data);
-    const d = ev.data || {};
-    const li = document.createElement("li");
-    li.textContent = `${d.reported_at || ev.time || ""} — ${d.item_id || ev.subject}: ${d.reason || ""} (by ${d.reporter_id || "?"})`;
-    feed.prepend(li);
-    while (feed.children.length > 200) feed.lastChild.remove();
+function signedIn(who) {
+  $("signin-view").hidden = true;
+  $("app").hidden = false;
+  $("who").textContent = who.name;
+  $("who").title = who.role;
+  document.body.dataset.signedIn = who.name;
+  model.main = new Stream(["reports", "takedowns"], {
+    fromOldest: true, // a fresh page starts with what the hub still holds
+    onEvent: onMainEvent,
+    onGap,
+    onState: setState,
+    onAuthLost: () => signedOut("Your session has ended. Sign in again."),
   });
+  model.main.open();
+  model.tick = setInterval(checkTimeouts, 1000);
+}
+
+function reset() {
+  model.main?.close();
+  model.main = null;
+  clearInterval(model.tick);
+  panel.close();
+  Object.assign(model, { feedQueue: [], held: [], paused: false, received: 0, topDirty: false });
+  model.items.clear();
+  model.takedowns.clear();
+  model.boardDirty.clear();
+  model.gaps.clear();
+  topRows.clear();
+  for (const id of ["feed", "top", "board"]) $(id).replaceChildren();
+  for (const id of ["feed-empty", "top-empty", "board-empty"]) $(id).hidden = false;
+  $("gap-notice").hidden = true;
+  $("pause").setAttribute("aria-pressed", "false");
+  $("pause").textContent = "Pause";
+  drawFeed();
+}
+
+function signedOut(message) {
+  reset();
+  delete document.body.dataset.signedIn;
+  setState("offline");
+  $("app").hidden = true;
+  $("signin-view").hidden = false;
+  $("signin-error").textContent = message || "";
+  $("token").focus();
+}
+
+// ---- wiring ---------------------------------------------------------------
+
+function wire() {
+  $("signin").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const tok = $("token").value.trim();
+    if (!tok) {
+      $("signin-error").textContent = "Enter your moderator token.";
+      return;
+    }
+    const btn = e.submitter;
+    if (btn) btn.disabled = true;
+    const who = await session(tok);
+    if (btn) btn.disabled = false;
+    $("token").value = "";
+    if (who) {
+      $("signin-error").textContent = "";
+      signedIn(who);
+    } else {
+      $("signin-error").textContent = "That token was not accepted.";
+    }
+  });
+  $("signout").addEventListener("click", async () => {
+    try {
+      await fetch("/v1/session", { method: "DELETE", credentials: "same-origin" });
+    } catch {}
+    signedOut("");
+  });
+  $("gap-dismiss").addEventListener("click", () => {
+    model.gaps.clear();
+    $("gap-notice").hidden = true;
+    setState(model.state);
+  });
+  $("pause").addEventListener("click", () => setPaused(!model.paused));
+  $("feed-pending").addEventListener("click", () => setPaused(false));
+  // One listener opens any item, wherever its button is.
+  document.addEventListener("click", (e) => {
+    const b = e.target.closest("[data-open-item]");
+    if (b && validItem(b.dataset.openItem)) panel.open(b.dataset.openItem);
+  });
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && model.frame) {
+      clearTimeout(model.frame);
+      model.frame = 0;
+      schedule();
+    }
+  });
+}
+
+function setPaused(p) {
+  model.paused = p;
+  $("pause").setAttribute("aria-pressed", String(p));
+  $("pause").textContent = p ? "Resume" : "Pause";
+  if (!p && model.held.length) {
+    model.feedQueue.push(...model.held);
+    model.held = [];
+  }
+  schedule();
 }
 
 async function main() {
-  // A token in the page's URL (as printed at start) is exchanged for the
-  // cookie at once and removed from the address bar and history.
+  wire();
+  // A token in the address (as printed at start) becomes the session
+  // cookie at once and leaves the address bar and the history.
   const params = new URLSearchParams(location.search);
   let who = null;
+  let message = "";
   if (params.has("access_token")) {
-    who = await session(params.get("access_token"));
-    history.replaceState(null, "", location.pathname);
+    const tok = params.get("access_token");
+    params.delete("access_token");
+    const rest = params.toString();
+    history.replaceState(null, "", location.pathname + (rest ? "?" + rest : "") + location.hash);
+    who = await session(tok);
+    if (!who) message = "The sign-in link's token was not accepted.";
   }
   who = who || (await session());
-  if (who) return live(who);
-  $("signin").hidden = false;
-  $("signin").addEventListener("submit", async (e) => {
-    e.preventDefault();
-    const who = await session($("token").value);
-    $("token").value = "";
-    if (who) live(who);
-    else $("signin-error").textContent = "Unknown token.";
-  });
+  if (who) signedIn(who);
+  else signedOut(message);
 }
+
 main();
