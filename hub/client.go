@@ -295,15 +295,18 @@ func (c *Client) dropSub(channel string, st *subState) {
 }
 
 // Unsubscribe stops channel's deliveries to c. Entries already queued stay.
-func (c *Client) Unsubscribe(channel string) bool {
+// It returns the position of the last entry queued for the channel, where a
+// later subscription may resume.
+func (c *Client) Unsubscribe(channel string) (Position, bool) {
 	c.mu.Lock()
-	_, ok := c.subs[channel]
+	st, ok := c.subs[channel]
 	delete(c.subs, channel)
 	c.mu.Unlock()
-	if ok {
-		c.h.detach(channel, c)
+	if !ok {
+		return Position{}, false
 	}
-	return ok
+	c.h.detach(channel, c)
+	return Position{Epoch: st.epoch, Offset: st.last}, true
 }
 
 // Channels returns how many channels c holds.

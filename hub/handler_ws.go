@@ -241,11 +241,12 @@ func (wh *wsHandler) handle(ctx context.Context, s *Session, f *inFrame, raw []b
 			s.SendError(f.ID, CodeBadRequest, err.Error())
 			return
 		}
-		if !s.Client.Unsubscribe(f.Channel) {
+		pos, ok := s.Client.Unsubscribe(f.Channel)
+		if !ok {
 			s.SendError(f.ID, CodeNotFound, "not subscribed to "+f.Channel)
 			return
 		}
-		s.Send(ackFrame{Type: "ack", ID: f.ID})
+		s.Send(ackFrame{Type: "ack", ID: f.ID, Cursor: pos.String()})
 	case "":
 		s.SendError(f.ID, CodeBadRequest, `missing "type"`)
 	default:

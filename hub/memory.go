@@ -224,11 +224,8 @@ func (m *Memory) Listen(_ context.Context, ch string, deliver func(Entry)) (func
 	return func() {
 		once.Do(func() {
 			l.mu.Lock()
-			for i, d := range l.deliver {
-				if d == ln {
-					l.deliver = append(l.deliver[:i], l.deliver[i+1:]...)
-					break
-				}
+			if i := slices.Index(l.deliver, ln); i >= 0 {
+				l.deliver = slices.Delete(l.deliver, i, i+1) // clears the freed slot
 			}
 			l.lastUsed = m.now()
 			l.mu.Unlock()

@@ -142,6 +142,9 @@ func (b *Bus) keys(ch string) (meta, log, live string) {
 	return tag + "meta", tag + "log", tag + "live"
 }
 
+// idsKey is the sorted set of the keys of the events ch's history holds.
+func (b *Bus) idsKey(ch string) string { return b.cfg.Prefix + "{" + ch + "}:ids" }
+
 func (b *Bus) liveName(ch string) string {
 	_, _, live := b.keys(ch)
 	return live
@@ -163,16 +166,19 @@ func event(h string, js []byte) (*hub.Event, error) {
 }
 
 // Publish appends ev to each channel's stream and announces it, one script
-// per channel (each atomic on its own slot).
+// per channel (each atomic on its own slot). It is idempotent: a channel
+// whose history already holds ev (same source and id) keeps it once, so a
+// record Kafka delivers again, or a retried Publish, reaches nobody twice.
 func (b *Bus) Publish(ctx context.Context, channels []string, ev *hub.Event) error {
 	h := header(ev)
+	key := ev.Source + "\x00" + ev.ID
 	now := b.now().UnixMilli()
 	ttl := b.cfg.HistoryTTL.Milliseconds()
 	for _, ch := range channels {
 		meta, log, live := b.keys(ch)
 		b.Commands.Add(1)
-		err := publishScript.Run(ctx, b.rdb, []string{meta, log, live},
-			h, ev.JSON, b.cfg.HistorySize, ttl, now, newEpoch()).Err()
+		err := publishScript.Run(ctx, b.rdb, []string{meta, log, live, b.idsKey(ch)},
+			h, ev.JSON, b.cfg.HistorySize, ttl, now, newEpoch(), key).Err()
 		if err != nil {
 			return fmt.Errorf("redisbus: publish to %s: %w", ch, err)
 		}

@@ -212,3 +212,48 @@ func TestBusLostAnnouncement(t *testing.T) {
 		})
 	}
 }
+
+// TestBusIdempotentPublish: an event published again (a record Kafka
+// delivered twice, or a retried Publish) is kept and announced once while
+// history holds it, on any node; the keys kept for that stay bounded by
+// history.
+func TestBusIdempotentPublish(t *testing.T) {
+	for _, srv := range redistest.Servers(t) {
+		t.Run(srv.Name, func(t *testing.T) {
+			ctx := t.Context()
+			a := newBus(t, srv, Config{HistorySize: 2})
+			b := newBus(t, srv, Config{HistorySize: 2})
+			col := newCollector()
+			cancel, err := b.Listen(ctx, "reports", col.deliver)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cancel()
+			for _, p := range []*Bus{a, b, a} {
+				if err := p.Publish(ctx, []string{"item:1", "reports"}, ev(1)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			a.Publish(ctx, []string{"reports"}, ev(2))
+			got := col.wait(t, 2)
+			if len(got) != 2 || got[0].Event.ID != "e-1" || got[1].Event.ID != "e-2" || got[1].Pos.Offset != 2 {
+				t.Fatalf("announced %+v", got)
+			}
+			for ch, want := range map[string]int{"item:1": 1, "reports": 2} {
+				if r, _ := b.Read(ctx, ch, &hub.Oldest); len(r.Entries) != want || r.Top.Offset != uint64(want) {
+					t.Fatalf("%s holds %+v, want %d entries", ch, r, want)
+				}
+			}
+			// Once it has left history, the same event is appended again.
+			a.Publish(ctx, []string{"reports"}, ev(3))
+			a.Publish(ctx, []string{"reports"}, ev(1))
+			r, _ := b.Read(ctx, "reports", &hub.Oldest)
+			if len(r.Entries) != 2 || r.Entries[1].Event.ID != "e-1" || r.Top.Offset != 4 {
+				t.Fatalf("reports holds %+v", r)
+			}
+			if n, _ := a.Client().ZCard(ctx, a.idsKey("reports")).Result(); n != 2 {
+				t.Fatalf("%d event keys kept for a history of 2", n)
+			}
+		})
+	}
+}

@@ -9,10 +9,18 @@ import "github.com/redis/go-redis/v9"
 //	<prefix>{<channel>}:log   stream: one entry per event, ID "<offset>-0",
 //	                          fields h (header), j (event JSON), t (ms)
 //	<prefix>{<channel>}:live  pub/sub channel of new entries
+//	<prefix>{<channel>}:ids   sorted set: the key (source, id) of each
+//	                          event history holds, scored by its offset
 //
-// The meta hash and the stream expire history.ttl after the last append: a
-// channel whose whole history has aged out is forgotten, and its next
-// append starts a new epoch, so old cursors get a gap, never a silent skip.
+// The meta hash, the stream and the ids expire history.ttl after the last
+// append: a channel whose whole history has aged out is forgotten, and its
+// next append starts a new epoch, so old cursors get a gap, never a silent
+// skip.
+//
+// An append is idempotent while history holds the event: Kafka delivers at
+// least once, and a record handed to the hub again (by the partition's next
+// owner after a rebalance, or by a retry after a reply was lost) must not
+// reach subscribers twice.
 
 // trimLua drops entries older than the cutoff from the stream's head.
 const trimLua = `
@@ -33,21 +41,31 @@ end
 
 // publishScript appends one event to one channel and announces it, in one
 // step: an entry is announced only once history holds it, and never lost
-// between the two.
+// between the two. An event whose key history already holds is neither
+// appended nor announced again.
 //
-// KEYS: meta, log, live. ARGV: header, json, maxlen, ttl ms, now ms, new epoch.
-// Returns {epoch, offset}.
+// KEYS: meta, log, live, ids. ARGV: header, json, maxlen, ttl ms, now ms,
+// new epoch, event key. Returns {epoch, offset}.
 var publishScript = redis.NewScript(trimLua + `
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[6]
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', 0)
+  redis.call('DEL', KEYS[4])
 end
+local seen = redis.call('ZSCORE', KEYS[4], ARGV[7])
+if seen then return {epoch, tonumber(seen)} end
 local top = redis.call('HINCRBY', KEYS[1], 'top', 1)
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], top .. '-0', 'h', ARGV[1], 'j', ARGV[2], 't', ARGV[5])
 trim(KEYS[2], tonumber(ARGV[5]) - tonumber(ARGV[4]))
+redis.call('ZADD', KEYS[4], top, ARGV[7])
+local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+if #first > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. string.match(first[1][1], '^(%d+)'))
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('PEXPIRE', KEYS[4], ARGV[4])
 redis.call('PUBLISH', KEYS[3], epoch .. ' ' .. top .. ' ' .. string.len(ARGV[1]) .. ' ' .. ARGV[1] .. ARGV[2])
 return {epoch, top}
 `)

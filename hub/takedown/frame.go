@@ -103,12 +103,32 @@ func (a *Adapter) Frame(ctx context.Context, s *hub.Session, raw []byte) {
 		b, _ := json.Marshal(ackFrame{Type: "ack", ID: f.ID, CorrelationID: id})
 		return b
 	}
-	if _, err := s.Client.SubscribeWith(ctx, "corr:"+id, hub.SubscribeOptions{Ack: ack, Watch: watch}); err != nil {
-		if fresh {
+	ch := "corr:" + id
+	// The command goes out first, so the ack means "accepted and
+	// published". The subscription then resumes from where corr:<id> stood
+	// before publishing: every event of the takedown comes after the ack,
+	// and none is missed. A joined takedown replays what it has had so far.
+	from := &hub.Oldest
+	if fresh {
+		top, err := a.hub.Backplane().Read(ctx, ch, nil)
+		if err != nil {
 			a.store.Release(context.WithoutCancel(ctx), rec)
+			a.observe("unavailable", start)
+			s.SendError(f.ID, hub.CodeUnavailable, "the takedown could not be accepted: retry")
+			return
 		}
+		from = &top.Top
+		if err := a.publish(ctx, p, rec); err != nil {
+			a.observe("unavailable", start)
+			s.SendError(f.ID, hub.CodeUnavailable, "the takedown could not be published; nothing was accepted: retry")
+			return
+		}
+	}
+	if _, err := s.Client.SubscribeWith(ctx, ch, hub.SubscribeOptions{After: from, Ack: ack, Watch: watch}); err != nil {
 		if !errors.Is(err, hub.ErrClosed) {
-			s.SendError(f.ID, hub.CodeUnavailable, "could not subscribe to the takedown: retry")
+			// Published: the takedown goes on, and GET /v1/takedowns/{id}
+			// tells its outcome.
+			s.SendError(f.ID, hub.CodeUnavailable, "the takedown "+id+" was published but could not be followed: read its status")
 		}
 		return
 	}
@@ -117,15 +137,6 @@ func (a *Adapter) Frame(ctx context.Context, s *hub.Session, raw []byte) {
 			s.Client.Send(b)
 		}
 		return
-	}
-	if fresh {
-		if err := a.publish(ctx, p, rec); err != nil {
-			done.Store(true)
-			a.observe("unavailable", start)
-			s.Client.Unsubscribe("corr:" + id)
-			s.SendError(f.ID, hub.CodeUnavailable, "the takedown could not be published; nothing was accepted: retry")
-			return
-		}
 	}
 	// After the timeout, a result frame says so; sent to a connection that
 	// has gone, it is dropped.
