@@ -148,7 +148,7 @@ func (a *Auth) signIn(w http.ResponseWriter, r *http.Request) {
 		MaxAge: int(a.cfg.SessionTTL.Seconds()), HttpOnly: true,
 		SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil,
 	})
-	a.log.Info("signed in", "principal", p.Name, "role", p.Role)
+	hub.LoggerFrom(r.Context(), a.log).Info("signed in", "principal", p.Name, "role", p.Role)
 	writeWho(w, p)
 }
 

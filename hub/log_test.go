@@ -1,0 +1,45 @@
+package hub
+
+import (
+	"bytes"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+// TestRequestLog: every line logged while serving a request carries its
+// request ID, the access line never carries the query (tokens), and a sane
+// incoming X-Request-ID is kept.
+func TestRequestLog(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&buf, nil))
+	h := RequestLog(log, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		LoggerFrom(r.Context(), nil).Info("inside", "correlation_id", "c-1")
+		w.WriteHeader(http.StatusTeapot)
+	}))
+	for _, tt := range []struct{ in, want string }{{"abc-123", "abc-123"}, {"bad id with spaces", ""}} {
+		buf.Reset()
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodGet, "/v1/sse?access_token=secret-token", nil)
+		req.Header.Set("X-Request-ID", tt.in)
+		h.ServeHTTP(rec, req)
+		id := rec.Header().Get("X-Request-ID")
+		if id == "" || (tt.want != "" && id != tt.want) || (tt.want == "" && id == tt.in) {
+			t.Fatalf("request id %q for incoming %q", id, tt.in)
+		}
+		lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+		if len(lines) != 2 {
+			t.Fatalf("lines %q", lines)
+		}
+		for _, l := range lines {
+			if !strings.Contains(l, `"request_id":"`+id+`"`) {
+				t.Fatalf("line without the request id: %s", l)
+			}
+		}
+		if strings.Contains(buf.String(), "secret-token") || !strings.Contains(lines[1], `"status":418`) {
+			t.Fatalf("access line %s", lines[1])
+		}
+	}
+}
