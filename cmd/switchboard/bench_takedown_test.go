@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -13,7 +12,6 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime/pprof"
 	"slices"
@@ -598,39 +596,7 @@ type holdClient struct{ lc *loadClient }
 func startHoldClient(b *testing.B, spec holdSpec) *holdClient {
 	b.Helper()
 	raw, _ := json.Marshal(spec)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestTakedownHoldClient$", "-test.count=1", "-test.timeout=10m")
-	cmd.Env = append(os.Environ(), holdClientEnv+"="+string(raw))
-	lc := &loadClient{cmd: cmd, lines: make(chan string, 16)}
-	cmd.Stderr = &lockedWriter{mu: &lc.mu, w: &lc.output}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if lc.stdin, err = cmd.StdinPipe(); err != nil {
-		b.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	go func() {
-		defer close(lc.lines)
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			if rest, ok := strings.CutPrefix(line, loadLinePrefix); ok {
-				lc.lines <- rest
-				continue
-			}
-			lc.mu.Lock()
-			lc.output.WriteString(line + "\n")
-			lc.mu.Unlock()
-		}
-	}()
-	b.Cleanup(lc.stop)
-	if _, err := lc.next("READY", 2*time.Minute); err != nil {
-		b.Fatal(err)
-	}
+	lc := spawnChild(b, []string{"-test.run=^TestTakedownHoldClient$", "-test.count=1", "-test.timeout=10m"}, holdClientEnv+"="+string(raw))
 	return &holdClient{lc: lc}
 }
 

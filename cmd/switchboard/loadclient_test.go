@@ -410,8 +410,16 @@ func startLoadClient(b *testing.B, spec loadSpec) *loadClient {
 	if prof := os.Getenv(loadClientEnv + "_CPUPROFILE"); prof != "" {
 		args = append(args, "-test.cpuprofile="+prof) // the child's own profile
 	}
+	return spawnChild(b, args, loadClientEnv+"="+string(raw))
+}
+
+// spawnChild re-executes the test binary with args and the extra env, and
+// waits until the child says READY. Lines it prints with loadLinePrefix come
+// out of next; everything else is kept for errors.
+func spawnChild(b *testing.B, args []string, env string) *loadClient {
+	b.Helper()
 	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), loadClientEnv+"="+string(raw))
+	cmd.Env = append(os.Environ(), env)
 	lc := &loadClient{cmd: cmd, lines: make(chan string, 16)}
 	cmd.Stderr = &lockedWriter{mu: &lc.mu, w: &lc.output}
 	stdout, err := cmd.StdoutPipe()
