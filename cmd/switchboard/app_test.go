@@ -159,10 +159,18 @@ func openSSE(t *testing.T, url string) *sseStream {
 	if resp.StatusCode != 200 {
 		t.Fatalf("SSE status %d", resp.StatusCode)
 	}
-	s := &sseStream{body: resp.Body, events: make(chan map[string]string, 1000)}
+	s := readSSE(resp.Body)
+	t.Cleanup(func() { resp.Body.Close() })
+	return s
+}
+
+// readSSE parses a stream's events (not comments, not id-only blocks) in the
+// background.
+func readSSE(body io.ReadCloser) *sseStream {
+	s := &sseStream{body: body, events: make(chan map[string]string, 1000)}
 	go func() {
 		defer close(s.events)
-		sc := bufio.NewScanner(resp.Body)
+		sc := bufio.NewScanner(body)
 		ev := map[string]string{}
 		for sc.Scan() {
 			line := sc.Text()
@@ -177,7 +185,6 @@ func openSSE(t *testing.T, url string) *sseStream {
 			ev[k] = v
 		}
 	}()
-	t.Cleanup(func() { resp.Body.Close() })
 	return s
 }
 

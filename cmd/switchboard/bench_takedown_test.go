@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -63,18 +62,7 @@ func startTakedownApp(b *testing.B, mutate func(*config.Config)) *app {
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	a, err := start(context.Background(), cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := a.Shutdown(ctx); err != nil {
-			b.Error(err)
-		}
-	})
-	return a
+	return runBenchNode(b, cfg)
 }
 
 func benchItem(seq int) string { return "item-" + strconv.Itoa(1+seq%catalogueItems) }

@@ -41,6 +41,12 @@ func startBenchApp(b *testing.B, clientQueue int) *app {
 	if clientQueue != 0 {
 		cfg.Hub.ClientQueue = clientQueue
 	}
+	return runBenchNode(b, cfg)
+}
+
+// runBenchNode starts a node for a benchmark and stops it at the end.
+func runBenchNode(b *testing.B, cfg config.Config) *app {
+	b.Helper()
 	a, err := start(context.Background(), cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		b.Fatal(err)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -631,24 +630,7 @@ func (n *securityNode) openSSE(t, life *testing.T, path string, hdr http.Header)
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		t.Fatalf("SSE %s: status %d %q: %s", path, resp.StatusCode, resp.Header.Get("Content-Type"), b)
 	}
-	s := &sseStream{body: resp.Body, events: make(chan map[string]string, 1000)}
-	go func() {
-		defer close(s.events)
-		sc := bufio.NewScanner(resp.Body)
-		ev := map[string]string{}
-		for sc.Scan() {
-			line := sc.Text()
-			if line == "" {
-				if _, ok := ev["data"]; ok {
-					s.events <- ev
-				}
-				ev = map[string]string{}
-				continue
-			}
-			k, v, _ := strings.Cut(line, ": ")
-			ev[k] = v
-		}
-	}()
+	s := readSSE(resp.Body)
 	return s
 }
 
