@@ -267,6 +267,14 @@ func (c *Client) startResync(channel string, st *subState) {
 			c.failLocked(ErrSlowConsumer)
 			return
 		}
+		if rep.Gap && rep.Top.Epoch != after.Epoch {
+			// A new epoch: say so, then read it from its start.
+			c.queue = append(c.queue, Item{Kind: ItemGap, Channel: channel, Pos: Position{Epoch: rep.Top.Epoch}})
+			st.epoch, st.last = rep.Top.Epoch, 0
+			c.startResync(channel, st)
+			c.wake()
+			return
+		}
 		if rep.Gap {
 			c.queue = append(c.queue, Item{Kind: ItemGap, Channel: channel, Pos: rep.Top})
 			st.epoch, st.last = rep.Top.Epoch, rep.Top.Offset
@@ -359,16 +367,20 @@ func (c *Client) offer(d *Delivery) {
 // A hole (an offset past the next one) means announcements were lost: the
 // subscription buffers and re-reads history to fill it.
 func (c *Client) queueLocked(st *subState, d *Delivery) {
-	if d.Pos.Epoch == st.epoch && d.Pos.Offset > st.last+1 && !st.buffering {
+	if d.Pos.Epoch != st.epoch {
+		// The log lost its continuity: the client is told, then gets the
+		// new epoch from its start (the hole check below fetches what came
+		// before d).
+		c.queue = append(c.queue, Item{Kind: ItemGap, Channel: d.Channel, Pos: Position{Epoch: d.Pos.Epoch}})
+		st.epoch, st.last = d.Pos.Epoch, 0
+	}
+	if d.Pos.Offset > st.last+1 && !st.buffering {
 		st.buffering = true
 		st.pending = append(st.pending, d)
 		c.startResync(d.Channel, st)
 		return
 	}
-	if d.Pos.Epoch != st.epoch {
-		c.queue = append(c.queue, Item{Kind: ItemGap, Channel: d.Channel, Pos: Position{Epoch: d.Pos.Epoch, Offset: d.Pos.Offset - 1}})
-		st.epoch = d.Pos.Epoch
-	} else if d.Pos.Offset <= st.last {
+	if d.Pos.Offset <= st.last {
 		return
 	}
 	st.last = d.Pos.Offset

@@ -257,3 +257,57 @@ func TestBusIdempotentPublish(t *testing.T) {
 		})
 	}
 }
+
+// TestBusNewEpoch: Redis lost a channel's data (a restart without
+// persistence) and the first entry of the new epoch was never announced:
+// a live subscriber is told with a gap, then gets the new epoch from its
+// start, in order, once.
+func TestBusNewEpoch(t *testing.T) {
+	for _, srv := range redistest.Servers(t) {
+		t.Run(srv.Name, func(t *testing.T) {
+			ctx := t.Context()
+			b := newBus(t, srv, Config{})
+			h, err := hub.New(hub.Config{}, b, slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer h.Shutdown(context.Background())
+			c, err := h.NewClient()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := c.Subscribe(ctx, "reports", nil, nil); err != nil {
+				t.Fatal(err)
+			}
+			b.Publish(ctx, []string{"reports"}, ev(1))
+			meta, log, _ := b.keys("reports")
+			rdb := b.Client()
+			rdb.Del(ctx, meta, log, b.cfg.Prefix+"{reports}:ids")
+			// Entry 1 of the new epoch, unannounced; then entry 2, announced.
+			rdb.HSet(ctx, meta, "epoch", "newepoch01", "top", 1)
+			rdb.XAdd(ctx, &redis.XAddArgs{Stream: log, ID: "1-0", Values: []any{"h", header(ev(2)), "j", string(ev(2).JSON), "t", time.Now().UnixMilli()}})
+			b.Publish(ctx, []string{"reports"}, ev(3))
+			var got []string
+			deadline := time.After(waitFor)
+			for len(got) < 4 {
+				select {
+				case <-c.Ready():
+					for _, it := range c.Drain() {
+						switch it.Kind {
+						case hub.ItemEvent:
+							got = append(got, it.Delivery.Event.ID)
+						case hub.ItemGap:
+							got = append(got, "gap")
+						}
+					}
+				case <-deadline:
+					t.Fatalf("got %v", got)
+				}
+			}
+			if fmt.Sprint(got) != "[e-1 gap e-2 e-3]" {
+				t.Fatalf("got %v", got)
+			}
+		})
+	}
+}
