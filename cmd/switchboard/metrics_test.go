@@ -92,13 +92,13 @@ func TestMetricsCounts(t *testing.T) {
 	eventually(t, "the slow consumer dropped", func() bool { return a.hub.Stats().SlowConsumers.Load() == 1 })
 
 	// Takedowns: confirmed, not found, accepted (respond-async).
-	if resp, _ := post(t, t.Context(), a, policeToken, `{"item_id":"item-1"}`); resp.StatusCode != 200 {
+	if resp, _ := post(t, t.Context(), a, policeToken, `{"item_id":"item-1","reason":"test"}`); resp.StatusCode != 200 {
 		t.Fatalf("confirmed: %d", resp.StatusCode)
 	}
-	if resp, _ := post(t, t.Context(), a, policeToken, `{"item_id":"nope"}`); resp.StatusCode != 404 {
+	if resp, _ := post(t, t.Context(), a, policeToken, `{"item_id":"nope","reason":"test"}`); resp.StatusCode != 404 {
 		t.Fatalf("not found: %d", resp.StatusCode)
 	}
-	if resp, _ := post(t, t.Context(), a, policeToken, `{"item_id":"item-2"}`, "Prefer", "respond-async"); resp.StatusCode != 202 {
+	if resp, _ := post(t, t.Context(), a, policeToken, `{"item_id":"item-2","reason":"test"}`, "Prefer", "respond-async"); resp.StatusCode != 202 {
 		t.Fatalf("accepted: %d", resp.StatusCode)
 	}
 	eventually(t, "takedown events consumed", func() bool {

@@ -929,7 +929,7 @@ func TestScaleOutRedisRestart(t *testing.T) {
 	for _, n := range nodes {
 		n.readyIs(t, http.StatusServiceUnavailable)
 	}
-	if resp, _ := post(t, t.Context(), a.app, policeToken, `{"item_id":"item-1"}`); resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" {
+	if resp, _ := post(t, t.Context(), a.app, policeToken, `{"item_id":"item-1","reason":"test"}`); resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("takedown while Redis is down: %d %v", resp.StatusCode, resp.Header)
 	}
 	produce(t, env.broker, msgs(seq(11, 20))...)

@@ -143,12 +143,14 @@ func TestTakedownOutcomes(t *testing.T) {
 	}{
 		{"bad body 400", policeToken, `{"item_id":`, "application/json", 400},
 		{"missing item_id 400", policeToken, `{"reason":"x"}`, "application/json", 400},
-		{"bad item_id 400", policeToken, `{"item_id":"a b"}`, "application/json", 400},
-		{"wrong content type 415", policeToken, `{"item_id":"item-3"}`, "text/plain", 415},
+		{"missing reason 400", policeToken, `{"item_id":"item-3"}`, "application/json", 400},
+		{"blank reason 400", policeToken, `{"item_id":"item-3","reason":"  "}`, "application/json", 400},
+		{"bad item_id 400", policeToken, `{"item_id":"a b","reason":"test"}`, "application/json", 400},
+		{"wrong content type 415", policeToken, `{"item_id":"item-3","reason":"test"}`, "text/plain", 415},
 		{"too large 413", policeToken, `{"item_id":"item-3","reason":"` + strings.Repeat("x", 2000) + `"}`, "application/json", 413},
-		{"no token 401", "", `{"item_id":"item-3"}`, "application/json", 401},
-		{"bad token 401", "nope", `{"item_id":"item-3"}`, "application/json", 401},
-		{"partner over HTTP 403", acmeToken, `{"item_id":"item-3"}`, "application/json", 403},
+		{"no token 401", "", `{"item_id":"item-3","reason":"test"}`, "application/json", 401},
+		{"bad token 401", "nope", `{"item_id":"item-3","reason":"test"}`, "application/json", 401},
+		{"partner over HTTP 403", acmeToken, `{"item_id":"item-3","reason":"test"}`, "application/json", 403},
 	}
 	for _, tt := range refusals {
 		t.Run(tt.name, func(t *testing.T) {
@@ -176,16 +178,16 @@ func TestTakedownRateLimit(t *testing.T) {
 	})
 	waitReady(t, a)
 	for i := range 2 {
-		if resp, _ := post(t, t.Context(), a, policeToken, fmt.Sprintf(`{"item_id":"item-%d"}`, 10+i)); resp.StatusCode != 200 {
+		if resp, _ := post(t, t.Context(), a, policeToken, fmt.Sprintf(`{"item_id":"item-%d","reason":"test"}`, 10+i)); resp.StatusCode != 200 {
 			t.Fatalf("within the burst: %d", resp.StatusCode)
 		}
 	}
-	resp, _ := post(t, t.Context(), a, policeToken, `{"item_id":"item-12"}`)
+	resp, _ := post(t, t.Context(), a, policeToken, `{"item_id":"item-12","reason":"test"}`)
 	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" || !isProblem(resp) {
 		t.Fatalf("over the rate: %d %v", resp.StatusCode, resp.Header)
 	}
 	// Another principal has its own budget.
-	if resp, _ := post(t, t.Context(), a, modToken, `{"item_id":"item-13"}`); resp.StatusCode != 200 {
+	if resp, _ := post(t, t.Context(), a, modToken, `{"item_id":"item-13","reason":"test"}`); resp.StatusCode != 200 {
 		t.Fatalf("moderator: %d", resp.StatusCode)
 	}
 }
@@ -225,7 +227,7 @@ func TestTakedownRejected422(t *testing.T) {
 	a := startTestApp(t, func(c *config.Config) { c.ItemSvc.Enabled = false })
 	waitReady(t, a)
 	responder(t, a, "legal_hold")
-	resp, m := post(t, t.Context(), a, policeToken, `{"item_id":"item-1"}`)
+	resp, m := post(t, t.Context(), a, policeToken, `{"item_id":"item-1","reason":"test"}`)
 	if resp.StatusCode != 422 || !isProblem(resp) || m["reason"] != "legal_hold" || m["correlation_id"] == nil {
 		t.Fatalf("%d %v", resp.StatusCode, m)
 	}
@@ -279,7 +281,7 @@ func TestTakedownTimeoutThenRetry(t *testing.T) {
 		t.Fatalf("%d %v %v", resp.StatusCode, resp.Header, m)
 	}
 	// The same key with another body is refused.
-	if resp, _ := post(t, t.Context(), a, policeToken, `{"item_id":"item-8"}`, "Idempotency-Key", "k-1"); resp.StatusCode != 422 {
+	if resp, _ := post(t, t.Context(), a, policeToken, `{"item_id":"item-8","reason":"test"}`, "Idempotency-Key", "k-1"); resp.StatusCode != 422 {
 		t.Fatalf("same key, other body: %d", resp.StatusCode)
 	}
 
@@ -373,7 +375,7 @@ func TestTakedownClientHangsUp(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	errc := make(chan error, 1)
 	go func() {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, a.base()+"/v1/takedowns", strings.NewReader(`{"item_id":"item-9"}`))
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, a.base()+"/v1/takedowns", strings.NewReader(`{"item_id":"item-9","reason":"test"}`))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Authorization", "Bearer "+policeToken)
 		_, err := http.DefaultClient.Do(req)
@@ -403,7 +405,7 @@ func TestTakedownKafkaDown(t *testing.T) {
 	waitReady(t, a)
 	a.broker.Close()
 	start := time.Now()
-	resp, m := post(t, t.Context(), a, policeToken, `{"item_id":"item-4"}`, "Idempotency-Key", "down-1")
+	resp, m := post(t, t.Context(), a, policeToken, `{"item_id":"item-4","reason":"test"}`, "Idempotency-Key", "down-1")
 	t.Logf("503 after %v", time.Since(start))
 	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || !isProblem(resp) {
 		t.Fatalf("%d %v %v", resp.StatusCode, resp.Header, m)

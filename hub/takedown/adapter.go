@@ -12,6 +12,7 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -139,6 +140,9 @@ func (r *Request) validate() error {
 	}
 	if err := hub.ValidateChannel("item:" + r.ItemID); err != nil {
 		return fmt.Errorf(`"item_id" must be 1 to 128 characters of A-Z a-z 0-9 . _ ~ -`)
+	}
+	if strings.TrimSpace(r.Reason) == "" {
+		return errors.New(`"reason" is required: it goes to the item service and the audit trail`)
 	}
 	if len(r.Reason) > 2000 || len(r.AuthorityRef) > 256 {
 		return errors.New(`"reason" (2000) or "authority_ref" (256) is too long`)

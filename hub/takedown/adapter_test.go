@@ -119,7 +119,7 @@ func TestConfirmationBeforePublishReturns(t *testing.T) {
 // is answered from the store, without a second command.
 func TestOutcomeAlreadyStored(t *testing.T) {
 	r := newRig(t, Config{Timeout: 50 * time.Millisecond})
-	resp, m := r.post(t, `{"item_id":"item-1"}`, "Idempotency-Key", "k")
+	resp, m := r.post(t, `{"item_id":"item-1","reason":"test"}`, "Idempotency-Key", "k")
 	if resp.StatusCode != 504 {
 		t.Fatalf("first: %d", resp.StatusCode)
 	}
@@ -127,7 +127,7 @@ func TestOutcomeAlreadyStored(t *testing.T) {
 	// The item service answers while nobody waits.
 	cmd := producers.CloudEvent{ID: "c", CorrelationID: corr, Subject: "item-1"}
 	r.store.Apply(t.Context(), outcome(TypeRejected, cmd, `{"item_id":"item-1","reason":"not_found"}`))
-	resp, m = r.post(t, `{"item_id":"item-1"}`, "Idempotency-Key", "k")
+	resp, m = r.post(t, `{"item_id":"item-1","reason":"test"}`, "Idempotency-Key", "k")
 	if resp.StatusCode != 404 || m["correlation_id"] != corr {
 		t.Fatalf("retry: %d %v", resp.StatusCode, m)
 	}
@@ -141,7 +141,7 @@ func TestOutcomeAlreadyStored(t *testing.T) {
 func TestPublishRefused(t *testing.T) {
 	r := newRig(t, Config{})
 	r.cmd.fail = errors.New("broker down")
-	resp, _ := r.post(t, `{"item_id":"item-1"}`, "Idempotency-Key", "k")
+	resp, _ := r.post(t, `{"item_id":"item-1","reason":"test"}`, "Idempotency-Key", "k")
 	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("%d %v", resp.StatusCode, resp.Header)
 	}
@@ -157,11 +157,11 @@ func TestPublishRefused(t *testing.T) {
 // respond-async the answer after the wait is 202.
 func TestWaitCapped(t *testing.T) {
 	r := newRig(t, Config{Timeout: time.Hour, MaxWait: 1 * time.Second})
-	resp, m := r.post(t, `{"item_id":"item-1"}`, "Prefer", "wait=3600, respond-async")
+	resp, m := r.post(t, `{"item_id":"item-1","reason":"test"}`, "Prefer", "wait=3600, respond-async")
 	if resp.StatusCode != 202 || resp.Header.Get("Preference-Applied") != "respond-async, wait=1" || m["status"] != "pending" {
 		t.Fatalf("%d %v %v", resp.StatusCode, resp.Header, m)
 	}
-	resp, _ = r.post(t, `{"item_id":"item-2"}`, "Prefer", "wait=3600")
+	resp, _ = r.post(t, `{"item_id":"item-2","reason":"test"}`, "Prefer", "wait=3600")
 	if resp.StatusCode != 504 || resp.Header.Get("Location") == "" {
 		t.Fatalf("%d %v", resp.StatusCode, resp.Header)
 	}
