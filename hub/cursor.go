@@ -82,27 +82,45 @@ func (c StreamCursor) Encode() string {
 // ParseStreamCursor decodes a StreamCursor. It refuses oversized input and
 // anything that does not decode to valid channels and positions.
 func ParseStreamCursor(s string) (StreamCursor, error) {
+	c, _, err := parseStreamCursor(s)
+	return c, err
+}
+
+// parseStreamCursor decodes a stream id: the positions, and the keys of the
+// newest events the stream sent (a "~" part, at most recentKeys of them).
+func parseStreamCursor(s string) (StreamCursor, []uint64, error) {
 	if len(s) > maxStreamCursorLen {
-		return nil, fmt.Errorf("%w: stream cursor longer than %d bytes", ErrBadCursor, maxStreamCursorLen)
+		return nil, nil, fmt.Errorf("%w: stream cursor longer than %d bytes", ErrBadCursor, maxStreamCursorLen)
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(s)
 	if err != nil {
-		return nil, fmt.Errorf("%w: stream cursor is not base64url", ErrBadCursor)
+		return nil, nil, fmt.Errorf("%w: stream cursor is not base64url", ErrBadCursor)
 	}
 	c := StreamCursor{}
+	var recent []uint64
 	if len(raw) == 0 {
-		return c, nil
+		return c, nil, nil
 	}
 	for _, part := range strings.Split(string(raw), ";") {
+		if keys, ok := strings.CutPrefix(part, "~"); ok {
+			for _, k := range strings.Split(keys, ",") {
+				h, err := strconv.ParseUint(k, 36, 64)
+				if err != nil || len(recent) == recentKeys {
+					return nil, nil, fmt.Errorf("%w: stream cursor has bad event keys", ErrBadCursor)
+				}
+				recent = append(recent, h)
+			}
+			continue
+		}
 		ch, pos, ok := strings.Cut(part, "|")
 		if !ok || ValidateChannel(ch) != nil {
-			return nil, fmt.Errorf("%w: stream cursor names a bad channel", ErrBadCursor)
+			return nil, nil, fmt.Errorf("%w: stream cursor names a bad channel", ErrBadCursor)
 		}
 		p, err := ParseCursor(pos)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		c[ch] = p
 	}
-	return c, nil
+	return c, recent, nil
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"net"
 	"net/http"
 	"slices"
@@ -105,7 +104,7 @@ func (s *sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if lastID == "" {
 		lastID = q.Get("last_event_id")
 	}
-	resume, err := ParseStreamCursor(lastID)
+	resume, recent, err := parseStreamCursor(lastID)
 	if err != nil {
 		Error(w, http.StatusBadRequest, "Last-Event-ID: "+err.Error())
 		return
@@ -150,6 +149,11 @@ func (s *sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := sseStream{cur: cur}
 	if len(chans) > 1 {
 		st.seen = newKeyRing(sseDedupeWindow)
+		// What the client got last before it dropped: their copies on the
+		// stream's other channels are not sent again.
+		for _, h := range recent {
+			st.seen.addHash(h)
+		}
 	}
 	// The first id tells the browser where the stream starts, so a drop
 	// before the first event resumes without loss.
@@ -377,8 +381,9 @@ func (st *sseStream) add(it Item) {
 				st.cur.follow(s.Channel, s.Pos)
 			}
 		}
+		dup := st.seen != nil && !st.seen.add(d.Event.key())
 		st.buf = st.appendID(st.buf)
-		if st.seen != nil && !st.seen.add(d.Event.key()) {
+		if dup {
 			// Sent already through another channel of this stream: only
 			// move the browser's Last-Event-ID.
 			st.buf = append(st.buf, '\n')
@@ -396,7 +401,7 @@ func (st *sseStream) add(it Item) {
 
 func (st *sseStream) appendID(b []byte) []byte {
 	b = append(b, "id: "...)
-	b = st.cur.appendEncoded(b)
+	b = st.cur.appendEncoded(b, st.seen.newest())
 	return append(b, '\n')
 }
 
@@ -442,8 +447,9 @@ func (s *streamPos) set(ch string, p Position) {
 	}
 }
 
-// appendEncoded appends the same encoding as StreamCursor.Encode.
-func (s *streamPos) appendEncoded(dst []byte) []byte {
+// appendEncoded appends the same encoding as StreamCursor.Encode, then the
+// keys of the newest events sent, if any (";~h1,h2" in base 36).
+func (s *streamPos) appendEncoded(dst []byte, recent []uint64) []byte {
 	raw := s.raw[:0]
 	for i, ch := range s.names {
 		if i > 0 {
@@ -455,27 +461,53 @@ func (s *streamPos) appendEncoded(dst []byte) []byte {
 		raw = append(raw, '.')
 		raw = strconv.AppendUint(raw, s.pos[i].Offset, 36)
 	}
+	for i, h := range recent {
+		if i == 0 {
+			raw = append(raw, ";~"...)
+		} else {
+			raw = append(raw, ',')
+		}
+		raw = strconv.AppendUint(raw, h, 36)
+	}
 	s.raw = raw
 	return base64.RawURLEncoding.AppendEncode(dst, raw)
 }
 
-// keyRing remembers the last n event keys (as hashes).
+// keyRing remembers the last n event keys, as FNV-1a hashes: stable across
+// processes, so the most recent ones can travel in the stream's id and be
+// remembered again by whichever node the stream resumes on.
 type keyRing struct {
-	seed maphash.Seed
-	max  int
-	ring []uint64
-	next int
-	set  map[uint64]struct{}
+	max    int
+	ring   []uint64
+	next   int
+	set    map[uint64]struct{}
+	recent [recentKeys]uint64 // the newest first
+	nrec   int
 }
+
+// recentKeys is how many of the newest event keys a multi-channel stream's
+// id carries: the events whose copies on the stream's other channels may
+// not have reached the client when it dropped.
+const recentKeys = 4
 
 func newKeyRing(n int) *keyRing {
 	// It grows as events flow: an idle stream holds almost nothing.
-	return &keyRing{seed: maphash.MakeSeed(), max: n, set: make(map[uint64]struct{})}
+	return &keyRing{max: n, set: make(map[uint64]struct{})}
+}
+
+func keyHash(key string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(key); i++ {
+		h ^= uint64(key[i])
+		h *= 1099511628211
+	}
+	return h
 }
 
 // add reports whether key is new, and remembers it.
-func (k *keyRing) add(key string) bool {
-	h := maphash.String(k.seed, key)
+func (k *keyRing) add(key string) bool { return k.addHash(keyHash(key)) }
+
+func (k *keyRing) addHash(h uint64) bool {
 	if _, ok := k.set[h]; ok {
 		return false
 	}
@@ -487,5 +519,16 @@ func (k *keyRing) add(key string) bool {
 		k.next = (k.next + 1) % len(k.ring)
 	}
 	k.set[h] = struct{}{}
+	copy(k.recent[1:], k.recent[:recentKeys-1])
+	k.recent[0] = h
+	k.nrec = min(k.nrec+1, recentKeys)
 	return true
+}
+
+// newest returns the newest keys, newest first.
+func (k *keyRing) newest() []uint64 {
+	if k == nil {
+		return nil
+	}
+	return k.recent[:k.nrec]
 }

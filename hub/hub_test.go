@@ -61,7 +61,7 @@ func TestCursorRoundTrip(t *testing.T) {
 	sp := newStreamPos([]string{"corr:x", "reports"})
 	sp.set("reports", p)
 	sp.set("corr:x", sc["corr:x"])
-	if got := string(sp.appendEncoded(nil)); got != sc.Encode() {
+	if got := string(sp.appendEncoded(nil, nil)); got != sc.Encode() {
 		t.Fatalf("streamPos encodes %q, StreamCursor %q", got, sc.Encode())
 	}
 	for _, bad := range []string{"", "x", "abc.", ".1", "a b.1", "abc.zzzzzzzzzzzzzzzz", strings.Repeat("a", 40) + ".1"} {
@@ -555,5 +555,37 @@ func TestFromOldest(t *testing.T) {
 				t.Fatalf("got %+v, want event %d", got, want)
 			}
 		}
+	}
+}
+
+// TestSSEResumeRemembersRecentKeys: an event that two channels of a stream
+// carry, announced on the second only after the client dropped (a backplane
+// without sibling positions), is not sent again on resume: the stream's id
+// carries the keys of the newest events it sent.
+func TestSSEResumeRemembersRecentKeys(t *testing.T) {
+	th := newTestHub(t, Config{}, MemoryConfig{})
+	s := openSSE(t, th.srv.URL, "?channel=reports&channel=item:item-1", "")
+	e := testEvent(1, "item.reported", "item-1", "")
+	if err := th.Publish(t.Context(), []string{"reports"}, e); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.next(t); got.N != 1 {
+		t.Fatalf("got %+v", got)
+	}
+	cur := s.cursor()
+	s.close()
+	// The same event reaches the stream's other channel late.
+	if err := th.Publish(t.Context(), []string{"item:item-1"}, e); err != nil {
+		t.Fatal(err)
+	}
+	th.publish(t, 2, "reports")
+	s2 := openSSE(t, th.srv.URL, "?channel=reports&channel=item:item-1", cur)
+	if got := s2.next(t); got.N != 2 {
+		t.Fatalf("after resume got %+v, want event 2 (event 1 again would be a duplicate)", got)
+	}
+	// And the id it resumes with next time still covers both channels.
+	c, err := ParseStreamCursor(s2.cursor())
+	if err != nil || c["item:item-1"].Offset != 1 || c["reports"].Offset != 2 {
+		t.Fatalf("cursor %v %v", c, err)
 	}
 }

@@ -533,7 +533,7 @@ func TestScaleOutMoveBetweenNodes(t *testing.T) {
 					}
 					return out
 				}
-				chans := []string{"item:item-1", "item:item-2"}
+				chans := []string{"reports", "item:item-1"} // overlapping: item-1 events travel on both
 				s := newSubscriber(ws, chans...)
 				tl := newTally()
 				if err := s.connect(t.Context(), a.app); err != nil {
