@@ -29,6 +29,7 @@ const (
 	DefaultMaxWait      = 55 * time.Second
 	DefaultMaxBodyBytes = 64 << 10
 	DefaultPublishWait  = 2 * time.Second
+	DefaultBodyTimeout  = 10 * time.Second
 	// Source is the CloudEvents source of the commands the adapter sends.
 	Source = "/switchboard/takedowns"
 	// storePoll is how often a waiter whose hub subscription ended (node
@@ -47,6 +48,9 @@ type Config struct {
 	// PublishWait bounds publishing a command: past it the request is
 	// answered 503 and nothing is accepted.
 	PublishWait time.Duration
+	// BodyTimeout bounds reading a request body, so a client sending it
+	// slowly cannot hold a request (the held answer is not bounded by it).
+	BodyTimeout time.Duration
 	// Observe, if set, is told each takedown answer: its outcome
 	// ("confirmed", "not_found", "rejected", "timeout", "accepted",
 	// "unavailable") and how long the request took. Metrics hook in here.
@@ -110,6 +114,9 @@ func New(cfg Config, h *hub.Hub, store Store, cmd Commander, limit Limiter, log 
 	}
 	if cfg.PublishWait <= 0 {
 		cfg.PublishWait = DefaultPublishWait
+	}
+	if cfg.BodyTimeout <= 0 {
+		cfg.BodyTimeout = DefaultBodyTimeout
 	}
 	if cfg.CommandsTopic == "" {
 		return nil, errors.New("takedown: no commands topic")
@@ -224,8 +231,12 @@ func (a *Adapter) Post(w http.ResponseWriter, r *http.Request) {
 		problem(w, http.StatusUnsupportedMediaType, "Unsupported Media Type", "send the request as application/json", nil)
 		return
 	}
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(a.cfg.BodyTimeout))
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.MaxBodyBytes))
 	if err != nil {
+		// The deadline stays: net/http may still read the rest of a
+		// refused body, and must not wait for it.
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			problem(w, http.StatusRequestEntityTooLarge, "Request Entity Too Large", fmt.Sprintf("the body is over %d bytes", a.cfg.MaxBodyBytes), nil)
@@ -234,6 +245,7 @@ func (a *Adapter) Post(w http.ResponseWriter, r *http.Request) {
 		problem(w, http.StatusBadRequest, "Bad Request", "could not read the body", nil)
 		return
 	}
+	_ = rc.SetReadDeadline(time.Time{})
 	var req Request
 	if err := json.Unmarshal(body, &req); err != nil {
 		problem(w, http.StatusBadRequest, "Bad Request", "the body is not a JSON object of item_id, reason, authority_ref", nil)

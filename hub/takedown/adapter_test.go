@@ -1,10 +1,13 @@
 package takedown
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -164,5 +167,26 @@ func TestWaitCapped(t *testing.T) {
 	resp, _ = r.post(t, `{"item_id":"item-2","reason":"test"}`, "Prefer", "wait=3600")
 	if resp.StatusCode != 504 || resp.Header.Get("Location") == "" {
 		t.Fatalf("%d %v", resp.StatusCode, resp.Header)
+	}
+}
+
+// TestSlowBody: a body that does not arrive within the body timeout is
+// refused with 400, and nothing is published.
+func TestSlowBody(t *testing.T) {
+	r := newRig(t, Config{BodyTimeout: 100 * time.Millisecond})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(r.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{\"item_id\":")
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || r.cmd.commands.Load() != 0 {
+		t.Fatalf("status %d, %d commands", resp.StatusCode, r.cmd.commands.Load())
 	}
 }
