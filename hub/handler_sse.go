@@ -167,7 +167,7 @@ func (s *sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if conn, err := hijackStream(w, st.buf); err == nil {
 			handedOff = true
 			st.buf = st.buf[:0]
-			sc := &sseConn{conn: conn, c: c, st: st, cfg: s.cfg, release: func() {
+			sc := &sseConn{conn: conn, c: c, st: st, cfg: s.cfg, wake: make(chan struct{}, 1), release: func() {
 				release()
 				s.h.stats.SSEConnections.Add(-1)
 			}}
@@ -265,6 +265,7 @@ type sseConn struct {
 	hb      *time.Timer
 
 	running atomic.Bool
+	wake    chan struct{} // wakes a lingering writer
 	pingDue atomic.Bool
 	ended   atomic.Bool
 }
@@ -273,6 +274,11 @@ type sseConn struct {
 func (s *sseConn) kick() {
 	if s.running.CompareAndSwap(false, true) {
 		go s.pump()
+		return
+	}
+	select {
+	case s.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -286,6 +292,12 @@ func (s *sseConn) heartbeat() {
 }
 
 func (s *sseConn) pump() {
+	var linger *time.Timer
+	defer func() {
+		if linger != nil {
+			linger.Stop()
+		}
+	}()
 	for {
 		items := s.c.Drain()
 		ping := s.pingDue.Swap(false)
@@ -313,6 +325,20 @@ func (s *sseConn) pump() {
 			s.end()
 			return
 		default:
+		}
+		// Linger a little: a stream that receives steadily keeps its
+		// writer instead of starting one per event.
+		if linger == nil {
+			linger = time.NewTimer(writerLinger)
+		} else {
+			linger.Reset(writerLinger)
+		}
+		select {
+		case <-s.wake:
+			continue
+		case <-s.c.Done():
+			continue
+		case <-linger.C:
 		}
 		s.running.Store(false)
 		if s.c.Queued() == 0 && !s.pingDue.Load() && !isDone(s.c) || !s.running.CompareAndSwap(false, true) {

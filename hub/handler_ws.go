@@ -163,7 +163,7 @@ func (wh *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// its request buffers and this goroutine's grown stack. The context
 	// keeps who the caller is, not the request's cancellation.
 	ctx, cancel := context.WithCancel(context.WithoutCancel(actx))
-	wc := &wsConn{wh: wh, conn: conn, c: c, pack: r.URL.Query().Get("pack") == "1"}
+	wc := &wsConn{wh: wh, conn: conn, c: c, pack: r.URL.Query().Get("pack") == "1", kick: make(chan struct{}, 1)}
 	c.SetNotify(wc.notify)
 	wc.startPing()
 	go func() {
@@ -278,6 +278,7 @@ type wsConn struct {
 	pack bool
 
 	running  atomic.Bool
+	kick     chan struct{} // wakes a lingering writer
 	wg       sync.WaitGroup
 	batch    []byte
 	watchdog *time.Timer
@@ -293,13 +294,29 @@ func (w *wsConn) notify() {
 	if w.running.CompareAndSwap(false, true) {
 		w.wg.Add(1)
 		go w.pump()
+		return
+	}
+	select {
+	case w.kick <- struct{}{}:
+	default:
 	}
 }
+
+// writerLinger is how long an idle writer waits for more before it exits:
+// a connection that receives steadily keeps its writer instead of starting
+// one per event; an idle one holds none.
+const writerLinger = 2 * time.Second
 
 // pump writes everything queued, then exits; it closes the connection with
 // the contract's code when the client ends.
 func (w *wsConn) pump() {
 	defer w.wg.Done()
+	var linger *time.Timer
+	defer func() {
+		if linger != nil {
+			linger.Stop()
+		}
+	}()
 	for {
 		if items := w.c.Drain(); len(items) > 0 {
 			err := w.writeItems(items)
@@ -320,6 +337,18 @@ func (w *wsConn) pump() {
 			}
 			return
 		default:
+		}
+		if linger == nil {
+			linger = time.NewTimer(writerLinger)
+		} else {
+			linger.Reset(writerLinger)
+		}
+		select {
+		case <-w.kick:
+			continue
+		case <-w.c.Done():
+			continue
+		case <-linger.C:
 		}
 		w.running.Store(false)
 		// Something queued between the drain and the store above has
