@@ -266,6 +266,7 @@ type sseConn struct {
 
 	running atomic.Bool
 	wake    chan struct{} // wakes a lingering writer
+	steady  lingering
 	pingDue atomic.Bool
 	ended   atomic.Bool
 }
@@ -302,6 +303,9 @@ func (s *sseConn) pump() {
 		items := s.c.Drain()
 		ping := s.pingDue.Swap(false)
 		if len(items) > 0 || ping {
+			if len(items) > 0 {
+				s.steady.wrote()
+			}
 			for _, it := range items {
 				s.st.add(it)
 			}
@@ -326,19 +330,21 @@ func (s *sseConn) pump() {
 			return
 		default:
 		}
-		// Linger a little: a stream that receives steadily keeps its
-		// writer instead of starting one per event.
-		if linger == nil {
-			linger = time.NewTimer(writerLinger)
-		} else {
-			linger.Reset(writerLinger)
-		}
-		select {
-		case <-s.wake:
-			continue
-		case <-s.c.Done():
-			continue
-		case <-linger.C:
+		// A stream fed steadily keeps its writer a little, instead of
+		// starting one per event.
+		if s.steady.is() {
+			if linger == nil {
+				linger = time.NewTimer(writerLinger)
+			} else {
+				linger.Reset(writerLinger)
+			}
+			select {
+			case <-s.wake:
+				continue
+			case <-s.c.Done():
+				continue
+			case <-linger.C:
+			}
 		}
 		s.running.Store(false)
 		if s.c.Queued() == 0 && !s.pingDue.Load() && !isDone(s.c) || !s.running.CompareAndSwap(false, true) {

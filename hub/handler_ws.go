@@ -279,6 +279,7 @@ type wsConn struct {
 
 	running  atomic.Bool
 	kick     chan struct{} // wakes a lingering writer
+	steady   lingering
 	wg       sync.WaitGroup
 	batch    []byte
 	watchdog *time.Timer
@@ -302,10 +303,26 @@ func (w *wsConn) notify() {
 	}
 }
 
-// writerLinger is how long an idle writer waits for more before it exits:
-// a connection that receives steadily keeps its writer instead of starting
-// one per event; an idle one holds none.
+// writerLinger is how long the writer of a steadily fed connection waits for
+// more before it exits, instead of starting a goroutine per event. A
+// connection that is not fed steadily (an ack now and then) holds none.
 const writerLinger = 2 * time.Second
+
+// lingering tells a writer whether its connection is fed steadily: two
+// writes less than writerLinger apart. Only the writer touches it; writer
+// runs never overlap.
+type lingering struct {
+	last   time.Time
+	steady bool
+}
+
+func (l *lingering) wrote() {
+	now := time.Now()
+	l.steady = !l.last.IsZero() && now.Sub(l.last) < writerLinger
+	l.last = now
+}
+
+func (l *lingering) is() bool { return l.steady }
 
 // pump writes everything queued, then exits; it closes the connection with
 // the contract's code when the client ends.
@@ -319,6 +336,7 @@ func (w *wsConn) pump() {
 	}()
 	for {
 		if items := w.c.Drain(); len(items) > 0 {
+			w.steady.wrote()
 			err := w.writeItems(items)
 			w.c.Release(items)
 			if err != nil {
@@ -338,17 +356,19 @@ func (w *wsConn) pump() {
 			return
 		default:
 		}
-		if linger == nil {
-			linger = time.NewTimer(writerLinger)
-		} else {
-			linger.Reset(writerLinger)
-		}
-		select {
-		case <-w.kick:
-			continue
-		case <-w.c.Done():
-			continue
-		case <-linger.C:
+		if w.steady.is() {
+			if linger == nil {
+				linger = time.NewTimer(writerLinger)
+			} else {
+				linger.Reset(writerLinger)
+			}
+			select {
+			case <-w.kick:
+				continue
+			case <-w.c.Done():
+				continue
+			case <-linger.C:
+			}
 		}
 		w.running.Store(false)
 		// Something queued between the drain and the store above has

@@ -264,6 +264,12 @@ func benchIdle(b *testing.B, transport string) {
 	if n := a.hub.Clients(); n != idleConns {
 		b.Fatalf("hub has %d clients, want %d", n, idleConns)
 	}
+	// Idle means no traffic: the writers that sent the subscription acks
+	// linger a moment for more, then exit.
+	deadline := time.Now().Add(30 * time.Second)
+	for runtime.NumGoroutine() > before.goroutines+idleConns+idleConns/100 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
 	after := idleSnapshot()
 	if dir := os.Getenv("SWITCHBOARD_BENCH_HEAPPROFILE"); dir != "" {
 		// What the idle connections hold, by allocation site.
