@@ -334,6 +334,7 @@ type RateLimitError struct {
 	RetryAfter time.Duration
 }
 
+// Error says when to retry.
 func (e *RateLimitError) Error() string {
 	return fmt.Sprintf("%v: retry after %s", hub.ErrRateLimited, e.RetryAfter.Round(time.Millisecond))
 }
