@@ -589,3 +589,27 @@ func TestSSEResumeRemembersRecentKeys(t *testing.T) {
 		t.Fatalf("cursor %v %v", c, err)
 	}
 }
+
+// TestMemoryPublishIdempotent: an event Kafka delivers twice is held and
+// delivered once; once it left history, it is new again.
+func TestMemoryPublishIdempotent(t *testing.T) {
+	th := newTestHub(t, Config{}, MemoryConfig{HistorySize: 2})
+	s := subscribeWS(t, th.srv.URL, "reports", "")
+	e1 := testEvent(1, "item.reported", "item-1", "")
+	for range 2 {
+		if err := th.Publish(t.Context(), []string{"reports"}, e1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	th.publish(t, 2, "reports")
+	if got := s.next(t); got.N != 1 {
+		t.Fatalf("got %+v", got)
+	}
+	if got := s.next(t); got.N != 2 {
+		t.Fatalf("event 1 delivered twice: %+v", got)
+	}
+	r, _ := th.mem.Read(t.Context(), "reports", &Oldest)
+	if len(r.Entries) != 2 || r.Top.Offset != 2 {
+		t.Fatalf("history %+v", r)
+	}
+}

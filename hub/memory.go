@@ -51,6 +51,7 @@ type memLog struct {
 	top      uint64
 	ring     []memEntry // ring[(head+i)%len] for i < n, oldest first
 	head, n  int
+	keys     map[string]uint64 // event key -> offset, for what ring holds
 	deliver  []*listener
 	lastUsed time.Time
 }
@@ -122,15 +123,27 @@ func (m *Memory) Publish(_ context.Context, channels []string, ev *Event) error 
 		logs[i] = m.log(ch, true)
 	}
 	sib := make([]ChannelPos, len(channels))
+	fresh := make([]bool, len(channels))
+	key := ev.key()
 	for i, l := range logs {
 		l.mu.Lock()
+		if off, ok := l.keys[key]; ok {
+			// Held already (Kafka delivers at least once): not again.
+			sib[i] = ChannelPos{Channel: channels[i], Pos: Position{Epoch: l.epoch, Offset: off}}
+			continue
+		}
 		l.top++
 		sib[i] = ChannelPos{Channel: channels[i], Pos: Position{Epoch: l.epoch, Offset: l.top}}
 		l.push(memEntry{off: l.top, at: now, ev: ev, sib: sib}, m.cfg.HistorySize)
+		if l.keys == nil {
+			l.keys = make(map[string]uint64)
+		}
+		l.keys[key] = l.top
 		l.lastUsed = now
+		fresh[i] = true
 	}
 	for i, l := range logs {
-		if len(l.deliver) > 0 {
+		if fresh[i] && len(l.deliver) > 0 {
 			e := Entry{Channel: channels[i], Pos: sib[i].Pos, Event: ev, Siblings: sib}
 			for _, d := range l.deliver {
 				d.fn(e)
@@ -147,6 +160,7 @@ func (l *memLog) push(e memEntry, size int) {
 	if l.n == len(l.ring) {
 		if len(l.ring) >= size {
 			// Full at the bound: the newest replaces the oldest.
+			l.forget(l.ring[l.head])
 			l.ring[l.head] = e
 			l.head = (l.head + 1) % len(l.ring)
 			return
@@ -162,9 +176,19 @@ func (l *memLog) push(e memEntry, size int) {
 	l.n++
 }
 
+// forget drops a leaving entry's event key.
+func (l *memLog) forget(e memEntry) {
+	if e.ev != nil {
+		if k := e.ev.key(); l.keys[k] == e.off {
+			delete(l.keys, k)
+		}
+	}
+}
+
 // expire drops entries older than cutoff.
 func (l *memLog) expire(cutoff time.Time) {
 	for l.n > 0 && l.ring[l.head].at.Before(cutoff) {
+		l.forget(l.ring[l.head])
 		l.ring[l.head] = memEntry{}
 		l.head = (l.head + 1) % len(l.ring)
 		l.n--
