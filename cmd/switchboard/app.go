@@ -36,13 +36,16 @@ func run(ctx context.Context, cfg config.Config, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "Switchboard is running. Open %s\n", a.URL())
 	if len(a.devTokens) > 0 {
+		// The link signs the browser in; the page swaps the token for a
+		// session cookie and drops it from the address bar.
+		fmt.Fprintf(out, "Switchboard is running. Open %s?access_token=%s\n", a.URL(), a.devTokens[auth.RoleModerator])
 		fmt.Fprintln(out, "No auth.principals configured: development tokens for this run only (do not use in production):")
 		for _, r := range []auth.Role{auth.RoleModerator, auth.RolePartner, auth.RolePolice} {
 			fmt.Fprintf(out, "  %-9s %s\n", r, a.devTokens[r])
 		}
-		fmt.Fprintf(out, "Sign in to the page with the moderator token, or open %s?access_token=%s\n", a.URL(), a.devTokens[auth.RoleModerator])
+	} else {
+		fmt.Fprintf(out, "Switchboard is running. Open %s\n", a.URL())
 	}
 	if a.broker != nil {
 		fmt.Fprintf(out, "Embedded Kafka-protocol broker: %s (try: kcat -b %s -L)\n", a.kafkaAddr, a.kafkaAddr)
