@@ -80,8 +80,9 @@ func newRig(t *testing.T, cfg Config) *rig {
 
 // outcome makes the item service's event for a command.
 func outcome(typ string, cmd producers.CloudEvent, data string) *hub.Event {
-	js := `{"specversion":"1.0","id":"o-` + cmd.ID + `","source":"/itemsvc","type":"` + typ + `","correlationid":"` + cmd.CorrelationID + `","data":` + data + `}`
-	return &hub.Event{ID: "o-" + cmd.ID, Source: "/itemsvc", Type: typ, Subject: cmd.Subject, CorrelationID: cmd.CorrelationID, JSON: []byte(js)}
+	id := typ + "-" + cmd.ID // unique per event, as CloudEvents ids are
+	js := `{"specversion":"1.0","id":"` + id + `","source":"/itemsvc","type":"` + typ + `","correlationid":"` + cmd.CorrelationID + `","data":` + data + `}`
+	return &hub.Event{ID: id, Source: "/itemsvc", Type: typ, Subject: cmd.Subject, CorrelationID: cmd.CorrelationID, JSON: []byte(js)}
 }
 
 func (r *rig) post(t *testing.T, body string, hdr ...string) (*http.Response, map[string]any) {
