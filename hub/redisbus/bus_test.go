@@ -171,19 +171,7 @@ func TestBusLostAnnouncement(t *testing.T) {
 		t.Run(srv.Name, func(t *testing.T) {
 			ctx := t.Context()
 			b := newBus(t, srv, Config{})
-			h, err := hub.New(hub.Config{}, b, slog.New(slog.DiscardHandler))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer h.Shutdown(context.Background())
-			c, err := h.NewClient()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			if _, err := c.Subscribe(ctx, "reports", nil, nil); err != nil {
-				t.Fatal(err)
-			}
+			c := subscribed(t, b, "reports")
 			b.Publish(ctx, []string{"reports"}, ev(1))
 			// Entry 2 goes into history without an announcement.
 			meta, log, _ := b.keys("reports")
@@ -191,21 +179,7 @@ func TestBusLostAnnouncement(t *testing.T) {
 			top, _ := rdb.HIncrBy(ctx, meta, "top", 1).Result()
 			rdb.XAdd(ctx, &redis.XAddArgs{Stream: log, ID: fmt.Sprintf("%d-0", top), Values: []any{"h", header(ev(2)), "j", string(ev(2).JSON), "t", time.Now().UnixMilli()}}).Err()
 			b.Publish(ctx, []string{"reports"}, ev(3))
-			var got []string
-			deadline := time.After(waitFor)
-			for len(got) < 3 {
-				select {
-				case <-c.Ready():
-					items := c.Drain()
-					for _, it := range items {
-						if it.Kind == hub.ItemEvent {
-							got = append(got, it.Delivery.Event.ID)
-						}
-					}
-				case <-deadline:
-					t.Fatalf("got %v", got)
-				}
-			}
+			got := collect(t, c, 3)
 			if fmt.Sprint(got) != "[e-1 e-2 e-3]" {
 				t.Fatalf("got %v", got)
 			}
@@ -267,19 +241,7 @@ func TestBusNewEpoch(t *testing.T) {
 		t.Run(srv.Name, func(t *testing.T) {
 			ctx := t.Context()
 			b := newBus(t, srv, Config{})
-			h, err := hub.New(hub.Config{}, b, slog.New(slog.DiscardHandler))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer h.Shutdown(context.Background())
-			c, err := h.NewClient()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			if _, err := c.Subscribe(ctx, "reports", nil, nil); err != nil {
-				t.Fatal(err)
-			}
+			c := subscribed(t, b, "reports")
 			b.Publish(ctx, []string{"reports"}, ev(1))
 			meta, log, _ := b.keys("reports")
 			rdb := b.Client()
@@ -288,26 +250,52 @@ func TestBusNewEpoch(t *testing.T) {
 			rdb.HSet(ctx, meta, "epoch", "newepoch01", "top", 1)
 			rdb.XAdd(ctx, &redis.XAddArgs{Stream: log, ID: "1-0", Values: []any{"h", header(ev(2)), "j", string(ev(2).JSON), "t", time.Now().UnixMilli()}})
 			b.Publish(ctx, []string{"reports"}, ev(3))
-			var got []string
-			deadline := time.After(waitFor)
-			for len(got) < 4 {
-				select {
-				case <-c.Ready():
-					for _, it := range c.Drain() {
-						switch it.Kind {
-						case hub.ItemEvent:
-							got = append(got, it.Delivery.Event.ID)
-						case hub.ItemGap:
-							got = append(got, "gap")
-						}
-					}
-				case <-deadline:
-					t.Fatalf("got %v", got)
-				}
-			}
+			got := collect(t, c, 4)
 			if fmt.Sprint(got) != "[e-1 gap e-2 e-3]" {
 				t.Fatalf("got %v", got)
 			}
 		})
 	}
+}
+
+// subscribed returns a hub client over b subscribed to channel.
+func subscribed(t *testing.T, b *Bus, channel string) *hub.Client {
+	t.Helper()
+	h, err := hub.New(hub.Config{}, b, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Shutdown(context.Background()) })
+	c, err := h.NewClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	if _, err := c.Subscribe(t.Context(), channel, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// collect drains c until it has n events and gaps ("gap"), by event id.
+func collect(t *testing.T, c *hub.Client, n int) []string {
+	t.Helper()
+	var got []string
+	deadline := time.After(waitFor)
+	for len(got) < n {
+		select {
+		case <-c.Ready():
+			for _, it := range c.Drain() {
+				switch it.Kind {
+				case hub.ItemEvent:
+					got = append(got, it.Delivery.Event.ID)
+				case hub.ItemGap:
+					got = append(got, "gap")
+				}
+			}
+		case <-deadline:
+			t.Fatalf("got %v, want %d", got, n)
+		}
+	}
+	return got
 }
