@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"syscall"
@@ -611,5 +613,43 @@ func TestMemoryPublishIdempotent(t *testing.T) {
 	r, _ := th.mem.Read(t.Context(), "reports", &Oldest)
 	if len(r.Entries) != 2 || r.Top.Offset != 2 {
 		t.Fatalf("history %+v", r)
+	}
+}
+
+// TestWSPingDropsSilentPeer: a peer that does not answer protocol pings
+// (it never reads, so it never sends a pong) is dropped; one that reads
+// stays connected across several ping intervals.
+func TestWSPingDropsSilentPeer(t *testing.T) {
+	mem := NewMemory(MemoryConfig{})
+	defer mem.Close()
+	h, _ := New(Config{}, mem, slog.New(slog.DiscardHandler))
+	srv := httptest.NewServer(h.WSHandler(WSConfig{PingInterval: 50 * time.Millisecond}))
+	defer srv.Close()
+	defer h.Shutdown(context.Background())
+	u := "ws" + strings.TrimPrefix(srv.URL, "http")
+	silent, _, err := websocket.Dial(t.Context(), u, &websocket.DialOptions{Subprotocols: []string{Subprotocol}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.CloseNow()
+	live, _, err := websocket.Dial(t.Context(), u, &websocket.DialOptions{Subprotocols: []string{Subprotocol}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.CloseNow()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go live.Read(ctx) // reading answers pings
+	deadline := time.Now().Add(waitFor)
+	for h.Clients() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d clients: the silent peer was not dropped", h.Clients())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The reading peer survives more ping intervals.
+	time.Sleep(200 * time.Millisecond)
+	if err := live.Ping(t.Context()); err != nil {
+		t.Fatalf("the answering peer was dropped: %v", err)
 	}
 }
