@@ -469,3 +469,29 @@ func TestTakedownWebSocket(t *testing.T) {
 		t.Fatalf("owner's SSE on its corr channel: %d", resp.StatusCode)
 	}
 }
+
+// TestShutdownLetsHeldTakedownsAnswer: on shutdown a held takedown is still
+// answered (the consumer runs until the HTTP server has drained).
+func TestShutdownLetsHeldTakedownsAnswer(t *testing.T) {
+	a := startTestApp(t, func(c *config.Config) { c.ItemSvc.Latency = 500 * time.Millisecond })
+	waitReady(t, a)
+	type answer struct {
+		status int
+		body   map[string]any
+	}
+	done := make(chan answer, 1)
+	go func() {
+		resp, m := post(t, context.Background(), a, policeToken, `{"item_id":"item-6","reason":"test"}`)
+		done <- answer{resp.StatusCode, m}
+	}()
+	eventually(t, "a held request", func() bool { return a.takedowns.Held() == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if err := a.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := <-done
+	if got.status != 200 || got.body["status"] != "confirmed" {
+		t.Fatalf("held takedown answered %d %v", got.status, got.body)
+	}
+}
