@@ -324,15 +324,22 @@ func (c *Client) Channels() int {
 	return len(c.subs)
 }
 
-// Send queues a door's own frame. It is not counted against the queue bound:
-// frames answer the client's own requests, which it paces.
+// Send queues a door's own frame (ack, pong, error). Frames answer the
+// client's own requests, so they get room beyond the queue bound; a client
+// that keeps sending requests without reading the answers still ends as a
+// slow consumer instead of growing its queue without end.
 func (c *Client) Send(raw []byte) {
 	c.mu.Lock()
-	if !c.closed {
-		c.queue = append(c.queue, Item{Kind: ItemFrame, Raw: raw})
-		c.wake()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
 	}
-	c.mu.Unlock()
+	if len(c.queue) >= 2*c.maxLen {
+		c.failLocked(ErrSlowConsumer)
+		return
+	}
+	c.queue = append(c.queue, Item{Kind: ItemFrame, Raw: raw})
+	c.wake()
 }
 
 // offer is the hub's fan-out into c. It never blocks.

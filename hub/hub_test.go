@@ -653,3 +653,41 @@ func TestWSPingDropsSilentPeer(t *testing.T) {
 		t.Fatalf("the answering peer was dropped: %v", err)
 	}
 }
+
+// TestWSRequestFloodWithoutReading: a client that sends pings and never
+// reads the pongs ends as a slow consumer; its queue does not grow without
+// end.
+func TestWSRequestFloodWithoutReading(t *testing.T) {
+	th := newTestHub(t, Config{ClientQueue: 4}, MemoryConfig{})
+	u := "ws" + strings.TrimPrefix(th.srv.URL, "http") + "/v1/ws"
+	c, _, err := websocket.Dial(t.Context(), u, &websocket.DialOptions{Subprotocols: []string{Subprotocol}, HTTPClient: smallBufferDialer()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	ping := []byte(`{"type":"ping","id":"` + strings.Repeat("p", 900) + `"}`)
+	deadline := time.Now().Add(waitFor)
+	for th.Stats().SlowConsumers.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("a client flooding requests without reading was never dropped")
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		err := c.Write(ctx, websocket.MessageText, ping)
+		cancel()
+		if err != nil {
+			break // the server closed the connection
+		}
+	}
+	eventuallyHub(t, func() bool { return th.Stats().SlowConsumers.Load() == 1 && th.Clients() == 0 })
+}
+
+func eventuallyHub(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition never held")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
