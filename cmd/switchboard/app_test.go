@@ -79,6 +79,13 @@ var testPrincipals = []config.Principal{
 // startTestApp starts a whole node on free ports with the embedded broker.
 func startTestApp(t *testing.T, mutate func(*config.Config)) *app {
 	t.Helper()
+	return startTestAppLog(t, mutate, slog.New(slog.DiscardHandler))
+}
+
+// startTestAppLog is startTestApp logging to log. The configuration must
+// pass validation, as at a real start.
+func startTestAppLog(t *testing.T, mutate func(*config.Config), log *slog.Logger) *app {
+	t.Helper()
 	cfg, err := config.Load("", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -89,7 +96,10 @@ func startTestApp(t *testing.T, mutate func(*config.Config)) *app {
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	a, err := start(t.Context(), cfg, slog.New(slog.DiscardHandler))
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	a, err := start(t.Context(), cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}

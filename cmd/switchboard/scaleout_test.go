@@ -150,13 +150,7 @@ func (n *node) readyIs(t *testing.T, want int) {
 
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(scaleWait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("never: %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	eventuallyWithin(t, scaleWait, what, cond)
 }
 
 // scaleMsg is item.reported number n for item; its CloudEvents id is "so-<n>".

@@ -494,34 +494,13 @@ func (l *securityLog) String() string {
 // startSecurityNode is startTestApp with every log line captured at debug.
 func startSecurityNode(t *testing.T, mutate func(*config.Config)) *securityNode {
 	t.Helper()
-	cfg, err := config.Load("", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.HTTP.Addr = "127.0.0.1:0"
-	cfg.Kafka.Embedded.Addr = "127.0.0.1:0"
-	cfg.Auth.Principals = testPrincipals
-	mutate(&cfg)
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
 	n := &securityNode{root: t, log: &securityLog{},
 		secrets: []string{modToken, acmeToken, globexToken, policeToken}}
-	a, err := start(t.Context(), cfg, slog.New(slog.NewTextHandler(n.log, &slog.HandlerOptions{Level: slog.LevelDebug})))
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := startTestAppLog(t, mutate, slog.New(slog.NewTextHandler(n.log, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	n.a = a
 	tr := &http.Transport{}
 	n.client = &http.Client{Transport: tr}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-		defer cancel()
-		if err := a.Shutdown(ctx); err != nil {
-			t.Error(err)
-		}
-		tr.CloseIdleConnections()
-	})
+	t.Cleanup(tr.CloseIdleConnections)
 	return n
 }
 
