@@ -16,3 +16,19 @@ type Event struct {
 
 // key identifies an event across channels: CloudEvents makes source+id unique.
 func (e *Event) key() string { return e.Source + "\x00" + e.ID }
+
+// keyHash is the FNV-1a hash of key(), computed without building it: the
+// SSE writer takes it for every event of a multi-channel stream.
+func (e *Event) keyHash() uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(e.Source); i++ {
+		h ^= uint64(e.Source[i])
+		h *= 1099511628211
+	}
+	h *= 1099511628211 // the "\x00" separator: h ^= 0 leaves h as it is
+	for i := 0; i < len(e.ID); i++ {
+		h ^= uint64(e.ID[i])
+		h *= 1099511628211
+	}
+	return h
+}

@@ -413,7 +413,7 @@ func (st *sseStream) add(it Item) {
 				st.cur.follow(s.Channel, s.Pos)
 			}
 		}
-		dup := st.seen != nil && !st.seen.add(d.Event.key())
+		dup := st.seen != nil && !st.seen.addHash(d.Event.keyHash())
 		st.buf = st.appendID(st.buf)
 		if dup {
 			// Sent already through another channel of this stream: only
@@ -527,18 +527,7 @@ func newKeyRing(n int) *keyRing {
 	return &keyRing{max: n, set: make(map[uint64]struct{})}
 }
 
-func keyHash(key string) uint64 {
-	h := uint64(14695981039346656037)
-	for i := 0; i < len(key); i++ {
-		h ^= uint64(key[i])
-		h *= 1099511628211
-	}
-	return h
-}
-
-// add reports whether key is new, and remembers it.
-func (k *keyRing) add(key string) bool { return k.addHash(keyHash(key)) }
-
+// addHash reports whether the event key hash h is new, and remembers it.
 func (k *keyRing) addHash(h uint64) bool {
 	if _, ok := k.set[h]; ok {
 		return false

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"net"
 	"net/http"
@@ -689,5 +690,16 @@ func eventuallyHub(t *testing.T, cond func() bool) {
 			t.Fatal("condition never held")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestKeyHash: the SSE writer's allocation-free hash is FNV-1a of the event
+// key, so every node agrees on the keys a stream id carries.
+func TestKeyHash(t *testing.T) {
+	e := &Event{Source: "/itemsvc", ID: "abc-1"}
+	f := fnv.New64a()
+	f.Write([]byte(e.key()))
+	if e.keyHash() != f.Sum64() {
+		t.Fatalf("keyHash %x, FNV-1a %x", e.keyHash(), f.Sum64())
 	}
 }
