@@ -71,10 +71,17 @@ func Decode(m kafka.Message) (*hub.Event, error) {
 	if err != nil {
 		return nil, err
 	}
+	var ev *hub.Event
 	if ct != "" && mediaType(ct) == structuredMimeType {
-		return decodeStructured(m.Value)
+		ev, err = decodeStructured(m.Value)
+	} else {
+		ev, err = decodeBinary(m.Headers, ct, m.Value)
 	}
-	return decodeBinary(m.Headers, ct, m.Value)
+	if err != nil {
+		return nil, err
+	}
+	ev.Topic = m.Topic
+	return ev, nil
 }
 
 func invalid(format string, args ...any) error {

@@ -9,6 +9,11 @@ type Event struct {
 	Type          string
 	Subject       string
 	CorrelationID string
+	// Topic is the Kafka topic the event was read from. The consumer sets
+	// it so the layers above can tell where an event came from (the sync
+	// adapter trusts outcomes only from their declared topic); backplanes do
+	// not carry it between nodes.
+	Topic string
 	// JSON is the whole event in the CloudEvents structured JSON format, on
 	// one line.
 	JSON []byte
