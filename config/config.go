@@ -131,6 +131,9 @@ type Takedown struct {
 	// PublishTimeout bounds publishing a command; past it the request is
 	// answered 503.
 	PublishTimeout time.Duration `mapstructure:"publish_timeout"`
+	// OutcomeSources are the CloudEvents sources whose outcome events may
+	// change a takedown (read from kafka.topics.events only).
+	OutcomeSources []string `mapstructure:"outcome_sources"`
 }
 
 // ItemSvc configures the simulated item service (keys itemsvc.*).
@@ -252,6 +255,7 @@ var defaults = map[string]any{
 	"takedown.max_wait":        55 * time.Second,
 	"takedown.result_ttl":      24 * time.Hour,
 	"takedown.publish_timeout": 2 * time.Second,
+	"takedown.outcome_sources": []string{"/switchboard/itemsvc"},
 
 	"itemsvc.enabled": nil,
 	"itemsvc.latency": 50 * time.Millisecond,

@@ -68,6 +68,14 @@ func (c Config) Validate() error {
 	v.duration("takedown.max_wait", c.Takedown.MaxWait)
 	v.duration("takedown.result_ttl", c.Takedown.ResultTTL)
 	v.duration("takedown.publish_timeout", c.Takedown.PublishTimeout)
+	if len(c.Takedown.OutcomeSources) == 0 {
+		v.fail("takedown.outcome_sources", "must name at least one source: no takedown could ever be decided")
+	}
+	for i, src := range c.Takedown.OutcomeSources {
+		if _, err := url.Parse(src); err != nil || strings.TrimSpace(src) == "" {
+			v.fail(fmt.Sprintf("takedown.outcome_sources[%d]", i), "%q is not a URI reference", src)
+		}
+	}
 	if c.Takedown.Timeout > c.Takedown.MaxWait && c.Takedown.MaxWait > 0 {
 		v.fail("takedown.timeout", "%s is longer than takedown.max_wait %s", c.Takedown.Timeout, c.Takedown.MaxWait)
 	}

@@ -77,6 +77,7 @@ type app struct {
 	hub       *hub.Hub
 	consumer  *consumers.Consumer
 	store     takedownStore
+	recorder  *takedown.Recorder
 	takedowns *takedown.Adapter
 	auth      *auth.Auth
 	devTokens map[auth.Role]string
@@ -140,6 +141,8 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...sta
 		return nil, err
 	}
 	t := cfg.Kafka.Topics
+	trust := takedown.Trust{Topic: t.Events, Sources: cfg.Takedown.OutcomeSources}
+	a.recorder = &takedown.Recorder{Store: a.store, Next: a.hub, Trust: trust}
 	a.consumer, err = consumers.New(consumers.Config{
 		Brokers:  brokers,
 		GroupID:  cfg.Kafka.GroupID,
@@ -149,7 +152,7 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...sta
 			{Topic: t.Commands, Channels: cfg.Routing.Commands},
 			{Topic: t.Events, Channels: cfg.Routing.Events},
 		},
-	}, &takedown.Recorder{Store: a.store, Next: a.hub}, a.producer, log)
+	}, a.recorder, a.producer, log)
 	if err != nil {
 		return nil, err
 	}
@@ -159,12 +162,14 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...sta
 		MaxWait:       cfg.Takedown.MaxWait,
 		MaxBodyBytes:  cfg.HTTP.MaxBodyBytes,
 		PublishWait:   cfg.Takedown.PublishTimeout,
+		Trust:         trust,
 		Observe:       a.observeTakedown,
 	}, a.hub, a.store, a.producer, a.auth, log)
 	if err != nil {
 		return nil, err
 	}
 	a.goRun("consumer", a.consumer.Run, bg)
+	a.goRun("takedown sweep", a.takedowns.Run, bg)
 	if cfg.ItemSvc.Enabled {
 		svc, err := newItemService(cfg, brokers, a.producer, log)
 		if err != nil {
@@ -354,30 +359,61 @@ func (a *app) observeTakedown(outcome string, d time.Duration) {
 	}
 }
 
-// readyz answers 200 when Kafka and the backplane are reachable and the node
-// is not shutting down, 503 otherwise, with each check's result.
-func (a *app) readyz(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-	defer cancel()
-	checks := map[string]string{}
-	ok := true
-	check := func(name string, err error) {
-		if err != nil {
-			checks[name] = err.Error()
-			ok = false
-			return
-		}
-		checks[name] = "ok"
+// readyTimeout bounds each readiness check on its own, so a dependency
+// that hangs is named as the one that failed and does not use up the
+// others' time.
+const readyTimeout = 2 * time.Second
+
+// readinessCheck is one dependency /readyz asks about.
+type readinessCheck struct {
+	name  string
+	check func(context.Context) error
+}
+
+// readinessChecks are the dependencies of a ready node.
+func (a *app) readinessChecks() []readinessCheck {
+	return []readinessCheck{
+		{"kafka", a.consumer.Ready},
+		{"backplane", a.hub.Healthy},
 	}
-	check("kafka", a.consumer.Ready(ctx))
-	check("backplane", a.hub.Healthy(ctx))
+}
+
+// readyz answers 200 when every dependency answers and the node is not
+// shutting down, 503 otherwise. The checks run at once, each with its own
+// deadline; the body holds each one's result and names the failed ones.
+func (a *app) readyz(w http.ResponseWriter, r *http.Request) {
+	checks := a.readinessChecks()
+	results := make([]error, len(checks))
+	var wg sync.WaitGroup
+	for i, c := range checks {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
+			defer cancel()
+			results[i] = c.check(ctx)
+		})
+	}
+	wg.Wait()
+	body := map[string]string{}
+	var failed []string
+	for i, c := range checks {
+		body[c.name] = "ok"
+		if err := results[i]; err != nil {
+			body[c.name] = err.Error()
+			failed = append(failed, c.name)
+		}
+	}
 	status, code := "ok", http.StatusOK
-	if !ok {
+	if len(failed) > 0 {
 		status, code = "unavailable", http.StatusServiceUnavailable
 	}
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(map[string]any{"status": status, "checks": checks})
+	out := map[string]any{"status": status, "checks": body}
+	if len(failed) > 0 {
+		out["failed"] = failed
+	}
+	json.NewEncoder(w).Encode(out)
 }
 
 // URL is where a browser finds the page.

@@ -23,6 +23,8 @@ var (
 	lagDesc           = prometheus.NewDesc("switchboard_consumer_lag", "Records the consumer group has not committed, by partition.", []string{"topic", "partition"}, nil)
 	backplaneErrDesc  = prometheus.NewDesc("switchboard_backplane_errors_total", "Failed backplane calls.", nil, nil)
 	heldDesc          = prometheus.NewDesc("switchboard_takedowns_held", "Takedown requests held open now.", nil, nil)
+	untrustedDesc     = prometheus.NewDesc("switchboard_untrusted_outcomes_total", "Outcome events that changed no takedown, by reason (topic, source, unknown_correlation, item, malformed).", []string{"reason"}, nil)
+	republishedDesc   = prometheus.NewDesc("switchboard_takedown_republished_total", "Takedown commands the sweep published again because no broker had acknowledged them, by result.", []string{"result"}, nil)
 
 	queueBuckets = []float64{0, 1, 4, 16, 64, 256, 1024, 4096}
 )
@@ -66,7 +68,7 @@ func (m *metrics) observe(outcome string, d time.Duration) {
 // Describe implements prometheus.Collector.
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{connectionsDesc, subscriptionsDesc, deliveriesDesc, publishedDesc, slowDesc,
-		queueDesc, consumedDesc, deadDesc, lagDesc, backplaneErrDesc, heldDesc} {
+		queueDesc, consumedDesc, deadDesc, lagDesc, backplaneErrDesc, heldDesc, untrustedDesc, republishedDesc} {
 		ch <- d
 	}
 }
@@ -89,6 +91,12 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	counter(slowDesc, float64(st.SlowConsumers.Load()))
 	counter(backplaneErrDesc, float64(st.BackplaneErrors.Load()))
 	gauge(heldDesc, float64(a.takedowns.Held()))
+	for reason, n := range a.recorder.Untrusted() {
+		counter(untrustedDesc, float64(n), reason)
+	}
+	ok, failed := a.takedowns.Republished()
+	counter(republishedDesc, float64(ok), "published")
+	counter(republishedDesc, float64(failed), "failed")
 
 	buckets := make(map[float64]uint64, len(queueBuckets))
 	var n uint64

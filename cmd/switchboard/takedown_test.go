@@ -224,7 +224,10 @@ func responder(t *testing.T, a *app, reason string) {
 }
 
 func TestTakedownRejected422(t *testing.T) {
-	a := startTestApp(t, func(c *config.Config) { c.ItemSvc.Enabled = false })
+	a := startTestApp(t, func(c *config.Config) {
+		c.ItemSvc.Enabled = false
+		c.Takedown.OutcomeSources = []string{"/test"} // the responder's
+	})
 	waitReady(t, a)
 	responder(t, a, "legal_hold")
 	resp, m := post(t, t.Context(), a, policeToken, `{"item_id":"item-1","reason":"test"}`)

@@ -51,6 +51,12 @@ type Config struct {
 	// BodyTimeout bounds reading a request body, so a client sending it
 	// slowly cannot hold a request (the held answer is not bounded by it).
 	BodyTimeout time.Duration
+	// Trust says where trusted outcomes come from (topic and sources);
+	// Sources defaults to DefaultOutcomeSources.
+	Trust Trust
+	// SweepInterval is how often Run looks for takedowns whose command is
+	// not known to be on the topic; 0 means half of PublishWait.
+	SweepInterval time.Duration
 	// Observe, if set, is told each takedown answer: its outcome
 	// ("confirmed", "not_found", "rejected", "timeout", "accepted",
 	// "unavailable") and how long the request took. Metrics hook in here.
@@ -99,6 +105,8 @@ type Adapter struct {
 	limit Limiter
 	log   *slog.Logger
 	held  atomic.Int64
+
+	republished, republishErrors atomic.Uint64
 }
 
 // New returns an adapter.
@@ -117,6 +125,12 @@ func New(cfg Config, h *hub.Hub, store Store, cmd Commander, limit Limiter, log 
 	}
 	if cfg.BodyTimeout <= 0 {
 		cfg.BodyTimeout = DefaultBodyTimeout
+	}
+	if cfg.SweepInterval <= 0 {
+		cfg.SweepInterval = cfg.PublishWait / 2
+	}
+	if cfg.Trust.Sources == nil {
+		cfg.Trust.Sources = DefaultOutcomeSources
 	}
 	if cfg.CommandsTopic == "" {
 		return nil, errors.New("takedown: no commands topic")
@@ -180,6 +194,7 @@ func (a *Adapter) begin(ctx context.Context, p *auth.Principal, req *Request, ke
 		Status:         StatusPending,
 		RemovedFrom:    []string{},
 		CreatedAt:      time.Now(),
+		EventID:        uuid.NewString(),
 	}
 	existing, err := a.store.Reserve(ctx, rec)
 	if err != nil {
@@ -199,24 +214,94 @@ var (
 	errUnavailable = errors.New("takedown: unavailable")
 )
 
-// publish sends the command; on failure the reservation is released, so
-// nothing is recorded as accepted.
-func (a *Adapter) publish(ctx context.Context, p *auth.Principal, rec *Record) error {
-	data := map[string]string{"item_id": rec.ItemID, "reason": rec.Reason, "requested_by": p.Name}
+// command is the takedown.requested event of rec. It is made from the
+// record alone, so every publish of one takedown, on any node, carries the
+// same correlation ID, CloudEvents id, time and data.
+func command(rec *Record) producers.CloudEvent {
+	data := map[string]string{"item_id": rec.ItemID, "reason": rec.Reason, "requested_by": rec.Principal}
 	if rec.AuthorityRef != "" {
 		data["authority_ref"] = rec.AuthorityRef
 	}
-	ev := producers.NewEvent(Source, TypeRequested, rec.ItemID, rec.CorrelationID, data)
+	return producers.CloudEvent{
+		ID:            rec.EventID,
+		Source:        Source,
+		Type:          TypeRequested,
+		Subject:       rec.ItemID,
+		Time:          rec.CreatedAt.UTC().Format(time.RFC3339Nano),
+		CorrelationID: rec.CorrelationID,
+		Data:          data,
+	}
+}
+
+// publish sends rec's command and, on the broker's ack, marks it published.
+// When the ack does not come within PublishWait the record stays
+// publishing: the write may still happen (kafka-go keeps a message it was
+// given), so the command is never released; a retry of its key, or the
+// sweep of any node, publishes the same command again, and its consumers
+// apply it once.
+func (a *Adapter) publish(ctx context.Context, rec *Record) error {
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.PublishWait)
 	defer cancel()
-	if err := a.cmd.Publish(pctx, a.cfg.CommandsTopic, rec.ItemID, ev); err != nil {
-		if rerr := a.store.Release(context.WithoutCancel(ctx), rec); rerr != nil {
-			hub.LoggerFrom(ctx, a.log).Error("releasing a takedown that was not published", "correlation_id", rec.CorrelationID, "err", rerr)
-		}
+	if err := a.cmd.Publish(pctx, a.cfg.CommandsTopic, rec.ItemID, command(rec)); err != nil {
 		return fmt.Errorf("%w: %v", errUnavailable, err)
 	}
-	hub.LoggerFrom(ctx, a.log).Info("takedown requested", "correlation_id", rec.CorrelationID, "item_id", rec.ItemID, "principal", p.Name)
+	if err := a.store.MarkPublished(context.WithoutCancel(ctx), rec.CorrelationID); err != nil {
+		// The sweep will publish it again: same identity, one effect.
+		hub.LoggerFrom(ctx, a.log).Warn("takedown published but not marked so", "correlation_id", rec.CorrelationID, "err", err)
+	}
+	rec.Published = true
+	hub.LoggerFrom(ctx, a.log).Info("takedown requested", "correlation_id", rec.CorrelationID, "item_id", rec.ItemID, "principal", rec.Principal)
 	return nil
+}
+
+// sweepBatch bounds the takedowns one sweep republishes.
+const sweepBatch = 100
+
+// Run republishes, until ctx ends, every takedown whose command is still
+// not known to be on the topic PublishWait after its last attempt: one
+// whose request got a 503, or whose node died between reserving and the
+// broker's ack. Every node runs it; a claim in the store keeps two nodes
+// from taking the same takedown at once (and if they did, it would be the
+// same command).
+func (a *Adapter) Run(ctx context.Context) error {
+	t := time.NewTicker(a.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			a.sweep(ctx)
+		}
+	}
+}
+
+// sweep republishes what is stuck in publishing. It stops at the first
+// failure: the broker is likely down, and what it claimed is tried again
+// after PublishWait.
+func (a *Adapter) sweep(ctx context.Context) {
+	recs, err := a.store.ClaimUnpublished(ctx, time.Now().Add(-a.cfg.PublishWait), sweepBatch)
+	if err != nil {
+		if ctx.Err() == nil {
+			a.log.Warn("takedown sweep: reading the outcome store", "err", err)
+		}
+		return
+	}
+	for _, rec := range recs {
+		if err := a.publish(ctx, rec); err != nil {
+			a.republishErrors.Add(1)
+			a.log.Warn("takedown sweep: command still not published; trying again later", "correlation_id", rec.CorrelationID, "err", err)
+			return
+		}
+		a.republished.Add(1)
+		a.log.Info("takedown sweep: command published again", "correlation_id", rec.CorrelationID)
+	}
+}
+
+// Republished returns how many commands the sweep published again, and how
+// many of its attempts failed.
+func (a *Adapter) Republished() (ok, failed uint64) {
+	return a.republished.Load(), a.republishErrors.Load()
 }
 
 // Post serves POST /v1/takedowns (wrap it in auth.Require).
@@ -293,20 +378,25 @@ func (a *Adapter) Post(w http.ResponseWriter, r *http.Request) {
 	// an outcome that is already in is never missed.
 	c, err := a.watch(r.Context(), rec.CorrelationID)
 	if err != nil {
+		var kept *Record // still to publish: the sweep sees to it
 		if fresh {
 			a.store.Release(context.WithoutCancel(r.Context()), rec)
+		} else if rec.needsPublish() {
+			kept = rec
 		}
 		a.observe("unavailable", start)
-		a.refuse(w, fmt.Errorf("%w: %v", errUnavailable, err), rec)
+		a.refuse(w, fmt.Errorf("%w: %v", errUnavailable, err), kept)
 		return
 	}
 	defer c.Close()
 	if cur, err := a.store.Get(r.Context(), rec.CorrelationID); err == nil {
 		rec = cur
 	}
-	if fresh {
-		if err := a.publish(r.Context(), p, rec); err != nil {
-			log.Warn("takedown command not published", "correlation_id", rec.CorrelationID, "err", err)
+	if rec.needsPublish() {
+		// A new takedown, or a retry of one not known to be on the topic:
+		// the same command either way.
+		if err := a.publish(r.Context(), rec); err != nil {
+			log.Warn("takedown command not confirmed by Kafka; kept to publish again", "correlation_id", rec.CorrelationID, "err", err)
 			a.observe("unavailable", start)
 			a.refuse(w, err, rec)
 			return
@@ -340,8 +430,11 @@ func (a *Adapter) watch(ctx context.Context, id string) (*hub.Client, error) {
 }
 
 // wait holds until rec is final, the deadline passes, or ctx ends, and
-// returns the newest state. Progress and outcome come from the hub
-// subscription; if it ends (the node is shutting down), from the store.
+// returns the newest state. An outcome event on the subscription wakes it;
+// the state comes from the store, which only trusted outcomes change (the
+// Recorder applied the event before the hub carried it, on whichever node
+// consumed it). If the subscription ends (the node is shutting down), it
+// polls the store.
 func (a *Adapter) wait(ctx context.Context, c *hub.Client, rec *Record, d time.Duration) *Record {
 	if rec.Final() || d <= 0 {
 		return rec
@@ -353,17 +446,20 @@ func (a *Adapter) wait(ctx context.Context, c *hub.Client, rec *Record, d time.D
 		select {
 		case <-c.Ready():
 			items := c.Drain()
+			moved := false
 			for _, it := range items {
-				if it.Kind != hub.ItemEvent || !IsOutcome(it.Delivery.Event.Type) {
-					continue
-				}
-				if o, err := ParseOutcome(it.Delivery.Event); err == nil {
-					fold(rec, o, it.Delivery.Event.JSON)
+				if it.Kind == hub.ItemEvent && a.plausible(it.Delivery.Event, rec) {
+					moved = true
 				}
 			}
 			c.Release(items)
-			if rec.Final() {
-				return rec
+			if moved {
+				if cur, err := a.store.Get(ctx, rec.CorrelationID); err == nil {
+					rec = cur
+				}
+				if rec.Final() {
+					return rec
+				}
 			}
 		case <-c.Done():
 			if poll == nil {
@@ -384,6 +480,17 @@ func (a *Adapter) wait(ctx context.Context, c *hub.Client, rec *Record, d time.D
 			return rec
 		}
 	}
+}
+
+// plausible reports whether ev may be an outcome of rec worth reading the
+// store for: an outcome type from a trusted source about rec's item. It
+// spares the store a read for most forgeries; the store decides.
+func (a *Adapter) plausible(ev *hub.Event, rec *Record) bool {
+	if !IsOutcome(ev.Type) || ev.CorrelationID != rec.CorrelationID || a.cfg.Trust.check(ev, false) != nil {
+		return false
+	}
+	o, err := ParseOutcome(ev)
+	return err == nil && o.about(rec.ItemID) == nil
 }
 
 // respond answers from a takedown's state, per the contract's table.
@@ -421,14 +528,22 @@ func (a *Adapter) respond(w http.ResponseWriter, rec *Record, prefs Preferences)
 	}
 }
 
-// refuse answers a request that could not be carried out.
+// refuse answers a request that could not be carried out. rec is the
+// takedown kept to be published again, if there is one.
 func (a *Adapter) refuse(w http.ResponseWriter, err error, rec *Record) {
 	switch {
 	case errors.Is(err, errKeyReused):
 		problem(w, http.StatusUnprocessableEntity, "Idempotency-Key reused", err.Error(), nil)
+	case rec != nil:
+		// The command may still reach Kafka: it is kept, and published
+		// again until a broker acknowledges it, always as this one takedown.
+		w.Header().Set("Retry-After", "2")
+		problem(w, http.StatusServiceUnavailable, "Service Unavailable",
+			"Kafka did not acknowledge the takedown command in time; it is kept and published again until it is: retry with the same Idempotency-Key to follow this takedown",
+			map[string]any{"correlation_id": rec.CorrelationID, "status_url": StatusURL(rec.CorrelationID)})
 	default:
 		w.Header().Set("Retry-After", "2")
-		problem(w, http.StatusServiceUnavailable, "Service Unavailable", "the takedown could not be published; nothing was accepted: retry", nil)
+		problem(w, http.StatusServiceUnavailable, "Service Unavailable", "the takedown could not be accepted; nothing was recorded: retry", nil)
 	}
 }
 

@@ -88,14 +88,22 @@ func (a *Adapter) Frame(ctx context.Context, s *hub.Session, raw []byte) {
 		b, _ := json.Marshal(resultFrame{Type: "result", ID: f.ID, CorrelationID: id, Status: status, Event: ev})
 		return b
 	}
-	// The result frame is queued right behind the terminal event frame.
+	// A terminal event that may be this takedown's outcome sends the store
+	// a look (the watch must not block); the store, which only trusted
+	// outcomes change, says whether the takedown is decided. The result
+	// frame then follows the event frame.
+	settle := func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.PublishWait)
+		defer cancel()
+		if cur, err := a.store.Get(sctx, id); err == nil && cur.Final() {
+			if b := result(string(cur.Status), cur.RejectReason, cur.Event); b != nil {
+				s.Client.Send(b)
+			}
+		}
+	}
 	watch := func(d *hub.Delivery) []byte {
-		switch d.Event.Type {
-		case TypeConfirmed:
-			return result(string(StatusConfirmed), "", d.Event.JSON)
-		case TypeRejected:
-			o, _ := ParseOutcome(d.Event)
-			return result(string(StatusRejected), o.Reason, d.Event.JSON)
+		if (d.Event.Type == TypeConfirmed || d.Event.Type == TypeRejected) && !done.Load() && a.plausible(d.Event, rec) {
+			go settle()
 		}
 		return nil
 	}
@@ -118,9 +126,12 @@ func (a *Adapter) Frame(ctx context.Context, s *hub.Session, raw []byte) {
 			return
 		}
 		from = &top.Top
-		if err := a.publish(ctx, p, rec); err != nil {
+	}
+	if rec.needsPublish() {
+		if err := a.publish(ctx, rec); err != nil {
 			a.observe("unavailable", start)
-			s.SendError(f.ID, hub.CodeUnavailable, "the takedown could not be published; nothing was accepted: retry")
+			s.SendError(f.ID, hub.CodeUnavailable, "Kafka did not acknowledge takedown "+id+
+				" in time; it is kept and published again until it is: retry with the same idempotency_key to follow it")
 			return
 		}
 	}

@@ -19,8 +19,13 @@ import (
 //
 //	<prefix>td:{<correlation id>}            the record as JSON
 //	<prefix>idem:{<principal>}:<key>          the correlation ID of a key
+//	<prefix>td:publishing                     the takedowns not known to be
+//	                                          published, scored by their last
+//	                                          publish attempt (Unix ms)
 //
-// Both expire takedown.result_ttl after the record was made.
+// Records and keys expire takedown.result_ttl after the record was made; an
+// entry of the publishing set goes when its command is acknowledged, its
+// outcome arrives, or its record is gone.
 type RedisStore struct {
 	rdb    redis.UniversalClient
 	ttl    time.Duration
@@ -38,6 +43,7 @@ func NewRedisStore(rdb redis.UniversalClient, ttl time.Duration, prefix string) 
 }
 
 func (s *RedisStore) recKey(id string) string { return s.prefix + "td:{" + id + "}" }
+func (s *RedisStore) publishingKey() string   { return s.prefix + "td:publishing" }
 func (s *RedisStore) idemKey(principal, key string) string {
 	return s.prefix + "idem:{" + principal + "}:" + key
 }
@@ -74,15 +80,69 @@ func (s *RedisStore) Reserve(ctx context.Context, rec *Record) (*Record, error) 
 			}
 		}
 	}
-	return nil, s.update(ctx, rec.CorrelationID, func(r *Record, found bool) *Record {
-		if !found {
-			return clone(rec)
+	// Into the publishing set first: a record is never publishing without
+	// being found by the sweep. (The set and the record are in different
+	// slots on a Cluster, so they cannot be written in one step.)
+	if rec.needsPublish() {
+		if err := s.rdb.ZAdd(ctx, s.publishingKey(), redis.Z{Score: unixMs(time.Now()), Member: rec.CorrelationID}).Err(); err != nil {
+			return nil, s.wrap(err)
 		}
-		// Outcome events came before the reservation: keep them.
-		r.Principal, r.IdempotencyKey, r.BodyHash = rec.Principal, rec.IdempotencyKey, rec.BodyHash
-		r.Reason, r.AuthorityRef = rec.Reason, rec.AuthorityRef
+	}
+	return nil, s.wrap(s.rdb.Set(ctx, s.recKey(rec.CorrelationID), mustJSON(rec), s.ttl).Err())
+}
+
+func unixMs(t time.Time) float64 { return float64(t.UnixMilli()) }
+
+func mustJSON(r *Record) []byte {
+	b, _ := json.Marshal(r) // a Record always marshals
+	return b
+}
+
+// MarkPublished implements Store.
+func (s *RedisStore) MarkPublished(ctx context.Context, id string) error {
+	err := s.update(ctx, id, func(r *Record, found bool) *Record {
+		if !found || r.Published {
+			return nil
+		}
+		r.Published = true
 		return r
 	})
+	if err != nil {
+		return err
+	}
+	return s.wrap(s.rdb.ZRem(ctx, s.publishingKey(), id).Err())
+}
+
+// claimScript takes the members of the publishing set scored at or below
+// ARGV[1] (at most ARGV[3]) and scores them ARGV[2]: one key, so it runs
+// on a Cluster too.
+var claimScript = redis.NewScript(`
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], ARGV[2], id) end
+return ids
+`)
+
+// ClaimUnpublished implements Store.
+func (s *RedisStore) ClaimUnpublished(ctx context.Context, before time.Time, max int) ([]*Record, error) {
+	ids, err := claimScript.Run(ctx, s.rdb, []string{s.publishingKey()}, unixMs(before), unixMs(time.Now()), max).StringSlice()
+	if err != nil {
+		return nil, s.wrap(err)
+	}
+	var out []*Record
+	for _, id := range ids {
+		r, err := s.Get(ctx, id)
+		switch {
+		case errors.Is(err, ErrNotFound) || (err == nil && !r.needsPublish()):
+			if err := s.rdb.ZRem(ctx, s.publishingKey(), id).Err(); err != nil {
+				return out, s.wrap(err)
+			}
+		case err != nil:
+			return out, err
+		default:
+			out = append(out, r)
+		}
+	}
+	return out, nil
 }
 
 // update runs fn on the record in an optimistic transaction, retried when
@@ -132,8 +192,11 @@ func (s *RedisStore) update(ctx context.Context, id string, fn func(r *Record, f
 
 // Release implements Store.
 func (s *RedisStore) Release(ctx context.Context, rec *Record) error {
-	if r, err := s.Get(ctx, rec.CorrelationID); err == nil && !r.Final() {
+	if r, err := s.Get(ctx, rec.CorrelationID); err == nil && r.needsPublish() {
 		if err := s.rdb.Del(ctx, s.recKey(rec.CorrelationID)).Err(); err != nil {
+			return s.wrap(err)
+		}
+		if err := s.rdb.ZRem(ctx, s.publishingKey(), rec.CorrelationID).Err(); err != nil {
 			return s.wrap(err)
 		}
 	}
@@ -166,11 +229,18 @@ func (s *RedisStore) Get(ctx context.Context, id string) (*Record, error) {
 func (s *RedisStore) Apply(ctx context.Context, ev *hub.Event) error {
 	o, err := ParseOutcome(ev)
 	if err != nil {
-		return nil
+		return &UntrustedError{Reason: ReasonMalformed}
 	}
-	return s.update(ctx, ev.CorrelationID, func(r *Record, found bool) *Record {
+	var untrusted error
+	err = s.update(ctx, ev.CorrelationID, func(r *Record, found bool) *Record {
+		untrusted = nil
 		if !found {
-			r = &Record{CorrelationID: ev.CorrelationID, Status: StatusPending, CreatedAt: time.Now()}
+			untrusted = &UntrustedError{Reason: ReasonUnknown}
+			return nil
+		}
+		if err := o.about(r.ItemID); err != nil {
+			untrusted = err
+			return nil
 		}
 		if r.Final() {
 			return nil
@@ -178,6 +248,13 @@ func (s *RedisStore) Apply(ctx context.Context, ev *hub.Event) error {
 		fold(r, o, ev.JSON)
 		return r
 	})
+	if err != nil {
+		return err
+	}
+	if untrusted != nil {
+		return untrusted
+	}
+	return s.wrap(s.rdb.ZRem(ctx, s.publishingKey(), ev.CorrelationID).Err())
 }
 
 // Owner implements auth.Owners.

@@ -47,9 +47,21 @@ type Record struct {
 	ConfirmedAt    string    `json:"confirmed_at,omitempty"`
 	RejectReason   string    `json:"reject_reason,omitempty"`
 	CreatedAt      time.Time `json:"created_at"`
+	// EventID is the CloudEvents id of the takedown.requested command. Every
+	// publish of this takedown carries it (and the correlation ID), so the
+	// item service and the hub apply the command once however often it is
+	// written.
+	EventID string `json:"event_id,omitempty"`
+	// Published is set once a broker acknowledged the command. Until then
+	// the takedown is "publishing": a retry of its key, or a node's sweep,
+	// publishes the same command again.
+	Published bool `json:"published,omitempty"`
 	// Event is the terminal event (structured CloudEvents JSON), once final.
 	Event json.RawMessage `json:"event,omitempty"`
 }
+
+// needsPublish reports whether the command is not known to be on the topic.
+func (r *Record) needsPublish() bool { return !r.Published && !r.Final() }
 
 // Final reports whether the takedown has its outcome.
 func (r *Record) Final() bool { return r.Status == StatusConfirmed || r.Status == StatusRejected }
@@ -59,23 +71,37 @@ var ErrNotFound = errors.New("takedown: not found")
 
 // Store is the outcome store: each takedown's state, progress and outcome
 // for takedown.result_ttl, and the idempotency keys that name them. It is
+// the outbox of the commands too: a takedown is stored as publishing before
+// its command is sent, and marked published on the broker's ack. It is
 // written by whichever node consumes an event, so any node can answer.
 type Store interface {
-	// Reserve stores rec as pending, unless rec's principal already used
+	// Reserve stores rec as publishing, unless rec's principal already used
 	// rec.IdempotencyKey: then it stores nothing and returns that record.
 	Reserve(ctx context.Context, rec *Record) (existing *Record, err error)
-	// Release forgets a reservation whose command was never published.
+	// Release forgets a reservation whose command was never handed to the
+	// producer.
 	Release(ctx context.Context, rec *Record) error
+	// MarkPublished records that a broker acknowledged the command.
+	MarkPublished(ctx context.Context, correlationID string) error
+	// ClaimUnpublished returns up to max takedowns still publishing whose
+	// last attempt began before before, and moves their attempt to now, so
+	// nodes sweeping at the same time take different ones.
+	ClaimUnpublished(ctx context.Context, before time.Time, max int) ([]*Record, error)
 	// Get returns the takedown of correlationID, or ErrNotFound.
 	Get(ctx context.Context, correlationID string) (*Record, error)
-	// Apply folds a takedown event (item.removed, takedown.confirmed,
-	// takedown.rejected) into its record.
+	// Apply folds an outcome event (item.removed, takedown.confirmed,
+	// takedown.rejected) into the takedown it names. An event for a
+	// correlation ID this deployment did not publish, or about another item,
+	// changes nothing and is an *UntrustedError. The caller checks topic
+	// and source first (Trust).
 	Apply(ctx context.Context, ev *hub.Event) error
 }
 
 // Outcome is what a takedown event says.
 type Outcome struct {
-	Type        string
+	Type string
+	// Subject is the event's subject; ItemID is its data's item_id.
+	Subject     string
 	ItemID      string
 	ContainerID string
 	RemovedFrom []string
@@ -98,7 +124,7 @@ func ParseOutcome(ev *hub.Event) (Outcome, error) {
 		return Outcome{}, err
 	}
 	d := body.Data
-	return Outcome{Type: ev.Type, ItemID: d.ItemID, ContainerID: d.ContainerID, RemovedFrom: d.RemovedFrom, ConfirmedAt: d.ConfirmedAt, Reason: d.Reason}, nil
+	return Outcome{Type: ev.Type, Subject: ev.Subject, ItemID: d.ItemID, ContainerID: d.ContainerID, RemovedFrom: d.RemovedFrom, ConfirmedAt: d.ConfirmedAt, Reason: d.Reason}, nil
 }
 
 // IsOutcome reports whether an event of type typ moves a takedown.
@@ -106,14 +132,13 @@ func IsOutcome(typ string) bool {
 	return typ == TypeRemoved || typ == TypeConfirmed || typ == TypeRejected
 }
 
-// fold applies an outcome to rec. A final record stays as it is.
+// fold applies an outcome to rec. A final record stays as it is. An
+// outcome implies the command was on the topic.
 func fold(rec *Record, o Outcome, eventJSON []byte) {
 	if rec.Final() {
 		return
 	}
-	if rec.ItemID == "" {
-		rec.ItemID = o.ItemID
-	}
+	rec.Published = true
 	switch o.Type {
 	case TypeRemoved:
 		if o.ContainerID != "" && !slices.Contains(rec.RemovedFrom, o.ContainerID) {
@@ -138,17 +163,18 @@ type MemoryStore struct {
 	ttl time.Duration
 	now func() time.Time
 
-	mu    sync.Mutex
-	recs  map[string]*Record
-	keys  map[string]string // principal + "\x00" + idempotency key -> correlation ID
-	swept time.Time
+	mu         sync.Mutex
+	recs       map[string]*Record
+	keys       map[string]string    // principal + "\x00" + idempotency key -> correlation ID
+	publishing map[string]time.Time // correlation ID -> start of the last publish attempt
+	swept      time.Time
 }
 
 var _ Store = (*MemoryStore)(nil)
 
 // NewMemoryStore returns a store that keeps records for ttl.
 func NewMemoryStore(ttl time.Duration) *MemoryStore {
-	return &MemoryStore{ttl: ttl, now: time.Now, recs: map[string]*Record{}, keys: map[string]string{}}
+	return &MemoryStore{ttl: ttl, now: time.Now, recs: map[string]*Record{}, keys: map[string]string{}, publishing: map[string]time.Time{}}
 }
 
 func idemKey(principal, key string) string { return principal + "\x00" + key }
@@ -162,11 +188,16 @@ func (m *MemoryStore) sweepLocked() {
 	m.swept = now
 	for id, r := range m.recs {
 		if now.Sub(r.CreatedAt) > m.ttl {
+			m.forgetLocked(r)
 			delete(m.recs, id)
-			if r.IdempotencyKey != "" {
-				delete(m.keys, idemKey(r.Principal, r.IdempotencyKey))
-			}
 		}
+	}
+}
+
+func (m *MemoryStore) forgetLocked(r *Record) {
+	delete(m.publishing, r.CorrelationID)
+	if r.IdempotencyKey != "" && m.keys[idemKey(r.Principal, r.IdempotencyKey)] == r.CorrelationID {
+		delete(m.keys, idemKey(r.Principal, r.IdempotencyKey))
 	}
 }
 
@@ -185,13 +216,10 @@ func (m *MemoryStore) Reserve(_ context.Context, rec *Record) (*Record, error) {
 		}
 		m.keys[idemKey(rec.Principal, rec.IdempotencyKey)] = rec.CorrelationID
 	}
-	if r, ok := m.recs[rec.CorrelationID]; ok && m.live(r) {
-		// Outcome events came before the reservation: keep them.
-		r.Principal, r.IdempotencyKey, r.BodyHash = rec.Principal, rec.IdempotencyKey, rec.BodyHash
-		r.Reason, r.AuthorityRef = rec.Reason, rec.AuthorityRef
-		return nil, nil
-	}
 	m.recs[rec.CorrelationID] = clone(rec)
+	if rec.needsPublish() {
+		m.publishing[rec.CorrelationID] = m.now()
+	}
 	return nil, nil
 }
 
@@ -199,13 +227,44 @@ func (m *MemoryStore) Reserve(_ context.Context, rec *Record) (*Record, error) {
 func (m *MemoryStore) Release(_ context.Context, rec *Record) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if r, ok := m.recs[rec.CorrelationID]; ok && !r.Final() {
+	if r, ok := m.recs[rec.CorrelationID]; ok && r.needsPublish() {
+		m.forgetLocked(r)
 		delete(m.recs, rec.CorrelationID)
 	}
-	if rec.IdempotencyKey != "" && m.keys[idemKey(rec.Principal, rec.IdempotencyKey)] == rec.CorrelationID {
-		delete(m.keys, idemKey(rec.Principal, rec.IdempotencyKey))
+	return nil
+}
+
+// MarkPublished implements Store.
+func (m *MemoryStore) MarkPublished(_ context.Context, id string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.publishing, id)
+	if r := m.recs[id]; r != nil {
+		r.Published = true
 	}
 	return nil
+}
+
+// ClaimUnpublished implements Store.
+func (m *MemoryStore) ClaimUnpublished(_ context.Context, before time.Time, max int) ([]*Record, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []*Record
+	for id, at := range m.publishing {
+		if len(out) >= max {
+			break
+		}
+		r := m.recs[id]
+		if !m.live(r) || !r.needsPublish() {
+			delete(m.publishing, id)
+			continue
+		}
+		if at.Before(before) {
+			m.publishing[id] = m.now()
+			out = append(out, clone(r))
+		}
+	}
+	return out, nil
 }
 
 // Get implements Store.
@@ -219,21 +278,23 @@ func (m *MemoryStore) Get(_ context.Context, id string) (*Record, error) {
 	return clone(r), nil
 }
 
-// Apply implements Store. An event for an unknown correlation ID makes a
-// record, so a reader that comes later still finds the outcome.
+// Apply implements Store.
 func (m *MemoryStore) Apply(_ context.Context, ev *hub.Event) error {
 	o, err := ParseOutcome(ev)
 	if err != nil {
-		return nil // Not ours to refuse: the hub still carries it.
+		return &UntrustedError{Reason: ReasonMalformed}
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r := m.recs[ev.CorrelationID]
 	if !m.live(r) {
-		r = &Record{CorrelationID: ev.CorrelationID, Status: StatusPending, CreatedAt: m.now()}
-		m.recs[ev.CorrelationID] = r
+		return &UntrustedError{Reason: ReasonUnknown}
+	}
+	if err := o.about(r.ItemID); err != nil {
+		return err
 	}
 	fold(r, o, ev.JSON)
+	delete(m.publishing, r.CorrelationID)
 	return nil
 }
 

@@ -14,7 +14,7 @@ import (
 
 func outcomeEvent(typ, corr, data string) *hub.Event {
 	js := fmt.Sprintf(`{"specversion":"1.0","id":"e-%s-%s","source":"/t","type":%q,"correlationid":%q,"data":%s}`, typ, corr, typ, corr, data)
-	return &hub.Event{ID: "e", Source: "/t", Type: typ, CorrelationID: corr, JSON: []byte(js)}
+	return &hub.Event{ID: "e", Source: "/t", Type: typ, CorrelationID: corr, Subject: "item-1", JSON: []byte(js)}
 }
 
 func TestParsePrefer(t *testing.T) {
@@ -116,15 +116,52 @@ func testStore(t *testing.T, s ownerStore) {
 		t.Fatalf("final %+v", got)
 	}
 
-	// An outcome for an unknown correlation ID is kept for late readers.
-	s.Apply(ctx, outcomeEvent(TypeRejected, "c9", `{"item_id":"x","reason":"not_found"}`))
-	if got, err := s.Get(ctx, "c9"); err != nil || got.RejectReason != "not_found" {
-		t.Fatalf("unknown: %+v %v", got, err)
+	// An outcome for an unknown correlation ID, or about another item,
+	// changes nothing and makes no record.
+	var ue *UntrustedError
+	if err := s.Apply(ctx, outcomeEvent(TypeRejected, "c9", `{"item_id":"x","reason":"not_found"}`)); !errors.As(err, &ue) || ue.Reason != ReasonUnknown {
+		t.Fatalf("unknown correlation: %v", err)
+	}
+	if _, err := s.Get(ctx, "c9"); !errors.Is(err, ErrNotFound) {
+		t.Fatal("an outcome for an unknown correlation ID made a record")
+	}
+	if err := s.Apply(ctx, outcomeEvent(TypeRejected, "c3", `{"item_id":"item-2","reason":"x"}`)); !errors.As(err, &ue) || ue.Reason != ReasonItem {
+		t.Fatalf("another item: %v", err)
+	}
+	if got, _ := s.Get(ctx, "c3"); got.Final() {
+		t.Fatal("an outcome about another item decided a takedown")
 	}
 
-	// Release forgets a pending reservation and its key, not a final one.
+	// The outbox: c3 is publishing until marked; a claim takes it once
+	// per publish wait.
+	claimed, err := s.ClaimUnpublished(ctx, time.Now().Add(time.Second), 10)
+	if err != nil || len(claimed) != 1 || claimed[0].CorrelationID != "c3" {
+		t.Fatalf("claim: %+v %v (c1 is final, c3 publishing)", claimed, err)
+	}
+	if again, _ := s.ClaimUnpublished(ctx, time.Now().Add(-time.Second), 10); len(again) != 0 {
+		t.Fatalf("claimed twice within the wait: %+v", again)
+	}
+	if err := s.MarkPublished(ctx, "c3"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Get(ctx, "c3"); !got.Published {
+		t.Fatal("not marked published")
+	}
+	if again, _ := s.ClaimUnpublished(ctx, time.Now().Add(time.Hour), 10); len(again) != 0 {
+		t.Fatalf("a published takedown was claimed: %+v", again)
+	}
 	s.Release(ctx, &other)
-	if _, err := s.Get(ctx, "c3"); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Get(ctx, "c3"); err != nil {
+		t.Fatal("a published takedown was released: its command is on the topic")
+	}
+	other.CorrelationID, other.IdempotencyKey, other.Published = "c4", "k4", false
+	if ex, err := s.Reserve(ctx, &other); ex != nil || err != nil {
+		t.Fatalf("reserve c4: %+v %v", ex, err)
+	}
+
+	// Release forgets an unpublished reservation and its key, not a final one.
+	s.Release(ctx, &other)
+	if _, err := s.Get(ctx, "c4"); !errors.Is(err, ErrNotFound) {
 		t.Fatal("released record still there")
 	}
 	if ex, _ := s.Reserve(ctx, &other); ex != nil {
