@@ -579,7 +579,8 @@ func testDashboardGap(t *testing.T, browser context.Context) {
 	a := startTestApp(t, func(c *config.Config) {
 		c.SSE.Retry = 300 * time.Millisecond
 		c.Hub.History.Size = 3
-		c.ItemSvc.Enabled = false // takedowns here get no answer but the test's
+		c.ItemSvc.Enabled = false                     // takedowns here get no answer but the test's
+		c.Takedown.OutcomeSources = []string{"/test"} // the test's answers
 	})
 	waitReady(t, a)
 	px := newCutProxy(t, a.ln.Addr().String())
@@ -635,9 +636,47 @@ func testDashboardGap(t *testing.T, browser context.Context) {
 	waitPage(t, ctx, "the takedown timed out", `document.querySelector('#board li[data-item="item-9"]')?.dataset.status === "timed-out" &&
 		document.getElementById("td-progress").dataset.status === "timed-out"`)
 	corr := pageEval[string](t, ctx, `document.querySelector('#board li[data-item="item-9"]').dataset.correlationId`)
+	// Forged outcomes first (keyed by item-9, so they come before the real
+	// ones): from the reports topic with the trusted source, from a foreign
+	// source on the outcome topic, and about another item. None may show.
+	forged := func(topic, id, src, item string) kafka.Message {
+		return withSource(binaryMsg(topic, id, "takedown.confirmed", item, corr,
+			map[string]any{"item_id": item, "removed_from": []string{"nowhere"}, "confirmed_at": "2000-01-01T00:00:00Z"}), src)
+	}
+	produce(t, a.kafkaAddr,
+		forged("items.reported", "forged-1", "/test", "item-9"),
+		forged("takedown.events", "forged-2", "/forger", "item-9"),
+		withKey(forged("takedown.events", "forged-3", "/test", "item-10"), "item-9"))
+	waitUntil(t, "three untrusted outcomes counted", func() bool {
+		n := a.recorder.Untrusted()
+		return n["topic"] == 1 && n["source"] == 1 && n["item"] == 1
+	})
+	if resp, st := get(t, a, modToken, "/v1/takedowns/"+corr); resp.StatusCode != 200 || st["status"] != "pending" {
+		t.Fatalf("after the forgeries the takedown is %d %v, want pending", resp.StatusCode, st)
+	}
 	produce(t, a.kafkaAddr,
 		binaryMsg("takedown.events", "late-1", "item.removed", "item-9", corr, map[string]any{"item_id": "item-9", "container_id": "group-3", "container_kind": "group"}),
 		binaryMsg("takedown.events", "late-2", "takedown.confirmed", "item-9", corr, map[string]any{"item_id": "item-9", "removed_from": []string{"group-3"}, "confirmed_at": time.Now().UTC().Format(time.RFC3339)}))
 	waitPage(t, ctx, "the late confirmation", `document.querySelector('#board li[data-item="item-9"]').dataset.status === "confirmed" &&
 		document.getElementById("td-progress").dataset.status === "confirmed"`)
+	board := pageEval[[]string](t, ctx, `[...document.querySelectorAll('#board li[data-item="item-9"] [data-container-id]')].map(e => e.dataset.containerId)`)
+	panel := pageEval[string](t, ctx, `document.getElementById("td-steps").innerText`)
+	if !slices.Equal(board, []string{"group-3"}) || strings.Contains(panel, "nowhere") || pageEval[bool](t, ctx, `!!document.querySelector('#board li[data-item="item-10"]')`) {
+		t.Fatalf("a forged outcome reached the page: board %v, panel %q", board, panel)
+	}
+}
+
+// withSource sets a binary-mode record's ce_source.
+func withSource(m kafka.Message, src string) kafka.Message {
+	for i, h := range m.Headers {
+		if h.Key == "ce_source" {
+			m.Headers[i].Value = []byte(src)
+		}
+	}
+	return m
+}
+
+func withKey(m kafka.Message, key string) kafka.Message {
+	m.Key = []byte(key)
+	return m
 }

@@ -6,6 +6,7 @@
 import { $, h, when, label, num, validItem, shortID, eventTime } from "./dom.js";
 import { Stream } from "./stream.js";
 import { ItemPanel } from "./item.js";
+import { Verifier, isOutcome, strings } from "./verify.js";
 
 const FEED_CAP = 500; // rows kept in the feed
 const TOP_SHOWN = 25; // items shown in the most-reported list
@@ -74,18 +75,44 @@ function onMainEvent(ev) {
   schedule();
 }
 
-// applyTakedown folds a takedown command or event into its board row. Events
-// of one takedown may come in any order (commands and item events travel on
-// different topics), so each only adds what it knows.
+// applyTakedown folds a takedown command into its board row. An outcome
+// event (item.removed, takedown.confirmed, takedown.rejected) is only a
+// reason to read the takedown's state from the server, which keeps only
+// trusted outcomes: a forged event never changes the board. Commands and
+// outcomes travel on different topics, so they may come in any order.
 function applyTakedown(ev) {
   const corr = ev.correlationid;
-  if (!corr) return;
-  const d = ev.data || {};
+  if (!corr || typeof corr !== "string") return;
+  const d = ev.data && typeof ev.data === "object" ? ev.data : {};
+  if (isOutcome(ev.type)) {
+    if (ev.type === "item.removed" && typeof d.container_id === "string") {
+      kindOf.set(d.container_id, typeof d.container_kind === "string" ? d.container_kind : "");
+    }
+    verifier.check(corr);
+    return;
+  }
+  if (ev.type !== "takedown.requested") return;
+  const td = takedownRow(corr, typeof d.item_id === "string" ? d.item_id : ev.subject || "");
+  td.requestedAt = eventTime(ev);
+  td.started = Math.min(td.started, td.requestedAt.getTime());
+  td.reason = typeof d.reason === "string" ? d.reason : "";
+  td.by = typeof d.requested_by === "string" ? d.requested_by : "";
+  td.ref = typeof d.authority_ref === "string" ? d.authority_ref : "";
+  model.boardDirty.add(corr);
+  model.topDirty = true; // the list shows each item's takedown state
+  schedule();
+}
+
+// kindOf remembers each container's kind from item.removed events, to label
+// the containers the server lists.
+const kindOf = new Map();
+
+function takedownRow(corr, item) {
   let td = model.takedowns.get(corr);
   if (!td) {
     td = {
       corr,
-      item: d.item_id || ev.subject || "",
+      item,
       started: Date.now(),
       requestedAt: null,
       reason: "",
@@ -99,31 +126,25 @@ function applyTakedown(ev) {
     };
     model.takedowns.set(corr, td);
   }
-  switch (ev.type) {
-    case "takedown.requested":
-      td.requestedAt = eventTime(ev);
-      td.started = Math.min(td.started, td.requestedAt.getTime());
-      td.reason = d.reason || "";
-      td.by = d.requested_by || "";
-      td.ref = d.authority_ref || "";
-      break;
-    case "item.removed":
-      if (d.container_id) td.containers.set(d.container_id, d.container_kind || "");
-      break;
-    case "takedown.confirmed":
-      td.outcome = "confirmed";
-      td.outcomeAt = eventTime(ev);
-      for (const c of d.removed_from || []) if (!td.containers.has(c)) td.containers.set(c, "");
-      break;
-    case "takedown.rejected":
-      td.outcome = "rejected";
-      td.outcomeReason = d.reason || "";
-      td.outcomeAt = eventTime(ev);
-      break;
+  return td;
+}
+
+// The server's state of a takedown, read after one of its outcome events.
+const verifier = new Verifier((corr, st) => {
+  const td = takedownRow(corr, typeof st.item_id === "string" ? st.item_id : "");
+  for (const c of strings(st.removed_from)) if (!td.containers.has(c)) td.containers.set(c, kindOf.get(c) || "");
+  if (st.status === "confirmed" || st.status === "rejected") {
+    if (!td.outcome) {
+      const at = new Date(st.confirmed_at || "");
+      td.outcomeAt = isNaN(at.getTime()) ? new Date() : at;
+    }
+    td.outcome = st.status;
+    td.outcomeReason = typeof st.reason === "string" ? st.reason : "";
   }
   model.boardDirty.add(corr);
-  model.topDirty = true; // the list shows each item's takedown state
-}
+  model.topDirty = true;
+  schedule();
+});
 
 function takedownStatus(td) {
   if (td.outcome) return td.outcome;

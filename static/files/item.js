@@ -4,6 +4,7 @@
 // outcome.
 import { $, h, when, label, num, shortID, eventTime } from "./dom.js";
 import { Stream } from "./stream.js";
+import { Verifier, isOutcome, strings } from "./verify.js";
 
 const TIMEOUT = 15000; // ms without an outcome: "timed out", still listening
 
@@ -168,37 +169,47 @@ export class ItemPanel {
     $("td-corr").title = `correlation ID ${corr}`;
     steps.replaceChildren(step("requested", "Requested", "waiting for the item service"));
     this.corr?.close();
-    const s = (this.corr = new Stream([`corr:${corr}`], {
+    const shown = new Set(); // containers with a step
+    const kinds = new Map(); // container id -> kind, from item.removed events
+    let s;
+    // Outcome events only prompt a read of the server's state, which keeps
+    // only trusted outcomes; the steps are drawn from that state.
+    const verifier = new Verifier((id, st) => {
+      if (id !== corr || box.dataset.correlationId !== corr || shown.has("\u0000final")) return;
+      for (const c of st.removed_from) {
+        if (shown.has(c)) continue;
+        shown.add(c);
+        box.dataset.status = box.dataset.status === "timed-out" ? "timed-out" : "removing";
+        steps.append(step("removed", `Removed from ${c}`, kinds.get(c) || ""));
+      }
+      if (st.status === "confirmed") {
+        const n = st.removed_from.length;
+        box.dataset.status = "confirmed";
+        steps.append(step("confirmed", "Confirmed", `gone from ${n} container${n === 1 ? "" : "s"}`));
+      } else if (st.status === "rejected") {
+        box.dataset.status = "rejected";
+        steps.append(step("rejected", "Rejected", label(st.reason) || "no reason given"));
+      } else {
+        return;
+      }
+      shown.add("\u0000final");
+      s.close();
+      clearTimeout(this.timer);
+      $("td-submit").disabled = false;
+    });
+    s = this.corr = new Stream([`corr:${corr}`], {
       fromOldest: true, // nothing of this takedown is missed, however fast it is
       onEvent: (ev) => {
-        const d = ev.data || {};
-        switch (ev.type) {
-          case "takedown.requested":
-            steps.firstElementChild.lastElementChild.textContent = `by ${d.requested_by || "?"}`;
-            return;
-          case "item.removed":
-            box.dataset.status = box.dataset.status === "timed-out" ? "timed-out" : "removing";
-            steps.append(step("removed", `Removed from ${d.container_id}`, d.container_kind, ev));
-            return;
-          case "takedown.confirmed": {
-            const n = (d.removed_from || []).length;
-            box.dataset.status = "confirmed";
-            steps.append(step("confirmed", "Confirmed", `gone from ${n} container${n === 1 ? "" : "s"}`, ev));
-            break;
-          }
-          case "takedown.rejected":
-            box.dataset.status = "rejected";
-            steps.append(step("rejected", "Rejected", label(d.reason) || "no reason given", ev));
-            break;
-          default:
-            return;
+        const d = ev.data && typeof ev.data === "object" ? ev.data : {};
+        if (ev.type === "takedown.requested") {
+          steps.firstElementChild.lastElementChild.textContent = `by ${typeof d.requested_by === "string" ? d.requested_by : "?"}`;
+        } else if (isOutcome(ev.type) && ev.correlationid === corr) {
+          if (ev.type === "item.removed" && typeof d.container_id === "string") kinds.set(d.container_id, String(d.container_kind || ""));
+          verifier.check(corr);
         }
-        s.close();
-        clearTimeout(this.timer);
-        $("td-submit").disabled = false;
       },
       onAuthLost: this.deps.onAuthLost,
-    }));
+    });
     s.open();
     clearTimeout(this.timer);
     this.timer = setTimeout(() => {
@@ -224,7 +235,7 @@ const HISTORY_TEXT = {
   "item.reported": (d) => [`Reported: ${label(d.reason) || "no reason"}`, `by ${d.reporter_id || "unknown"}`],
   "takedown.requested": (d) => ["Takedown requested", `by ${d.requested_by || "?"}${d.reason ? ` · “${d.reason}”` : ""}${d.authority_ref ? ` · ${d.authority_ref}` : ""}`],
   "item.removed": (d) => [`Removed from ${d.container_id}`, d.container_kind || ""],
-  "takedown.confirmed": (d) => ["Takedown confirmed", `gone from ${(d.removed_from || []).join(", ")}`],
+  "takedown.confirmed": (d) => ["Takedown confirmed", `gone from ${strings(d.removed_from).join(", ")}`],
   "takedown.rejected": (d) => ["Takedown rejected", label(d.reason)],
 };
 
