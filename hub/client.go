@@ -2,13 +2,22 @@ package hub
 
 import (
 	"context"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"time"
 )
 
-// resyncTimeout bounds re-reading history to fill a hole.
-const resyncTimeout = 10 * time.Second
+// Bounds of re-reading history to fill a hole. A read that fails (the
+// backplane is unreachable, or its client is still reconnecting) is tried
+// again after a pause that doubles from resyncRetryMin up to resyncRetryMax,
+// with jitter so the subscribers of a node do not retry in step; a read
+// that succeeds starts the next hole's pauses from resyncRetryMin again.
+const (
+	resyncTimeout  = 10 * time.Second
+	resyncRetryMin = 100 * time.Millisecond
+	resyncRetryMax = 5 * time.Second
+)
 
 // Delivery is one entry on its way to the clients of its channel. Its wire
 // encodings are made once and shared by every subscriber.
@@ -85,9 +94,16 @@ type Item struct {
 // subState is one subscription of a client. While buffering, live entries
 // wait in pending until the history read is queued; last is the offset of
 // the newest entry queued, so an entry is never queued twice.
+//
+// Pending holds at most the client's queue bound: every entry in it is in
+// the log already, so when more arrive (a read that waits on a backplane
+// that is down), pending is dropped and reread set, and history is read
+// again once the read in flight is done. Reread is also set when
+// announcements may have been lost while a read was in flight.
 type subState struct {
 	watch     func(*Delivery) []byte
 	buffering bool
+	reread    bool
 	pending   []*Delivery
 	epoch     string
 	last      uint64
@@ -107,6 +123,10 @@ type Client struct {
 	spare  []Item
 	err    error
 	closed bool
+	// replayed counts the queued items that history reads gave since the
+	// last Drain. They fill a hole the hub found, not a backlog the
+	// client let grow, so the slow-consumer bound counts only the rest.
+	replayed int
 
 	ready  chan struct{}
 	notify func()
@@ -207,14 +227,33 @@ func (c *Client) SubscribeWith(ctx context.Context, channel string, o SubscribeO
 		c.queue = append(c.queue, Item{Kind: ItemGap, Channel: channel, Pos: rep.Top})
 	}
 	for _, e := range rep.Entries {
-		d := &Delivery{Entry: e}
-		c.queue = append(c.queue, Item{Kind: ItemEvent, Delivery: d})
-		st.watched(c, d)
+		c.queueReplayedLocked(st, e)
 	}
 	st.epoch, st.last = rep.Top.Epoch, rep.Top.Offset
-	c.flushPendingLocked(st)
+	c.settleLocked(channel, st)
 	c.wake()
 	return res, nil
+}
+
+// queueReplayedLocked queues an entry a history read gave.
+func (c *Client) queueReplayedLocked(st *subState, e Entry) {
+	d := &Delivery{Entry: e}
+	c.queue = append(c.queue, Item{Kind: ItemEvent, Delivery: d})
+	c.replayed++
+	st.last = e.Pos.Offset
+	st.watched(c, d)
+}
+
+// settleLocked ends a history read of st: history is read again if
+// entries were dropped or announcements lost meanwhile, otherwise the live
+// entries that waited are queued.
+func (c *Client) settleLocked(channel string, st *subState) {
+	if st.reread {
+		st.reread = false
+		c.startResync(channel, st)
+		return
+	}
+	c.flushPendingLocked(st)
 }
 
 // flushPendingLocked ends st's buffering: the live entries that waited are
@@ -234,12 +273,17 @@ func (c *Client) flushPendingLocked(st *subState) {
 }
 
 // resyncLater re-reads channel's history after what c queued, for entries
-// whose announcement was lost.
+// whose announcement was lost. A read in flight may have been made before
+// the loss: it is followed by another.
 func (c *Client) resyncLater(channel string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st := c.subs[channel]
-	if c.closed || st == nil || st.buffering {
+	if c.closed || st == nil {
+		return
+	}
+	if st.buffering {
+		st.reread = true
 		return
 	}
 	st.buffering = true
@@ -247,30 +291,26 @@ func (c *Client) resyncLater(channel string) {
 }
 
 // startResync reads st's channel after its last queued entry in the
-// background; live entries wait in st.pending meanwhile. It runs under c.mu.
+// background; live entries wait in st.pending meanwhile. A read that fails
+// is tried again, with backoff, until it succeeds or the client ends: a
+// backplane that is down for a while (a Redis restart) delays the
+// subscription, it does not end it. It runs under c.mu.
 func (c *Client) startResync(channel string, st *subState) {
 	after := Position{Epoch: st.epoch, Offset: st.last}
 	c.tasks.Add(1)
 	go func() {
 		defer c.tasks.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), resyncTimeout)
-		defer cancel()
-		rep, err := c.h.bp.Read(ctx, channel, &after)
+		rep, ok := c.readRetrying(channel, st, &after)
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		if c.closed || c.subs[channel] != st {
-			return
-		}
-		if err != nil {
-			c.h.stats.BackplaneErrors.Add(1)
-			// The client resumes with its cursors, on this node or another.
-			c.failLocked(ErrSlowConsumer)
+		if !ok || c.closed || c.subs[channel] != st {
 			return
 		}
 		if rep.Gap && rep.Top.Epoch != after.Epoch {
 			// A new epoch: say so, then read it from its start.
 			c.queue = append(c.queue, Item{Kind: ItemGap, Channel: channel, Pos: Position{Epoch: rep.Top.Epoch}})
 			st.epoch, st.last = rep.Top.Epoch, 0
+			st.reread = false
 			c.startResync(channel, st)
 			c.wake()
 			return
@@ -281,16 +321,50 @@ func (c *Client) startResync(channel string, st *subState) {
 		} else {
 			for _, e := range rep.Entries {
 				if e.Pos.Offset > st.last {
-					d := &Delivery{Entry: e}
-					c.queue = append(c.queue, Item{Kind: ItemEvent, Delivery: d})
-					st.last = e.Pos.Offset
-					st.watched(c, d)
+					c.queueReplayedLocked(st, e)
 				}
 			}
 		}
-		c.flushPendingLocked(st)
+		c.settleLocked(channel, st)
 		c.wake()
 	}()
+}
+
+// readRetrying reads channel's history after *after until a read succeeds
+// (ok), or st is no longer the channel's subscription, or the client ends.
+func (c *Client) readRetrying(channel string, st *subState, after *Position) (rep Replay, ok bool) {
+	pause := resyncRetryMin
+	for {
+		c.mu.Lock()
+		gone := c.closed || c.subs[channel] != st
+		c.mu.Unlock()
+		if gone {
+			return Replay{}, false
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), resyncTimeout)
+		go func() {
+			// A client that ends does not wait for the read.
+			select {
+			case <-c.done:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		rep, err := c.h.bp.Read(ctx, channel, after)
+		cancel()
+		if err == nil {
+			return rep, true
+		}
+		c.h.stats.BackplaneErrors.Add(1)
+		t := time.NewTimer(pause/2 + rand.N(pause/2+1))
+		select {
+		case <-c.done:
+			t.Stop()
+			return Replay{}, false
+		case <-t.C:
+		}
+		pause = min(2*pause, resyncRetryMax)
+	}
 }
 
 // dropSub forgets st if it is still channel's subscription.
@@ -334,7 +408,7 @@ func (c *Client) Send(raw []byte) {
 	if c.closed {
 		return
 	}
-	if len(c.queue) >= 2*c.maxLen {
+	if len(c.queue)-c.replayed >= 2*c.maxLen {
 		c.failLocked(ErrSlowConsumer)
 		return
 	}
@@ -355,13 +429,15 @@ func (c *Client) offer(d *Delivery) {
 	}
 	if st.buffering {
 		if len(st.pending) >= c.maxLen {
-			c.failLocked(ErrSlowConsumer)
-			return
+			// History holds them: read it again instead of holding more.
+			clear(st.pending)
+			st.pending = st.pending[:0]
+			st.reread = true
 		}
 		st.pending = append(st.pending, d)
 		return
 	}
-	if len(c.queue) >= c.maxLen {
+	if len(c.queue)-c.replayed >= c.maxLen {
 		c.failLocked(ErrSlowConsumer)
 		return
 	}
@@ -450,6 +526,7 @@ func (c *Client) Drain() []Item {
 	items := c.queue
 	c.queue = c.spare
 	c.spare = nil
+	c.replayed = 0
 	return items
 }
 

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -11,6 +12,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -702,4 +704,119 @@ func TestKeyHash(t *testing.T) {
 	if e.keyHash() != f.Sum64() {
 		t.Fatalf("keyHash %x, FNV-1a %x", e.keyHash(), f.Sum64())
 	}
+}
+
+// flakyBackplane is a memory backplane whose history reads fail while down
+// is set (a Redis that is restarting), and which can tell its listeners
+// that announcements were lost (a dropped pub/sub connection).
+type flakyBackplane struct {
+	*Memory
+	down atomic.Bool
+
+	mu      sync.Mutex
+	deliver map[string]func(Entry)
+}
+
+func (f *flakyBackplane) Read(ctx context.Context, ch string, after *Position) (Replay, error) {
+	if f.down.Load() {
+		return Replay{}, errors.New("backplane down")
+	}
+	return f.Memory.Read(ctx, ch, after)
+}
+
+func (f *flakyBackplane) Listen(ctx context.Context, ch string, deliver func(Entry)) (func(), error) {
+	f.mu.Lock()
+	f.deliver[ch] = deliver
+	f.mu.Unlock()
+	return f.Memory.Listen(ctx, ch, deliver)
+}
+
+func (f *flakyBackplane) lose(ch string) {
+	f.mu.Lock()
+	deliver := f.deliver[ch]
+	f.mu.Unlock()
+	deliver(Entry{Channel: ch, Resync: true})
+}
+
+// TestResyncWaitsOutBackplane: a subscription whose re-read of history
+// fails keeps trying instead of ending the client; meanwhile it holds no
+// more live entries than the client's queue bound (history has them), and
+// once reads work again it delivers every event once, in order.
+func TestResyncWaitsOutBackplane(t *testing.T) {
+	mem := NewMemory(MemoryConfig{})
+	defer mem.Close()
+	bp := &flakyBackplane{Memory: mem, deliver: map[string]func(Entry){}}
+	const bound = 8
+	h, err := New(Config{ClientQueue: bound}, bp, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Shutdown(context.Background())
+	c, err := h.NewClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Subscribe(t.Context(), "reports", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	var got []int
+	collect := func(n int) {
+		t.Helper()
+		deadline := time.After(waitFor)
+		for len(got) < n {
+			select {
+			case <-c.Ready():
+				items := c.Drain()
+				for _, it := range items {
+					if it.Kind == ItemEvent {
+						var ev struct{ Data struct{ N int } }
+						json.Unmarshal(it.Delivery.Event.JSON, &ev)
+						got = append(got, ev.Data.N)
+					}
+				}
+				c.Release(items)
+			case <-c.Done():
+				t.Fatalf("client ended: %v", c.Err())
+			case <-deadline:
+				t.Fatalf("got %v, want %d events", got, n)
+			}
+		}
+	}
+	pub := func(from, to int) {
+		for i := from; i <= to; i++ {
+			if err := h.Publish(t.Context(), []string{"reports"}, testEvent(i, "item.reported", "item-1", "")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	pub(1, 3)
+	collect(3)
+	bp.down.Store(true)
+	bp.lose("reports")
+	pub(4, 100)
+	eventuallyHub(t, func() bool { return h.Stats().BackplaneErrors.Load() >= 3 || c.Err() != nil })
+	c.mu.Lock()
+	held := len(c.subs["reports"].pending)
+	c.mu.Unlock()
+	if held > bound {
+		t.Fatalf("%d live entries held while history cannot be read, bound %d", held, bound)
+	}
+	if err := c.Err(); err != nil {
+		t.Fatalf("client ended while the backplane was down: %v", err)
+	}
+	bp.down.Store(false)
+	pub(101, 110)
+	collect(110)
+	if fmt.Sprint(got) != fmt.Sprint(seqInts(1, 110)) {
+		t.Fatalf("got %v", got)
+	}
+}
+
+func seqInts(from, to int) []int {
+	var out []int
+	for i := from; i <= to; i++ {
+		out = append(out, i)
+	}
+	return out
 }
