@@ -401,3 +401,85 @@ func TestRedisRestartKeepsSubscribers(t *testing.T) {
 	}
 	t.Logf("slow consumers %d, backplane errors %d", n.Stats().SlowConsumers.Load(), n.Stats().BackplaneErrors.Load())
 }
+
+// publishRetry publishes events from..to on n, each retried until the
+// backplane takes it (a Redis that just restarted).
+func publishRetry(t *testing.T, n *node, from, to int) {
+	t.Helper()
+	for i := from; i <= to; i++ {
+		waitUntil(t, fmt.Sprintf("event %d published", i), func() bool {
+			return n.Publish(t.Context(), []string{"reports"}, seqEvent(i)) == nil
+		})
+	}
+}
+
+// TestResumeAfterNewEpoch: a subscriber resumes with a cursor of an epoch
+// that is gone (the memory backplane restarted; Redis flushed, or restarted
+// without persistence). It is told with a gap, then receives the new
+// epoch from its start, as a connected subscriber does: nothing consumed
+// since the restart is skipped. Both doors, every backplane.
+func TestResumeAfterNewEpoch(t *testing.T) {
+	redisBus := func(t *testing.T, url string) *node {
+		bus, err := redisbus.Open(t.Context(), url, redisbus.Config{Prefix: "sbtest:epoch:"}, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { bus.Close() })
+		return startNode(t, bus)
+	}
+	backplanes := []struct {
+		name string
+		// start returns a node and what makes its channels start a new
+		// epoch, which returns the node to resume on.
+		start func(t *testing.T) (*node, func() *node)
+	}{
+		{"memory", func(t *testing.T) (*node, func() *node) {
+			mem := hub.NewMemory(hub.MemoryConfig{})
+			t.Cleanup(func() { mem.Close() })
+			return startNode(t, mem), func() *node {
+				mem := hub.NewMemory(hub.MemoryConfig{}) // the node restarted
+				t.Cleanup(func() { mem.Close() })
+				return startNode(t, mem)
+			}
+		}},
+		{"miniredis", func(t *testing.T) (*node, func() *node) {
+			mr := redistest.Servers(t)[0].Mini
+			n := redisBus(t, "redis://"+mr.Addr())
+			return n, func() *node { mr.FlushAll(); return n }
+		}},
+		{"redis restarted empty", func(t *testing.T) (*node, func() *node) {
+			rs := redistest.StartOwn(t)
+			n := redisBus(t, rs.URL())
+			return n, func() *node { rs.Stop(t); rs.Start(t); return n }
+		}},
+	}
+	for _, bp := range backplanes {
+		for _, door := range []string{"ws", "sse"} {
+			t.Run(bp.name+"/"+door, func(t *testing.T) {
+				n, newEpoch := bp.start(t)
+				s := open(t, n, door, "reports", "")
+				publishRetry(t, n, 1, 3)
+				waitUntil(t, "3 events", func() bool { return len(s.events()) == 3 })
+				_, cur, _ := s.snapshot()
+				s.stop()
+
+				n = newEpoch()
+				publishRetry(t, n, 4, 8)
+				s2 := open(t, n, door, "reports", cur)
+				publishRetry(t, n, 9, 9)
+				waitUntil(t, "event 9 or the end", func() bool {
+					ev := s2.events()
+					_, _, ended := s2.snapshot()
+					return ended != nil || len(ev) > 0 && ev[len(ev)-1] == 9
+				})
+				got, _, ended := s2.snapshot()
+				if ended != nil {
+					t.Fatalf("ended: %v", ended)
+				}
+				if want := []int{gapMark, 4, 5, 6, 7, 8, 9}; fmt.Sprint(got) != fmt.Sprint(want) {
+					t.Fatalf("resumed with an old epoch's cursor, got %v, want a gap then the new epoch from its start: %v", got, want)
+				}
+			})
+		}
+	}
+}

@@ -138,7 +138,9 @@ type Client struct {
 // SubscribeResult says where a subscription starts.
 type SubscribeResult struct {
 	// Start is the position the subscription resumes after: the cursor it
-	// was given when history covers it, otherwise the channel's top.
+	// was given when history covers it; the position before the oldest
+	// entry history holds when the cursor's epoch is gone (or for Oldest);
+	// otherwise the channel's top.
 	Start Position
 	// Gap is true when history could not cover the given cursor.
 	Gap bool
@@ -146,7 +148,8 @@ type SubscribeResult struct {
 
 // Subscribe subscribes c to channel, resuming after *after when it is given.
 // The order of the queue is: the frame ack(result) makes, if ack is not nil;
-// a gap notice, if history could not cover after; the missed entries; then
+// a gap notice, if history could not cover after; the missed entries (when
+// after's epoch is gone, every entry of the new epoch history holds); then
 // live entries, each once. Live delivery starts before history is read, so
 // nothing published meanwhile is lost.
 func (c *Client) Subscribe(ctx context.Context, channel string, after *Position, ack func(SubscribeResult) []byte) (SubscribeResult, error) {
@@ -195,6 +198,16 @@ func (c *Client) SubscribeWith(ctx context.Context, channel string, o SubscribeO
 		return SubscribeResult{}, err
 	}
 	rep, err := c.h.bp.Read(ctx, channel, after)
+	fromOldest := after != nil && *after == Oldest
+	if err == nil && rep.Gap && after != nil && !fromOldest && rep.Top.Epoch != after.Epoch {
+		// The cursor's epoch is gone (a restarted memory backplane, a
+		// Redis that lost its data): after the gap, the new epoch from
+		// its start, as a connected subscriber gets it, so what was
+		// published since is not skipped.
+		fromOldest = true
+		rep, err = c.h.bp.Read(ctx, channel, &Oldest)
+		rep.Gap = true
+	}
 	if err != nil {
 		c.h.stats.BackplaneErrors.Add(1)
 		c.dropSub(channel, st)
@@ -203,7 +216,7 @@ func (c *Client) SubscribeWith(ctx context.Context, channel string, o SubscribeO
 	}
 	res := SubscribeResult{Start: rep.Top, Gap: rep.Gap}
 	switch {
-	case after != nil && *after == Oldest:
+	case fromOldest:
 		if len(rep.Entries) > 0 {
 			res.Start = Position{Epoch: rep.Top.Epoch, Offset: rep.Entries[0].Pos.Offset - 1}
 		}
@@ -224,7 +237,7 @@ func (c *Client) SubscribeWith(ctx context.Context, channel string, o SubscribeO
 		c.queue = append(c.queue, Item{Kind: ItemFrame, Raw: ack(res)})
 	}
 	if res.Gap {
-		c.queue = append(c.queue, Item{Kind: ItemGap, Channel: channel, Pos: rep.Top})
+		c.queue = append(c.queue, Item{Kind: ItemGap, Channel: channel, Pos: res.Start})
 	}
 	for _, e := range rep.Entries {
 		c.queueReplayedLocked(st, e)
