@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -50,7 +51,41 @@ type Producer struct {
 	tr  *kafka.Transport
 	log *slog.Logger
 
+	// lastErr is the newest write's failure, nil after a success.
+	lastErr atomic.Pointer[writeFailure]
+
 	closeOnce sync.Once
+}
+
+type writeFailure struct {
+	err error
+	at  time.Time
+}
+
+// healthWindow is how long a failed write makes the producer unhealthy.
+// Its callers retry within seconds, so a lasting fault keeps it unhealthy,
+// and a producer that has nothing more to write does not stay unhealthy
+// (and out of a load balancer) after the fault has passed.
+const healthWindow = 10 * time.Second
+
+// note records the outcome of a write for Healthy.
+func (p *Producer) note(err error) {
+	if err == nil {
+		if p.lastErr.Load() != nil {
+			p.lastErr.Store(nil)
+		}
+		return
+	}
+	p.lastErr.Store(&writeFailure{err: err, at: time.Now()})
+}
+
+// Healthy reports the error of the newest write if it failed in the last
+// ten seconds, and nil if it succeeded, is older, or none was made yet.
+func (p *Producer) Healthy(context.Context) error {
+	if f := p.lastErr.Load(); f != nil && time.Since(f.at) < healthWindow {
+		return f.err
+	}
+	return nil
 }
 
 // New returns a Producer for the brokers of cfg. It does not contact the
@@ -211,8 +246,11 @@ func (p *Producer) Publish(ctx context.Context, topic, key string, ev CloudEvent
 		return err
 	}
 	if err := p.w.WriteMessages(ctx, m); err != nil {
-		return fmt.Errorf("producers: publish %s event %s to %q: %w", ev.Type, ev.ID, topic, unwrapWriteErrors(err))
+		err = fmt.Errorf("producers: publish %s event %s to %q: %w", ev.Type, ev.ID, topic, unwrapWriteErrors(err))
+		p.note(err)
+		return err
 	}
+	p.note(nil)
 	return nil
 }
 
@@ -233,8 +271,11 @@ func (p *Producer) PublishRaw(ctx context.Context, msgs ...kafka.Message) error 
 		out[i] = kafka.Message{Topic: m.Topic, Key: m.Key, Value: m.Value, Headers: m.Headers, Time: m.Time}
 	}
 	if err := p.w.WriteMessages(ctx, out...); err != nil {
-		return fmt.Errorf("producers: publish %d raw records: %w", len(out), unwrapWriteErrors(err))
+		err = fmt.Errorf("producers: publish %d raw records: %w", len(out), unwrapWriteErrors(err))
+		p.note(err)
+		return err
 	}
+	p.note(nil)
 	return nil
 }
 

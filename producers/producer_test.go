@@ -469,3 +469,27 @@ func BenchmarkPublish(b *testing.B) {
 		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
 	})
 }
+
+// TestHealthy: a producer is unhealthy after a failed write, and healthy
+// again after the next success.
+func TestHealthy(t *testing.T) {
+	brokers := newCluster(t, "t")
+	p := newProducer(t, brokers)
+	if err := p.Healthy(t.Context()); err != nil {
+		t.Fatalf("before any write: %v", err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel() // a write that cannot finish
+	if err := p.Publish(ctx, "t", "k", NewEvent("/s", "x", "k", "", nil)); err == nil {
+		t.Fatal("a write with an ended context succeeded")
+	}
+	if err := p.Healthy(t.Context()); err == nil {
+		t.Fatal("healthy after a failed write")
+	}
+	if err := p.Publish(t.Context(), "t", "k", NewEvent("/s", "x", "k", "", nil)); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Healthy(t.Context()); err != nil {
+		t.Fatalf("after a success: %v", err)
+	}
+}
