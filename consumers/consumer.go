@@ -13,6 +13,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/switchboard/switchboard/hub"
+	"github.com/switchboard/switchboard/internal/kafkagroup"
 )
 
 // Defaults that New applies to zero fields of Config.
@@ -42,6 +43,19 @@ const (
 	DefaultRetryMax = 5 * time.Second
 	// DefaultReadyTimeout bounds Ready when its context has no deadline.
 	DefaultReadyTimeout = 2 * time.Second
+	// DefaultSessionTimeout is how long the group coordinator waits
+	// without a heartbeat before it drops a member and moves its
+	// partitions: a node that died, or that lost its connection and
+	// rejoined as a new member. 6 s is the lowest Kafka and the embedded
+	// broker accept by default (group.min.session.timeout.ms), so a dead
+	// node's partitions move in about 7 s, within takedown.timeout.
+	DefaultSessionTimeout = kafkagroup.DefaultSessionTimeout
+	// DefaultHeartbeatInterval is how often a member heartbeats, and so
+	// how soon it notices a rebalance.
+	DefaultHeartbeatInterval = kafkagroup.DefaultHeartbeatInterval
+	// DefaultRebalanceTimeout is how long the coordinator waits for the
+	// members to rejoin during a rebalance.
+	DefaultRebalanceTimeout = kafkagroup.DefaultRebalanceTimeout
 )
 
 // Dead-letter headers of the contract.
@@ -85,6 +99,12 @@ type Config struct {
 	RetryMin, RetryMax time.Duration
 	// ReadyTimeout bounds Ready when its context has no deadline.
 	ReadyTimeout time.Duration
+	// SessionTimeout, HeartbeatInterval and RebalanceTimeout are the
+	// consumer group timing (see the Default... values). The heartbeat
+	// interval must be below the session timeout, and the session timeout
+	// within the broker's group.min.session.timeout.ms and
+	// group.max.session.timeout.ms.
+	SessionTimeout, HeartbeatInterval, RebalanceTimeout time.Duration
 }
 
 // Stats counts what a Consumer did, for metrics and tests.
@@ -107,6 +127,9 @@ type Stats struct {
 	// CommitErrors is the number of offsets that could not be queued for
 	// commit; their records will be delivered again.
 	CommitErrors uint64
+	// FetchErrors is the number of errors the Kafka reader returned
+	// instead of a record (each is retried).
+	FetchErrors uint64
 }
 
 // Consumer reads the routed topics in a consumer group and hands each event
@@ -118,9 +141,13 @@ type Consumer struct {
 	dlq    DeadLetterWriter
 	log    *slog.Logger
 
-	fetched, published, unrouted, deadLettered atomic.Uint64
-	publishErrors, deadLetterErrors, commitErr atomic.Uint64
-	byTopic                                    map[string]*topicCounts // fixed at New
+	fetched, published, unrouted, deadLettered           atomic.Uint64
+	publishErrors, deadLetterErrors, commitErr, fetchErr atomic.Uint64
+	byTopic                                              map[string]*topicCounts // fixed at New
+
+	// streak follows the reader's broker errors: it paces the retries and
+	// answers Healthy.
+	streak *kafkagroup.Streak
 }
 
 type topicCounts struct{ consumed, deadLettered atomic.Uint64 }
@@ -195,6 +222,12 @@ func New(cfg Config, pub Publisher, dlq DeadLetterWriter, log *slog.Logger) (*Co
 	if cfg.ReadyTimeout == 0 {
 		cfg.ReadyTimeout = DefaultReadyTimeout
 	}
+	timing := kafkagroup.Timing{SessionTimeout: cfg.SessionTimeout, HeartbeatInterval: cfg.HeartbeatInterval, RebalanceTimeout: cfg.RebalanceTimeout}
+	if err := timing.Check(); err != nil {
+		return nil, fmt.Errorf("consumers: %w", err)
+	}
+	timing = timing.WithDefaults()
+	cfg.SessionTimeout, cfg.HeartbeatInterval, cfg.RebalanceTimeout = timing.SessionTimeout, timing.HeartbeatInterval, timing.RebalanceTimeout
 	router, err := NewRouter(cfg.Routes, log)
 	if err != nil {
 		return nil, err
@@ -208,7 +241,9 @@ func New(cfg Config, pub Publisher, dlq DeadLetterWriter, log *slog.Logger) (*Co
 	for _, t := range router.Topics() {
 		byTopic[t] = &topicCounts{}
 	}
-	return &Consumer{cfg: cfg, router: router, pub: pub, dlq: dlq, log: log.With("component", "consumer"), byTopic: byTopic}, nil
+	log = log.With("component", "consumer")
+	return &Consumer{cfg: cfg, router: router, pub: pub, dlq: dlq, log: log, byTopic: byTopic,
+		streak: kafkagroup.NewStreak(log, "kafka reader")}, nil
 }
 
 // Stats returns the consumer's counters so far.
@@ -221,7 +256,43 @@ func (c *Consumer) Stats() Stats {
 		PublishErrors:    c.publishErrors.Load(),
 		DeadLetterErrors: c.deadLetterErrors.Load(),
 		CommitErrors:     c.commitErr.Load(),
+		FetchErrors:      c.fetchErr.Load(),
 	}
+}
+
+// Healthy returns nil while the consumer reads from Kafka, and an error
+// wrapping ErrKafkaFailing when every attempt has failed for longer than
+// a couple of seconds (a reset connection that kafka-go reopens at once
+// does not count). It is meant for a readiness check: a node whose
+// consumer is failing still serves its clients, but the events it owns do
+// not arrive until Kafka answers again.
+func (c *Consumer) Healthy() error {
+	if err := c.streak.Err(); err != nil {
+		return fmt.Errorf("%w: %w", ErrKafkaFailing, err)
+	}
+	return nil
+}
+
+// readerConfig is the kafka-go reader configuration of Run.
+func (c *Consumer) readerConfig() kafka.ReaderConfig {
+	rc := kafka.ReaderConfig{
+		Brokers:        c.cfg.Brokers,
+		GroupID:        c.cfg.GroupID,
+		GroupTopics:    c.router.Topics(),
+		StartOffset:    kafka.FirstOffset,
+		MaxWait:        c.cfg.MaxWait,
+		CommitInterval: c.cfg.CommitInterval,
+		Logger:         kafkaLogger(c.log, slog.LevelDebug),
+		// The streak logs what matters once; kafka-go would log every
+		// retry of every partition.
+		ErrorLogger: c.streak.KafkaLogger(),
+	}
+	kafkagroup.Timing{
+		SessionTimeout:    c.cfg.SessionTimeout,
+		HeartbeatInterval: c.cfg.HeartbeatInterval,
+		RebalanceTimeout:  c.cfg.RebalanceTimeout,
+	}.Apply(&rc)
+	return rc
 }
 
 // Run joins the consumer group and hands records to the hub until ctx is
@@ -230,19 +301,24 @@ func (c *Consumer) Stats() Stats {
 // before the next one of the consumer is read, so each partition keeps its
 // order; a failing hub is retried without end, and a record it never
 // accepted is read again by whichever member owns its partition next.
+//
+// Broker errors (a reset or refused connection, a timeout) never stop Run:
+// kafka-go reconnects and rejoins by itself, and Run goes on fetching
+// after a short pause (see kafkagroup.Streak), logging a run of errors
+// once rather than each of them.
 func (c *Consumer) Run(ctx context.Context) error {
-	r := kafka.NewReader(kafka.ReaderConfig{
-		Brokers:        c.cfg.Brokers,
-		GroupID:        c.cfg.GroupID,
-		GroupTopics:    c.router.Topics(),
-		StartOffset:    kafka.FirstOffset,
-		MaxWait:        c.cfg.MaxWait,
-		CommitInterval: c.cfg.CommitInterval,
-		Logger:         kafkaLogger(c.log, slog.LevelDebug),
-		ErrorLogger:    kafkaLogger(c.log, slog.LevelWarn),
-	})
-	c.log.Info("consumer started", "group", c.cfg.GroupID, "topics", c.router.Topics(), "dlq", c.cfg.DLQTopic)
+	r := kafka.NewReader(c.readerConfig())
+	c.log.Info("consumer started", "group", c.cfg.GroupID, "topics", c.router.Topics(), "dlq", c.cfg.DLQTopic,
+		"session_timeout", c.cfg.SessionTimeout, "heartbeat_interval", c.cfg.HeartbeatInterval)
+	wctx, stopWatch := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		c.streak.Watch(wctx, r)
+	}()
 	defer func() {
+		stopWatch()
+		<-watched
 		// Close leaves the group and flushes the queued commits.
 		if err := r.Close(); err != nil {
 			c.log.Warn("closing the kafka reader", "err", err)
@@ -250,20 +326,20 @@ func (c *Consumer) Run(ctx context.Context) error {
 		c.log.Info("consumer stopped")
 	}()
 
-	backoff := c.newBackoff()
 	for {
+		began := time.Now()
 		m, err := r.FetchMessage(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			c.log.Warn("fetching from kafka", "err", err)
-			if !backoff.wait(ctx) {
+			c.fetchErr.Add(1)
+			if !sleep(ctx, c.streak.Fail(err, time.Since(began))) {
 				return nil
 			}
 			continue
 		}
-		backoff.reset()
+		c.streak.Succeed()
 		c.fetched.Add(1)
 		if !c.handle(ctx, m) {
 			return nil // ctx ended before the record was handled: not committed
@@ -401,13 +477,17 @@ func (c *Consumer) newBackoff() *backoff {
 	return &backoff{min: c.cfg.RetryMin, max: c.cfg.RetryMax, next: c.cfg.RetryMin}
 }
 
-func (b *backoff) reset() { b.next = b.min }
-
 // wait pauses for the next interval; false means ctx ended first.
 func (b *backoff) wait(ctx context.Context) bool {
-	t := time.NewTimer(b.next)
-	defer t.Stop()
+	d := b.next
 	b.next = min(2*b.next, b.max)
+	return sleep(ctx, d)
+}
+
+// sleep pauses for d; false means ctx ended first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return false

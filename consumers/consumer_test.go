@@ -482,6 +482,8 @@ func TestConsumerNew(t *testing.T) {
 		{"retry max below min", Config{Brokers: ok.Brokers, RetryMin: time.Second, RetryMax: time.Millisecond}, h, dlq, "retry max"},
 		{"bad route", Config{Brokers: ok.Brokers, Routes: []Route{{Topic: "t", Channels: []string{"x:{nope}"}}}}, h, dlq, "unknown placeholder"},
 		{"dlq is routed", Config{Brokers: ok.Brokers, DLQTopic: topicEvents}, h, dlq, "also a routed topic"},
+		{"heartbeat not below session", Config{Brokers: ok.Brokers, SessionTimeout: 6 * time.Second, HeartbeatInterval: 6 * time.Second}, h, dlq, "heartbeat interval 6s must be below the session timeout 6s"},
+		{"negative session timeout", Config{Brokers: ok.Brokers, SessionTimeout: -time.Second}, h, dlq, "must not be negative"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -502,6 +504,19 @@ func TestConsumerNew(t *testing.T) {
 	}
 	if got, want := c.router.Topics(), []string{DefaultReportsTopic, DefaultCommandsTopic, DefaultEventsTopic}; !slices.Equal(got, want) {
 		t.Errorf("default topics %v, want %v", got, want)
+	}
+	// The group timing reaches the reader: kafka-go's defaults (30 s
+	// session) would leave a dead member's partitions unread for 30 s.
+	if rc := c.readerConfig(); rc.SessionTimeout != DefaultSessionTimeout || rc.HeartbeatInterval != DefaultHeartbeatInterval ||
+		rc.RebalanceTimeout != DefaultRebalanceTimeout || rc.JoinGroupBackoff == 0 || rc.ReadBackoffMax == 0 {
+		t.Errorf("reader config %+v: want the default group timing", rc)
+	}
+	c, err = New(Config{Brokers: ok.Brokers, SessionTimeout: 10 * time.Second, HeartbeatInterval: 2 * time.Second, RebalanceTimeout: 20 * time.Second}, h, dlq, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc := c.readerConfig(); rc.SessionTimeout != 10*time.Second || rc.HeartbeatInterval != 2*time.Second || rc.RebalanceTimeout != 20*time.Second {
+		t.Errorf("reader config %+v: want the configured group timing", rc)
 	}
 }
 

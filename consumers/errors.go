@@ -10,4 +10,8 @@ var (
 	ErrInvalidEvent = errors.New("consumers: invalid event")
 	// ErrBadRoute means a route's topic or channel template is unusable.
 	ErrBadRoute = errors.New("consumers: bad route")
+	// ErrKafkaFailing means the consumer's reads from Kafka have failed
+	// for more than a moment; Healthy wraps it with the count and the
+	// last error.
+	ErrKafkaFailing = errors.New("consumers: reading from kafka is failing")
 )
