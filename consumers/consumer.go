@@ -265,8 +265,10 @@ func (c *Consumer) Stats() Stats {
 // a couple of seconds (a reset connection that kafka-go reopens at once
 // does not count). It is meant for a readiness check: a node whose
 // consumer is failing still serves its clients, but the events it owns do
-// not arrive until Kafka answers again.
-func (c *Consumer) Healthy() error {
+// not arrive until Kafka answers again. It does not contact the brokers,
+// so it answers at once; the context is for the readiness check's
+// signature.
+func (c *Consumer) Healthy(context.Context) error {
 	if err := c.streak.Err(); err != nil {
 		return fmt.Errorf("%w: %w", ErrKafkaFailing, err)
 	}

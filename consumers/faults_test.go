@@ -96,7 +96,7 @@ func TestConsumerResumesAfterFaults(t *testing.T) {
 			waitWithin(t, resumeWait, "the event written after the fault", func() bool { return len(h.byID("after")) == 1 })
 			t.Logf("%s: the event written after the fault reached the hub %s after the fault ended (fetch errors: %d)",
 				f.name, time.Since(ended).Round(10*time.Millisecond), c.Stats().FetchErrors)
-			if err := c.Healthy(); err != nil {
+			if err := c.Healthy(t.Context()); err != nil {
 				t.Errorf("Healthy after delivering again = %v", err)
 			}
 		})
@@ -114,13 +114,13 @@ func TestConsumerHealthy(t *testing.T) {
 	c, _ := start(t, testConfig(b.Brokers(), "health"), h, newDLQ(t, b.Brokers()))
 	write(t, w, binaryRecord(topicEvents, "first", "item.removed", "item-1", "c-1", `{}`))
 	waitFor(t, "the first event", func() bool { return len(h.byID("first")) == 1 })
-	if err := c.Healthy(); err != nil {
+	if err := c.Healthy(t.Context()); err != nil {
 		t.Fatalf("Healthy while reading = %v", err)
 	}
 
 	b.Proxy.Refuse()
 	var failing error
-	waitWithin(t, resumeWait, "Healthy to report the outage", func() bool { failing = c.Healthy(); return failing != nil })
+	waitWithin(t, resumeWait, "Healthy to report the outage", func() bool { failing = c.Healthy(t.Context()); return failing != nil })
 	if !errors.Is(failing, ErrKafkaFailing) {
 		t.Errorf("Healthy = %v, want ErrKafkaFailing", failing)
 	}
@@ -130,5 +130,5 @@ func TestConsumerHealthy(t *testing.T) {
 	}
 
 	b.Proxy.Heal()
-	waitWithin(t, resumeWait, "Healthy to clear once the broker is back", func() bool { return c.Healthy() == nil })
+	waitWithin(t, resumeWait, "Healthy to clear once the broker is back", func() bool { return c.Healthy(t.Context()) == nil })
 }
