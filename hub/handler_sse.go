@@ -171,7 +171,8 @@ func (s *sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				release()
 				s.h.stats.SSEConnections.Add(-1)
 			}}
-			c.SetNotify(sc.kick)
+			sc.cut.conn = conn
+			c.SetNotify(sc.notify)
 			sc.hb = time.AfterFunc(s.cfg.Heartbeat, sc.heartbeat)
 			sc.kick() // anything the subscriptions queued already
 			go sc.watchClose()
@@ -255,9 +256,11 @@ func hijackStream(w http.ResponseWriter, first []byte) (net.Conn, error) {
 // sseConn is a hijacked stream. While idle it holds one small goroutine,
 // blocked reading the socket to notice at once a client that hangs up; a
 // writer runs only while something is queued or a heartbeat is due, and the
-// heartbeat is a timer.
+// heartbeat is a timer. A stream that ends as a slow consumer gives the
+// write in flight slowCloseTimeout, not the whole write timeout, then ends.
 type sseConn struct {
 	conn    net.Conn
+	cut     cutoff
 	c       *Client
 	st      sseStream
 	cfg     SSEConfig
@@ -271,7 +274,16 @@ type sseConn struct {
 	ended   atomic.Bool
 }
 
-// kick starts the writer unless it runs already; it is the client's notify.
+// notify is the client's notify: it runs under the client's lock when
+// items are queued or the client ends.
+func (s *sseConn) notify() {
+	if s.c.err == ErrSlowConsumer {
+		s.cut.cut(min(slowCloseTimeout, s.cfg.WriteTimeout))
+	}
+	s.kick()
+}
+
+// kick starts the writer unless it runs already.
 func (s *sseConn) kick() {
 	if s.running.CompareAndSwap(false, true) {
 		go s.pump()
@@ -313,7 +325,7 @@ func (s *sseConn) pump() {
 			if ping {
 				s.st.buf = append(s.st.buf, ": ping\n\n"...)
 			}
-			_ = s.conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+			s.cut.set(time.Now().Add(s.cfg.WriteTimeout))
 			_, err := s.conn.Write(s.st.buf)
 			s.st.reset()
 			if err != nil {

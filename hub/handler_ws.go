@@ -141,7 +141,8 @@ func (wh *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Error(w, http.StatusServiceUnavailable, "shutting down: reconnect to another node")
 		return
 	}
-	conn, err := websocket.Accept(smallBuffers{w}, r, &websocket.AcceptOptions{
+	sb := &smallBuffers{ResponseWriter: w}
+	conn, err := websocket.Accept(sb, r, &websocket.AcceptOptions{
 		Subprotocols:   []string{Subprotocol},
 		OriginPatterns: wh.cfg.OriginPatterns,
 	})
@@ -164,6 +165,7 @@ func (wh *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// keeps who the caller is, not the request's cancellation.
 	ctx, cancel := context.WithCancel(context.WithoutCancel(actx))
 	wc := &wsConn{wh: wh, conn: conn, c: c, pack: r.URL.Query().Get("pack") == "1", kick: make(chan struct{}, 1)}
+	wc.cut.conn = sb.conn
 	c.SetNotify(wc.notify)
 	wc.startPing()
 	go func() {
@@ -271,11 +273,19 @@ func clipQuote(s string) string {
 // goroutine runs only while the client has something queued, so an idle
 // connection costs one goroutine (the reader). Protocol pings run from a
 // timer; a watchdog timer bounds each batch of writes.
+//
+// When the client ends as a slow consumer, its writer is usually blocked on
+// a full socket in the middle of a batch. The rest of that batch is not
+// written: the frame in flight and the close frame 4000 get
+// slowCloseTimeout (a write deadline on the hijacked connection), so a
+// client that still reads learns why it was disconnected; one that does
+// not is dropped (1006) when the deadline passes.
 type wsConn struct {
 	wh   *wsHandler
 	conn *websocket.Conn
 	c    *Client
 	pack bool
+	cut  cutoff
 
 	running  atomic.Bool
 	kick     chan struct{} // wakes a lingering writer
@@ -292,6 +302,9 @@ type wsConn struct {
 // notify runs under the client's lock when items are queued or the client
 // ends: it starts the writer unless it runs already.
 func (w *wsConn) notify() {
+	if w.c.err == ErrSlowConsumer { // under the client's lock
+		w.cut.cut(min(slowCloseTimeout, w.wh.cfg.WriteTimeout))
+	}
 	if w.running.CompareAndSwap(false, true) {
 		w.wg.Add(1)
 		go w.pump()
@@ -402,10 +415,13 @@ func (w *wsConn) writeItems(items []Item) error {
 	ctx := context.Background()
 	if w.pack {
 		var err error
-		w.batch, err = writePacked(ctx, w.conn, items, w.batch[:0])
+		w.batch, err = writePacked(ctx, w.conn, items, w.batch[:0], &w.cut)
 		return err
 	}
 	for i := range items {
+		if w.cut.isCut() {
+			return nil // A slow consumer: the close comes next.
+		}
 		if err := w.conn.Write(ctx, websocket.MessageText, frameBytes(&items[i])); err != nil {
 			return err
 		}
@@ -456,9 +472,10 @@ func frameBytes(it *Item) []byte {
 }
 
 // writePacked writes items as batch messages of what is already queued,
-// capped in frames and bytes; a lone frame goes as itself.
-func writePacked(ctx context.Context, conn *websocket.Conn, items []Item, buf []byte) ([]byte, error) {
-	for len(items) > 0 {
+// capped in frames and bytes; a lone frame goes as itself. It stops early
+// once cut is cut.
+func writePacked(ctx context.Context, conn *websocket.Conn, items []Item, buf []byte, cut *cutoff) ([]byte, error) {
+	for len(items) > 0 && !cut.isCut() {
 		if len(items) == 1 {
 			return buf, conn.Write(ctx, websocket.MessageText, frameBytes(&items[0]))
 		}

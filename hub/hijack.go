@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync/atomic"
+	"time"
 )
 
 // Buffer sizes of a hijacked connection. net/http hands a hijacker its 4 KiB
@@ -17,16 +19,19 @@ const (
 )
 
 // smallBuffers is a ResponseWriter whose Hijack swaps net/http's buffers for
-// small ones, keeping any bytes the client already sent.
+// small ones, keeping any bytes the client already sent. It keeps the
+// hijacked connection, whose write deadline the door may cut short.
 type smallBuffers struct {
 	http.ResponseWriter
+	conn net.Conn
 }
 
-func (s smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+func (s *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	conn, brw, err := http.NewResponseController(s.ResponseWriter).Hijack()
 	if err != nil {
 		return nil, nil, err
 	}
+	s.conn = conn
 	if err := brw.Writer.Flush(); err != nil {
 		conn.Close()
 		return nil, nil, err
@@ -44,3 +49,38 @@ func (s smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	return conn, bufio.NewReadWriter(br, bufio.NewWriterSize(conn, hijackWriteBuffer)), nil
 }
+
+// slowCloseTimeout is how long a connection that ended as a slow consumer
+// gets to take the frame in flight and the close (or the end of the SSE
+// response) before it is dropped: a client that is still reading, only too
+// slowly, sees why it was disconnected.
+const slowCloseTimeout = time.Second
+
+// cutoff is the write deadline of a hijacked connection, which another
+// goroutine may cut short when the connection ends as a slow consumer while
+// its writer is blocked on a full socket.
+type cutoff struct {
+	conn net.Conn
+	at   atomic.Int64 // unix nanoseconds; 0 until cut
+}
+
+// set makes t the write deadline, or keeps the cut-off if there is one.
+func (c *cutoff) set(t time.Time) {
+	_ = c.conn.SetWriteDeadline(t)
+	if at := c.at.Load(); at != 0 {
+		// Cut meanwhile: the cut-off stands, whichever call came last.
+		_ = c.conn.SetWriteDeadline(time.Unix(0, at))
+	}
+}
+
+// cut bounds every write in flight or still to come to d from now, once.
+// It does not block: a door calls it from the client's notify.
+func (c *cutoff) cut(d time.Duration) {
+	t := time.Now().Add(d)
+	if c.conn != nil && c.at.CompareAndSwap(0, t.UnixNano()) {
+		_ = c.conn.SetWriteDeadline(t)
+	}
+}
+
+// isCut reports whether cut was called.
+func (c *cutoff) isCut() bool { return c.at.Load() != 0 }

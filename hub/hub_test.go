@@ -475,6 +475,22 @@ func TestSlowConsumer(t *testing.T) {
 	}
 	fast := subscribeWS(t, th.srv.URL, "reports", "")
 	sse := transports[1].open(t, th.srv.URL, "reports", "")
+	// The stalled client reads again once it is counted a slow consumer:
+	// what was written, then close 4000.
+	closed := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(t.Context(), waitFor)
+		defer cancel()
+		for th.Stats().SlowConsumers.Load() == 0 && ctx.Err() == nil {
+			time.Sleep(time.Millisecond)
+		}
+		for {
+			if _, _, err := slow.Read(ctx); err != nil {
+				closed <- err
+				return
+			}
+		}
+	}()
 	payload := strings.Repeat("x", 4000)
 	const total = 2000
 	// Lockstep with the healthy subscribers: they never fall behind, while
@@ -495,17 +511,8 @@ func TestSlowConsumer(t *testing.T) {
 	if th.Stats().SlowConsumers.Load() != 1 {
 		t.Fatalf("%d slow consumers, want 1", th.Stats().SlowConsumers.Load())
 	}
-	// The stalled client reads again: what was written, then close 4000.
-	ctx, cancel := context.WithTimeout(t.Context(), waitFor)
-	defer cancel()
-	for {
-		_, _, err := slow.Read(ctx)
-		if err != nil {
-			if got := websocket.CloseStatus(err); got != StatusSlowConsumer {
-				t.Fatalf("close status %d (%v), want 4000", got, err)
-			}
-			break
-		}
+	if got := websocket.CloseStatus(<-closed); got != StatusSlowConsumer {
+		t.Fatalf("close status %d, want 4000", got)
 	}
 }
 
@@ -819,4 +826,135 @@ func seqInts(from, to int) []int {
 		out = append(out, i)
 	}
 	return out
+}
+
+// smallSendBufferListener is a listener whose connections have a small
+// socket send buffer (accepted sockets inherit it), so what the server
+// has written but the client not read stays small.
+func smallSendBufferListener(t *testing.T) net.Listener {
+	t.Helper()
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var err error
+		c.Control(func(fd uintptr) {
+			err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF, 16<<10)
+		})
+		return err
+	}}
+	ln, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
+// TestSlowConsumerGetsCloseFrame: a WebSocket client falls behind while
+// the server is in the middle of a long write (here, the replay of a whole
+// history), and its queue overflows. The server does not write the rest of
+// that batch first: the client, reading slowly again, gets close 4000 after
+// the frames already on their way, well before the batch's write timeout
+// would have dropped it without a close frame (1006).
+func TestSlowConsumerGetsCloseFrame(t *testing.T) {
+	mem := NewMemory(MemoryConfig{HistorySize: 1000})
+	defer mem.Close()
+	h, err := New(Config{ClientQueue: 4}, mem, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(h.WSHandler(WSConfig{PingInterval: time.Hour, WriteTimeout: 2 * time.Second}))
+	srv.Listener.Close()
+	srv.Listener = smallSendBufferListener(t)
+	srv.Start()
+	defer srv.Close()
+	defer h.Shutdown(context.Background())
+	pad := strings.Repeat("x", 8000)
+	publish := func(i int) {
+		ev := testEvent(i, "item.reported", "item-1", "")
+		ev.JSON = []byte(fmt.Sprintf(`{"id":"ev-%d","data":{"n":%d,"pad":%q}}`, i, i, pad))
+		if err := h.Publish(t.Context(), []string{"reports"}, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 1; i <= 1000; i++ {
+		publish(i)
+	}
+	u := "ws" + strings.TrimPrefix(srv.URL, "http")
+	conn, _, err := websocket.Dial(t.Context(), u, &websocket.DialOptions{Subprotocols: []string{Subprotocol}, HTTPClient: smallBufferDialer()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseNow()
+	conn.SetReadLimit(1 << 20)
+	// The ack and the whole history are queued together: once the ack is
+	// read, the writer holds all of it in one batch.
+	writeFrame(t, conn, `{"type":"subscribe","id":"1","channel":"reports","from":"oldest"}`)
+	if f := readFrame(t, conn); f["type"] != "ack" {
+		t.Fatalf("got %v", f)
+	}
+	for i := 1001; h.Stats().SlowConsumers.Load() == 0; i++ {
+		if i > 2000 {
+			t.Fatal("the client never overflowed its queue")
+		}
+		publish(i)
+	}
+	// The client reads again, slowly.
+	ctx, cancel := context.WithTimeout(t.Context(), waitFor)
+	defer cancel()
+	frames := 0
+	for {
+		_, _, err := conn.Read(ctx)
+		if err != nil {
+			if got := websocket.CloseStatus(err); got != StatusSlowConsumer {
+				t.Fatalf("after %d frames: close status %d (%v), want 4000", frames, got, err)
+			}
+			break
+		}
+		frames++
+		time.Sleep(2 * time.Millisecond)
+	}
+	t.Logf("%d frames before the close frame", frames)
+}
+
+// TestSlowConsumerSSEEnds: an SSE client that stopped reading while the
+// server was in the middle of a long write overflows its queue. Its stream
+// ends and the client is let go, though the write timeout would let that
+// write wait an hour.
+func TestSlowConsumerSSEEnds(t *testing.T) {
+	mem := NewMemory(MemoryConfig{HistorySize: 1000})
+	defer mem.Close()
+	h, err := New(Config{ClientQueue: 4}, mem, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(h.SSEHandler(SSEConfig{Heartbeat: time.Hour, WriteTimeout: time.Hour}))
+	srv.Listener.Close()
+	srv.Listener = smallSendBufferListener(t)
+	srv.Start()
+	defer srv.Close()
+	defer h.Shutdown(context.Background())
+	pad := strings.Repeat("x", 8000)
+	publish := func(i int) {
+		ev := testEvent(i, "item.reported", "item-1", "")
+		ev.JSON = []byte(fmt.Sprintf(`{"id":"ev-%d","data":{"n":%d,"pad":%q}}`, i, i, pad))
+		if err := h.Publish(t.Context(), []string{"reports"}, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 1; i <= 1000; i++ {
+		publish(i)
+	}
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.URL+"?channel=reports&from=oldest", nil)
+	resp, err := smallBufferDialer().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	// The stream's whole history is one write, which the client does not
+	// read.
+	for i := 1001; h.Stats().SlowConsumers.Load() == 0; i++ {
+		if i > 2000 {
+			t.Fatal("the client never overflowed its queue")
+		}
+		publish(i)
+	}
+	eventuallyHub(t, func() bool { return h.Clients() == 0 })
 }
