@@ -14,6 +14,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/switchboard/switchboard/hub"
+	"github.com/switchboard/switchboard/internal/kafkagroup"
 )
 
 // Defaults that NewItemService applies to zero fields of ItemServiceConfig.
@@ -31,6 +32,15 @@ const (
 	// about 20 000 commands/s, above what one publisher sustains, and 1000
 	// concurrent takedowns are all answered after one latency.
 	DefaultItemServiceMaxInFlight = 1024
+	// DefaultItemServiceSessionTimeout, DefaultItemServiceHeartbeatInterval
+	// and DefaultItemServiceRebalanceTimeout are the consumer group timing
+	// of the service's reader, the same as the hub consumer's: with
+	// kafka-go's own (30 s session) the commands of a member that lost its
+	// connection stayed unread for about 30 s, three times
+	// takedown.timeout.
+	DefaultItemServiceSessionTimeout    = kafkagroup.DefaultSessionTimeout
+	DefaultItemServiceHeartbeatInterval = kafkagroup.DefaultHeartbeatInterval
+	DefaultItemServiceRebalanceTimeout  = kafkagroup.DefaultRebalanceTimeout
 )
 
 // Event types and source of the item service (SPEC §1).
@@ -53,6 +63,12 @@ const (
 	// itemSvcDrainTimeout bounds how long Run waits, after its context
 	// ends, for answers that are being published.
 	itemSvcDrainTimeout = 5 * time.Second
+	// itemSvcPublishRetryMax caps the pause between attempts to publish an
+	// answer, so a broker that is back is used within a second.
+	itemSvcPublishRetryMax = time.Second
+	// itemSvcCommitRetry is the pause before a failed commit is tried
+	// again, when no finished command asks for a commit before.
+	itemSvcCommitRetry = 500 * time.Millisecond
 )
 
 // ItemRemoved is the data of an item.removed event.
@@ -95,6 +111,10 @@ type ItemServiceConfig struct {
 	Catalogue *Catalogue
 	// MaxInFlight bounds the commands handled at once.
 	MaxInFlight int
+	// SessionTimeout, HeartbeatInterval and RebalanceTimeout are the
+	// consumer group timing of the commands reader. The heartbeat interval
+	// must be below the session timeout.
+	SessionTimeout, HeartbeatInterval, RebalanceTimeout time.Duration
 	// Decode turns a record into a CloudEvent. Required; pass
 	// consumers.Decode. It is injected rather than imported because the
 	// consumers package's tests import this package, and Go forbids the
@@ -115,6 +135,9 @@ type ItemServiceStats struct {
 	// Skipped is the records that were not a usable command: not a
 	// CloudEvent, another type, or no item ID. They are committed unanswered.
 	Skipped int64
+	// FetchErrors is the errors the Kafka reader returned instead of a
+	// command; each is retried.
+	FetchErrors int64
 }
 
 // ItemService is the simulated item service of SPEC §6. It reads takedown
@@ -124,12 +147,16 @@ type ItemServiceStats struct {
 // an unknown one takedown.rejected. Every answer carries the command's
 // correlationid. Commands are handled concurrently, up to MaxInFlight.
 //
-// It is idempotent on repeated commands: an item it already removed is
-// confirmed again, with the same removed_from and confirmed_at, without a
-// second item.removed. Which items are removed is kept in memory, at most
-// one entry per catalogue item. Commands for one item must reach one
-// instance for this to hold across nodes; the command key (the item ID)
-// sees to that within one consumer group.
+// It is idempotent on repeated commands: an item it
+// already removed is confirmed again, with the same removed_from and
+// confirmed_at, without a second item.removed. Which items are removed is
+// kept in memory, at most one entry per catalogue item. Commands for one
+// item must reach one instance for this to hold across nodes; the command
+// key (the item ID) sees to that within one consumer group.
+//
+// Broker errors never stop it: reads, commits and publishes are retried
+// until they work or Run's context ends, and Healthy says whether they
+// are failing.
 type ItemService struct {
 	cfg ItemServiceConfig
 	pub Publisher
@@ -141,7 +168,11 @@ type ItemService struct {
 	mu      sync.Mutex
 	removed map[string]itemRemoval
 
-	commands, confirmed, rejected, removedN, skipped atomic.Int64
+	commands, confirmed, rejected, removedN, skipped, fetchErrors atomic.Int64
+
+	// streak follows the errors against the broker: it paces the read
+	// retries and answers Healthy.
+	streak *kafkagroup.Streak
 
 	started atomic.Bool
 }
@@ -176,6 +207,12 @@ func NewItemService(cfg ItemServiceConfig, pub Publisher, log *slog.Logger) (*It
 	case cfg.MaxInFlight < 0:
 		return nil, fmt.Errorf("producers: item service: max in flight must not be negative, got %d", cfg.MaxInFlight)
 	}
+	timing := kafkagroup.Timing{SessionTimeout: cfg.SessionTimeout, HeartbeatInterval: cfg.HeartbeatInterval, RebalanceTimeout: cfg.RebalanceTimeout}
+	if err := timing.Check(); err != nil {
+		return nil, fmt.Errorf("producers: item service: %w", err)
+	}
+	timing = timing.WithDefaults()
+	cfg.SessionTimeout, cfg.HeartbeatInterval, cfg.RebalanceTimeout = timing.SessionTimeout, timing.HeartbeatInterval, timing.RebalanceTimeout
 	cfg.Brokers = brokers
 	if cfg.GroupID == "" {
 		cfg.GroupID = DefaultItemServiceGroupID
@@ -192,31 +229,48 @@ func NewItemService(cfg ItemServiceConfig, pub Publisher, log *slog.Logger) (*It
 	if cfg.MaxInFlight == 0 {
 		cfg.MaxInFlight = DefaultItemServiceMaxInFlight
 	}
+	log = log.With("component", "itemsvc")
 	return &ItemService{
 		cfg:     cfg,
 		pub:     pub,
-		log:     log.With("component", "itemsvc"),
+		log:     log,
 		locks:   itemLocks{m: make(map[string]*itemLock)},
 		removed: make(map[string]itemRemoval),
+		streak:  kafkagroup.NewStreak(log, "item service: kafka"),
 	}, nil
 }
 
 // Stats returns the service's counters.
 func (s *ItemService) Stats() ItemServiceStats {
 	return ItemServiceStats{
-		Commands:  s.commands.Load(),
-		Confirmed: s.confirmed.Load(),
-		Rejected:  s.rejected.Load(),
-		Removed:   s.removedN.Load(),
-		Skipped:   s.skipped.Load(),
+		Commands:    s.commands.Load(),
+		Confirmed:   s.confirmed.Load(),
+		Rejected:    s.rejected.Load(),
+		Removed:     s.removedN.Load(),
+		Skipped:     s.skipped.Load(),
+		FetchErrors: s.fetchErrors.Load(),
 	}
+}
+
+// Healthy returns nil while the service reads, commits and publishes, and
+// an error when every attempt has failed for longer than a couple of
+// seconds. It does not contact the brokers; the context is for the
+// readiness check's signature.
+func (s *ItemService) Healthy(context.Context) error {
+	if err := s.streak.Err(); err != nil {
+		return fmt.Errorf("producers: item service: kafka: %w", err)
+	}
+	return nil
 }
 
 // Run reads and answers commands until ctx is done, then returns nil after
 // its goroutines have ended, the answered commands are committed and the
 // reader is closed. Answers being published get a few seconds to finish;
 // commands still waiting out their latency are dropped uncommitted, so the
-// group reads them again. Run may be called once.
+// group reads them again. Run may be called once. A broker error does not
+// end it: reads are retried after a pause that starts at 10 ms and grows
+// to 1 s while the errors go on (kafkagroup.Streak), commits and
+// publishes after at most a second.
 //
 // Offsets: kafka-go's Reader.CommitMessages, with synchronous commits,
 // sends what it is given, so committing offset 5 and then offset 3 moves
@@ -229,21 +283,17 @@ func (s *ItemService) Run(ctx context.Context) error {
 	if !s.started.CompareAndSwap(false, true) {
 		return errors.New("producers: item service: Run called twice")
 	}
-	r := kafka.NewReader(kafka.ReaderConfig{
-		Brokers:     s.cfg.Brokers,
-		GroupID:     s.cfg.GroupID,
-		Topic:       s.cfg.CommandsTopic,
-		StartOffset: kafka.FirstOffset,
-		MaxWait:     100 * time.Millisecond,
-		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
-			s.log.Debug("kafka reader", "msg", fmt.Sprintf(msg, args...))
-		}),
-	})
+	r := kafka.NewReader(s.readerConfig())
 	s.log.Info("item service started", "commands", s.cfg.CommandsTopic, "events", s.cfg.EventsTopic,
 		"group", s.cfg.GroupID, "latency", s.cfg.Latency, "items", s.cfg.Catalogue.Len())
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		s.streak.Watch(ctx, r)
+	}()
 	// Answers already being published get itemSvcDrainTimeout past the end
 	// of ctx to finish, so a stop does not leave a takedown half answered.
 	pubCtx, pubCancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -254,12 +304,19 @@ func (s *ItemService) Run(ctx context.Context) error {
 	committerDone := make(chan struct{})
 	go func() {
 		defer close(committerDone)
+		// retry fires after a failed commit, in case no finished command
+		// kicks the committer before.
+		var retry <-chan time.Time
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-kick:
-				s.commit(ctx, r, tr)
+			case <-retry:
+			}
+			retry = nil
+			if !s.commit(ctx, r, tr) {
+				retry = time.After(itemSvcCommitRetry)
 			}
 		}
 	}()
@@ -271,7 +328,6 @@ func (s *ItemService) Run(ctx context.Context) error {
 		}
 	}
 
-	var runErr error
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, s.cfg.MaxInFlight)
 fetch:
@@ -281,14 +337,20 @@ fetch:
 		case <-ctx.Done():
 			break fetch
 		}
+		began := time.Now()
 		m, err := r.FetchMessage(ctx)
 		if err != nil {
 			<-sem
-			if ctx.Err() == nil {
-				runErr = fmt.Errorf("producers: item service: read %q: %w", s.cfg.CommandsTopic, err)
+			if ctx.Err() != nil {
+				break
 			}
-			break
+			s.fetchErrors.Add(1)
+			if !sleep(ctx, s.streak.Fail(fmt.Errorf("read %q: %w", s.cfg.CommandsTopic, err), time.Since(began))) {
+				break
+			}
+			continue
 		}
+		s.streak.Succeed()
 		readAt := time.Now()
 		tr.add(m)
 		wg.Go(func() {
@@ -303,31 +365,53 @@ fetch:
 	wg.Wait()
 	drain.Stop()
 	<-committerDone
+	<-watched
 
 	// A last commit of what was answered; ctx is done, so it gets its own.
 	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	s.commit(cctx, r, tr)
 	ccancel()
-	if err := r.Close(); err != nil && runErr == nil {
+	if err := r.Close(); err != nil {
 		s.log.Warn("item service: close reader", "err", err)
 	}
 	s.log.Info("item service stopped", "stats", s.Stats())
-	return runErr
+	return nil
 }
 
-// commit commits every partition whose answered prefix grew.
-func (s *ItemService) commit(ctx context.Context, r *kafka.Reader, tr *offsetTracker) {
+// readerConfig is the kafka-go reader configuration of Run.
+func (s *ItemService) readerConfig() kafka.ReaderConfig {
+	rc := kafka.ReaderConfig{
+		Brokers:     s.cfg.Brokers,
+		GroupID:     s.cfg.GroupID,
+		Topic:       s.cfg.CommandsTopic,
+		StartOffset: kafka.FirstOffset,
+		MaxWait:     100 * time.Millisecond,
+		ErrorLogger: s.streak.KafkaLogger(),
+	}
+	kafkagroup.Timing{
+		SessionTimeout:    s.cfg.SessionTimeout,
+		HeartbeatInterval: s.cfg.HeartbeatInterval,
+		RebalanceTimeout:  s.cfg.RebalanceTimeout,
+	}.Apply(&rc)
+	return rc
+}
+
+// commit commits every partition whose answered prefix grew. It reports
+// false when the commit failed; the offsets stay ready for the next one.
+func (s *ItemService) commit(ctx context.Context, r *kafka.Reader, tr *offsetTracker) bool {
 	msgs := tr.ready()
 	if len(msgs) == 0 {
-		return
+		return true
 	}
 	if err := r.CommitMessages(ctx, msgs...); err != nil {
 		if ctx.Err() == nil {
-			s.log.Warn("item service: commit offsets", "err", err)
+			s.streak.Fail(fmt.Errorf("commit offsets: %w", err), itemSvcCommitRetry)
 		}
-		return
+		return false
 	}
+	s.streak.Succeed()
 	tr.committed(msgs)
+	return true
 }
 
 // handle answers one record. It waits out the latency under ctx and
@@ -418,30 +502,40 @@ func (s *ItemService) answer(ctx context.Context, itemID, corrID string) bool {
 }
 
 // publish writes ev to the events topic, keyed by its subject, retrying
-// with backoff until it is written or ctx ends. Giving up would leave the
-// command's offset uncommitted and hold back every later offset of its
-// partition, so a broker outage is waited out instead. A retry sends the
-// same event ID, so readers can drop a duplicate.
+// with backoff (50 ms doubling to 1 s) until it is written or ctx ends.
+// Giving up would leave the command's offset uncommitted and hold back
+// every later offset of its partition, so a broker outage is waited out
+// instead. A retry sends the same event ID, so readers can drop a
+// duplicate. Failures count in the service's error streak, which logs
+// them.
 func (s *ItemService) publish(ctx context.Context, ev CloudEvent) bool {
 	backoff := 50 * time.Millisecond
 	for {
 		err := s.pub.Publish(ctx, s.cfg.EventsTopic, ev.Subject, ev)
 		if err == nil {
+			s.streak.Succeed()
 			return true
 		}
 		if ctx.Err() != nil {
 			return false
 		}
-		s.log.Warn("item service: publish failed, retrying", "type", ev.Type, "item", ev.Subject,
-			"correlationid", ev.CorrelationID, "retry_in", backoff, "err", err)
-		t := time.NewTimer(backoff)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
+		s.streak.Fail(err, backoff)
+		if !sleep(ctx, backoff) {
 			return false
 		}
-		backoff = min(2*backoff, 5*time.Second)
+		backoff = min(2*backoff, itemSvcPublishRetryMax)
+	}
+}
+
+// sleep pauses for d; false means ctx ended first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 

@@ -133,6 +133,10 @@ func TestNewItemService(t *testing.T) {
 		{"no decoder", func(c ItemServiceConfig) ItemServiceConfig { c.Decode = nil; return c }, pub, "no decoder"},
 		{"negative latency", func(c ItemServiceConfig) ItemServiceConfig { c.Latency = -time.Millisecond; return c }, pub, "latency"},
 		{"negative in flight", func(c ItemServiceConfig) ItemServiceConfig { c.MaxInFlight = -1; return c }, pub, "max in flight"},
+		{"heartbeat not below session", func(c ItemServiceConfig) ItemServiceConfig {
+			c.SessionTimeout, c.HeartbeatInterval = 6*time.Second, 6*time.Second
+			return c
+		}, pub, "heartbeat interval 6s must be below the session timeout 6s"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -154,6 +158,20 @@ func TestNewItemService(t *testing.T) {
 		s.cfg.EventsTopic != DefaultItemServiceEventsTopic || s.cfg.MaxInFlight != DefaultItemServiceMaxInFlight ||
 		s.cfg.Catalogue != DemoCatalogue() || s.cfg.Latency != 0 {
 		t.Errorf("defaults not applied: %+v", s.cfg)
+	}
+	// The group timing reaches the reader: kafka-go's defaults (30 s
+	// session) would leave the commands of a member that lost its
+	// connection unread for 30 s.
+	if rc := s.readerConfig(); rc.SessionTimeout != DefaultItemServiceSessionTimeout ||
+		rc.HeartbeatInterval != DefaultItemServiceHeartbeatInterval || rc.RebalanceTimeout != DefaultItemServiceRebalanceTimeout {
+		t.Errorf("reader config %+v: want the default group timing", rc)
+	}
+	ok.SessionTimeout, ok.HeartbeatInterval, ok.RebalanceTimeout = 10*time.Second, 2*time.Second, 20*time.Second
+	if s, err = NewItemService(ok, pub, nil); err != nil {
+		t.Fatal(err)
+	}
+	if rc := s.readerConfig(); rc.SessionTimeout != 10*time.Second || rc.HeartbeatInterval != 2*time.Second || rc.RebalanceTimeout != 20*time.Second {
+		t.Errorf("reader config %+v: want the configured group timing", rc)
 	}
 }
 
