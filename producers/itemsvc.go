@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/switchboard/switchboard/hub"
@@ -32,6 +34,13 @@ const (
 	// about 20 000 commands/s, above what one publisher sustains, and 1000
 	// concurrent takedowns are all answered after one latency.
 	DefaultItemServiceMaxInFlight = 1024
+	// DefaultItemServiceRemember is how many answered commands, by their
+	// CloudEvents source and id, the service remembers, so that a command
+	// published again (the sync adapter republishes one it is not sure was
+	// written) has one effect. The oldest is forgotten first; a command
+	// costs about 50 bytes, so a full memory is about 5 MB, and at 1000
+	// takedowns a second it covers the last 100 s.
+	DefaultItemServiceRemember = 100_000
 	// DefaultItemServiceSessionTimeout, DefaultItemServiceHeartbeatInterval
 	// and DefaultItemServiceRebalanceTimeout are the consumer group timing
 	// of the service's reader, the same as the hub consumer's: with
@@ -70,6 +79,10 @@ const (
 	// again, when no finished command asks for a commit before.
 	itemSvcCommitRetry = 500 * time.Millisecond
 )
+
+// answerNamespace is the UUID namespace of the ids of the service's
+// answers (see answerID).
+var answerNamespace = uuid.NewSHA1(uuid.NameSpaceURL, []byte("urn:switchboard:itemsvc:answer"))
 
 // ItemRemoved is the data of an item.removed event.
 type ItemRemoved struct {
@@ -111,6 +124,9 @@ type ItemServiceConfig struct {
 	Catalogue *Catalogue
 	// MaxInFlight bounds the commands handled at once.
 	MaxInFlight int
+	// Remember is how many answered commands are remembered to skip a
+	// repeat of one.
+	Remember int
 	// SessionTimeout, HeartbeatInterval and RebalanceTimeout are the
 	// consumer group timing of the commands reader. The heartbeat interval
 	// must be below the session timeout.
@@ -135,6 +151,10 @@ type ItemServiceStats struct {
 	// Skipped is the records that were not a usable command: not a
 	// CloudEvent, another type, or no item ID. They are committed unanswered.
 	Skipped int64
+	// Duplicates is the commands (counted in Commands) that repeated the
+	// CloudEvents source and id of one already answered. They are
+	// committed unanswered: the first answer stands.
+	Duplicates int64
 	// FetchErrors is the errors the Kafka reader returned instead of a
 	// command; each is retried.
 	FetchErrors int64
@@ -147,7 +167,14 @@ type ItemServiceStats struct {
 // an unknown one takedown.rejected. Every answer carries the command's
 // correlationid. Commands are handled concurrently, up to MaxInFlight.
 //
-// It is idempotent on repeated commands: an item it
+// It applies a command once per CloudEvents (source, id): a command
+// published again is skipped (Stats.Duplicates), as long as it is among
+// the last Remember answered. The ids of its answers are derived from the
+// command's source and id, so an answer given again, after a restart that
+// forgot the command, carries the ids of the first one, and the hub, which
+// keeps one event per source and id, drops it.
+//
+// It is idempotent on repeated takedowns of an item too: an item it
 // already removed is confirmed again, with the same removed_from and
 // confirmed_at, without a second item.removed. Which items are removed is
 // kept in memory, at most one entry per catalogue item. Commands for one
@@ -162,13 +189,14 @@ type ItemService struct {
 	pub Publisher
 	log *slog.Logger
 
-	locks itemLocks
+	locks    itemLocks
+	answered *answeredSet
 
 	// mu guards removed. Lock order: an item's lock (locks), then mu.
 	mu      sync.Mutex
 	removed map[string]itemRemoval
 
-	commands, confirmed, rejected, removedN, skipped, fetchErrors atomic.Int64
+	commands, confirmed, rejected, removedN, skipped, duplicates, fetchErrors atomic.Int64
 
 	// streak follows the errors against the broker: it paces the read
 	// retries and answers Healthy.
@@ -206,6 +234,8 @@ func NewItemService(cfg ItemServiceConfig, pub Publisher, log *slog.Logger) (*It
 		return nil, fmt.Errorf("producers: item service: latency must not be negative, got %s", cfg.Latency)
 	case cfg.MaxInFlight < 0:
 		return nil, fmt.Errorf("producers: item service: max in flight must not be negative, got %d", cfg.MaxInFlight)
+	case cfg.Remember < 0:
+		return nil, fmt.Errorf("producers: item service: remember must not be negative, got %d", cfg.Remember)
 	}
 	timing := kafkagroup.Timing{SessionTimeout: cfg.SessionTimeout, HeartbeatInterval: cfg.HeartbeatInterval, RebalanceTimeout: cfg.RebalanceTimeout}
 	if err := timing.Check(); err != nil {
@@ -229,14 +259,18 @@ func NewItemService(cfg ItemServiceConfig, pub Publisher, log *slog.Logger) (*It
 	if cfg.MaxInFlight == 0 {
 		cfg.MaxInFlight = DefaultItemServiceMaxInFlight
 	}
+	if cfg.Remember == 0 {
+		cfg.Remember = DefaultItemServiceRemember
+	}
 	log = log.With("component", "itemsvc")
 	return &ItemService{
-		cfg:     cfg,
-		pub:     pub,
-		log:     log,
-		locks:   itemLocks{m: make(map[string]*itemLock)},
-		removed: make(map[string]itemRemoval),
-		streak:  kafkagroup.NewStreak(log, "item service: kafka"),
+		cfg:      cfg,
+		pub:      pub,
+		log:      log,
+		locks:    itemLocks{m: make(map[string]*itemLock)},
+		answered: newAnsweredSet(cfg.Remember),
+		removed:  make(map[string]itemRemoval),
+		streak:   kafkagroup.NewStreak(log, "item service: kafka"),
 	}, nil
 }
 
@@ -248,6 +282,7 @@ func (s *ItemService) Stats() ItemServiceStats {
 		Rejected:    s.rejected.Load(),
 		Removed:     s.removedN.Load(),
 		Skipped:     s.skipped.Load(),
+		Duplicates:  s.duplicates.Load(),
 		FetchErrors: s.fetchErrors.Load(),
 	}
 }
@@ -452,18 +487,50 @@ func (s *ItemService) handle(ctx, pubCtx context.Context, m kafka.Message, readA
 	}
 
 	// One command per item at a time, so a second takedown of an item sees
-	// the first one's outcome and the item's events do not interleave.
+	// the first one's outcome, a repeated command sees that the first was
+	// answered, and the item's events do not interleave.
 	unlock := s.locks.lock(itemID)
 	defer unlock()
-	return s.answer(pubCtx, itemID, ev.CorrelationID)
+	cmd := commandOf(ev.Source, ev.ID)
+	if s.answered.has(cmd) {
+		s.duplicates.Add(1)
+		s.log.Debug("item service: skipping a command already answered", at, "source", ev.Source, "id", ev.ID, "correlationid", ev.CorrelationID)
+		return true
+	}
+	if !s.answer(pubCtx, ev, itemID) {
+		return false
+	}
+	s.answered.add(cmd)
+	return true
 }
 
-// answer publishes the outcome of a takedown of itemID. It reports whether
-// every event was published.
-func (s *ItemService) answer(ctx context.Context, itemID, corrID string) bool {
+// answerEvent is an answer to cmd, with an id derived from cmd's source
+// and id, the answer's type and its container (if any).
+func answerEvent(cmd *hub.Event, typ, itemID, container string, data any) CloudEvent {
+	ev := NewEvent(ItemServiceSource, typ, itemID, cmd.CorrelationID, data)
+	ev.ID = answerID(cmd.Source, cmd.ID, typ, container)
+	return ev
+}
+
+// answerID is the id of the answer of type typ (for container, if it is
+// one per container) to the command with source and id: a name-based
+// UUID, the same every time the command is answered.
+func answerID(source, id, typ, container string) string {
+	var b []byte
+	for _, part := range []string{source, id, typ, container} {
+		b = strconv.AppendInt(b, int64(len(part)), 10)
+		b = append(b, ':')
+		b = append(b, part...)
+	}
+	return uuid.NewSHA1(answerNamespace, b).String()
+}
+
+// answer publishes the outcome of cmd, a takedown of itemID. It reports
+// whether every event was published.
+func (s *ItemService) answer(ctx context.Context, cmd *hub.Event, itemID string) bool {
 	containers, known := s.cfg.Catalogue.Containers(itemID)
 	if !known {
-		ok := s.publish(ctx, NewEvent(ItemServiceSource, TypeTakedownRejected, itemID, corrID,
+		ok := s.publish(ctx, answerEvent(cmd, TypeTakedownRejected, itemID, "",
 			TakedownRejected{ItemID: itemID, Reason: RejectNotFound}))
 		if ok {
 			s.rejected.Add(1)
@@ -477,7 +544,7 @@ func (s *ItemService) answer(ctx context.Context, itemID, corrID string) bool {
 	if !done {
 		rm.removedFrom = make([]string, 0, len(containers))
 		for _, c := range containers {
-			ev := NewEvent(ItemServiceSource, TypeItemRemoved, itemID, corrID,
+			ev := answerEvent(cmd, TypeItemRemoved, itemID, c.ID,
 				ItemRemoved{ItemID: itemID, ContainerID: c.ID, ContainerKind: c.Kind})
 			if !s.publish(ctx, ev) {
 				return false
@@ -487,7 +554,7 @@ func (s *ItemService) answer(ctx context.Context, itemID, corrID string) bool {
 		}
 		rm.confirmedAt = time.Now().UTC().Format(time.RFC3339)
 	}
-	ok := s.publish(ctx, NewEvent(ItemServiceSource, TypeTakedownConfirmed, itemID, corrID,
+	ok := s.publish(ctx, answerEvent(cmd, TypeTakedownConfirmed, itemID, "",
 		TakedownConfirmed{ItemID: itemID, RemovedFrom: rm.removedFrom, ConfirmedAt: rm.confirmedAt}))
 	if !ok {
 		return false

@@ -133,6 +133,7 @@ func TestNewItemService(t *testing.T) {
 		{"no decoder", func(c ItemServiceConfig) ItemServiceConfig { c.Decode = nil; return c }, pub, "no decoder"},
 		{"negative latency", func(c ItemServiceConfig) ItemServiceConfig { c.Latency = -time.Millisecond; return c }, pub, "latency"},
 		{"negative in flight", func(c ItemServiceConfig) ItemServiceConfig { c.MaxInFlight = -1; return c }, pub, "max in flight"},
+		{"negative remember", func(c ItemServiceConfig) ItemServiceConfig { c.Remember = -1; return c }, pub, "remember"},
 		{"heartbeat not below session", func(c ItemServiceConfig) ItemServiceConfig {
 			c.SessionTimeout, c.HeartbeatInterval = 6*time.Second, 6*time.Second
 			return c
@@ -156,7 +157,7 @@ func TestNewItemService(t *testing.T) {
 	}
 	if s.cfg.GroupID != DefaultItemServiceGroupID || s.cfg.CommandsTopic != DefaultItemServiceCommandsTopic ||
 		s.cfg.EventsTopic != DefaultItemServiceEventsTopic || s.cfg.MaxInFlight != DefaultItemServiceMaxInFlight ||
-		s.cfg.Catalogue != DemoCatalogue() || s.cfg.Latency != 0 {
+		s.cfg.Catalogue != DemoCatalogue() || s.cfg.Latency != 0 || s.cfg.Remember != DefaultItemServiceRemember {
 		t.Errorf("defaults not applied: %+v", s.cfg)
 	}
 	// The group timing reaches the reader: kafka-go's defaults (30 s
@@ -343,10 +344,10 @@ func (h *isvcHarness) eventReader() *kafka.Reader {
 
 // isvcAnswer is one event the item service published, as a consumer sees it.
 type isvcAnswer struct {
-	Type, Subject, CorrID, Source, Key string
-	Partition                          int
-	Offset                             int64
-	Data                               json.RawMessage
+	ID, Type, Subject, CorrID, Source, Key string
+	Partition                              int
+	Offset                                 int64
+	Data                                   json.RawMessage
 }
 
 // next reads n events, decoding each with the consumers' decoder.
@@ -368,7 +369,7 @@ func isvcNext(t testing.TB, r *kafka.Reader, n int) []isvcAnswer {
 		if err := json.Unmarshal(ev.JSON, &whole); err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, isvcAnswer{Type: ev.Type, Subject: ev.Subject, CorrID: ev.CorrelationID, Source: ev.Source,
+		out = append(out, isvcAnswer{ID: ev.ID, Type: ev.Type, Subject: ev.Subject, CorrID: ev.CorrelationID, Source: ev.Source,
 			Key: string(m.Key), Partition: m.Partition, Offset: m.Offset, Data: whole.Data})
 	}
 	return out
