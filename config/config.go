@@ -11,6 +11,8 @@ import (
 	"maps"
 	"slices"
 	"time"
+
+	"github.com/switchboard/switchboard/consumers"
 )
 
 // Config is the whole configuration of one Switchboard process. The
@@ -55,6 +57,17 @@ type Kafka struct {
 	GroupID string `mapstructure:"group_id"`
 	// Topics names the topics by role.
 	Topics Topics `mapstructure:"topics"`
+	// SessionTimeout is how long the group coordinator waits without a
+	// heartbeat before it drops a member (a node that died, or lost its
+	// connection and rejoined) and moves its partitions. It applies to the
+	// hub's consumer and the simulated item service.
+	SessionTimeout time.Duration `mapstructure:"session_timeout"`
+	// HeartbeatInterval is how often a group member heartbeats; below
+	// SessionTimeout.
+	HeartbeatInterval time.Duration `mapstructure:"heartbeat_interval"`
+	// RebalanceTimeout is how long the coordinator waits for the members
+	// to rejoin during a rebalance.
+	RebalanceTimeout time.Duration `mapstructure:"rebalance_timeout"`
 }
 
 // KafkaEmbedded configures the embedded Kafka-protocol broker (keys
@@ -232,6 +245,9 @@ var defaults = map[string]any{
 	"kafka.topics.commands":     "takedown.commands",
 	"kafka.topics.events":       "takedown.events",
 	"kafka.topics.dlq":          "switchboard.dlq",
+	"kafka.session_timeout":     consumers.DefaultSessionTimeout,
+	"kafka.heartbeat_interval":  consumers.DefaultHeartbeatInterval,
+	"kafka.rebalance_timeout":   consumers.DefaultRebalanceTimeout,
 
 	"routing.reports":  []string{"reports", "item:{subject}", "corr:{correlationid}"},
 	"routing.commands": []string{"takedowns", "item:{subject}", "corr:{correlationid}"},

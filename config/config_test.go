@@ -64,6 +64,9 @@ func wantDefaults() Config {
 				Events:   "takedown.events",
 				DLQ:      "switchboard.dlq",
 			},
+			SessionTimeout:    6 * time.Second,
+			HeartbeatInterval: time.Second,
+			RebalanceTimeout:  10 * time.Second,
 		},
 		Routing: Routing{
 			Reports:  []string{"reports", "item:{subject}", "corr:{correlationid}"},
@@ -181,6 +184,16 @@ log:
 			want: func(c *Config) {
 				c.HTTP.Addr = ":9001"
 				c.Log.Level = "warn"
+			},
+		},
+		{
+			name: "consumer group timing from env and file",
+			yaml: "kafka:\n  session_timeout: 45s\n  rebalance_timeout: 1m\n",
+			env:  map[string]string{"SWITCHBOARD_KAFKA_HEARTBEAT_INTERVAL": "3s"},
+			want: func(c *Config) {
+				c.Kafka.SessionTimeout = 45 * time.Second
+				c.Kafka.HeartbeatInterval = 3 * time.Second
+				c.Kafka.RebalanceTimeout = time.Minute
 			},
 		},
 		{
@@ -458,6 +471,11 @@ func TestValidate(t *testing.T) {
 		{"group", func(c *Config) { c.Kafka.GroupID = "" }, `config: kafka.group_id: must not be empty`},
 		{"topic", func(c *Config) { c.Kafka.Topics.Reports = "a b" }, `config: kafka.topics.reports: "a b" is not a Kafka topic name ([a-zA-Z0-9._-], 1 to 249)`},
 		{"same topic twice", func(c *Config) { c.Kafka.Topics.DLQ = "takedown.events" }, `config: kafka.topics.dlq: topic "takedown.events" is also kafka.topics.events`},
+		{"session timeout", func(c *Config) { c.Kafka.SessionTimeout = 0 }, `config: kafka.session_timeout: must be > 0, got 0s`},
+		{"heartbeat interval", func(c *Config) { c.Kafka.HeartbeatInterval = -time.Second }, `config: kafka.heartbeat_interval: must be > 0, got -1s`},
+		{"rebalance timeout", func(c *Config) { c.Kafka.RebalanceTimeout = 0 }, `config: kafka.rebalance_timeout: must be > 0, got 0s`},
+		{"heartbeat not below session", func(c *Config) { c.Kafka.HeartbeatInterval = 6 * time.Second },
+			`config: kafka.heartbeat_interval: 6s must be below kafka.session_timeout 6s (a third of it or less)`},
 		{"no routing", func(c *Config) { c.Routing.Events = nil }, `config: routing.events: needs at least one channel template`},
 		{"routing placeholder", func(c *Config) { c.Routing.Reports = []string{"item:{item}"} }, `config: routing.reports[0]: "item:{item}": unknown placeholder {item}; use {subject}, {correlationid} or {type}`},
 		{"routing channel", func(c *Config) { c.Routing.Commands = []string{"Take Downs"} }, `config: routing.commands[0]: "Take Downs" is not a channel template like item:{subject}`},

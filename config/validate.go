@@ -31,6 +31,12 @@ func (c Config) Validate() error {
 	v.addr("kafka.embedded.addr", c.Kafka.Embedded.Addr, true)
 	v.positive("kafka.embedded.partitions", int64(c.Kafka.Embedded.Partitions))
 	v.nonEmpty("kafka.group_id", c.Kafka.GroupID)
+	v.duration("kafka.session_timeout", c.Kafka.SessionTimeout)
+	v.duration("kafka.heartbeat_interval", c.Kafka.HeartbeatInterval)
+	v.duration("kafka.rebalance_timeout", c.Kafka.RebalanceTimeout)
+	if c.Kafka.HeartbeatInterval >= c.Kafka.SessionTimeout && c.Kafka.HeartbeatInterval > 0 && c.Kafka.SessionTimeout > 0 {
+		v.fail("kafka.heartbeat_interval", "%s must be below kafka.session_timeout %s (a third of it or less)", c.Kafka.HeartbeatInterval, c.Kafka.SessionTimeout)
+	}
 	topics := []struct{ key, name string }{
 		{"kafka.topics.reports", c.Kafka.Topics.Reports},
 		{"kafka.topics.commands", c.Kafka.Topics.Commands},
