@@ -1,15 +1,23 @@
 package consumers
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/segmentio/kafka-go"
 
 	"github.com/switchboard/switchboard/consumers/kafkatest"
+	"github.com/switchboard/switchboard/hub"
 	"github.com/switchboard/switchboard/internal/kafkagroup"
+	"github.com/switchboard/switchboard/producers"
 )
 
 // resumeWait is how long a consumer may take to deliver again after a
@@ -131,4 +139,133 @@ func TestConsumerHealthy(t *testing.T) {
 
 	b.Proxy.Heal()
 	waitWithin(t, resumeWait, "Healthy to clear once the broker is back", func() bool { return c.Healthy(t.Context()) == nil })
+}
+
+// byKey puts a record on the partition its key names ("0", "1", ...).
+type byKey struct{}
+
+func (byKey) Balance(m kafka.Message, partitions ...int) int {
+	return partitions[int(m.Key[0]-'0')%len(partitions)]
+}
+
+// printingHub is the hub of the helper process: it prints the id of every
+// event it accepts, one per line.
+type printingHub struct{}
+
+func (printingHub) Publish(_ context.Context, _ []string, ev *hub.Event) error {
+	_, err := fmt.Println(ev.ID)
+	return err
+}
+
+// TestHelperConsumerProcess is not a test: TestConsumerKilledNode runs the
+// test binary again with it, as a consumer that can be killed.
+func TestHelperConsumerProcess(t *testing.T) {
+	broker := os.Getenv("SWITCHBOARD_TEST_HELPER_BROKER")
+	if broker == "" {
+		return // not the helper
+	}
+	cfg := testConfig([]string{broker}, os.Getenv("SWITCHBOARD_TEST_HELPER_GROUP"))
+	dlq, err := producers.New(producers.Config{Brokers: cfg.Brokers}, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(cfg, printingHub{}, dlq, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.Run(context.Background()) // until killed
+}
+
+// TestConsumerKilledNode kills a node (SIGKILL: it neither leaves the group
+// nor commits) and checks that the surviving node reads the dead node's
+// partitions within seconds: within the session timeout and a rebalance,
+// well inside takedown.timeout (10 s). With kafka-go's 30 s session, they
+// stayed unread for about 33 s.
+func TestConsumerKilledNode(t *testing.T) {
+	b := faultBroker(t)
+	w := newWriter(t, b.Brokers(), byKey{})
+	const group = "killed"
+
+	// The node to kill, in its own process.
+	helper := exec.Command(os.Args[0], "-test.run=^TestHelperConsumerProcess$")
+	helper.Env = append(os.Environ(), "SWITCHBOARD_TEST_HELPER_BROKER="+b.Addr, "SWITCHBOARD_TEST_HELPER_GROUP="+group)
+	out, err := helper.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := helper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	helperGot := map[string]bool{}
+	scanned := make(chan struct{})
+	go func() {
+		defer close(scanned)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			mu.Lock()
+			helperGot[sc.Text()] = true
+			mu.Unlock()
+		}
+	}()
+	killed := false
+	kill := func() {
+		if !killed {
+			killed = true
+			_ = helper.Process.Kill()
+			<-scanned
+			_ = helper.Wait()
+		}
+	}
+	t.Cleanup(kill)
+
+	h := newFakeHub()
+	_, _ = start(t, testConfig(b.Brokers(), group), h, newDLQ(t, b.Brokers()))
+
+	// Both nodes in the group: each partition of the topic is read by one
+	// of them. Write to every partition until the helper has some.
+	deadline := time.Now().Add(waitLong)
+	for round := 0; ; round++ {
+		var ids []string
+		for p := range 3 {
+			id := fmt.Sprintf("before-%d-%d", round, p)
+			ids = append(ids, id)
+			write(t, w, binaryRecord(topicEvents, id, "item.removed", strconv.Itoa(p), "", `{}`))
+		}
+		waitFor(t, "the events of round "+strconv.Itoa(round), func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, id := range ids {
+				if len(h.byID(id)) == 0 && !helperGot[id] {
+					return false
+				}
+			}
+			return true
+		})
+		mu.Lock()
+		split := helperGot[ids[0]] || helperGot[ids[1]] || helperGot[ids[2]]
+		mu.Unlock()
+		if split && len(h.byID(ids[0]))+len(h.byID(ids[1]))+len(h.byID(ids[2])) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the two nodes never shared the partitions")
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+
+	kill()
+	killedAt := time.Now()
+	for p := range 3 {
+		write(t, w, binaryRecord(topicEvents, fmt.Sprintf("after-%d", p), "item.removed", strconv.Itoa(p), "", `{}`))
+	}
+	took := waitWithin(t, resumeWait, "the surviving node to read every partition", func() bool {
+		for p := range 3 {
+			if len(h.byID(fmt.Sprintf("after-%d", p))) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("the killed node's partitions were read again %s after the kill (%s after the last write)", time.Since(killedAt).Round(10*time.Millisecond), took.Round(10*time.Millisecond))
 }
