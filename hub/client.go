@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -199,12 +200,13 @@ func (c *Client) SubscribeWith(ctx context.Context, channel string, o SubscribeO
 	}
 	rep, err := c.h.bp.Read(ctx, channel, after)
 	fromOldest := after != nil && *after == Oldest
+	gone := ""
 	if err == nil && rep.Gap && after != nil && !fromOldest && rep.Top.Epoch != after.Epoch {
 		// The cursor's epoch is gone (a restarted memory backplane, a
 		// Redis that lost its data): after the gap, the new epoch from
 		// its start, as a connected subscriber gets it, so what was
 		// published since is not skipped.
-		fromOldest = true
+		fromOldest, gone = true, after.Epoch
 		rep, err = c.h.bp.Read(ctx, channel, &Oldest)
 		rep.Gap = true
 	}
@@ -243,9 +245,19 @@ func (c *Client) SubscribeWith(ctx context.Context, channel string, o SubscribeO
 		c.queueReplayedLocked(st, e)
 	}
 	st.epoch, st.last = rep.Top.Epoch, rep.Top.Offset
+	if gone != "" {
+		st.dropEpoch(gone)
+	}
 	c.settleLocked(channel, st)
 	c.wake()
 	return res, nil
+}
+
+// dropEpoch forgets the pending entries of an epoch a read found gone:
+// queued after the new epoch's, they would take the subscription back to
+// it, for another gap and another copy of the new epoch.
+func (st *subState) dropEpoch(epoch string) {
+	st.pending = slices.DeleteFunc(st.pending, func(d *Delivery) bool { return d.Pos.Epoch == epoch })
 }
 
 // queueReplayedLocked queues an entry a history read gave.
@@ -324,6 +336,7 @@ func (c *Client) startResync(channel string, st *subState) {
 			c.queue = append(c.queue, Item{Kind: ItemGap, Channel: channel, Pos: Position{Epoch: rep.Top.Epoch}})
 			st.epoch, st.last = rep.Top.Epoch, 0
 			st.reread = false
+			st.dropEpoch(after.Epoch)
 			c.startResync(channel, st)
 			c.wake()
 			return

@@ -958,3 +958,85 @@ func TestSlowConsumerSSEEnds(t *testing.T) {
 	}
 	eventuallyHub(t, func() bool { return h.Clients() == 0 })
 }
+
+// scriptedBackplane answers reads from a script, one reply per read, each
+// read waiting until the test releases it; it hands the test the channel's
+// deliver func.
+type scriptedBackplane struct {
+	reads   chan Replay
+	deliver chan func(Entry)
+}
+
+func (s *scriptedBackplane) Publish(context.Context, []string, *Event) error { return nil }
+
+func (s *scriptedBackplane) Read(ctx context.Context, _ string, _ *Position) (Replay, error) {
+	select {
+	case r := <-s.reads:
+		return r, nil
+	case <-ctx.Done():
+		return Replay{}, ctx.Err()
+	}
+}
+
+func (s *scriptedBackplane) Listen(_ context.Context, _ string, deliver func(Entry)) (func(), error) {
+	s.deliver <- deliver
+	return func() {}, nil
+}
+
+// TestResyncForgetsGoneEpoch: while a re-read is in flight, an entry of the
+// subscription's epoch arrives; the read finds that epoch gone. The
+// subscriber gets one gap and the new epoch from its start, once: the
+// stale entry does not take it back to the old epoch for a second gap and
+// a second copy of the new epoch.
+func TestResyncForgetsGoneEpoch(t *testing.T) {
+	bp := &scriptedBackplane{reads: make(chan Replay), deliver: make(chan func(Entry), 1)}
+	h, err := New(Config{}, bp, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Shutdown(context.Background())
+	c, err := h.NewClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	entry := func(epoch string, off uint64) Entry {
+		return Entry{Channel: "reports", Pos: Position{Epoch: epoch, Offset: off}, Event: testEvent(int(off), "item.reported", "item-1", "")}
+	}
+	go func() { bp.reads <- Replay{Top: Position{Epoch: "old", Offset: 10}} }()
+	if _, err := c.Subscribe(t.Context(), "reports", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	deliver := <-bp.deliver
+	deliver(Entry{Channel: "reports", Resync: true}) // announcements lost
+	deliver(entry("old", 11))                        // waits for the re-read
+	bp.reads <- Replay{Top: Position{Epoch: "new", Offset: 2}, Gap: true}
+	bp.reads <- Replay{Top: Position{Epoch: "new", Offset: 2}, Entries: []Entry{entry("new", 1), entry("new", 2)}}
+	deliver(entry("new", 3))
+	var got []string
+	deadline := time.After(waitFor)
+	for len(got) == 0 || got[len(got)-1] != "new.3" {
+		if len(got) > 20 {
+			t.Fatalf("got %v ...", got)
+		}
+		select {
+		case <-c.Ready():
+			for _, it := range c.Drain() {
+				switch it.Kind {
+				case ItemGap:
+					got = append(got, "gap")
+				case ItemEvent:
+					got = append(got, it.Delivery.Pos.String())
+				}
+			}
+		case bp.reads <- Replay{Top: Position{Epoch: "new", Offset: 3}, Gap: true}:
+			// A read the subscription should not have made.
+			got = append(got, "read")
+		case <-deadline:
+			t.Fatalf("got %v", got)
+		}
+	}
+	if want := "[gap new.1 new.2 new.3]"; fmt.Sprint(got) != want {
+		t.Fatalf("got %v, want %s", got, want)
+	}
+}
