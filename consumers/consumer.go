@@ -12,8 +12,8 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/switchboard/switchboard/consumers/kafkagroup"
 	"github.com/switchboard/switchboard/hub"
-	"github.com/switchboard/switchboard/internal/kafkagroup"
 )
 
 // Defaults that New applies to zero fields of Config.

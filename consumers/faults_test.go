@@ -14,9 +14,9 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/switchboard/switchboard/consumers/kafkagroup"
 	"github.com/switchboard/switchboard/consumers/kafkatest"
 	"github.com/switchboard/switchboard/hub"
-	"github.com/switchboard/switchboard/internal/kafkagroup"
 	"github.com/switchboard/switchboard/producers"
 )
 

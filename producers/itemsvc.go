@@ -15,8 +15,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/switchboard/switchboard/consumers/kafkagroup"
 	"github.com/switchboard/switchboard/hub"
-	"github.com/switchboard/switchboard/internal/kafkagroup"
 )
 
 // Defaults that NewItemService applies to zero fields of ItemServiceConfig.

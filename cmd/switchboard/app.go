@@ -76,6 +76,7 @@ type app struct {
 	bp        hub.Backplane
 	hub       *hub.Hub
 	consumer  *consumers.Consumer
+	itemsvc   *producers.ItemService // nil unless itemsvc.enabled
 	store     takedownStore
 	recorder  *takedown.Recorder
 	takedowns *takedown.Adapter
@@ -144,9 +145,12 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...sta
 	trust := takedown.Trust{Topic: t.Events, Sources: cfg.Takedown.OutcomeSources}
 	a.recorder = &takedown.Recorder{Store: a.store, Next: a.hub, Trust: trust}
 	a.consumer, err = consumers.New(consumers.Config{
-		Brokers:  brokers,
-		GroupID:  cfg.Kafka.GroupID,
-		DLQTopic: t.DLQ,
+		Brokers:           brokers,
+		GroupID:           cfg.Kafka.GroupID,
+		DLQTopic:          t.DLQ,
+		SessionTimeout:    cfg.Kafka.SessionTimeout,
+		HeartbeatInterval: cfg.Kafka.HeartbeatInterval,
+		RebalanceTimeout:  cfg.Kafka.RebalanceTimeout,
 		Routes: []consumers.Route{
 			{Topic: t.Reports, Channels: cfg.Routing.Reports},
 			{Topic: t.Commands, Channels: cfg.Routing.Commands},
@@ -171,11 +175,11 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...sta
 	a.goRun("consumer", a.consumer.Run, bg)
 	a.goRun("takedown sweep", a.takedowns.Run, bg)
 	if cfg.ItemSvc.Enabled {
-		svc, err := newItemService(cfg, brokers, a.producer, log)
+		a.itemsvc, err = newItemService(cfg, brokers, a.producer, log)
 		if err != nil {
 			return nil, err
 		}
-		a.goRun("itemsvc", svc.Run, bg)
+		a.goRun("itemsvc", a.itemsvc.Run, bg)
 	}
 	if cfg.Demo.Enabled {
 		a.goRun("demo", producers.NewDemo(a.producer, t.Reports, cfg.Demo.Rate, log).Run, bg)
@@ -251,11 +255,14 @@ func (a *app) startBackplane(ctx context.Context) error {
 // newItemService builds the simulated item service of the contract.
 func newItemService(cfg config.Config, brokers []string, p *producers.Producer, log *slog.Logger) (*producers.ItemService, error) {
 	return producers.NewItemService(producers.ItemServiceConfig{
-		Brokers:       brokers,
-		CommandsTopic: cfg.Kafka.Topics.Commands,
-		EventsTopic:   cfg.Kafka.Topics.Events,
-		Latency:       cfg.ItemSvc.Latency,
-		Decode:        consumers.Decode,
+		Brokers:           brokers,
+		CommandsTopic:     cfg.Kafka.Topics.Commands,
+		EventsTopic:       cfg.Kafka.Topics.Events,
+		Latency:           cfg.ItemSvc.Latency,
+		Decode:            consumers.Decode,
+		SessionTimeout:    cfg.Kafka.SessionTimeout,
+		HeartbeatInterval: cfg.Kafka.HeartbeatInterval,
+		RebalanceTimeout:  cfg.Kafka.RebalanceTimeout,
 	}, p, log.With("component", "itemsvc"))
 }
 
@@ -372,10 +379,16 @@ type readinessCheck struct {
 
 // readinessChecks are the dependencies of a ready node.
 func (a *app) readinessChecks() []readinessCheck {
-	return []readinessCheck{
+	checks := []readinessCheck{
 		{"kafka", a.consumer.Ready},
 		{"backplane", a.hub.Healthy},
+		{"consumer", a.consumer.Healthy},
+		{"producer", a.producer.Healthy},
 	}
+	if a.itemsvc != nil {
+		checks = append(checks, readinessCheck{"itemsvc", a.itemsvc.Healthy})
+	}
+	return checks
 }
 
 // readyz answers 200 when every dependency answers and the node is not

@@ -40,7 +40,7 @@ func TestMain(m *testing.M) {
 	if code == 0 {
 		code = v.report()
 	}
-	if code == 0 && os.Getenv("SWITCHBOARD_LOADCLIENT") == "" && v.validated.Load() == 0 && !onlyBenchmarks() {
+	if code == 0 && os.Getenv("SWITCHBOARD_LOADCLIENT") == "" && os.Getenv(childNodeEnv) == "" && v.validated.Load() == 0 && !onlyBenchmarks() {
 		fmt.Fprintln(os.Stderr, "no response was checked against docs/openapi.yaml")
 		code = 1
 	}

@@ -416,7 +416,7 @@ func startLoadClient(b *testing.B, spec loadSpec) *loadClient {
 // spawnChild re-executes the test binary with args and the extra env, and
 // waits until the child says READY. Lines it prints with loadLinePrefix come
 // out of next; everything else is kept for errors.
-func spawnChild(b *testing.B, args []string, env string) *loadClient {
+func spawnChild(b testing.TB, args []string, env string) *loadClient {
 	b.Helper()
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), env)
