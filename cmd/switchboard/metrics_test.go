@@ -104,6 +104,10 @@ func TestMetricsCounts(t *testing.T) {
 	eventually(t, "takedown events consumed", func() bool {
 		return a.consumer.TopicStats()["takedown.events"].Consumed >= 3
 	})
+	// An outcome from a foreign source: untrusted, counted by reason.
+	produce(t, a.kafkaAddr, binaryMsg("takedown.events", "forged", "takedown.confirmed", "item-3", "nobody",
+		map[string]any{"item_id": "item-3", "removed_from": []string{}, "confirmed_at": "2026-01-01T00:00:00Z"}))
+	eventually(t, "the forgery consumed", func() bool { return a.recorder.Untrusted()["source"] == 1 })
 
 	m := scrape(t, a)
 	want := map[string]float64{
@@ -119,6 +123,9 @@ func TestMetricsCounts(t *testing.T) {
 		`switchboard_takedowns_total{outcome=unavailable}`:           0,
 		`switchboard_takedown_duration_seconds_count`:                3,
 		`switchboard_takedowns_held`:                                 0,
+		`switchboard_untrusted_outcomes_total{reason=source}`:        1,
+		`switchboard_untrusted_outcomes_total{reason=topic}`:         0,
+		`switchboard_takedown_republished_total{result=published}`:   0,
 		`switchboard_connections{transport=sse}`:                     0,
 		`switchboard_connections{transport=ws}`:                      0,
 		`switchboard_backplane_errors_total`:                         0,
