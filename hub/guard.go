@@ -58,14 +58,30 @@ func RefusalStatus(err error) int {
 	}
 }
 
+// RefusalProblem maps a Guard's refusal to its problem type.
+func RefusalProblem(err error) ProblemType {
+	switch {
+	case errors.Is(err, ErrUnauthenticated):
+		return ProblemUnauthenticated
+	case errors.Is(err, ErrTooManyConnections):
+		return ProblemTooManyConnections
+	case errors.Is(err, ErrRateLimited):
+		return ProblemRateLimited
+	default:
+		return ProblemForbidden
+	}
+}
+
 // WriteRefusal answers an HTTP request that a Guard refused.
 func WriteRefusal(w http.ResponseWriter, err error) {
-	status := RefusalStatus(err)
-	switch status {
+	t := RefusalProblem(err)
+	switch t.Status {
 	case http.StatusUnauthorized:
 		w.Header().Set("WWW-Authenticate", `Bearer realm="switchboard"`)
 	case http.StatusTooManyRequests:
-		w.Header().Set("Retry-After", "1")
+		if w.Header().Get("Retry-After") == "" {
+			w.Header().Set("Retry-After", "1")
+		}
 	}
-	Error(w, status, err.Error())
+	WriteProblem(w, Problem{Type: t, Detail: err.Error()})
 }

@@ -344,7 +344,7 @@ func (a *app) routes() http.Handler {
 	api.Handle("/v1/session", a.auth.SessionHandler())
 
 	mux := http.NewServeMux()
-	mux.Handle("/v1/", auth.CORS(a.cfg.HTTP.AllowedOrigins, api))
+	mux.Handle("/v1/", auth.CORS(a.cfg.HTTP.AllowedOrigins, hub.ProblemMux(api)))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, `{"status":"ok"}`+"\n")

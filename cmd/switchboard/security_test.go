@@ -396,7 +396,7 @@ func TestSecurityAttempts(t *testing.T) {
 			}
 		}},
 		{"partner reads police's takedown", false, func(t *testing.T) {
-			n.refuse(t, "GET", "/v1/takedowns/"+policeTakedown, bearer(acmeToken), "", 403)
+			n.refuse(t, "GET", "/v1/takedowns/"+policeTakedown, bearer(acmeToken), "", 404)
 		}},
 		{"a burst of takedowns over limits.takedown_burst, POST", false, func(t *testing.T) {
 			n.postAsync(t, policeToken, "item-6")

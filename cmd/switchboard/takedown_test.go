@@ -126,8 +126,9 @@ func TestTakedownOutcomes(t *testing.T) {
 		if resp.StatusCode != 200 || m["status"] != "confirmed" || len(strs(m["removed_from"])) != len(containersOf(t, "item-2")) {
 			t.Fatalf("GET %d %v", resp.StatusCode, m)
 		}
-		// Only the principal that asked, or a moderator, may read it.
-		if resp, _ := get(t, a, policeToken, loc); resp.StatusCode != 403 || !isProblem(resp) {
+		// Only the principal that asked, or a moderator, may read it; to
+		// anyone else it does not exist.
+		if resp, _ := get(t, a, policeToken, loc); resp.StatusCode != 404 || !isProblem(resp) {
 			t.Fatalf("police read a moderator's takedown: %d", resp.StatusCode)
 		}
 		if resp, _ := get(t, a, modToken, "/v1/takedowns/nope"); resp.StatusCode != 404 {

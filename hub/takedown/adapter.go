@@ -313,7 +313,7 @@ func (a *Adapter) Post(w http.ResponseWriter, r *http.Request) {
 	}
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "application/json" {
-		problem(w, http.StatusUnsupportedMediaType, "Unsupported Media Type", "send the request as application/json", nil)
+		problem(w, hub.ProblemUnsupportedMediaType, "send the request as application/json", nil)
 		return
 	}
 	rc := http.NewResponseController(w)
@@ -324,25 +324,25 @@ func (a *Adapter) Post(w http.ResponseWriter, r *http.Request) {
 		// refused body, and must not wait for it.
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			problem(w, http.StatusRequestEntityTooLarge, "Request Entity Too Large", fmt.Sprintf("the body is over %d bytes", a.cfg.MaxBodyBytes), nil)
+			problem(w, hub.ProblemTooLarge, fmt.Sprintf("the body is over %d bytes", a.cfg.MaxBodyBytes), nil)
 			return
 		}
-		problem(w, http.StatusBadRequest, "Bad Request", "could not read the body", nil)
+		problem(w, hub.ProblemBadRequest, "could not read the body", nil)
 		return
 	}
 	_ = rc.SetReadDeadline(time.Time{})
 	var req Request
 	if err := json.Unmarshal(body, &req); err != nil {
-		problem(w, http.StatusBadRequest, "Bad Request", "the body is not a JSON object of item_id, reason, authority_ref", nil)
+		problem(w, hub.ProblemBadRequest, "the body is not a JSON object of item_id, reason, authority_ref", nil)
 		return
 	}
 	if err := req.validate(); err != nil {
-		problem(w, http.StatusBadRequest, "Bad Request", err.Error(), nil)
+		problem(w, hub.ProblemBadRequest, err.Error(), nil)
 		return
 	}
 	key := r.Header.Get("Idempotency-Key")
 	if len(key) > 256 {
-		problem(w, http.StatusBadRequest, "Bad Request", "the Idempotency-Key is over 256 characters", nil)
+		problem(w, hub.ProblemBadRequest, "the Idempotency-Key is over 256 characters", nil)
 		return
 	}
 	if err := a.limit.AllowTakedown(p); err != nil {
@@ -350,7 +350,7 @@ func (a *Adapter) Post(w http.ResponseWriter, r *http.Request) {
 		if errors.As(err, &rl) {
 			w.Header().Set("Retry-After", strconv.Itoa(int(rl.RetryAfter.Seconds())+1))
 		}
-		problem(w, http.StatusTooManyRequests, "Too Many Requests", err.Error(), nil)
+		problem(w, hub.ProblemRateLimited, err.Error(), nil)
 		return
 	}
 	prefs := ParsePrefer(r.Header)
@@ -503,10 +503,10 @@ func (a *Adapter) respond(w http.ResponseWriter, rec *Record, prefs Preferences)
 			"removed_from": nonNil(rec.RemovedFrom), "confirmed_at": rec.ConfirmedAt,
 		})
 	case rec.Status == StatusRejected && rec.RejectReason == "not_found":
-		problem(w, http.StatusNotFound, "Item not found", fmt.Sprintf("item %s is not known to the item service", rec.ItemID),
+		problem(w, ProblemItemNotFound, fmt.Sprintf("item %s is not known to the item service", rec.ItemID),
 			map[string]any{"correlation_id": id, "item_id": rec.ItemID, "reason": rec.RejectReason})
 	case rec.Status == StatusRejected:
-		problem(w, http.StatusUnprocessableEntity, "Takedown rejected", "the item service rejected the takedown: "+rec.RejectReason,
+		problem(w, ProblemRejected, "the item service rejected the takedown: "+rec.RejectReason,
 			map[string]any{"correlation_id": id, "item_id": rec.ItemID, "reason": rec.RejectReason})
 	case prefs.RespondAsync:
 		w.Header().Set("Location", StatusURL(id))
@@ -522,7 +522,7 @@ func (a *Adapter) respond(w http.ResponseWriter, rec *Record, prefs Preferences)
 		})
 	default:
 		w.Header().Set("Location", StatusURL(id))
-		problem(w, http.StatusGatewayTimeout, "Takedown not confirmed in time",
+		problem(w, ProblemNotConfirmed,
 			"no outcome yet; the takedown goes on: read status_url, or retry with the same Idempotency-Key",
 			map[string]any{"correlation_id": id, "item_id": rec.ItemID, "status_url": StatusURL(id)})
 	}
@@ -533,17 +533,17 @@ func (a *Adapter) respond(w http.ResponseWriter, rec *Record, prefs Preferences)
 func (a *Adapter) refuse(w http.ResponseWriter, err error, rec *Record) {
 	switch {
 	case errors.Is(err, errKeyReused):
-		problem(w, http.StatusUnprocessableEntity, "Idempotency-Key reused", err.Error(), nil)
+		problem(w, ProblemKeyReused, err.Error(), nil)
 	case rec != nil:
 		// The command may still reach Kafka: it is kept, and published
 		// again until a broker acknowledges it, always as this one takedown.
 		w.Header().Set("Retry-After", "2")
-		problem(w, http.StatusServiceUnavailable, "Service Unavailable",
+		problem(w, hub.ProblemUnavailable,
 			"Kafka did not acknowledge the takedown command in time; it is kept and published again until it is: retry with the same Idempotency-Key to follow this takedown",
 			map[string]any{"correlation_id": rec.CorrelationID, "status_url": StatusURL(rec.CorrelationID)})
 	default:
 		w.Header().Set("Retry-After", "2")
-		problem(w, http.StatusServiceUnavailable, "Service Unavailable", "the takedown could not be accepted; nothing was recorded: retry", nil)
+		problem(w, hub.ProblemUnavailable, "the takedown could not be accepted; nothing was recorded: retry", nil)
 	}
 }
 
@@ -553,17 +553,15 @@ func (a *Adapter) Get(w http.ResponseWriter, r *http.Request) {
 	p := auth.FromContext(r.Context())
 	id := r.PathValue("correlation_id")
 	rec, err := a.store.Get(r.Context(), id)
-	if err != nil {
-		if errors.Is(err, ErrNotFound) {
-			problem(w, http.StatusNotFound, "Not Found", "no takedown has this correlation ID (or it expired)", map[string]any{"correlation_id": id})
-			return
-		}
-		w.Header().Set("Retry-After", "2")
-		problem(w, http.StatusServiceUnavailable, "Service Unavailable", "the outcome store is unavailable", nil)
+	// Another principal's takedown is answered like one that does not
+	// exist: a correlation ID's existence is not told to who may not read it.
+	if errors.Is(err, ErrNotFound) || (err == nil && (p == nil || (p.Role != auth.RoleModerator && p.Name != rec.Principal))) {
+		problem(w, hub.ProblemNotFound, "no takedown of yours has this correlation ID (or it expired)", map[string]any{"correlation_id": id})
 		return
 	}
-	if p == nil || (p.Role != auth.RoleModerator && p.Name != rec.Principal) {
-		problem(w, http.StatusForbidden, "Forbidden", "only the principal that asked, or a moderator, may read a takedown", nil)
+	if err != nil {
+		w.Header().Set("Retry-After", "2")
+		problem(w, hub.ProblemUnavailable, "the outcome store is unavailable", nil)
 		return
 	}
 	if prefs := ParsePrefer(r.Header); prefs.Wait > 0 && !rec.Final() {
@@ -611,6 +609,14 @@ func writeJSON(w http.ResponseWriter, status int, body any) {
 	json.NewEncoder(w).Encode(body)
 }
 
-func problem(w http.ResponseWriter, status int, title, detail string, extra map[string]any) {
-	hub.WriteProblem(w, hub.Problem{Status: status, Title: title, Detail: detail, Extra: extra})
+// The problem types of the takedown answers.
+var (
+	ProblemItemNotFound = hub.ProblemType{Slug: "item-not-found", Title: "Item not found", Status: http.StatusNotFound}
+	ProblemRejected     = hub.ProblemType{Slug: "takedown-rejected", Title: "Takedown rejected", Status: http.StatusUnprocessableEntity}
+	ProblemNotConfirmed = hub.ProblemType{Slug: "not-confirmed-in-time", Title: "Takedown not confirmed in time", Status: http.StatusGatewayTimeout}
+	ProblemKeyReused    = hub.ProblemType{Slug: "idempotency-key-reused", Title: "Idempotency-Key reused", Status: http.StatusUnprocessableEntity}
+)
+
+func problem(w http.ResponseWriter, t hub.ProblemType, detail string, extra map[string]any) {
+	hub.WriteProblem(w, hub.Problem{Type: t, Detail: detail, Extra: extra})
 }
