@@ -608,7 +608,9 @@ func TestDrillKilledNodeHeldTakedowns(t *testing.T) {
 	answers := make([]answer, n)
 	var wg sync.WaitGroup
 	for i := range n {
-		wg.Go(func() { answers[i] = postKeyed(t.Context(), b.base(), fmt.Sprintf("item-%d", 200+i), fmt.Sprintf("kill-%d", i)) })
+		wg.Go(func() {
+			answers[i] = postKeyed(t.Context(), b.base(), fmt.Sprintf("item-%d", 200+i), fmt.Sprintf("kill-%d", i))
+		})
 	}
 	wg.Wait()
 	t.Logf("every retry answered %v after the kill", time.Since(killed).Round(time.Millisecond))
