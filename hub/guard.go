@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"time"
 )
 
 // Guard admits connections and authorises subscriptions; the doors ask it.
@@ -84,4 +85,19 @@ func WriteRefusal(w http.ResponseWriter, err error) {
 		}
 	}
 	WriteProblem(w, Problem{Type: t, Detail: err.Error()})
+}
+
+type expiryKey struct{}
+
+// WithExpiry records in a connection's context when its credential expires
+// (a JWT's exp, a session cookie's end). A Guard's Admit sets it; the doors
+// end the connection then: WebSocket close 1008 "expired", SSE stream ended.
+func WithExpiry(ctx context.Context, at time.Time) context.Context {
+	return context.WithValue(ctx, expiryKey{}, at)
+}
+
+// ExpiryFrom returns the credential expiry WithExpiry recorded, if any.
+func ExpiryFrom(ctx context.Context) (time.Time, bool) {
+	at, ok := ctx.Value(expiryKey{}).(time.Time)
+	return at, ok && !at.IsZero()
 }
