@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -376,6 +377,16 @@ func TestSecurityAttempts(t *testing.T) {
 			secSend(t, policeWS, `{"type":"takedown","id":"pt","item_id":"item-1","reason":"test"}`)
 			secExpect(t, policeWS, "error", "pt", hub.CodeForbidden)
 		}},
+		{"a takedown frame whose ITEM_ID names another item, WebSocket", false, func(t *testing.T) {
+			c := n.dial(t, t, "", bearer(globexToken))
+			secSend(t, c, `{"type":"takedown","id":"cf","item_id":"item-1","ITEM_ID":"item-2","reason":"test"}`)
+			f := secExpect(t, c, "error", "cf", hub.CodeBadRequest)
+			if !strings.Contains(fmt.Sprint(f["message"]), `"ITEM_ID"`) {
+				t.Fatalf("the error does not name the member: %v", f)
+			}
+			c.Close(websocket.StatusNormalClosure, "")
+			n.released(t, "globex", 1)
+		}},
 
 		// The police door.
 		{"no token posts a takedown", false, func(t *testing.T) {
@@ -383,6 +394,33 @@ func TestSecurityAttempts(t *testing.T) {
 		}},
 		{"partner posts a takedown", false, func(t *testing.T) {
 			n.refuse(t, "POST", "/v1/takedowns", jsonHeader(acmeToken), `{"item_id":"item-5","reason":"test"}`, 403)
+		}},
+		{"a takedown body whose ITEM_ID names another item", false, func(t *testing.T) {
+			resp, b := n.do(t, "POST", "/v1/takedowns", jsonHeader(policeToken), `{"item_id":"item-1","ITEM_ID":"item-2","reason":"x"}`)
+			if resp.StatusCode != 400 || !strings.Contains(b, `unknown member \"ITEM_ID\"`) {
+				t.Fatalf("%d %s", resp.StatusCode, b)
+			}
+		}},
+		{"a takedown body with item_id twice", false, func(t *testing.T) {
+			resp, b := n.do(t, "POST", "/v1/takedowns", jsonHeader(policeToken), `{"item_id":"item-1","item_id":"item-2","reason":"x"}`)
+			if resp.StatusCode != 400 || !strings.Contains(b, `member \"item_id\" appears more than once`) {
+				t.Fatalf("%d %s", resp.StatusCode, b)
+			}
+		}},
+		{"a takedown body with an unknown member", false, func(t *testing.T) {
+			resp, b := n.do(t, "POST", "/v1/takedowns", jsonHeader(policeToken), `{"item_id":"item-1","reason":"x","priority":"urgent"}`)
+			if resp.StatusCode != 400 || !strings.Contains(b, `unknown member \"priority\"`) {
+				t.Fatalf("%d %s", resp.StatusCode, b)
+			}
+		}},
+		{"a path under /v1/ with no route", false, func(t *testing.T) {
+			n.refuse(t, "GET", "/v1/admin", bearer(modToken), "", 404)
+		}},
+		{"a method the route does not have", false, func(t *testing.T) {
+			resp := n.refuse(t, "DELETE", "/v1/takedowns", bearer(policeToken), "", 405)
+			if resp.Header.Get("Allow") == "" {
+				t.Fatal("405 without Allow")
+			}
 		}},
 		{"takedown body over http.max_body_bytes", false, func(t *testing.T) {
 			n.refuse(t, "POST", "/v1/takedowns", jsonHeader(policeToken),

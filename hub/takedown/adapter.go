@@ -332,8 +332,8 @@ func (a *Adapter) Post(w http.ResponseWriter, r *http.Request) {
 	}
 	_ = rc.SetReadDeadline(time.Time{})
 	var req Request
-	if err := json.Unmarshal(body, &req); err != nil {
-		problem(w, hub.ProblemBadRequest, "the body is not a JSON object of item_id, reason, authority_ref", nil)
+	if err := hub.DecodeStrict(body, &req); err != nil {
+		problem(w, hub.ProblemBadRequest, err.Error()+": the body is a JSON object of item_id, reason and authority_ref", nil)
 		return
 	}
 	if err := req.validate(); err != nil {

@@ -42,8 +42,8 @@ type resultFrame struct {
 // after takedown.timeout.
 func (a *Adapter) Frame(ctx context.Context, s *hub.Session, raw []byte) {
 	var f frame
-	if err := json.Unmarshal(raw, &f); err != nil {
-		s.SendError(nil, hub.CodeBadRequest, "the takedown frame does not match the protocol")
+	if err := hub.DecodeStrict(raw, &f); err != nil {
+		s.SendError(idOf(raw), hub.CodeBadRequest, err.Error()+": a takedown frame has type, id, item_id, reason, authority_ref and idempotency_key")
 		return
 	}
 	p := auth.FromContext(s.Ctx)
@@ -156,4 +156,16 @@ func (a *Adapter) Frame(ctx context.Context, s *hub.Session, raw []byte) {
 			s.Client.Send(b)
 		}
 	})
+}
+
+// idOf returns a frame's id for an error answer, when the frame is an
+// object whose "id" can be read; nil otherwise.
+func idOf(raw []byte) json.RawMessage {
+	var f struct {
+		ID json.RawMessage `json:"id"`
+	}
+	if json.Unmarshal(raw, &f) != nil || len(f.ID) > 128 {
+		return nil
+	}
+	return f.ID
 }
