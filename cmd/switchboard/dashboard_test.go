@@ -664,6 +664,21 @@ func testDashboardGap(t *testing.T, browser context.Context) {
 	if !slices.Equal(board, []string{"group-3"}) || strings.Contains(panel, "nowhere") || pageEval[bool](t, ctx, `!!document.querySelector('#board li[data-item="item-10"]')`) {
 		t.Fatalf("a forged outcome reached the page: board %v, panel %q", board, panel)
 	}
+
+	// Malformed outcome data (removed_from a string, an object; a numeric
+	// container) is drawn without an error: the item's history shows each
+	// event, and the page goes on.
+	pageEval[bool](t, ctx, `(window.__errors = [], window.addEventListener("error", e => window.__errors.push(String(e.message))), true)`)
+	produce(t, a.kafkaAddr,
+		binaryMsg("takedown.events", "odd-1", "takedown.confirmed", "item-9", corr, map[string]any{"item_id": "item-9", "removed_from": "group-3"}),
+		binaryMsg("takedown.events", "odd-2", "takedown.confirmed", "item-9", corr, map[string]any{"item_id": "item-9", "removed_from": map[string]any{"x": 1}}),
+		binaryMsg("takedown.events", "odd-3", "item.removed", "item-9", corr, map[string]any{"item_id": "item-9", "container_id": 7}),
+		report(10))
+	waitPage(t, ctx, "the odd events in the item's history and a report after them",
+		`["odd-1","odd-2","odd-3"].every(id => document.querySelector('#history li[data-event-id="' + id + '"]')) && document.querySelector('#feed li[data-event-id="gap-10"]')`)
+	if errs := pageEval[[]string](t, ctx, `window.__errors`); len(errs) != 0 {
+		t.Fatalf("the page threw on malformed outcome data: %v", errs)
+	}
 }
 
 // withSource sets a binary-mode record's ce_source.
