@@ -9,9 +9,11 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"path"
 	"strings"
 	"sync"
@@ -64,6 +66,14 @@ const (
 	DefaultTakedownRate   = 5.0
 	DefaultTakedownBurst  = 10
 	DefaultSessionTTL     = 12 * time.Hour
+	// DefaultFailureRate and DefaultFailureBurst let one source address
+	// fail 20 authentications at once, then 10 a second: a person who
+	// mistypes never meets it, a script that guesses does.
+	DefaultFailureRate  = 10.0
+	DefaultFailureBurst = 20
+	// DefaultFailureSources bounds the source addresses the failure limiter
+	// remembers (about 100 bytes each).
+	DefaultFailureSources = 10000
 )
 
 // Config configures authentication and limits.
@@ -82,6 +92,20 @@ type Config struct {
 	// token hash. Without it, whoever reads token_sha256 in the
 	// configuration can mint cookies; all nodes must share it.
 	SessionSecret string
+	// FailureRate and FailureBurst bound the failed authentications one
+	// source address may make per second; past them its credentials are
+	// refused unchecked (429). +Inf turns the limit off.
+	FailureRate  float64
+	FailureBurst int
+	// FailureSources bounds how many source addresses are remembered.
+	FailureSources int
+	// SourceAddr tells where a request comes from; nil is SourceAddr (the
+	// connection's peer). The hook for trusted proxies.
+	SourceAddr func(*http.Request) netip.Addr
+	// Revocations is the list of signed-out sessions; nil keeps it in this
+	// node's memory. Every node must share it (RedisRevocations) for a
+	// sign-out to hold on every node.
+	Revocations Revocations
 }
 
 // Owners tells who asked for a takedown, so a partner may follow the corr:
@@ -98,9 +122,14 @@ type Auth struct {
 	byHash map[[sha256.Size]byte]*Principal
 	byName map[string]*Principal
 
+	failures *failureLimiter
+	stats    failureStats
+	logs     *rate.Limiter // bounds the failure log lines
+
 	mu    sync.Mutex
 	conns map[string]int
 	rates map[string]*rate.Limiter
+	waits map[string]*rate.Limiter
 }
 
 var _ hub.Guard = (*Auth)(nil)
@@ -120,6 +149,21 @@ func New(cfg Config, owners Owners, log *slog.Logger) (*Auth, error) {
 	if cfg.SessionTTL == 0 {
 		cfg.SessionTTL = DefaultSessionTTL
 	}
+	if cfg.FailureRate == 0 {
+		cfg.FailureRate = DefaultFailureRate
+	}
+	if cfg.FailureBurst == 0 {
+		cfg.FailureBurst = DefaultFailureBurst
+	}
+	if cfg.FailureSources == 0 {
+		cfg.FailureSources = DefaultFailureSources
+	}
+	if cfg.SourceAddr == nil {
+		cfg.SourceAddr = SourceAddr
+	}
+	if cfg.Revocations == nil {
+		cfg.Revocations = NewMemoryRevocations()
+	}
 	switch {
 	case cfg.MaxConnections < 0:
 		return nil, fmt.Errorf("auth: MaxConnections must not be negative, got %d", cfg.MaxConnections)
@@ -129,13 +173,21 @@ func New(cfg Config, owners Owners, log *slog.Logger) (*Auth, error) {
 		return nil, fmt.Errorf("auth: TakedownBurst must not be negative, got %d", cfg.TakedownBurst)
 	case cfg.SessionTTL < 0:
 		return nil, fmt.Errorf("auth: SessionTTL must not be negative, got %s", cfg.SessionTTL)
+	case !(cfg.FailureRate > 0):
+		return nil, fmt.Errorf("auth: FailureRate must be positive, got %g", cfg.FailureRate)
+	case cfg.FailureBurst < 0:
+		return nil, fmt.Errorf("auth: FailureBurst must not be negative, got %d", cfg.FailureBurst)
+	case cfg.FailureSources < 0:
+		return nil, fmt.Errorf("auth: FailureSources must not be negative, got %d", cfg.FailureSources)
 	}
 	if log == nil {
 		log = slog.Default()
 	}
 	a := &Auth{cfg: cfg, owners: owners, log: log,
 		byHash: map[[sha256.Size]byte]*Principal{}, byName: map[string]*Principal{},
-		conns: map[string]int{}, rates: map[string]*rate.Limiter{}}
+		failures: newFailureLimiter(cfg.FailureRate, cfg.FailureBurst, cfg.FailureSources),
+		logs:     rate.NewLimiter(1, 5),
+		conns:    map[string]int{}, rates: map[string]*rate.Limiter{}, waits: map[string]*rate.Limiter{}}
 	var plain []string
 	for i, pc := range cfg.Principals {
 		p := &Principal{Name: pc.Name, Role: Role(pc.Role), Grants: pc.Channels}
@@ -226,32 +278,81 @@ func FromContext(ctx context.Context) *Principal {
 
 // Authenticate finds the caller of r: an "Authorization: Bearer" header, an
 // access_token query parameter (for EventSource and WebSocket in browsers),
-// or a session cookie, in that order. Errors wrap hub.ErrUnauthenticated and
-// never contain the token.
+// or a session cookie, in that order; the first one present decides.
+// Errors wrap hub.ErrUnauthenticated and never contain the credential; a
+// source that failed too often gets a *RateLimitError instead, and a
+// session that cannot be checked ErrSessionUncheckable.
 func (a *Auth) Authenticate(r *http.Request) (*Principal, error) {
-	if h := r.Header.Get("Authorization"); h != "" {
-		tok, ok := BearerToken(h)
+	p, _, err := a.authenticate(r)
+	return p, err
+}
+
+// authenticate is Authenticate, also returning when the credential expires
+// (zero for a token that does not). A failure counts against the request's
+// source; a success marks the connection authenticated (hub.Authenticated).
+func (a *Auth) authenticate(r *http.Request) (*Principal, time.Time, error) {
+	kind := ""
+	switch {
+	case r.Header.Get("Authorization") != "":
+		kind = CredentialBearer
+	case r.URL.Query().Has("access_token"):
+		kind = CredentialAccessToken
+	default:
+		if _, err := r.Cookie(SessionCookie); err == nil {
+			kind = CredentialCookie
+		}
+	}
+	if kind == "" {
+		return nil, time.Time{}, fmt.Errorf("%w: send \"Authorization: Bearer <token>\"", hub.ErrUnauthenticated)
+	}
+	src := a.source(r)
+	if err := a.throttle(r, src); err != nil {
+		return nil, time.Time{}, err
+	}
+	p, exp, err := a.check(r, kind)
+	if err != nil {
+		if !errors.Is(err, ErrSessionUncheckable) {
+			a.fail(r.Context(), r, src, kind, err)
+		}
+		return nil, time.Time{}, err
+	}
+	hub.Authenticated(r.Context())
+	return p, exp, nil
+}
+
+// check checks r's credential of kind.
+func (a *Auth) check(r *http.Request, kind string) (*Principal, time.Time, error) {
+	switch kind {
+	case CredentialBearer:
+		tok, ok := BearerToken(r.Header.Get("Authorization"))
 		if !ok {
-			return nil, fmt.Errorf("%w: the Authorization header must be \"Bearer <token>\"", hub.ErrUnauthenticated)
+			return nil, time.Time{}, fmt.Errorf("%w: the Authorization header must be \"Bearer <token>\"", hub.ErrUnauthenticated)
 		}
 		if p := a.byToken(tok); p != nil {
-			return p, nil
+			return p, time.Time{}, nil
 		}
-		return nil, fmt.Errorf("%w: unknown token", hub.ErrUnauthenticated)
-	}
-	if q := r.URL.Query(); q.Has("access_token") {
-		if p := a.byToken(q.Get("access_token")); p != nil {
-			return p, nil
+		return nil, time.Time{}, fmt.Errorf("%w: unknown token", hub.ErrUnauthenticated)
+	case CredentialAccessToken:
+		if p := a.byToken(r.URL.Query().Get("access_token")); p != nil {
+			return p, time.Time{}, nil
 		}
-		return nil, fmt.Errorf("%w: unknown access_token", hub.ErrUnauthenticated)
-	}
-	if c, err := r.Cookie(SessionCookie); err == nil {
-		if p := a.session(c.Value); p != nil {
-			return p, nil
+		return nil, time.Time{}, fmt.Errorf("%w: unknown access_token", hub.ErrUnauthenticated)
+	default:
+		c, _ := r.Cookie(SessionCookie)
+		s, ok := a.parseSession(c.Value, time.Now())
+		if !ok {
+			return nil, time.Time{}, fmt.Errorf("%w: the session has expired or is invalid: sign in again", hub.ErrUnauthenticated)
 		}
-		return nil, fmt.Errorf("%w: the session has expired or is invalid: sign in again", hub.ErrUnauthenticated)
+		revoked, err := a.cfg.Revocations.Revoked(r.Context(), s.id)
+		if err != nil {
+			hub.LoggerFrom(r.Context(), a.log).Error("a session cookie could not be checked against the sign-outs; refused", "err", err)
+			return nil, time.Time{}, fmt.Errorf("%w: the list of signed-out sessions does not answer: retry shortly", ErrSessionUncheckable)
+		}
+		if revoked {
+			return nil, time.Time{}, fmt.Errorf("%w: the session was signed out: sign in again", hub.ErrUnauthenticated)
+		}
+		return s.p, s.expires, nil
 	}
-	return nil, fmt.Errorf("%w: send \"Authorization: Bearer <token>\"", hub.ErrUnauthenticated)
 }
 
 // BearerToken parses an Authorization header value of the Bearer scheme
@@ -275,21 +376,40 @@ func badTokenRune(r rune) bool {
 }
 
 // Admit authenticates a WebSocket or SSE connection and takes one of its
-// principal's connection slots (hub.Guard).
+// principal's connection slots (hub.Guard). The context records when a
+// session cookie expires (hub.WithExpiry), for the doors to end the
+// connection then.
 func (a *Auth) Admit(r *http.Request) (context.Context, func(), error) {
-	p, err := a.Authenticate(r)
+	p, exp, err := a.authenticate(r)
 	if err != nil {
 		return nil, nil, err
 	}
+	release, err := a.Hold(p)
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx := WithPrincipal(r.Context(), p)
+	if !exp.IsZero() {
+		ctx = hub.WithExpiry(ctx, exp)
+	}
+	return ctx, release, nil
+}
+
+// Hold takes one of p's connection slots (limits.connections, shared with
+// its WebSocket and SSE connections on this node) for as long as a request
+// is held open, such as a takedown waiting for its outcome. release gives
+// the slot back, once however often it is called. Over the limit the error
+// wraps hub.ErrTooManyConnections (429).
+func (a *Auth) Hold(p *Principal) (release func(), err error) {
 	a.mu.Lock()
 	if a.conns[p.Name] >= a.cfg.MaxConnections {
 		a.mu.Unlock()
-		return nil, nil, fmt.Errorf("%w: %s already holds %d connections", hub.ErrTooManyConnections, p.Name, a.cfg.MaxConnections)
+		return nil, fmt.Errorf("%w: %s already holds %d connections", hub.ErrTooManyConnections, p.Name, a.cfg.MaxConnections)
 	}
 	a.conns[p.Name]++
 	a.mu.Unlock()
 	var once sync.Once
-	return WithPrincipal(r.Context(), p), func() {
+	return func() {
 		once.Do(func() {
 			a.mu.Lock()
 			if a.conns[p.Name]--; a.conns[p.Name] <= 0 {
@@ -329,13 +449,18 @@ func CanRequestTakedown(p *Principal) bool {
 	return p != nil && (p.Role == RoleModerator || p.Role == RolePartner || p.Role == RolePolice)
 }
 
-// RateLimitError refuses a request over a principal's rate.
+// RateLimitError refuses a request over a rate.
 type RateLimitError struct {
 	RetryAfter time.Duration
+	// What was too frequent; empty for a principal's takedowns.
+	What string
 }
 
 // Error says when to retry.
 func (e *RateLimitError) Error() string {
+	if e.What != "" {
+		return fmt.Sprintf("%v: %s: retry after %s", hub.ErrRateLimited, e.What, e.RetryAfter.Round(time.Millisecond))
+	}
 	return fmt.Sprintf("%v: retry after %s", hub.ErrRateLimited, e.RetryAfter.Round(time.Millisecond))
 }
 
@@ -345,17 +470,30 @@ func (e *RateLimitError) Unwrap() error { return hub.ErrRateLimited }
 // AllowTakedown takes one takedown from p's rate budget, or returns a
 // *RateLimitError saying when to retry.
 func (a *Auth) AllowTakedown(p *Principal) error {
+	return a.take(a.rates, p, "")
+}
+
+// AllowWait takes one held read (GET /v1/takedowns/{id} with Prefer: wait)
+// from p's budget, or returns a *RateLimitError saying when to retry. The
+// budget is a bucket of its own, as large as the takedown one
+// (limits.takedown_rate, limits.takedown_burst): waiting on takedowns
+// never uses up the right to ask for them.
+func (a *Auth) AllowWait(p *Principal) error {
+	return a.take(a.waits, p, "too many held reads")
+}
+
+func (a *Auth) take(buckets map[string]*rate.Limiter, p *Principal, what string) error {
 	a.mu.Lock()
-	l := a.rates[p.Name]
+	l := buckets[p.Name]
 	if l == nil {
 		l = rate.NewLimiter(rate.Limit(a.cfg.TakedownRate), a.cfg.TakedownBurst)
-		a.rates[p.Name] = l
+		buckets[p.Name] = l
 	}
 	a.mu.Unlock()
 	r := l.Reserve()
 	if d := r.Delay(); d > 0 {
 		r.Cancel()
-		return &RateLimitError{RetryAfter: d}
+		return &RateLimitError{RetryAfter: d, What: what}
 	}
 	return nil
 }
@@ -369,19 +507,25 @@ func (a *Auth) Connections(name string) int {
 
 // Require wraps an HTTP API handler: the caller must authenticate and hold
 // one of roles (any role when none is given). Refusals are problem+json
-// 401/403; the handler finds the principal with FromContext.
+// 401/403 (429 for a source that failed too often, 503 when a session
+// cannot be checked); the handler finds the principal with FromContext,
+// and a session cookie's expiry with hub.ExpiryFrom.
 func (a *Auth) Require(next http.Handler, roles ...Role) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p, err := a.Authenticate(r)
+		p, exp, err := a.authenticate(r)
 		if err != nil {
-			hub.WriteRefusal(w, err)
+			writeAuthError(w, err)
 			return
 		}
 		if len(roles) > 0 && !hasRole(p, roles) {
 			hub.WriteRefusal(w, fmt.Errorf("%w: role %s may not do this", hub.ErrForbidden, p.Role))
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(WithPrincipal(r.Context(), p)))
+		ctx := WithPrincipal(r.Context(), p)
+		if !exp.IsZero() {
+			ctx = hub.WithExpiry(ctx, exp)
+		}
+		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 

@@ -275,7 +275,7 @@ func TestAuthenticate(t *testing.T) {
 		{"tampered MAC", a, "", "", flipLast(modCookie), ""},
 		{"another principal's name on mod's MAC", a, "", "", swapName(modCookie, acmeCookie), ""},
 		{"expiry moved", a, "", "", moveExpiry(modCookie), ""},
-		{"cookie of three dots", a, "", "", "..", ""},
+		{"cookie of dots", a, "", "", "...", ""},
 		{"header wins over query", a, "Bearer " + modTok, acmeTok, "", "mod"},
 		{"bad header is not rescued by a good query", a, "Bearer wrong", acmeTok, "", ""},
 		{"malformed header is not rescued by a good cookie", a, "Token " + modTok, "", modCookie, ""},
@@ -321,28 +321,33 @@ func flipLast(c string) string {
 }
 
 func swapName(mine, theirs string) string {
-	m := strings.Split(mine, ".")
-	o := strings.Split(theirs, ".")
-	return o[0] + "." + m[1] + "." + m[2]
+	_, rest, _ := strings.Cut(mine, ".")
+	name, _, _ := strings.Cut(theirs, ".")
+	return name + "." + rest
 }
 
 func moveExpiry(c string) string {
 	p := strings.Split(c, ".")
-	return p[0] + "." + p[1] + "9." + p[2]
+	p[1] += "9"
+	return strings.Join(p, ".")
 }
 
-// TestSessionCookieShape: the cookie names no token, and its MAC changes
-// with the principal's token.
+// TestSessionCookieShape: the cookie names no token, each has its own id,
+// and its MAC changes with the principal's token.
 func TestSessionCookieShape(t *testing.T) {
 	a := newTestAuth(t, nil, nil)
 	now := time.Now()
 	c := a.newSession(a.byName["mod"], now)
-	if strings.Count(c, ".") != 2 || strings.Contains(c, modTok) || strings.Contains(c, HashToken(modTok)) {
+	if strings.Count(c, ".") != 3 || strings.Contains(c, modTok) || strings.Contains(c, HashToken(modTok)) {
 		t.Fatalf("cookie %q", c)
 	}
+	if again := a.newSession(a.byName["mod"], now); again == c || strings.Split(again, ".")[2] == strings.Split(c, ".")[2] {
+		t.Fatalf("two sign-ins in the same second share a session id: %q %q", c, again)
+	}
 	rotated := newTestAuth(t, nil, func(c *Config) { c.Principals[0].TokenSHA256 = HashToken("new-mod-token") })
-	if rc := rotated.newSession(rotated.byName["mod"], now); rc == c {
-		t.Fatal("a new token issues the same cookie")
+	rc := rotated.newSession(rotated.byName["mod"], now)
+	if _, ok := a.parseSession(rc, now); ok {
+		t.Fatal("a cookie of the new token is valid for the old one")
 	}
 }
 
@@ -733,6 +738,8 @@ func TestCORS(t *testing.T) {
 	t.Cleanup(srv.Close)
 	anySrv := httptest.NewServer(CORS([]string{"*"}, next))
 	t.Cleanup(anySrv.Close)
+	bothSrv := httptest.NewServer(CORS([]string{"https://partner.example", "*"}, next))
+	t.Cleanup(bothSrv.Close)
 
 	tests := []struct {
 		name, url, method, origin string
@@ -754,7 +761,12 @@ func TestCORS(t *testing.T) {
 		{"suffix lookalike", srv.URL, "GET", "https://partner.example.evil", false, 403, "", false},
 		{"null origin", srv.URL, "GET", "null", false, 403, "", false},
 		{"garbage origin", srv.URL, "GET", "::::", false, 403, "", false},
-		{"any origin", anySrv.URL, "GET", "https://evil.example", false, 418, "https://evil.example", true},
+		{"any origin", anySrv.URL, "GET", "https://evil.example", false, 418, "*", true},
+		{"any origin, preflight", anySrv.URL, "OPTIONS", "https://evil.example", true, 204, "*", false},
+		{"null origin where any is allowed", anySrv.URL, "GET", "null", false, 403, "", false},
+		{"null origin, preflight", anySrv.URL, "OPTIONS", "null", true, 403, "", false},
+		{"listed origin where any is also allowed", bothSrv.URL, "GET", "https://partner.example", false, 418, "https://partner.example", true},
+		{"unlisted origin where any is also allowed", bothSrv.URL, "GET", "https://evil.example", false, 418, "*", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -775,8 +787,10 @@ func TestCORS(t *testing.T) {
 			if got := resp.Header.Get("Access-Control-Allow-Origin"); got != tt.acao {
 				t.Fatalf("Access-Control-Allow-Origin %q, want %q", got, tt.acao)
 			}
+			// Credentials only for an origin listed exactly, never with *.
 			if tt.acao != "" {
-				if resp.Header.Get("Access-Control-Allow-Credentials") != "true" || !strings.Contains(resp.Header.Get("Vary"), "Origin") {
+				creds := resp.Header.Get("Access-Control-Allow-Credentials")
+				if (tt.acao == "*") != (creds == "") || !strings.Contains(resp.Header.Get("Vary"), "Origin") {
 					t.Fatalf("CORS headers %v", resp.Header)
 				}
 			}
@@ -826,10 +840,10 @@ func TestSessionSecret(t *testing.T) {
 	same := newTestAuth(t, nil, func(c *Config) { c.SessionSecret = "s1" })
 	other := newTestAuth(t, nil, func(c *Config) { c.SessionSecret = "s2" })
 	cookie := a.newSession(a.byName["mod"], time.Now())
-	if same.session(cookie) == nil {
+	if _, ok := same.parseSession(cookie, time.Now()); !ok {
 		t.Fatal("a node with the same secret refused the cookie")
 	}
-	if other.session(cookie) != nil {
+	if _, ok := other.parseSession(cookie, time.Now()); ok {
 		t.Fatal("a node with another secret accepted the cookie")
 	}
 }

@@ -1,7 +1,9 @@
 package auth
 
 import (
+	"crypto/sha256"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/url"
 	"strings"
@@ -65,7 +67,8 @@ func FuzzBearerToken(f *testing.F) {
 
 // fuzzAuth is an Auth over the test principals and the cookies it issued.
 func fuzzAuth(f *testing.F) (*Auth, map[string]string, map[string]string) {
-	a, err := New(Config{Principals: testPrincipals()}, nil, slog.New(slog.DiscardHandler))
+	// No failure limit: the fuzzer fails from one address all the time.
+	a, err := New(Config{Principals: testPrincipals(), FailureRate: math.Inf(1)}, nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -82,9 +85,13 @@ func fuzzAuth(f *testing.F) (*Auth, map[string]string, map[string]string) {
 			tokens[policeTok] = pc.Name
 		}
 	}
+	// The cookies are the same in every fuzzing process: a fixed expiry
+	// and an id derived from the name.
 	cookies := map[string]string{} // valid cookie -> principal
+	expires := time.Now().AddDate(50, 0, 0).Truncate(24 * time.Hour)
 	for name, p := range a.byName {
-		cookies[a.newSession(p, time.Now())] = name
+		h := sha256.Sum256([]byte(name))
+		cookies[a.mintSession(p, expires, [16]byte(h[:16]))] = name
 	}
 	return a, tokens, cookies
 }
@@ -180,25 +187,33 @@ func FuzzSessionCookie(f *testing.F) {
 		f.Add(c + ".")
 		f.Add(strings.Replace(c, ".", "..", 1))
 		p := strings.Split(c, ".")
-		f.Add(p[0] + ".+" + p[1] + "." + p[2])                        // the same expiry, spelled differently
-		f.Add(p[0] + ".0" + p[1] + "." + p[2])                        // and again
-		f.Add(p[0] + "=." + p[1] + "." + p[2])                        // padded name
-		f.Add(p[0] + "." + p[1] + "." + p[2] + "=")                   // padded MAC
-		f.Add(p[0] + "." + p[1] + "." + p[2][:4] + "\r\n" + p[2][4:]) // line breaks a base64 decoder skips
-		f.Add(p[0][:2] + "\n" + p[0][2:] + "." + p[1] + "." + p[2])
+		rest := "." + p[2] + "." + p[3]
+		f.Add(p[0] + ".+" + p[1] + rest)                                           // the same expiry, spelled differently
+		f.Add(p[0] + ".0" + p[1] + rest)                                           // and again
+		f.Add(p[0] + "=." + p[1] + rest)                                           // padded name
+		f.Add(p[0] + "." + p[1] + "." + p[2] + "=." + p[3])                        // padded id
+		f.Add(c + "=")                                                             // padded MAC
+		f.Add(p[0] + "." + p[1] + "." + p[2] + "." + p[3][:4] + "\r\n" + p[3][4:]) // line breaks a base64 decoder skips
+		f.Add(p[0][:2] + "\n" + p[0][2:] + "." + p[1] + rest)
+		f.Add(p[0] + "." + p[1] + "." + p[3]) // the earlier form, without an id
 	}
 	for _, s := range []string{
 		"", ".", "..", "...", "a.b.c", "bW9k..", "bW9k.1.",
 		"bW9k.99999999999999999999.AAAA",
 		"bW9k.-1.AAAA",
 		"bW9k.9223372036854775807." + strings.Repeat("A", 43),
+		"bW9k.9223372036854775807." + strings.Repeat("A", 22) + "." + strings.Repeat("A", 43),
 		strings.Repeat("A", 2000),
 		"\x00.\x00.\x00",
 	} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, v string) {
-		p := a.session(v)
+		s, ok := a.parseSession(v, time.Now())
+		p := s.p
+		if !ok {
+			p = nil
+		}
 		want, issued := cookies[v]
 		switch {
 		case p == nil && issued:
