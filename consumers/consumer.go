@@ -12,6 +12,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/switchboard/switchboard/consumers/kafkaconn"
 	"github.com/switchboard/switchboard/consumers/kafkagroup"
 	"github.com/switchboard/switchboard/hub"
 )
@@ -83,6 +84,10 @@ type DeadLetterWriter interface {
 type Config struct {
 	// Brokers are the bootstrap addresses, host:port. Required.
 	Brokers []string
+	// Conn says how every connection to the brokers is made (the group
+	// reader's, Ready's and Lag's): TLS, SASL and the dial timeout. The
+	// zero value is plaintext without authentication.
+	Conn kafkaconn.Config
 	// GroupID is the consumer group; every node of a deployment shares it.
 	GroupID string
 	// Routes say which topics to read and where their events go; nil means
@@ -140,6 +145,7 @@ type Consumer struct {
 	pub    Publisher
 	dlq    DeadLetterWriter
 	log    *slog.Logger
+	conn   *kafkaconn.Settings
 
 	fetched, published, unrouted, deadLettered           atomic.Uint64
 	publishErrors, deadLetterErrors, commitErr, fetchErr atomic.Uint64
@@ -195,6 +201,10 @@ func New(cfg Config, pub Publisher, dlq DeadLetterWriter, log *slog.Logger) (*Co
 	if cfg.MaxWait < 0 || cfg.CommitInterval < 0 || cfg.RetryMin < 0 || cfg.RetryMax < 0 || cfg.ReadyTimeout < 0 {
 		return nil, errors.New("consumers: durations must not be negative")
 	}
+	conn, err := kafkaconn.New(cfg.Conn)
+	if err != nil {
+		return nil, fmt.Errorf("consumers: %w", err)
+	}
 	if cfg.GroupID == "" {
 		cfg.GroupID = DefaultGroupID
 	}
@@ -242,7 +252,7 @@ func New(cfg Config, pub Publisher, dlq DeadLetterWriter, log *slog.Logger) (*Co
 		byTopic[t] = &topicCounts{}
 	}
 	log = log.With("component", "consumer")
-	return &Consumer{cfg: cfg, router: router, pub: pub, dlq: dlq, log: log, byTopic: byTopic,
+	return &Consumer{cfg: cfg, router: router, pub: pub, dlq: dlq, log: log, conn: conn, byTopic: byTopic,
 		streak: kafkagroup.NewStreak(log, "kafka reader")}, nil
 }
 
@@ -284,7 +294,8 @@ func (c *Consumer) readerConfig() kafka.ReaderConfig {
 		StartOffset:    kafka.FirstOffset,
 		MaxWait:        c.cfg.MaxWait,
 		CommitInterval: c.cfg.CommitInterval,
-		Logger:         kafkaLogger(c.log, slog.LevelDebug),
+		Dialer:         c.conn.Dialer(),
+		Logger:         kafkaconn.Logger(c.log, slog.LevelDebug, "kafka reader"),
 		// The streak logs what matters once; kafka-go would log every
 		// retry of every partition.
 		ErrorLogger: c.streak.KafkaLogger(),
@@ -310,7 +321,7 @@ func (c *Consumer) readerConfig() kafka.ReaderConfig {
 // once rather than each of them.
 func (c *Consumer) Run(ctx context.Context) error {
 	r := kafka.NewReader(c.readerConfig())
-	c.log.Info("consumer started", "group", c.cfg.GroupID, "topics", c.router.Topics(), "dlq", c.cfg.DLQTopic,
+	c.log.Info("consumer started", "group", c.cfg.GroupID, "topics", c.router.Topics(), "dlq", c.cfg.DLQTopic, "kafka", c.conn,
 		"session_timeout", c.cfg.SessionTimeout, "heartbeat_interval", c.cfg.HeartbeatInterval)
 	wctx, stopWatch := context.WithCancel(ctx)
 	watched := make(chan struct{})
@@ -444,7 +455,7 @@ func (c *Consumer) Ready(ctx context.Context) error {
 	}
 	var errs []error
 	for _, b := range c.cfg.Brokers {
-		err := probe(ctx, b)
+		err := c.probe(ctx, b)
 		if err == nil {
 			return nil
 		}
@@ -456,9 +467,10 @@ func (c *Consumer) Ready(ctx context.Context) error {
 	return fmt.Errorf("consumers: no kafka broker reachable: %w", errors.Join(errs...))
 }
 
-// probe dials broker and reads the cluster's broker list.
-func probe(ctx context.Context, broker string) error {
-	conn, err := (&kafka.Dialer{}).DialContext(ctx, "tcp", broker)
+// probe dials broker, with TLS and SASL as configured, and reads the
+// cluster's broker list.
+func (c *Consumer) probe(ctx context.Context, broker string) error {
+	conn, err := c.conn.Dialer().DialContext(ctx, "tcp", broker)
 	if err != nil {
 		return err
 	}
@@ -498,15 +510,6 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// kafkaLogger routes kafka-go's printf logging to slog at level.
-func kafkaLogger(log *slog.Logger, level slog.Level) kafka.LoggerFunc {
-	return func(msg string, args ...any) {
-		if log.Enabled(context.Background(), level) {
-			log.Log(context.Background(), level, "kafka reader: "+fmt.Sprintf(msg, args...))
-		}
-	}
-}
-
 // PartitionLag is how far the group is behind on one partition.
 type PartitionLag struct {
 	Topic     string
@@ -518,7 +521,7 @@ type PartitionLag struct {
 // Lag asks the brokers how far the consumer group is behind on every
 // partition of the routed topics.
 func (c *Consumer) Lag(ctx context.Context) ([]PartitionLag, error) {
-	tr := &kafka.Transport{}
+	tr := c.conn.Transport()
 	defer tr.CloseIdleConnections()
 	client := &kafka.Client{Addr: kafka.TCP(c.cfg.Brokers...), Transport: tr}
 	topics := c.router.Topics()

@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/switchboard/switchboard/consumers/kafkaconn"
 	"github.com/switchboard/switchboard/consumers/kafkagroup"
 	"github.com/switchboard/switchboard/hub"
 )
@@ -110,6 +111,11 @@ type TakedownRejected struct {
 type ItemServiceConfig struct {
 	// Brokers are the bootstrap addresses, host:port. Required.
 	Brokers []string
+	// Conn says how the commands reader connects to the brokers: TLS,
+	// SASL and the dial timeout; the zero value is plaintext without
+	// authentication. The answers go out through the Publisher, which
+	// has its own.
+	Conn kafkaconn.Config
 	// GroupID is the consumer group the commands are read with.
 	GroupID string
 	// CommandsTopic is read for takedown.requested commands.
@@ -185,9 +191,10 @@ type ItemServiceStats struct {
 // until they work or Run's context ends, and Healthy says whether they
 // are failing.
 type ItemService struct {
-	cfg ItemServiceConfig
-	pub Publisher
-	log *slog.Logger
+	cfg  ItemServiceConfig
+	pub  Publisher
+	log  *slog.Logger
+	conn *kafkaconn.Settings
 
 	locks    itemLocks
 	answered *answeredSet
@@ -244,6 +251,10 @@ func NewItemService(cfg ItemServiceConfig, pub Publisher, log *slog.Logger) (*It
 	timing = timing.WithDefaults()
 	cfg.SessionTimeout, cfg.HeartbeatInterval, cfg.RebalanceTimeout = timing.SessionTimeout, timing.HeartbeatInterval, timing.RebalanceTimeout
 	cfg.Brokers = brokers
+	conn, err := kafkaconn.New(cfg.Conn)
+	if err != nil {
+		return nil, fmt.Errorf("producers: item service: %w", err)
+	}
 	if cfg.GroupID == "" {
 		cfg.GroupID = DefaultItemServiceGroupID
 	}
@@ -267,6 +278,7 @@ func NewItemService(cfg ItemServiceConfig, pub Publisher, log *slog.Logger) (*It
 		cfg:      cfg,
 		pub:      pub,
 		log:      log,
+		conn:     conn,
 		locks:    itemLocks{m: make(map[string]*itemLock)},
 		answered: newAnsweredSet(cfg.Remember),
 		removed:  make(map[string]itemRemoval),
@@ -320,7 +332,7 @@ func (s *ItemService) Run(ctx context.Context) error {
 	}
 	r := kafka.NewReader(s.readerConfig())
 	s.log.Info("item service started", "commands", s.cfg.CommandsTopic, "events", s.cfg.EventsTopic,
-		"group", s.cfg.GroupID, "latency", s.cfg.Latency, "items", s.cfg.Catalogue.Len())
+		"group", s.cfg.GroupID, "latency", s.cfg.Latency, "items", s.cfg.Catalogue.Len(), "kafka", s.conn)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -421,6 +433,10 @@ func (s *ItemService) readerConfig() kafka.ReaderConfig {
 		Topic:       s.cfg.CommandsTopic,
 		StartOffset: kafka.FirstOffset,
 		MaxWait:     100 * time.Millisecond,
+		Dialer:      s.conn.Dialer(),
+		Logger:      kafkaconn.Logger(s.log, slog.LevelDebug, "item service: kafka reader"),
+		// The streak logs what matters once; kafka-go would log every
+		// retry.
 		ErrorLogger: s.streak.KafkaLogger(),
 	}
 	kafkagroup.Timing{

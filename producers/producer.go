@@ -17,6 +17,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/segmentio/kafka-go"
+
+	"github.com/switchboard/switchboard/consumers/kafkaconn"
 )
 
 // Defaults that New applies to zero fields of Config.
@@ -35,6 +37,10 @@ const (
 type Config struct {
 	// Brokers are the bootstrap addresses, host:port. Required.
 	Brokers []string
+	// Conn says how the connections to the brokers are made: TLS, SASL
+	// and the dial timeout. The zero value is plaintext without
+	// authentication.
+	Conn kafkaconn.Config
 	// BatchTimeout is the most a message waits for others to share its batch.
 	BatchTimeout time.Duration
 	// WriteTimeout bounds one write to a broker.
@@ -115,9 +121,17 @@ func New(cfg Config, log *slog.Logger) (*Producer, error) {
 	if cfg.MaxAttempts == 0 {
 		cfg.MaxAttempts = DefaultMaxAttempts
 	}
+	conn, err := kafkaconn.New(cfg.Conn)
+	if err != nil {
+		return nil, fmt.Errorf("producers: %w", err)
+	}
+	log = log.With("component", "producer")
+	if conn.InsecureSkipVerify() {
+		log.Warn("the brokers' TLS certificates are not verified (insecure skip verify): anyone on the path can pose as the broker")
+	}
 	// An own transport, so Close can release its connections and goroutines;
 	// the package-wide default transport would outlive the Producer.
-	tr := &kafka.Transport{}
+	tr := conn.Transport()
 	w := &kafka.Writer{
 		Addr:                   kafka.TCP(brokers...),
 		Balancer:               &kafka.Hash{},
@@ -128,7 +142,10 @@ func New(cfg Config, log *slog.Logger) (*Producer, error) {
 		RequiredAcks:           kafka.RequireAll,
 		AllowAutoTopicCreation: false,
 		Transport:              tr,
-		ErrorLogger:            kafka.LoggerFunc(func(msg string, args ...any) { log.Debug("kafka writer", "msg", fmt.Sprintf(msg, args...)) }),
+		// Publish returns every error to its caller, who logs or retries
+		// it: kafka-go's own error lines are for debugging, and its info
+		// lines (one per batch) are not logged at all.
+		ErrorLogger: kafkaconn.Logger(log, slog.LevelDebug, "kafka writer"),
 	}
 	return &Producer{w: w, tr: tr, log: log}, nil
 }

@@ -6,6 +6,7 @@
 package kafkaconntest
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -20,7 +21,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/switchboard/switchboard/consumers/kafkaconn"
 )
@@ -152,6 +155,12 @@ type Options struct {
 	// SASL requires authentication as Username with Password, by PLAIN,
 	// SCRAM-SHA-256 or SCRAM-SHA-512.
 	SASL bool
+	// AdvertiseSASLHandshakeV0 makes the broker list SaslHandshake from
+	// version 0, as Kafka brokers before 4.0 do, though it serves only
+	// version 1 (like Kafka 4). librdkafka before 2.10 (kcat 1.7 carries
+	// 2.0) looks for version 0 to decide that a broker does SASL, and
+	// then sends version 1.
+	AdvertiseSASLHandshakeV0 bool
 	// Partitions of each topic; zero means one.
 	Partitions int32
 	// Topics to create.
@@ -205,7 +214,51 @@ func Start(t testing.TB, opts Options) *Broker {
 	t.Cleanup(c.Close)
 	b.Cluster = c
 	b.Addr = c.ListenAddrs()[0]
+	if opts.AdvertiseSASLHandshakeV0 {
+		b.advertiseSASLHandshakeV0(t)
+	}
 	return b
+}
+
+// advertiseSASLHandshakeV0 answers every ApiVersions request with the
+// versions the broker serves, SaslHandshake from version 0.
+func (b *Broker) advertiseSASLHandshakeV0(t testing.TB) {
+	t.Helper()
+	d := &kafka.Dialer{Timeout: 10 * time.Second}
+	if b.opts.TLS {
+		// The client certificate is not needed to ask: the broker may
+		// require one, though.
+		d.TLS = &tls.Config{RootCAs: b.CA.Pool(), MinVersion: tls.VersionTLS12}
+		if b.opts.ClientCert {
+			pair, err := tls.LoadX509KeyPair(b.ClientCertFile, b.ClientKeyFile)
+			if err != nil {
+				t.Fatalf("kafkaconntest: load the client certificate: %v", err)
+			}
+			d.TLS.Certificates = []tls.Certificate{pair}
+		}
+	}
+	conn, err := d.DialContext(context.Background(), "tcp", b.Addr)
+	if err != nil {
+		t.Fatalf("kafkaconntest: ask the broker's versions: %v", err)
+	}
+	versions, err := conn.ApiVersions()
+	conn.Close()
+	if err != nil {
+		t.Fatalf("kafkaconntest: ask the broker's versions: %v", err)
+	}
+	b.Cluster.ControlKey(int16(kmsg.ApiVersions), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		b.Cluster.KeepControl()
+		resp := req.ResponseKind().(*kmsg.ApiVersionsResponse)
+		for _, v := range versions {
+			k := kmsg.NewApiVersionsResponseApiKey()
+			k.ApiKey, k.MinVersion, k.MaxVersion = v.ApiKey, v.MinVersion, v.MaxVersion
+			if k.ApiKey == int16(kmsg.SASLHandshake) {
+				k.MinVersion = 0
+			}
+			resp.ApiKeys = append(resp.ApiKeys, k)
+		}
+		return resp, nil, true
+	})
 }
 
 // Brokers is Addr as a broker list.
