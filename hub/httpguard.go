@@ -118,6 +118,9 @@ func NewHTTPGuard(cfg HTTPGuardConfig, log *slog.Logger) (*HTTPGuard, error) {
 type HTTPGuardStats struct {
 	// Unauthenticated is how many open connections have not authenticated.
 	Unauthenticated int
+	// Idle is how many of those wait between requests: the ones a new
+	// connection over the cap may close.
+	Idle int
 	// Counts are by reason (GuardReasons).
 	Counts map[string]uint64
 }
@@ -125,9 +128,8 @@ type HTTPGuardStats struct {
 // Stats returns the guard's counts.
 func (g *HTTPGuard) Stats() HTTPGuardStats {
 	g.mu.Lock()
-	n := g.unauth
+	s := HTTPGuardStats{Unauthenticated: g.unauth, Idle: len(g.idle), Counts: make(map[string]uint64, len(GuardReasons))}
 	g.mu.Unlock()
-	s := HTTPGuardStats{Unauthenticated: n, Counts: make(map[string]uint64, len(GuardReasons))}
 	for i, r := range GuardReasons {
 		s.Counts[r] = g.counts[i].Load()
 	}

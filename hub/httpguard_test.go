@@ -322,9 +322,7 @@ func waitIdle(t *testing.T, g *HTTPGuard, want int) {
 	t.Helper()
 	deadline := time.Now().Add(waitFor)
 	for {
-		g.mu.Lock()
-		n := len(g.idle)
-		g.mu.Unlock()
+		n := g.Stats().Idle
 		if n == want {
 			return
 		}
