@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/switchboard/switchboard/consumers"
+	"github.com/switchboard/switchboard/hub"
+	"github.com/switchboard/switchboard/hub/auth"
 )
 
 // Config is the whole configuration of one Switchboard process. The
@@ -42,6 +44,9 @@ type HTTP struct {
 	AllowedOrigins []string `mapstructure:"allowed_origins"`
 	// MaxBodyBytes bounds a request body.
 	MaxBodyBytes int64 `mapstructure:"max_body_bytes"`
+	// BodyTimeout bounds how long a request's body may take to arrive;
+	// past it the request is answered 408 and its connection closed.
+	BodyTimeout time.Duration `mapstructure:"body_timeout"`
 	// ShutdownTimeout bounds a graceful shutdown; above takedown.max_wait so
 	// held takedowns answer or time out first.
 	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
@@ -179,7 +184,8 @@ type Auth struct {
 	SessionSecret string `mapstructure:"session_secret"`
 }
 
-// Limits bounds what one principal may use (keys limits.*).
+// Limits bounds what one principal, one source address or the
+// unauthenticated may use (keys limits.*).
 type Limits struct {
 	// Connections bounds one principal's open WebSocket and SSE
 	// connections on one node.
@@ -188,6 +194,17 @@ type Limits struct {
 	// second, with bursts of TakedownBurst.
 	TakedownRate  float64 `mapstructure:"takedown_rate"`
 	TakedownBurst int     `mapstructure:"takedown_burst"`
+	// UnauthenticatedConnections bounds the open connections on which no
+	// request has yet carried a valid credential, on one node.
+	UnauthenticatedConnections int `mapstructure:"unauthenticated_connections"`
+	// AuthFailureRate is the failed authentications one source address
+	// may make per second, with bursts of AuthFailureBurst; past them its
+	// credentials are refused unchecked (429).
+	AuthFailureRate  float64 `mapstructure:"auth_failure_rate"`
+	AuthFailureBurst int     `mapstructure:"auth_failure_burst"`
+	// AuthFailureSources bounds how many source addresses the failure
+	// limit remembers.
+	AuthFailureSources int `mapstructure:"auth_failure_sources"`
 }
 
 // Principal roles.
@@ -235,6 +252,7 @@ var defaults = map[string]any{
 	"http.addr":             ":8080",
 	"http.allowed_origins":  []string{},
 	"http.max_body_bytes":   65536,
+	"http.body_timeout":     hub.DefaultBodyTimeout,
 	"http.shutdown_timeout": 60 * time.Second,
 
 	"kafka.brokers":             []string{},
@@ -283,9 +301,13 @@ var defaults = map[string]any{
 	"auth.session_ttl":    12 * time.Hour,
 	"auth.session_secret": "",
 
-	"limits.connections":    100,
-	"limits.takedown_rate":  5.0,
-	"limits.takedown_burst": 10,
+	"limits.connections":                 100,
+	"limits.takedown_rate":               5.0,
+	"limits.takedown_burst":              10,
+	"limits.unauthenticated_connections": hub.DefaultMaxUnauthenticated,
+	"limits.auth_failure_rate":           auth.DefaultFailureRate,
+	"limits.auth_failure_burst":          auth.DefaultFailureBurst,
+	"limits.auth_failure_sources":        auth.DefaultFailureSources,
 
 	"log.level":  "info",
 	"log.format": "text",

@@ -52,6 +52,7 @@ func wantDefaults() Config {
 			Addr:            ":8080",
 			AllowedOrigins:  []string{},
 			MaxBodyBytes:    65536,
+			BodyTimeout:     10 * time.Second,
 			ShutdownTimeout: 60 * time.Second,
 		},
 		Kafka: Kafka{
@@ -84,8 +85,9 @@ func wantDefaults() Config {
 		ItemSvc:  ItemSvc{Enabled: true, Latency: 50 * time.Millisecond},
 		Demo:     Demo{Enabled: false, Rate: 3},
 		Auth:     Auth{Principals: []Principal{}, SessionTTL: 12 * time.Hour},
-		Limits:   Limits{Connections: 100, TakedownRate: 5, TakedownBurst: 10},
-		Log:      Log{Level: "info", Format: "text"},
+		Limits: Limits{Connections: 100, TakedownRate: 5, TakedownBurst: 10, UnauthenticatedConnections: 1024,
+			AuthFailureRate: 10, AuthFailureBurst: 20, AuthFailureSources: 10000},
+		Log: Log{Level: "info", Format: "text"},
 	}
 }
 
@@ -464,6 +466,11 @@ func TestValidate(t *testing.T) {
 		{"outcome source", func(c *Config) { c.Takedown.OutcomeSources = []string{"/ok", "%zz"} }, `config: takedown.outcome_sources[1]: "%zz" is not a URI reference`},
 		{"max body", func(c *Config) { c.HTTP.MaxBodyBytes = 0 }, `config: http.max_body_bytes: must be > 0, got 0`},
 		{"shutdown", func(c *Config) { c.HTTP.ShutdownTimeout = 0 }, `config: http.shutdown_timeout: must be > 0, got 0s`},
+		{"body timeout", func(c *Config) { c.HTTP.BodyTimeout = 0 }, `config: http.body_timeout: must be > 0, got 0s`},
+		{"unauthenticated connections", func(c *Config) { c.Limits.UnauthenticatedConnections = 0 }, `config: limits.unauthenticated_connections: must be > 0, got 0`},
+		{"auth failure rate", func(c *Config) { c.Limits.AuthFailureRate = -1 }, `config: limits.auth_failure_rate: must be > 0, got -1`},
+		{"auth failure burst", func(c *Config) { c.Limits.AuthFailureBurst = 0 }, `config: limits.auth_failure_burst: must be > 0, got 0`},
+		{"auth failure sources", func(c *Config) { c.Limits.AuthFailureSources = 0 }, `config: limits.auth_failure_sources: must be > 0, got 0`},
 		{"broker", func(c *Config) { c.Kafka.Brokers = []string{"k1:9092", "k2"} }, `config: kafka.brokers[1]: "k2" is not host:port`},
 		{"broker without host", func(c *Config) { c.Kafka.Brokers = []string{":9092"} }, `config: kafka.brokers[0]: ":9092" needs a host and a port from 1 to 65535`},
 		{"embedded addr", func(c *Config) { c.Kafka.Embedded.Addr = "127.0.0.1:99999" }, `config: kafka.embedded.addr: "127.0.0.1:99999": port "99999" is not a number from 0 to 65535`},

@@ -23,6 +23,7 @@ func (c Config) Validate() error {
 		v.origin(fmt.Sprintf("http.allowed_origins[%d]", i), o)
 	}
 	v.positive("http.max_body_bytes", c.HTTP.MaxBodyBytes)
+	v.duration("http.body_timeout", c.HTTP.BodyTimeout)
 	v.duration("http.shutdown_timeout", c.HTTP.ShutdownTimeout)
 
 	for i, b := range c.Kafka.Brokers {
@@ -102,6 +103,12 @@ func (c Config) Validate() error {
 		v.fail("limits.takedown_rate", "must be > 0, got %v", c.Limits.TakedownRate)
 	}
 	v.positive("limits.takedown_burst", int64(c.Limits.TakedownBurst))
+	v.positive("limits.unauthenticated_connections", int64(c.Limits.UnauthenticatedConnections))
+	if !(c.Limits.AuthFailureRate > 0) {
+		v.fail("limits.auth_failure_rate", "must be > 0, got %v", c.Limits.AuthFailureRate)
+	}
+	v.positive("limits.auth_failure_burst", int64(c.Limits.AuthFailureBurst))
+	v.positive("limits.auth_failure_sources", int64(c.Limits.AuthFailureSources))
 
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "text", "json")
