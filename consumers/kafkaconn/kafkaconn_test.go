@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/goleak"
 
 	"github.com/switchboard/switchboard/consumers/kafkaconn"
@@ -193,6 +195,25 @@ func TestCheck(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestCheckUnsupportedMechanism: a broker that does not offer the
+// mechanism (it answers the SASL handshake UNSUPPORTED_SASL_MECHANISM, as
+// Kafka does) refuses the authentication.
+func TestCheckUnsupportedMechanism(t *testing.T) {
+	b := kafkaconntest.Start(t, kafkaconntest.Options{TLS: true, SASL: true, Topics: []string{secureTopic}})
+	b.Cluster.ControlKey(int16(kmsg.SASLHandshake), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		b.Cluster.KeepControl()
+		resp := req.ResponseKind().(*kmsg.SASLHandshakeResponse)
+		resp.ErrorCode = kerr.UnsupportedSaslMechanism.Code
+		resp.SupportedMechanisms = []string{"PLAIN"}
+		return resp, nil, true
+	})
+	err := kafkaconn.Check(t.Context(), b.Config(kafkaconn.MechanismSCRAMSHA512), b.Brokers())
+	if !errors.Is(err, kafkaconn.ErrAuthRefused) || !errors.Is(err, kafka.UnsupportedSASLMechanism) {
+		t.Fatalf("Check = %v, want %v for %v", err, kafkaconn.ErrAuthRefused, kafka.UnsupportedSASLMechanism)
+	}
+	t.Logf("Check = %v", err)
 }
 
 // TestCheckTimesOut: a broker that accepts the connection and never

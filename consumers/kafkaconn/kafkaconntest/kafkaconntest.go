@@ -156,10 +156,10 @@ type Options struct {
 	// SCRAM-SHA-256 or SCRAM-SHA-512.
 	SASL bool
 	// AdvertiseSASLHandshakeV0 makes the broker list SaslHandshake from
-	// version 0, as Kafka brokers before 4.0 do, though it serves only
-	// version 1 (like Kafka 4). librdkafka before 2.10 (kcat 1.7 carries
-	// 2.0) looks for version 0 to decide that a broker does SASL, and
-	// then sends version 1.
+	// version 0, as Kafka brokers do (KIP-896 kept it in Kafka 4), though
+	// kfake serves only version 1. librdkafka (so kcat) decides that a
+	// broker does SASL only if it lists version 0, and then sends version
+	// 1 (confluentinc/librdkafka#4983).
 	AdvertiseSASLHandshakeV0 bool
 	// Partitions of each topic; zero means one.
 	Partitions int32
