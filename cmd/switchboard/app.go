@@ -84,6 +84,7 @@ type app struct {
 	devTokens map[auth.Role]string
 	metrics   *metrics
 	backplane string
+	guard     *hub.HTTPGuard
 	srv       *http.Server
 	ln        net.Listener
 	// redisPrefix starts every Redis key of the backplane and the outcome
@@ -190,16 +191,30 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...sta
 	if err != nil {
 		return nil, fmt.Errorf("http.addr: %w", err)
 	}
+	// The guard bounds what a client holds without using it: a body's
+	// time to arrive, ambiguous lengths, connections never authenticated.
+	// The doors that hijack or stream keep their own deadlines.
+	a.guard, err = hub.NewHTTPGuard(hub.HTTPGuardConfig{
+		BodyTimeout:        cfg.HTTP.BodyTimeout,
+		MaxBodyBytes:       cfg.HTTP.MaxBodyBytes,
+		MaxUnauthenticated: cfg.Limits.UnauthenticatedConnections,
+	}, log.With("component", "httpguard"))
+	if err != nil {
+		return nil, err
+	}
 	a.srv = &http.Server{
-		Handler:           hub.RequestLog(log, a.routes()),
+		Handler:           hub.RequestLog(log, a.guard.Handler(a.routes())),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
+		ConnContext:       a.guard.ConnContext,
+		ConnState:         a.guard.ConnState,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
+	ln := a.guard.Listener(a.ln)
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
-		if err := a.srv.Serve(a.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := a.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server stopped", "err", err)
 		}
 	}()
@@ -277,6 +292,12 @@ func (a *app) startAuth() error {
 		ps, a.devTokens = auth.DevPrincipals()
 		a.log.Warn("no auth.principals configured: made one random development token per role (printed once on stdout); this is a development setup")
 	}
+	// Sign-outs are shared like the outcome store: in Redis, under the
+	// backplane's prefix, when there is one.
+	var revoked auth.Revocations = auth.NewMemoryRevocations()
+	if bus, ok := a.bp.(*redisbus.Bus); ok {
+		revoked = auth.NewRedisRevocations(bus.Client(), a.redisPrefix)
+	}
 	var err error
 	a.auth, err = auth.New(auth.Config{
 		Principals:     ps,
@@ -285,6 +306,12 @@ func (a *app) startAuth() error {
 		TakedownBurst:  a.cfg.Limits.TakedownBurst,
 		SessionTTL:     a.cfg.Auth.SessionTTL,
 		SessionSecret:  a.cfg.Auth.SessionSecret,
+		FailureRate:    a.cfg.Limits.AuthFailureRate,
+		FailureBurst:   a.cfg.Limits.AuthFailureBurst,
+		FailureSources: a.cfg.Limits.AuthFailureSources,
+		// SourceAddr: the connection's peer until trusted proxies are
+		// configured.
+		Revocations: revoked,
 	}, a.store, a.log)
 	return err
 }
@@ -328,7 +355,8 @@ func (a *app) goRun(name string, fn func(context.Context) error, ctx context.Con
 }
 
 func (a *app) routes() http.Handler {
-	// The API: every /v1/ request passes the Origin check first.
+	// The API: every /v1/ request passes the Origin check first, then the
+	// failed-authentication throttle, before any door sees its credential.
 	api := http.NewServeMux()
 	api.Handle("GET /v1/sse", a.hub.SSEHandler(hub.SSEConfig{Heartbeat: a.cfg.SSE.Heartbeat, Retry: a.cfg.SSE.Retry, Guard: a.auth}))
 	api.Handle("GET /v1/ws", a.hub.WSHandler(hub.WSConfig{
@@ -344,7 +372,7 @@ func (a *app) routes() http.Handler {
 	api.Handle("/v1/session", a.auth.SessionHandler())
 
 	mux := http.NewServeMux()
-	mux.Handle("/v1/", auth.CORS(a.cfg.HTTP.AllowedOrigins, hub.ProblemMux(api)))
+	mux.Handle("/v1/", auth.CORS(a.cfg.HTTP.AllowedOrigins, a.auth.Throttle(hub.ProblemMux(api))))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, `{"status":"ok"}`+"\n")

@@ -7,6 +7,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/switchboard/switchboard/hub"
+	"github.com/switchboard/switchboard/hub/auth"
 )
 
 // Label sets stay bounded: transports, topics, partitions and outcomes;
@@ -25,6 +28,10 @@ var (
 	heldDesc          = prometheus.NewDesc("switchboard_takedowns_held", "Takedown requests held open now.", nil, nil)
 	untrustedDesc     = prometheus.NewDesc("switchboard_untrusted_outcomes_total", "Outcome events that changed no takedown, by reason (topic, source, unknown_correlation, item, malformed).", []string{"reason"}, nil)
 	republishedDesc   = prometheus.NewDesc("switchboard_takedown_republished_total", "Takedown commands the sweep published again because no broker had acknowledged them, by result.", []string{"result"}, nil)
+	authFailuresDesc  = prometheus.NewDesc("switchboard_auth_failures_total", "Failed authentications, by credential (bearer, access_token, cookie, sign_in).", []string{"credential"}, nil)
+	authThrottledDesc = prometheus.NewDesc("switchboard_auth_throttled_total", "Requests refused unchecked (429) because their source address failed to authenticate too often.", nil, nil)
+	unauthConnsDesc   = prometheus.NewDesc("switchboard_unauthenticated_connections", "Open connections on which no request has yet carried a valid credential.", nil, nil)
+	httpGuardDesc     = prometheus.NewDesc("switchboard_http_guard_total", "Connections and requests the HTTP guard refused or closed, by reason (connection_refused, idle_closed, body_timeout, ambiguous_length).", []string{"reason"}, nil)
 
 	queueBuckets = []float64{0, 1, 4, 16, 64, 256, 1024, 4096}
 )
@@ -68,7 +75,8 @@ func (m *metrics) observe(outcome string, d time.Duration) {
 // Describe implements prometheus.Collector.
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{connectionsDesc, subscriptionsDesc, deliveriesDesc, publishedDesc, slowDesc,
-		queueDesc, consumedDesc, deadDesc, lagDesc, backplaneErrDesc, heldDesc, untrustedDesc, republishedDesc} {
+		queueDesc, consumedDesc, deadDesc, lagDesc, backplaneErrDesc, heldDesc, untrustedDesc, republishedDesc,
+		authFailuresDesc, authThrottledDesc, unauthConnsDesc, httpGuardDesc} {
 		ch <- d
 	}
 }
@@ -97,6 +105,18 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	ok, failed := a.takedowns.Republished()
 	counter(republishedDesc, float64(ok), "published")
 	counter(republishedDesc, float64(failed), "failed")
+	as := a.auth.Stats()
+	for _, k := range auth.CredentialKinds {
+		counter(authFailuresDesc, float64(as.Failures[k]), k)
+	}
+	counter(authThrottledDesc, float64(as.Throttled))
+	if a.guard != nil {
+		gs := a.guard.Stats()
+		gauge(unauthConnsDesc, float64(gs.Unauthenticated))
+		for _, r := range hub.GuardReasons {
+			counter(httpGuardDesc, float64(gs.Counts[r]), r)
+		}
+	}
 
 	buckets := make(map[float64]uint64, len(queueBuckets))
 	var n uint64
