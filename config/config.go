@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/switchboard/switchboard/consumers"
+	"github.com/switchboard/switchboard/consumers/kafkaconn"
 	"github.com/switchboard/switchboard/hub"
 	"github.com/switchboard/switchboard/hub/auth"
 )
@@ -73,6 +74,13 @@ type Kafka struct {
 	// RebalanceTimeout is how long the coordinator waits for the members
 	// to rejoin during a rebalance.
 	RebalanceTimeout time.Duration `mapstructure:"rebalance_timeout"`
+	// TLS configures TLS to the brokers of an external cluster.
+	TLS KafkaTLS `mapstructure:"tls"`
+	// SASL configures SASL authentication to them.
+	SASL KafkaSASL `mapstructure:"sasl"`
+	// DialTimeout bounds opening one connection to a broker: TCP, TLS and
+	// SASL together.
+	DialTimeout time.Duration `mapstructure:"dial_timeout"`
 }
 
 // KafkaEmbedded configures the embedded Kafka-protocol broker (keys
@@ -266,6 +274,17 @@ var defaults = map[string]any{
 	"kafka.session_timeout":     consumers.DefaultSessionTimeout,
 	"kafka.heartbeat_interval":  consumers.DefaultHeartbeatInterval,
 	"kafka.rebalance_timeout":   consumers.DefaultRebalanceTimeout,
+	"kafka.dial_timeout":        kafkaconn.DefaultDialTimeout,
+
+	"kafka.tls.enabled":              false,
+	"kafka.tls.ca_file":              "",
+	"kafka.tls.cert_file":            "",
+	"kafka.tls.key_file":             "",
+	"kafka.tls.server_name":          "",
+	"kafka.tls.insecure_skip_verify": false,
+	"kafka.sasl.mechanism":           "",
+	"kafka.sasl.username":            "",
+	"kafka.sasl.password":            "",
 
 	"routing.reports":  []string{"reports", "item:{subject}", "corr:{correlationid}"},
 	"routing.commands": []string{"takedowns", "item:{subject}", "corr:{correlationid}"},

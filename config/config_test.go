@@ -68,6 +68,7 @@ func wantDefaults() Config {
 			SessionTimeout:    6 * time.Second,
 			HeartbeatInterval: time.Second,
 			RebalanceTimeout:  10 * time.Second,
+			DialTimeout:       10 * time.Second,
 		},
 		Routing: Routing{
 			Reports:  []string{"reports", "item:{subject}", "corr:{correlationid}"},

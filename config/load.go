@@ -80,6 +80,10 @@ func Load(path string, flags *pflag.FlagSet) (Config, error) {
 		return Config{}, decodeErrors(err)
 	}
 
+	if err := secretsAreStrings(v); err != nil {
+		return Config{}, err
+	}
+
 	// itemsvc.enabled defaults to nil, so Get returns nil unless a source set it.
 	if v.Get("itemsvc.enabled") == nil {
 		c.ItemSvc.Enabled = c.Embedded()

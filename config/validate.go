@@ -38,6 +38,7 @@ func (c Config) Validate() error {
 	if c.Kafka.HeartbeatInterval >= c.Kafka.SessionTimeout && c.Kafka.HeartbeatInterval > 0 && c.Kafka.SessionTimeout > 0 {
 		v.fail("kafka.heartbeat_interval", "%s must be below kafka.session_timeout %s (a third of it or less)", c.Kafka.HeartbeatInterval, c.Kafka.SessionTimeout)
 	}
+	v.kafkaConn(c)
 	topics := []struct{ key, name string }{
 		{"kafka.topics.reports", c.Kafka.Topics.Reports},
 		{"kafka.topics.commands", c.Kafka.Topics.Commands},
