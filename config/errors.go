@@ -34,3 +34,30 @@ func (e *KeyError) Unwrap() error { return e.Err }
 func keyErr(key, format string, args ...any) *KeyError {
 	return &KeyError{Key: key, Err: fmt.Errorf(format, args...)}
 }
+
+// ErrUnknownEnv means a SWITCHBOARD_* environment variable is neither the
+// variable of a key nor one of HarnessEnv, usually a typo; it is refused
+// rather than silently ignored.
+var ErrUnknownEnv = errors.New("unknown environment variable")
+
+// EnvError reports an environment variable that names no key. Load returns
+// one per such variable, joined with the other problems.
+type EnvError struct {
+	// Name is the variable, e.g. "SWITCHBOARD_HUB_HISTORY_SISE".
+	Name string
+	// Key is the key it was likely meant for, or "".
+	Key string
+}
+
+// Error reads `config: unknown environment variable SWITCHBOARD_X`, with
+// `; did you mean SWITCHBOARD_Y (key y)?` when one is close.
+func (e *EnvError) Error() string {
+	msg := fmt.Sprintf("config: %v %s", ErrUnknownEnv, e.Name)
+	if e.Key != "" {
+		msg += fmt.Sprintf("; did you mean %s (key %s)?", envName(e.Key), e.Key)
+	}
+	return msg
+}
+
+// Unwrap returns ErrUnknownEnv.
+func (e *EnvError) Unwrap() error { return ErrUnknownEnv }

@@ -26,9 +26,11 @@ const EnvPrefix = "SWITCHBOARD"
 // is read. List values given as one string (environment, flags) are split on
 // commas.
 //
-// Unknown keys and values of the wrong type are errors that name the key; the
-// result is then checked with Validate. The errors are *KeyError values,
-// joined with errors.Join when there are several.
+// Unknown keys and values of the wrong type are errors that name the key, and
+// a SWITCHBOARD_* variable that is no key's (nor one of HarnessEnv) is an
+// *EnvError; the result is then checked with Validate. The errors are
+// *KeyError and *EnvError values, joined with errors.Join when there are
+// several.
 func Load(path string, flags *pflag.FlagSet) (Config, error) {
 	v := viper.New()
 	for k, d := range defaults {
@@ -66,8 +68,9 @@ func Load(path string, flags *pflag.FlagSet) (Config, error) {
 		}
 	}
 
+	envErr := unknownEnv(os.Environ())
 	if err := envSections(); err != nil {
-		return Config{}, err
+		return Config{}, errors.Join(envErr, err)
 	}
 
 	var c Config
@@ -77,7 +80,10 @@ func Load(path string, flags *pflag.FlagSet) (Config, error) {
 		intHook,
 	)))
 	if err != nil {
-		return Config{}, decodeErrors(err)
+		return Config{}, errors.Join(envErr, decodeErrors(err))
+	}
+	if envErr != nil {
+		return Config{}, envErr
 	}
 
 	if err := secretsAreStrings(v); err != nil {
