@@ -1,6 +1,12 @@
 package config
 
-import "github.com/spf13/pflag"
+import (
+	"fmt"
+	"maps"
+	"slices"
+
+	"github.com/spf13/pflag"
+)
 
 const flagConfig = "config"
 
@@ -15,19 +21,41 @@ var flagKeys = map[string]string{
 	"demo":                "demo.enabled",
 }
 
+// flagUsage is the help line of each flag of flagKeys; the key is appended.
+var flagUsage = map[string]string{
+	"http-addr":           "HTTP listen address",
+	"kafka-brokers":       "Kafka brokers, comma-separated; none starts the embedded broker",
+	"kafka-embedded-addr": "address of the embedded Kafka broker",
+	"redis-url":           "Redis URL for the backplane; none keeps it in memory",
+	"log-level":           "log level: debug, info, warn or error",
+	"log-format":          "log format: text or json",
+	"demo":                "generate item.reported events for a live dashboard",
+}
+
 // BindFlags defines the flags for the common keys on fs: --config (the YAML
 // file), --http-addr, --kafka-brokers, --kafka-embedded-addr, --redis-url,
-// --log-level, --log-format and --demo. Pass the same fs to Load. A flag
-// overrides the file and the environment only when it is given, so the flag
-// defaults shown in help are the configuration defaults but never override
-// a file or environment value.
-func BindFlags(fs *pflag.FlagSet) {
+// --log-level, --log-format and --demo. Given keys, it defines --config and
+// only the flags of those keys, for a command that uses no others. Pass the
+// same fs to Load. A flag overrides the file and the environment only when
+// it is given, so the flag defaults shown in help are the configuration
+// defaults but never override a file or environment value.
+func BindFlags(fs *pflag.FlagSet, keys ...string) {
 	fs.String(flagConfig, "", "path of a YAML configuration file")
-	fs.String("http-addr", defaults["http.addr"].(string), "HTTP listen address (http.addr)")
-	fs.StringSlice("kafka-brokers", nil, "Kafka brokers, comma-separated; none starts the embedded broker (kafka.brokers)")
-	fs.String("kafka-embedded-addr", defaults["kafka.embedded.addr"].(string), "address of the embedded Kafka broker (kafka.embedded.addr)")
-	fs.String("redis-url", "", "Redis URL for the backplane; none keeps it in memory (redis.url)")
-	fs.String("log-level", defaults["log.level"].(string), "log level: debug, info, warn or error (log.level)")
-	fs.String("log-format", defaults["log.format"].(string), "log format: text or json (log.format)")
-	fs.Bool("demo", false, "generate item.reported events for a live dashboard (demo.enabled)")
+	for _, name := range slices.Sorted(maps.Keys(flagKeys)) {
+		key := flagKeys[name]
+		if len(keys) > 0 && !slices.Contains(keys, key) {
+			continue
+		}
+		usage := fmt.Sprintf("%s (%s)", flagUsage[name], key)
+		switch d := defaults[key].(type) {
+		case string:
+			fs.String(name, d, usage)
+		case bool:
+			fs.Bool(name, d, usage)
+		case []string:
+			fs.StringSlice(name, d, usage)
+		default:
+			panic(fmt.Sprintf("config: no flag type for %s, default %T", key, d))
+		}
+	}
 }

@@ -1,0 +1,87 @@
+package config
+
+// help is a one-line meaning of each key, the comment above it in
+// WriteDefaults' file. docs/configuration.md says more.
+var help = map[string]string{
+	"http.addr":             "Listen address of the HTTP server (host:port; an empty host listens on every interface).",
+	"http.allowed_origins":  "Origins that may make cross-origin requests and open WebSockets; * allows any, without credentials; none: same origin only.",
+	"http.max_body_bytes":   "Largest request body, in bytes; a larger one is refused with 413.",
+	"http.body_timeout":     "How long a request's body may take to arrive; past it the request is answered 408 and its connection closed.",
+	"http.shutdown_timeout": "The longest a graceful shutdown may take; longer than takedown.max_wait.",
+
+	"kafka.brokers":             "Bootstrap brokers (host:port) of an external Kafka cluster; none starts the embedded broker.",
+	"kafka.embedded.addr":       "Listen address of the embedded Kafka-protocol broker (used only without kafka.brokers).",
+	"kafka.embedded.partitions": "Partitions of each topic the embedded broker creates.",
+	"kafka.group_id":            "Consumer group of the hub's consumer, shared by all nodes.",
+	"kafka.session_timeout":     "How long the group coordinator waits for a member's heartbeat before moving its partitions.",
+	"kafka.heartbeat_interval":  "How often a group member heartbeats; below kafka.session_timeout (a third of it or less).",
+	"kafka.rebalance_timeout":   "How long the coordinator waits for the members to rejoin during a rebalance.",
+	"kafka.dial_timeout":        "The longest opening one connection to a broker may take: TCP, TLS and SASL together.",
+	"kafka.topics.reports":      "Topic of item.reported.",
+	"kafka.topics.commands":     "Topic of takedown.requested, which Switchboard publishes and the item service reads.",
+	"kafka.topics.events":       "Topic of item.removed, takedown.confirmed and takedown.rejected.",
+	"kafka.topics.dlq":          "Dead-letter topic for records that are not valid CloudEvents.",
+
+	"kafka.tls.enabled":              "Connects to the brokers over TLS; the other kafka.tls keys need it. External clusters only.",
+	"kafka.tls.ca_file":              "PEM file of the CAs that sign the brokers' certificates; none: the system's.",
+	"kafka.tls.cert_file":            "PEM client certificate, for brokers that require one (mTLS); needs kafka.tls.key_file.",
+	"kafka.tls.key_file":             "PEM private key of kafka.tls.cert_file.",
+	"kafka.tls.server_name":          "Name the brokers' certificates must carry; none: the host of each broker address.",
+	"kafka.tls.insecure_skip_verify": "Accepts any broker certificate: anyone on the path can pose as the broker. Test clusters only.",
+	"kafka.sasl.mechanism":           "SASL mechanism: plain (over TLS only), scram-sha-256 or scram-sha-512; none: no SASL.",
+	"kafka.sasl.username":            "SASL username; needed with kafka.sasl.mechanism.",
+	"kafka.sasl.password":            "SASL password; set SWITCHBOARD_KAFKA_SASL_PASSWORD rather than this. Never logged.",
+
+	"routing.reports":  "Channels an event of kafka.topics.reports is published to ({subject}, {correlationid}, {type}).",
+	"routing.commands": "Channels an event of kafka.topics.commands is published to.",
+	"routing.events":   "Channels an event of kafka.topics.events is published to.",
+
+	"redis.url": "Redis URL of the shared backplane (redis://, rediss://, unix://); none: the in-memory backplane, one node.",
+
+	"hub.history.size":       "The most events each channel keeps for resuming.",
+	"hub.history.ttl":        "The longest each channel keeps an event for resuming.",
+	"hub.client_queue":       "The most frames queued for one connection; past it the connection is dropped as a slow consumer.",
+	"hub.client_queue_bytes": "The most bytes queued for one connection; past it the connection is dropped as a slow consumer.",
+	"hub.max_channels":       "The most channels one WebSocket connection or SSE stream may subscribe to.",
+
+	"sse.heartbeat": "Interval of the comment lines that keep proxies from closing an idle stream.",
+	"sse.retry":     "Reconnection delay sent to EventSource in the retry: field.",
+
+	"ws.ping_interval":     "Interval of WebSocket pings; a peer that does not answer within one interval is dropped.",
+	"ws.max_message_bytes": "Largest client message, in bytes; a larger one closes the connection with 1009.",
+	"ws.write_timeout":     "The longest one write to a WebSocket client may take.",
+
+	"takedown.timeout":         "How long a takedown waits for its outcome by default; at most takedown.max_wait.",
+	"takedown.max_wait":        "The longest wait a client may ask for with Prefer: wait=N.",
+	"takedown.result_ttl":      "How long a takedown's outcome and Idempotency-Key are kept.",
+	"takedown.publish_timeout": "The longest a request waits for Kafka to acknowledge its command before 503.",
+	"takedown.outcome_sources": "CloudEvents sources whose outcome events may change a takedown: your item service's.",
+
+	"itemsvc.enabled": "Runs the simulated item service; unset: on with the embedded broker, off with kafka.brokers.",
+	"itemsvc.latency": "Delay before the simulated item service answers a command.",
+
+	"demo.enabled": "Generates item.reported events for demo items (--demo).",
+	"demo.rate":    "Reports per second of the demo generator.",
+
+	"auth.principals":     "The known callers: name, role, token_sha256 (or token), channels; none: development tokens. File only.",
+	"auth.session_ttl":    "How long the moderator page's session cookie lasts.",
+	"auth.session_secret": "Secret that keys session cookies, the same on every node; set SWITCHBOARD_AUTH_SESSION_SECRET rather than this.",
+
+	"limits.connections":                 "The most open WebSocket and SSE connections of one principal on one node.",
+	"limits.takedown_rate":               "Takedown requests per second one principal may make.",
+	"limits.takedown_burst":              "The burst allowed above limits.takedown_rate.",
+	"limits.unauthenticated_connections": "The most open connections on one node that have not yet carried a valid credential.",
+	"limits.auth_failure_rate":           "Failed authentications per second one source address may make before it is refused unchecked (429).",
+	"limits.auth_failure_burst":          "The failed authentications one source address may make at once.",
+	"limits.auth_failure_sources":        "How many source addresses the failure limit remembers.",
+
+	"log.level":  "debug, info, warn or error.",
+	"log.format": "text or json (on stderr).",
+}
+
+// secretKeys are printed empty by WriteDefaults, whatever their default, so
+// the file it writes never holds a secret.
+var secretKeys = map[string]bool{
+	"auth.session_secret": true,
+	"kafka.sasl.password": true,
+}
