@@ -59,7 +59,7 @@ func run(ctx context.Context, cfg config.Config, out io.Writer) error {
 func newLogger(c config.Log, w io.Writer) *slog.Logger {
 	var lvl slog.Level
 	_ = lvl.UnmarshalText([]byte(c.Level))
-	opts := &slog.HandlerOptions{Level: lvl}
+	opts := &slog.HandlerOptions{Level: lvl, ReplaceAttr: durationStrings}
 	if c.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
@@ -278,7 +278,7 @@ func newItemService(cfg config.Config, brokers []string, p *producers.Producer, 
 		SessionTimeout:    cfg.Kafka.SessionTimeout,
 		HeartbeatInterval: cfg.Kafka.HeartbeatInterval,
 		RebalanceTimeout:  cfg.Kafka.RebalanceTimeout,
-	}, p, log.With("component", "itemsvc"))
+	}, p, log) // NewItemService adds component=itemsvc
 }
 
 // startAuth builds the principals, or development tokens when none are

@@ -102,6 +102,9 @@ func New(ctx context.Context, rdb redis.UniversalClient, cfg Config, log *slog.L
 	if log == nil {
 		log = slog.Default()
 	}
+	// go-redis has one logger per process, which writes "redis: <date> …"
+	// lines to stderr; they go to the last bus started instead.
+	redis.SetLogger(redisLogger{log})
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		rdb.Close()
 		return nil, fmt.Errorf("redisbus: %w", err)
@@ -111,6 +114,15 @@ func New(ctx context.Context, rdb redis.UniversalClient, cfg Config, log *slog.L
 	b.ps = rdb.Subscribe(rctx)
 	go b.receive(rctx)
 	return b, nil
+}
+
+// redisLogger writes go-redis's log lines (failed dials, dropped pub/sub
+// connections) through slog, at warn level: go-redis logs only trouble.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	msg := strings.TrimPrefix(strings.TrimSpace(fmt.Sprintf(format, v...)), "redis: ")
+	l.log.WarnContext(ctx, "redis: "+msg)
 }
 
 // Client returns the Redis client, for parts that keep their own state in
