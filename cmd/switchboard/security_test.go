@@ -818,3 +818,57 @@ func own(t *testing.T, a *app, id, principal string) {
 		t.Fatal(err)
 	}
 }
+
+// TestHeldRequestsCountAgainstLimits: a held GET (Prefer: wait) and a held
+// POST each take one of the principal's limits.connections slots, and held
+// reads have a rate limit; before, 1,500 held GETs passed a limit of 20.
+func TestHeldRequestsCountAgainstLimits(t *testing.T) {
+	n := startSecurityNode(t, func(c *config.Config) {
+		c.ItemSvc.Enabled = false // takedowns stay pending
+		c.Limits.Connections = 2
+		c.Limits.TakedownBurst = 4
+		c.Limits.TakedownRate = 0.01
+	})
+	a := n.a
+	waitReady(t, a)
+	corr := n.postAsync(t, policeToken, "item-1")
+
+	ctx, cancel := context.WithCancel(t.Context())
+	var held sync.WaitGroup
+	for range 2 {
+		held.Go(func() {
+			r, _ := http.NewRequestWithContext(ctx, "GET", a.base()+"/v1/takedowns/"+corr, nil)
+			r.Header.Set("Authorization", "Bearer "+policeToken)
+			r.Header.Set("Prefer", "wait=50")
+			if resp, err := n.client.Do(r); err == nil {
+				resp.Body.Close()
+			}
+		})
+	}
+	eventually(t, "two held reads", func() bool { return a.takedowns.Held() == 2 })
+	wait := bearer(policeToken)
+	wait.Set("Prefer", "wait=50")
+	if resp, b := n.do(t, "GET", "/v1/takedowns/"+corr, wait, ""); resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" || !strings.Contains(b, "too-many-connections") {
+		t.Fatalf("a third held read: %d %v %s", resp.StatusCode, resp.Header, b)
+	}
+	post := jsonHeader(policeToken)
+	post.Set("Prefer", "wait=50")
+	n.refuse(t, "POST", "/v1/takedowns", post, `{"item_id":"item-2","reason":"test"}`, 429)
+	// A read that does not wait needs no slot.
+	if resp, b := n.do(t, "GET", "/v1/takedowns/"+corr, bearer(policeToken), ""); resp.StatusCode != 200 {
+		t.Fatalf("a plain read: %d %s", resp.StatusCode, b)
+	}
+	cancel()
+	held.Wait()
+	eventually(t, "the slots given back", func() bool { return a.auth.Connections("police") == 0 })
+	// Held reads have their own rate: the burst (4) is spent by the two held
+	// reads and the refused one; the next passes, the one after is refused.
+	short := bearer(policeToken)
+	short.Set("Prefer", "wait=1")
+	if resp, b := n.do(t, "GET", "/v1/takedowns/"+corr, short, ""); resp.StatusCode != 200 {
+		t.Fatalf("a held read within the rate: %d %s", resp.StatusCode, b)
+	}
+	if resp, b := n.do(t, "GET", "/v1/takedowns/"+corr, short, ""); resp.StatusCode != 429 || !strings.Contains(b, "rate-limited") {
+		t.Fatalf("a held read over the rate: %d %s", resp.StatusCode, b)
+	}
+}

@@ -90,9 +90,15 @@ type Commander interface {
 	Publish(ctx context.Context, topic, key string, ev producers.CloudEvent) error
 }
 
-// Limiter bounds a principal's takedown rate; *auth.Auth is one.
+// Limiter bounds what a principal may do; *auth.Auth is one.
 type Limiter interface {
+	// AllowTakedown spends one of the principal's takedown requests.
 	AllowTakedown(p *auth.Principal) error
+	// AllowWait spends one of its held reads (GET with Prefer: wait).
+	AllowWait(p *auth.Principal) error
+	// Hold takes one of its connection slots for a held request; the
+	// error wraps hub.ErrTooManyConnections when none is free.
+	Hold(p *auth.Principal) (release func(), err error)
 }
 
 // Adapter serves POST /v1/takedowns, GET /v1/takedowns/{id} and the
@@ -346,11 +352,7 @@ func (a *Adapter) Post(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := a.limit.AllowTakedown(p); err != nil {
-		var rl *auth.RateLimitError
-		if errors.As(err, &rl) {
-			w.Header().Set("Retry-After", strconv.Itoa(int(rl.RetryAfter.Seconds())+1))
-		}
-		problem(w, hub.ProblemRateLimited, err.Error(), nil)
+		rateLimited(w, err)
 		return
 	}
 	prefs := ParsePrefer(r.Header)
@@ -360,6 +362,17 @@ func (a *Adapter) Post(w http.ResponseWriter, r *http.Request) {
 	}
 	if prefs.RespondAsync && prefs.Wait == 0 {
 		wait = 0
+	}
+
+	// A held request takes one of the principal's connection slots, like
+	// a WebSocket or an SSE stream: waits cannot pile up without bound.
+	if wait > 0 {
+		release, err := a.limit.Hold(p)
+		if err != nil {
+			hub.WriteRefusal(w, err)
+			return
+		}
+		defer release()
 	}
 
 	start := time.Now()
@@ -565,6 +578,16 @@ func (a *Adapter) Get(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if prefs := ParsePrefer(r.Header); prefs.Wait > 0 && !rec.Final() {
+		if err := a.limit.AllowWait(p); err != nil {
+			rateLimited(w, err)
+			return
+		}
+		release, err := a.limit.Hold(p)
+		if err != nil {
+			hub.WriteRefusal(w, err)
+			return
+		}
+		defer release()
 		a.held.Add(1)
 		defer a.held.Add(-1)
 		if c, err := a.watch(r.Context(), id); err == nil {
@@ -619,4 +642,13 @@ var (
 
 func problem(w http.ResponseWriter, t hub.ProblemType, detail string, extra map[string]any) {
 	hub.WriteProblem(w, hub.Problem{Type: t, Detail: detail, Extra: extra})
+}
+
+// rateLimited answers 429 for a rate limit's refusal, with Retry-After.
+func rateLimited(w http.ResponseWriter, err error) {
+	var rl *auth.RateLimitError
+	if errors.As(err, &rl) {
+		w.Header().Set("Retry-After", strconv.Itoa(int(rl.RetryAfter.Seconds())+1))
+	}
+	problem(w, hub.ProblemRateLimited, err.Error(), nil)
 }

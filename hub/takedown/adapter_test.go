@@ -64,7 +64,9 @@ func (c *commander) tried() []producers.CloudEvent {
 
 type allowAll struct{}
 
-func (allowAll) AllowTakedown(*auth.Principal) error { return nil }
+func (allowAll) AllowTakedown(*auth.Principal) error            { return nil }
+func (allowAll) AllowWait(*auth.Principal) error                { return nil }
+func (allowAll) Hold(*auth.Principal) (release func(), _ error) { return func() {}, nil }
 
 type rig struct {
 	srv   *httptest.Server
