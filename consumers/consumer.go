@@ -444,9 +444,11 @@ func origin(m kafka.Message) string {
 	return m.Topic + "/" + strconv.Itoa(m.Partition) + "/" + strconv.FormatInt(m.Offset, 10)
 }
 
-// Ready reports whether a broker answers a metadata request, within
-// ReadyTimeout when ctx has no deadline of its own. The first broker that
-// answers is enough.
+// Ready reports whether a broker answers a metadata request, over TLS and
+// SASL as Config.Conn says, within ReadyTimeout when ctx has no deadline
+// of its own. The first broker that answers is enough; a broker that
+// refuses the credentials is not ready (the error wraps kafka-go's
+// SASLAuthenticationFailed).
 func (c *Consumer) Ready(ctx context.Context) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -518,8 +520,8 @@ type PartitionLag struct {
 	Lag int64
 }
 
-// Lag asks the brokers how far the consumer group is behind on every
-// partition of the routed topics.
+// Lag asks the brokers, over TLS and SASL as Config.Conn says, how far
+// the consumer group is behind on every partition of the routed topics.
 func (c *Consumer) Lag(ctx context.Context) ([]PartitionLag, error) {
 	tr := c.conn.Transport()
 	defer tr.CloseIdleConnections()
