@@ -121,6 +121,8 @@ type Hub struct {
 	History History `mapstructure:"history"`
 	// ClientQueue bounds each subscriber's queue.
 	ClientQueue int `mapstructure:"client_queue"`
+	// ClientQueueBytes bounds the bytes of each subscriber's queue.
+	ClientQueueBytes int `mapstructure:"client_queue_bytes"`
 	// MaxChannels bounds the channels of one connection.
 	MaxChannels int `mapstructure:"max_channels"`
 }
@@ -292,10 +294,11 @@ var defaults = map[string]any{
 
 	"redis.url": "",
 
-	"hub.history.size": 1000,
-	"hub.history.ttl":  time.Hour,
-	"hub.client_queue": 1024,
-	"hub.max_channels": 64,
+	"hub.history.size":       1000,
+	"hub.history.ttl":        time.Hour,
+	"hub.client_queue":       1024,
+	"hub.client_queue_bytes": hub.DefaultClientQueueBytes,
+	"hub.max_channels":       64,
 
 	"sse.heartbeat": 15 * time.Second,
 	"sse.retry":     3 * time.Second,

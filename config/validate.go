@@ -63,6 +63,7 @@ func (c Config) Validate() error {
 	v.positive("hub.history.size", int64(c.Hub.History.Size))
 	v.duration("hub.history.ttl", c.Hub.History.TTL)
 	v.positive("hub.client_queue", int64(c.Hub.ClientQueue))
+	v.positive("hub.client_queue_bytes", int64(c.Hub.ClientQueueBytes))
 	v.positive("hub.max_channels", int64(c.Hub.MaxChannels))
 
 	v.duration("sse.heartbeat", c.SSE.Heartbeat)

@@ -115,19 +115,23 @@ type subState struct {
 // blocking; the door's writer drains the queue and writes everything queued
 // in one go. A client whose queue overflows ends with ErrSlowConsumer.
 type Client struct {
-	h      *Hub
-	maxLen int
+	h        *Hub
+	maxLen   int
+	maxBytes int
 
 	mu     sync.Mutex
 	subs   map[string]*subState
 	queue  []Item
 	spare  []Item
+	bytes  int // the size of queue's items
 	err    error
 	closed bool
-	// replayed counts the queued items that history reads gave since the
-	// last Drain. They fill a hole the hub found, not a backlog the
-	// client let grow, so the slow-consumer bound counts only the rest.
-	replayed int
+	// replayed and replayedBytes count the queued items that history
+	// reads gave since the last Drain, and their size. They fill a hole
+	// the hub found, not a backlog the client let grow, so the
+	// slow-consumer bounds count only the rest.
+	replayed      int
+	replayedBytes int
 
 	ready  chan struct{}
 	notify func()
@@ -236,10 +240,10 @@ func (c *Client) SubscribeWith(ctx context.Context, channel string, o SubscribeO
 		return res, ErrClosed
 	}
 	if ack != nil {
-		c.queue = append(c.queue, Item{Kind: ItemFrame, Raw: ack(res)})
+		c.push(Item{Kind: ItemFrame, Raw: ack(res)})
 	}
 	if res.Gap {
-		c.queue = append(c.queue, Item{Kind: ItemGap, Channel: channel, Pos: res.Start})
+		c.push(Item{Kind: ItemGap, Channel: channel, Pos: res.Start})
 	}
 	for _, e := range rep.Entries {
 		c.queueReplayedLocked(st, e)
@@ -263,8 +267,9 @@ func (st *subState) dropEpoch(epoch string) {
 // queueReplayedLocked queues an entry a history read gave.
 func (c *Client) queueReplayedLocked(st *subState, e Entry) {
 	d := &Delivery{Entry: e}
-	c.queue = append(c.queue, Item{Kind: ItemEvent, Delivery: d})
+	c.push(Item{Kind: ItemEvent, Delivery: d})
 	c.replayed++
+	c.replayedBytes += c.queue[len(c.queue)-1].size()
 	st.last = e.Pos.Offset
 	st.watched(c, d)
 }
@@ -333,7 +338,7 @@ func (c *Client) startResync(channel string, st *subState) {
 		}
 		if rep.Gap && rep.Top.Epoch != after.Epoch {
 			// A new epoch: say so, then read it from its start.
-			c.queue = append(c.queue, Item{Kind: ItemGap, Channel: channel, Pos: Position{Epoch: rep.Top.Epoch}})
+			c.push(Item{Kind: ItemGap, Channel: channel, Pos: Position{Epoch: rep.Top.Epoch}})
 			st.epoch, st.last = rep.Top.Epoch, 0
 			st.reread = false
 			st.dropEpoch(after.Epoch)
@@ -342,7 +347,7 @@ func (c *Client) startResync(channel string, st *subState) {
 			return
 		}
 		if rep.Gap {
-			c.queue = append(c.queue, Item{Kind: ItemGap, Channel: channel, Pos: rep.Top})
+			c.push(Item{Kind: ItemGap, Channel: channel, Pos: rep.Top})
 			st.epoch, st.last = rep.Top.Epoch, rep.Top.Offset
 		} else {
 			for _, e := range rep.Entries {
@@ -425,20 +430,21 @@ func (c *Client) Channels() int {
 }
 
 // Send queues a door's own frame (ack, pong, error). Frames answer the
-// client's own requests, so they get room beyond the queue bound; a client
-// that keeps sending requests without reading the answers still ends as a
-// slow consumer instead of growing its queue without end.
+// client's own requests, so they get room beyond the queue bounds (twice
+// the frames and twice the bytes); a client that keeps sending requests
+// without reading the answers still ends as a slow consumer instead of
+// growing its queue without end.
 func (c *Client) Send(raw []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
 		return
 	}
-	if len(c.queue)-c.replayed >= 2*c.maxLen {
+	if len(c.queue)-c.replayed >= 2*c.maxLen || c.bytes-c.replayedBytes >= 2*c.maxBytes {
 		c.failLocked(ErrSlowConsumer)
 		return
 	}
-	c.queue = append(c.queue, Item{Kind: ItemFrame, Raw: raw})
+	c.push(Item{Kind: ItemFrame, Raw: raw})
 	c.wake()
 }
 
@@ -463,7 +469,7 @@ func (c *Client) offer(d *Delivery) {
 		st.pending = append(st.pending, d)
 		return
 	}
-	if len(c.queue)-c.replayed >= c.maxLen {
+	if len(c.queue)-c.replayed >= c.maxLen || c.bytes-c.replayedBytes >= c.maxBytes {
 		c.failLocked(ErrSlowConsumer)
 		return
 	}
@@ -480,7 +486,7 @@ func (c *Client) queueLocked(st *subState, d *Delivery) {
 		// The log lost its continuity: the client is told, then gets the
 		// new epoch from its start (the hole check below fetches what came
 		// before d).
-		c.queue = append(c.queue, Item{Kind: ItemGap, Channel: d.Channel, Pos: Position{Epoch: d.Pos.Epoch}})
+		c.push(Item{Kind: ItemGap, Channel: d.Channel, Pos: Position{Epoch: d.Pos.Epoch}})
 		st.epoch, st.last = d.Pos.Epoch, 0
 	}
 	if d.Pos.Offset > st.last+1 && !st.buffering {
@@ -493,15 +499,39 @@ func (c *Client) queueLocked(st *subState, d *Delivery) {
 		return
 	}
 	st.last = d.Pos.Offset
-	c.queue = append(c.queue, Item{Kind: ItemEvent, Delivery: d})
+	c.push(Item{Kind: ItemEvent, Delivery: d})
 	st.watched(c, d)
+}
+
+// itemOverhead is what a queued item costs beyond its payload: the Item
+// itself and its frame's envelope (type, channel, cursor).
+const itemOverhead = 64
+
+// size is what it counts for against the client's byte bound. An event's
+// bytes are shared with the channel's other subscribers, but a client that
+// falls behind keeps them alive.
+func (it *Item) size() int {
+	switch it.Kind {
+	case ItemEvent:
+		return itemOverhead + len(it.Delivery.Channel) + len(it.Delivery.Event.JSON)
+	case ItemGap:
+		return itemOverhead + len(it.Channel)
+	default:
+		return itemOverhead + len(it.Raw)
+	}
+}
+
+// push queues it and counts its size.
+func (c *Client) push(it Item) {
+	c.queue = append(c.queue, it)
+	c.bytes += it.size()
 }
 
 // watched runs st's watch on a queued delivery.
 func (st *subState) watched(c *Client, d *Delivery) {
 	if st.watch != nil {
 		if f := st.watch(d); f != nil {
-			c.queue = append(c.queue, Item{Kind: ItemFrame, Raw: f})
+			c.push(Item{Kind: ItemFrame, Raw: f})
 		}
 	}
 }
@@ -552,7 +582,7 @@ func (c *Client) Drain() []Item {
 	items := c.queue
 	c.queue = c.spare
 	c.spare = nil
-	c.replayed = 0
+	c.bytes, c.replayed, c.replayedBytes = 0, 0, 0
 	return items
 }
 
@@ -592,7 +622,7 @@ func (c *Client) failLocked(err error) {
 	}
 	c.closed = true
 	c.err = err
-	c.queue, c.spare = nil, nil
+	c.queue, c.spare, c.bytes = nil, nil, 0
 	if err == ErrSlowConsumer {
 		c.h.stats.SlowConsumers.Add(1)
 	}

@@ -11,8 +11,9 @@ import (
 
 // Defaults for Config.
 const (
-	DefaultClientQueue = 1024
-	DefaultMaxChannels = 64
+	DefaultClientQueue      = 1024
+	DefaultClientQueueBytes = 1 << 20
+	DefaultMaxChannels      = 64
 )
 
 // Config sets the hub's per-client bounds.
@@ -20,6 +21,10 @@ type Config struct {
 	// ClientQueue is how many frames may wait for one client before it is
 	// disconnected as a slow consumer.
 	ClientQueue int
+	// ClientQueueBytes is how many bytes of frames may wait for one client
+	// before it is disconnected as a slow consumer, so a client that does
+	// not read cannot hold the frame bound's worth of large frames.
+	ClientQueueBytes int
 	// MaxChannels is how many channels one client may hold.
 	MaxChannels int
 }
@@ -102,11 +107,14 @@ func New(cfg Config, bp Backplane, log *slog.Logger) (*Hub, error) {
 	if cfg.ClientQueue == 0 {
 		cfg.ClientQueue = DefaultClientQueue
 	}
+	if cfg.ClientQueueBytes == 0 {
+		cfg.ClientQueueBytes = DefaultClientQueueBytes
+	}
 	if cfg.MaxChannels == 0 {
 		cfg.MaxChannels = DefaultMaxChannels
 	}
-	if cfg.ClientQueue < 0 || cfg.MaxChannels < 0 {
-		return nil, fmt.Errorf("hub: client queue and max channels must be positive")
+	if cfg.ClientQueue < 0 || cfg.ClientQueueBytes < 0 || cfg.MaxChannels < 0 {
+		return nil, fmt.Errorf("hub: client queue, client queue bytes and max channels must be positive")
 	}
 	if log == nil {
 		log = slog.Default()
@@ -150,11 +158,12 @@ func (h *Hub) Healthy(ctx context.Context) error {
 // Close when the connection ends.
 func (h *Hub) NewClient() (*Client, error) {
 	c := &Client{
-		h:      h,
-		subs:   make(map[string]*subState),
-		ready:  make(chan struct{}, 1),
-		done:   make(chan struct{}),
-		maxLen: h.cfg.ClientQueue,
+		h:        h,
+		subs:     make(map[string]*subState),
+		ready:    make(chan struct{}, 1),
+		done:     make(chan struct{}),
+		maxLen:   h.cfg.ClientQueue,
+		maxBytes: h.cfg.ClientQueueBytes,
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
