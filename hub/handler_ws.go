@@ -1,9 +1,11 @@
 package hub
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -29,6 +31,10 @@ const (
 	// maxBatchFrames and maxBatchBytes cap one packed message.
 	maxBatchFrames = 256
 	maxBatchBytes  = 32000 // under the 32 KiB read limit common clients default to
+	// MaxRequestIDBytes caps a client frame's id (its JSON text): the server
+	// echoes the id in every answer, so a longer one is refused (an error
+	// frame without the id) instead of copied into the client's queue.
+	MaxRequestIDBytes = 128
 )
 
 // Error codes of error frames.
@@ -95,14 +101,35 @@ type ErrorFrame struct {
 	Message string          `json:"message"`
 }
 
-// inFrame is every client frame's common part.
-type inFrame struct {
-	Type    string          `json:"type"`
-	ID      json.RawMessage `json:"id,omitempty"`
-	Channel string          `json:"channel,omitempty"`
-	Cursor  string          `json:"cursor,omitempty"`
-	From    string          `json:"from,omitempty"`
+// frameHead is what the door reads of every client frame to choose its
+// handler: the type and the id. It is read like a strict frame, except that
+// members it does not declare are left to the handler; a member that
+// appears twice is refused here, so a second "type" can never pick another
+// handler than the one whose decoder then reads the frame.
+type frameHead struct {
+	Type string          `json:"type"`
+	ID   json.RawMessage `json:"id"`
 }
+
+// The hub's own client frames, read with DecodeStrict.
+type (
+	subscribeFrame struct {
+		Type    string          `json:"type"`
+		ID      json.RawMessage `json:"id,omitempty"`
+		Channel string          `json:"channel"`
+		Cursor  string          `json:"cursor,omitempty"`
+		From    string          `json:"from,omitempty"`
+	}
+	unsubscribeFrame struct {
+		Type    string          `json:"type"`
+		ID      json.RawMessage `json:"id,omitempty"`
+		Channel string          `json:"channel"`
+	}
+	pingFrame struct {
+		Type string          `json:"type"`
+		ID   json.RawMessage `json:"id,omitempty"`
+	}
+)
 
 type ackFrame struct {
 	Type   string          `json:"type"`
@@ -192,20 +219,47 @@ func (wh *wsHandler) read(ctx context.Context, conn *websocket.Conn, s *Session)
 			conn.Close(websocket.StatusUnsupportedData, "binary frames are not supported")
 			return
 		}
-		var f inFrame
-		if err := json.Unmarshal(data, &f); err != nil {
+		if !json.Valid(data) {
 			conn.Close(websocket.StatusInvalidFramePayloadData, "invalid JSON")
 			return
 		}
-		wh.handle(ctx, s, &f, data)
+		wh.handle(ctx, s, data)
 	}
 }
 
-func (wh *wsHandler) handle(ctx context.Context, s *Session, f *inFrame, raw []byte) {
-	switch f.Type {
+// handle answers one client frame: valid JSON, not yet known to be a frame.
+func (wh *wsHandler) handle(ctx context.Context, s *Session, raw []byte) {
+	if b := bytes.TrimLeft(raw, " \t\r\n"); len(b) == 0 || b[0] != '{' {
+		s.SendError(nil, CodeBadRequest, "a frame must be a JSON object")
+		return
+	}
+	var head frameHead
+	if err := decodeHead(raw, &head); err != nil {
+		s.SendError(nil, CodeBadRequest, err.Error())
+		return
+	}
+	if len(head.ID) > MaxRequestIDBytes {
+		s.SendError(nil, CodeBadRequest, fmt.Sprintf("the id is over %d bytes", MaxRequestIDBytes))
+		return
+	}
+	switch head.Type {
 	case "ping":
+		var f pingFrame
+		if err := DecodeStrict(raw, &f); err != nil {
+			s.SendError(head.ID, CodeBadRequest, err.Error()+": a ping frame has type and id")
+			return
+		}
 		s.Send(ackFrame{Type: "pong", ID: f.ID})
 	case "subscribe":
+		var f subscribeFrame
+		if err := DecodeStrict(raw, &f); err != nil {
+			s.SendError(head.ID, CodeBadRequest, err.Error()+": a subscribe frame has type, id, channel, cursor and from")
+			return
+		}
+		if f.From != "" && f.From != "oldest" {
+			s.SendError(f.ID, CodeBadRequest, `"from" may only be "oldest"`)
+			return
+		}
 		if err := ValidateChannel(f.Channel); err != nil {
 			s.SendError(f.ID, CodeBadRequest, err.Error())
 			return
@@ -239,6 +293,11 @@ func (wh *wsHandler) handle(ctx context.Context, s *Session, f *inFrame, raw []b
 			s.SendError(f.ID, CodeUnavailable, "could not subscribe: backplane unavailable")
 		}
 	case "unsubscribe":
+		var f unsubscribeFrame
+		if err := DecodeStrict(raw, &f); err != nil {
+			s.SendError(head.ID, CodeBadRequest, err.Error()+": an unsubscribe frame has type, id and channel")
+			return
+		}
 		if err := ValidateChannel(f.Channel); err != nil {
 			s.SendError(f.ID, CodeBadRequest, err.Error())
 			return
@@ -250,17 +309,17 @@ func (wh *wsHandler) handle(ctx context.Context, s *Session, f *inFrame, raw []b
 		}
 		s.Send(ackFrame{Type: "ack", ID: f.ID, Cursor: pos.String()})
 	case "":
-		s.SendError(f.ID, CodeBadRequest, `missing "type"`)
+		s.SendError(head.ID, CodeBadRequest, `missing "type"`)
 	default:
-		if fh := wh.cfg.Frames[f.Type]; fh != nil {
+		if fh := wh.cfg.Frames[head.Type]; fh != nil {
 			fh(ctx, s, raw)
 			return
 		}
-		if f.Type == "takedown" {
-			s.SendError(f.ID, CodeUnavailable, "takedowns are not enabled on this node")
+		if head.Type == "takedown" {
+			s.SendError(head.ID, CodeUnavailable, "takedowns are not enabled on this node")
 			return
 		}
-		s.SendError(f.ID, CodeBadRequest, "unknown frame type "+clipQuote(f.Type))
+		s.SendError(head.ID, CodeBadRequest, "unknown frame type "+clipQuote(head.Type))
 	}
 }
 

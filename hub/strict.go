@@ -18,7 +18,19 @@ var ErrBadJSON = errors.New("bad JSON")
 // "item_id"), each member appears once, a member v does not declare is
 // refused, and nothing may follow the object. The error names the member.
 func DecodeStrict(data []byte, v any) error {
-	err := jsonv2.Unmarshal(data, v, jsonv2.RejectUnknownMembers(true))
+	return strictError(jsonv2.Unmarshal(data, v, jsonv2.RejectUnknownMembers(true)))
+}
+
+// decodeHead is DecodeStrict that leaves the members v does not declare to
+// a later, strict decoding: a door reads a frame's type and id with it to
+// choose the frame's handler. Names still match exactly, and a member that
+// appears twice, declared or not, is refused.
+func decodeHead(data []byte, v any) error {
+	return strictError(jsonv2.Unmarshal(data, v))
+}
+
+// strictError describes a decoding error by the member it is about.
+func strictError(err error) error {
 	if err == nil {
 		return nil
 	}

@@ -1,0 +1,192 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"unicode/utf8"
+)
+
+// TestWSLongRequestIDs: a client's id is echoed only up to
+// MaxRequestIDBytes; a frame with a longer id gets an error frame that does
+// not echo it, and is not acted on.
+func TestWSLongRequestIDs(t *testing.T) {
+	th := newTestHub(t, Config{}, MemoryConfig{})
+	conn := dialWS(t, th.srv.URL, "")
+	fits := `"` + strings.Repeat("i", MaxRequestIDBytes-2) + `"`
+	long := `"` + strings.Repeat("i", MaxRequestIDBytes-1) + `"`
+	writeFrame(t, conn, `{"type":"ping","id":`+fits+`}`)
+	if f := readFrame(t, conn); f["type"] != "pong" || `"`+f["id"].(string)+`"` != fits {
+		t.Fatalf("an id of %d bytes: got %v", len(fits), f)
+	}
+	for _, frame := range []string{
+		`{"type":"ping","id":` + long + `}`,
+		`{"type":"subscribe","id":` + long + `,"channel":"reports"}`,
+		`{"type":"takedown","id":` + long + `,"item_id":"i-1","reason":"r"}`,
+		`{"type":"ping","id":{"k":"` + strings.Repeat("o", MaxRequestIDBytes) + `"}}`,
+	} {
+		writeFrame(t, conn, frame)
+		f := readFrame(t, conn)
+		if f["type"] != "error" || f["code"] != CodeBadRequest || f["id"] != nil ||
+			!strings.Contains(f["message"].(string), fmt.Sprint(MaxRequestIDBytes)) {
+			t.Fatalf("%.60s…: got %.200v, want an error frame without the id", frame, f)
+		}
+	}
+	if n := th.Stats().Subscriptions.Load(); n != 0 {
+		t.Fatalf("%d subscriptions from frames with a long id", n)
+	}
+}
+
+// newBareHub is a hub over a memory backplane, shut down after the test's
+// later cleanups (its connections) have run.
+func newBareHub(t testing.TB) *Hub {
+	t.Helper()
+	mem := NewMemory(MemoryConfig{})
+	h, err := New(Config{}, mem, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+		defer cancel()
+		if err := h.Shutdown(ctx); err != nil {
+			t.Error(err)
+		}
+		mem.Close()
+	})
+	return h
+}
+
+func newServer(t *testing.T, h http.Handler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + ln.Addr().String()
+}
+
+// TestWSStrictFrames: the hub's frames are read strictly (exact member
+// names, no duplicates, no unknown members), refused with an error frame
+// naming the member, and the connection stays open. A duplicate "type"
+// never reaches a registered handler, whichever of the two would pick it.
+func TestWSStrictFrames(t *testing.T) {
+	h := newBareHub(t)
+	var handled atomic.Int64
+	srv := newServer(t, h.WSHandler(WSConfig{Frames: map[string]FrameHandler{
+		"takedown": func(_ context.Context, s *Session, raw []byte) {
+			handled.Add(1)
+			s.Send(map[string]string{"type": "ack", "id": "handled"})
+		},
+	}}))
+	conn := dialWS(t, srv, "")
+	tests := []struct {
+		name, frame string
+		id          any    // the id the error frame echoes
+		member      string // the member the message names
+	}{
+		{"duplicate type, subscribe then ping", `{"type":"subscribe","type":"ping","id":"1"}`, nil, `"type"`},
+		{"duplicate type, takedown then subscribe", `{"type":"takedown","type":"subscribe","id":"2","channel":"reports"}`, nil, `"type"`},
+		{"duplicate type, subscribe then takedown", `{"type":"subscribe","id":"3","channel":"reports","type":"takedown"}`, nil, `"type"`},
+		{"duplicate channel", `{"type":"subscribe","id":"4","channel":"reports","channel":"takedowns"}`, nil, `"channel"`},
+		{"duplicate id", `{"type":"ping","id":"5","id":"6"}`, nil, `"id"`},
+		{"unknown member", `{"type":"ping","id":"7","extra":true}`, "7", `"extra"`},
+		{"member in another case", `{"type":"subscribe","id":"8","Channel":"reports"}`, "8", `"Channel"`},
+		{"member of another frame", `{"type":"unsubscribe","id":"9","channel":"reports","cursor":"x"}`, "9", `"cursor"`},
+		{"wrong type of member", `{"type":"subscribe","id":"10","channel":5}`, "10", `"channel"`},
+		{"type not a string", `{"type":["ping"],"id":"11"}`, nil, `"type"`},
+		{"bad from", `{"type":"subscribe","id":"12","channel":"reports","from":"newest"}`, "12", `"from"`},
+		{"not an object", `["ping"]`, nil, "object"},
+		{"type in another case", `{"TYPE":"ping","id":"13"}`, "13", `"type"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			writeFrame(t, conn, tt.frame)
+			f := readFrame(t, conn)
+			msg, _ := f["message"].(string)
+			if f["type"] != "error" || f["code"] != CodeBadRequest || f["id"] != tt.id || !strings.Contains(msg, tt.member) {
+				t.Fatalf("got %v; want an error frame bad_request, id %v, naming %s", f, tt.id, tt.member)
+			}
+		})
+	}
+	if n := handled.Load(); n != 0 {
+		t.Fatalf("the takedown handler ran %d times", n)
+	}
+	if n := h.Stats().Subscriptions.Load(); n != 0 {
+		t.Fatalf("%d subscriptions from refused frames", n)
+	}
+	// The connection stays open, the frames of the contract still work, and
+	// a well-formed frame of a registered type reaches its handler.
+	for _, ok := range []struct{ frame, typ string }{
+		{`{"type":"ping","id":"p"}`, "pong"},
+		{` {"id":"s","channel":"reports","cursor":"","from":"oldest","type":"subscribe"}`, "ack"},
+		{`{"type":"unsubscribe","id":"u","channel":"reports"}`, "ack"},
+		{`{"type":"takedown","id":"t","item_id":"i-1","reason":"r"}`, "ack"},
+	} {
+		writeFrame(t, conn, ok.frame)
+		if f := readFrame(t, conn); f["type"] != ok.typ {
+			t.Fatalf("%s: got %v, want %s", ok.frame, f, ok.typ)
+		}
+	}
+	if n := handled.Load(); n != 1 {
+		t.Fatalf("the takedown handler ran %d times, want 1", n)
+	}
+}
+
+// pipeNet serves HTTP over net.Pipe, so a test runs both doors, with real
+// clients, inside a synctest bubble.
+
+// FuzzWSFrame feeds the door's frame handling arbitrary client frames: it
+// never panics, every answer is one JSON object, and no answer echoes an
+// id over MaxRequestIDBytes.
+func FuzzWSFrame(f *testing.F) {
+	for _, s := range []string{
+		`{"type":"ping","id":"1"}`,
+		`{"type":"subscribe","id":"2","channel":"reports","cursor":"abc.1","from":"oldest"}`,
+		`{"type":"unsubscribe","id":3,"channel":"item:x"}`,
+		`{"type":"subscribe","type":"ping"}`,
+		`{"type":"takedown","id":{"a":[1,2]},"item_id":"i"}`,
+		`{"TYPE":"ping","id":null}`,
+		`[{"type":"ping"}]`,
+		`{"type":"ping","id":"` + strings.Repeat("x", 200) + `"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	h := newBareHub(f)
+	wh := &wsHandler{h: h}
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		if !utf8.Valid(frame) || !json.Valid(frame) {
+			return // the read loop closes the connection first
+		}
+		c, err := h.NewClient()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		wh.handle(t.Context(), &Session{Ctx: t.Context(), Client: c}, frame)
+		for _, it := range c.Drain() {
+			if it.Kind != ItemFrame {
+				continue
+			}
+			var answer struct {
+				Type string          `json:"type"`
+				ID   json.RawMessage `json:"id"`
+			}
+			if err := json.Unmarshal(it.Raw, &answer); err != nil || answer.Type == "" {
+				t.Fatalf("answer %s to %q: %v", it.Raw, frame, err)
+			}
+			if len(answer.ID) > MaxRequestIDBytes {
+				t.Fatalf("answer %s echoes an id of %d bytes", it.Raw, len(answer.ID))
+			}
+		}
+	})
+}
