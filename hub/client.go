@@ -616,13 +616,27 @@ func (c *Client) fail(err error) {
 // failLocked ends the client with err and drops its queue. It only marks:
 // the door sees Done and calls Close, which detaches from the hub, so the
 // fan-out never takes the hub's locks.
-func (c *Client) failLocked(err error) {
+func (c *Client) failLocked(err error) { c.endLocked(err, false) }
+
+// finish ends the client with err but keeps what is queued: the door
+// writes it, then ends the connection as err says (a WebSocket closes
+// after the answers to the frames before the one that ended it). Nothing
+// more is queued.
+func (c *Client) finish(err error) {
+	c.mu.Lock()
+	c.endLocked(err, true)
+	c.mu.Unlock()
+}
+
+func (c *Client) endLocked(err error, keep bool) {
 	if c.closed {
 		return
 	}
 	c.closed = true
 	c.err = err
-	c.queue, c.spare, c.bytes = nil, nil, 0
+	if !keep {
+		c.queue, c.spare, c.bytes = nil, nil, 0
+	}
 	if err == ErrSlowConsumer {
 		c.h.stats.SlowConsumers.Add(1)
 	}

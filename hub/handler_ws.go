@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 )
@@ -131,6 +132,15 @@ type (
 	}
 )
 
+// wsClose ends a WebSocket with code and reason once what was queued before
+// it is written.
+type wsClose struct {
+	code   websocket.StatusCode
+	reason string
+}
+
+func (e *wsClose) Error() string { return "hub: websocket closed: " + e.reason }
+
 type ackFrame struct {
 	Type   string          `json:"type"`
 	ID     json.RawMessage `json:"id,omitempty"`
@@ -208,7 +218,9 @@ func (wh *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 }
 
-// read handles client frames until the connection ends.
+// read handles client frames until the connection ends. A frame that ends
+// the connection (binary, invalid UTF-8, invalid JSON) is answered with its
+// close code after everything queued before it.
 func (wh *wsHandler) read(ctx context.Context, conn *websocket.Conn, s *Session) {
 	for {
 		typ, data, err := conn.Read(ctx)
@@ -216,11 +228,16 @@ func (wh *wsHandler) read(ctx context.Context, conn *websocket.Conn, s *Session)
 			return // Too big (1009), closed by peer, or by the writer.
 		}
 		if typ != websocket.MessageText {
-			conn.Close(websocket.StatusUnsupportedData, "binary frames are not supported")
+			s.Client.finish(&wsClose{websocket.StatusUnsupportedData, "binary frames are not supported"})
+			return
+		}
+		if !utf8.Valid(data) {
+			// RFC 6455 §8.1: a text frame must be UTF-8.
+			s.Client.finish(&wsClose{websocket.StatusInvalidFramePayloadData, "invalid UTF-8"})
 			return
 		}
 		if !json.Valid(data) {
-			conn.Close(websocket.StatusInvalidFramePayloadData, "invalid JSON")
+			s.Client.finish(&wsClose{websocket.StatusInvalidFramePayloadData, "invalid JSON"})
 			return
 		}
 		wh.handle(ctx, s, data)
@@ -419,11 +436,14 @@ func (w *wsConn) pump() {
 		}
 		select {
 		case <-w.c.Done():
-			switch w.c.Err() {
-			case ErrSlowConsumer:
+			var wc *wsClose
+			switch err := w.c.Err(); {
+			case err == ErrSlowConsumer:
 				w.conn.Close(StatusSlowConsumer, "slow consumer: resume with your cursors")
-			case ErrShutdown:
+			case err == ErrShutdown:
 				w.conn.Close(websocket.StatusGoingAway, "going away: reconnect with your cursors")
+			case errors.As(err, &wc):
+				w.conn.Close(wc.code, wc.reason)
 			}
 			return
 		default:

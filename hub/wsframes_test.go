@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/coder/websocket"
 )
 
 // TestWSLongRequestIDs: a client's id is echoed only up to
@@ -189,4 +191,49 @@ func FuzzWSFrame(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestWSClosesAfterAnswers: a frame that ends the connection (invalid JSON,
+// invalid UTF-8, binary) is closed with its code only after the answers to
+// every frame before it.
+func TestWSClosesAfterAnswers(t *testing.T) {
+	th := newTestHub(t, Config{}, MemoryConfig{})
+	tests := []struct {
+		name string
+		typ  websocket.MessageType
+		last string
+		want websocket.StatusCode
+	}{
+		{"invalid JSON", websocket.MessageText, "{nope", websocket.StatusInvalidFramePayloadData},
+		{"invalid UTF-8", websocket.MessageText, "{\"type\":\"ping\",\"id\":\"\xff\xfe\"}", websocket.StatusInvalidFramePayloadData},
+		{"invalid UTF-8 in a member name", websocket.MessageText, "{\"typ\xc3\":\"ping\"}", websocket.StatusInvalidFramePayloadData},
+		{"binary", websocket.MessageBinary, `{"type":"ping"}`, websocket.StatusUnsupportedData},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conn := dialWS(t, th.srv.URL, "")
+			const pings = 20
+			for i := range pings {
+				writeFrame(t, conn, fmt.Sprintf(`{"type":"ping","id":%d}`, i))
+			}
+			if err := conn.Write(t.Context(), tt.typ, []byte(tt.last)); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), waitFor)
+			defer cancel()
+			for i := 0; ; i++ {
+				_, b, err := conn.Read(ctx)
+				if err != nil {
+					if i != pings || websocket.CloseStatus(err) != tt.want {
+						t.Fatalf("after %d pongs: %v; want %d pongs, then close %d", i, err, pings, tt.want)
+					}
+					break
+				}
+				var f map[string]any
+				if json.Unmarshal(b, &f) != nil || f["type"] != "pong" || f["id"] != float64(i) {
+					t.Fatalf("frame %d: %s, want pong %d", i, b, i)
+				}
+			}
+		})
+	}
 }
