@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -167,6 +168,13 @@ type wsHandler struct {
 }
 
 func (wh *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if isUpgrade(r) && !offers(r.Header, "Sec-WebSocket-Protocol", Subprotocol) {
+		// Checked before the library's Accept, which would upgrade
+		// without a subprotocol.
+		WriteProblem(w, Problem{Type: ProblemBadRequest,
+			Detail: "offer the WebSocket subprotocol " + Subprotocol + " (Sec-WebSocket-Protocol: " + Subprotocol + ")"})
+		return
+	}
 	actx, release, aerr := admit(wh.cfg.Guard, r)
 	if aerr != nil {
 		release = func() {}
@@ -338,6 +346,24 @@ func (wh *wsHandler) handle(ctx context.Context, s *Session, raw []byte) {
 		}
 		s.SendError(head.ID, CodeBadRequest, "unknown frame type "+clipQuote(head.Type))
 	}
+}
+
+// isUpgrade reports whether r asks for a WebSocket.
+func isUpgrade(r *http.Request) bool {
+	return offers(r.Header, "Connection", "upgrade") && offers(r.Header, "Upgrade", "websocket")
+}
+
+// offers reports whether the comma-separated lists of header key hold
+// token, in any case.
+func offers(h http.Header, key, token string) bool {
+	for _, v := range h.Values(key) {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func clipQuote(s string) string {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/coder/websocket"
@@ -235,5 +236,70 @@ func TestWSClosesAfterAnswers(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// countingGuard admits everyone, counts admissions, and records the
+// expiry of the tokens it knows.
+type countingGuard struct {
+	admitted atomic.Int64
+	ttl      map[string]time.Duration // token -> credential lifetime
+	expiry   atomic.Int64             // the last expiry set, unix nanoseconds
+}
+
+func (g *countingGuard) Admit(r *http.Request) (context.Context, func(), error) {
+	g.admitted.Add(1)
+	ctx := r.Context()
+	if d, ok := g.ttl[r.URL.Query().Get("access_token")]; ok {
+		at := time.Now().Add(d)
+		g.expiry.Store(at.UnixNano())
+		ctx = WithExpiry(ctx, at)
+	}
+	return ctx, func() {}, nil
+}
+
+func (g *countingGuard) Allow(context.Context, string) error { return nil }
+
+// TestWSSubprotocolRequired: an upgrade that does not offer switchboard.v1
+// is refused with 400 problem+json naming it, before the Guard is asked;
+// one that offers it among others gets it.
+func TestWSSubprotocolRequired(t *testing.T) {
+	h := newBareHub(t)
+	g := &countingGuard{}
+	srv := newServer(t, h.WSHandler(WSConfig{Guard: g}))
+	u := "ws" + strings.TrimPrefix(srv, "http")
+	for _, offer := range [][]string{nil, {"chat"}, {"switchboard.v2", "Switchboard.v1x"}} {
+		conn, resp, err := websocket.Dial(t.Context(), u, &websocket.DialOptions{Subprotocols: offer})
+		if err == nil {
+			conn.CloseNow()
+			t.Fatalf("offering %q: upgraded", offer)
+		}
+		if resp == nil || resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Content-Type") != "application/problem+json" {
+			t.Fatalf("offering %q: %v, want 400 problem+json", offer, resp)
+		}
+		var p struct{ Type, Detail string }
+		if err := json.NewDecoder(resp.Body).Decode(&p); err != nil || p.Type != ProblemBadRequest.URI() || !strings.Contains(p.Detail, Subprotocol) {
+			t.Fatalf("offering %q: problem %+v (%v)", offer, p, err)
+		}
+	}
+	if n := g.admitted.Load(); n != 0 {
+		t.Fatalf("the Guard admitted %d upgrades without the subprotocol", n)
+	}
+	conn, _, err := websocket.Dial(t.Context(), u, &websocket.DialOptions{Subprotocols: []string{"chat", Subprotocol}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseNow()
+	if conn.Subprotocol() != Subprotocol {
+		t.Fatalf("selected %q", conn.Subprotocol())
+	}
+	// A request that is no upgrade is left to the WebSocket library.
+	resp, err := http.Get(srv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode == http.StatusBadRequest {
+		t.Fatalf("a plain GET got %d, the subprotocol refusal", resp.StatusCode)
 	}
 }
