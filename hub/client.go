@@ -132,6 +132,8 @@ type Client struct {
 	// slow-consumer bounds count only the rest.
 	replayed      int
 	replayedBytes int
+	// expiry ends the client when its credential expires; nil without one.
+	expiry *time.Timer
 
 	ready  chan struct{}
 	notify func()
@@ -628,6 +630,18 @@ func (c *Client) finish(err error) {
 	c.mu.Unlock()
 }
 
+// expireAt ends the client with ErrExpired at t, when its credential
+// expires. The timer is the only cost until then; the client's end stops
+// it.
+func (c *Client) expireAt(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	c.expiry = time.AfterFunc(time.Until(t), func() { c.fail(ErrExpired) })
+}
+
 func (c *Client) endLocked(err error, keep bool) {
 	if c.closed {
 		return
@@ -636,6 +650,9 @@ func (c *Client) endLocked(err error, keep bool) {
 	c.err = err
 	if !keep {
 		c.queue, c.spare, c.bytes = nil, nil, 0
+	}
+	if c.expiry != nil {
+		c.expiry.Stop()
 	}
 	if err == ErrSlowConsumer {
 		c.h.stats.SlowConsumers.Add(1)

@@ -19,4 +19,7 @@ var (
 	ErrClosed = errors.New("hub: closed")
 	// ErrTooManyChannels refuses a subscription over the per-client limit.
 	ErrTooManyChannels = errors.New("hub: too many channels for this client")
+	// ErrExpired ends a connection whose credential expired (WithExpiry):
+	// WebSocket close 1008 "expired", SSE "event: expired" and the end.
+	ErrExpired = errors.New("hub: credential expired")
 )

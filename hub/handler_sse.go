@@ -34,6 +34,12 @@ type SSEConfig struct {
 	Guard Guard
 }
 
+// sseExpired ends a stream whose credential expired (ErrExpired). It has
+// no id, so Last-Event-ID still resumes after the last event: a page that
+// signs in again reconnects without loss. EventSource's own reconnect,
+// with the expired credential, is refused (401), which stops it.
+const sseExpired = "event: expired\ndata: {\"reason\":\"expired\"}\n\n"
+
 // sseDedupeWindow is how many recent event keys a multi-channel stream
 // remembers to send an event that several of its channels carry once.
 const sseDedupeWindow = 1024
@@ -162,6 +168,9 @@ func (s *sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st.buf = append(st.buf, '\n')
 	st.buf = st.appendID(st.buf)
 	st.buf = append(st.buf, '\n')
+	if at, ok := ExpiryFrom(ctx); ok {
+		c.expireAt(at)
+	}
 	s.h.stats.SSEConnections.Add(1)
 	if r.Method == http.MethodGet && r.ProtoMajor == 1 {
 		if conn, err := hijackStream(w, st.buf); err == nil {
@@ -223,7 +232,12 @@ func (s *sseHandler) serveHeld(w http.ResponseWriter, r *http.Request, ctx conte
 			}
 		case <-c.Done():
 			// Slow consumer or shutdown: end the stream; the browser
-			// reconnects (elsewhere) with its Last-Event-ID.
+			// reconnects (elsewhere) with its Last-Event-ID. An expired
+			// credential is said first.
+			if c.Err() == ErrExpired {
+				st.buf = append(st.buf, sseExpired...)
+				_ = flush()
+			}
 			return
 		case <-ctx.Done():
 			return
@@ -337,7 +351,12 @@ func (s *sseConn) pump() {
 		select {
 		case <-s.c.Done():
 			// Slow consumer or shutdown: end the stream; the browser
-			// reconnects (elsewhere) with its Last-Event-ID.
+			// reconnects (elsewhere) with its Last-Event-ID. An expired
+			// credential is said first.
+			if s.c.Err() == ErrExpired {
+				s.cut.set(time.Now().Add(s.cfg.WriteTimeout))
+				_, _ = s.conn.Write([]byte(sseExpired))
+			}
 			s.end()
 			return
 		default:

@@ -212,6 +212,9 @@ func (wh *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	wc := &wsConn{wh: wh, conn: conn, c: c, pack: r.URL.Query().Get("pack") == "1", kick: make(chan struct{}, 1)}
 	wc.cut.conn = sb.conn
 	c.SetNotify(wc.notify)
+	if at, ok := ExpiryFrom(actx); ok {
+		c.expireAt(at)
+	}
 	wc.startPing()
 	go func() {
 		defer release()
@@ -468,6 +471,8 @@ func (w *wsConn) pump() {
 				w.conn.Close(StatusSlowConsumer, "slow consumer: resume with your cursors")
 			case err == ErrShutdown:
 				w.conn.Close(websocket.StatusGoingAway, "going away: reconnect with your cursors")
+			case err == ErrExpired:
+				w.conn.Close(websocket.StatusPolicyViolation, "expired")
 			case errors.As(err, &wc):
 				w.conn.Close(wc.code, wc.reason)
 			}
