@@ -2,7 +2,7 @@ package hub
 
 import (
 	"context"
-	"crypto/rand"
+	"encoding/binary"
 	"hash/maphash"
 	"slices"
 	"sync"
@@ -23,16 +23,28 @@ type MemoryConfig struct {
 	HistoryTTL time.Duration
 }
 
-const memShards = 64
+// memShards is how many shards hold the logs; memGens is how many epoch
+// generations each shard keeps (see Memory).
+const (
+	memShards = 64
+	memGens   = 64
+)
 
 // Memory is the single-node backplane: a ring of recent entries per channel.
-// Each channel's log gets its own random epoch when it is created, so a log
-// that was swept away and made again never passes old cursors as current.
+//
+// A channel's log has an epoch that hashes a seed random per Memory, the
+// channel's name and a generation: a log that never held an event (dropped
+// when its last subscriber left) comes back with the same epoch, so the
+// cursors its subscribers were given stay current; a log that held events
+// and was swept away moves its generation on, so it comes back with another
+// epoch and its old cursors are a gap, never a silent skip. The generations
+// are a fixed table (memShards × memGens counters), not one per channel.
 type Memory struct {
-	cfg    MemoryConfig
-	seed   maphash.Seed
-	shards [memShards]memShard
-	now    func() time.Time
+	cfg       MemoryConfig
+	seed      maphash.Seed
+	epochSeed maphash.Seed
+	shards    [memShards]memShard
+	now       func() time.Time
 
 	stop chan struct{}
 	done chan struct{}
@@ -42,11 +54,19 @@ type Memory struct {
 type memShard struct {
 	mu   sync.Mutex
 	logs map[string]*memLog
+	gens [memGens]uint32 // epoch generations of the shard's channels
 }
 
 // memLog is one channel's log. Lock order: memShard.mu, then memLog.mu.
+//
+// A log is dropped from its shard (gone set, under both locks) when it
+// holds nothing worth keeping: no listener and no entry, either once its
+// last listener leaves a log that never had an entry, or when the sweeper
+// finds it idle. Whoever found it before then and locks it afterwards sees
+// gone and looks the channel up again (lockLog).
 type memLog struct {
 	mu       sync.Mutex
+	gone     bool
 	epoch    string
 	top      uint64
 	ring     []memEntry // ring[(head+i)%len] for i < n, oldest first
@@ -76,7 +96,7 @@ func NewMemory(cfg MemoryConfig) *Memory {
 	if cfg.HistoryTTL <= 0 {
 		cfg.HistoryTTL = DefaultHistoryTTL
 	}
-	m := &Memory{cfg: cfg, seed: maphash.MakeSeed(), now: time.Now, stop: make(chan struct{}), done: make(chan struct{})}
+	m := &Memory{cfg: cfg, seed: maphash.MakeSeed(), epochSeed: maphash.MakeSeed(), now: time.Now, stop: make(chan struct{}), done: make(chan struct{})}
 	for i := range m.shards {
 		m.shards[i].logs = make(map[string]*memLog)
 	}
@@ -95,20 +115,94 @@ func (m *Memory) Close() error {
 func (m *Memory) Healthy(context.Context) error { return nil }
 
 func (m *Memory) shard(ch string) *memShard {
-	return &m.shards[maphash.String(m.seed, ch)%memShards]
+	s, _ := m.place(ch)
+	return s
+}
+
+// place returns channel's shard and the index of its generation there.
+func (m *Memory) place(ch string) (*memShard, int) {
+	h := maphash.String(m.seed, ch)
+	return &m.shards[h%memShards], int(h / memShards % memGens)
 }
 
 // log returns channel's log, creating it when create is set.
 func (m *Memory) log(ch string, create bool) *memLog {
-	s := m.shard(ch)
+	s, g := m.place(ch)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	l := s.logs[ch]
 	if l == nil && create {
-		l = &memLog{epoch: newEpoch(), lastUsed: m.now()}
+		l = &memLog{epoch: m.epoch(ch, s.gens[g]), lastUsed: m.now()}
 		s.logs[ch] = l
 	}
 	return l
+}
+
+// epoch returns the epoch of channel's log in generation gen: 8 characters
+// of [a-z0-9].
+func (m *Memory) epoch(ch string, gen uint32) string {
+	var h maphash.Hash
+	h.SetSeed(m.epochSeed)
+	h.WriteString(ch)
+	h.Write(binary.LittleEndian.AppendUint32(nil, gen))
+	v := h.Sum64()
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	var b [8]byte
+	for i := range b {
+		b[i] = alphabet[v%uint64(len(alphabet))]
+		v /= uint64(len(alphabet))
+	}
+	return string(b[:])
+}
+
+// lockLog returns channel's log, created if need be, locked: never one that
+// was dropped meanwhile.
+func (m *Memory) lockLog(ch string) *memLog {
+	for {
+		l := m.log(ch, true)
+		l.mu.Lock()
+		if !l.gone {
+			return l
+		}
+		l.mu.Unlock()
+	}
+}
+
+// lockLogs returns the logs of channels (sorted), created if need be,
+// locked in that order: never one that was dropped meanwhile. No shard lock
+// is taken while a log is locked.
+func (m *Memory) lockLogs(channels []string) []*memLog {
+	logs := make([]*memLog, len(channels))
+	for {
+		for i, ch := range channels {
+			logs[i] = m.log(ch, true)
+		}
+		if lockAll(logs) {
+			return logs
+		}
+	}
+}
+
+// lockAll locks logs in order, or none of them when one is gone.
+func lockAll(logs []*memLog) bool {
+	for i, l := range logs {
+		l.mu.Lock()
+		if l.gone {
+			for _, u := range logs[:i+1] {
+				u.mu.Unlock()
+			}
+			return false
+		}
+	}
+	return true
+}
+
+// dropLocked forgets l, channel's log, from s. Both locks are held.
+func (s *memShard) dropLocked(ch string, l *memLog) {
+	l.gone = true
+	if s.logs[ch] == l {
+		delete(s.logs, ch)
+	}
 }
 
 // Publish appends ev to every channel's ring, then hands the entries to
@@ -118,15 +212,11 @@ func (m *Memory) log(ch string, create bool) *memLog {
 func (m *Memory) Publish(_ context.Context, channels []string, ev *Event) error {
 	channels = slices.Compact(slices.Sorted(slices.Values(channels)))
 	now := m.now()
-	logs := make([]*memLog, len(channels))
-	for i, ch := range channels {
-		logs[i] = m.log(ch, true)
-	}
+	logs := m.lockLogs(channels)
 	sib := make([]ChannelPos, len(channels))
 	fresh := make([]bool, len(channels))
 	key := ev.key()
 	for i, l := range logs {
-		l.mu.Lock()
 		if off, ok := l.keys[key]; ok {
 			// Held already (Kafka delivers at least once): not again.
 			sib[i] = ChannelPos{Channel: channels[i], Pos: Position{Epoch: l.epoch, Offset: off}}
@@ -201,8 +291,7 @@ func (l *memLog) expire(cutoff time.Time) {
 // Read returns the entries after *after. A position of another epoch, one
 // beyond the top, or one whose successors have left the ring is a gap.
 func (m *Memory) Read(_ context.Context, ch string, after *Position) (Replay, error) {
-	l := m.log(ch, true)
-	l.mu.Lock()
+	l := m.lockLog(ch)
 	defer l.mu.Unlock()
 	l.expire(m.now().Add(-m.cfg.HistoryTTL))
 	r := Replay{Top: Position{Epoch: l.epoch, Offset: l.top}}
@@ -237,22 +326,30 @@ func (m *Memory) Read(_ context.Context, ch string, after *Position) (Replay, er
 	return r, nil
 }
 
-// Listen registers deliver for channel's new entries.
+// Listen registers deliver for channel's new entries. When the last
+// listener of a log that never had an entry leaves, the log is dropped: a
+// channel that holds no event and no subscriber costs nothing, however many
+// distinct channels come and go.
 func (m *Memory) Listen(_ context.Context, ch string, deliver func(Entry)) (func(), error) {
-	l := m.log(ch, true)
 	ln := &listener{fn: deliver}
-	l.mu.Lock()
+	l := m.lockLog(ch)
 	l.deliver = append(l.deliver, ln)
 	l.mu.Unlock()
 	var once sync.Once
 	return func() {
 		once.Do(func() {
+			s := m.shard(ch)
+			s.mu.Lock()
+			defer s.mu.Unlock()
 			l.mu.Lock()
+			defer l.mu.Unlock()
 			if i := slices.Index(l.deliver, ln); i >= 0 {
 				l.deliver = slices.Delete(l.deliver, i, i+1) // clears the freed slot
 			}
 			l.lastUsed = m.now()
-			l.mu.Unlock()
+			if len(l.deliver) == 0 && l.top == 0 {
+				s.dropLocked(ch, l)
+			}
 		})
 	}, nil
 }
@@ -284,21 +381,15 @@ func (m *Memory) sweepOnce() {
 			l.mu.Lock()
 			l.expire(cutoff)
 			if l.n == 0 && len(l.deliver) == 0 && l.lastUsed.Before(cutoff) {
-				delete(s.logs, ch)
+				if l.top > 0 {
+					// Its cursors must not pass on the log made next.
+					_, g := m.place(ch)
+					s.gens[g]++
+				}
+				s.dropLocked(ch, l)
 			}
 			l.mu.Unlock()
 		}
 		s.mu.Unlock()
 	}
-}
-
-// newEpoch returns 8 random characters of [a-z0-9].
-func newEpoch() string {
-	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	for i := range b {
-		b[i] = alphabet[int(b[i])%len(alphabet)]
-	}
-	return string(b[:])
 }
