@@ -384,7 +384,7 @@ func (a *app) routes() http.Handler {
 		w.Write(docs.OpenAPI)
 	})
 	mux.Handle("/", static.Handler())
-	return mux
+	return a.metrics.http.wrap(mux, api)
 }
 
 // observeTakedown feeds the metrics, which exist once the node is up.

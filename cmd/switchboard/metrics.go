@@ -44,6 +44,7 @@ type metrics struct {
 	reg       *prometheus.Registry
 	takedowns *prometheus.CounterVec
 	latency   prometheus.Histogram
+	http      *httpMetrics // requests by route and status; wraps the routes
 }
 
 func newMetrics(a *app) *metrics {
@@ -55,7 +56,8 @@ func newMetrics(a *app) *metrics {
 		}, []string{"outcome"}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "switchboard_takedown_duration_seconds", Help: "Time from a takedown request to its answer.",
-			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
+			// Up to past takedown.max_wait, the longest wait.
+			Buckets: secondsBuckets(0.005, a.cfg.Takedown.MaxWait),
 		}),
 	}
 	for _, o := range []string{"confirmed", "not_found", "rejected", "timeout", "accepted", "unavailable"} {
@@ -63,6 +65,8 @@ func newMetrics(a *app) *metrics {
 	}
 	m.reg.MustRegister(m, m.takedowns, m.latency,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.http = newHTTPMetrics(a.cfg.Takedown.MaxWait)
+	m.reg.MustRegister(m.http, readBuildInfo().collector())
 	return m
 }
 
