@@ -48,6 +48,7 @@ type Principal struct {
 	Grants []string
 
 	hash [sha256.Size]byte // the token's SHA-256: keys the session cookie
+	jwt  bool              // from a JWT: its session cookie carries it whole
 }
 
 // PrincipalConfig is one principal as configured: exactly one of
@@ -106,6 +107,11 @@ type Config struct {
 	// node's memory. Every node must share it (RedisRevocations) for a
 	// sign-out to hold on every node.
 	Revocations Revocations
+	// JWT lets bearer tokens be JWTs too (off unless a key source is set).
+	JWT JWTConfig
+	// HTTPS tells whether a request came over HTTPS, for Secure cookies;
+	// nil is r.TLS != nil. The hook for trusted proxies' X-Forwarded-Proto.
+	HTTPS func(*http.Request) bool
 }
 
 // Owners tells who asked for a takedown, so a partner may follow the corr:
@@ -121,6 +127,11 @@ type Auth struct {
 	log    *slog.Logger
 	byHash map[[sha256.Size]byte]*Principal
 	byName map[string]*Principal
+
+	jwt *jwtVerifier // nil unless cfg.JWT.Enabled()
+	// jwtSessionKey keys the session cookies of JWT principals: the
+	// session secret, or a random key of this node when there is none.
+	jwtSessionKey []byte
 
 	failures *failureLimiter
 	stats    failureStats
@@ -218,6 +229,19 @@ func New(cfg Config, owners Owners, log *slog.Logger) (*Auth, error) {
 		a.byHash[p.hash] = p
 		a.byName[p.Name] = p
 	}
+	if cfg.JWT.Enabled() {
+		v, err := newJWTVerifier(cfg.JWT, log)
+		if err != nil {
+			return nil, err
+		}
+		a.jwt = v
+		a.jwtSessionKey = []byte(cfg.SessionSecret)
+		if cfg.SessionSecret == "" {
+			a.jwtSessionKey = make([]byte, 32)
+			_, _ = rand.Read(a.jwtSessionKey)
+			log.Warn("auth.session_secret is not set: session cookies of JWT sign-ins are valid on this node only")
+		}
+	}
 	if cfg.SessionSecret == "" && len(plain) < len(cfg.Principals) {
 		log.Warn("auth.session_secret is not set: session cookies are keyed by the token hashes alone; set a shared secret on every node")
 	}
@@ -225,6 +249,12 @@ func New(cfg Config, owners Owners, log *slog.Logger) (*Auth, error) {
 		log.Warn("principals with plain tokens: for development only; configure token_sha256", "principals", plain)
 	}
 	return a, nil
+}
+
+// Close stops refreshing the JWKS. The Auth keeps working with the keys
+// it has.
+func (a *Auth) Close() {
+	a.jwt.close()
 }
 
 // DevPrincipals makes one random plain token per role, for a start with no
@@ -328,15 +358,9 @@ func (a *Auth) check(r *http.Request, kind string) (*Principal, time.Time, error
 		if !ok {
 			return nil, time.Time{}, fmt.Errorf("%w: the Authorization header must be \"Bearer <token>\"", hub.ErrUnauthenticated)
 		}
-		if p := a.byToken(tok); p != nil {
-			return p, time.Time{}, nil
-		}
-		return nil, time.Time{}, fmt.Errorf("%w: unknown token", hub.ErrUnauthenticated)
+		return a.token(r.Context(), tok, "token")
 	case CredentialAccessToken:
-		if p := a.byToken(r.URL.Query().Get("access_token")); p != nil {
-			return p, time.Time{}, nil
-		}
-		return nil, time.Time{}, fmt.Errorf("%w: unknown access_token", hub.ErrUnauthenticated)
+		return a.token(r.Context(), r.URL.Query().Get("access_token"), "access_token")
 	default:
 		c, _ := r.Cookie(SessionCookie)
 		s, ok := a.parseSession(c.Value, time.Now())
@@ -354,6 +378,25 @@ func (a *Auth) check(r *http.Request, kind string) (*Principal, time.Time, error
 		return s.p, s.expires, nil
 	}
 }
+
+// token finds the principal of a bearer token: a configured principal's,
+// or a valid JWT's, which expires. what names the credential in errors.
+func (a *Auth) token(ctx context.Context, tok, what string) (*Principal, time.Time, error) {
+	if p := a.byToken(tok); p != nil {
+		return p, time.Time{}, nil
+	}
+	if a.jwt != nil && len(tok) <= maxJWTBytes && looksLikeJWT(tok) {
+		p, exp, err := a.jwt.verify(ctx, tok)
+		if err != nil {
+			return nil, time.Time{}, fmt.Errorf("%w: the %s is not a valid JWT: %v", hub.ErrUnauthenticated, what, err)
+		}
+		return p, exp, nil
+	}
+	return nil, time.Time{}, fmt.Errorf("%w: unknown %s", hub.ErrUnauthenticated, what)
+}
+
+// maxJWTBytes bounds the JWTs that are parsed at all.
+const maxJWTBytes = 16 << 10
 
 // BearerToken parses an Authorization header value of the Bearer scheme
 // (case-insensitive, RFC 6750). It reports false for anything else.
@@ -376,9 +419,9 @@ func badTokenRune(r rune) bool {
 }
 
 // Admit authenticates a WebSocket or SSE connection and takes one of its
-// principal's connection slots (hub.Guard). The context records when a
-// session cookie expires (hub.WithExpiry), for the doors to end the
-// connection then.
+// principal's connection slots (hub.Guard; a JWT principal's slots are
+// counted by its name). The context records when a JWT or session cookie
+// expires (hub.WithExpiry), for the doors to end the connection then.
 func (a *Auth) Admit(r *http.Request) (context.Context, func(), error) {
 	p, exp, err := a.authenticate(r)
 	if err != nil {

@@ -29,25 +29,81 @@ const SessionCookie = "switchboard_session"
 // ends everyone's, and DELETE /v1/session ends one, on every node sharing
 // the revocation list. A cookie of the earlier form without an id
 // ("<name>.<expiry>.<mac>") is refused: it could not be signed out.
+//
+// A principal from a JWT has no configured token: its cookie is
+// "j.<principal>.<expiry>.<id>.<mac>", where principal is the JSON of its
+// name, role and grants and mac is keyed by auth.session_secret alone, and
+// it ends no later than the JWT.
 func (a *Auth) newSession(p *Principal, now time.Time) string {
+	v, _ := a.newSessionUntil(p, now, time.Time{})
+	return v
+}
+
+// newSessionUntil makes a session cookie of p ending no later than until
+// (unless zero), and tells when it ends.
+func (a *Auth) newSessionUntil(p *Principal, now, until time.Time) (string, time.Time) {
 	var id [16]byte
 	_, _ = rand.Read(id[:])
-	return a.mintSession(p, now.Add(a.cfg.SessionTTL), id)
+	expires := now.Add(a.cfg.SessionTTL)
+	if !until.IsZero() && until.Before(expires) {
+		expires = until
+	}
+	return a.mintSession(p, expires, id), expires
 }
 
 // mintSession makes the cookie of session id of p, ending at expires.
 func (a *Auth) mintSession(p *Principal, expires time.Time, id [16]byte) string {
 	exp := strconv.FormatInt(expires.Unix(), 10)
-	name := base64.RawURLEncoding.EncodeToString([]byte(p.Name))
+	var name string
+	if p.jwt {
+		b, _ := json.Marshal(jwtSession{Name: p.Name, Role: p.Role, Grants: p.Grants})
+		name = "j." + base64.RawURLEncoding.EncodeToString(b)
+	} else {
+		name = base64.RawURLEncoding.EncodeToString([]byte(p.Name))
+	}
 	sid := base64.RawURLEncoding.EncodeToString(id[:])
 	return name + "." + exp + "." + sid + "." + base64.RawURLEncoding.EncodeToString(a.sessionMAC(p, name, exp, sid))
 }
 
+// jwtSession is what a JWT principal's session cookie says of it.
+type jwtSession struct {
+	Name   string   `json:"n"`
+	Role   Role     `json:"r"`
+	Grants []string `json:"c,omitempty"`
+}
+
 func (a *Auth) sessionMAC(p *Principal, name, exp, id string) []byte {
-	key := sha256.Sum256([]byte("switchboard-session-v2:" + a.cfg.SessionSecret + ":" + string(p.hash[:])))
+	var key [sha256.Size]byte
+	if p.jwt {
+		key = sha256.Sum256(append([]byte("switchboard-session-jwt-v1:"), a.jwtSessionKey...))
+	} else {
+		key = sha256.Sum256([]byte("switchboard-session-v2:" + a.cfg.SessionSecret + ":" + string(p.hash[:])))
+	}
 	m := hmac.New(sha256.New, key[:])
 	m.Write([]byte(name + "." + exp + "." + id))
 	return m.Sum(nil)
+}
+
+// jwtSessionPrincipal decodes the principal part of a JWT principal's
+// session cookie. The MAC is not checked yet.
+func (a *Auth) jwtSessionPrincipal(part string) *Principal {
+	if a.jwt == nil {
+		return nil
+	}
+	raw, err := base64.RawURLEncoding.Strict().DecodeString(part)
+	if err != nil {
+		return nil
+	}
+	var s jwtSession
+	if err := hub.DecodeStrict(raw, &s); err != nil || s.Name == "" {
+		return nil
+	}
+	switch s.Role {
+	case RoleModerator, RolePartner, RolePolice:
+	default:
+		return nil
+	}
+	return &Principal{Name: s.Name, Role: s.Role, Grants: s.Grants, jwt: true}
 }
 
 // session is a valid session cookie's content.
@@ -60,19 +116,25 @@ type session struct {
 // parseSession checks a session cookie's form, MAC and expiry at now; it
 // does not ask whether the session was signed out.
 func (a *Auth) parseSession(v string, now time.Time) (session, bool) {
-	if len(v) > 1024 || strings.IndexFunc(v, notCookieRune) >= 0 {
+	if len(v) > 4000 || strings.IndexFunc(v, notCookieRune) >= 0 {
 		return session{}, false
 	}
 	parts := strings.Split(v, ".")
-	if len(parts) != 4 {
+	var p *Principal
+	switch {
+	case len(parts) == 5 && parts[0] == "j":
+		p = a.jwtSessionPrincipal(parts[1])
+		parts = append([]string{"j." + parts[1]}, parts[2:]...)
+	case len(parts) == 4 && len(v) <= 1024:
+		// Strict decoding: one cookie has one spelling.
+		raw, err := base64.RawURLEncoding.Strict().DecodeString(parts[0])
+		if err != nil {
+			return session{}, false
+		}
+		p = a.byName[string(raw)]
+	default:
 		return session{}, false
 	}
-	// Strict decoding: one cookie has one spelling.
-	raw, err := base64.RawURLEncoding.Strict().DecodeString(parts[0])
-	if err != nil {
-		return session{}, false
-	}
-	p := a.byName[string(raw)]
 	exp, err := strconv.ParseInt(parts[1], 10, 64)
 	if p == nil || err != nil || now.Unix() > exp || strconv.FormatInt(exp, 10) != parts[1] {
 		return session{}, false
@@ -140,7 +202,7 @@ func (a *Auth) signOut(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: "", Path: "/", MaxAge: -1,
-		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: a.secure(r)})
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -191,21 +253,31 @@ func (a *Auth) signIn(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	p := a.byToken(tok)
-	if p == nil {
-		err := fmt.Errorf("%w: unknown token", hub.ErrUnauthenticated)
+	p, until, err := a.token(r.Context(), tok, "token")
+	if err != nil {
 		a.fail(r.Context(), r, src, CredentialSignIn, err)
 		hub.WriteRefusal(w, err)
 		return
 	}
 	hub.Authenticated(r.Context())
+	now := time.Now()
+	v, expires := a.newSessionUntil(p, now, until)
 	http.SetCookie(w, &http.Cookie{
-		Name: SessionCookie, Value: a.newSession(p, time.Now()), Path: "/",
-		MaxAge: int(a.cfg.SessionTTL.Seconds()), HttpOnly: true,
-		SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil,
+		Name: SessionCookie, Value: v, Path: "/",
+		MaxAge: max(int(expires.Sub(now).Seconds()), 1), HttpOnly: true,
+		SameSite: http.SameSiteStrictMode, Secure: a.secure(r),
 	})
 	hub.LoggerFrom(r.Context(), a.log).Info("signed in", "principal", p.Name, "role", p.Role)
 	writeWho(w, p)
+}
+
+// secure reports whether r came over HTTPS, to this node or (Config.HTTPS)
+// to a trusted proxy in front of it: its cookies are then Secure.
+func (a *Auth) secure(r *http.Request) bool {
+	if a.cfg.HTTPS != nil {
+		return a.cfg.HTTPS(r)
+	}
+	return r.TLS != nil
 }
 
 // bodyError answers a sign-in body that could not be read: 413 when it is
