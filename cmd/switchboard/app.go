@@ -19,6 +19,7 @@ import (
 
 	"github.com/switchboard/switchboard/config"
 	"github.com/switchboard/switchboard/consumers"
+	"github.com/switchboard/switchboard/consumers/kafkaconn"
 	"github.com/switchboard/switchboard/docs"
 	"github.com/switchboard/switchboard/hub"
 	"github.com/switchboard/switchboard/hub/auth"
@@ -127,8 +128,10 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...sta
 			return nil, err
 		}
 		brokers = []string{a.kafkaAddr}
+	} else if err := kafkaconn.Check(ctx, cfg.KafkaConn(), brokers); err != nil {
+		return nil, fmt.Errorf("kafka.brokers: %w", err)
 	}
-	a.producer, err = producers.New(producers.Config{Brokers: brokers}, log)
+	a.producer, err = producers.New(producers.Config{Brokers: brokers, Conn: cfg.KafkaConn()}, log)
 	if err != nil {
 		return nil, err
 	}
@@ -147,6 +150,7 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...sta
 	a.recorder = &takedown.Recorder{Store: a.store, Next: a.hub, Trust: trust}
 	a.consumer, err = consumers.New(consumers.Config{
 		Brokers:           brokers,
+		Conn:              cfg.KafkaConn(),
 		GroupID:           cfg.Kafka.GroupID,
 		DLQTopic:          t.DLQ,
 		SessionTimeout:    cfg.Kafka.SessionTimeout,
@@ -228,7 +232,10 @@ func runItemSvc(ctx context.Context, cfg config.Config) error {
 	if cfg.Embedded() {
 		return errors.New("itemsvc: set kafka.brokers (--kafka-brokers) to the cluster to serve")
 	}
-	p, err := producers.New(producers.Config{Brokers: cfg.Kafka.Brokers}, log)
+	if err := kafkaconn.Check(ctx, cfg.KafkaConn(), cfg.Kafka.Brokers); err != nil {
+		return fmt.Errorf("kafka.brokers: %w", err)
+	}
+	p, err := producers.New(producers.Config{Brokers: cfg.Kafka.Brokers, Conn: cfg.KafkaConn()}, log)
 	if err != nil {
 		return err
 	}
@@ -271,6 +278,7 @@ func (a *app) startBackplane(ctx context.Context) error {
 func newItemService(cfg config.Config, brokers []string, p *producers.Producer, log *slog.Logger) (*producers.ItemService, error) {
 	return producers.NewItemService(producers.ItemServiceConfig{
 		Brokers:           brokers,
+		Conn:              cfg.KafkaConn(),
 		CommandsTopic:     cfg.Kafka.Topics.Commands,
 		EventsTopic:       cfg.Kafka.Topics.Events,
 		Latency:           cfg.ItemSvc.Latency,
