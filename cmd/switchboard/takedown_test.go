@@ -320,6 +320,10 @@ func TestTakedownConcurrent(t *testing.T) {
 		c.ItemSvc.Latency = 0
 		c.Limits.TakedownRate = 1e6
 		c.Limits.TakedownBurst = 1e6
+		c.Limits.Connections = 1000 // each held request takes a slot
+		// 1,000 publishes at once under -race on two cores can take longer
+		// than the default 2 s; this test is not about that answer (503).
+		c.Takedown.PublishTimeout = 10 * time.Second
 		c.Takedown.Timeout = 30 * time.Second
 		c.Takedown.MaxWait = 30 * time.Second
 	})
