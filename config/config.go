@@ -51,6 +51,11 @@ type HTTP struct {
 	// ShutdownTimeout bounds a graceful shutdown; above takedown.max_wait so
 	// held takedowns answer or time out first.
 	ShutdownTimeout time.Duration `mapstructure:"shutdown_timeout"`
+	// TLS serves HTTPS with this certificate, reloaded on SIGHUP.
+	TLS HTTPTLS `mapstructure:"tls"`
+	// TrustedProxies are the CIDRs of the proxies whose X-Forwarded-For
+	// and X-Forwarded-Proto are believed.
+	TrustedProxies []string `mapstructure:"trusted_proxies"`
 }
 
 // Kafka configures the Kafka connection (keys kafka.*).
@@ -192,6 +197,8 @@ type Auth struct {
 	// hash); every node needs the same one. Keep it out of the file, e.g.
 	// SWITCHBOARD_AUTH_SESSION_SECRET.
 	SessionSecret string `mapstructure:"session_secret"`
+	// JWT lets bearer tokens be JWTs of an identity provider.
+	JWT JWT `mapstructure:"jwt"`
 }
 
 // Limits bounds what one principal, one source address or the
@@ -264,6 +271,9 @@ var defaults = map[string]any{
 	"http.max_body_bytes":   65536,
 	"http.body_timeout":     hub.DefaultBodyTimeout,
 	"http.shutdown_timeout": 60 * time.Second,
+	"http.tls.cert_file":    "",
+	"http.tls.key_file":     "",
+	"http.trusted_proxies":  []string{},
 
 	"kafka.brokers":             []string{},
 	"kafka.embedded.addr":       "127.0.0.1:9092",
@@ -322,6 +332,18 @@ var defaults = map[string]any{
 	"auth.principals":     []any{},
 	"auth.session_ttl":    12 * time.Hour,
 	"auth.session_secret": "",
+
+	"auth.jwt.jwks_url":         "",
+	"auth.jwt.jwks_refresh_min": auth.DefaultJWKSRefreshMin,
+	"auth.jwt.public_key_files": []string{},
+	"auth.jwt.hmac_secret":      "",
+	"auth.jwt.issuer":           "",
+	"auth.jwt.audience":         "",
+	"auth.jwt.algorithms":       []string{},
+	"auth.jwt.role_claim":       auth.DefaultRoleClaim,
+	"auth.jwt.channels_claim":   auth.DefaultChannelsClaim,
+	"auth.jwt.name_claim":       auth.DefaultNameClaim,
+	"auth.jwt.leeway":           auth.DefaultJWTLeeway,
 
 	"limits.connections":                 100,
 	"limits.takedown_rate":               5.0,

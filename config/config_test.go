@@ -54,6 +54,7 @@ func wantDefaults() Config {
 			MaxBodyBytes:    65536,
 			BodyTimeout:     10 * time.Second,
 			ShutdownTimeout: 60 * time.Second,
+			TrustedProxies:  []string{},
 		},
 		Kafka: Kafka{
 			Brokers:  []string{},
@@ -86,7 +87,9 @@ func wantDefaults() Config {
 		Takedown: Takedown{Timeout: 10 * time.Second, MaxWait: 55 * time.Second, ResultTTL: 24 * time.Hour, PublishTimeout: 2 * time.Second, OutcomeSources: []string{"/switchboard/itemsvc"}},
 		ItemSvc:  ItemSvc{Enabled: true, Latency: 50 * time.Millisecond},
 		Demo:     Demo{Enabled: false, Rate: 3},
-		Auth:     Auth{Principals: []Principal{}, SessionTTL: 12 * time.Hour},
+		Auth: Auth{Principals: []Principal{}, SessionTTL: 12 * time.Hour, JWT: JWT{
+			JWKSRefreshMin: 5 * time.Minute, PublicKeyFiles: []string{}, Algorithms: []string{},
+			RoleClaim: "role", ChannelsClaim: "channels", NameClaim: "sub", Leeway: 30 * time.Second}},
 		Limits: Limits{Connections: 100, TakedownRate: 5, TakedownBurst: 10, UnauthenticatedConnections: 1024,
 			AuthFailureRate: 10, AuthFailureBurst: 20, AuthFailureSources: 10000},
 		Log: Log{Level: "info", Format: "text"},

@@ -8,6 +8,9 @@ var help = map[string]string{
 	"http.max_body_bytes":   "Largest request body, in bytes; a larger one is refused with 413.",
 	"http.body_timeout":     "How long a request's body may take to arrive; past it the request is answered 408 and its connection closed.",
 	"http.shutdown_timeout": "The longest a graceful shutdown may take; longer than takedown.max_wait.",
+	"http.tls.cert_file":    "PEM certificate (chain) of the HTTPS server, with http.tls.key_file; reloaded on SIGHUP. None: plain HTTP.",
+	"http.tls.key_file":     "PEM private key of http.tls.cert_file.",
+	"http.trusted_proxies":  "CIDRs of the proxies whose X-Forwarded-For and X-Forwarded-Proto are believed; others' are ignored.",
 
 	"kafka.brokers":             "Bootstrap brokers (host:port) of an external Kafka cluster; none starts the embedded broker.",
 	"kafka.embedded.addr":       "Listen address of the embedded Kafka-protocol broker (used only without kafka.brokers).",
@@ -67,6 +70,18 @@ var help = map[string]string{
 	"auth.session_ttl":    "How long the moderator page's session cookie lasts.",
 	"auth.session_secret": "Secret that keys session cookies, the same on every node; set SWITCHBOARD_AUTH_SESSION_SECRET rather than this.",
 
+	"auth.jwt.jwks_url":         "The identity provider's JWKS URL; bearer tokens may then be JWTs it signed.",
+	"auth.jwt.jwks_refresh_min": "The shortest time between two JWKS fetches caused by tokens with an unknown kid.",
+	"auth.jwt.public_key_files": "PEM public keys (or certificates) that verify JWTs.",
+	"auth.jwt.hmac_secret":      "Secret (32 bytes or more) that verifies HS256/384/512 JWTs; set SWITCHBOARD_AUTH_JWT_HMAC_SECRET rather than this.",
+	"auth.jwt.issuer":           "The iss a JWT must carry; none: not checked.",
+	"auth.jwt.audience":         "The aud a JWT must carry; none: not checked.",
+	"auth.jwt.algorithms":       "The alg values accepted; none: those of the configured keys. none is never accepted.",
+	"auth.jwt.role_claim":       "The claim holding the role (moderator, partner or police); a dotted name reaches into objects.",
+	"auth.jwt.channels_claim":   "The claim holding extra channel grants (a list or a space-separated string).",
+	"auth.jwt.name_claim":       "The claim holding the principal's name.",
+	"auth.jwt.leeway":           "Clock skew allowed on exp, nbf and iat.",
+
 	"limits.connections":                 "The most open WebSocket and SSE connections of one principal on one node.",
 	"limits.takedown_rate":               "Takedown requests per second one principal may make.",
 	"limits.takedown_burst":              "The burst allowed above limits.takedown_rate.",
@@ -82,6 +97,7 @@ var help = map[string]string{
 // secretKeys are printed empty by WriteDefaults, whatever their default, so
 // the file it writes never holds a secret.
 var secretKeys = map[string]bool{
-	"auth.session_secret": true,
-	"kafka.sasl.password": true,
+	"auth.session_secret":  true,
+	"auth.jwt.hmac_secret": true,
+	"kafka.sasl.password":  true,
 }

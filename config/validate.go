@@ -25,6 +25,7 @@ func (c Config) Validate() error {
 	v.positive("http.max_body_bytes", c.HTTP.MaxBodyBytes)
 	v.duration("http.body_timeout", c.HTTP.BodyTimeout)
 	v.duration("http.shutdown_timeout", c.HTTP.ShutdownTimeout)
+	v.httpTLS(c)
 
 	for i, b := range c.Kafka.Brokers {
 		v.addr(fmt.Sprintf("kafka.brokers[%d]", i), b, false)
@@ -99,6 +100,7 @@ func (c Config) Validate() error {
 
 	v.principals(c.Auth.Principals)
 	v.duration("auth.session_ttl", c.Auth.SessionTTL)
+	v.authJWT(c)
 
 	v.positive("limits.connections", int64(c.Limits.Connections))
 	if !(c.Limits.TakedownRate > 0) {
