@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -86,6 +88,8 @@ type app struct {
 	metrics   *metrics
 	backplane string
 	guard     *hub.HTTPGuard
+	cert      *auth.Certificate // nil without http.tls.cert_file
+	stopHUP   func()            // stops reloading cert on SIGHUP
 	srv       *http.Server
 	ln        net.Listener
 	// redisPrefix starts every Redis key of the backplane and the outcome
@@ -206,6 +210,13 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...sta
 	if err != nil {
 		return nil, err
 	}
+	if cfg.HTTP.TLS.Enabled() {
+		a.cert, err = auth.NewCertificate(cfg.HTTP.TLS.CertFile, cfg.HTTP.TLS.KeyFile, log.With("component", "tls"))
+		if err != nil {
+			return nil, fmt.Errorf("http.tls.cert_file: %w", err)
+		}
+		a.stopHUP = a.cert.ReloadOnSignal(syscall.SIGHUP)
+	}
 	a.srv = &http.Server{
 		Handler:           hub.RequestLog(log, a.guard.Handler(a.routes())),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -215,6 +226,14 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...sta
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	ln := a.guard.Listener(a.ln)
+	if a.cert != nil {
+		// HTTP/1.1 only for now: the guard and the doors are proven on it
+		// (WebSocket upgrades need it anyway).
+		a.srv.TLSConfig = a.cert.TLSConfig()
+		a.srv.TLSConfig.NextProtos = []string{"http/1.1"}
+		a.srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
+		ln = tls.NewListener(ln, a.srv.TLSConfig)
+	}
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
@@ -306,7 +325,12 @@ func (a *app) startAuth() error {
 	if bus, ok := a.bp.(*redisbus.Bus); ok {
 		revoked = auth.NewRedisRevocations(bus.Client(), a.redisPrefix)
 	}
-	var err error
+	// Only http.trusted_proxies may name the client's address and scheme;
+	// with none, every request is taken as it arrived.
+	proxies, err := auth.NewTrustedProxies(a.cfg.HTTP.TrustedProxies)
+	if err != nil {
+		return fmt.Errorf("http.trusted_proxies: %w", err)
+	}
 	a.auth, err = auth.New(auth.Config{
 		Principals:     ps,
 		MaxConnections: a.cfg.Limits.Connections,
@@ -317,9 +341,10 @@ func (a *app) startAuth() error {
 		FailureRate:    a.cfg.Limits.AuthFailureRate,
 		FailureBurst:   a.cfg.Limits.AuthFailureBurst,
 		FailureSources: a.cfg.Limits.AuthFailureSources,
-		// SourceAddr: the connection's peer until trusted proxies are
-		// configured.
-		Revocations: revoked,
+		SourceAddr:     proxies.SourceAddr,
+		HTTPS:          proxies.HTTPS,
+		Revocations:    revoked,
+		JWT:            a.cfg.AuthJWT(),
 	}, a.store, a.log)
 	return err
 }
@@ -471,7 +496,11 @@ func (a *app) URL() string {
 	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
 		host = "localhost"
 	}
-	return "http://" + net.JoinHostPort(host, port) + "/"
+	scheme := "http://"
+	if a.cert != nil {
+		scheme = "https://"
+	}
+	return scheme + net.JoinHostPort(host, port) + "/"
 }
 
 // Shutdown stops accepting, closes WebSockets with 1001 and ends SSE streams,
@@ -492,6 +521,12 @@ func (a *app) Shutdown(ctx context.Context) error {
 		}
 		a.cancel()
 		a.wg.Wait()
+		if a.stopHUP != nil {
+			a.stopHUP()
+		}
+		if a.auth != nil {
+			a.auth.Close()
+		}
 		if a.producer != nil {
 			errs = append(errs, a.producer.Close())
 		}

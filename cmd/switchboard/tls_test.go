@@ -1,0 +1,341 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/switchboard/switchboard/config"
+	"github.com/switchboard/switchboard/hub/auth"
+)
+
+// tlsCA issues server certificates for 127.0.0.1 that clients trusting
+// pool verify.
+type tlsCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pool *x509.CertPool
+}
+
+func newTLSCA(t *testing.T) *tlsCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return &tlsCA{cert: cert, key: key, pool: pool}
+}
+
+// issue writes a certificate named cn for 127.0.0.1 and its key.
+func (ca *tlsCA) issue(t *testing.T, cn, certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalPKCS8PrivateKey(key)
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// served is the common name of the certificate a new connection gets.
+func served(t *testing.T, addr string, pool *x509.CertPool) string {
+	t.Helper()
+	c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.ConnectionState().PeerCertificates[0].Subject.CommonName
+}
+
+// TestHTTPS: with http.tls.* the node serves HTTPS; SSE and WebSocket
+// subscribers over it get events; the sign-in cookie is Secure; after the
+// files change, Reload and SIGHUP give new connections the new certificate
+// while the streams opened before keep delivering.
+func TestHTTPS(t *testing.T) {
+	ca := newTLSCA(t)
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	ca.issue(t, "first", certFile, keyFile)
+	a := startTestApp(t, func(c *config.Config) {
+		c.HTTP.TLS = config.HTTPTLS{CertFile: certFile, KeyFile: keyFile}
+	})
+	if !strings.HasPrefix(a.URL(), "https://") {
+		t.Fatalf("URL %s is not https", a.URL())
+	}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool}}
+	client := &http.Client{Transport: tr}
+	t.Cleanup(tr.CloseIdleConnections)
+	addr := a.ln.Addr().String()
+
+	// SSE over HTTPS.
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, a.base()+"/v1/sse?channel=reports", nil)
+	req.Header.Set("Authorization", "Bearer "+modToken)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	if resp.StatusCode != http.StatusOK || resp.TLS == nil {
+		t.Fatalf("SSE over HTTPS: %s", resp.Status)
+	}
+	sse := readSSE(resp.Body)
+
+	// WebSocket over wss.
+	ws, _, err := websocket.Dial(t.Context(), "wss"+strings.TrimPrefix(a.base(), "https")+"/v1/ws", &websocket.DialOptions{
+		Subprotocols: []string{"switchboard.v1"}, HTTPClient: client,
+		HTTPHeader: http.Header{"Authorization": {"Bearer " + modToken}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.CloseNow() })
+	ws.Write(t.Context(), websocket.MessageText, []byte(`{"type":"subscribe","id":"1","channel":"reports"}`))
+	if f := wsFrame(t, ws); f["type"] != "ack" {
+		t.Fatalf("want ack, got %v", f)
+	}
+	for deadline := time.Now().Add(waitFor); ; time.Sleep(50 * time.Millisecond) {
+		if r, err := client.Get(a.base() + "/readyz"); err == nil {
+			r.Body.Close()
+			if r.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("never ready")
+		}
+	}
+
+	deliver := func(id string) {
+		t.Helper()
+		produce(t, a.kafkaAddr, binaryMsg("items.reported", id, "item.reported", "item-1", "", map[string]any{"item_id": "item-1"}))
+		if ev := sse.next(t); !strings.Contains(ev["data"], `"`+id+`"`) {
+			t.Fatalf("SSE got %v, want %s", ev, id)
+		}
+		for {
+			f := wsFrame(t, ws)
+			if f["type"] == "event" {
+				if !strings.Contains(toJSON(f), `"`+id+`"`) {
+					t.Fatalf("WebSocket got %v, want %s", f, id)
+				}
+				return
+			}
+		}
+	}
+	deliver("r-before")
+
+	// Sign-in over HTTPS: the cookie is Secure.
+	sreq, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, a.base()+"/v1/session", nil)
+	sreq.Header.Set("Authorization", "Bearer "+modToken)
+	sresp, err := client.Do(sreq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, sresp.Body)
+	sresp.Body.Close()
+	if c := sessionCookie(sresp); c == nil || !c.Secure {
+		t.Errorf("the session cookie over HTTPS is not Secure: %v", c)
+	}
+
+	// Reload: new connections get the new certificate, the streams go on.
+	ca.issue(t, "second", certFile, keyFile)
+	if err := a.cert.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got := served(t, addr, ca.pool); got != "second" {
+		t.Errorf("after Reload a new connection got %q, want second", got)
+	}
+	deliver("r-after-reload")
+
+	// SIGHUP, as an operator sends it: the node listens for it from start.
+	ca.issue(t, "third", certFile, keyFile)
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(waitFor)
+	for served(t, addr, ca.pool) != "third" {
+		if time.Now().After(deadline) {
+			t.Fatal("SIGHUP did not reload the certificate")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	deliver("r-after-sighup")
+}
+
+func toJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func sessionCookie(resp *http.Response) *http.Cookie {
+	for _, c := range resp.Cookies() {
+		if c.Name == auth.SessionCookie {
+			return c
+		}
+	}
+	return nil
+}
+
+// TestTrustedProxyHeaders: X-Forwarded-Proto makes the sign-in cookie
+// Secure only from a peer in http.trusted_proxies; X-Forwarded-For from
+// such a peer is the address failed authentications are counted by.
+func TestTrustedProxyHeaders(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		proxies []string
+		secure  bool
+	}{
+		{"trusted", []string{"127.0.0.0/8"}, true},
+		{"untrusted", []string{"10.0.0.0/8"}, false},
+		{"none", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := startTestApp(t, func(c *config.Config) {
+				c.HTTP.TrustedProxies = tc.proxies
+				c.Limits.AuthFailureRate, c.Limits.AuthFailureBurst = 0.001, 1
+			})
+			req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, a.base()+"/v1/session", nil)
+			req.Header.Set("Authorization", "Bearer "+modToken)
+			req.Header.Set("X-Forwarded-Proto", "https")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if c := sessionCookie(resp); c == nil || c.Secure != tc.secure {
+				t.Errorf("cookie %v, want Secure %v", c, tc.secure)
+			}
+			// A wrong token from two forwarded clients: behind a trusted
+			// proxy each has its own budget; otherwise they share the
+			// proxy's.
+			fail := func(client string) int {
+				req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, a.base()+"/v1/session", nil)
+				req.Header.Set("Authorization", "Bearer wrong-token")
+				req.Header.Set("X-Forwarded-For", client)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				return resp.StatusCode
+			}
+			if got := fail("198.51.100.1"); got != http.StatusUnauthorized {
+				t.Fatalf("first failure: %d", got)
+			}
+			want := http.StatusTooManyRequests
+			if tc.secure {
+				want = http.StatusUnauthorized
+			}
+			if got := fail("198.51.100.2"); got != want {
+				t.Errorf("a failure from another forwarded client: %d, want %d", got, want)
+			}
+		})
+	}
+}
+
+// TestJWTDoors: a JWT signed with auth.jwt.hmac_secret opens SSE
+// (Authorization) and WebSocket (access_token) and signs in; the WebSocket
+// is closed with 1008 "expired" at the JWT's exp.
+func TestJWTDoors(t *testing.T) {
+	secret := strings.Repeat("x", 32)
+	a := startTestApp(t, func(c *config.Config) {
+		c.Auth.JWT.HMACSecret = secret
+		c.Auth.JWT.Issuer, c.Auth.JWT.Audience = "idp", "switchboard"
+		c.Auth.JWT.Leeway = 0
+	})
+	tok := func(exp time.Duration) string {
+		s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "jane", "role": "moderator",
+			"iss": "idp", "aud": "switchboard", "exp": time.Now().Add(exp).Unix()}).SignedString([]byte(secret))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, a.base()+"/v1/sse?channel=reports", nil)
+	req.Header.Set("Authorization", "Bearer "+tok(time.Minute))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("SSE with a JWT: %s", resp.Status)
+	}
+	sreq, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, a.base()+"/v1/session", nil)
+	sreq.Header.Set("Authorization", "Bearer "+tok(time.Minute))
+	sresp, err := http.DefaultClient.Do(sreq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := bufio.NewScanner(sresp.Body)
+	body.Scan()
+	sresp.Body.Close()
+	if sresp.StatusCode != http.StatusOK || !strings.Contains(body.Text(), `"jane"`) {
+		t.Errorf("sign-in with a JWT: %s %s", sresp.Status, body.Text())
+	}
+	if c := sessionCookie(sresp); c == nil || c.MaxAge > 60 {
+		t.Errorf("the cookie outlives the JWT: %v", c)
+	}
+
+	ws, _, err := websocket.Dial(t.Context(), "ws"+strings.TrimPrefix(a.base(), "http")+"/v1/ws?access_token="+tok(2*time.Second),
+		&websocket.DialOptions{Subprotocols: []string{"switchboard.v1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	ctx, cancel := context.WithTimeout(t.Context(), waitFor)
+	defer cancel()
+	for {
+		if _, _, err = ws.Read(ctx); err != nil {
+			break
+		}
+	}
+	if websocket.CloseStatus(err) != websocket.StatusPolicyViolation || !strings.Contains(err.Error(), "expired") {
+		t.Errorf("the WebSocket ended with %v, want 1008 expired", err)
+	}
+}
