@@ -120,7 +120,7 @@ func newJWTVerifier(cfg JWTConfig, log *slog.Logger) (*jwtVerifier, error) {
 		v.hmac = []byte(cfg.HMACSecret)
 	}
 	for i, f := range cfg.PublicKeyFiles {
-		keys, err := readPublicKeys(f)
+		keys, err := ReadPublicKeys(f)
 		if err != nil {
 			return nil, fmt.Errorf("auth: jwt: public_key_files[%d]: %w", i, err)
 		}
@@ -208,8 +208,9 @@ func (v *jwtVerifier) close() {
 	}
 }
 
-// readPublicKeys reads every public key of a PEM file.
-func readPublicKeys(file string) ([]crypto.PublicKey, error) {
+// ReadPublicKeys reads every public key (PKIX, PKCS#1 or a certificate's)
+// of a PEM file, as public_key_files wants them.
+func ReadPublicKeys(file string) ([]crypto.PublicKey, error) {
 	b, err := os.ReadFile(file)
 	if err != nil {
 		return nil, err
