@@ -142,7 +142,7 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...sta
 	if err := a.startBackplane(ctx); err != nil {
 		return nil, err
 	}
-	a.hub, err = hub.New(hub.Config{ClientQueue: cfg.Hub.ClientQueue, MaxChannels: cfg.Hub.MaxChannels}, a.bp, log)
+	a.hub, err = hub.New(hub.Config{ClientQueue: cfg.Hub.ClientQueue, ClientQueueBytes: cfg.Hub.ClientQueueBytes, MaxChannels: cfg.Hub.MaxChannels}, a.bp, log)
 	if err != nil {
 		return nil, err
 	}

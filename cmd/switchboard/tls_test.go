@@ -3,17 +3,10 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"io"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -26,57 +19,20 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/switchboard/switchboard/config"
+	"github.com/switchboard/switchboard/consumers/kafkaconn/kafkaconntest"
 	"github.com/switchboard/switchboard/hub/auth"
 )
 
-// tlsCA issues server certificates for 127.0.0.1 that clients trusting
-// pool verify.
-type tlsCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
-
-func newTLSCA(t *testing.T) *tlsCA {
+// issueTo has ca issue a server certificate named cn for 127.0.0.1 and
+// puts it, with its key, at certFile and keyFile (replacing what is there,
+// as an operator rotating a certificate would).
+func issueTo(t *testing.T, ca *kafkaconntest.CA, cn, certFile, keyFile string) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
+	c, k, _ := ca.Issue(t, cn, true)
+	if err := os.Rename(c, certFile); err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &tlsCA{cert: cert, key: key, pool: pool}
-}
-
-// issue writes a certificate named cn for 127.0.0.1 and its key.
-func (ca *tlsCA) issue(t *testing.T, cn, certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, _ := x509.MarshalPKCS8PrivateKey(key)
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+	if err := os.Rename(k, keyFile); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -97,17 +53,17 @@ func served(t *testing.T, addr string, pool *x509.CertPool) string {
 // files change, Reload and SIGHUP give new connections the new certificate
 // while the streams opened before keep delivering.
 func TestHTTPS(t *testing.T) {
-	ca := newTLSCA(t)
+	ca := kafkaconntest.NewCA(t)
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	ca.issue(t, "first", certFile, keyFile)
+	issueTo(t, ca, "first", certFile, keyFile)
 	a := startTestApp(t, func(c *config.Config) {
 		c.HTTP.TLS = config.HTTPTLS{CertFile: certFile, KeyFile: keyFile}
 	})
 	if !strings.HasPrefix(a.URL(), "https://") {
 		t.Fatalf("URL %s is not https", a.URL())
 	}
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool}}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool()}}
 	client := &http.Client{Transport: tr}
 	t.Cleanup(tr.CloseIdleConnections)
 	addr := a.ln.Addr().String()
@@ -181,22 +137,22 @@ func TestHTTPS(t *testing.T) {
 	}
 
 	// Reload: new connections get the new certificate, the streams go on.
-	ca.issue(t, "second", certFile, keyFile)
+	issueTo(t, ca, "second", certFile, keyFile)
 	if err := a.cert.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	if got := served(t, addr, ca.pool); got != "second" {
+	if got := served(t, addr, ca.Pool()); got != "second" {
 		t.Errorf("after Reload a new connection got %q, want second", got)
 	}
 	deliver("r-after-reload")
 
 	// SIGHUP, as an operator sends it: the node listens for it from start.
-	ca.issue(t, "third", certFile, keyFile)
+	issueTo(t, ca, "third", certFile, keyFile)
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(waitFor)
-	for served(t, addr, ca.pool) != "third" {
+	for served(t, addr, ca.Pool()) != "third" {
 		if time.Now().After(deadline) {
 			t.Fatal("SIGHUP did not reload the certificate")
 		}
