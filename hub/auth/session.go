@@ -136,7 +136,7 @@ func (a *Auth) parseSession(v string, now time.Time) (session, bool) {
 		return session{}, false
 	}
 	exp, err := strconv.ParseInt(parts[1], 10, 64)
-	if p == nil || err != nil || now.Unix() > exp || strconv.FormatInt(exp, 10) != parts[1] {
+	if p == nil || err != nil || now.Unix() >= exp || strconv.FormatInt(exp, 10) != parts[1] {
 		return session{}, false
 	}
 	if id, err := base64.RawURLEncoding.Strict().DecodeString(parts[2]); err != nil || len(id) != 16 {
