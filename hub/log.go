@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/google/uuid"
@@ -30,6 +31,12 @@ func LoggerFrom(ctx context.Context, fallback *slog.Logger) *slog.Logger {
 // carries it, and logs one line per request. It logs the path, never the
 // query: access_token may be there.
 func RequestLog(log *slog.Logger, next http.Handler) http.Handler {
+	return RequestLogClient(log, nil, next)
+}
+
+// RequestLogClient is RequestLog whose line names the client as client
+// says (the address behind trusted proxies); nil means the peer's address.
+func RequestLogClient(log *slog.Logger, client func(*http.Request) netip.Addr, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := r.Header.Get("X-Request-ID")
 		if !saneID(id) {
@@ -40,8 +47,14 @@ func RequestLog(log *slog.Logger, next http.Handler) http.Handler {
 		rw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		start := time.Now()
 		next.ServeHTTP(rw, r.WithContext(WithLogger(r.Context(), l)))
+		var addr string
+		if client != nil {
+			addr = client(r).String()
+		} else if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+			addr = ap.Addr().Unmap().String()
+		}
 		l.LogAttrs(r.Context(), slog.LevelInfo, "http request",
-			slog.String("method", r.Method), slog.String("path", r.URL.Path),
+			slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.String("client", addr),
 			slog.Int("status", rw.status), slog.Int64("bytes", rw.bytes),
 			slog.Duration("duration", time.Since(start)))
 	})

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -38,8 +39,23 @@ func TestRequestLog(t *testing.T) {
 				t.Fatalf("line without the request id: %s", l)
 			}
 		}
+		if !strings.Contains(lines[1], `"client":"192.0.2.1"`) {
+			t.Fatalf("request line without the peer's address: %s", lines[1])
+		}
 		if strings.Contains(buf.String(), "secret-token") || !strings.Contains(lines[1], `"status":418`) {
 			t.Fatalf("access line %s", lines[1])
 		}
+	}
+}
+
+// TestRequestLogClient: the request line names the client its function
+// gives (the address behind trusted proxies).
+func TestRequestLogClient(t *testing.T) {
+	var buf bytes.Buffer
+	h := RequestLogClient(slog.New(slog.NewJSONHandler(&buf, nil)), func(*http.Request) netip.Addr { return netip.MustParseAddr("203.0.113.9") },
+		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/healthz", nil))
+	if !strings.Contains(buf.String(), `"client":"203.0.113.9"`) {
+		t.Fatalf("line %s", buf.String())
 	}
 }

@@ -89,7 +89,8 @@ type app struct {
 	backplane string
 	guard     *hub.HTTPGuard
 	cert      *auth.Certificate // nil without http.tls.cert_file
-	stopHUP   func()            // stops reloading cert on SIGHUP
+	proxies   *auth.TrustedProxies
+	stopHUP   func() // stops reloading cert on SIGHUP
 	srv       *http.Server
 	ln        net.Listener
 	// redisPrefix starts every Redis key of the backplane and the outcome
@@ -218,7 +219,7 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...sta
 		a.stopHUP = a.cert.ReloadOnSignal(syscall.SIGHUP)
 	}
 	a.srv = &http.Server{
-		Handler:           hub.RequestLog(log, a.guard.Handler(a.routes())),
+		Handler:           hub.RequestLogClient(log, a.proxies.SourceAddr, a.guard.Handler(a.routes())),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ConnContext:       a.guard.ConnContext,
@@ -328,6 +329,7 @@ func (a *app) startAuth() error {
 	// Only http.trusted_proxies may name the client's address and scheme;
 	// with none, every request is taken as it arrived.
 	proxies, err := auth.NewTrustedProxies(a.cfg.HTTP.TrustedProxies)
+	a.proxies = proxies
 	if err != nil {
 		return fmt.Errorf("http.trusted_proxies: %w", err)
 	}
