@@ -35,8 +35,12 @@ const hubShards = 64
 // through its Backplane; it fans each entry out to the local clients of its
 // channel without ever blocking on one of them.
 //
-// Lock order: hubShard.mu, then the backplane's own locks, then
-// hubChannel.mu, then Client.mu.
+// Lock order: hubShard.mu, then hubChannel.mu, then Client.mu. The
+// backplane's own locks come before hubChannel.mu (its fan-out calls
+// dispatch), and no hub lock is held across a backplane call: Listen and
+// its cancel run outside hubShard.mu, so a slow backplane stalls only the
+// channel it is called for (see hubChannel for the states that make this
+// safe).
 type Hub struct {
 	cfg  Config
 	bp   Backplane
@@ -61,14 +65,45 @@ type hubShard struct {
 // hubChannel is a channel with local clients. Adding and removing a client
 // is O(1) (swap-remove with an index); the fan-out holds the read lock while
 // it offers an entry to each client, which never blocks.
+//
+// Its state, guarded by hubShard.mu, says where its backplane listener is;
+// the backplane is called with no hub lock held:
+//
+//   - absent (not in hubShard.chans): no listener. The first subscriber
+//     enters starting and calls Listen.
+//   - starting: one subscriber calls Listen. Others wait on done and share
+//     its result (one Listen however many subscribe at once): on success
+//     the channel is live; on failure it is absent again and err says why,
+//     so the next subscriber tries anew. When the attempt failed only
+//     because its subscriber's context ended, waiters try anew at once.
+//   - live: cancel stops the listener. Subscribers are added only in this
+//     state, so a subscriber is never without a listener.
+//   - stopping: the last subscriber left and calls cancel. Subscribers wait
+//     on done, then find the channel absent and start a new listener, so
+//     a listener is never without subscribers and two never overlap.
 type hubChannel struct {
-	name   string
+	name string
+
+	// Guarded by hubShard.mu.
+	state  chanState
+	done   chan struct{} // closed when starting or stopping ends
+	err    error         // why starting failed
+	retry  bool          // starting failed on its subscriber's context
 	cancel func()
 
 	mu    sync.RWMutex
 	subs  []*Client
 	index map[*Client]int
 }
+
+// chanState is where a hubChannel's backplane listener is.
+type chanState uint8
+
+const (
+	chanStarting chanState = iota
+	chanLive
+	chanStopping
+)
 
 // Stats are the hub's counters and gauges, read with atomic loads.
 type Stats struct {
@@ -220,22 +255,56 @@ func (h *Hub) shard(ch string) *hubShard {
 }
 
 // attach adds c to channel's local subscribers, listening on the backplane
-// when c is the channel's first.
+// when c is the channel's first. Listen runs outside the shard's lock.
 func (h *Hub) attach(ctx context.Context, ch string, c *Client) error {
 	s := h.shard(ch)
+	for {
+		s.mu.Lock()
+		hc := s.chans[ch]
+		switch {
+		case hc == nil:
+			hc = &hubChannel{name: ch, index: map[*Client]int{}, state: chanStarting, done: make(chan struct{})}
+			s.chans[ch] = hc
+			s.mu.Unlock()
+			return h.start(ctx, s, hc, c)
+		case hc.state == chanLive:
+			hc.add(h, c)
+			s.mu.Unlock()
+			return nil
+		}
+		starting, done := hc.state == chanStarting, hc.done
+		s.mu.Unlock()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return fmt.Errorf("hub: listen %q: %w", ch, ctx.Err())
+		}
+		if starting && hc.err != nil && !hc.retry {
+			return fmt.Errorf("hub: listen %q: %w", ch, hc.err)
+		}
+	}
+}
+
+// start listens on the backplane for hc, which is starting, and adds c as
+// its first subscriber, or makes hc absent again when Listen fails.
+func (h *Hub) start(ctx context.Context, s *hubShard, hc *hubChannel, c *Client) error {
+	cancel, err := h.bp.Listen(ctx, hc.name, hc.dispatchFunc(h))
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	hc := s.chans[ch]
-	if hc == nil {
-		hc = &hubChannel{name: ch, index: map[*Client]int{}}
-		cancel, err := h.bp.Listen(ctx, ch, hc.dispatchFunc(h))
-		if err != nil {
-			h.stats.BackplaneErrors.Add(1)
-			return fmt.Errorf("hub: listen %q: %w", ch, err)
-		}
-		hc.cancel = cancel
-		s.chans[ch] = hc
+	defer close(hc.done)
+	if err != nil {
+		h.stats.BackplaneErrors.Add(1)
+		delete(s.chans, hc.name)
+		hc.err, hc.retry = err, ctx.Err() != nil
+		return fmt.Errorf("hub: listen %q: %w", hc.name, err)
 	}
+	hc.state, hc.cancel = chanLive, cancel
+	hc.add(h, c)
+	return nil
+}
+
+// add makes c a subscriber of hc. The caller holds the shard's lock.
+func (hc *hubChannel) add(h *Hub, c *Client) {
 	hc.mu.Lock()
 	if _, ok := hc.index[c]; !ok {
 		hc.index[c] = len(hc.subs)
@@ -243,18 +312,19 @@ func (h *Hub) attach(ctx context.Context, ch string, c *Client) error {
 		h.stats.Subscriptions.Add(1)
 	}
 	hc.mu.Unlock()
-	return nil
 }
 
 // detach removes c from channel's local subscribers and stops listening when
-// no local subscriber is left. The backplane's cancel runs after the
-// channel's lock is released: the fan-out takes them in the other order.
+// no local subscriber is left. The backplane's cancel runs with no hub lock
+// held: the channel is stopping meanwhile, and a new subscriber waits for
+// the cancel to return before it listens again.
 func (h *Hub) detach(ch string, c *Client) {
 	s := h.shard(ch)
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	hc := s.chans[ch]
-	if hc == nil {
+	if hc == nil || hc.state != chanLive {
+		// Only a live channel has subscribers.
+		s.mu.Unlock()
 		return
 	}
 	hc.mu.Lock()
@@ -269,10 +339,19 @@ func (h *Hub) detach(ch string, c *Client) {
 	}
 	empty := len(hc.subs) == 0
 	hc.mu.Unlock()
-	if empty {
-		delete(s.chans, ch)
-		hc.cancel()
+	if !empty {
+		s.mu.Unlock()
+		return
 	}
+	hc.state, hc.done = chanStopping, make(chan struct{})
+	s.mu.Unlock()
+
+	hc.cancel()
+
+	s.mu.Lock()
+	delete(s.chans, ch)
+	close(hc.done)
+	s.mu.Unlock()
 }
 
 // dispatchFunc returns the backplane callback of hc: it shares one Delivery,
