@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"log/slog"
 	"net/http"
-	"net/netip"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
 )
