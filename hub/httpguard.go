@@ -396,8 +396,7 @@ func (g *HTTPGuard) Handler(next http.Handler) http.Handler {
 			return
 		}
 		if r.ContentLength > g.cfg.MaxBodyBytes {
-			closeAfter(w)
-			g.tooLarge(w)
+			g.tooLarge(w, r)
 			return
 		}
 		rc := http.NewResponseController(w)
@@ -417,8 +416,7 @@ func (g *HTTPGuard) Handler(next http.Handler) http.Handler {
 			return
 		}
 		if int64(len(body)) > g.cfg.MaxBodyBytes {
-			closeAfter(w)
-			g.tooLarge(w)
+			g.tooLarge(w, r)
 			return
 		}
 		_ = rc.SetReadDeadline(time.Time{})
@@ -436,6 +434,16 @@ func closeAfter(w http.ResponseWriter) {
 	_ = http.NewResponseController(w).SetReadDeadline(time.Now())
 }
 
-func (g *HTTPGuard) tooLarge(w http.ResponseWriter) {
+// tooLarge answers 413. A moderate overshoot (at most four times
+// MaxBodyBytes, within BodyTimeout) is read and dropped first: a client
+// still sending its body when the server closes gets a connection reset
+// instead of the answer. A larger body is not read at all.
+func (g *HTTPGuard) tooLarge(w http.ResponseWriter, r *http.Request) {
+	if limit := 4 * g.cfg.MaxBodyBytes; r.ContentLength <= limit {
+		rc := http.NewResponseController(w)
+		_ = rc.SetReadDeadline(time.Now().Add(g.cfg.BodyTimeout))
+		_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, limit))
+	}
+	closeAfter(w)
 	WriteProblem(w, Problem{Type: ProblemTooLarge, Detail: fmt.Sprintf("the body is over %d bytes", g.cfg.MaxBodyBytes)})
 }

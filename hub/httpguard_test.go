@@ -167,12 +167,13 @@ func TestHTTPGuardBodyTimeout(t *testing.T) {
 }
 
 // TestHTTPGuardBodyTooLarge: a body over MaxBodyBytes is 413, announced or
-// chunked.
+// chunked; one announced over four times the limit is refused unread.
 func TestHTTPGuardBodyTooLarge(t *testing.T) {
 	srv, _ := guardServer(t, HTTPGuardConfig{MaxBodyBytes: 10}, guardHandler())
 	addr := srv.Listener.Addr().String()
 	for _, req := range []string{
-		"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n",
+		"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n" + strings.Repeat("x", 11),
+		"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 41\r\n\r\n",
 		"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nb\r\n" + strings.Repeat("x", 11) + "\r\n0\r\n\r\n",
 	} {
 		c := dialRaw(t, addr)
@@ -185,6 +186,23 @@ func TestHTTPGuardBodyTooLarge(t *testing.T) {
 	c.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789")
 	if resp, got := c.response(); resp.StatusCode != 200 || got != "0123456789" {
 		t.Fatalf("a body of exactly the limit: %d %q", resp.StatusCode, got)
+	}
+}
+
+// TestHTTPGuardBodyTooLargeWhileSending: a client still sending a body a
+// little over the limit reads the 413, not a connection reset (net/http's
+// client fails the whole request when its body write is reset), every time.
+func TestHTTPGuardBodyTooLargeWhileSending(t *testing.T) {
+	srv, _ := guardServer(t, HTTPGuardConfig{MaxBodyBytes: 64 << 10}, guardHandler())
+	body := strings.Repeat("r", 70<<10)
+	for i := 0; i < 30; i++ {
+		resp, err := http.Post(srv.URL+"/echo", "text/plain", strings.NewReader(body))
+		if err != nil {
+			t.Fatalf("attempt %d: %v", i, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		problemOf(t, resp, string(b), http.StatusRequestEntityTooLarge)
 	}
 }
 
