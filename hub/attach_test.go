@@ -148,7 +148,7 @@ func sameShard(t *testing.T, h *Hub, ch string) string {
 func subscribeAsync(ctx context.Context, c *Client, ch string) <-chan error {
 	done := make(chan error, 1)
 	go func() {
-		_, err := c.Subscribe(ctx, ch, nil, nil)
+		_, err := c.Subscribe(ctx, ch, SubscribeOptions{})
 		done <- err
 	}()
 	return done
@@ -180,13 +180,13 @@ func expectEvent(t *testing.T, c *Client, ch string) {
 	t.Helper()
 	deadline := time.After(waitFor)
 	for {
-		for _, it := range c.Drain() {
+		for _, it := range c.drain() {
 			if it.Kind == ItemEvent && it.Delivery.Channel == ch {
 				return
 			}
 		}
 		select {
-		case <-c.Ready():
+		case <-readyOf(c):
 		case <-deadline:
 			t.Fatalf("no event of %s delivered", ch)
 		}
@@ -310,14 +310,14 @@ func TestFailedListenIsRetried(t *testing.T) {
 		bp.fail[ch] = errDown
 		bp.mu.Unlock()
 		c := newClient(t, h)
-		if _, err := c.Subscribe(t.Context(), ch, nil, nil); !errors.Is(err, errDown) {
+		if _, err := c.Subscribe(t.Context(), ch, SubscribeOptions{}); !errors.Is(err, errDown) {
 			t.Fatalf("subscribe: %v, want %v", err, errDown)
 		}
-		if c.Channels() != 0 || h.Stats().Subscriptions.Load() != 0 || h.Stats().BackplaneErrors.Load() != 1 {
+		if c.Channels() != 0 || h.Stats().Subscriptions != 0 || h.Stats().BackplaneErrors != 1 {
 			t.Fatalf("after a failed Listen: %d channels, %d subscriptions, %d backplane errors, want 0, 0, 1",
-				c.Channels(), h.Stats().Subscriptions.Load(), h.Stats().BackplaneErrors.Load())
+				c.Channels(), h.Stats().Subscriptions, h.Stats().BackplaneErrors)
 		}
-		if _, err := c.Subscribe(t.Context(), ch, nil, nil); err != nil {
+		if _, err := c.Subscribe(t.Context(), ch, SubscribeOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		publishTo(t, h, 1, ch)
@@ -369,7 +369,7 @@ func TestAttachDetachRace(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for range rounds {
-				if _, err := c.Subscribe(t.Context(), ch, nil, nil); err != nil {
+				if _, err := c.Subscribe(t.Context(), ch, SubscribeOptions{}); err != nil {
 					t.Error(err)
 					return
 				}
@@ -391,7 +391,7 @@ func TestAttachDetachRace(t *testing.T) {
 		t.Fatalf("%d hub entries without a subscriber", hubs)
 	}
 	c := newClient(t, h)
-	if _, err := c.Subscribe(t.Context(), ch, nil, nil); err != nil {
+	if _, err := c.Subscribe(t.Context(), ch, SubscribeOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	publishTo(t, h, 1, ch)

@@ -399,7 +399,7 @@ func TestRedisRestartKeepsSubscribers(t *testing.T) {
 	if ended > 0 {
 		t.Errorf("%d of %d subscribers ended by a Redis restart", ended, len(peers))
 	}
-	t.Logf("slow consumers %d, backplane errors %d", n.Stats().SlowConsumers.Load(), n.Stats().BackplaneErrors.Load())
+	t.Logf("slow consumers %d, backplane errors %d", n.Stats().SlowConsumers, n.Stats().BackplaneErrors)
 }
 
 // publishRetry publishes events from..to on n, each retried until the

@@ -49,7 +49,7 @@ func benchFanout(b *testing.B, subs int) {
 			b.Fatal(err)
 		}
 		clients[i] = c
-		if _, err := c.Subscribe(ctx, "reports", nil, nil); err != nil {
+		if _, err := c.Subscribe(ctx, "reports", SubscribeOptions{}); err != nil {
 			b.Fatal(err)
 		}
 		wg.Add(1)
@@ -57,15 +57,15 @@ func benchFanout(b *testing.B, subs int) {
 			defer wg.Done()
 			for {
 				select {
-				case <-c.Ready():
-					items := c.Drain()
+				case <-readyOf(c):
+					items := c.drain()
 					k := int64(0)
 					for j := range items {
 						if items[j].Kind == ItemEvent {
 							k++
 						}
 					}
-					c.Release(items)
+					c.release(items)
 					counts[i] += k
 					if k == 0 {
 						continue
@@ -129,7 +129,7 @@ func benchFanout(b *testing.B, subs int) {
 	b.StopTimer()
 	runtime.ReadMemStats(&ms1)
 
-	if n := h.Stats().SlowConsumers.Load(); n > 0 {
+	if n := h.Stats().SlowConsumers; n > 0 {
 		b.Fatalf("%d clients were dropped as slow consumers", n)
 	}
 	stopDrainers()
@@ -163,7 +163,7 @@ func BenchmarkSubscribe(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if _, err := c.Subscribe(ctx, "reports", nil, nil); err != nil {
+				if _, err := c.Subscribe(ctx, "reports", SubscribeOptions{}); err != nil {
 					b.Fatal(err)
 				}
 				others[i] = c
@@ -181,7 +181,7 @@ func BenchmarkSubscribe(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for b.Loop() {
-				if _, err := c.Subscribe(ctx, "reports", nil, nil); err != nil {
+				if _, err := c.Subscribe(ctx, "reports", SubscribeOptions{}); err != nil {
 					b.Fatal(err)
 				}
 				c.Unsubscribe("reports")

@@ -43,7 +43,7 @@ func TestChannelChurn(t *testing.T) {
 	const n = 5000
 	for i := range n {
 		ch := fmt.Sprintf("item:churn-%d", i)
-		if _, err := c.Subscribe(t.Context(), ch, nil, nil); err != nil {
+		if _, err := c.Subscribe(t.Context(), ch, SubscribeOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		if _, ok := c.Unsubscribe(ch); !ok {
@@ -58,7 +58,7 @@ func TestChannelChurn(t *testing.T) {
 	// A channel that comes back after it was forgotten keeps its epoch:
 	// a subscriber that resumes it with its cursor has missed nothing,
 	// and is not told of a gap.
-	res, err := c.Subscribe(t.Context(), "item:empty", nil, nil)
+	res, err := c.Subscribe(t.Context(), "item:empty", SubscribeOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,16 +67,16 @@ func TestChannelChurn(t *testing.T) {
 		t.Fatalf("%d logs after item:empty was left", logs)
 	}
 	h.Publish(t.Context(), []string{"item:empty"}, testEvent(1, "item.reported", "empty", ""))
-	if again, err := c.Subscribe(t.Context(), "item:empty", &res.Start, nil); err != nil || again.Gap || again.Start != res.Start {
+	if again, err := c.Subscribe(t.Context(), "item:empty", SubscribeOptions{After: &res.Start}); err != nil || again.Gap || again.Start != res.Start {
 		t.Fatalf("resume of a forgotten empty channel with %v: %+v, %v", res.Start, again, err)
 	}
-	if n := c.Queued(); n != 1 {
+	if n := c.queued(); n != 1 {
 		t.Fatalf("%d queued after the resume, want the event published meanwhile", n)
 	}
 	c.Unsubscribe("item:empty")
 
 	// A channel with history keeps it.
-	if _, err := c.Subscribe(t.Context(), "item:kept", nil, nil); err != nil {
+	if _, err := c.Subscribe(t.Context(), "item:kept", SubscribeOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	h.Publish(t.Context(), []string{"item:kept"}, testEvent(1, "item.reported", "kept", ""))
@@ -84,7 +84,7 @@ func TestChannelChurn(t *testing.T) {
 	if hubs, logs := registered(h, mem); hubs != 0 || logs != 2 {
 		t.Fatalf("item:empty and item:kept with history: %d hub entries and %d logs, want 0 and 2", hubs, logs)
 	}
-	kept, err := c.Subscribe(t.Context(), "item:kept", &pos, nil)
+	kept, err := c.Subscribe(t.Context(), "item:kept", SubscribeOptions{After: &pos})
 	if err != nil || kept.Gap || kept.Start != pos {
 		t.Fatalf("resume with %v: %+v, %v", pos, kept, err)
 	}
@@ -120,7 +120,7 @@ func TestChannelChurnKeepsEvents(t *testing.T) {
 			defer c.Close()
 			for r := int(round.Load()); r < rounds; r = int(round.Load()) {
 				for _, ch := range names(r) {
-					if _, err := c.Subscribe(context.Background(), ch, nil, nil); err != nil {
+					if _, err := c.Subscribe(context.Background(), ch, SubscribeOptions{}); err != nil {
 						t.Error(err)
 						return
 					}
@@ -168,7 +168,7 @@ func BenchmarkChannelChurn(b *testing.B) {
 	runtime.ReadMemStats(&ms0)
 	b.ResetTimer()
 	for _, ch := range names {
-		if _, err := c.Subscribe(ctx, ch, nil, nil); err != nil {
+		if _, err := c.Subscribe(ctx, ch, SubscribeOptions{}); err != nil {
 			b.Fatal(err)
 		}
 		c.Unsubscribe(ch)

@@ -102,7 +102,7 @@ type Item struct {
 // again once the read in flight is done. Reread is also set when
 // announcements may have been lost while a read was in flight.
 type subState struct {
-	watch     func(*Delivery) []byte
+	onEvent   func(*Event)
 	buffering bool
 	reread    bool
 	pending   []*Delivery
@@ -127,7 +127,7 @@ type Client struct {
 	err    error
 	closed bool
 	// replayed and replayedBytes count the queued items that history
-	// reads gave since the last Drain, and their size. They fill a hole
+	// reads gave since the last drain, and their size. They fill a hole
 	// the hub found, not a backlog the client let grow, so the
 	// slow-consumer bounds count only the rest.
 	replayed      int
@@ -135,11 +135,12 @@ type Client struct {
 	// expiry ends the client when its credential expires; nil without one.
 	expiry *time.Timer
 
-	ready  chan struct{}
-	notify func()
-	tasks  sync.WaitGroup // resyncs in flight
-	done   chan struct{}
-	once   sync.Once
+	// follower is set for Hub.Follow's clients, which queue nothing.
+	follower bool
+	notify   func()
+	tasks    sync.WaitGroup // resyncs in flight
+	done     chan struct{}
+	once     sync.Once
 }
 
 // SubscribeResult says where a subscription starts.
@@ -153,30 +154,30 @@ type SubscribeResult struct {
 	Gap bool
 }
 
-// Subscribe subscribes c to channel, resuming after *after when it is given.
-// The order of the queue is: the frame ack(result) makes, if ack is not nil;
-// a gap notice, if history could not cover after; the missed entries (when
-// after's epoch is gone, every entry of the new epoch history holds); then
-// live entries, each once. Live delivery starts before history is read, so
-// nothing published meanwhile is lost.
-func (c *Client) Subscribe(ctx context.Context, channel string, after *Position, ack func(SubscribeResult) []byte) (SubscribeResult, error) {
-	return c.SubscribeWith(ctx, channel, SubscribeOptions{After: after, Ack: ack})
-}
-
-// SubscribeOptions are the options of SubscribeWith.
+// SubscribeOptions say where a subscription starts and what it adds to
+// the client's queue.
 type SubscribeOptions struct {
-	// After resumes the subscription after this position.
+	// After resumes the subscription after this position (nil: live
+	// only; &Oldest: everything history holds).
 	After *Position
 	// Ack makes the frame queued first, from where the subscription starts.
 	Ack func(SubscribeResult) []byte
-	// Watch sees every event queued for the subscription, under the
-	// client's lock, and may return a frame to queue right after it (the
-	// sync adapter's result frame). It must not block.
-	Watch func(*Delivery) []byte
+	// OnEvent sees every event of the subscription, replayed or live, in
+	// order, right after it is queued (a follower that must act in the
+	// queue's order, like a command waiter), and nil where a gap notice is
+	// queued (events may have been missed: re-read what depends on them).
+	// It runs under the client's lock: it must not block or call the
+	// client.
+	OnEvent func(*Event)
 }
 
-// SubscribeWith is Subscribe with every option.
-func (c *Client) SubscribeWith(ctx context.Context, channel string, o SubscribeOptions) (SubscribeResult, error) {
+// Subscribe subscribes c to channel. The order of the queue is: the frame
+// o.Ack makes, if any; a gap notice, if history could not cover o.After;
+// the missed entries (when After's epoch is gone, every entry of the new
+// epoch history holds); then live entries, each once. Live delivery starts
+// before history is read, so nothing published meanwhile is lost. A
+// repeated subscribe to a channel starts over from its options.
+func (c *Client) Subscribe(ctx context.Context, channel string, o SubscribeOptions) (SubscribeResult, error) {
 	after, ack := o.After, o.Ack
 	if err := ValidateChannel(channel); err != nil {
 		return SubscribeResult{}, err
@@ -196,7 +197,7 @@ func (c *Client) SubscribeWith(ctx context.Context, channel string, o SubscribeO
 		c.mu.Unlock()
 		return SubscribeResult{}, ErrTooManyChannels
 	}
-	st := &subState{buffering: true, watch: o.Watch}
+	st := &subState{buffering: true, onEvent: o.OnEvent}
 	c.subs[channel] = st
 	c.mu.Unlock()
 
@@ -246,6 +247,7 @@ func (c *Client) SubscribeWith(ctx context.Context, channel string, o SubscribeO
 	}
 	if res.Gap {
 		c.push(Item{Kind: ItemGap, Channel: channel, Pos: res.Start})
+		st.gapped()
 	}
 	for _, e := range rep.Entries {
 		c.queueReplayedLocked(st, e)
@@ -269,11 +271,12 @@ func (st *subState) dropEpoch(epoch string) {
 // queueReplayedLocked queues an entry a history read gave.
 func (c *Client) queueReplayedLocked(st *subState, e Entry) {
 	d := &Delivery{Entry: e}
-	c.push(Item{Kind: ItemEvent, Delivery: d})
+	it := Item{Kind: ItemEvent, Delivery: d}
+	c.push(it)
 	c.replayed++
-	c.replayedBytes += c.queue[len(c.queue)-1].size()
+	c.replayedBytes += it.size()
 	st.last = e.Pos.Offset
-	st.watched(c, d)
+	st.watched(d)
 }
 
 // settleLocked ends a history read of st: history is read again if
@@ -489,6 +492,7 @@ func (c *Client) queueLocked(st *subState, d *Delivery) {
 		// new epoch from its start (the hole check below fetches what came
 		// before d).
 		c.push(Item{Kind: ItemGap, Channel: d.Channel, Pos: Position{Epoch: d.Pos.Epoch}})
+		st.gapped()
 		st.epoch, st.last = d.Pos.Epoch, 0
 	}
 	if d.Pos.Offset > st.last+1 && !st.buffering {
@@ -502,7 +506,7 @@ func (c *Client) queueLocked(st *subState, d *Delivery) {
 	}
 	st.last = d.Pos.Offset
 	c.push(Item{Kind: ItemEvent, Delivery: d})
-	st.watched(c, d)
+	st.watched(d)
 }
 
 // itemOverhead is what a queued item costs beyond its payload: the Item
@@ -523,44 +527,45 @@ func (it *Item) size() int {
 	}
 }
 
-// push queues it and counts its size.
+// push queues it and counts its size. A follower's client (Hub.Follow)
+// keeps nothing: its OnEvent has seen the event.
 func (c *Client) push(it Item) {
+	if c.follower {
+		return
+	}
 	c.queue = append(c.queue, it)
 	c.bytes += it.size()
 }
 
-// watched runs st's watch on a queued delivery.
-func (st *subState) watched(c *Client, d *Delivery) {
-	if st.watch != nil {
-		if f := st.watch(d); f != nil {
-			c.push(Item{Kind: ItemFrame, Raw: f})
-		}
+// gapped tells st's OnEvent of a queued gap notice.
+func (st *subState) gapped() {
+	if st.onEvent != nil {
+		st.onEvent(nil)
+	}
+}
+
+// watched shows a queued delivery to st's OnEvent.
+func (st *subState) watched(d *Delivery) {
+	if st.onEvent != nil {
+		st.onEvent(d.Event)
 	}
 }
 
 func (c *Client) wake() {
 	if c.notify != nil {
 		c.notify()
-		return
-	}
-	select {
-	case c.ready <- struct{}{}:
-	default:
 	}
 }
 
-// SetNotify makes fn run, instead of a signal on Ready, whenever items are
-// queued and when the client ends. A door uses it to run a writer only while
-// there is something to write, so an idle connection holds no writer
-// goroutine. fn runs under the client's lock: it must not block or call c.
-func (c *Client) SetNotify(fn func()) {
+// setNotify makes fn run whenever items are queued and when the client
+// ends: the one way a client tells its writer there is work, so an idle
+// connection holds no writer goroutine. fn runs under the client's lock: it
+// must not block or call c.
+func (c *Client) setNotify(fn func()) {
 	c.mu.Lock()
 	c.notify = fn
 	c.mu.Unlock()
 }
-
-// Ready is signalled when items may be queued; the door then calls Drain.
-func (c *Client) Ready() <-chan struct{} { return c.ready }
 
 // Done is closed when the client has ended: slow consumer, hub shutdown, or
 // Close. Err says why.
@@ -573,9 +578,9 @@ func (c *Client) Err() error {
 	return c.err
 }
 
-// Drain returns every queued item, oldest first, and empties the queue. It
-// never blocks. The door hands the slice back with Release after writing.
-func (c *Client) Drain() []Item {
+// drain returns every queued item, oldest first, and empties the queue. It
+// never blocks. The writer hands the slice back with release after writing.
+func (c *Client) drain() []Item {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.queue) == 0 {
@@ -588,9 +593,9 @@ func (c *Client) Drain() []Item {
 	return items
 }
 
-// Release returns a slice from Drain for reuse, so a busy client does not
+// release returns a slice from drain for reuse, so a busy client does not
 // allocate a queue per write.
-func (c *Client) Release(items []Item) {
+func (c *Client) release(items []Item) {
 	if cap(items) > 4*c.maxLen {
 		return
 	}
@@ -602,8 +607,8 @@ func (c *Client) Release(items []Item) {
 	c.mu.Unlock()
 }
 
-// Queued returns how many items wait in c's queue.
-func (c *Client) Queued() int {
+// queued returns how many items wait in c's queue.
+func (c *Client) queued() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.queue)

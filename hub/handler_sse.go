@@ -136,7 +136,7 @@ func (s *sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		} else if fromOldest {
 			after = &Position{}
 		}
-		res, err := c.Subscribe(ctx, ch, after, nil)
+		res, err := c.Subscribe(ctx, ch, SubscribeOptions{After: after})
 		if err != nil {
 			if errors.Is(err, ErrClosed) {
 				return
@@ -181,7 +181,7 @@ func (s *sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				s.h.stats.SSEConnections.Add(-1)
 			}}
 			sc.cut.conn = conn
-			c.SetNotify(sc.notify)
+			c.setNotify(sc.notify)
 			sc.hb = time.AfterFunc(s.cfg.Heartbeat, sc.heartbeat)
 			sc.kick() // anything the subscriptions queued already
 			go sc.watchClose()
@@ -214,14 +214,22 @@ func (s *sseHandler) serveHeld(w http.ResponseWriter, r *http.Request, ctx conte
 	}
 	hb := time.NewTicker(s.cfg.Heartbeat)
 	defer hb.Stop()
+	ready := make(chan struct{}, 1)
+	c.setNotify(func() {
+		select {
+		case ready <- struct{}{}:
+		default:
+		}
+	})
+	ready <- struct{}{} // what the subscriptions queued already
 	for {
 		select {
-		case <-c.Ready():
-			items := c.Drain()
+		case <-ready:
+			items := c.drain()
 			for _, it := range items {
 				st.add(it)
 			}
-			c.Release(items)
+			c.release(items)
 			if flush() != nil {
 				return
 			}
@@ -326,7 +334,7 @@ func (s *sseConn) pump() {
 		}
 	}()
 	for {
-		items := s.c.Drain()
+		items := s.c.drain()
 		ping := s.pingDue.Swap(false)
 		if len(items) > 0 || ping {
 			if len(items) > 0 {
@@ -335,7 +343,7 @@ func (s *sseConn) pump() {
 			for _, it := range items {
 				s.st.add(it)
 			}
-			s.c.Release(items)
+			s.c.release(items)
 			if ping {
 				s.st.buf = append(s.st.buf, ": ping\n\n"...)
 			}
@@ -378,7 +386,7 @@ func (s *sseConn) pump() {
 			}
 		}
 		s.running.Store(false)
-		if s.c.Queued() == 0 && !s.pingDue.Load() && !isDone(s.c) || !s.running.CompareAndSwap(false, true) {
+		if s.c.queued() == 0 && !s.pingDue.Load() && !isDone(s.c) || !s.running.CompareAndSwap(false, true) {
 			return
 		}
 	}

@@ -63,9 +63,9 @@ type WSConfig struct {
 	// Guard admits connections and authorises subscriptions; nil admits
 	// everyone.
 	Guard Guard
-	// Frames handles frame types beyond subscribe, unsubscribe and ping
-	// (the sync adapter registers "takedown"). A type with no handler is
-	// refused with an error frame.
+	// Frames handles frame types beyond subscribe, unsubscribe and ping:
+	// the command layer registers its own ("takedown"). A type with no
+	// handler is refused with an error frame.
 	Frames map[string]FrameHandler
 }
 
@@ -211,7 +211,7 @@ func (wh *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(actx))
 	wc := &wsConn{wh: wh, conn: conn, c: c, pack: r.URL.Query().Get("pack") == "1", kick: make(chan struct{}, 1)}
 	wc.cut.conn = sb.conn
-	c.SetNotify(wc.notify)
+	c.setNotify(wc.notify)
 	if at, ok := ExpiryFrom(actx); ok {
 		c.expireAt(at)
 	}
@@ -309,10 +309,10 @@ func (wh *wsHandler) handle(ctx context.Context, s *Session, raw []byte) {
 			after = &p
 		}
 		id := f.ID
-		_, err := s.Client.Subscribe(ctx, f.Channel, after, func(res SubscribeResult) []byte {
+		_, err := s.Client.Subscribe(ctx, f.Channel, SubscribeOptions{After: after, Ack: func(res SubscribeResult) []byte {
 			b, _ := json.Marshal(ackFrame{Type: "ack", ID: id, Cursor: res.Start.String()})
 			return b
-		})
+		}})
 		switch {
 		case err == nil, errors.Is(err, ErrClosed):
 		case errors.Is(err, ErrTooManyChannels):
@@ -341,10 +341,6 @@ func (wh *wsHandler) handle(ctx context.Context, s *Session, raw []byte) {
 	default:
 		if fh := wh.cfg.Frames[head.Type]; fh != nil {
 			fh(ctx, s, raw)
-			return
-		}
-		if head.Type == "takedown" {
-			s.SendError(head.ID, CodeUnavailable, "takedowns are not enabled on this node")
 			return
 		}
 		s.SendError(head.ID, CodeBadRequest, "unknown frame type "+clipQuote(head.Type))
@@ -453,10 +449,10 @@ func (w *wsConn) pump() {
 		}
 	}()
 	for {
-		if items := w.c.Drain(); len(items) > 0 {
+		if items := w.c.drain(); len(items) > 0 {
 			w.steady.wrote()
 			err := w.writeItems(items)
-			w.c.Release(items)
+			w.c.release(items)
 			if err != nil {
 				w.conn.CloseNow()
 				return // running stays set: nothing more is written.
@@ -497,7 +493,7 @@ func (w *wsConn) pump() {
 		// Something queued between the drain and the store above has
 		// either seen running set (and is ours to write) or started a
 		// writer of its own.
-		if w.c.Queued() == 0 && !w.ended() || !w.running.CompareAndSwap(false, true) {
+		if w.c.queued() == 0 && !w.ended() || !w.running.CompareAndSwap(false, true) {
 			return
 		}
 	}

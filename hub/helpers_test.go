@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -310,4 +311,25 @@ var transports = []struct {
 		}
 		return s
 	}},
+}
+
+// readies holds the channel readyOf gave each client.
+var readies sync.Map // *Client -> chan struct{}
+
+// readyOf returns a channel signalled whenever c has queued items (and
+// once at first, for what is already queued): the tests' writer loop.
+func readyOf(c *Client) <-chan struct{} {
+	if ch, ok := readies.Load(c); ok {
+		return ch.(chan struct{})
+	}
+	ch := make(chan struct{}, 1)
+	readies.Store(c, ch)
+	c.setNotify(func() {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	})
+	ch <- struct{}{}
+	return ch
 }

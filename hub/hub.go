@@ -54,7 +54,7 @@ type Hub struct {
 	closed  bool
 	wg      sync.WaitGroup
 
-	stats Stats
+	stats counters
 }
 
 type hubShard struct {
@@ -105,20 +105,26 @@ const (
 	chanStopping
 )
 
-// Stats are the hub's counters and gauges, read with atomic loads.
+// Stats is a snapshot of the hub's counters and gauges.
 type Stats struct {
 	// Published counts events accepted into history.
-	Published atomic.Uint64
+	Published uint64
 	// Deliveries counts entries offered to local clients.
-	Deliveries atomic.Uint64
+	Deliveries uint64
 	// SlowConsumers counts clients ended because their queue overflowed.
-	SlowConsumers atomic.Uint64
+	SlowConsumers uint64
 	// BackplaneErrors counts failed backplane calls (publish, read, listen).
-	BackplaneErrors atomic.Uint64
+	BackplaneErrors uint64
 	// WSConnections and SSEConnections are the open connections by door.
-	WSConnections, SSEConnections atomic.Int64
+	WSConnections, SSEConnections int64
 	// Subscriptions is the number of (client, channel) subscriptions.
-	Subscriptions atomic.Int64
+	Subscriptions int64
+}
+
+// counters are the hub's live counters behind Stats.
+type counters struct {
+	Published, Deliveries, SlowConsumers, BackplaneErrors atomic.Uint64
+	WSConnections, SSEConnections, Subscriptions          atomic.Int64
 }
 
 // QueueDepths calls fn with the queue length of every connected client.
@@ -130,7 +136,7 @@ func (h *Hub) QueueDepths(fn func(int)) {
 	}
 	h.mu.Unlock()
 	for _, c := range cs {
-		fn(c.Queued())
+		fn(c.queued())
 	}
 }
 
@@ -161,11 +167,53 @@ func New(cfg Config, bp Backplane, log *slog.Logger) (*Hub, error) {
 	return h, nil
 }
 
-// Stats returns the hub's counters.
-func (h *Hub) Stats() *Stats { return &h.stats }
+// Stats returns a snapshot of the hub's counters.
+func (h *Hub) Stats() Stats {
+	return Stats{
+		Published:       h.stats.Published.Load(),
+		Deliveries:      h.stats.Deliveries.Load(),
+		SlowConsumers:   h.stats.SlowConsumers.Load(),
+		BackplaneErrors: h.stats.BackplaneErrors.Load(),
+		WSConnections:   h.stats.WSConnections.Load(),
+		SSEConnections:  h.stats.SSEConnections.Load(),
+		Subscriptions:   h.stats.Subscriptions.Load(),
+	}
+}
 
-// Backplane returns the hub's backplane.
-func (h *Hub) Backplane() Backplane { return h.bp }
+// Top returns the position of channel's newest event (offset 0 in the
+// current epoch for an empty log): a subscription that starts After it
+// receives exactly what is published from now on.
+func (h *Hub) Top(ctx context.Context, channel string) (Position, error) {
+	if err := ValidateChannel(channel); err != nil {
+		return Position{}, err
+	}
+	rep, err := h.bp.Read(ctx, channel, nil)
+	if err != nil {
+		h.stats.BackplaneErrors.Add(1)
+		return Position{}, err
+	}
+	return rep.Top, nil
+}
+
+// Follow calls fn with every event of channel after *after (live only when
+// after is nil), in order, and with nil for a gap (see
+// SubscribeOptions.OnEvent), until stop is called or the hub shuts down; no
+// queue, no goroutine. fn runs under a lock: it must not block. It returns
+// once the subscription is live (the same guarantee as Subscribe: nothing
+// published after it returns is missed). done is closed when the follow
+// ends.
+func (h *Hub) Follow(ctx context.Context, channel string, after *Position, fn func(*Event)) (stop func(), done <-chan struct{}, err error) {
+	c, err := h.NewClient()
+	if err != nil {
+		return nil, nil, err
+	}
+	c.follower = true
+	if _, err := c.Subscribe(ctx, channel, SubscribeOptions{After: after, OnEvent: fn}); err != nil {
+		c.Close()
+		return nil, nil, err
+	}
+	return c.Close, c.done, nil
+}
 
 // Publish accepts ev into the history of each channel and fans it out. It
 // returns once the backplane holds it: the caller may then commit its source.
@@ -195,7 +243,6 @@ func (h *Hub) NewClient() (*Client, error) {
 	c := &Client{
 		h:        h,
 		subs:     make(map[string]*subState),
-		ready:    make(chan struct{}, 1),
 		done:     make(chan struct{}),
 		maxLen:   h.cfg.ClientQueue,
 		maxBytes: h.cfg.ClientQueueBytes,

@@ -481,7 +481,7 @@ func TestSlowConsumer(t *testing.T) {
 	go func() {
 		ctx, cancel := context.WithTimeout(t.Context(), waitFor)
 		defer cancel()
-		for th.Stats().SlowConsumers.Load() == 0 && ctx.Err() == nil {
+		for th.Stats().SlowConsumers == 0 && ctx.Err() == nil {
 			time.Sleep(time.Millisecond)
 		}
 		for {
@@ -508,8 +508,8 @@ func TestSlowConsumer(t *testing.T) {
 			t.Fatalf("SSE subscriber got %d, want %d", got.N, i)
 		}
 	}
-	if th.Stats().SlowConsumers.Load() != 1 {
-		t.Fatalf("%d slow consumers, want 1", th.Stats().SlowConsumers.Load())
+	if th.Stats().SlowConsumers != 1 {
+		t.Fatalf("%d slow consumers, want 1", th.Stats().SlowConsumers)
 	}
 	if got := websocket.CloseStatus(<-closed); got != StatusSlowConsumer {
 		t.Fatalf("close status %d, want 4000", got)
@@ -677,7 +677,7 @@ func TestWSRequestFloodWithoutReading(t *testing.T) {
 	defer c.CloseNow()
 	ping := []byte(`{"type":"ping","id":"` + strings.Repeat("p", 900) + `"}`)
 	deadline := time.Now().Add(waitFor)
-	for th.Stats().SlowConsumers.Load() == 0 {
+	for th.Stats().SlowConsumers == 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("a client flooding requests without reading was never dropped")
 		}
@@ -688,7 +688,7 @@ func TestWSRequestFloodWithoutReading(t *testing.T) {
 			break // the server closed the connection
 		}
 	}
-	eventuallyHub(t, func() bool { return th.Stats().SlowConsumers.Load() == 1 && th.Clients() == 0 })
+	eventuallyHub(t, func() bool { return th.Stats().SlowConsumers == 1 && th.Clients() == 0 })
 }
 
 func eventuallyHub(t *testing.T, cond func() bool) {
@@ -764,7 +764,7 @@ func TestResyncWaitsOutBackplane(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if _, err := c.Subscribe(t.Context(), "reports", nil, nil); err != nil {
+	if _, err := c.Subscribe(t.Context(), "reports", SubscribeOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	var got []int
@@ -773,8 +773,8 @@ func TestResyncWaitsOutBackplane(t *testing.T) {
 		deadline := time.After(waitFor)
 		for len(got) < n {
 			select {
-			case <-c.Ready():
-				items := c.Drain()
+			case <-readyOf(c):
+				items := c.drain()
 				for _, it := range items {
 					if it.Kind == ItemEvent {
 						var ev struct{ Data struct{ N int } }
@@ -782,7 +782,7 @@ func TestResyncWaitsOutBackplane(t *testing.T) {
 						got = append(got, ev.Data.N)
 					}
 				}
-				c.Release(items)
+				c.release(items)
 			case <-c.Done():
 				t.Fatalf("client ended: %v", c.Err())
 			case <-deadline:
@@ -802,7 +802,7 @@ func TestResyncWaitsOutBackplane(t *testing.T) {
 	bp.down.Store(true)
 	bp.lose("reports")
 	pub(4, 100)
-	eventuallyHub(t, func() bool { return h.Stats().BackplaneErrors.Load() >= 3 || c.Err() != nil })
+	eventuallyHub(t, func() bool { return h.Stats().BackplaneErrors >= 3 || c.Err() != nil })
 	c.mu.Lock()
 	held := len(c.subs["reports"].pending)
 	c.mu.Unlock()
@@ -890,7 +890,7 @@ func TestSlowConsumerGetsCloseFrame(t *testing.T) {
 	if f := readFrame(t, conn); f["type"] != "ack" {
 		t.Fatalf("got %v", f)
 	}
-	for i := 1001; h.Stats().SlowConsumers.Load() == 0; i++ {
+	for i := 1001; h.Stats().SlowConsumers == 0; i++ {
 		if i > 2000 {
 			t.Fatal("the client never overflowed its queue")
 		}
@@ -950,7 +950,7 @@ func TestSlowConsumerSSEEnds(t *testing.T) {
 	defer resp.Body.Close()
 	// The stream's whole history is one write, which the client does not
 	// read.
-	for i := 1001; h.Stats().SlowConsumers.Load() == 0; i++ {
+	for i := 1001; h.Stats().SlowConsumers == 0; i++ {
 		if i > 2000 {
 			t.Fatal("the client never overflowed its queue")
 		}
@@ -1004,7 +1004,7 @@ func TestResyncForgetsGoneEpoch(t *testing.T) {
 		return Entry{Channel: "reports", Pos: Position{Epoch: epoch, Offset: off}, Event: testEvent(int(off), "item.reported", "item-1", "")}
 	}
 	go func() { bp.reads <- Replay{Top: Position{Epoch: "old", Offset: 10}} }()
-	if _, err := c.Subscribe(t.Context(), "reports", nil, nil); err != nil {
+	if _, err := c.Subscribe(t.Context(), "reports", SubscribeOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	deliver := <-bp.deliver
@@ -1020,8 +1020,8 @@ func TestResyncForgetsGoneEpoch(t *testing.T) {
 			t.Fatalf("got %v ...", got)
 		}
 		select {
-		case <-c.Ready():
-			for _, it := range c.Drain() {
+		case <-readyOf(c):
+			for _, it := range c.drain() {
 				switch it.Kind {
 				case ItemGap:
 					got = append(got, "gap")

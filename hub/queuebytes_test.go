@@ -47,7 +47,7 @@ func TestClientQueueBytes(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.Close()
-			if _, err := c.Subscribe(t.Context(), "reports", nil, nil); err != nil {
+			if _, err := c.Subscribe(t.Context(), "reports", SubscribeOptions{}); err != nil {
 				t.Fatal(err)
 			}
 			n := 0
@@ -57,7 +57,7 @@ func TestClientQueueBytes(t *testing.T) {
 				}
 				tt.fill(t, h, c, n+1)
 			}
-			if !errors.Is(c.Err(), ErrSlowConsumer) || h.Stats().SlowConsumers.Load() != 1 {
+			if !errors.Is(c.Err(), ErrSlowConsumer) || h.Stats().SlowConsumers != 1 {
 				t.Fatalf("ended with %v after %d frames, want a slow consumer", c.Err(), n)
 			}
 		})
@@ -83,15 +83,15 @@ func TestClientQueueBytes(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		if _, err := c.Subscribe(t.Context(), "reports", &Oldest, nil); err != nil {
+		if _, err := c.Subscribe(t.Context(), "reports", SubscribeOptions{After: &Oldest}); err != nil {
 			t.Fatal(err)
 		}
 		h.Publish(t.Context(), []string{"reports"}, testEvent(101, "item.reported", "item-1", ""))
-		if c.Err() != nil || c.Queued() != 101 {
-			t.Fatalf("after a replay of 400 KB: %v, %d queued", c.Err(), c.Queued())
+		if c.Err() != nil || c.queued() != 101 {
+			t.Fatalf("after a replay of 400 KB: %v, %d queued", c.Err(), c.queued())
 		}
 		// Drained, the bound starts over.
-		c.Release(c.Drain())
+		c.release(c.drain())
 		if c.queuedBytes() != 0 {
 			t.Fatalf("%d bytes counted after a drain", c.queuedBytes())
 		}

@@ -41,7 +41,7 @@ func TestWSLongRequestIDs(t *testing.T) {
 			t.Fatalf("%.60s…: got %.200v, want an error frame without the id", frame, f)
 		}
 	}
-	if n := th.Stats().Subscriptions.Load(); n != 0 {
+	if n := th.Stats().Subscriptions; n != 0 {
 		t.Fatalf("%d subscriptions from frames with a long id", n)
 	}
 }
@@ -124,7 +124,7 @@ func TestWSStrictFrames(t *testing.T) {
 	if n := handled.Load(); n != 0 {
 		t.Fatalf("the takedown handler ran %d times", n)
 	}
-	if n := h.Stats().Subscriptions.Load(); n != 0 {
+	if n := h.Stats().Subscriptions; n != 0 {
 		t.Fatalf("%d subscriptions from refused frames", n)
 	}
 	// The connection stays open, the frames of the contract still work, and
@@ -176,7 +176,7 @@ func FuzzWSFrame(f *testing.F) {
 		}
 		defer c.Close()
 		wh.handle(t.Context(), &Session{Ctx: t.Context(), Client: c}, frame)
-		for _, it := range c.Drain() {
+		for _, it := range c.drain() {
 			if it.Kind != ItemFrame {
 				continue
 			}

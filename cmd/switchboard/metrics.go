@@ -95,13 +95,13 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	counter := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
 	}
-	gauge(connectionsDesc, float64(st.WSConnections.Load()), "ws")
-	gauge(connectionsDesc, float64(st.SSEConnections.Load()), "sse")
-	gauge(subscriptionsDesc, float64(st.Subscriptions.Load()))
-	counter(deliveriesDesc, float64(st.Deliveries.Load()))
-	counter(publishedDesc, float64(st.Published.Load()))
-	counter(slowDesc, float64(st.SlowConsumers.Load()))
-	counter(backplaneErrDesc, float64(st.BackplaneErrors.Load()))
+	gauge(connectionsDesc, float64(st.WSConnections), "ws")
+	gauge(connectionsDesc, float64(st.SSEConnections), "sse")
+	gauge(subscriptionsDesc, float64(st.Subscriptions))
+	counter(deliveriesDesc, float64(st.Deliveries))
+	counter(publishedDesc, float64(st.Published))
+	counter(slowDesc, float64(st.SlowConsumers))
+	counter(backplaneErrDesc, float64(st.BackplaneErrors))
 	gauge(heldDesc, float64(a.takedowns.Held()))
 	for reason, n := range a.recorder.Untrusted() {
 		counter(untrustedDesc, float64(n), reason)

@@ -76,7 +76,7 @@ func TestMetricsCounts(t *testing.T) {
 	}
 	defer conn.Close()
 	fmt.Fprintf(conn, "GET /v1/sse?channel=reports HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", modToken)
-	eventually(t, "the stalled stream", func() bool { return a.hub.Stats().SSEConnections.Load() == 1 })
+	eventually(t, "the stalled stream", func() bool { return a.hub.Stats().SSEConnections == 1 })
 
 	const reports = 300
 	pad := strings.Repeat("x", 4000)
@@ -89,7 +89,7 @@ func TestMetricsCounts(t *testing.T) {
 	eventually(t, "every report consumed", func() bool {
 		return a.consumer.TopicStats()["items.reported"].Consumed == reports+1
 	})
-	eventually(t, "the slow consumer dropped", func() bool { return a.hub.Stats().SlowConsumers.Load() == 1 })
+	eventually(t, "the slow consumer dropped", func() bool { return a.hub.Stats().SlowConsumers == 1 })
 
 	// Takedowns: confirmed, not found, accepted (respond-async).
 	if resp, _ := post(t, t.Context(), a, policeToken, `{"item_id":"item-1","reason":"test"}`); resp.StatusCode != 200 {

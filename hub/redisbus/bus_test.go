@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -258,44 +259,61 @@ func TestBusNewEpoch(t *testing.T) {
 	}
 }
 
-// subscribed returns a hub client over b subscribed to channel.
-func subscribed(t *testing.T, b *Bus, channel string) *hub.Client {
+// followed is a channel followed through a hub over the bus: its events'
+// ids, and "gap" for each gap, in order.
+type followed struct {
+	mu   sync.Mutex
+	got  []string
+	wake chan struct{}
+}
+
+// subscribed returns channel followed through a hub over b.
+func subscribed(t *testing.T, b *Bus, channel string) *followed {
 	t.Helper()
 	h, err := hub.New(hub.Config{}, b, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { h.Shutdown(context.Background()) })
-	c, err := h.NewClient()
+	f := &followed{wake: make(chan struct{}, 1)}
+	stop, _, err := h.Follow(t.Context(), channel, nil, func(ev *hub.Event) {
+		f.mu.Lock()
+		if ev == nil {
+			f.got = append(f.got, "gap")
+		} else {
+			f.got = append(f.got, ev.ID)
+		}
+		f.mu.Unlock()
+		select {
+		case f.wake <- struct{}{}:
+		default:
+		}
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(c.Close)
-	if _, err := c.Subscribe(t.Context(), channel, nil, nil); err != nil {
-		t.Fatal(err)
-	}
-	return c
+	t.Cleanup(stop)
+	return f
 }
 
-// collect drains c until it has n events and gaps ("gap"), by event id.
-func collect(t *testing.T, c *hub.Client, n int) []string {
+// collect waits until f has n events and gaps, and takes them.
+func collect(t *testing.T, f *followed, n int) []string {
 	t.Helper()
-	var got []string
 	deadline := time.After(waitFor)
-	for len(got) < n {
+	for {
+		f.mu.Lock()
+		if len(f.got) >= n {
+			got := f.got[:n:n]
+			f.got = f.got[n:]
+			f.mu.Unlock()
+			return got
+		}
+		got := slices.Clone(f.got)
+		f.mu.Unlock()
 		select {
-		case <-c.Ready():
-			for _, it := range c.Drain() {
-				switch it.Kind {
-				case hub.ItemEvent:
-					got = append(got, it.Delivery.Event.ID)
-				case hub.ItemGap:
-					got = append(got, "gap")
-				}
-			}
+		case <-f.wake:
 		case <-deadline:
 			t.Fatalf("got %v, want %d", got, n)
 		}
 	}
-	return got
 }

@@ -389,7 +389,7 @@ func (a *Adapter) Post(w http.ResponseWriter, r *http.Request) {
 	defer a.held.Add(-1)
 	// Register the wait on corr:<id> before publishing, then read the store:
 	// an outcome that is already in is never missed.
-	c, err := a.watch(r.Context(), rec.CorrelationID)
+	wt, err := a.watch(r.Context(), rec)
 	if err != nil {
 		var kept *Record // still to publish: the sweep sees to it
 		if fresh {
@@ -401,7 +401,7 @@ func (a *Adapter) Post(w http.ResponseWriter, r *http.Request) {
 		a.refuse(w, fmt.Errorf("%w: %v", errUnavailable, err), kept)
 		return
 	}
-	defer c.Close()
+	defer wt.stop()
 	if cur, err := a.store.Get(r.Context(), rec.CorrelationID); err == nil {
 		rec = cur
 	}
@@ -415,7 +415,7 @@ func (a *Adapter) Post(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	rec = a.wait(r.Context(), c, rec, wait)
+	rec = a.wait(r.Context(), wt, rec, wait)
 	if r.Context().Err() != nil {
 		log.Info("takedown client hung up; the takedown goes on", "correlation_id", rec.CorrelationID)
 		return // The client hung up: the takedown goes on, readable later.
@@ -429,57 +429,59 @@ func (a *Adapter) Post(w http.ResponseWriter, r *http.Request) {
 	a.respond(w, rec, prefs)
 }
 
-// watch opens a hub client subscribed to corr:<id>.
-func (a *Adapter) watch(ctx context.Context, id string) (*hub.Client, error) {
-	c, err := a.hub.NewClient()
+// watch follows corr:<id>: wake is signalled on every event that may be
+// rec's outcome.
+func (a *Adapter) watch(ctx context.Context, rec *Record) (w *watcher, err error) {
+	w = &watcher{wake: make(chan struct{}, 1)}
+	w.stop, w.done, err = a.hub.Follow(ctx, "corr:"+rec.CorrelationID, nil, func(ev *hub.Event) {
+		if ev == nil || a.plausible(ev, rec) { // a gap: read the store too
+			select {
+			case w.wake <- struct{}{}:
+			default:
+			}
+		}
+	})
 	if err != nil {
 		return nil, err
 	}
-	if _, err := c.Subscribe(ctx, "corr:"+id, nil, nil); err != nil {
-		c.Close()
-		return nil, err
-	}
-	return c, nil
+	return w, nil
+}
+
+// watcher is a followed corr: channel.
+type watcher struct {
+	wake chan struct{}
+	done <-chan struct{}
+	stop func()
 }
 
 // wait holds until rec is final, the deadline passes, or ctx ends, and
-// returns the newest state. An outcome event on the subscription wakes it;
-// the state comes from the store, which only trusted outcomes change (the
+// returns the newest state. An outcome event on the channel wakes it; the
+// state comes from the store, which only trusted outcomes change (the
 // Recorder applied the event before the hub carried it, on whichever node
-// consumed it). If the subscription ends (the node is shutting down), it
-// polls the store.
-func (a *Adapter) wait(ctx context.Context, c *hub.Client, rec *Record, d time.Duration) *Record {
+// consumed it). If the follow ends (the node is shutting down), it polls
+// the store.
+func (a *Adapter) wait(ctx context.Context, w *watcher, rec *Record, d time.Duration) *Record {
 	if rec.Final() || d <= 0 {
 		return rec
 	}
 	timer := time.NewTimer(d)
 	defer timer.Stop()
 	var poll <-chan time.Time
+	done := w.done
 	for {
 		select {
-		case <-c.Ready():
-			items := c.Drain()
-			moved := false
-			for _, it := range items {
-				if it.Kind == hub.ItemEvent && a.plausible(it.Delivery.Event, rec) {
-					moved = true
-				}
+		case <-w.wake:
+			if cur, err := a.store.Get(ctx, rec.CorrelationID); err == nil {
+				rec = cur
 			}
-			c.Release(items)
-			if moved {
-				if cur, err := a.store.Get(ctx, rec.CorrelationID); err == nil {
-					rec = cur
-				}
-				if rec.Final() {
-					return rec
-				}
+			if rec.Final() {
+				return rec
 			}
-		case <-c.Done():
-			if poll == nil {
-				t := time.NewTicker(storePoll)
-				defer t.Stop()
-				poll = t.C
-			}
+		case <-done:
+			done = nil
+			t := time.NewTicker(storePoll)
+			defer t.Stop()
+			poll = t.C
 		case <-poll:
 			if cur, err := a.store.Get(ctx, rec.CorrelationID); err == nil && cur.Final() {
 				return cur
@@ -590,12 +592,12 @@ func (a *Adapter) Get(w http.ResponseWriter, r *http.Request) {
 		defer release()
 		a.held.Add(1)
 		defer a.held.Add(-1)
-		if c, err := a.watch(r.Context(), id); err == nil {
-			defer c.Close()
+		if wt, err := a.watch(r.Context(), rec); err == nil {
+			defer wt.stop()
 			if cur, err := a.store.Get(r.Context(), id); err == nil {
 				rec = cur
 			}
-			rec = a.wait(r.Context(), c, rec, min(prefs.Wait, a.cfg.MaxWait))
+			rec = a.wait(r.Context(), wt, rec, min(prefs.Wait, a.cfg.MaxWait))
 		}
 		if r.Context().Err() != nil {
 			return

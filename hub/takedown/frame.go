@@ -101,11 +101,16 @@ func (a *Adapter) Frame(ctx context.Context, s *hub.Session, raw []byte) {
 			}
 		}
 	}
-	watch := func(d *hub.Delivery) []byte {
-		if (d.Event.Type == TypeConfirmed || d.Event.Type == TypeRejected) && !done.Load() && a.plausible(d.Event, rec) {
+	watch := func(ev *hub.Event) {
+		if ev == nil { // a gap: the outcome may be among what was missed
+			if !done.Load() {
+				go settle()
+			}
+			return
+		}
+		if (ev.Type == TypeConfirmed || ev.Type == TypeRejected) && !done.Load() && a.plausible(ev, rec) {
 			go settle()
 		}
-		return nil
 	}
 	ack := func(hub.SubscribeResult) []byte {
 		b, _ := json.Marshal(ackFrame{Type: "ack", ID: f.ID, CorrelationID: id})
@@ -118,14 +123,14 @@ func (a *Adapter) Frame(ctx context.Context, s *hub.Session, raw []byte) {
 	// and none is missed. A joined takedown replays what it has had so far.
 	from := &hub.Oldest
 	if fresh {
-		top, err := a.hub.Backplane().Read(ctx, ch, nil)
+		top, err := a.hub.Top(ctx, ch)
 		if err != nil {
 			a.store.Release(context.WithoutCancel(ctx), rec)
 			a.observe("unavailable", start)
 			s.SendError(f.ID, hub.CodeUnavailable, "the takedown could not be accepted: retry")
 			return
 		}
-		from = &top.Top
+		from = &top
 	}
 	if rec.needsPublish() {
 		if err := a.publish(ctx, rec); err != nil {
@@ -135,7 +140,7 @@ func (a *Adapter) Frame(ctx context.Context, s *hub.Session, raw []byte) {
 			return
 		}
 	}
-	if _, err := s.Client.SubscribeWith(ctx, ch, hub.SubscribeOptions{After: from, Ack: ack, Watch: watch}); err != nil {
+	if _, err := s.Client.Subscribe(ctx, ch, hub.SubscribeOptions{After: from, Ack: ack, OnEvent: watch}); err != nil {
 		if !errors.Is(err, hub.ErrClosed) {
 			// Published: the takedown goes on, and GET /v1/takedowns/{id}
 			// tells its outcome.
