@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -15,21 +14,20 @@ import (
 	"github.com/switchboard/switchboard/consumers/kafkaconn"
 	"github.com/switchboard/switchboard/consumers/kafkagroup"
 	"github.com/switchboard/switchboard/hub"
+	"github.com/switchboard/switchboard/producers"
 )
 
 // Defaults that New applies to zero fields of Config.
 const (
 	// DefaultGroupID is the consumer group every Switchboard node joins.
 	DefaultGroupID = "switchboard"
-	// DefaultReportsTopic carries item.reported.
-	DefaultReportsTopic = "items.reported"
-	// DefaultCommandsTopic carries takedown.requested.
-	DefaultCommandsTopic = "takedown.commands"
-	// DefaultEventsTopic carries item.removed, takedown.confirmed and
-	// takedown.rejected.
-	DefaultEventsTopic = "takedown.events"
-	// DefaultDLQTopic receives the records that are not valid CloudEvents.
-	DefaultDLQTopic = "switchboard.dlq"
+	// DefaultReportsTopic, DefaultCommandsTopic, DefaultEventsTopic and
+	// DefaultDLQTopic are the producers package's: the topic names are
+	// stated there once.
+	DefaultReportsTopic  = producers.DefaultReportsTopic
+	DefaultCommandsTopic = producers.DefaultCommandsTopic
+	DefaultEventsTopic   = producers.DefaultEventsTopic
+	DefaultDLQTopic      = producers.DefaultDLQTopic
 	// DefaultMaxWait bounds how long a fetch waits for new records; short,
 	// so events reach the hub at once.
 	DefaultMaxWait = 250 * time.Millisecond
@@ -188,12 +186,7 @@ func New(cfg Config, pub Publisher, dlq DeadLetterWriter, log *slog.Logger) (*Co
 	if dlq == nil {
 		return nil, errors.New("consumers: no dead-letter writer")
 	}
-	var brokers []string
-	for _, b := range cfg.Brokers {
-		if b = strings.TrimSpace(b); b != "" {
-			brokers = append(brokers, b)
-		}
-	}
+	brokers := kafkaconn.Brokers(cfg.Brokers)
 	if len(brokers) == 0 {
 		return nil, errors.New("consumers: no brokers configured")
 	}

@@ -20,8 +20,6 @@ const (
 	// DemoItems is how many items the demo reports on: item-1 … item-DemoItems,
 	// the simulated item service's catalogue.
 	DemoItems = 1000
-	// TypeItemReported is the CloudEvents type of a report.
-	TypeItemReported = "item.reported"
 )
 
 // demoReasons are the reasons a demo reporter picks from.

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -100,12 +99,7 @@ func New(cfg Config, log *slog.Logger) (*Producer, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	var brokers []string
-	for _, b := range cfg.Brokers {
-		if b = strings.TrimSpace(b); b != "" {
-			brokers = append(brokers, b)
-		}
-	}
+	brokers := kafkaconn.Brokers(cfg.Brokers)
 	if len(brokers) == 0 {
 		return nil, errors.New("producers: no brokers configured")
 	}

@@ -8,21 +8,17 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/segmentio/kafka-go"
-
-	"github.com/switchboard/switchboard/consumers"
 	"github.com/switchboard/switchboard/consumers/kafkaconn"
 	"github.com/switchboard/switchboard/consumers/kafkaconn/kafkaconntest"
 )
 
-// startSecure starts a broker that requires TLS and SASL, with the item
-// service's topics, and a Producer that connects with mechanism.
+// startSecure starts a broker that requires TLS and SASL, with the
+// reports topic, and a Producer that connects with mechanism.
 func startSecure(t *testing.T, mechanism string) (*kafkaconntest.Broker, kafkaconn.Config, *Producer) {
 	t.Helper()
 	b := kafkaconntest.Start(t, kafkaconntest.Options{TLS: true, SASL: true, Partitions: 3, AdvertiseSASLHandshakeV0: true,
-		Topics: []string{isvcCommands, isvcEvents, "items.reported"}})
+		Topics: []string{DefaultReportsTopic}})
 	conn := b.Config(mechanism)
 	p, err := New(Config{Brokers: b.Brokers(), Conn: conn}, quietLog())
 	if err != nil {
@@ -30,58 +26,6 @@ func startSecure(t *testing.T, mechanism string) (*kafkaconntest.Broker, kafkaco
 	}
 	t.Cleanup(func() { _ = p.Close() })
 	return b, conn, p
-}
-
-// TestItemServiceOverTLSAndSASL: against a broker that requires TLS and
-// SCRAM-SHA-256, the item service reads a command the producer wrote and
-// answers it through the producer.
-func TestItemServiceOverTLSAndSASL(t *testing.T) {
-	b, conn, p := startSecure(t, kafkaconn.MechanismSCRAMSHA256)
-	s, err := NewItemService(ItemServiceConfig{
-		Brokers: b.Brokers(), Conn: conn, CommandsTopic: isvcCommands, EventsTopic: isvcEvents, Decode: consumers.Decode,
-	}, p, quietLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run = %v, want nil", err)
-		}
-	})
-
-	wctx, wcancel := context.WithTimeout(t.Context(), waitLong)
-	defer wcancel()
-	cmd := NewEvent("/test", itemSvcCommandType, "item-1", "corr-secure", map[string]string{"item_id": "item-1", "reason": "court order"})
-	if err := p.Publish(wctx, isvcCommands, "item-1", cmd); err != nil {
-		t.Fatalf("publish the command: %v", err)
-	}
-	settings, err := kafkaconn.New(conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: b.Brokers(), GroupID: "answers", Topic: isvcEvents,
-		StartOffset: kafka.FirstOffset, MaxWait: 100 * time.Millisecond, Dialer: settings.Dialer()})
-	defer r.Close()
-	for {
-		m, err := r.FetchMessage(wctx)
-		if err != nil {
-			t.Fatalf("no takedown.confirmed for the command: %v", err)
-		}
-		ev, err := consumers.Decode(m)
-		if err != nil {
-			t.Fatalf("decode an answer: %v", err)
-		}
-		if ev.CorrelationID != "corr-secure" {
-			t.Errorf("answer %s has correlationid %q, want corr-secure", ev.Type, ev.CorrelationID)
-		}
-		if ev.Type == TypeTakedownConfirmed {
-			break
-		}
-	}
 }
 
 // TestKcatReadsOverSASLSSL: kcat, a Kafka client nobody here wrote,
@@ -153,12 +97,6 @@ func TestProducerNewRefusesBadConn(t *testing.T) {
 	}}, quietLog())
 	if err == nil || !strings.HasPrefix(err.Error(), "producers: ") || strings.Contains(err.Error(), "p4ssw0rd") {
 		t.Fatalf("New = %v, want a producers: error without the password", err)
-	}
-	_, err = NewItemService(ItemServiceConfig{Brokers: []string{"127.0.0.1:9092"}, Decode: consumers.Decode, Conn: kafkaconn.Config{
-		TLS: kafkaconn.TLS{CertFile: "client.pem"},
-	}}, &isvcFlaky{}, quietLog())
-	if err == nil || !strings.HasPrefix(err.Error(), "producers: item service: ") {
-		t.Fatalf("NewItemService = %v, want a producers: item service: error", err)
 	}
 	if errors.Is(err, kafkaconn.ErrAuthRefused) {
 		t.Errorf("a configuration error is not a refusal: %v", err)

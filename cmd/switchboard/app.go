@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/switchboard/switchboard/config"
@@ -28,6 +29,7 @@ import (
 	"github.com/switchboard/switchboard/hub/redisbus"
 	"github.com/switchboard/switchboard/hub/takedown"
 	"github.com/switchboard/switchboard/producers"
+	"github.com/switchboard/switchboard/producers/itemsvc"
 	"github.com/switchboard/switchboard/static"
 )
 
@@ -79,7 +81,7 @@ type app struct {
 	bp        hub.Backplane
 	hub       *hub.Hub
 	consumer  *consumers.Consumer
-	itemsvc   *producers.ItemService // nil unless itemsvc.enabled
+	itemsvc   *itemsvc.Service // nil unless itemsvc.enabled
 	store     takedownStore
 	recorder  *takedown.Recorder
 	takedowns *takedown.Adapter
@@ -295,18 +297,28 @@ func (a *app) startBackplane(ctx context.Context) error {
 }
 
 // newItemService builds the simulated item service of the contract.
-func newItemService(cfg config.Config, brokers []string, p *producers.Producer, log *slog.Logger) (*producers.ItemService, error) {
-	return producers.NewItemService(producers.ItemServiceConfig{
+func newItemService(cfg config.Config, brokers []string, p *producers.Producer, log *slog.Logger) (*itemsvc.Service, error) {
+	return itemsvc.New(itemsvc.Config{
 		Brokers:           brokers,
 		Conn:              cfg.KafkaConn(),
 		CommandsTopic:     cfg.Kafka.Topics.Commands,
 		EventsTopic:       cfg.Kafka.Topics.Events,
 		Latency:           cfg.ItemSvc.Latency,
-		Decode:            consumers.Decode,
+		Decode:            decodeCommand,
 		SessionTimeout:    cfg.Kafka.SessionTimeout,
 		HeartbeatInterval: cfg.Kafka.HeartbeatInterval,
 		RebalanceTimeout:  cfg.Kafka.RebalanceTimeout,
-	}, p, log) // NewItemService adds component=itemsvc
+	}, p, log) // itemsvc.New adds component=itemsvc
+}
+
+// decodeCommand is the item service's decoder: consumers.Decode, which
+// checks a record as the hub's consumer does, read as an itemsvc.Command.
+func decodeCommand(m kafka.Message) (itemsvc.Command, error) {
+	ev, err := consumers.Decode(m)
+	if err != nil {
+		return itemsvc.Command{}, err
+	}
+	return itemsvc.Command{ID: ev.ID, Source: ev.Source, Type: ev.Type, Subject: ev.Subject, CorrelationID: ev.CorrelationID, JSON: ev.JSON}, nil
 }
 
 // startAuth builds the principals, or development tokens when none are

@@ -22,6 +22,7 @@ import (
 	"github.com/switchboard/switchboard/hub/redisbus/redistest"
 	"github.com/switchboard/switchboard/hub/takedown"
 	"github.com/switchboard/switchboard/producers"
+	"github.com/switchboard/switchboard/producers/itemsvc"
 )
 
 // The fault drills: the police path under a blackholed, paused or reset
@@ -141,14 +142,14 @@ func realRedis(t *testing.T) *redistest.Server {
 
 // drillItemService runs the simulated item service against brokers for the
 // length of the test, so a drill can count its effects.
-func drillItemService(t *testing.T, brokers []string, latency time.Duration) *producers.ItemService {
+func drillItemService(t *testing.T, brokers []string, latency time.Duration) *itemsvc.Service {
 	t.Helper()
 	p, err := producers.New(producers.Config{Brokers: brokers}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := producers.NewItemService(producers.ItemServiceConfig{
-		Brokers: brokers, Latency: latency, Decode: consumers.Decode,
+	svc, err := itemsvc.New(itemsvc.Config{
+		Brokers: brokers, Latency: latency, Decode: decodeCommand,
 	}, p, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -307,7 +308,7 @@ func settleAll(t *testing.T, nodes []*app, keys map[string]string) map[string]an
 // checkOneIdentity asserts that every answered takedown has exactly one
 // command identity on the topic, and that the item service applied each
 // command once.
-func checkOneIdentity(t *testing.T, brokers []string, answers map[string]answer, svc *producers.ItemService, known int, removed int) {
+func checkOneIdentity(t *testing.T, brokers []string, answers map[string]answer, svc *itemsvc.Service, known int, removed int) {
 	t.Helper()
 	ids, records := commandIdentities(t, brokers)
 	corrs := map[string]bool{}

@@ -20,6 +20,7 @@ import (
 	"github.com/switchboard/switchboard/consumers"
 	"github.com/switchboard/switchboard/hub/takedown"
 	"github.com/switchboard/switchboard/producers"
+	"github.com/switchboard/switchboard/producers/itemsvc"
 )
 
 // post sends POST /v1/takedowns and decodes the JSON answer.
@@ -63,7 +64,7 @@ func get(t *testing.T, a *app, token, path string, hdr ...string) (*http.Respons
 
 func containersOf(t *testing.T, item string) []string {
 	t.Helper()
-	cs, ok := producers.DemoCatalogue().Containers(item)
+	cs, ok := itemsvc.DemoCatalogue().Containers(item)
 	if !ok {
 		t.Fatalf("%s not in the catalogue", item)
 	}
@@ -356,7 +357,7 @@ func TestTakedownConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 	seen := map[string]bool{}
-	cat := producers.DemoCatalogue()
+	cat := itemsvc.DemoCatalogue()
 	for i, ans := range answers {
 		item := fmt.Sprintf("item-%d", i+1)
 		if ans.status != 200 || ans.body["item_id"] != item {

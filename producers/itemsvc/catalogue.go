@@ -1,10 +1,12 @@
-package producers
+package itemsvc
 
 import (
 	"fmt"
 	"maps"
 	"slices"
 	"sync"
+
+	"github.com/switchboard/switchboard/producers"
 )
 
 // Container kinds: where an item can be posted.
@@ -48,14 +50,14 @@ func NewCatalogue(items map[string][]Container) *Catalogue {
 }
 
 // DemoCatalogue returns the demo catalogue of SPEC §6: items item-1 …
-// item-1000 (DemoItems), each posted to one to three distinct containers.
+// item-1000 (producers.DemoItems), each posted to one to three distinct containers.
 // The containers are derived from the item number alone, so every node and
 // every run agrees on them without sharing any state.
 func DemoCatalogue() *Catalogue { return demoCatalogue() }
 
 var demoCatalogue = sync.OnceValue(func() *Catalogue {
-	c := &Catalogue{items: make(map[string][]Container, DemoItems)}
-	for n := 1; n <= DemoItems; n++ {
+	c := &Catalogue{items: make(map[string][]Container, producers.DemoItems)}
+	for n := 1; n <= producers.DemoItems; n++ {
 		c.items[fmt.Sprintf("item-%d", n)] = demoContainers(uint64(n))
 	}
 	return c

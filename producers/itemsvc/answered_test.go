@@ -1,4 +1,4 @@
-package producers
+package itemsvc
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/switchboard/switchboard/producers"
 )
 
 func TestAnsweredSet(t *testing.T) {
@@ -41,16 +43,16 @@ func TestAnsweredSet(t *testing.T) {
 }
 
 func TestAnswerID(t *testing.T) {
-	id := answerID("/switchboard/takedowns", "cmd-1", TypeItemRemoved, "group-1")
-	if again := answerID("/switchboard/takedowns", "cmd-1", TypeItemRemoved, "group-1"); again != id {
+	id := answerID("/switchboard/takedowns", "cmd-1", producers.TypeItemRemoved, "group-1")
+	if again := answerID("/switchboard/takedowns", "cmd-1", producers.TypeItemRemoved, "group-1"); again != id {
 		t.Errorf("the same answer has two ids: %s, %s", id, again)
 	}
 	others := []string{
-		answerID("/switchboard/takedowns", "cmd-2", TypeItemRemoved, "group-1"),
-		answerID("/other", "cmd-1", TypeItemRemoved, "group-1"),
-		answerID("/switchboard/takedowns", "cmd-1", TypeItemRemoved, "group-2"),
-		answerID("/switchboard/takedowns", "cmd-1", TypeTakedownConfirmed, ""),
-		answerID("/switchboard/takedowns", "cmd-", "1"+TypeItemRemoved, "group-1"),
+		answerID("/switchboard/takedowns", "cmd-2", producers.TypeItemRemoved, "group-1"),
+		answerID("/other", "cmd-1", producers.TypeItemRemoved, "group-1"),
+		answerID("/switchboard/takedowns", "cmd-1", producers.TypeItemRemoved, "group-2"),
+		answerID("/switchboard/takedowns", "cmd-1", producers.TypeTakedownConfirmed, ""),
+		answerID("/switchboard/takedowns", "cmd-", "1"+producers.TypeItemRemoved, "group-1"),
 	}
 	for _, o := range others {
 		if o == id {
@@ -93,10 +95,10 @@ func TestItemServiceAppliesACommandOnce(t *testing.T) {
 	const item = "item-1" // three containers
 	removed := int64(len(isvcContainers(t, cat, item)))
 	cmd := h.command(item, "c-once")
-	svc := h.start(ItemServiceConfig{})
+	svc := h.start(Config{})
 
 	h.send(cmd, cmd) // the same record twice: same source and id
-	isvcWaitStats(t, svc.ItemService, ItemServiceStats{Commands: 2, Duplicates: 1, Confirmed: 1, Removed: removed})
+	isvcWaitStats(t, svc.Service, Stats{Commands: 2, Duplicates: 1, Confirmed: 1, Removed: removed})
 	// Every answer is published when the counters say so: the topic holds
 	// one set, nothing for the repeat.
 	if n := h.eventsOnTopic(); n != removed+1 {
@@ -107,12 +109,12 @@ func TestItemServiceAppliesACommandOnce(t *testing.T) {
 	if err := svc.stop(); err != nil {
 		t.Fatalf("Run = %v", err)
 	}
-	h.checkAllCommitted(DefaultItemServiceGroupID)
+	h.checkAllCommitted(DefaultGroupID)
 
 	// Another instance, with its own group and an empty memory, reads both
 	// records again.
-	other := h.start(ItemServiceConfig{GroupID: "itemsvc-after-a-restart"})
-	isvcWaitStats(t, other.ItemService, ItemServiceStats{Commands: 2, Duplicates: 1, Confirmed: 1, Removed: removed})
+	other := h.start(Config{GroupID: "itemsvc-after-a-restart"})
+	isvcWaitStats(t, other.Service, Stats{Commands: 2, Duplicates: 1, Confirmed: 1, Removed: removed})
 	all := isvcNext(t, h.eventReader(), int(2*(removed+1)))
 	again := all[removed+1:]
 	isvcCheck(t, cat, item, "c-once", again, true)

@@ -1,4 +1,4 @@
-package producers
+package itemsvc
 
 import (
 	"context"
@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,59 +16,50 @@ import (
 
 	"github.com/switchboard/switchboard/consumers/kafkaconn"
 	"github.com/switchboard/switchboard/consumers/kafkagroup"
-	"github.com/switchboard/switchboard/hub"
+	"github.com/switchboard/switchboard/producers"
 )
 
-// Defaults that NewItemService applies to zero fields of ItemServiceConfig.
+// Defaults that New applies to zero fields of Config.
 const (
-	// DefaultItemServiceGroupID is the item service's own consumer group, so
+	// DefaultGroupID is the item service's own consumer group, so
 	// it reads every command whatever the hub's group does.
-	DefaultItemServiceGroupID = "switchboard-itemsvc"
-	// DefaultItemServiceCommandsTopic carries takedown.requested (SPEC §1).
-	DefaultItemServiceCommandsTopic = "takedown.commands"
-	// DefaultItemServiceEventsTopic carries the service's answers.
-	DefaultItemServiceEventsTopic = "takedown.events"
-	// DefaultItemServiceMaxInFlight bounds the commands waiting out their
+	DefaultGroupID = "switchboard-itemsvc"
+	// DefaultCommandsTopic carries takedown.requested (SPEC §1).
+	DefaultCommandsTopic = producers.DefaultCommandsTopic
+	// DefaultEventsTopic carries the service's answers.
+	DefaultEventsTopic = producers.DefaultEventsTopic
+	// DefaultMaxInFlight bounds the commands waiting out their
 	// latency or being answered at once. A command in flight costs a
 	// goroutine and a timer; at the 50 ms default latency this allows
 	// about 20 000 commands/s, above what one publisher sustains, and 1000
 	// concurrent takedowns are all answered after one latency.
-	DefaultItemServiceMaxInFlight = 1024
-	// DefaultItemServiceRemember is how many answered commands, by their
+	DefaultMaxInFlight = 1024
+	// DefaultRemember is how many answered commands, by their
 	// CloudEvents source and id, the service remembers, so that a command
 	// published again (the sync adapter republishes one it is not sure was
 	// written) has one effect. The oldest is forgotten first; a command
 	// costs about 50 bytes, so a full memory is about 5 MB, and at 1000
 	// takedowns a second it covers the last 100 s.
-	DefaultItemServiceRemember = 100_000
-	// DefaultItemServiceSessionTimeout, DefaultItemServiceHeartbeatInterval
-	// and DefaultItemServiceRebalanceTimeout are the consumer group timing
+	DefaultRemember = 100_000
+	// DefaultSessionTimeout, DefaultHeartbeatInterval
+	// and DefaultRebalanceTimeout are the consumer group timing
 	// of the service's reader, the same as the hub consumer's: with
 	// kafka-go's own (30 s session) the commands of a member that lost its
 	// connection stayed unread for about 30 s, three times
 	// takedown.timeout.
-	DefaultItemServiceSessionTimeout    = kafkagroup.DefaultSessionTimeout
-	DefaultItemServiceHeartbeatInterval = kafkagroup.DefaultHeartbeatInterval
-	DefaultItemServiceRebalanceTimeout  = kafkagroup.DefaultRebalanceTimeout
+	DefaultSessionTimeout    = kafkagroup.DefaultSessionTimeout
+	DefaultHeartbeatInterval = kafkagroup.DefaultHeartbeatInterval
+	DefaultRebalanceTimeout  = kafkagroup.DefaultRebalanceTimeout
 )
 
-// Event types and source of the item service (SPEC §1).
+// What the item service answers, besides the event types of producers.
 const (
-	// ItemServiceSource is the CloudEvents source of the item service's events.
-	ItemServiceSource = "/switchboard/itemsvc"
-	// TypeItemRemoved is emitted once per container an item is removed from.
-	TypeItemRemoved = "item.removed"
-	// TypeTakedownConfirmed is emitted once the item is gone from every
-	// container.
-	TypeTakedownConfirmed = "takedown.confirmed"
-	// TypeTakedownRejected is emitted when a takedown cannot be done.
-	TypeTakedownRejected = "takedown.rejected"
 	// RejectNotFound is the reason of a takedown of an item the catalogue
 	// does not know.
 	RejectNotFound = "not_found"
+)
 
-	// itemSvcCommandType is the only type the item service acts on.
-	itemSvcCommandType = "takedown.requested"
+const (
 	// itemSvcDrainTimeout bounds how long Run waits, after its context
 	// ends, for answers that are being published.
 	itemSvcDrainTimeout = 5 * time.Second
@@ -105,10 +95,10 @@ type TakedownRejected struct {
 	Reason string `json:"reason"`
 }
 
-// ItemServiceConfig configures an ItemService. Zero fields take the
-// DefaultItemService... values, except Latency, where zero means answer at
+// Config configures a Service. Zero fields take the
+// Default... values, except Latency, where zero means answer at
 // once.
-type ItemServiceConfig struct {
+type Config struct {
 	// Brokers are the bootstrap addresses, host:port. Required.
 	Brokers []string
 	// Conn says how the commands reader connects to the brokers: TLS,
@@ -137,15 +127,24 @@ type ItemServiceConfig struct {
 	// consumer group timing of the commands reader. The heartbeat interval
 	// must be below the session timeout.
 	SessionTimeout, HeartbeatInterval, RebalanceTimeout time.Duration
-	// Decode turns a record into a CloudEvent. Required; pass
-	// consumers.Decode. It is injected rather than imported because the
-	// consumers package's tests import this package, and Go forbids the
-	// resulting cycle.
-	Decode func(kafka.Message) (*hub.Event, error)
+	// Decode turns a record into a Command, refusing what is not a valid
+	// CloudEvent. Required. It is injected so that this package needs
+	// neither the consumers' decoder nor the hub's event type; the node
+	// passes one built on consumers.Decode.
+	Decode func(kafka.Message) (Command, error)
 }
 
-// ItemServiceStats counts what an ItemService did since it was made.
-type ItemServiceStats struct {
+// Command is what the service reads of a CloudEvent on the commands
+// topic: its attributes, and the whole event as structured JSON (for the
+// item ID in its data).
+type Command struct {
+	ID, Source, Type, Subject, CorrelationID string
+	// JSON is the event in the CloudEvents structured JSON format.
+	JSON []byte
+}
+
+// Stats counts what a Service did since it was made.
+type Stats struct {
 	// Commands is the takedown.requested commands taken into work.
 	Commands int64
 	// Confirmed is the takedown.confirmed events published.
@@ -166,7 +165,7 @@ type ItemServiceStats struct {
 	FetchErrors int64
 }
 
-// ItemService is the simulated item service of SPEC §6. It reads takedown
+// Service is the simulated item service of SPEC §6. It reads takedown
 // commands with its own consumer group and answers each on the events
 // topic, keyed by the item ID so one item's events stay ordered: for a
 // known item one item.removed per container, then takedown.confirmed; for
@@ -190,9 +189,9 @@ type ItemServiceStats struct {
 // Broker errors never stop it: reads, commits and publishes are retried
 // until they work or Run's context ends, and Healthy says whether they
 // are failing.
-type ItemService struct {
-	cfg  ItemServiceConfig
-	pub  Publisher
+type Service struct {
+	cfg  Config
+	pub  producers.Publisher
 	log  *slog.Logger
 	conn *kafkaconn.Settings
 
@@ -218,63 +217,58 @@ type itemRemoval struct {
 	confirmedAt string
 }
 
-// NewItemService returns an ItemService that publishes through pub. It
+// New returns a Service that publishes through pub. It
 // does not contact the brokers: Run does.
-func NewItemService(cfg ItemServiceConfig, pub Publisher, log *slog.Logger) (*ItemService, error) {
+func New(cfg Config, pub producers.Publisher, log *slog.Logger) (*Service, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	var brokers []string
-	for _, b := range cfg.Brokers {
-		if b = strings.TrimSpace(b); b != "" {
-			brokers = append(brokers, b)
-		}
-	}
+	brokers := kafkaconn.Brokers(cfg.Brokers)
 	switch {
 	case len(brokers) == 0:
-		return nil, errors.New("producers: item service: no brokers configured")
+		return nil, errors.New("itemsvc: no brokers configured")
 	case pub == nil:
-		return nil, errors.New("producers: item service: no publisher")
+		return nil, errors.New("itemsvc: no publisher")
 	case cfg.Decode == nil:
-		return nil, errors.New("producers: item service: no decoder (pass consumers.Decode)")
+		return nil, errors.New("itemsvc: no decoder (pass consumers.Decode)")
 	case cfg.Latency < 0:
-		return nil, fmt.Errorf("producers: item service: latency must not be negative, got %s", cfg.Latency)
+		return nil, fmt.Errorf("itemsvc: latency must not be negative, got %s", cfg.Latency)
 	case cfg.MaxInFlight < 0:
-		return nil, fmt.Errorf("producers: item service: max in flight must not be negative, got %d", cfg.MaxInFlight)
+		return nil, fmt.Errorf("itemsvc: max in flight must not be negative, got %d", cfg.MaxInFlight)
 	case cfg.Remember < 0:
-		return nil, fmt.Errorf("producers: item service: remember must not be negative, got %d", cfg.Remember)
+		return nil, fmt.Errorf("itemsvc: remember must not be negative, got %d", cfg.Remember)
 	}
 	timing := kafkagroup.Timing{SessionTimeout: cfg.SessionTimeout, HeartbeatInterval: cfg.HeartbeatInterval, RebalanceTimeout: cfg.RebalanceTimeout}
 	if err := timing.Check(); err != nil {
-		return nil, fmt.Errorf("producers: item service: %w", err)
+		return nil, fmt.Errorf("itemsvc: %w", err)
 	}
 	timing = timing.WithDefaults()
 	cfg.SessionTimeout, cfg.HeartbeatInterval, cfg.RebalanceTimeout = timing.SessionTimeout, timing.HeartbeatInterval, timing.RebalanceTimeout
 	cfg.Brokers = brokers
 	conn, err := kafkaconn.New(cfg.Conn)
 	if err != nil {
-		return nil, fmt.Errorf("producers: item service: %w", err)
+		return nil, fmt.Errorf("itemsvc: %w", err)
 	}
 	if cfg.GroupID == "" {
-		cfg.GroupID = DefaultItemServiceGroupID
+		cfg.GroupID = DefaultGroupID
 	}
 	if cfg.CommandsTopic == "" {
-		cfg.CommandsTopic = DefaultItemServiceCommandsTopic
+		cfg.CommandsTopic = DefaultCommandsTopic
 	}
 	if cfg.EventsTopic == "" {
-		cfg.EventsTopic = DefaultItemServiceEventsTopic
+		cfg.EventsTopic = DefaultEventsTopic
 	}
 	if cfg.Catalogue == nil {
 		cfg.Catalogue = DemoCatalogue()
 	}
 	if cfg.MaxInFlight == 0 {
-		cfg.MaxInFlight = DefaultItemServiceMaxInFlight
+		cfg.MaxInFlight = DefaultMaxInFlight
 	}
 	if cfg.Remember == 0 {
-		cfg.Remember = DefaultItemServiceRemember
+		cfg.Remember = DefaultRemember
 	}
 	log = log.With("component", "itemsvc")
-	return &ItemService{
+	return &Service{
 		cfg:      cfg,
 		pub:      pub,
 		log:      log,
@@ -287,8 +281,8 @@ func NewItemService(cfg ItemServiceConfig, pub Publisher, log *slog.Logger) (*It
 }
 
 // Stats returns the service's counters.
-func (s *ItemService) Stats() ItemServiceStats {
-	return ItemServiceStats{
+func (s *Service) Stats() Stats {
+	return Stats{
 		Commands:    s.commands.Load(),
 		Confirmed:   s.confirmed.Load(),
 		Rejected:    s.rejected.Load(),
@@ -303,9 +297,9 @@ func (s *ItemService) Stats() ItemServiceStats {
 // an error when every attempt has failed for longer than a couple of
 // seconds. It does not contact the brokers; the context is for the
 // readiness check's signature.
-func (s *ItemService) Healthy(context.Context) error {
+func (s *Service) Healthy(context.Context) error {
 	if err := s.streak.Err(); err != nil {
-		return fmt.Errorf("producers: item service: kafka: %w", err)
+		return fmt.Errorf("itemsvc: kafka: %w", err)
 	}
 	return nil
 }
@@ -326,9 +320,9 @@ func (s *ItemService) Healthy(context.Context) error {
 // partition and one goroutine commits, for each partition, the offset
 // below the oldest command still in flight: every offset under a commit
 // has been answered, and commits never go backwards.
-func (s *ItemService) Run(ctx context.Context) error {
+func (s *Service) Run(ctx context.Context) error {
 	if !s.started.CompareAndSwap(false, true) {
-		return errors.New("producers: item service: Run called twice")
+		return errors.New("itemsvc: Run called twice")
 	}
 	r := kafka.NewReader(s.readerConfig())
 	s.log.Info("item service started", "commands", s.cfg.CommandsTopic, "events", s.cfg.EventsTopic,
@@ -426,7 +420,7 @@ fetch:
 }
 
 // readerConfig is the kafka-go reader configuration of Run.
-func (s *ItemService) readerConfig() kafka.ReaderConfig {
+func (s *Service) readerConfig() kafka.ReaderConfig {
 	rc := kafka.ReaderConfig{
 		Brokers:     s.cfg.Brokers,
 		GroupID:     s.cfg.GroupID,
@@ -449,7 +443,7 @@ func (s *ItemService) readerConfig() kafka.ReaderConfig {
 
 // commit commits every partition whose answered prefix grew. It reports
 // false when the commit failed; the offsets stay ready for the next one.
-func (s *ItemService) commit(ctx context.Context, r *kafka.Reader, tr *offsetTracker) bool {
+func (s *Service) commit(ctx context.Context, r *kafka.Reader, tr *offsetTracker) bool {
 	msgs := tr.ready()
 	if len(msgs) == 0 {
 		return true
@@ -468,7 +462,7 @@ func (s *ItemService) commit(ctx context.Context, r *kafka.Reader, tr *offsetTra
 // handle answers one record. It waits out the latency under ctx and
 // publishes under pubCtx. It reports whether the record is finished with,
 // so its offset may be committed: false only when a context ended first.
-func (s *ItemService) handle(ctx, pubCtx context.Context, m kafka.Message, readAt time.Time) bool {
+func (s *Service) handle(ctx, pubCtx context.Context, m kafka.Message, readAt time.Time) bool {
 	at := slog.Group("record", "partition", m.Partition, "offset", m.Offset)
 	ev, err := s.cfg.Decode(m)
 	if err != nil {
@@ -476,7 +470,7 @@ func (s *ItemService) handle(ctx, pubCtx context.Context, m kafka.Message, readA
 		s.log.Warn("item service: skipping a record that is not a CloudEvent", at, "err", err)
 		return true
 	}
-	if ev.Type != itemSvcCommandType {
+	if ev.Type != producers.TypeTakedownRequested {
 		s.skipped.Add(1)
 		s.log.Debug("item service: skipping an event that is not a command", at, "type", ev.Type, "id", ev.ID)
 		return true
@@ -522,8 +516,8 @@ func (s *ItemService) handle(ctx, pubCtx context.Context, m kafka.Message, readA
 
 // answerEvent is an answer to cmd, with an id derived from cmd's source
 // and id, the answer's type and its container (if any).
-func answerEvent(cmd *hub.Event, typ, itemID, container string, data any) CloudEvent {
-	ev := NewEvent(ItemServiceSource, typ, itemID, cmd.CorrelationID, data)
+func answerEvent(cmd Command, typ, itemID, container string, data any) producers.CloudEvent {
+	ev := producers.NewEvent(producers.ItemServiceSource, typ, itemID, cmd.CorrelationID, data)
 	ev.ID = answerID(cmd.Source, cmd.ID, typ, container)
 	return ev
 }
@@ -543,10 +537,10 @@ func answerID(source, id, typ, container string) string {
 
 // answer publishes the outcome of cmd, a takedown of itemID. It reports
 // whether every event was published.
-func (s *ItemService) answer(ctx context.Context, cmd *hub.Event, itemID string) bool {
+func (s *Service) answer(ctx context.Context, cmd Command, itemID string) bool {
 	containers, known := s.cfg.Catalogue.Containers(itemID)
 	if !known {
-		ok := s.publish(ctx, answerEvent(cmd, TypeTakedownRejected, itemID, "",
+		ok := s.publish(ctx, answerEvent(cmd, producers.TypeTakedownRejected, itemID, "",
 			TakedownRejected{ItemID: itemID, Reason: RejectNotFound}))
 		if ok {
 			s.rejected.Add(1)
@@ -560,7 +554,7 @@ func (s *ItemService) answer(ctx context.Context, cmd *hub.Event, itemID string)
 	if !done {
 		rm.removedFrom = make([]string, 0, len(containers))
 		for _, c := range containers {
-			ev := answerEvent(cmd, TypeItemRemoved, itemID, c.ID,
+			ev := answerEvent(cmd, producers.TypeItemRemoved, itemID, c.ID,
 				ItemRemoved{ItemID: itemID, ContainerID: c.ID, ContainerKind: c.Kind})
 			if !s.publish(ctx, ev) {
 				return false
@@ -570,7 +564,7 @@ func (s *ItemService) answer(ctx context.Context, cmd *hub.Event, itemID string)
 		}
 		rm.confirmedAt = time.Now().UTC().Format(time.RFC3339)
 	}
-	ok := s.publish(ctx, answerEvent(cmd, TypeTakedownConfirmed, itemID, "",
+	ok := s.publish(ctx, answerEvent(cmd, producers.TypeTakedownConfirmed, itemID, "",
 		TakedownConfirmed{ItemID: itemID, RemovedFrom: rm.removedFrom, ConfirmedAt: rm.confirmedAt}))
 	if !ok {
 		return false
@@ -591,7 +585,7 @@ func (s *ItemService) answer(ctx context.Context, cmd *hub.Event, itemID string)
 // instead. A retry sends the same event ID, so readers can drop a
 // duplicate. Failures count in the service's error streak, which logs
 // them.
-func (s *ItemService) publish(ctx context.Context, ev CloudEvent) bool {
+func (s *Service) publish(ctx context.Context, ev producers.CloudEvent) bool {
 	backoff := 50 * time.Millisecond
 	for {
 		err := s.pub.Publish(ctx, s.cfg.EventsTopic, ev.Subject, ev)

@@ -1,4 +1,4 @@
-package producers
+package itemsvc
 
 import (
 	"crypto/sha256"

@@ -1,4 +1,4 @@
-package producers
+package itemsvc
 
 import (
 	"fmt"
@@ -81,11 +81,11 @@ func TestItemServiceRidesOutBrokerFaults(t *testing.T) {
 	for _, f := range faults {
 		t.Run(f.name, func(t *testing.T) {
 			h, proxy := newIsvcFaultHarness(t)
-			svc := h.start(ItemServiceConfig{})
+			svc := h.start(Config{})
 
 			h.send(h.command("item-1", "c-before"))
 			removed := int64(len(isvcContainers(t, cat, "item-1")))
-			isvcWaitStats(t, svc.ItemService, ItemServiceStats{Commands: 1, Confirmed: 1, Removed: removed})
+			isvcWaitStats(t, svc.Service, Stats{Commands: 1, Confirmed: 1, Removed: removed})
 
 			f.fault(proxy)
 			healed := time.Now()

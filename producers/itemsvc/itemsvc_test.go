@@ -1,4 +1,4 @@
-package producers
+package itemsvc
 
 import (
 	"context"
@@ -14,22 +14,22 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/switchboard/switchboard/consumers"
+	"github.com/switchboard/switchboard/producers"
 )
 
 const (
-	isvcCommands = "takedown.commands"
-	isvcEvents   = "takedown.events"
+	isvcCommands = producers.DefaultCommandsTopic
+	isvcEvents   = producers.DefaultEventsTopic
 )
 
 func TestDemoCatalogue(t *testing.T) {
 	c := DemoCatalogue()
-	if c.Len() != DemoItems {
-		t.Fatalf("Len = %d, want %d", c.Len(), DemoItems)
+	if c.Len() != producers.DemoItems {
+		t.Fatalf("Len = %d, want %d", c.Len(), producers.DemoItems)
 	}
 	sizes := map[int]int{}
 	kinds := map[string]int{}
-	for n := 1; n <= DemoItems; n++ {
+	for n := 1; n <= producers.DemoItems; n++ {
 		id := fmt.Sprintf("item-%d", n)
 		cs, ok := c.Containers(id)
 		if !ok {
@@ -101,7 +101,7 @@ func TestDemoCatalogue(t *testing.T) {
 	if DemoCatalogue() != c {
 		t.Error("DemoCatalogue built twice")
 	}
-	if items := c.Items(); len(items) != DemoItems || !slices.IsSorted(items) {
+	if items := c.Items(); len(items) != producers.DemoItems || !slices.IsSorted(items) {
 		t.Errorf("Items: %d, sorted %v", len(items), slices.IsSorted(items))
 	}
 }
@@ -120,55 +120,55 @@ func TestNewCatalogueCopies(t *testing.T) {
 }
 
 func TestNewItemService(t *testing.T) {
-	pub := &recorder{}
-	ok := ItemServiceConfig{Brokers: []string{"127.0.0.1:1"}, Decode: consumers.Decode}
+	pub := &isvcFlaky{}
+	ok := Config{Brokers: []string{"127.0.0.1:1"}, Decode: decode}
 	tests := []struct {
 		name  string
-		cfg   func(ItemServiceConfig) ItemServiceConfig
-		pub   Publisher
+		cfg   func(Config) Config
+		pub   producers.Publisher
 		match string
 	}{
-		{"no brokers", func(c ItemServiceConfig) ItemServiceConfig { c.Brokers = []string{" "}; return c }, pub, "no brokers"},
-		{"no publisher", func(c ItemServiceConfig) ItemServiceConfig { return c }, nil, "no publisher"},
-		{"no decoder", func(c ItemServiceConfig) ItemServiceConfig { c.Decode = nil; return c }, pub, "no decoder"},
-		{"negative latency", func(c ItemServiceConfig) ItemServiceConfig { c.Latency = -time.Millisecond; return c }, pub, "latency"},
-		{"negative in flight", func(c ItemServiceConfig) ItemServiceConfig { c.MaxInFlight = -1; return c }, pub, "max in flight"},
-		{"negative remember", func(c ItemServiceConfig) ItemServiceConfig { c.Remember = -1; return c }, pub, "remember"},
-		{"heartbeat not below session", func(c ItemServiceConfig) ItemServiceConfig {
+		{"no brokers", func(c Config) Config { c.Brokers = []string{" "}; return c }, pub, "no brokers"},
+		{"no publisher", func(c Config) Config { return c }, nil, "no publisher"},
+		{"no decoder", func(c Config) Config { c.Decode = nil; return c }, pub, "no decoder"},
+		{"negative latency", func(c Config) Config { c.Latency = -time.Millisecond; return c }, pub, "latency"},
+		{"negative in flight", func(c Config) Config { c.MaxInFlight = -1; return c }, pub, "max in flight"},
+		{"negative remember", func(c Config) Config { c.Remember = -1; return c }, pub, "remember"},
+		{"heartbeat not below session", func(c Config) Config {
 			c.SessionTimeout, c.HeartbeatInterval = 6*time.Second, 6*time.Second
 			return c
 		}, pub, "heartbeat interval 6s must be below the session timeout 6s"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := NewItemService(tt.cfg(ok), tt.pub, nil)
+			_, err := New(tt.cfg(ok), tt.pub, nil)
 			if err == nil {
 				t.Fatal("no error")
 			}
-			if !strings.HasPrefix(err.Error(), "producers: ") || !strings.Contains(err.Error(), tt.match) {
-				t.Errorf("error %q: want prefix %q and %q in it", err, "producers: ", tt.match)
+			if !strings.HasPrefix(err.Error(), "itemsvc: ") || !strings.Contains(err.Error(), tt.match) {
+				t.Errorf("error %q: want prefix %q and %q in it", err, "itemsvc: ", tt.match)
 			}
 		})
 	}
 
-	s, err := NewItemService(ok, pub, nil)
+	s, err := New(ok, pub, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.cfg.GroupID != DefaultItemServiceGroupID || s.cfg.CommandsTopic != DefaultItemServiceCommandsTopic ||
-		s.cfg.EventsTopic != DefaultItemServiceEventsTopic || s.cfg.MaxInFlight != DefaultItemServiceMaxInFlight ||
-		s.cfg.Catalogue != DemoCatalogue() || s.cfg.Latency != 0 || s.cfg.Remember != DefaultItemServiceRemember {
+	if s.cfg.GroupID != DefaultGroupID || s.cfg.CommandsTopic != DefaultCommandsTopic ||
+		s.cfg.EventsTopic != DefaultEventsTopic || s.cfg.MaxInFlight != DefaultMaxInFlight ||
+		s.cfg.Catalogue != DemoCatalogue() || s.cfg.Latency != 0 || s.cfg.Remember != DefaultRemember {
 		t.Errorf("defaults not applied: %+v", s.cfg)
 	}
 	// The group timing reaches the reader: kafka-go's defaults (30 s
 	// session) would leave the commands of a member that lost its
 	// connection unread for 30 s.
-	if rc := s.readerConfig(); rc.SessionTimeout != DefaultItemServiceSessionTimeout ||
-		rc.HeartbeatInterval != DefaultItemServiceHeartbeatInterval || rc.RebalanceTimeout != DefaultItemServiceRebalanceTimeout {
+	if rc := s.readerConfig(); rc.SessionTimeout != DefaultSessionTimeout ||
+		rc.HeartbeatInterval != DefaultHeartbeatInterval || rc.RebalanceTimeout != DefaultRebalanceTimeout {
 		t.Errorf("reader config %+v: want the default group timing", rc)
 	}
 	ok.SessionTimeout, ok.HeartbeatInterval, ok.RebalanceTimeout = 10*time.Second, 2*time.Second, 20*time.Second
-	if s, err = NewItemService(ok, pub, nil); err != nil {
+	if s, err = New(ok, pub, nil); err != nil {
 		t.Fatal(err)
 	}
 	if rc := s.readerConfig(); rc.SessionTimeout != 10*time.Second || rc.HeartbeatInterval != 2*time.Second || rc.RebalanceTimeout != 20*time.Second {
@@ -230,11 +230,11 @@ func TestOffsetTracker(t *testing.T) {
 }
 
 // isvcHarness is an embedded broker with the command and event topics, a
-// Producer for the service's answers and a writer for commands.
+// producers.Producer for the service's answers and a writer for commands.
 type isvcHarness struct {
 	t       testing.TB
 	brokers []string
-	pub     *Producer
+	pub     *producers.Producer
 	w       *kafka.Writer
 	tr      *kafka.Transport
 }
@@ -257,9 +257,9 @@ func newIsvcHarness(t testing.TB) *isvcHarness {
 	return h
 }
 
-// isvcRunning is an ItemService running in its own goroutine.
+// isvcRunning is a Service running in its own goroutine.
 type isvcRunning struct {
-	*ItemService
+	*Service
 	cancel context.CancelFunc
 	done   chan error
 	once   sync.Once
@@ -268,7 +268,7 @@ type isvcRunning struct {
 
 // start runs an item service; zero fields of cfg get the harness's values.
 // It is stopped at cleanup, and Run must have returned nil.
-func (h *isvcHarness) start(cfg ItemServiceConfig) *isvcRunning {
+func (h *isvcHarness) start(cfg Config) *isvcRunning {
 	h.t.Helper()
 	cfg.Brokers = h.brokers
 	if cfg.CommandsTopic == "" {
@@ -278,14 +278,14 @@ func (h *isvcHarness) start(cfg ItemServiceConfig) *isvcRunning {
 		cfg.EventsTopic = isvcEvents
 	}
 	if cfg.Decode == nil {
-		cfg.Decode = consumers.Decode
+		cfg.Decode = decode
 	}
-	s, err := NewItemService(cfg, h.pub, quietLog())
+	s, err := New(cfg, h.pub, quietLog())
 	if err != nil {
-		h.t.Fatalf("NewItemService: %v", err)
+		h.t.Fatalf("New: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	rs := &isvcRunning{ItemService: s, cancel: cancel, done: make(chan error, 1)}
+	rs := &isvcRunning{Service: s, cancel: cancel, done: make(chan error, 1)}
 	go func() { rs.done <- s.Run(ctx) }()
 	h.t.Cleanup(func() {
 		if err := rs.stop(); err != nil {
@@ -312,7 +312,7 @@ func (rs *isvcRunning) stop() error {
 // command is a takedown.requested record in the binary mode.
 func (h *isvcHarness) command(itemID, corrID string) kafka.Message {
 	h.t.Helper()
-	m, err := Message(isvcCommands, itemID, NewEvent("/test", itemSvcCommandType, itemID, corrID,
+	m, err := producers.Message(isvcCommands, itemID, producers.NewEvent("/test", producers.TypeTakedownRequested, itemID, corrID,
 		map[string]string{"item_id": itemID, "reason": "court order", "requested_by": "test"}))
 	if err != nil {
 		h.t.Fatal(err)
@@ -361,7 +361,7 @@ func isvcNext(t testing.TB, r *kafka.Reader, n int) []isvcAnswer {
 		if err != nil {
 			t.Fatalf("read events: got %d of %d: %v", len(out), n, err)
 		}
-		ev, err := consumers.Decode(m)
+		ev, err := decode(m)
 		if err != nil {
 			t.Fatalf("event at %d/%d does not decode: %v", m.Partition, m.Offset, err)
 		}
@@ -402,7 +402,7 @@ func isvcExpected(c *Catalogue, items ...string) int {
 func isvcCheck(t testing.TB, c *Catalogue, itemID, corrID string, evs []isvcAnswer, removed bool) TakedownConfirmed {
 	t.Helper()
 	for i, a := range evs {
-		if a.CorrID != corrID || a.Subject != itemID || a.Key != itemID || a.Source != ItemServiceSource {
+		if a.CorrID != corrID || a.Subject != itemID || a.Key != itemID || a.Source != producers.ItemServiceSource {
 			t.Errorf("%s event %d: corr %q subject %q key %q source %q", corrID, i, a.CorrID, a.Subject, a.Key, a.Source)
 		}
 		if i > 0 && (a.Partition != evs[0].Partition || a.Offset <= evs[i-1].Offset) {
@@ -411,8 +411,8 @@ func isvcCheck(t testing.TB, c *Catalogue, itemID, corrID string, evs []isvcAnsw
 	}
 	containers, known := c.Containers(itemID)
 	if !known {
-		if len(evs) != 1 || evs[0].Type != TypeTakedownRejected {
-			t.Fatalf("%s (unknown %s): events %v, want one %s", corrID, itemID, evs, TypeTakedownRejected)
+		if len(evs) != 1 || evs[0].Type != producers.TypeTakedownRejected {
+			t.Fatalf("%s (unknown %s): events %v, want one %s", corrID, itemID, evs, producers.TypeTakedownRejected)
 		}
 		var d TakedownRejected
 		if err := json.Unmarshal(evs[0].Data, &d); err != nil || d != (TakedownRejected{ItemID: itemID, Reason: RejectNotFound}) {
@@ -434,16 +434,16 @@ func isvcCheck(t testing.TB, c *Catalogue, itemID, corrID string, evs []isvcAnsw
 			continue
 		}
 		var d ItemRemoved
-		if evs[i].Type != TypeItemRemoved {
-			t.Errorf("%s event %d: type %s, want %s", corrID, i, evs[i].Type, TypeItemRemoved)
+		if evs[i].Type != producers.TypeItemRemoved {
+			t.Errorf("%s event %d: type %s, want %s", corrID, i, evs[i].Type, producers.TypeItemRemoved)
 		}
 		if err := json.Unmarshal(evs[i].Data, &d); err != nil || d != (ItemRemoved{itemID, c.ID, c.Kind}) {
 			t.Errorf("%s event %d: data %s (%v), want container %v", corrID, i, evs[i].Data, err, c)
 		}
 	}
 	last := evs[len(evs)-1]
-	if last.Type != TypeTakedownConfirmed {
-		t.Fatalf("%s: last event %s, want %s", corrID, last.Type, TypeTakedownConfirmed)
+	if last.Type != producers.TypeTakedownConfirmed {
+		t.Fatalf("%s: last event %s, want %s", corrID, last.Type, producers.TypeTakedownConfirmed)
 	}
 	var d TakedownConfirmed
 	if err := json.Unmarshal(last.Data, &d); err != nil {
@@ -514,7 +514,7 @@ func isvcWaitFor(t testing.TB, what string, cond func() bool) {
 }
 
 // isvcWaitStats waits until s's counters are want.
-func isvcWaitStats(t testing.TB, s *ItemService, want ItemServiceStats) {
+func isvcWaitStats(t testing.TB, s *Service, want Stats) {
 	t.Helper()
 	deadline := time.Now().Add(waitLong)
 	for {
@@ -531,7 +531,7 @@ func isvcWaitStats(t testing.TB, s *ItemService, want ItemServiceStats) {
 
 func TestItemServiceAnswers(t *testing.T) {
 	h := newIsvcHarness(t)
-	svc := h.start(ItemServiceConfig{})
+	svc := h.start(Config{})
 	cat := DemoCatalogue()
 
 	// The structured mode, naming the item in subject only.
@@ -568,16 +568,16 @@ func TestItemServiceAnswers(t *testing.T) {
 		})
 	}
 	// A consumer may see an event before Publish returns to the service.
-	isvcWaitStats(t, svc.ItemService, ItemServiceStats{Commands: 3, Confirmed: 2, Rejected: 1, Removed: 4})
+	isvcWaitStats(t, svc.Service, Stats{Commands: 3, Confirmed: 2, Rejected: 1, Removed: 4})
 	if err := svc.stop(); err != nil {
 		t.Fatalf("Run = %v", err)
 	}
-	h.checkAllCommitted(DefaultItemServiceGroupID)
+	h.checkAllCommitted(DefaultGroupID)
 }
 
 func TestItemServiceIdempotent(t *testing.T) {
 	h := newIsvcHarness(t)
-	svc := h.start(ItemServiceConfig{})
+	svc := h.start(Config{})
 	cat := DemoCatalogue()
 	r := h.eventReader()
 	const item = "item-1" // three containers
@@ -605,12 +605,12 @@ func TestItemServiceIdempotent(t *testing.T) {
 	h.send(h.command("item-0", "c-3"))
 	isvcCheck(t, cat, "item-0", "c-3", isvcNext(t, r, 1), true)
 
-	isvcWaitStats(t, svc.ItemService, ItemServiceStats{Commands: 5, Confirmed: 3, Rejected: 2, Removed: int64(len(n))})
+	isvcWaitStats(t, svc.Service, Stats{Commands: 5, Confirmed: 3, Rejected: 2, Removed: int64(len(n))})
 }
 
 func TestItemServiceConcurrentWithLatency(t *testing.T) {
 	h := newIsvcHarness(t)
-	svc := h.start(ItemServiceConfig{Latency: 50 * time.Millisecond})
+	svc := h.start(Config{Latency: 50 * time.Millisecond})
 	cat := DemoCatalogue()
 
 	const known, unknown = 200, 20
@@ -643,11 +643,11 @@ func TestItemServiceConcurrentWithLatency(t *testing.T) {
 	for _, item := range items[:known] {
 		removed += int64(len(isvcContainers(t, cat, item)))
 	}
-	isvcWaitStats(t, svc.ItemService, ItemServiceStats{Commands: known + unknown + 1, Confirmed: known + 1, Rejected: unknown, Removed: removed})
+	isvcWaitStats(t, svc.Service, Stats{Commands: known + unknown + 1, Confirmed: known + 1, Rejected: unknown, Removed: removed})
 	if err := svc.stop(); err != nil {
 		t.Fatalf("Run = %v", err)
 	}
-	h.checkAllCommitted(DefaultItemServiceGroupID)
+	h.checkAllCommitted(DefaultGroupID)
 }
 
 func isvcContainers(t testing.TB, c *Catalogue, id string) []Container {
@@ -661,12 +661,12 @@ func isvcContainers(t testing.TB, c *Catalogue, id string) []Container {
 
 func TestItemServiceSkipsWhatIsNotACommand(t *testing.T) {
 	h := newIsvcHarness(t)
-	svc := h.start(ItemServiceConfig{})
-	noItem, err := Message(isvcCommands, "", NewEvent("/test", itemSvcCommandType, "", "c-none", map[string]string{"reason": "x"}))
+	svc := h.start(Config{})
+	noItem, err := producers.Message(isvcCommands, "", producers.NewEvent("/test", producers.TypeTakedownRequested, "", "c-none", map[string]string{"reason": "x"}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	report, err := Message(isvcCommands, "item-2", NewEvent("/test", TypeItemReported, "item-2", "", map[string]string{"item_id": "item-2"}))
+	report, err := producers.Message(isvcCommands, "item-2", producers.NewEvent("/test", producers.TypeItemReported, "item-2", "", map[string]string{"item_id": "item-2"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -678,20 +678,20 @@ func TestItemServiceSkipsWhatIsNotACommand(t *testing.T) {
 	)
 	cat := DemoCatalogue()
 	isvcCheck(t, cat, "item-2", "c-ok", isvcNext(t, h.eventReader(), isvcExpected(cat, "item-2")), true)
-	isvcWaitStats(t, svc.ItemService, ItemServiceStats{Commands: 1, Confirmed: 1, Removed: int64(len(isvcContainers(t, cat, "item-2"))), Skipped: 3})
+	isvcWaitStats(t, svc.Service, Stats{Commands: 1, Confirmed: 1, Removed: int64(len(isvcContainers(t, cat, "item-2"))), Skipped: 3})
 	if err := svc.stop(); err != nil {
 		t.Fatalf("Run = %v", err)
 	}
-	h.checkAllCommitted(DefaultItemServiceGroupID)
+	h.checkAllCommitted(DefaultGroupID)
 }
 
 // isvcFlaky fails as many publishes as failures says, then passes them on.
 type isvcFlaky struct {
-	Publisher
+	producers.Publisher
 	failures atomic.Int64
 }
 
-func (f *isvcFlaky) Publish(ctx context.Context, topic, key string, ev CloudEvent) error {
+func (f *isvcFlaky) Publish(ctx context.Context, topic, key string, ev producers.CloudEvent) error {
 	if f.failures.Add(-1) >= 0 {
 		return errors.New("broker away")
 	}
@@ -702,7 +702,7 @@ func TestItemServiceRetriesPublish(t *testing.T) {
 	h := newIsvcHarness(t)
 	f := &isvcFlaky{Publisher: h.pub}
 	f.failures.Store(3)
-	s, err := NewItemService(ItemServiceConfig{Brokers: h.brokers, CommandsTopic: isvcCommands, EventsTopic: isvcEvents, Decode: consumers.Decode}, f, quietLog())
+	s, err := New(Config{Brokers: h.brokers, CommandsTopic: isvcCommands, EventsTopic: isvcEvents, Decode: decode}, f, quietLog())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -725,7 +725,7 @@ func TestItemServiceRetriesPublish(t *testing.T) {
 func TestItemServiceStopsOnCancel(t *testing.T) {
 	h := newIsvcHarness(t)
 	// Commands wait an hour: cancel must not wait for them, nor commit them.
-	slow := h.start(ItemServiceConfig{Latency: time.Hour})
+	slow := h.start(Config{Latency: time.Hour})
 	var msgs []kafka.Message
 	for i := 1; i <= 5; i++ {
 		msgs = append(msgs, h.command(fmt.Sprintf("item-%d", i), fmt.Sprintf("c-%d", i)))
@@ -743,7 +743,7 @@ func TestItemServiceStopsOnCancel(t *testing.T) {
 	if st := slow.Stats(); st.Confirmed != 0 || st.Removed != 0 {
 		t.Errorf("answered while waiting: %+v", st)
 	}
-	committed, _ := h.committedOffsets(DefaultItemServiceGroupID)
+	committed, _ := h.committedOffsets(DefaultGroupID)
 	for p, off := range committed {
 		if off > 0 {
 			t.Errorf("partition %d: offset %d committed for unanswered commands", p, off)
@@ -751,7 +751,7 @@ func TestItemServiceStopsOnCancel(t *testing.T) {
 	}
 
 	// The same group reads them again.
-	fast := h.start(ItemServiceConfig{})
+	fast := h.start(Config{})
 	cat := DemoCatalogue()
 	got := isvcByCorr(isvcNext(t, h.eventReader(), isvcExpected(cat, "item-1", "item-2", "item-3", "item-4", "item-5")))
 	for i := 1; i <= 5; i++ {
@@ -775,7 +775,7 @@ func BenchmarkItemService(b *testing.B) {
 		msgs = append(msgs, h.command(id, fmt.Sprintf("c-%d", i)))
 	}
 	items["warm-up"] = []Container{{"group-1", ContainerGroup}}
-	svc := h.start(ItemServiceConfig{Catalogue: NewCatalogue(items)})
+	svc := h.start(Config{Catalogue: NewCatalogue(items)})
 	// Answer one command first, so joining the group is not measured.
 	h.send(h.command("warm-up", "c-warm-up"))
 	isvcWaitFor(b, "the warm-up command answered", func() bool { return svc.Stats().Confirmed == 1 })

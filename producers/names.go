@@ -1,0 +1,35 @@
+package producers
+
+// The event types of the contract (SPEC §1). Every package that names one
+// uses these constants.
+const (
+	// TypeItemReported is a user's report of an item.
+	TypeItemReported = "item.reported"
+	// TypeTakedownRequested is the takedown command the hub publishes.
+	TypeTakedownRequested = "takedown.requested"
+	// TypeItemRemoved is emitted once per container an item is removed from.
+	TypeItemRemoved = "item.removed"
+	// TypeTakedownConfirmed is emitted once the item is gone from every
+	// container.
+	TypeTakedownConfirmed = "takedown.confirmed"
+	// TypeTakedownRejected is emitted when a takedown cannot be done.
+	TypeTakedownRejected = "takedown.rejected"
+)
+
+// The default topics (kafka.topics.*). Every package that needs a default
+// topic uses these constants.
+const (
+	// DefaultReportsTopic carries item.reported.
+	DefaultReportsTopic = "items.reported"
+	// DefaultCommandsTopic carries takedown.requested.
+	DefaultCommandsTopic = "takedown.commands"
+	// DefaultEventsTopic carries item.removed, takedown.confirmed and
+	// takedown.rejected.
+	DefaultEventsTopic = "takedown.events"
+	// DefaultDLQTopic receives the records that are not valid CloudEvents.
+	DefaultDLQTopic = "switchboard.dlq"
+)
+
+// ItemServiceSource is the CloudEvents source of the item service's
+// events, which the sync adapter trusts by default.
+const ItemServiceSource = "/switchboard/itemsvc"
