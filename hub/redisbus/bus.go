@@ -1,6 +1,11 @@
 // Package redisbus is the Redis backplane of the hub: per-channel history
 // in Redis Streams, fan-out across nodes by Redis pub/sub, so a cursor from
 // one node resumes on any other, and after every node restarted.
+//
+// It runs on one server, on a primary with replicas watched by Sentinel,
+// and on a Redis Cluster, where announcements use sharded pub/sub
+// (SPUBLISH/SSUBSCRIBE): each travels only within its channel's shard, and
+// a node holds one pub/sub connection per shard it listens to.
 package redisbus
 
 import (
@@ -40,33 +45,63 @@ type Config struct {
 	ListenTimeout time.Duration
 }
 
-// Bus is the Redis backplane. One pub/sub connection per node carries the
-// channels its clients hold, and only those.
+// Bus is the Redis backplane. One pub/sub connection per node (per shard
+// on a Cluster) carries the channels its clients hold, and only those.
 type Bus struct {
 	cfg Config
 	rdb redis.UniversalClient
-	ps  *redis.PubSub
-	log *slog.Logger
+	ps  *redis.PubSub        // classic pub/sub; nil on a Cluster
+	cc  *redis.ClusterClient // set on a Cluster
+	// pubCmd announces an entry: PUBLISH, or SPUBLISH on a Cluster.
+	pubCmd string
+	log    *slog.Logger
 
 	mu       sync.Mutex
 	channels map[string]*listening // by pub/sub name
+	shards   map[string]*shard     // by node address, on a Cluster
+
+	// known is the newest position this node saw of each channel it
+	// published to or heard from, to catch a log that lost writes.
+	known knownTops
 
 	// Commands counts the Redis commands the bus sent (scripts count one),
 	// for the benchmarks' commands per delivered event.
 	Commands atomic.Uint64
 
-	now  func() time.Time
-	stop context.CancelFunc
-	done chan struct{}
-	once sync.Once
+	now   func() time.Time
+	rctx  context.Context
+	stop  context.CancelFunc
+	done  chan struct{}
+	tasks sync.WaitGroup // shard receivers, re-subscriptions, fences
+	once  sync.Once
 }
 
-// listening is one channel this node receives.
+// listening is one channel this node receives. Its fields after deliver
+// are guarded by Bus.mu.
 type listening struct {
 	channel   string
+	name      string // pub/sub name
 	deliver   func(hub.Entry)
 	confirmed chan struct{} // closed when Redis confirmed the subscription
 	ok        bool
+	// shard carries the channel on a Cluster (nil while it is being
+	// subscribed again); resync asks for a Resync entry at the next
+	// confirmation.
+	shard  *shard
+	resync bool
+	// heard is the position of the last announcement; fencing is set
+	// while a log heard going backwards is moved to a new epoch.
+	heard   hub.Position
+	fencing bool
+}
+
+// shard is the pub/sub connection to one Cluster master.
+type shard struct {
+	addr string
+	ps   *redis.PubSub
+	// unsub counts SUNSUBSCRIBEs this node sent and Redis has not yet
+	// confirmed, by name: their confirmations are not moves.
+	unsub map[string]int
 }
 
 var (
@@ -110,7 +145,13 @@ func New(ctx context.Context, rdb redis.UniversalClient, cfg Config, log *slog.L
 		return nil, fmt.Errorf("redisbus: %w", err)
 	}
 	rctx, stop := context.WithCancel(context.Background())
-	b := &Bus{cfg: cfg, rdb: rdb, log: log, channels: map[string]*listening{}, now: time.Now, stop: stop, done: make(chan struct{})}
+	b := &Bus{cfg: cfg, rdb: rdb, log: log, channels: map[string]*listening{}, shards: map[string]*shard{},
+		now: time.Now, rctx: rctx, stop: stop, done: make(chan struct{}), pubCmd: "PUBLISH"}
+	if cc, ok := rdb.(*redis.ClusterClient); ok {
+		b.cc, b.pubCmd = cc, "SPUBLISH"
+		close(b.done)
+		return b, nil
+	}
 	b.ps = rdb.Subscribe(rctx)
 	go b.receive(rctx)
 	return b, nil
@@ -134,15 +175,33 @@ func (b *Bus) Close() error {
 	var err error
 	b.once.Do(func() {
 		b.stop()
-		err = b.ps.Close()
+		if b.ps != nil {
+			err = b.ps.Close()
+		}
+		b.mu.Lock()
+		for _, sh := range b.shards {
+			_ = sh.ps.Close()
+		}
+		b.mu.Unlock()
 		<-b.done
+		b.tasks.Wait()
 		err = errors.Join(err, b.rdb.Close())
 	})
 	return err
 }
 
-// Healthy pings Redis.
+// Healthy pings Redis: on a Cluster every master, so a master that died
+// makes it fail until its replica took over.
 func (b *Bus) Healthy(ctx context.Context) error {
+	if b.cc != nil {
+		// ForEachMaster reloads the slot map first.
+		if err := b.cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+			return c.Ping(ctx).Err()
+		}); err != nil {
+			return fmt.Errorf("redisbus: %w", err)
+		}
+		return nil
+	}
 	if err := b.rdb.Ping(ctx).Err(); err != nil {
 		return fmt.Errorf("redisbus: %w", err)
 	}
@@ -188,11 +247,17 @@ func (b *Bus) Publish(ctx context.Context, channels []string, ev *hub.Event) err
 	ttl := b.cfg.HistoryTTL.Milliseconds()
 	for _, ch := range channels {
 		meta, log, live := b.keys(ch)
+		seen := b.known.get(ch)
 		b.Commands.Add(1)
-		err := publishScript.Run(ctx, b.rdb, []string{meta, log, live, b.idsKey(ch)},
-			h, ev.JSON, b.cfg.HistorySize, ttl, now, newEpoch(), key).Err()
+		res, err := publishScript.Run(ctx, b.rdb, []string{meta, log, live, b.idsKey(ch)},
+			h, ev.JSON, b.cfg.HistorySize, ttl, now, newEpoch(), key, b.pubCmd, seen.Epoch, seen.Offset).Slice()
 		if err != nil {
 			return fmt.Errorf("redisbus: publish to %s: %w", ch, err)
+		}
+		if len(res) == 2 {
+			ep, _ := res[0].(string)
+			off, _ := res[1].(int64)
+			b.known.see(ch, hub.Position{Epoch: ep, Offset: uint64(off)})
 		}
 	}
 	return nil
@@ -272,7 +337,7 @@ func streamEntry(ch, epoch string, raw any) (hub.Entry, error) {
 // confirmed the subscription, so nothing appended afterwards is missed.
 func (b *Bus) Listen(ctx context.Context, ch string, deliver func(hub.Entry)) (func(), error) {
 	name := b.liveName(ch)
-	l := &listening{channel: ch, deliver: deliver, confirmed: make(chan struct{})}
+	l := &listening{channel: ch, name: name, deliver: deliver, confirmed: make(chan struct{})}
 	b.mu.Lock()
 	if _, dup := b.channels[name]; dup {
 		b.mu.Unlock()
@@ -285,14 +350,30 @@ func (b *Bus) Listen(ctx context.Context, ch string, deliver func(hub.Entry)) (f
 		if b.channels[name] == l {
 			delete(b.channels, name)
 		}
+		sh := l.shard
+		l.shard = nil
+		if sh != nil {
+			sh.unsub[name]++
+		}
 		b.mu.Unlock()
 		uctx, c := context.WithTimeout(context.Background(), b.cfg.ListenTimeout)
 		defer c()
 		b.Commands.Add(1)
-		_ = b.ps.Unsubscribe(uctx, name)
+		switch {
+		case b.cc == nil:
+			_ = b.ps.Unsubscribe(uctx, name)
+		case sh != nil:
+			_ = sh.ps.SUnsubscribe(uctx, name)
+		}
 	}
-	b.Commands.Add(1)
-	if err := b.ps.Subscribe(ctx, name); err != nil {
+	var err error
+	if b.cc != nil {
+		err = b.ssubscribe(ctx, l)
+	} else {
+		b.Commands.Add(1)
+		err = b.ps.Subscribe(ctx, name)
+	}
+	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("redisbus: subscribe %s: %w", ch, err)
 	}
@@ -359,19 +440,78 @@ func (b *Bus) receive(ctx context.Context) {
 				lost = false
 			}
 		case *redis.Message:
-			b.mu.Lock()
-			l := b.channels[m.Channel]
-			b.mu.Unlock()
-			if l == nil {
-				continue
-			}
-			e, err := announcement(l.channel, m.Payload)
-			if err != nil {
-				b.log.Error("bad announcement", "channel", l.channel, "err", err)
-				continue
-			}
-			l.deliver(e)
+			b.announced(m.Channel, m.Payload)
 		}
+	}
+}
+
+// announced delivers an announcement to the channel's listener. One that
+// goes backwards in the same epoch means the log lost writes (a failover to
+// a replica that had not received them): the log is moved to a new epoch
+// and the listener resyncs, so its subscribers get a gap, not a silent skip.
+func (b *Bus) announced(name, payload string) {
+	b.mu.Lock()
+	l := b.channels[name]
+	b.mu.Unlock()
+	if l == nil {
+		return
+	}
+	e, err := announcement(l.channel, payload)
+	if err != nil {
+		b.log.Error("bad announcement", "channel", l.channel, "err", err)
+		return
+	}
+	b.known.see(l.channel, e.Pos)
+	b.mu.Lock()
+	back := l.heard.Epoch == e.Pos.Epoch && e.Pos.Offset <= l.heard.Offset
+	fence := back && !l.fencing
+	if fence {
+		l.fencing = true
+	}
+	if !back {
+		l.heard = e.Pos
+	}
+	b.mu.Unlock()
+	if fence {
+		b.log.Warn("redis log went backwards: it lost writes in a failover; moving it to a new epoch", "channel", l.channel, "heard", l.heard, "now", e.Pos)
+		b.tasks.Add(1)
+		go b.fence(l, e.Pos.Epoch)
+	}
+	if !back {
+		l.deliver(e)
+	}
+}
+
+// fence moves l's log from epoch to a new one (unless another node did),
+// then tells the listener to resync: it reads the new epoch, says gap, and
+// goes on from there.
+func (b *Bus) fence(l *listening, epoch string) {
+	defer b.tasks.Done()
+	meta, _, _ := b.keys(l.channel)
+	backoff := reconnectBackoffMin
+	for {
+		b.Commands.Add(1)
+		ep, err := fenceScript.Run(b.rctx, b.rdb, []string{meta}, epoch, newEpoch()).Text()
+		if err == nil {
+			b.known.see(l.channel, hub.Position{Epoch: ep})
+			break
+		}
+		if b.rctx.Err() != nil {
+			return
+		}
+		select {
+		case <-b.rctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, reconnectBackoffLimit)
+	}
+	b.mu.Lock()
+	l.fencing = false
+	live := b.channels[l.name] == l
+	b.mu.Unlock()
+	if live {
+		l.deliver(hub.Entry{Channel: l.channel, Resync: true})
 	}
 }
 

@@ -8,7 +8,8 @@ import "github.com/redis/go-redis/v9"
 //	<prefix>{<channel>}:meta  hash: epoch, top (the newest offset)
 //	<prefix>{<channel>}:log   stream: one entry per event, ID "<offset>-0",
 //	                          fields h (header), j (event JSON), t (ms)
-//	<prefix>{<channel>}:live  pub/sub channel of new entries
+//	<prefix>{<channel>}:live  pub/sub channel of new entries (a shard
+//	                          channel on a Cluster: SPUBLISH/SSUBSCRIBE)
 //	<prefix>{<channel>}:ids   sorted set: the key (source, id) of each
 //	                          event history holds, scored by its offset
 //
@@ -44,14 +45,24 @@ end
 // between the two. An event whose key history already holds is neither
 // appended nor announced again.
 //
+// A log whose top is below what the publisher already saw in the same
+// epoch lost writes (a failover to a replica that had not received them):
+// it is moved to a new epoch before it grows again, so cursors past its top
+// get a gap, never a silent skip.
+//
 // KEYS: meta, log, live, ids. ARGV: header, json, maxlen, ttl ms, now ms,
-// new epoch, event key. Returns {epoch, offset}.
+// new epoch, event key, the announcing command (PUBLISH, or SPUBLISH on a
+// Cluster), the epoch and top the publisher saw last ("" and 0 for none).
+// Returns {epoch, offset}.
 var publishScript = redis.NewScript(trimLua + `
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[6]
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', 0)
   redis.call('DEL', KEYS[4])
+elseif epoch == ARGV[9] and tonumber(redis.call('HGET', KEYS[1], 'top')) < tonumber(ARGV[10]) then
+  epoch = ARGV[6]
+  redis.call('HSET', KEYS[1], 'epoch', epoch)
 end
 local seen = redis.call('ZSCORE', KEYS[4], ARGV[7])
 if seen then return {epoch, tonumber(seen)} end
@@ -66,7 +77,7 @@ end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 redis.call('PEXPIRE', KEYS[4], ARGV[4])
-redis.call('PUBLISH', KEYS[3], epoch .. ' ' .. top .. ' ' .. string.len(ARGV[1]) .. ' ' .. ARGV[1] .. ARGV[2])
+redis.call(ARGV[8], KEYS[3], epoch .. ' ' .. top .. ' ' .. string.len(ARGV[1]) .. ' ' .. ARGV[1] .. ARGV[2])
 return {epoch, top}
 `)
 
@@ -96,4 +107,18 @@ if #first == 0 then return {epoch, top, 'gap'} end
 local firstOff = tonumber(string.match(first[1][1], '^(%d+)'))
 if firstOff > after + 1 then return {epoch, top, 'gap'} end
 return {epoch, top, redis.call('XRANGE', KEYS[2], (after + 1) .. '-0', '+')}
+`)
+
+// fenceScript moves a log that lost writes to a new epoch, unless that was
+// done already.
+//
+// KEYS: meta. ARGV: the epoch that lost writes, the new epoch. Returns the
+// log's epoch.
+var fenceScript = redis.NewScript(`
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if epoch == ARGV[1] then
+  epoch = ARGV[2]
+  redis.call('HSET', KEYS[1], 'epoch', epoch)
+end
+return epoch
 `)

@@ -1,0 +1,226 @@
+package redisbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/switchboard/switchboard/hub"
+)
+
+// On a Cluster each channel's announcements are a shard channel of its
+// slot. go-redis's ClusterClient knows which master holds a slot
+// (MasterForKey); the bus keeps one pub/sub connection per master it
+// listens to and subscribes each channel on its master's connection. When
+// that connection is lost, or Redis says a channel left it (SUNSUBSCRIBE
+// from the server: its slot moved, or the node became a replica in a
+// failover), every channel of the connection is subscribed again where the
+// reloaded slot map says, and its listener gets a Resync entry once that is
+// confirmed: announcements made meanwhile are read from history.
+
+// ssubscribe subscribes l on its slot's master.
+func (b *Bus) ssubscribe(ctx context.Context, l *listening) error {
+	node, err := b.cc.MasterForKey(ctx, l.name)
+	if err != nil {
+		return err
+	}
+	addr := node.Options().Addr
+	b.mu.Lock()
+	if b.channels[l.name] != l || b.rctx.Err() != nil {
+		b.mu.Unlock()
+		return nil // cancelled meanwhile
+	}
+	sh := b.shards[addr]
+	if sh == nil {
+		sh = &shard{addr: addr, ps: node.SSubscribe(b.rctx), unsub: map[string]int{}}
+		b.shards[addr] = sh
+		b.tasks.Add(1)
+		go b.receiveShard(sh)
+	}
+	l.shard = sh
+	b.mu.Unlock()
+	b.Commands.Add(1)
+	if err := sh.ps.SSubscribe(ctx, l.name); err != nil {
+		b.mu.Lock()
+		if l.shard == sh {
+			l.shard = nil
+		}
+		b.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+// receiveShard reads one master's pub/sub connection until it fails or the
+// bus closes.
+func (b *Bus) receiveShard(sh *shard) {
+	defer b.tasks.Done()
+	for {
+		msg, err := sh.ps.Receive(b.rctx)
+		if err != nil {
+			if b.rctx.Err() != nil {
+				return
+			}
+			b.shardLost(sh, err)
+			return
+		}
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			switch m.Kind {
+			case "ssubscribe":
+				b.shardConfirmed(sh, m.Channel)
+			case "sunsubscribe":
+				b.mu.Lock()
+				ours := sh.unsub[m.Channel] > 0
+				if ours {
+					if sh.unsub[m.Channel]--; sh.unsub[m.Channel] == 0 {
+						delete(sh.unsub, m.Channel)
+					}
+				}
+				l := b.channels[m.Channel]
+				moved := !ours && l != nil && l.shard == sh
+				b.mu.Unlock()
+				if moved {
+					b.shardLost(sh, fmt.Errorf("redis unsubscribed %s: its slot moved", m.Channel))
+					return
+				}
+			}
+		case *redis.Message:
+			b.announced(m.Channel, m.Payload)
+		}
+	}
+}
+
+// shardConfirmed is Redis's confirmation of a channel on sh.
+func (b *Bus) shardConfirmed(sh *shard, name string) {
+	b.mu.Lock()
+	l := b.channels[name]
+	if l == nil || l.shard != sh {
+		b.mu.Unlock()
+		return
+	}
+	first := !l.ok
+	l.ok = true
+	resync := !first && l.resync
+	l.resync = false
+	b.mu.Unlock()
+	switch {
+	case first:
+		close(l.confirmed)
+	case resync:
+		l.deliver(hub.Entry{Channel: l.channel, Resync: true})
+	}
+}
+
+// shardLost closes sh and subscribes its channels again.
+func (b *Bus) shardLost(sh *shard, err error) {
+	b.mu.Lock()
+	if b.shards[sh.addr] == sh {
+		delete(b.shards, sh.addr)
+	}
+	var moved []*listening
+	for _, l := range b.channels {
+		if l.shard == sh {
+			l.shard = nil
+			l.resync = l.ok
+			moved = append(moved, l)
+		}
+	}
+	b.mu.Unlock()
+	_ = sh.ps.Close()
+	if errors.Is(err, redis.ErrClosed) {
+		return
+	}
+	b.log.Warn("redis shard pub/sub connection lost; subscribing again", "node", sh.addr, "channels", len(moved), "err", err)
+	if len(moved) > 0 {
+		b.tasks.Add(1)
+		go b.reroute(moved)
+	}
+}
+
+// reroute subscribes ls again, each on its slot's master after the slot map
+// was reloaded, until every one is subscribed or cancelled.
+func (b *Bus) reroute(ls []*listening) {
+	defer b.tasks.Done()
+	backoff := reconnectBackoffMin
+	for {
+		// ForEachMaster reloads the slot map; the function does nothing.
+		_ = b.cc.ForEachMaster(b.rctx, func(context.Context, *redis.Client) error { return nil })
+		var left []*listening
+		for _, l := range ls {
+			b.mu.Lock()
+			todo := b.channels[l.name] == l && l.shard == nil
+			b.mu.Unlock()
+			if !todo {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(b.rctx, b.cfg.ListenTimeout)
+			err := b.ssubscribe(ctx, l)
+			cancel()
+			if err != nil {
+				left = append(left, l)
+			}
+		}
+		if len(left) == 0 {
+			b.log.Info("redis shard channels subscribed again", "channels", len(ls))
+			return
+		}
+		ls = left
+		select {
+		case <-b.rctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, reconnectBackoffLimit)
+	}
+}
+
+// knownTopsSize bounds each generation of knownTops.
+const knownTopsSize = 1 << 16
+
+// knownTops is the newest position seen of each channel, in two
+// generations of at most knownTopsSize channels each: a channel not seen
+// for a generation is forgotten (a log that lost writes is then caught by
+// those who heard it, or not at all).
+type knownTops struct {
+	mu        sync.Mutex
+	cur, prev map[string]hub.Position
+}
+
+func (k *knownTops) get(ch string) hub.Position {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if p, ok := k.cur[ch]; ok {
+		return p
+	}
+	return k.prev[ch]
+}
+
+// see records p unless a newer position of the same epoch is known. A new
+// epoch replaces the old one.
+func (k *knownTops) see(ch string, p hub.Position) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	old, ok := k.cur[ch]
+	if !ok {
+		old = k.prev[ch]
+	}
+	if old.Epoch == p.Epoch && old.Offset >= p.Offset {
+		if !ok {
+			k.put(ch, old)
+		}
+		return
+	}
+	k.put(ch, p)
+}
+
+func (k *knownTops) put(ch string, p hub.Position) {
+	if k.cur == nil || len(k.cur) >= knownTopsSize {
+		k.prev, k.cur = k.cur, make(map[string]hub.Position)
+	}
+	k.cur[ch] = p
+}
