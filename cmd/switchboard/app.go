@@ -81,6 +81,7 @@ type app struct {
 	bp        hub.Backplane
 	hub       *hub.Hub
 	consumer  *consumers.Consumer
+	lag       *lagSampler      // the consumer's lag, sampled for /metrics
 	itemsvc   *itemsvc.Service // nil unless itemsvc.enabled
 	store     takedownStore
 	recorder  *takedown.Recorder
@@ -98,6 +99,7 @@ type app struct {
 	// redisPrefix starts every Redis key of the backplane and the outcome
 	// store; redisbus.DefaultPrefix unless a startOption changed it.
 	redisPrefix string
+	lagOpts     []func(*lagSampler) // test hooks on the lag sampler
 
 	cancel context.CancelFunc // stops the background parts
 	wg     sync.WaitGroup
@@ -113,6 +115,11 @@ type startOption func(*app)
 // see each other's keys. Nodes meant to share state need the same prefix.
 func withRedisPrefix(prefix string) startOption {
 	return func(a *app) { a.redisPrefix = prefix }
+}
+
+// withLagSampler lets a test adjust the lag sampler before it starts.
+func withLagSampler(f func(*lagSampler)) startOption {
+	return func(a *app) { a.lagOpts = append(a.lagOpts, f) }
 }
 
 // start brings every part up; on error it tears down what it started.
@@ -185,6 +192,11 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...sta
 		return nil, err
 	}
 	a.goRun("consumer", a.consumer.Run, bg)
+	a.lag = &lagSampler{lag: a.consumer.Lag, interval: lagSampleInterval, log: log}
+	for _, o := range a.lagOpts {
+		o(a.lag)
+	}
+	a.goRun("lag sampler", a.lag.Run, bg)
 	a.goRun("takedown sweep", a.takedowns.Run, bg)
 	if cfg.ItemSvc.Enabled {
 		a.itemsvc, err = newItemService(cfg, brokers, a.producer, log)

@@ -84,7 +84,7 @@ func startTestApp(t *testing.T, mutate func(*config.Config)) *app {
 
 // startTestAppLog is startTestApp logging to log. The configuration must
 // pass validation, as at a real start.
-func startTestAppLog(t *testing.T, mutate func(*config.Config), log *slog.Logger) *app {
+func startTestAppLog(t *testing.T, mutate func(*config.Config), log *slog.Logger, opts ...startOption) *app {
 	t.Helper()
 	cfg, err := config.Load("", nil)
 	if err != nil {
@@ -99,7 +99,7 @@ func startTestAppLog(t *testing.T, mutate func(*config.Config), log *slog.Logger
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	a, err := start(t.Context(), cfg, log)
+	a, err := start(t.Context(), cfg, log, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"strconv"
 	"time"
 
@@ -140,11 +139,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		counter(consumedDesc, float64(ts.Consumed), topic)
 		counter(deadDesc, float64(ts.DeadLettered), topic)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if lags, err := a.consumer.Lag(ctx); err == nil {
-		for _, l := range lags {
-			gauge(lagDesc, float64(l.Lag), l.Topic, strconv.Itoa(l.Partition))
-		}
+	for _, l := range a.lag.Last() {
+		gauge(lagDesc, float64(l.Lag), l.Topic, strconv.Itoa(l.Partition))
 	}
 }

@@ -108,6 +108,7 @@ func TestMetricsCounts(t *testing.T) {
 	produce(t, a.kafkaAddr, binaryMsg("takedown.events", "forged", "takedown.confirmed", "item-3", "nobody",
 		map[string]any{"item_id": "item-3", "removed_from": []string{}, "confirmed_at": "2026-01-01T00:00:00Z"}))
 	eventually(t, "the forgery consumed", func() bool { return a.recorder.Untrusted()["source"] == 1 })
+	eventually(t, "a lag sample", func() bool { return len(a.lag.Last()) > 0 })
 
 	m := scrape(t, a)
 	want := map[string]float64{
