@@ -185,13 +185,11 @@ func (r *Request) hash() string {
 // StatusURL is where a takedown's state is read.
 func StatusURL(id string) string { return "/v1/takedowns/" + id }
 
-// begin reserves a takedown for p: a new record, or the one p's
-// idempotency key already names. A different request under the same key
-// is errKeyReused.
-func (a *Adapter) begin(ctx context.Context, p *auth.Principal, req *Request, key string) (rec *Record, fresh bool, err error) {
-	rec = &Record{
+// newRecord is a new takedown of req for principal, publishing.
+func newRecord(principal string, req *Request, key string) *Record {
+	return &Record{
 		CorrelationID:  uuid.NewString(),
-		Principal:      p.Name,
+		Principal:      principal,
 		IdempotencyKey: key,
 		BodyHash:       req.hash(),
 		ItemID:         req.ItemID,
@@ -202,17 +200,6 @@ func (a *Adapter) begin(ctx context.Context, p *auth.Principal, req *Request, ke
 		CreatedAt:      time.Now(),
 		EventID:        uuid.NewString(),
 	}
-	existing, err := a.store.Reserve(ctx, rec)
-	if err != nil {
-		return nil, false, fmt.Errorf("%w: %v", errUnavailable, err)
-	}
-	if existing != nil {
-		if existing.BodyHash != rec.BodyHash {
-			return nil, false, errKeyReused
-		}
-		return existing, false, nil
-	}
-	return rec, true, nil
 }
 
 var (
@@ -377,47 +364,27 @@ func (a *Adapter) Post(w http.ResponseWriter, r *http.Request) {
 
 	start := time.Now()
 	log := hub.LoggerFrom(r.Context(), a.log)
-	rec, fresh, err := a.begin(r.Context(), p, &req, key)
+	c, err := a.begin(r.Context(), p, &req, key)
 	if err != nil {
 		if !errors.Is(err, errKeyReused) {
 			a.observe("unavailable", start)
 		}
-		a.refuse(w, err, rec)
+		a.refuse(w, err)
 		return
 	}
 	a.held.Add(1)
 	defer a.held.Add(-1)
-	// Register the wait on corr:<id> before publishing, then read the store:
-	// an outcome that is already in is never missed.
-	wt, err := a.watch(r.Context(), rec)
-	if err != nil {
-		var kept *Record // still to publish: the sweep sees to it
-		if fresh {
-			a.store.Release(context.WithoutCancel(r.Context()), rec)
-		} else if rec.needsPublish() {
-			kept = rec
-		}
+	f := &follower{}
+	defer c.close()
+	answers := make(chan *Record, 1)
+	if err := c.run(r.Context(), f, wait, answered(answers)); err != nil {
 		a.observe("unavailable", start)
-		a.refuse(w, fmt.Errorf("%w: %v", errUnavailable, err), kept)
+		a.refuse(w, err)
 		return
 	}
-	defer wt.stop()
-	if cur, err := a.store.Get(r.Context(), rec.CorrelationID); err == nil {
-		rec = cur
-	}
-	if rec.needsPublish() {
-		// A new takedown, or a retry of one not known to be on the topic:
-		// the same command either way.
-		if err := a.publish(r.Context(), rec); err != nil {
-			log.Warn("takedown command not confirmed by Kafka; kept to publish again", "correlation_id", rec.CorrelationID, "err", err)
-			a.observe("unavailable", start)
-			a.refuse(w, err, rec)
-			return
-		}
-	}
-	rec = a.wait(r.Context(), wt, rec, wait)
-	if r.Context().Err() != nil {
-		log.Info("takedown client hung up; the takedown goes on", "correlation_id", rec.CorrelationID)
+	rec, ok := f.await(r.Context(), c, answers)
+	if !ok {
+		log.Info("takedown client hung up; the takedown goes on", "correlation_id", c.id)
 		return // The client hung up: the takedown goes on, readable later.
 	}
 	if prefs.Wait > 0 {
@@ -429,83 +396,16 @@ func (a *Adapter) Post(w http.ResponseWriter, r *http.Request) {
 	a.respond(w, rec, prefs)
 }
 
-// watch follows corr:<id>: wake is signalled on every event that may be
-// rec's outcome.
-func (a *Adapter) watch(ctx context.Context, rec *Record) (w *watcher, err error) {
-	w = &watcher{wake: make(chan struct{}, 1)}
-	w.stop, w.done, err = a.hub.Follow(ctx, "corr:"+rec.CorrelationID, nil, func(ev *hub.Event) {
-		if ev == nil || a.plausible(ev, rec) { // a gap: read the store too
-			select {
-			case w.wake <- struct{}{}:
-			default:
-			}
-		}
-	})
-	if err != nil {
-		return nil, err
-	}
-	return w, nil
-}
-
-// watcher is a followed corr: channel.
-type watcher struct {
-	wake chan struct{}
-	done <-chan struct{}
-	stop func()
-}
-
-// wait holds until rec is final, the deadline passes, or ctx ends, and
-// returns the newest state. An outcome event on the channel wakes it; the
-// state comes from the store, which only trusted outcomes change (the
-// Recorder applied the event before the hub carried it, on whichever node
-// consumed it). If the follow ends (the node is shutting down), it polls
-// the store.
-func (a *Adapter) wait(ctx context.Context, w *watcher, rec *Record, d time.Duration) *Record {
-	if rec.Final() || d <= 0 {
-		return rec
-	}
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	var poll <-chan time.Time
-	done := w.done
-	for {
-		select {
-		case <-w.wake:
-			if cur, err := a.store.Get(ctx, rec.CorrelationID); err == nil {
-				rec = cur
-			}
-			if rec.Final() {
-				return rec
-			}
-		case <-done:
-			done = nil
-			t := time.NewTicker(storePoll)
-			defer t.Stop()
-			poll = t.C
-		case <-poll:
-			if cur, err := a.store.Get(ctx, rec.CorrelationID); err == nil && cur.Final() {
-				return cur
-			}
-		case <-timer.C:
-			if cur, err := a.store.Get(ctx, rec.CorrelationID); err == nil {
-				return cur
-			}
-			return rec
-		case <-ctx.Done():
-			return rec
-		}
-	}
-}
-
-// plausible reports whether ev may be an outcome of rec worth reading the
-// store for: an outcome type from a trusted source about rec's item. It
-// spares the store a read for most forgeries; the store decides.
-func (a *Adapter) plausible(ev *hub.Event, rec *Record) bool {
-	if !IsOutcome(ev.Type) || ev.CorrelationID != rec.CorrelationID || a.cfg.Trust.check(ev, false) != nil {
+// plausible reports whether ev may be an outcome of the takedown id of
+// item worth reading the store for: an outcome type from a trusted source
+// about that item. It spares the store a read for most forgeries; the
+// store decides.
+func (a *Adapter) plausible(ev *hub.Event, id, item string) bool {
+	if !IsOutcome(ev.Type) || ev.CorrelationID != id || a.cfg.Trust.check(ev, false) != nil {
 		return false
 	}
 	o, err := ParseOutcome(ev)
-	return err == nil && o.about(rec.ItemID) == nil
+	return err == nil && o.about(item) == nil
 }
 
 // respond answers from a takedown's state, per the contract's table.
@@ -543,9 +443,14 @@ func (a *Adapter) respond(w http.ResponseWriter, rec *Record, prefs Preferences)
 	}
 }
 
-// refuse answers a request that could not be carried out. rec is the
-// takedown kept to be published again, if there is one.
-func (a *Adapter) refuse(w http.ResponseWriter, err error, rec *Record) {
+// refuse answers a request that could not be carried out: a *failure
+// may name the takedown kept to be published again.
+func (a *Adapter) refuse(w http.ResponseWriter, err error) {
+	var rec *Record
+	var f *failure
+	if errors.As(err, &f) {
+		rec = f.kept
+	}
 	switch {
 	case errors.Is(err, errKeyReused):
 		problem(w, ProblemKeyReused, err.Error(), nil)
@@ -592,12 +497,14 @@ func (a *Adapter) Get(w http.ResponseWriter, r *http.Request) {
 		defer release()
 		a.held.Add(1)
 		defer a.held.Add(-1)
-		if wt, err := a.watch(r.Context(), rec); err == nil {
-			defer wt.stop()
-			if cur, err := a.store.Get(r.Context(), id); err == nil {
+		c := a.follow(r.Context(), rec)
+		f := &follower{}
+		defer c.close()
+		answers := make(chan *Record, 1)
+		if err := c.run(r.Context(), f, min(prefs.Wait, a.cfg.MaxWait), answered(answers)); err == nil {
+			if cur, ok := f.await(r.Context(), c, answers); ok {
 				rec = cur
 			}
-			rec = a.wait(r.Context(), wt, rec, min(prefs.Wait, a.cfg.MaxWait))
 		}
 		if r.Context().Err() != nil {
 			return

@@ -70,11 +70,24 @@ func (allowAll) Hold(*auth.Principal) (release func(), _ error) { return func() 
 
 type rig struct {
 	srv   *httptest.Server
+	ws    *httptest.Server // GET /v1/ws with the takedown frame
 	store *MemoryStore
 	rec   *Recorder
 	cmd   *commander
 	a     *Adapter
+	// who makes the requests of both doors: police unless a test says.
+	who atomic.Pointer[auth.Principal]
 }
+
+// admitAs is a hub.Guard that admits every connection as the rig's
+// principal.
+type admitAs struct{ r *rig }
+
+func (g admitAs) Admit(r *http.Request) (context.Context, func(), error) {
+	return auth.WithPrincipal(r.Context(), g.r.who.Load()), func() {}, nil
+}
+
+func (admitAs) Allow(context.Context, string) error { return nil }
 
 func newRig(t *testing.T, cfg Config) *rig {
 	t.Helper()
@@ -91,16 +104,19 @@ func newRig(t *testing.T, cfg Config) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	police := &auth.Principal{Name: "police", Role: auth.RolePolice}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		a.Post(w, r.WithContext(auth.WithPrincipal(r.Context(), police)))
+	rg := &rig{store: store, rec: &Recorder{Store: store, Next: h, Trust: testTrust}, cmd: cmd, a: a}
+	rg.who.Store(&auth.Principal{Name: "police", Role: auth.RolePolice})
+	rg.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a.Post(w, r.WithContext(auth.WithPrincipal(r.Context(), rg.who.Load())))
 	}))
+	rg.ws = httptest.NewServer(h.WSHandler(hub.WSConfig{Guard: admitAs{rg}, Frames: map[string]hub.FrameHandler{"takedown": a.Frame}}))
 	t.Cleanup(func() {
-		srv.Close()
+		rg.srv.Close()
+		rg.ws.Close()
 		h.Shutdown(context.Background())
 		mem.Close()
 	})
-	return &rig{srv: srv, store: store, rec: &Recorder{Store: store, Next: h, Trust: testTrust}, cmd: cmd, a: a}
+	return rg
 }
 
 // testTrust is where the tests' trusted outcomes come from.

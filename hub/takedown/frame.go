@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"sync/atomic"
 	"time"
 
 	"github.com/switchboard/switchboard/hub"
@@ -64,21 +63,29 @@ func (a *Adapter) Frame(ctx context.Context, s *hub.Session, raw []byte) {
 		s.SendError(f.ID, hub.CodeRateLimited, err.Error())
 		return
 	}
-	rec, fresh, err := a.begin(ctx, p, &req, f.IdempotencyKey)
+	start := time.Now()
+	c, err := a.begin(ctx, p, &req, f.IdempotencyKey)
 	if err != nil {
 		if errors.Is(err, errKeyReused) {
 			s.SendError(f.ID, hub.CodeBadRequest, err.Error())
-		} else {
-			s.SendError(f.ID, hub.CodeUnavailable, "the takedown could not be accepted: retry")
+			return
 		}
+		a.observe("unavailable", start)
+		s.SendError(f.ID, hub.CodeUnavailable, "the takedown could not be accepted: retry")
 		return
 	}
-	id := rec.CorrelationID
-	start := time.Now()
-	var done atomic.Bool
-	result := func(status, reason string, ev json.RawMessage) []byte {
-		if !done.CompareAndSwap(false, true) {
-			return nil
+	id := c.id
+	ack := func(hub.SubscribeResult) []byte {
+		b, _ := json.Marshal(ackFrame{Type: "ack", ID: f.ID, CorrelationID: id})
+		return b
+	}
+	// The result follows the outcome's event frame: the call reads the
+	// store when the subscription has queued that event. At the deadline
+	// the result is timeout, whatever the store holds by then.
+	result := func(rec *Record, deadline bool) {
+		status, reason, ev := string(rec.Status), rec.RejectReason, rec.Event
+		if deadline {
+			status, reason, ev = "timeout", "", nil
 		}
 		outcome := status
 		if status == string(StatusRejected) && reason == "not_found" {
@@ -86,81 +93,26 @@ func (a *Adapter) Frame(ctx context.Context, s *hub.Session, raw []byte) {
 		}
 		a.observe(outcome, start)
 		b, _ := json.Marshal(resultFrame{Type: "result", ID: f.ID, CorrelationID: id, Status: status, Event: ev})
-		return b
+		s.Client.Send(b) // to a connection that has gone, it is dropped
 	}
-	// A terminal event that may be this takedown's outcome sends the store
-	// a look (the watch must not block); the store, which only trusted
-	// outcomes change, says whether the takedown is decided. The result
-	// frame then follows the event frame.
-	settle := func() {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.PublishWait)
-		defer cancel()
-		if cur, err := a.store.Get(sctx, id); err == nil && cur.Final() {
-			if b := result(string(cur.Status), cur.RejectReason, cur.Event); b != nil {
-				s.Client.Send(b)
-			}
-		}
-	}
-	watch := func(ev *hub.Event) {
-		if ev == nil { // a gap: the outcome may be among what was missed
-			if !done.Load() {
-				go settle()
-			}
-			return
-		}
-		if (ev.Type == TypeConfirmed || ev.Type == TypeRejected) && !done.Load() && a.plausible(ev, rec) {
-			go settle()
-		}
-	}
-	ack := func(hub.SubscribeResult) []byte {
-		b, _ := json.Marshal(ackFrame{Type: "ack", ID: f.ID, CorrelationID: id})
-		return b
-	}
-	ch := "corr:" + id
-	// The command goes out first, so the ack means "accepted and
-	// published". The subscription then resumes from where corr:<id> stood
-	// before publishing: every event of the takedown comes after the ack,
-	// and none is missed. A joined takedown replays what it has had so far.
-	from := &hub.Oldest
-	if fresh {
-		top, err := a.hub.Top(ctx, ch)
-		if err != nil {
-			a.store.Release(context.WithoutCancel(ctx), rec)
-			a.observe("unavailable", start)
-			s.SendError(f.ID, hub.CodeUnavailable, "the takedown could not be accepted: retry")
-			return
-		}
-		from = &top
-	}
-	if rec.needsPublish() {
-		if err := a.publish(ctx, rec); err != nil {
-			a.observe("unavailable", start)
-			s.SendError(f.ID, hub.CodeUnavailable, "Kafka did not acknowledge takedown "+id+
-				" in time; it is kept and published again until it is: retry with the same idempotency_key to follow it")
-			return
-		}
-	}
-	if _, err := s.Client.Subscribe(ctx, ch, hub.SubscribeOptions{After: from, Ack: ack, OnEvent: watch}); err != nil {
+	err = c.run(ctx, &session{client: s.Client, ack: ack}, a.cfg.Timeout, result)
+	var fl *failure
+	switch {
+	case err == nil:
+	case errors.As(err, &fl) && fl.stage == following:
 		if !errors.Is(err, hub.ErrClosed) {
 			// Published: the takedown goes on, and GET /v1/takedowns/{id}
 			// tells its outcome.
 			s.SendError(f.ID, hub.CodeUnavailable, "the takedown "+id+" was published but could not be followed: read its status")
 		}
-		return
+	case errors.As(err, &fl) && fl.stage == publishing:
+		a.observe("unavailable", start)
+		s.SendError(f.ID, hub.CodeUnavailable, "Kafka did not acknowledge takedown "+id+
+			" in time; it is kept and published again until it is: retry with the same idempotency_key to follow it")
+	default:
+		a.observe("unavailable", start)
+		s.SendError(f.ID, hub.CodeUnavailable, "the takedown could not be accepted: retry")
 	}
-	if cur, err := a.store.Get(ctx, id); err == nil && cur.Final() {
-		if b := result(string(cur.Status), cur.RejectReason, cur.Event); b != nil {
-			s.Client.Send(b)
-		}
-		return
-	}
-	// After the timeout, a result frame says so; sent to a connection that
-	// has gone, it is dropped.
-	time.AfterFunc(a.cfg.Timeout, func() {
-		if b := result("timeout", "", nil); b != nil {
-			s.Client.Send(b)
-		}
-	})
 }
 
 // idOf returns a frame's id for an error answer, when the frame is an

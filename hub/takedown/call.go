@@ -1,0 +1,343 @@
+package takedown
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/switchboard/switchboard/hub"
+	"github.com/switchboard/switchboard/hub/auth"
+)
+
+// call is one takedown request in flight. Its protocol is the one POST
+// /v1/takedowns, the held GET and the WebSocket takedown frame share:
+//
+//	begin    reserve the takedown, or join the one its idempotency key names
+//	listen   register the wait on corr:<id>, before anything is published
+//	read     read the store, so an outcome already in is never missed
+//	publish  send the command unless it is known to be on the topic
+//	follow   what the listener does once the command is out (a WebSocket
+//	         subscribes, which queues the ack and then the corr: events)
+//	wait     until the store holds an outcome, or the deadline
+//	answer   once, through the door's callback
+//
+// An event on corr: only says when to read the store: outcomes are believed
+// from the store alone, which only trusted outcomes change (Recorder).
+// Declared commands (SPEC §5.1) would give a call their own topic, type,
+// outcomes and timeout; the takedown is the built-in declaration.
+type call struct {
+	a         *Adapter
+	id, item  string // the takedown's correlation ID and item; fixed
+	fresh     bool   // reserved by this call, not joined
+	publishes bool   // a GET follows a takedown without publishing it
+	ctx       context.Context
+	log       *slog.Logger
+	l         listener
+	// answer gets the takedown's state once: final, or as the store holds
+	// it at the deadline (deadline true), or pending when the wait is 0.
+	answer func(rec *Record, deadline bool)
+
+	mu      sync.Mutex
+	rec     *Record
+	reading bool // a store read is in flight
+	reread  bool // woken again while it was
+	over    bool // answered or closed
+	timer   *time.Timer
+}
+
+// A listener is how a call hears of its corr: channel: a hub follower for
+// HTTP, the connection's own subscription for a WebSocket. It calls
+// c.hear with each event, and with nil for a gap.
+type listener interface {
+	// listen registers the wait; it runs before the command is published.
+	listen(ctx context.Context, c *call) error
+	// follow runs once the command is out. reread asks the call to read
+	// the store again afterwards.
+	follow(ctx context.Context, c *call) (reread bool, err error)
+	// stop ends what listen and follow started.
+	stop()
+}
+
+// begin reserves a takedown for p: a new record, or the one p's
+// idempotency key already names. A different request under the same key
+// is errKeyReused.
+func (a *Adapter) begin(ctx context.Context, p *auth.Principal, req *Request, key string) (*call, error) {
+	rec := newRecord(p.Name, req, key)
+	existing, err := a.store.Reserve(ctx, rec)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errUnavailable, err)
+	}
+	fresh := existing == nil
+	if !fresh {
+		if existing.BodyHash != rec.BodyHash {
+			return nil, errKeyReused
+		}
+		rec = existing
+	}
+	c := a.follow(ctx, rec)
+	c.fresh, c.publishes = fresh, true
+	return c, nil
+}
+
+// follow makes a call that waits for an existing takedown and publishes
+// nothing (GET with Prefer: wait).
+func (a *Adapter) follow(ctx context.Context, rec *Record) *call {
+	return &call{a: a, id: rec.CorrelationID, item: rec.ItemID, rec: rec,
+		ctx: context.WithoutCancel(ctx), log: hub.LoggerFrom(ctx, a.log)}
+}
+
+func (c *call) channel() string { return "corr:" + c.id }
+
+// failure says where run stopped. kept is the takedown left to be
+// published again (by a retry of its key or the sweep), if any.
+type failure struct {
+	stage stage
+	kept  *Record
+	err   error
+}
+
+// stage is a step of run that can fail.
+type stage int
+
+const (
+	listening  stage = iota // nothing published by this call
+	publishing              // the command is kept, to publish again
+	following               // the command is out; following it failed
+)
+
+func (f *failure) Error() string { return f.err.Error() }
+func (f *failure) Unwrap() error { return f.err }
+
+// run carries the call out from its reservation: listen, read, publish,
+// follow, wait. Unless it fails, or the call is closed, the answer comes
+// once through answer: at once when the store already holds the outcome
+// or d is 0, otherwise when a trusted outcome is stored or d has passed.
+// A failure is a *failure; what it reserved is released only when no
+// command can have been handed to the producer.
+func (c *call) run(ctx context.Context, l listener, d time.Duration, answer func(*Record, bool)) error {
+	c.l, c.answer = l, answer
+	if err := l.listen(ctx, c); err != nil {
+		l.stop()
+		var kept *Record
+		if c.fresh {
+			c.a.store.Release(c.ctx, c.rec)
+		} else if c.rec.needsPublish() {
+			kept = c.rec // still to publish: the sweep sees to it
+		}
+		return &failure{stage: listening, kept: kept, err: fmt.Errorf("%w: %v", errUnavailable, err)}
+	}
+	if cur, err := c.a.store.Get(ctx, c.id); err == nil {
+		c.rec = cur
+	}
+	if c.publishes && c.rec.needsPublish() {
+		// A new takedown, or a retry of one not known to be on the topic:
+		// the same command either way.
+		if err := c.a.publish(ctx, c.rec); err != nil {
+			l.stop()
+			c.log.Warn("takedown command not confirmed by Kafka; kept to publish again", "correlation_id", c.id, "err", err)
+			return &failure{stage: publishing, kept: c.rec, err: err}
+		}
+	}
+	reread, err := l.follow(ctx, c)
+	if err != nil {
+		l.stop()
+		return &failure{stage: following, err: err}
+	}
+	c.wait(d)
+	if reread {
+		c.wake()
+	}
+	return nil
+}
+
+// wait arms the deadline, or answers at once.
+func (c *call) wait(d time.Duration) {
+	c.mu.Lock()
+	if c.over {
+		c.mu.Unlock()
+		return
+	}
+	rec := c.rec
+	if !rec.Final() && d > 0 {
+		c.timer = time.AfterFunc(d, c.expire)
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	c.finish(rec, false)
+}
+
+// hear is the listener's hook, run under its lock: it must not block. A
+// terminal event that may be this takedown's outcome, or a gap (the outcome
+// may be among what was missed), sends the store a look.
+func (c *call) hear(ev *hub.Event) {
+	if ev == nil || ((ev.Type == TypeConfirmed || ev.Type == TypeRejected) && c.a.plausible(ev, c.id, c.item)) {
+		c.wake()
+	}
+}
+
+// wake reads the store, in the background and one read at a time; a final
+// state answers the call. It never blocks.
+func (c *call) wake() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.over {
+		return
+	}
+	if c.reading {
+		c.reread = true
+		return
+	}
+	c.reading = true
+	go c.settle()
+}
+
+func (c *call) settle() {
+	for {
+		cur, err := c.get()
+		c.mu.Lock()
+		if err == nil {
+			c.rec = cur
+		}
+		final := err == nil && cur.Final()
+		if final || !c.reread || c.over {
+			c.reading = false
+			c.mu.Unlock()
+			if final {
+				c.finish(cur, false)
+			}
+			return
+		}
+		c.reread = false
+		c.mu.Unlock()
+	}
+}
+
+// expire answers at the deadline with the store's state then.
+func (c *call) expire() {
+	cur, err := c.get()
+	if err != nil {
+		c.mu.Lock()
+		cur = c.rec
+		c.mu.Unlock()
+	}
+	c.finish(cur, true)
+}
+
+func (c *call) get() (*Record, error) {
+	ctx, cancel := context.WithTimeout(c.ctx, c.a.cfg.PublishWait)
+	defer cancel()
+	return c.a.store.Get(ctx, c.id)
+}
+
+// finish answers the call, once.
+func (c *call) finish(rec *Record, deadline bool) {
+	c.mu.Lock()
+	if c.over {
+		c.mu.Unlock()
+		return
+	}
+	c.over = true
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	c.mu.Unlock()
+	c.answer(rec, deadline)
+}
+
+// close ends the call without answering (the client hung up, or it was
+// answered) and stops its listener. The takedown goes on.
+func (c *call) close() {
+	c.mu.Lock()
+	c.over = true
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	c.mu.Unlock()
+	if c.l != nil {
+		c.l.stop()
+	}
+}
+
+// follower listens with a hub follower (Hub.Follow): registered before the
+// command is published, no queue, no goroutine.
+type follower struct {
+	end  func()
+	done <-chan struct{}
+}
+
+func (f *follower) listen(ctx context.Context, c *call) (err error) {
+	f.end, f.done, err = c.a.hub.Follow(ctx, c.channel(), nil, c.hear)
+	return err
+}
+
+func (f *follower) follow(context.Context, *call) (bool, error) { return false, nil }
+
+func (f *follower) stop() {
+	if f.end != nil {
+		f.end()
+	}
+}
+
+// await blocks until c answers through answers or ctx ends (false: the
+// client hung up). When the follow ends (the node is shutting down), it
+// reads the store every storePoll instead.
+func (f *follower) await(ctx context.Context, c *call, answers <-chan *Record) (*Record, bool) {
+	var poll <-chan time.Time
+	done := f.done
+	for {
+		select {
+		case rec := <-answers:
+			return rec, true
+		case <-ctx.Done():
+			return nil, false
+		case <-done:
+			done = nil
+			t := time.NewTicker(storePoll)
+			defer t.Stop()
+			poll = t.C
+		case <-poll:
+			c.wake()
+		}
+	}
+}
+
+// answered is the door's callback for a follower's call: it hands the
+// answer to await.
+func answered(answers chan<- *Record) func(*Record, bool) {
+	return func(rec *Record, _ bool) { answers <- rec }
+}
+
+// session listens with a WebSocket connection's own subscription, so the
+// corr: events reach the client as event frames. listen pins where
+// corr:<id> stands before the command is published; follow subscribes
+// from there once it is out, so the ack (queued first) means "accepted and
+// published", and every event of the takedown follows it. A joined
+// takedown replays what history holds of it.
+type session struct {
+	client *hub.Client
+	ack    func(hub.SubscribeResult) []byte
+	from   *hub.Position
+}
+
+func (s *session) listen(ctx context.Context, c *call) error {
+	if !c.fresh {
+		s.from = &hub.Oldest
+		return nil
+	}
+	top, err := c.a.hub.Top(ctx, c.channel())
+	s.from = &top
+	return err
+}
+
+// follow subscribes; the store is read again after it, since a joined
+// takedown's outcome may be older than what history holds.
+func (s *session) follow(ctx context.Context, c *call) (bool, error) {
+	_, err := s.client.Subscribe(ctx, c.channel(), hub.SubscribeOptions{After: s.from, Ack: s.ack, OnEvent: c.hear})
+	return true, err
+}
+
+// stop leaves the subscription: the connection stays on corr:<id>.
+func (s *session) stop() {}
