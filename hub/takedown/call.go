@@ -118,28 +118,36 @@ func (f *failure) Unwrap() error { return f.err }
 // command can have been handed to the producer.
 func (c *call) run(ctx context.Context, l listener, d time.Duration, answer func(*Record, bool)) error {
 	c.l, c.answer = l, answer
+	rec := c.rec // nothing else runs yet: the listener is not registered
 	if err := l.listen(ctx, c); err != nil {
 		l.stop()
 		var kept *Record
 		if c.fresh {
-			c.a.store.Release(c.ctx, c.rec)
-		} else if c.rec.needsPublish() {
-			kept = c.rec // still to publish: the sweep sees to it
+			c.a.store.Release(c.ctx, rec)
+		} else if rec.needsPublish() {
+			kept = rec // still to publish: the sweep sees to it
 		}
 		return &failure{stage: listening, kept: kept, err: fmt.Errorf("%w: %v", errUnavailable, err)}
 	}
+	// From here the listener may wake the call: c.rec is c.mu's.
 	if cur, err := c.a.store.Get(ctx, c.id); err == nil {
-		c.rec = cur
+		rec = cur
 	}
-	if c.publishes && c.rec.needsPublish() {
+	if c.publishes && rec.needsPublish() {
 		// A new takedown, or a retry of one not known to be on the topic:
 		// the same command either way.
-		if err := c.a.publish(ctx, c.rec); err != nil {
+		rec = clone(rec)
+		if err := c.a.publish(ctx, rec); err != nil {
 			l.stop()
 			c.log.Warn("takedown command not confirmed by Kafka; kept to publish again", "correlation_id", c.id, "err", err)
-			return &failure{stage: publishing, kept: c.rec, err: err}
+			return &failure{stage: publishing, kept: rec, err: err}
 		}
 	}
+	c.mu.Lock()
+	if !c.rec.Final() {
+		c.rec = rec
+	}
+	c.mu.Unlock()
 	reread, err := l.follow(ctx, c)
 	if err != nil {
 		l.stop()
