@@ -2,7 +2,6 @@ package hub
 
 import (
 	"bytes"
-	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -12,6 +11,8 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+
+	"github.com/switchboard/switchboard/hub/internal/cork"
 )
 
 // Defaults for SSEConfig.
@@ -152,7 +153,7 @@ func (s *sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hd.Set("Content-Type", "text/event-stream")
 	hd.Set("Cache-Control", "no-cache")
 	hd.Set("X-Accel-Buffering", "no")
-	st := sseStream{cur: cur}
+	st := &sseStream{cur: cur}
 	if len(chans) > 1 {
 		st.seen = newKeyRing(sseDedupeWindow)
 		// What the client got last before it dropped: their copies on the
@@ -163,100 +164,96 @@ func (s *sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// The first id tells the browser where the stream starts, so a drop
 	// before the first event resumes without loss.
-	st.buf = append(st.buf, "retry: "...)
-	st.buf = strconv.AppendInt(st.buf, s.cfg.Retry.Milliseconds(), 10)
-	st.buf = append(st.buf, '\n')
-	st.buf = st.appendID(st.buf)
-	st.buf = append(st.buf, '\n')
+	first := func(b []byte) []byte {
+		b = append(b, "retry: "...)
+		b = strconv.AppendInt(b, s.cfg.Retry.Milliseconds(), 10)
+		b = append(b, '\n')
+		b = st.appendID(b)
+		return append(b, '\n')
+	}
 	if at, ok := ExpiryFrom(ctx); ok {
 		c.expireAt(at)
 	}
 	s.h.stats.SSEConnections.Add(1)
 	if r.Method == http.MethodGet && r.ProtoMajor == 1 {
-		if conn, err := hijackStream(w, st.buf); err == nil {
+		if conn, err := hijackStream(w, first(nil), &s.h.stats.Writes); err == nil {
 			handedOff = true
-			st.buf = st.buf[:0]
-			sc := &sseConn{conn: conn, c: c, st: st, cfg: s.cfg, wake: make(chan struct{}, 1), release: func() {
+			s.serveHijacked(conn, c, st, func() {
 				release()
 				s.h.stats.SSEConnections.Add(-1)
-			}}
-			sc.cut.conn = conn
-			c.setNotify(sc.notify)
-			sc.hb = time.AfterFunc(s.cfg.Heartbeat, sc.heartbeat)
-			sc.kick() // anything the subscriptions queued already
-			go sc.watchClose()
+			})
 			return
 		}
 	}
 	defer s.h.stats.SSEConnections.Add(-1)
-	s.serveHeld(w, r, ctx, c, &st)
+	s.serveHeld(w, r, c, st, first)
+}
+
+// serveHijacked streams on a hijacked connection. While idle it holds one
+// small goroutine, blocked reading the socket to notice at once a client
+// that hangs up, and a heartbeat timer; the writer runs only while
+// something is queued or a heartbeat is due.
+func (s *sseHandler) serveHijacked(conn net.Conn, c *Client, st *sseStream, release func()) {
+	d := &sseDoor{st: st}
+	var hb heartbeat
+	d.end = func() {
+		c.CloseAfter(func() {
+			hb.stop()
+			conn.Close()
+			release()
+		})
+	}
+	d.w = newWriter(c, d, cork.NewWriter(conn, &s.h.stats.Writes), conn, s.cfg.WriteTimeout)
+	hb.start(s.cfg.Heartbeat, d.w.beat)
+	d.w.start() // anything the subscriptions queued already
+	go func() {
+		// The client closed its side (or sent anything: the response
+		// said Connection: close).
+		var b [1]byte
+		_, _ = conn.Read(b[:])
+		d.end()
+	}()
 }
 
 // serveHeld streams within the handler, for what cannot be hijacked (HTTP/2,
-// HEAD, test recorders): one goroutine per stream, net/http's buffers.
-func (s *sseHandler) serveHeld(w http.ResponseWriter, r *http.Request, ctx context.Context, c *Client, st *sseStream) {
+// HEAD, test recorders): the writer runs on the handler's goroutine, on
+// net/http's buffers.
+func (s *sseHandler) serveHeld(w http.ResponseWriter, r *http.Request, c *Client, st *sseStream, first func([]byte) []byte) {
 	w.WriteHeader(http.StatusOK)
 	if r.Method == http.MethodHead {
 		return
 	}
 	rc := http.NewResponseController(w)
-	flush := func() error {
-		_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
-		_, err := w.Write(st.buf)
-		if err == nil {
-			err = rc.Flush()
-		}
-		st.reset()
-		return err
-	}
-	if flush() != nil {
+	d := &sseDoor{st: st, end: func() {}}
+	d.w = newWriter(c, d, cork.NewWriter(heldWriter{w, rc}, &s.h.stats.Writes), rc, s.cfg.WriteTimeout)
+	d.w.cut.set(time.Now().Add(s.cfg.WriteTimeout))
+	if d.w.out.Append(first) != nil {
 		return
 	}
-	hb := time.NewTicker(s.cfg.Heartbeat)
-	defer hb.Stop()
-	ready := make(chan struct{}, 1)
-	c.setNotify(func() {
-		select {
-		case ready <- struct{}{}:
-		default:
-		}
-	})
-	ready <- struct{}{} // what the subscriptions queued already
-	for {
-		select {
-		case <-ready:
-			items := c.drain()
-			for _, it := range items {
-				st.add(it)
-			}
-			c.release(items)
-			if flush() != nil {
-				return
-			}
-		case <-hb.C:
-			st.buf = append(st.buf, ": ping\n\n"...)
-			if flush() != nil {
-				return
-			}
-		case <-c.Done():
-			// Slow consumer or shutdown: end the stream; the browser
-			// reconnects (elsewhere) with its Last-Event-ID. An expired
-			// credential is said first.
-			if c.Err() == ErrExpired {
-				st.buf = append(st.buf, sseExpired...)
-				_ = flush()
-			}
-			return
-		case <-ctx.Done():
-			return
-		}
+	var hb heartbeat
+	hb.start(s.cfg.Heartbeat, d.w.beat)
+	defer hb.stop()
+	d.w.runHeld(r.Context().Done())
+}
+
+// heldWriter writes a held stream: every write is flushed to the client.
+type heldWriter struct {
+	w  http.ResponseWriter
+	rc *http.ResponseController
+}
+
+func (h heldWriter) Write(p []byte) (int, error) {
+	n, err := h.w.Write(p)
+	if err == nil {
+		err = h.rc.Flush()
 	}
+	return n, err
 }
 
 // hijackStream takes the connection from net/http and writes the response
-// head and first bytes on it. The body is delimited by the connection's
-// close, so no chunking is needed.
-func hijackStream(w http.ResponseWriter, first []byte) (net.Conn, error) {
+// head and first bytes on it, counting the write in writes. The body is
+// delimited by the connection's close, so no chunking is needed.
+func hijackStream(w http.ResponseWriter, first []byte, writes *atomic.Uint64) (net.Conn, error) {
 	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		return nil, err
@@ -268,6 +265,7 @@ func hijackStream(w http.ResponseWriter, first []byte) (net.Conn, error) {
 	b.WriteString("Connection: close\r\n\r\n")
 	b.Write(first)
 	_ = conn.SetWriteDeadline(time.Now().Add(DefaultSSEWriteTimeout))
+	writes.Add(1)
 	if _, err := conn.Write(b.Bytes()); err != nil {
 		conn.Close()
 		return nil, err
@@ -275,175 +273,51 @@ func hijackStream(w http.ResponseWriter, first []byte) (net.Conn, error) {
 	return conn, nil
 }
 
-// sseConn is a hijacked stream. While idle it holds one small goroutine,
-// blocked reading the socket to notice at once a client that hangs up; a
-// writer runs only while something is queued or a heartbeat is due, and the
-// heartbeat is a timer. A stream that ends as a slow consumer gives the
-// write in flight slowCloseTimeout, not the whole write timeout, then ends.
-type sseConn struct {
-	conn    net.Conn
-	cut     cutoff
-	c       *Client
-	st      sseStream
-	cfg     SSEConfig
-	release func()
-	hb      *time.Timer
-
-	running atomic.Bool
-	wake    chan struct{} // wakes a lingering writer
-	steady  lingering
-	pingDue atomic.Bool
-	ended   atomic.Bool
+// sseDoor is the SSE framing of the writer: events with the stream's id,
+// ": ping" heartbeats, and the expired event before the end.
+type sseDoor struct {
+	st  *sseStream
+	w   *writer
+	end func() // ends the stream: the socket, the client, the slot
 }
 
-// notify is the client's notify: it runs under the client's lock when
-// items are queued or the client ends.
-func (s *sseConn) notify() {
-	if s.c.err == ErrSlowConsumer {
-		s.cut.cut(min(slowCloseTimeout, s.cfg.WriteTimeout))
-	}
-	s.kick()
-}
-
-// kick starts the writer unless it runs already.
-func (s *sseConn) kick() {
-	if s.running.CompareAndSwap(false, true) {
-		go s.pump()
-		return
-	}
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
-}
-
-func (s *sseConn) heartbeat() {
-	if s.ended.Load() {
-		return
-	}
-	s.pingDue.Store(true)
-	s.kick()
-	s.hb.Reset(s.cfg.Heartbeat)
-}
-
-func (s *sseConn) pump() {
-	var linger *time.Timer
-	defer func() {
-		if linger != nil {
-			linger.Stop()
-		}
-	}()
-	for {
-		items := s.c.drain()
-		ping := s.pingDue.Swap(false)
-		if len(items) > 0 || ping {
-			if len(items) > 0 {
-				s.steady.wrote()
-			}
-			for _, it := range items {
-				s.st.add(it)
-			}
-			s.c.release(items)
-			if ping {
-				s.st.buf = append(s.st.buf, ": ping\n\n"...)
-			}
-			s.cut.set(time.Now().Add(s.cfg.WriteTimeout))
-			_, err := s.conn.Write(s.st.buf)
-			s.st.reset()
-			if err != nil {
-				s.end()
-				return
-			}
-			continue
-		}
-		select {
-		case <-s.c.Done():
-			// Slow consumer or shutdown: end the stream; the browser
-			// reconnects (elsewhere) with its Last-Event-ID. An expired
-			// credential is said first.
-			if s.c.Err() == ErrExpired {
-				s.cut.set(time.Now().Add(s.cfg.WriteTimeout))
-				_, _ = s.conn.Write([]byte(sseExpired))
-			}
-			s.end()
-			return
-		default:
-		}
-		// A stream fed steadily keeps its writer a little, instead of
-		// starting one per event.
-		if s.steady.is() {
-			if linger == nil {
-				linger = time.NewTimer(writerLinger)
-			} else {
-				linger.Reset(writerLinger)
-			}
-			select {
-			case <-s.wake:
-				continue
-			case <-s.c.Done():
-				continue
-			case <-linger.C:
-			}
-		}
-		s.running.Store(false)
-		if s.c.queued() == 0 && !s.pingDue.Load() && !isDone(s.c) || !s.running.CompareAndSwap(false, true) {
-			return
+func (d *sseDoor) write(items []Item, beat bool) error {
+	for i := range items {
+		if err := d.w.out.Append(func(b []byte) []byte { return d.st.add(b, &items[i]) }); err != nil {
+			return err
 		}
 	}
-}
-
-// watchClose ends the stream when the client closes its side (or sends
-// anything: the response said Connection: close).
-func (s *sseConn) watchClose() {
-	var b [1]byte
-	_, _ = s.conn.Read(b[:])
-	s.end()
-}
-
-// end closes the stream once: the socket, the client, the connection slot.
-func (s *sseConn) end() {
-	if !s.ended.CompareAndSwap(false, true) {
-		return
+	if beat {
+		return d.w.out.Append(func(b []byte) []byte { return append(b, ": ping\n\n"...) })
 	}
-	s.c.CloseAfter(func() {
-		s.hb.Stop()
-		s.conn.Close()
-		s.release()
-	})
+	return nil
 }
 
-func isDone(c *Client) bool {
-	select {
-	case <-c.Done():
-		return true
-	default:
-		return false
+// finish ends the stream. A slow consumer or a shutdown just ends it: the
+// browser reconnects (elsewhere) with its Last-Event-ID. An expired
+// credential is said first.
+func (d *sseDoor) finish(err error) {
+	if err == ErrExpired {
+		_ = d.w.out.Append(func(b []byte) []byte { return append(b, sseExpired...) })
 	}
+	d.end()
 }
 
-// sseStream encodes one stream's frames: everything queued goes out in one
-// write.
+func (d *sseDoor) abort() { d.end() }
+
+// sseStream encodes one stream's frames.
 type sseStream struct {
 	cur  streamPos
 	seen *keyRing
-	buf  []byte
 }
 
-// reset empties the buffer, dropping it when a burst made it large.
-func (st *sseStream) reset() {
-	if cap(st.buf) > 64<<10 {
-		st.buf = nil
-	} else {
-		st.buf = st.buf[:0]
-	}
-}
-
-func (st *sseStream) add(it Item) {
+// add appends it's frame to b.
+func (st *sseStream) add(b []byte, it *Item) []byte {
 	switch it.Kind {
 	case ItemEvent:
 		d := it.Delivery
 		if !st.cur.advance(d.Channel, d.Pos) {
-			return // Sent already, and its position with it, via a sibling.
+			return b // Sent already, and its position with it, via a sibling.
 		}
 		// Move every sibling channel of the stream whose next event this
 		// is, so the id alone resumes all of them without a duplicate.
@@ -453,21 +327,21 @@ func (st *sseStream) add(it Item) {
 			}
 		}
 		dup := st.seen != nil && !st.seen.addHash(d.Event.keyHash())
-		st.buf = st.appendID(st.buf)
+		b = st.appendID(b)
 		if dup {
 			// Sent already through another channel of this stream: only
 			// move the browser's Last-Event-ID.
-			st.buf = append(st.buf, '\n')
-			return
+			return append(b, '\n')
 		}
-		st.buf = append(st.buf, d.SSEFrame()...)
+		return append(b, d.SSEFrame()...)
 	case ItemGap:
 		st.cur.set(it.Channel, it.Pos)
-		st.buf = st.appendID(st.buf)
-		st.buf = append(st.buf, "event: gap\ndata: {\"channel\":\""...)
-		st.buf = append(st.buf, it.Channel...)
-		st.buf = append(st.buf, "\"}\n\n"...)
+		b = st.appendID(b)
+		b = append(b, "event: gap\ndata: {\"channel\":\""...)
+		b = append(b, it.Channel...)
+		return append(b, "\"}\n\n"...)
 	}
+	return b
 }
 
 func (st *sseStream) appendID(b []byte) []byte {

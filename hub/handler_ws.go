@@ -8,12 +8,12 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
 	"github.com/coder/websocket"
+
+	"github.com/switchboard/switchboard/hub/internal/cork"
 )
 
 // Subprotocol is the WebSocket subprotocol of the contract.
@@ -186,7 +186,7 @@ func (wh *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Error(w, http.StatusServiceUnavailable, "shutting down: reconnect to another node")
 		return
 	}
-	sb := &smallBuffers{ResponseWriter: w}
+	sb := &smallBuffers{ResponseWriter: w, writes: &wh.h.stats.Writes}
 	conn, err := websocket.Accept(sb, r, &websocket.AcceptOptions{
 		Subprotocols:   []string{Subprotocol},
 		OriginPatterns: wh.cfg.OriginPatterns,
@@ -209,21 +209,22 @@ func (wh *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// its request buffers and this goroutine's grown stack. The context
 	// keeps who the caller is, not the request's cancellation.
 	ctx, cancel := context.WithCancel(context.WithoutCancel(actx))
-	wc := &wsConn{wh: wh, conn: conn, c: c, pack: r.URL.Query().Get("pack") == "1", kick: make(chan struct{}, 1)}
-	wc.cut.conn = sb.conn
-	c.setNotify(wc.notify)
+	d := &wsDoor{conn: conn, pack: r.URL.Query().Get("pack") == "1", interval: wh.cfg.PingInterval}
+	d.w = newWriter(c, d, sb.conn.Writer, sb.conn, wh.cfg.WriteTimeout)
 	if at, ok := ExpiryFrom(actx); ok {
 		c.expireAt(at)
 	}
-	wc.startPing()
+	var ping heartbeat
+	ping.start(wh.cfg.PingInterval, d.ping)
+	d.w.start()
 	go func() {
 		defer release()
 		defer cancel()
 		wh.read(ctx, conn, &Session{Ctx: ctx, Client: c})
 		c.CloseAfter(func() {
-			wc.wg.Wait()
-			wc.stopPing()
-			conn.CloseNow()
+			d.w.wait()
+			conn.CloseNow() // ends a ping in flight
+			ping.stop()
 			wh.h.stats.WSConnections.Add(-1)
 		})
 	}()
@@ -370,200 +371,63 @@ func clipQuote(s string) string {
 	return string(b)
 }
 
-// wsConn is the writing side of one WebSocket connection. Its writer
-// goroutine runs only while the client has something queued, so an idle
-// connection costs one goroutine (the reader). Protocol pings run from a
-// timer; a watchdog timer bounds each batch of writes.
-//
-// When the client ends as a slow consumer, its writer is usually blocked on
-// a full socket in the middle of a batch. The rest of that batch is not
-// written: the frame in flight and the close frame 4000 get
-// slowCloseTimeout (a write deadline on the hijacked connection), so a
-// client that still reads learns why it was disconnected; one that does
-// not is dropped (1006) when the deadline passes.
-type wsConn struct {
-	wh   *wsHandler
-	conn *websocket.Conn
-	c    *Client
-	pack bool
-	cut  cutoff
-
-	running  atomic.Bool
-	kick     chan struct{} // wakes a lingering writer
-	steady   lingering
-	wg       sync.WaitGroup
-	batch    []byte
-	watchdog *time.Timer
-
-	pingMu      sync.Mutex
-	pingTimer   *time.Timer
-	pingStopped bool
+// wsDoor is the WebSocket framing of the writer: one message per frame,
+// or batch messages (?pack=1), and the contract's close codes. Protocol
+// pings run from a heartbeat, outside the writer: a ping waits for its pong.
+type wsDoor struct {
+	conn     *websocket.Conn
+	w        *writer
+	pack     bool
+	interval time.Duration // of protocol pings
 }
 
-// notify runs under the client's lock when items are queued or the client
-// ends: it starts the writer unless it runs already.
-func (w *wsConn) notify() {
-	if w.c.err == ErrSlowConsumer { // under the client's lock
-		w.cut.cut(min(slowCloseTimeout, w.wh.cfg.WriteTimeout))
-	}
-	if w.running.CompareAndSwap(false, true) {
-		w.wg.Add(1)
-		go w.pump()
-		return
-	}
-	select {
-	case w.kick <- struct{}{}:
-	default:
-	}
-}
-
-// writerLinger is how long the writer of a steadily fed connection waits for
-// more before it exits, instead of starting a goroutine per event. A
-// connection that is not fed steadily (an ack now and then) holds none.
-const writerLinger = 2 * time.Second
-
-// lingering tells a writer whether its connection is fed steadily: two
-// writes less than writerLinger apart. Only the writer touches it; writer
-// runs never overlap.
-type lingering struct {
-	last   time.Time
-	steady bool
-}
-
-func (l *lingering) wrote() {
-	now := time.Now()
-	l.steady = !l.last.IsZero() && now.Sub(l.last) < writerLinger
-	l.last = now
-}
-
-func (l *lingering) is() bool { return l.steady }
-
-// pump writes everything queued, then exits; it closes the connection with
-// the contract's code when the client ends.
-func (w *wsConn) pump() {
-	defer w.wg.Done()
-	var linger *time.Timer
-	defer func() {
-		if linger != nil {
-			linger.Stop()
-		}
-	}()
-	for {
-		if items := w.c.drain(); len(items) > 0 {
-			w.steady.wrote()
-			err := w.writeItems(items)
-			w.c.release(items)
-			if err != nil {
-				w.conn.CloseNow()
-				return // running stays set: nothing more is written.
-			}
-			continue
-		}
-		select {
-		case <-w.c.Done():
-			var wc *wsClose
-			switch err := w.c.Err(); {
-			case err == ErrSlowConsumer:
-				w.conn.Close(StatusSlowConsumer, "slow consumer: resume with your cursors")
-			case err == ErrShutdown:
-				w.conn.Close(websocket.StatusGoingAway, "going away: reconnect with your cursors")
-			case err == ErrExpired:
-				w.conn.Close(websocket.StatusPolicyViolation, "expired")
-			case errors.As(err, &wc):
-				w.conn.Close(wc.code, wc.reason)
-			}
-			return
-		default:
-		}
-		if w.steady.is() {
-			if linger == nil {
-				linger = time.NewTimer(writerLinger)
-			} else {
-				linger.Reset(writerLinger)
-			}
-			select {
-			case <-w.kick:
-				continue
-			case <-w.c.Done():
-				continue
-			case <-linger.C:
-			}
-		}
-		w.running.Store(false)
-		// Something queued between the drain and the store above has
-		// either seen running set (and is ours to write) or started a
-		// writer of its own.
-		if w.c.queued() == 0 && !w.ended() || !w.running.CompareAndSwap(false, true) {
-			return
-		}
-	}
-}
-
-func (w *wsConn) ended() bool {
-	select {
-	case <-w.c.Done():
-		return true
-	default:
-		return false
-	}
-}
-
-// writeItems writes one drained batch. Writes carry no context of their own
-// (a cancellable context costs a timer per frame in the library); the
-// watchdog closes the connection if the batch takes over the write timeout.
-func (w *wsConn) writeItems(items []Item) error {
-	if w.watchdog == nil {
-		w.watchdog = time.AfterFunc(w.wh.cfg.WriteTimeout, func() { w.conn.CloseNow() })
-	} else {
-		w.watchdog.Reset(w.wh.cfg.WriteTimeout)
-	}
-	defer w.watchdog.Stop()
+// write writes one drained batch. Writes carry no context of their own (a
+// cancellable context costs a timer per frame in the library); the
+// writer's deadline bounds them.
+func (d *wsDoor) write(items []Item, _ bool) error {
 	ctx := context.Background()
-	if w.pack {
-		var err error
-		w.batch, err = writePacked(ctx, w.conn, items, w.batch[:0], &w.cut)
-		return err
+	if d.pack {
+		return writePacked(ctx, d.conn, items, &d.w.cut)
 	}
 	for i := range items {
-		if w.cut.isCut() {
+		if d.w.cut.isCut() {
 			return nil // A slow consumer: the close comes next.
 		}
-		if err := w.conn.Write(ctx, websocket.MessageText, frameBytes(&items[i])); err != nil {
+		if err := d.conn.Write(ctx, websocket.MessageText, frameBytes(&items[i])); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// startPing arms the protocol ping; a peer that does not answer within the
-// ping interval is dropped.
-func (w *wsConn) startPing() {
-	w.pingTimer = time.AfterFunc(w.wh.cfg.PingInterval, w.ping)
+// finish closes with the contract's code for err. A client closed by the
+// door's reader (ErrClosed) needs none.
+func (d *wsDoor) finish(err error) {
+	var wc *wsClose
+	switch {
+	case err == ErrSlowConsumer:
+		d.conn.Close(StatusSlowConsumer, "slow consumer: resume with your cursors")
+	case err == ErrShutdown:
+		d.conn.Close(websocket.StatusGoingAway, "going away: reconnect with your cursors")
+	case err == ErrExpired:
+		d.conn.Close(websocket.StatusPolicyViolation, "expired")
+	case errors.As(err, &wc):
+		d.conn.Close(wc.code, wc.reason)
+	}
 }
 
-func (w *wsConn) ping() {
-	w.pingMu.Lock()
-	defer w.pingMu.Unlock()
-	if w.pingStopped {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), w.wh.cfg.PingInterval)
+func (d *wsDoor) abort() { d.conn.CloseNow() }
+
+// ping sends a protocol ping; a peer that does not answer within the ping
+// interval is dropped.
+func (d *wsDoor) ping() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), d.interval)
 	defer cancel()
-	if err := w.conn.Ping(ctx); err != nil {
-		w.conn.CloseNow()
-		return
+	if err := d.conn.Ping(ctx); err != nil {
+		d.conn.CloseNow()
+		return false
 	}
-	w.pingTimer.Reset(w.wh.cfg.PingInterval)
-}
-
-// stopPing stops the pings and waits for one in flight: the caller closes
-// the connection first, which ends it.
-func (w *wsConn) stopPing() {
-	w.pingTimer.Stop()
-	w.conn.CloseNow()
-	w.pingMu.Lock()
-	w.pingStopped = true
-	w.pingMu.Unlock()
+	return true
 }
 
 func frameBytes(it *Item) []byte {
@@ -579,13 +443,23 @@ func frameBytes(it *Item) []byte {
 
 // writePacked writes items as batch messages of what is already queued,
 // capped in frames and bytes; a lone frame goes as itself. It stops early
-// once cut is cut.
-func writePacked(ctx context.Context, conn *websocket.Conn, items []Item, buf []byte, cut *cutoff) ([]byte, error) {
+// once cut is cut. The batch message is built in a buffer borrowed for the
+// call, so an idle connection holds none.
+func writePacked(ctx context.Context, conn *websocket.Conn, items []Item, cut *cutoff) error {
+	var bp *[]byte
+	defer func() {
+		if bp != nil {
+			cork.PutBuffer(bp)
+		}
+	}()
 	for len(items) > 0 && !cut.isCut() {
 		if len(items) == 1 {
-			return buf, conn.Write(ctx, websocket.MessageText, frameBytes(&items[0]))
+			return conn.Write(ctx, websocket.MessageText, frameBytes(&items[0]))
 		}
-		buf = append(buf[:0], `{"type":"batch","frames":[`...)
+		if bp == nil {
+			bp = cork.GetBuffer()
+		}
+		buf := append((*bp)[:0], `{"type":"batch","frames":[`...)
 		n := 0
 		for n < len(items) && n < maxBatchFrames {
 			fb := frameBytes(&items[n])
@@ -599,10 +473,11 @@ func writePacked(ctx context.Context, conn *websocket.Conn, items []Item, buf []
 			n++
 		}
 		buf = append(buf, "]}"...)
+		*bp = buf
 		if err := conn.Write(ctx, websocket.MessageText, buf); err != nil {
-			return buf, err
+			return err
 		}
 		items = items[n:]
 	}
-	return buf, nil
+	return nil
 }

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"sync/atomic"
 	"time"
+
+	"github.com/switchboard/switchboard/hub/internal/cork"
 )
 
 // Buffer sizes of a hijacked connection. net/http hands a hijacker its 4 KiB
@@ -19,11 +21,15 @@ const (
 )
 
 // smallBuffers is a ResponseWriter whose Hijack swaps net/http's buffers for
-// small ones, keeping any bytes the client already sent. It keeps the
-// hijacked connection, whose write deadline the door may cut short.
+// small ones, keeping any bytes the client already sent, and makes the
+// connection corkable: the WebSocket library flushes its buffer after every
+// message, into the cork while the writer writes a batch. It keeps the
+// hijacked connection, which the door's writer corks and whose write
+// deadline it may cut short.
 type smallBuffers struct {
 	http.ResponseWriter
-	conn net.Conn
+	writes *atomic.Uint64 // counts the connection's writes
+	conn   *cork.Conn
 }
 
 func (s *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -31,7 +37,6 @@ func (s *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	s.conn = conn
 	if err := brw.Writer.Flush(); err != nil {
 		conn.Close()
 		return nil, nil, err
@@ -47,7 +52,8 @@ func (s *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 			return nil, nil, err
 		}
 	}
-	return conn, bufio.NewReadWriter(br, bufio.NewWriterSize(conn, hijackWriteBuffer)), nil
+	s.conn = cork.New(conn, s.writes)
+	return s.conn, bufio.NewReadWriter(br, bufio.NewWriterSize(s.conn, hijackWriteBuffer)), nil
 }
 
 // slowCloseTimeout is how long a connection that ended as a slow consumer
@@ -56,15 +62,22 @@ func (s *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // slowly, sees why it was disconnected.
 const slowCloseTimeout = time.Second
 
-// cutoff is the write deadline of a hijacked connection, which another
-// goroutine may cut short when the connection ends as a slow consumer while
-// its writer is blocked on a full socket.
+// cutoff is the write deadline of a connection, which another goroutine may
+// cut short when the connection ends as a slow consumer while its writer is
+// blocked on a full socket.
 type cutoff struct {
-	conn net.Conn
+	conn deadliner
 	at   atomic.Int64 // unix nanoseconds; 0 until cut
 }
 
-// set makes t the write deadline, or keeps the cut-off if there is one.
+// deadliner is what takes a write deadline: a net.Conn, or the
+// http.ResponseController of a held stream.
+type deadliner interface {
+	SetWriteDeadline(time.Time) error
+}
+
+// set makes t the write deadline (zero: none), or keeps the cut-off if
+// there is one.
 func (c *cutoff) set(t time.Time) {
 	_ = c.conn.SetWriteDeadline(t)
 	if at := c.at.Load(); at != 0 {

@@ -119,12 +119,16 @@ type Stats struct {
 	WSConnections, SSEConnections int64
 	// Subscriptions is the number of (client, channel) subscriptions.
 	Subscriptions int64
+	// Writes counts the doors' writes on their sockets (the write(2)
+	// calls of hijacked connections, flushes of held streams): with
+	// Deliveries, how well writes coalesce.
+	Writes uint64
 }
 
 // counters are the hub's live counters behind Stats.
 type counters struct {
-	Published, Deliveries, SlowConsumers, BackplaneErrors atomic.Uint64
-	WSConnections, SSEConnections, Subscriptions          atomic.Int64
+	Published, Deliveries, SlowConsumers, BackplaneErrors, Writes atomic.Uint64
+	WSConnections, SSEConnections, Subscriptions                  atomic.Int64
 }
 
 // QueueDepths calls fn with the queue length of every connected client.
@@ -177,6 +181,7 @@ func (h *Hub) Stats() Stats {
 		WSConnections:   h.stats.WSConnections.Load(),
 		SSEConnections:  h.stats.SSEConnections.Load(),
 		Subscriptions:   h.stats.Subscriptions.Load(),
+		Writes:          h.stats.Writes.Load(),
 	}
 }
 
