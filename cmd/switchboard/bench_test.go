@@ -8,12 +8,14 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/switchboard/switchboard/config"
 	"github.com/switchboard/switchboard/hub"
@@ -174,12 +176,30 @@ func BenchmarkEndToEnd(b *testing.B) {
 	}
 }
 
+// BenchmarkClasses runs the four load classes that issue 13 compares with
+// Centrifugo: WebSocket one frame per message, 1k subscribers × 200 ev/s;
+// WebSocket 5k × 10 ev/s; packed WebSocket (?pack=1) 1k × 800 ev/s; SSE
+// 1k × 600 ev/s. Run it pinned (docs/benchmarks.md): the server on one
+// core with GOMAXPROCS=1, the load client on the others.
+func BenchmarkClasses(b *testing.B) {
+	cases := []e2eCase{
+		{"ws", false, 1000, 200},
+		{"ws", false, 5000, 10},
+		{"ws", true, 1000, 800},
+		{"sse", false, 1000, 600},
+	}
+	for _, c := range cases {
+		b.Run(c.name(), func(b *testing.B) { benchEndToEnd(b, c) })
+	}
+}
+
 func benchEndToEnd(b *testing.B, c e2eCase) {
 	a := startBenchApp(b, 0)
 	w, closeWriter := newBenchWriter(a.kafkaAddr)
-	defer closeWriter()
 	warmUp(b, a, w)
+	closeWriter()
 
+	events := c.rate * int(steadyState/time.Second) * b.N
 	lc := startLoadClient(b, loadSpec{
 		URL:       strings.TrimSuffix(a.URL(), "/"),
 		Transport: c.transport,
@@ -187,46 +207,53 @@ func benchEndToEnd(b *testing.B, c e2eCase) {
 		Conns:     c.subs,
 		Channel:   "reports",
 		Token:     benchToken,
-		Events:    c.rate * int(steadyState/time.Second) * b.N,
+		Events:    events,
 	})
-	events := c.rate * int(steadyState/time.Second) * b.N
+	// A child process produces the events, so the producer's CPU and
+	// write calls are not counted as the server's.
+	pc := startLoadClient(b, loadSpec{Events: events, Kafka: a.kafkaAddr, Rate: c.rate})
 	slow0 := a.hub.Stats().SlowConsumers
-	interval := time.Second / time.Duration(c.rate)
-	ctx := context.Background()
 
 	stopProfile := profileSteadyState(b, c)
 	b.ResetTimer()
-	cpu0 := processCPU()
-	start := time.Now()
-	for i := range events {
-		if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
-			time.Sleep(d)
-		}
-		if err := w.WriteMessages(ctx, reportMsg(i, time.Now().UnixNano())); err != nil {
-			b.Fatal(err)
-		}
+	cpu0, syscw0 := processCPU(), writeSyscalls()
+	if err := pc.begin(); err != nil {
+		b.Fatal(err)
 	}
-	produced := time.Since(start)
-	sum, err := lc.summary(30 * time.Second)
-	serverCPU := processCPU() - cpu0
+	sum, err := lc.summary(time.Duration(b.N)*steadyState + 30*time.Second)
+	serverCPU, syscw := processCPU()-cpu0, writeSyscalls()-syscw0
 	b.StopTimer()
 	stopProfile()
 	if err != nil {
 		b.Fatal(err)
 	}
+	psum, err := pc.summary(30 * time.Second)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if psum.ProduceErr != "" {
+		b.Fatalf("producer: %s", psum.ProduceErr)
+	}
 	slow := a.hub.Stats().SlowConsumers - slow0
 
-	span := time.Duration(sum.LastRecvNs - start.UnixNano())
-	// 100% is one core; the machine's cores are shared by both processes.
+	pinned := len(sum.CPUs) > 0
+	b.Logf("pinning: server CPUs %s GOMAXPROCS=%d; load client CPUs %v GOMAXPROCS=%d (pinned: %v%s)",
+		ownCPUs(), runtime.GOMAXPROCS(0), sum.CPUs, sum.Procs, pinned, pinNote(sum.PinErr))
+	span := time.Duration(sum.LastRecvNs - psum.ProduceStartNs)
+	deliveries := float64(max(sum.Received, 1))
+	// 100% is one core.
 	b.ReportMetric(float64(serverCPU)/float64(span)*100, "server-cpu-%")
-	b.ReportMetric(float64(sum.ReadCPUNs)/float64(span)*100, "client-cpu-%")
+	b.ReportMetric(float64(sum.ReadCPUNs+psum.ReadCPUNs)/float64(span)*100, "client-cpu-%")
+	b.ReportMetric(float64(serverCPU)/1e3/deliveries, "cpu-us/delivery")
+	b.ReportMetric(float64(syscw)/deliveries, "syscw/delivery")
 	b.ReportMetric(float64(sum.Received)/span.Seconds(), "deliveries/s")
-	b.ReportMetric(float64(events)/produced.Seconds(), "events/s")
+	b.ReportMetric(float64(events)/time.Duration(psum.ProduceNs).Seconds(), "events/s")
 	b.ReportMetric(sum.P50Ms, "p50-ms")
 	b.ReportMetric(sum.P99Ms, "p99-ms")
 	b.ReportMetric(sum.MaxMs, "max-ms")
 	b.ReportMetric(float64(sum.Missing), "drops")
 	b.ReportMetric(float64(slow), "slow-consumers")
+	b.ReportMetric(boolMetric(pinned), "pinned")
 	b.ReportMetric(0, "ns/op")
 	b.Logf("%s: %d events, %d deliveries, p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, p99.9 %.2f ms, max %.2f ms; missing %d, duplicates %d, disconnects %d %v",
 		c.name(), events, sum.Received, sum.P50Ms, sum.P90Ms, sum.P99Ms, sum.P999Ms, sum.MaxMs, sum.Missing, sum.Duplicates, sum.Disconnects, sum.CloseCodes)
@@ -314,6 +341,51 @@ func profileSteadyState(b *testing.B, c e2eCase) func() {
 		pprof.StopCPUProfile()
 		f.Close()
 	}
+}
+
+// writeSyscalls returns how many write system calls this process has made
+// (syscw of /proc/self/io), or 0 where that cannot be read.
+func writeSyscalls() int64 {
+	raw, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(raw)) {
+		if v, ok := strings.CutPrefix(line, "syscw:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+// ownCPUs describes the CPUs this process may run on.
+func ownCPUs() string {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		return "unknown"
+	}
+	var cpus []int
+	for c := 0; c < 1024 && len(cpus) < set.Count(); c++ {
+		if set.IsSet(c) {
+			cpus = append(cpus, c)
+		}
+	}
+	return fmt.Sprint(cpus)
+}
+
+func pinNote(err string) string {
+	if err == "" {
+		return ""
+	}
+	return "; " + err
+}
+
+func boolMetric(v bool) float64 {
+	if v {
+		return 1
+	}
+	return 0
 }
 
 // processCPU returns the CPU time (user+system) this process has used.

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,6 +22,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sys/unix"
 )
 
 // The load client: a benchmark cannot hold both ends of 10k connections in
@@ -28,7 +31,12 @@ import (
 // own test binary with -test.run=^TestLoadClient$ and a loadSpec in
 // loadClientEnv. The child opens the connections, says "LOADCLIENT READY",
 // reads, and prints "LOADCLIENT DONE <loadSummary JSON>" when every
-// connection has every event, or when its stdin closes.
+// connection has every event, or when its stdin closes. A child with Kafka
+// set and no connections is the producer instead: it produces the events
+// from the moment the parent writes "go" on its stdin, so the producer's
+// work is not counted as the server's (a process of its own, since a
+// producer among busy readers on one P falls behind its schedule). With
+// CPUs set a child pins itself to those CPUs first.
 const (
 	loadClientEnv  = "SWITCHBOARD_LOADCLIENT"
 	loadLinePrefix = "LOADCLIENT "
@@ -45,6 +53,14 @@ type loadSpec struct {
 	// Events is how many events (data seq 0..Events-1) each connection
 	// expects; 0 means idle: hold the connections until stdin closes.
 	Events int
+	// Kafka, when set, is the broker the child produces the Events to
+	// (reportMsg, Rate per second) once the parent says "go"; it then
+	// says DONE when it has produced them all (with Conns 0).
+	Kafka string
+	Rate  int
+	// CPUs, when set, are the CPUs the child pins all its threads to,
+	// with GOMAXPROCS set to their number.
+	CPUs []int
 }
 
 // loadSummary is what the child reports.
@@ -62,7 +78,19 @@ type loadSummary struct {
 	P999Ms      float64
 	MaxMs       float64
 	LastRecvNs  int64 // wall clock of the last delivery received
-	ReadCPUNs   int64 // CPU time the child used from READY to DONE
+	// ReadCPUNs is the CPU time the child used from READY (from "go"
+	// when it produces) to DONE.
+	ReadCPUNs int64
+	// ProduceStartNs is the wall clock of the first produce, ProduceNs how
+	// long producing took, ProduceErr why it stopped early (Kafka set).
+	ProduceStartNs int64
+	ProduceNs      int64
+	ProduceErr     string `json:",omitempty"`
+	// CPUs are the CPUs the child pinned itself to (none: not pinned),
+	// PinErr why pinning failed, Procs its GOMAXPROCS.
+	CPUs   []int
+	PinErr string `json:",omitempty"`
+	Procs  int
 }
 
 // TestLoadClient is the child side of the end-to-end and idle benchmarks;
@@ -76,11 +104,25 @@ func TestLoadClient(t *testing.T) {
 	if err := json.Unmarshal([]byte(raw), &spec); err != nil {
 		t.Fatal(err)
 	}
+	var pinned []int
+	var pinErr error
+	if len(spec.CPUs) > 0 {
+		if pinErr = pinThreads(spec.CPUs); pinErr == nil {
+			pinned = spec.CPUs
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	stdinClosed := make(chan struct{})
-	go func() { // stdin closing is the parent's "stop"
-		io.Copy(io.Discard, os.Stdin)
+	started := make(chan struct{})
+	go func() { // "go" starts producing; stdin closing is the parent's "stop"
+		var once sync.Once
+		sc := bufio.NewScanner(os.Stdin)
+		for sc.Scan() {
+			if sc.Text() == "go" {
+				once.Do(func() { close(started) })
+			}
+		}
 		cancel()
 		close(stdinClosed)
 	}()
@@ -144,11 +186,31 @@ func TestLoadClient(t *testing.T) {
 	fmt.Printf("%sREADY %d\n", loadLinePrefix, spec.Conns)
 	cpu0 := processCPU()
 
+	var prod produceResult
+	produced := make(chan struct{})
+	if spec.Kafka != "" {
+		select {
+		case <-started:
+		case <-ctx.Done():
+		}
+		cpu0 = processCPU()
+		go func() {
+			defer close(produced)
+			prod = produceEvents(ctx, &spec)
+			if prod.err != nil || spec.Conns == 0 {
+				cancel()
+			}
+		}()
+	} else {
+		close(produced)
+	}
+
 	select {
 	case <-allDone:
 	case <-ctx.Done():
 	}
 	cancel()
+	<-produced
 	for i := range conns {
 		conns[i].close()
 	}
@@ -156,8 +218,137 @@ func TestLoadClient(t *testing.T) {
 
 	sum := summarize(conns, &spec)
 	sum.ReadCPUNs = int64(processCPU() - cpu0)
+	sum.ProduceStartNs, sum.ProduceNs = prod.start, int64(prod.took)
+	if prod.err != nil {
+		sum.ProduceErr = prod.err.Error()
+	}
+	sum.CPUs, sum.Procs = pinned, runtime.GOMAXPROCS(0)
+	if pinErr != nil {
+		sum.PinErr = pinErr.Error()
+	}
 	b, _ := json.Marshal(sum)
 	fmt.Printf("%sDONE %s\n", loadLinePrefix, b)
+}
+
+type produceResult struct {
+	start int64 // wall clock of the first produce
+	took  time.Duration
+	err   error
+}
+
+// produceEvents sends spec.Events records (seq 0..Events-1) to spec.Kafka at
+// spec.Rate per second, each stamped with its produce time. It uses a
+// franz-go client, which keeps the schedule when the broker answers
+// slowly (records produced meanwhile go together in the next request);
+// kafka-go's Writer sends one batch at a time per partition and falls
+// behind a fixed rate once a round trip takes longer than the interval.
+func produceEvents(ctx context.Context, spec *loadSpec) produceResult {
+	cl, err := kgo.NewClient(
+		kgo.SeedBrokers(spec.Kafka),
+		kgo.RequiredAcks(kgo.LeaderAck()),
+		kgo.DisableIdempotentWrite(),
+		kgo.ProducerLinger(0),
+	)
+	if err != nil {
+		return produceResult{err: err}
+	}
+	defer cl.Close()
+	var failed atomic.Pointer[error]
+	done := func(_ *kgo.Record, err error) {
+		if err != nil {
+			failed.CompareAndSwap(nil, &err)
+		}
+	}
+	interval := time.Second / time.Duration(spec.Rate)
+	start := time.Now()
+	for i := range spec.Events {
+		if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
+			time.Sleep(d)
+		}
+		if p := failed.Load(); p != nil {
+			return produceResult{start.UnixNano(), time.Since(start), *p}
+		}
+		m := reportMsg(i, time.Now().UnixNano())
+		rec := &kgo.Record{Topic: m.Topic, Key: m.Key, Value: m.Value}
+		for _, h := range m.Headers {
+			rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: h.Key, Value: h.Value})
+		}
+		cl.Produce(ctx, rec, done)
+	}
+	took := time.Since(start)
+	err = cl.Flush(ctx)
+	if p := failed.Load(); p != nil {
+		err = *p
+	}
+	return produceResult{start.UnixNano(), took, err}
+}
+
+// pinThreads pins every thread of this process to cpus and sets
+// GOMAXPROCS to their number. Threads started later inherit the mask of
+// the thread that starts them, so once every thread is pinned (a second
+// pass catches any started meanwhile) the process stays pinned.
+func pinThreads(cpus []int) error {
+	var set unix.CPUSet
+	for _, c := range cpus {
+		set.Set(c)
+	}
+	done := map[int]bool{}
+	for {
+		ents, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			return err
+		}
+		n := 0
+		for _, e := range ents {
+			tid, err := strconv.Atoi(e.Name())
+			if err != nil || done[tid] {
+				continue
+			}
+			if err := unix.SchedSetaffinity(tid, &set); err != nil && !errors.Is(err, unix.ESRCH) {
+				return err
+			}
+			done[tid] = true
+			n++
+		}
+		if n == 0 {
+			break
+		}
+	}
+	runtime.GOMAXPROCS(len(cpus))
+	return nil
+}
+
+// loadCPUs returns the CPUs the load client should run on: the online
+// CPUs this process may not use, when it is pinned to some of them
+// (taskset); nil when it is not pinned or that cannot be told.
+func loadCPUs() []int {
+	var own unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &own); err != nil {
+		return nil
+	}
+	raw, err := os.ReadFile("/sys/devices/system/cpu/online")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for part := range strings.SplitSeq(strings.TrimSpace(string(raw)), ",") {
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err1 := strconv.Atoi(lo)
+		b := a
+		var err2 error
+		if isRange {
+			b, err2 = strconv.Atoi(hi)
+		}
+		if err1 != nil || err2 != nil {
+			return nil
+		}
+		for c := a; c <= b; c++ {
+			if !own.IsSet(c) {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
 }
 
 // loadConn is one connection of the child and what it saw.
@@ -405,6 +596,9 @@ type loadClient struct {
 // its connections is subscribed.
 func startLoadClient(b *testing.B, spec loadSpec) *loadClient {
 	b.Helper()
+	if spec.CPUs == nil {
+		spec.CPUs = loadCPUs()
+	}
 	raw, _ := json.Marshal(spec)
 	args := []string{"-test.run=^TestLoadClient$", "-test.count=1", "-test.timeout=10m"}
 	if prof := os.Getenv(loadClientEnv + "_CPUPROFILE"); prof != "" {
@@ -475,6 +669,12 @@ func (lc *loadClient) next(word string, timeout time.Duration) (string, error) {
 			return "", fmt.Errorf("load client: no %s within %v", word, timeout)
 		}
 	}
+}
+
+// begin tells a child started with Kafka set to start producing.
+func (lc *loadClient) begin() error {
+	_, err := io.WriteString(lc.stdin, "go\n")
+	return err
 }
 
 // summary waits up to timeout for the child to have everything, then stops
