@@ -33,11 +33,11 @@ func (p Position) String() string {
 func ParseCursor(s string) (Position, error) {
 	epoch, off, ok := strings.Cut(s, ".")
 	if !ok || !validEpoch(epoch) || len(off) == 0 || len(off) > 13 {
-		return Position{}, fmt.Errorf("%w: %q", ErrBadCursor, clip(s))
+		return Position{}, fmt.Errorf("%w: %q", ErrBadCursor, Clip(s, clipName))
 	}
 	n, err := strconv.ParseUint(off, 36, 64)
 	if err != nil {
-		return Position{}, fmt.Errorf("%w: %q", ErrBadCursor, clip(s))
+		return Position{}, fmt.Errorf("%w: %q", ErrBadCursor, Clip(s, clipName))
 	}
 	return Position{Epoch: epoch, Offset: n}, nil
 }

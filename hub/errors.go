@@ -23,3 +23,12 @@ var (
 	// WebSocket close 1008 "expired", SSE "event: expired" and the end.
 	ErrExpired = errors.New("hub: credential expired")
 )
+
+// Clip keeps what an error message repeats of a client's input short: s
+// cut to n bytes and "…" when it is longer.
+func Clip(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}

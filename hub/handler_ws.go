@@ -199,7 +199,7 @@ func (wh *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if aerr != nil {
 		// A browser cannot read an HTTP status from a failed upgrade, so
 		// the refusal is a close code it can see.
-		conn.Close(websocket.StatusPolicyViolation, clip(aerr.Error()))
+		conn.Close(websocket.StatusPolicyViolation, Clip(aerr.Error(), clipName))
 		c.Close()
 		return
 	}
@@ -367,7 +367,7 @@ func offers(h http.Header, key, token string) bool {
 }
 
 func clipQuote(s string) string {
-	b, _ := json.Marshal(clip(s))
+	b, _ := json.Marshal(Clip(s, clipName))
 	return string(b)
 }
 

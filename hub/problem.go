@@ -120,7 +120,7 @@ func (w *plainErrorWriter) WriteHeader(code int) {
 	if (code == http.StatusNotFound || code == http.StatusMethodNotAllowed) &&
 		strings.HasPrefix(w.Header().Get("Content-Type"), "text/plain") {
 		w.swallow = true
-		t, detail := ProblemNotFound, "no such endpoint: "+clipPath(w.path)
+		t, detail := ProblemNotFound, "no such endpoint: "+Clip(w.path, 100)
 		if code == http.StatusMethodNotAllowed {
 			t, detail = ProblemMethodNotAllowed, "this endpoint allows "+w.Header().Get("Allow")
 		}
@@ -149,11 +149,4 @@ func (w *plainErrorWriter) Flush() {
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}
-}
-
-func clipPath(p string) string {
-	if len(p) > 100 {
-		return p[:100] + "…"
-	}
-	return p
 }

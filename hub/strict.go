@@ -59,10 +59,7 @@ func strictError(err error) error {
 func memberName(ptr string) string {
 	name := strings.TrimPrefix(ptr, "/")
 	name = strings.NewReplacer("~1", "/", "~0", "~").Replace(name)
-	if len(name) > 64 {
-		name = name[:64] + "…"
-	}
-	return fmt.Sprintf("%q", name)
+	return fmt.Sprintf("%q", Clip(name, 64))
 }
 
 func kindName(k string) string {
