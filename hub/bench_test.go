@@ -1,14 +1,21 @@
 package hub
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 // fanoutWindow is how many events the publisher of BenchmarkFanout may be
@@ -209,4 +216,139 @@ func BenchmarkFrameEncode(b *testing.B) {
 			_ = d.SSEFrame()
 		}
 	})
+}
+
+// BenchmarkWriter measures the doors' writers over real loopback sockets:
+// conns connections on one channel, each read by an in-process client, the
+// publisher at most fanoutWindow events ahead. It reports the cost of one
+// delivery (the clients' reads included) and the socket writes per
+// delivery (Stats.Writes): below 1 when writes coalesce.
+func BenchmarkWriter(b *testing.B) {
+	for _, door := range []string{"ws", "ws-packed", "sse"} {
+		b.Run(door, func(b *testing.B) { benchWriter(b, door, 100) })
+	}
+}
+
+func benchWriter(b *testing.B, door string, conns int) {
+	mem := NewMemory(MemoryConfig{HistorySize: 1000, HistoryTTL: time.Hour})
+	defer mem.Close()
+	h, err := New(Config{}, mem, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/v1/sse", h.SSEHandler(SSEConfig{Heartbeat: time.Hour}))
+	mux.Handle("/v1/ws", h.WSHandler(WSConfig{PingInterval: time.Hour}))
+	srv := httptest.NewServer(mux)
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := h.Shutdown(ctx); err != nil {
+			b.Error(err)
+		}
+		srv.Close()
+	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	var delivered atomic.Int64
+	var want atomic.Int64
+	wake := make(chan struct{}, 1)
+	count := func(k int64) {
+		total := delivered.Add(k)
+		if w := want.Load(); total >= w && total-k < w {
+			select {
+			case wake <- struct{}{}:
+			default:
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	event := []byte(`"type":"event"`)
+	for range conns {
+		switch door {
+		case "sse":
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/v1/sse?channel=reports", nil)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer resp.Body.Close()
+				sc := bufio.NewScanner(resp.Body)
+				for sc.Scan() {
+					if strings.HasPrefix(sc.Text(), "event: item") {
+						count(1)
+					}
+				}
+			}()
+		default:
+			u := "ws" + strings.TrimPrefix(srv.URL, "http") + "/v1/ws"
+			if door == "ws-packed" {
+				u += "?pack=1"
+			}
+			conn, _, err := websocket.Dial(ctx, u, &websocket.DialOptions{Subprotocols: []string{Subprotocol}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			conn.SetReadLimit(1 << 20)
+			if err := conn.Write(ctx, websocket.MessageText, []byte(`{"type":"subscribe","id":"1","channel":"reports"}`)); err != nil {
+				b.Fatal(err)
+			}
+			if _, _, err := conn.Read(ctx); err != nil { // the ack
+				b.Fatal(err)
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer conn.CloseNow()
+				for {
+					_, msg, err := conn.Read(ctx)
+					if err != nil {
+						return
+					}
+					count(int64(bytes.Count(msg, event)))
+				}
+			}()
+		}
+	}
+	for h.Stats().Subscriptions < int64(conns) {
+		time.Sleep(time.Millisecond)
+	}
+	waitFor := func(target int64) {
+		want.Store(target)
+		for delivered.Load() < target {
+			<-wake
+		}
+	}
+	events := make([]*Event, b.N)
+	for i := range events {
+		events[i] = testEvent(i, "item.reported", fmt.Sprintf("item-%d", i%1000), "")
+	}
+	channels := []string{"reports"}
+	writes0 := h.Stats().Writes
+	b.ResetTimer()
+	start := time.Now()
+	for i, ev := range events {
+		if i >= fanoutWindow {
+			waitFor(int64(i-fanoutWindow+1) * int64(conns))
+		}
+		if err := h.Publish(ctx, channels, ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+	total := int64(b.N) * int64(conns)
+	waitFor(total)
+	elapsed := time.Since(start)
+	b.StopTimer()
+	writes := h.Stats().Writes - writes0
+	if n := h.Stats().SlowConsumers; n > 0 {
+		b.Fatalf("%d clients were dropped as slow consumers", n)
+	}
+	b.ReportMetric(float64(elapsed.Nanoseconds())/float64(total), "ns/delivery")
+	b.ReportMetric(float64(writes)/float64(total), "writes/delivery")
 }
