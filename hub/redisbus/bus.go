@@ -67,6 +67,9 @@ type Bus struct {
 	// Commands counts the Redis commands the bus sent (scripts count one),
 	// for the benchmarks' commands per delivered event.
 	Commands atomic.Uint64
+	// LostWrites counts the channel logs this bus found had lost writes
+	// (their top went backwards in a failover) and moved to a new epoch.
+	LostWrites atomic.Uint64
 
 	now   func() time.Time
 	rctx  context.Context
@@ -254,10 +257,14 @@ func (b *Bus) Publish(ctx context.Context, channels []string, ev *hub.Event) err
 		if err != nil {
 			return fmt.Errorf("redisbus: publish to %s: %w", ch, err)
 		}
-		if len(res) == 2 {
+		if len(res) == 3 {
 			ep, _ := res[0].(string)
 			off, _ := res[1].(int64)
 			b.known.see(ch, hub.Position{Epoch: ep, Offset: uint64(off)})
+			if fenced, _ := res[2].(int64); fenced == 1 {
+				b.LostWrites.Add(1)
+				b.log.Warn("redis log went backwards: it lost writes in a failover; moved it to a new epoch", "channel", ch, "published", seen, "now", ep)
+			}
 		}
 	}
 	return nil
@@ -463,7 +470,8 @@ func (b *Bus) announced(name, payload string) {
 	}
 	b.known.see(l.channel, e.Pos)
 	b.mu.Lock()
-	back := l.heard.Epoch == e.Pos.Epoch && e.Pos.Offset <= l.heard.Offset
+	heard := l.heard
+	back := heard.Epoch == e.Pos.Epoch && e.Pos.Offset <= heard.Offset
 	fence := back && !l.fencing
 	if fence {
 		l.fencing = true
@@ -473,7 +481,7 @@ func (b *Bus) announced(name, payload string) {
 	}
 	b.mu.Unlock()
 	if fence {
-		b.log.Warn("redis log went backwards: it lost writes in a failover; moving it to a new epoch", "channel", l.channel, "heard", l.heard, "now", e.Pos)
+		b.log.Warn("redis log went backwards: it lost writes in a failover; moving it to a new epoch", "channel", l.channel, "heard", heard, "now", e.Pos)
 		b.tasks.Add(1)
 		go b.fence(l, e.Pos.Epoch)
 	}
@@ -483,17 +491,21 @@ func (b *Bus) announced(name, payload string) {
 }
 
 // fence moves l's log from epoch to a new one (unless another node did),
-// then tells the listener to resync: it reads the new epoch, says gap, and
-// goes on from there.
+// then delivers the log's newest entry, in the new epoch: the hub's
+// subscribers see the new epoch, say gap, and read it from its start, as
+// for any new epoch. Should that read fail, the listener is told to
+// resync instead.
 func (b *Bus) fence(l *listening, epoch string) {
 	defer b.tasks.Done()
 	meta, _, _ := b.keys(l.channel)
 	backoff := reconnectBackoffMin
+	var newest *hub.Entry
 	for {
 		b.Commands.Add(1)
 		ep, err := fenceScript.Run(b.rctx, b.rdb, []string{meta}, epoch, newEpoch()).Text()
 		if err == nil {
-			b.known.see(l.channel, hub.Position{Epoch: ep})
+			b.LostWrites.Add(1)
+			newest = b.newest(l.channel, ep)
 			break
 		}
 		if b.rctx.Err() != nil {
@@ -510,9 +522,29 @@ func (b *Bus) fence(l *listening, epoch string) {
 	l.fencing = false
 	live := b.channels[l.name] == l
 	b.mu.Unlock()
-	if live {
+	switch {
+	case !live:
+	case newest != nil:
+		l.deliver(*newest)
+	default:
 		l.deliver(hub.Entry{Channel: l.channel, Resync: true})
 	}
+}
+
+// newest returns ch's newest entry if it is in epoch, or nil.
+func (b *Bus) newest(ch, epoch string) *hub.Entry {
+	ctx, cancel := context.WithTimeout(b.rctx, b.cfg.ListenTimeout)
+	defer cancel()
+	top, err := b.Read(ctx, ch, nil)
+	if err != nil || top.Top.Epoch != epoch || top.Top.Offset == 0 {
+		return nil
+	}
+	r, err := b.Read(ctx, ch, &hub.Position{Epoch: epoch, Offset: top.Top.Offset - 1})
+	if err != nil || r.Gap || len(r.Entries) == 0 {
+		return nil
+	}
+	b.known.see(ch, r.Top)
+	return &r.Entries[len(r.Entries)-1]
 }
 
 func (b *Bus) count() int {

@@ -53,19 +53,21 @@ end
 // KEYS: meta, log, live, ids. ARGV: header, json, maxlen, ttl ms, now ms,
 // new epoch, event key, the announcing command (PUBLISH, or SPUBLISH on a
 // Cluster), the epoch and top the publisher saw last ("" and 0 for none).
-// Returns {epoch, offset}.
+// Returns {epoch, offset, 1 if it moved the log to a new epoch else 0}.
 var publishScript = redis.NewScript(trimLua + `
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local fenced = 0
 if not epoch then
   epoch = ARGV[6]
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', 0)
   redis.call('DEL', KEYS[4])
 elseif epoch == ARGV[9] and tonumber(redis.call('HGET', KEYS[1], 'top')) < tonumber(ARGV[10]) then
   epoch = ARGV[6]
+  fenced = 1
   redis.call('HSET', KEYS[1], 'epoch', epoch)
 end
 local seen = redis.call('ZSCORE', KEYS[4], ARGV[7])
-if seen then return {epoch, tonumber(seen)} end
+if seen then return {epoch, tonumber(seen), fenced} end
 local top = redis.call('HINCRBY', KEYS[1], 'top', 1)
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], top .. '-0', 'h', ARGV[1], 'j', ARGV[2], 't', ARGV[5])
 trim(KEYS[2], tonumber(ARGV[5]) - tonumber(ARGV[4]))
@@ -78,7 +80,7 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 redis.call('PEXPIRE', KEYS[4], ARGV[4])
 redis.call(ARGV[8], KEYS[3], epoch .. ' ' .. top .. ' ' .. string.len(ARGV[1]) .. ' ' .. ARGV[1] .. ARGV[2])
-return {epoch, top}
+return {epoch, top, fenced}
 `)
 
 // readScript reads a channel's top and the entries after a position, in one

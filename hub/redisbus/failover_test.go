@@ -1,0 +1,467 @@
+package redisbus
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/switchboard/switchboard/hub"
+	"github.com/switchboard/switchboard/hub/redisbus/redistest"
+)
+
+// failoverWait bounds waiting for a failover or a delivery: a deadline
+// against hangs, never a measure.
+const failoverWait = 60 * time.Second
+
+// spread returns n channels per master of the cluster: channels whose keys
+// land on each master.
+func spread(t testing.TB, c *redistest.Cluster, n int) (chans []string, master map[string]*redistest.Node) {
+	t.Helper()
+	master = map[string]*redistest.Node{}
+	per := map[string]int{}
+	b := &Bus{cfg: Config{Prefix: DefaultPrefix}}
+	for i := 0; len(chans) < n*len(per) || len(per) < 3 || len(chans) < 3*n; i++ {
+		ch := "item:" + strconv.Itoa(i)
+		m := c.MasterOf(t, b.liveName(ch))
+		if per[m.Addr] >= n {
+			continue
+		}
+		per[m.Addr]++
+		master[ch] = m
+		chans = append(chans, ch)
+		if i > 1000 {
+			t.Fatalf("channels do not spread over 3 masters: %v", per)
+		}
+	}
+	return chans, master
+}
+
+// node is one Switchboard node of a test: a bus, a hub over it, and one
+// client subscribed to the channels.
+type node struct {
+	bus *Bus
+	hub *hub.Hub
+	w   *watcher
+}
+
+// watcher records what one hub client saw per channel: event IDs in order,
+// "gap" where a gap notice was queued.
+type watcher struct {
+	mu   sync.Mutex
+	seen map[string][]string
+	at   map[string]time.Time // when each event ID was first seen
+	c    chan struct{}
+}
+
+func startNode(t testing.TB, rdb redis.UniversalClient, prefix string, chans []string) *node {
+	t.Helper()
+	bus, err := New(t.Context(), rdb, Config{Prefix: prefix, HistorySize: 10000}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := hub.New(hub.Config{ClientQueue: 1 << 20, ClientQueueBytes: 1 << 30}, bus, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := h.NewClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), failoverWait)
+		defer cancel()
+		if err := h.Shutdown(ctx); err != nil {
+			t.Error(err)
+		}
+		bus.Close()
+	})
+	n := &node{bus: bus, hub: h, w: &watcher{seen: map[string][]string{}, at: map[string]time.Time{}, c: make(chan struct{}, 1)}}
+	for _, ch := range chans {
+		if _, err := c.Subscribe(t.Context(), ch, hub.SubscribeOptions{OnEvent: n.w.on(ch)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return n
+}
+
+func (w *watcher) on(ch string) func(*hub.Event) {
+	return func(ev *hub.Event) {
+		w.mu.Lock()
+		if ev == nil {
+			w.seen[ch] = append(w.seen[ch], "gap")
+		} else {
+			w.seen[ch] = append(w.seen[ch], ev.ID)
+			if _, ok := w.at[ev.ID+"@"+ch]; !ok {
+				w.at[ev.ID+"@"+ch] = time.Now()
+			}
+		}
+		w.mu.Unlock()
+		select {
+		case w.c <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// waitFor waits until the watcher saw id on every channel.
+func (w *watcher) waitFor(t testing.TB, chans []string, id string) {
+	t.Helper()
+	deadline := time.After(failoverWait)
+	for {
+		w.mu.Lock()
+		all := true
+		for _, ch := range chans {
+			all = all && slices.Contains(w.seen[ch], id)
+		}
+		w.mu.Unlock()
+		if all {
+			return
+		}
+		select {
+		case <-w.c:
+		case <-deadline:
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			t.Fatalf("%s not seen on every channel: %v", id, w.seen)
+		}
+	}
+}
+
+// check asserts that every channel saw every acknowledged event, in order,
+// once per stretch between gap notices; an event may be missing only where
+// a gap notice says so.
+func (w *watcher) check(t testing.TB, name string, chans []string, acked []string) (gaps int) {
+	t.Helper()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, ch := range chans {
+		seen := w.seen[ch]
+		gapped := slices.Contains(seen, "gap")
+		if gapped {
+			gaps++
+		}
+		last := -1
+		got := map[string]bool{}
+		for _, id := range seen {
+			if id == "gap" {
+				last = -1
+				clear(got)
+				continue
+			}
+			n, _ := strconv.Atoi(strings.TrimPrefix(id, "e-"))
+			if got[id] || n <= last {
+				t.Errorf("%s %s: %s again or out of order without a gap: %v", name, ch, id, seen)
+				break
+			}
+			got[id], last = true, n
+		}
+		for _, id := range acked {
+			if !slices.Contains(seen, id) && !gapped {
+				t.Errorf("%s %s: %s silently lost: %v", name, ch, id, seen)
+				break
+			}
+		}
+	}
+	return gaps
+}
+
+// publisher publishes numbered events to every channel, retrying each
+// until it is acknowledged, as the Kafka consumer does.
+type publisher struct {
+	bus    *Bus
+	chans  []string
+	mu     sync.Mutex
+	acked  []string
+	ackAt  map[string]time.Time
+	errs   atomic.Int64
+	next   atomic.Int64
+	stop   chan struct{}
+	done   chan struct{}
+	paused atomic.Bool
+}
+
+func startPublisher(b *Bus, chans []string) *publisher {
+	p := &publisher{bus: b, chans: chans, ackAt: map[string]time.Time{}, stop: make(chan struct{}), done: make(chan struct{})}
+	go p.run()
+	return p
+}
+
+func (p *publisher) run() {
+	defer close(p.done)
+	for i := 1; ; i++ {
+		e := ev(i)
+		for {
+			select {
+			case <-p.stop:
+				return
+			default:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			err := p.bus.Publish(ctx, p.chans, e)
+			cancel()
+			if err == nil {
+				break
+			}
+			p.errs.Add(1)
+			time.Sleep(20 * time.Millisecond)
+		}
+		p.mu.Lock()
+		p.acked = append(p.acked, e.ID)
+		p.ackAt[e.ID] = time.Now()
+		p.mu.Unlock()
+		p.next.Store(int64(i))
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// waitPublished waits until n more events were acknowledged, and returns
+// the last one's ID.
+func (p *publisher) waitPublished(t testing.TB, n int) string {
+	t.Helper()
+	want := p.next.Load() + int64(n)
+	deadline := time.Now().Add(failoverWait)
+	for p.next.Load() < want {
+		if time.Now().After(deadline) {
+			t.Fatalf("the publisher is stuck at %d (%d errors)", p.next.Load(), p.errs.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return "e-" + strconv.FormatInt(want, 10)
+}
+
+func (p *publisher) halt() []string {
+	close(p.stop)
+	<-p.done
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.acked)
+}
+
+// waitHealth polls b.Healthy until it says want (an error or not), and
+// returns when.
+func waitHealth(t testing.TB, b *Bus, healthy bool) time.Time {
+	t.Helper()
+	deadline := time.Now().Add(failoverWait)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := b.Healthy(ctx)
+		cancel()
+		if (err == nil) == healthy {
+			return time.Now()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Healthy is still %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestClusterShards: on a real 3-master Cluster, every key of a channel
+// lies in one slot, appends and history work on channels of every master,
+// and announcements are shard messages: a classic SUBSCRIBE hears nothing,
+// an SSUBSCRIBE on the channel's master hears them.
+func TestClusterShards(t *testing.T) {
+	c := redistest.StartCluster(t, 3, 0)
+	chans, masters := spread(t, c, 2)
+	ctx := t.Context()
+	cc := c.Client()
+	defer cc.Close()
+
+	b := &Bus{cfg: Config{Prefix: DefaultPrefix}}
+	for _, ch := range chans {
+		meta, log, live := b.keys(ch)
+		var slots []int64
+		for _, k := range []string{meta, log, live, b.idsKey(ch)} {
+			s, err := cc.ClusterKeySlot(ctx, k).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			slots = append(slots, s)
+		}
+		if len(slices.Compact(slices.Clone(slots))) != 1 {
+			t.Errorf("%s: keys in slots %v", ch, slots)
+		}
+	}
+
+	// A classic subscriber and a shard subscriber of the first channel.
+	b1 := startNode(t, c.Client(), DefaultPrefix, chans)
+	b2 := startNode(t, c.Client(), DefaultPrefix, chans)
+	classic := masters[chans[0]].Client()
+	defer classic.Close()
+	cps := classic.Subscribe(ctx, b.liveName(chans[0]))
+	defer cps.Close()
+	if _, err := cps.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sps := masters[chans[0]].Client().SSubscribe(ctx, b.liveName(chans[0]))
+	defer sps.Close()
+	if _, err := sps.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	for i := 1; i <= 20; i++ {
+		if err := b1.bus.Publish(ctx, chans, ev(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b1.w.waitFor(t, chans, "e-20")
+	b2.w.waitFor(t, chans, "e-20")
+	var acked []string
+	for i := 1; i <= 20; i++ {
+		acked = append(acked, "e-"+strconv.Itoa(i))
+	}
+	if b1.w.check(t, "node 1", chans, acked)+b2.w.check(t, "node 2", chans, acked) != 0 {
+		t.Error("a gap without a failover")
+	}
+	for _, ch := range chans {
+		r, err := b2.bus.Read(ctx, ch, &hub.Position{Epoch: mustTop(t, b2.bus, ch).Epoch, Offset: 15})
+		if err != nil || r.Gap || len(r.Entries) != 5 || r.Entries[4].Event.ID != "e-20" {
+			t.Fatalf("%s: history after 15: %+v %v", ch, r, err)
+		}
+	}
+	msg, err := sps.ReceiveTimeout(ctx, failoverWait)
+	if m, ok := msg.(*redis.Message); err != nil || !ok || !strings.Contains(m.Payload, "e-1") {
+		t.Fatalf("shard subscriber: %v %v", msg, err)
+	}
+	// The classic subscriber heard nothing: a PING comes back first.
+	if err := cps.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if msg, err := cps.Receive(ctx); err != nil {
+		t.Fatal(err)
+	} else if _, ok := msg.(*redis.Pong); !ok {
+		t.Fatalf("a classic subscriber heard %v", msg)
+	}
+}
+
+func mustTop(t testing.TB, b *Bus, ch string) hub.Position {
+	t.Helper()
+	r, err := b.Read(t.Context(), ch, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.Top
+}
+
+// failoverFigures are what a failover cost, for the logs and the
+// benchmark.
+type failoverFigures struct {
+	unhealthy, healthy, delivered time.Duration
+	gaps, publishErrors           int
+}
+
+// runFailover runs three nodes over rdbs (one client each), subscribers on
+// every node to chans, a publisher on the first node; kills the master of
+// the busy channel with kill; and checks that every subscriber saw every
+// acknowledged event once, or a gap notice for what the new master lost.
+func runFailover(t testing.TB, newClient func() redis.UniversalClient, chans []string, kill func()) failoverFigures {
+	t.Helper()
+	var nodes []*node
+	for range 3 {
+		nodes = append(nodes, startNode(t, newClient(), DefaultPrefix, chans))
+	}
+	p := startPublisher(nodes[0].bus, chans)
+	p.waitPublished(t, 30)
+
+	killed := time.Now()
+	before := p.next.Load()
+	kill()
+	waitHealth(t, nodes[1].bus, false)
+	unhealthy := time.Since(killed)
+	healthyAt := waitHealth(t, nodes[1].bus, true)
+	last := p.waitPublished(t, 30)
+	acked := p.halt()
+	for _, n := range nodes {
+		n.w.waitFor(t, chans, last)
+	}
+	f := failoverFigures{unhealthy: unhealthy, healthy: healthyAt.Sub(killed), publishErrors: int(p.errs.Load())}
+	// The first event acknowledged after the kill, seen on the busy
+	// channel by the last node.
+	first := "e-" + strconv.FormatInt(before+1, 10)
+	w := nodes[2].w
+	w.mu.Lock()
+	if at, ok := w.at[first+"@"+chans[0]]; ok {
+		f.delivered = at.Sub(killed)
+	}
+	w.mu.Unlock()
+	for i, n := range nodes {
+		f.gaps += n.w.check(t, fmt.Sprintf("node %d", i+1), chans, acked)
+	}
+	for i, n := range nodes {
+		if err := n.bus.Healthy(t.Context()); err != nil {
+			t.Errorf("node %d: %v", i+1, err)
+		}
+	}
+	return f
+}
+
+func (f failoverFigures) log(t testing.TB) {
+	t.Logf("failover: Healthy failed after %s, healthy again %s after the kill, first delivery of an event published after the kill %s after it; %d channel streams got a gap notice; %d publish attempts failed",
+		f.unhealthy.Round(time.Millisecond), f.healthy.Round(time.Millisecond), f.delivered.Round(time.Millisecond), f.gaps, f.publishErrors)
+}
+
+// TestClusterFailover: three nodes over a 3-master Cluster with a replica
+// each; subscribers on every node to channels on every master; events
+// flowing; the master of the first channel is killed (SIGKILL). Healthy
+// fails, then recovers when its replica took over; the publisher goes on;
+// every subscriber sees every acknowledged event once, or a gap notice.
+func TestClusterFailover(t *testing.T) {
+	c := redistest.StartCluster(t, 3, 1)
+	chans, masters := spread(t, c, 2)
+	f := runFailover(t, func() redis.UniversalClient { return c.Client() }, chans, masters[chans[0]].Kill)
+	f.log(t)
+}
+
+// TestSentinelFailover: the same over a primary, a replica and three
+// sentinels; the primary is killed and the sentinels promote the replica.
+func TestSentinelFailover(t *testing.T) {
+	s := redistest.StartSentinel(t, 1)
+	chans := []string{"reports", "item:1", "item:2", "takedowns"}
+	primary := s.Primary(t)
+	f := runFailover(t, func() redis.UniversalClient { return s.Client() }, chans, primary.Kill)
+	f.log(t)
+	if s.Primary(t) == primary {
+		t.Fatal("the sentinels still name the killed primary")
+	}
+}
+
+// BenchmarkFailover measures what a failover costs: from the SIGKILL of a
+// master to Healthy failing, to Healthy again, and to the first delivery
+// of an event published after the kill. Run with -benchtime=1x.
+func BenchmarkFailover(b *testing.B) {
+	for _, kind := range []string{"cluster", "sentinel"} {
+		b.Run(kind, func(b *testing.B) {
+			var sum failoverFigures
+			for range b.N {
+				var f failoverFigures
+				if kind == "cluster" {
+					c := redistest.StartCluster(b, 3, 1)
+					chans, masters := spread(b, c, 2)
+					f = runFailover(b, func() redis.UniversalClient { return c.Client() }, chans, masters[chans[0]].Kill)
+				} else {
+					s := redistest.StartSentinel(b, 1)
+					f = runFailover(b, func() redis.UniversalClient { return s.Client() }, []string{"reports", "item:1", "item:2", "takedowns"}, s.Primary(b).Kill)
+				}
+				f.log(b)
+				sum.healthy += f.healthy
+				sum.delivered += f.delivered
+				sum.unhealthy += f.unhealthy
+			}
+			n := float64(b.N)
+			b.ReportMetric(float64(sum.unhealthy.Milliseconds())/n, "ms-to-unhealthy")
+			b.ReportMetric(float64(sum.healthy.Milliseconds())/n, "ms-to-healthy")
+			b.ReportMetric(float64(sum.delivered.Milliseconds())/n, "ms-to-delivery")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}

@@ -1,0 +1,266 @@
+package redistest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Timings of the servers the tests start: low, so a failover takes about a
+// second rather than the production defaults' half a minute. They are
+// settings of the servers, not test thresholds.
+const (
+	// ClusterNodeTimeout is cluster-node-timeout: how long a Cluster
+	// master may not answer before its replica takes over.
+	ClusterNodeTimeout = 500 * time.Millisecond
+	// SentinelDownAfter is down-after-milliseconds: how long a primary may
+	// not answer before the sentinels promote a replica.
+	SentinelDownAfter = 500 * time.Millisecond
+)
+
+// Node is one redis-server (or sentinel) child process on a loopback port,
+// in its own directory, killed when the test ends.
+type Node struct {
+	// Addr is 127.0.0.1:<port>.
+	Addr string
+	Port int
+	bin  string
+	args []string
+	dir  string
+	cmd  *exec.Cmd
+	exit chan struct{}
+}
+
+// Client opens a client of the node alone; the caller closes it.
+func (n *Node) Client() *redis.Client {
+	return redis.NewClient(&redis.Options{Addr: n.Addr, MaxRetries: -1, DialTimeout: time.Second})
+}
+
+// start starts the process and waits until it answers a PING.
+func (n *Node) start(t testing.TB) {
+	t.Helper()
+	n.cmd = exec.Command(n.bin, n.args...)
+	n.cmd.Dir = n.dir
+	if err := n.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	n.exit = make(chan struct{})
+	go func(cmd *exec.Cmd, exit chan struct{}) { cmd.Wait(); close(exit) }(n.cmd, n.exit)
+	c := n.Client()
+	defer c.Close()
+	deadline := time.Now().Add(ownWait)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := c.Ping(ctx).Err()
+		cancel()
+		if err == nil {
+			return
+		}
+		select {
+		case <-n.exit:
+			t.Fatalf("%s on %s exited: %v\n%s", filepath.Base(n.bin), n.Addr, n.cmd.ProcessState, n.Log())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s on %s does not answer: %v\n%s", filepath.Base(n.bin), n.Addr, err, n.Log())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Kill kills the node with SIGKILL, as a crash would, and waits for it to
+// exit. Its data is gone with it (no persistence).
+func (n *Node) Kill() {
+	if n.cmd != nil && n.cmd.Process != nil {
+		_ = n.cmd.Process.Signal(syscall.SIGKILL)
+		<-n.exit
+	}
+}
+
+// Log is the node's log file.
+func (n *Node) Log() string {
+	b, _ := os.ReadFile(filepath.Join(n.dir, "redis.log"))
+	return string(b)
+}
+
+// need returns the path of the binary, skipping the test without it (or
+// failing it in CI).
+func need(t testing.TB, bin string) string {
+	t.Helper()
+	p, err := exec.LookPath(bin)
+	if err != nil {
+		if os.Getenv("SWITCHBOARD_CI") != "" {
+			t.Fatalf("%s is required in CI (.ci/run installs it)", bin)
+		}
+		t.Skipf("%s not installed", bin)
+	}
+	return p
+}
+
+// freePort returns a loopback port that is free, and whose port+10000 (a
+// Cluster node's bus port) is free too.
+func freePort(t testing.TB) int {
+	t.Helper()
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := l.Addr().(*net.TCPAddr).Port
+		if p+10000 > 65535 {
+			l.Close()
+			continue
+		}
+		l2, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p+10000))
+		l.Close()
+		if err != nil {
+			continue
+		}
+		l2.Close()
+		return p
+	}
+	t.Fatal("no free port pair")
+	return 0
+}
+
+// newNode starts redis-server on a free port with args (after the common
+// ones), in a directory of its own.
+func newNode(t testing.TB, bin string, args ...string) *Node {
+	t.Helper()
+	port := freePort(t)
+	dir := t.TempDir()
+	n := &Node{Addr: "127.0.0.1:" + strconv.Itoa(port), Port: port, bin: bin, dir: dir}
+	n.args = append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", dir, "--logfile", filepath.Join(dir, "redis.log")}, args...)
+	n.start(t)
+	t.Cleanup(n.Kill)
+	return n
+}
+
+// Cluster is a Redis Cluster of redis-server child processes on loopback.
+type Cluster struct {
+	Nodes []*Node
+}
+
+// StartCluster starts masters×(1+replicas) nodes and joins them into a
+// Cluster with redis-cli --cluster create, then waits until every node
+// says the cluster is ok and every replica is in sync. Without redis-server
+// or redis-cli it skips the test, or fails it in CI.
+func StartCluster(t testing.TB, masters, replicas int) *Cluster {
+	t.Helper()
+	srv := need(t, "redis-server")
+	cli := need(t, "redis-cli")
+	c := &Cluster{}
+	for range masters * (1 + replicas) {
+		c.Nodes = append(c.Nodes, newNode(t, srv,
+			"--cluster-enabled", "yes",
+			"--cluster-config-file", "nodes.conf",
+			"--cluster-node-timeout", strconv.Itoa(int(ClusterNodeTimeout.Milliseconds())),
+			// A replica may take over however long ago it last heard its
+			// master: the tests kill masters at any moment.
+			"--cluster-replica-validity-factor", "0",
+			"--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"))
+	}
+	args := []string{"--cluster", "create"}
+	args = append(args, c.Addrs()...)
+	args = append(args, "--cluster-replicas", strconv.Itoa(replicas), "--cluster-yes")
+	out, err := exec.Command(cli, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	c.WaitOK(t)
+	return c
+}
+
+// Addrs are the addresses of every node.
+func (c *Cluster) Addrs() []string {
+	var out []string
+	for _, n := range c.Nodes {
+		out = append(out, n.Addr)
+	}
+	return out
+}
+
+// Client opens a cluster client; the caller closes it (or hands it to a
+// bus, which does).
+func (c *Cluster) Client() *redis.ClusterClient {
+	return redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs(), DialTimeout: time.Second})
+}
+
+// Node returns the node of addr.
+func (c *Cluster) Node(addr string) *Node {
+	for _, n := range c.Nodes {
+		if n.Addr == addr {
+			return n
+		}
+	}
+	return nil
+}
+
+// MasterOf returns the node that is the master of key's slot now.
+func (c *Cluster) MasterOf(t testing.TB, key string) *Node {
+	t.Helper()
+	cc := c.Client()
+	defer cc.Close()
+	m, err := cc.MasterForKey(t.Context(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.Node(m.Options().Addr)
+}
+
+// WaitOK waits until every live node reports cluster_state:ok, every slot
+// is served by a master that answers, and every master's replicas are
+// connected and in sync.
+func (c *Cluster) WaitOK(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(ownWait)
+	var why string
+	for time.Now().Before(deadline) {
+		if why = c.notOK(t.Context()); why == "" {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("cluster not ok: %s", why)
+}
+
+func (c *Cluster) notOK(ctx context.Context) string {
+	for _, n := range c.Nodes {
+		select {
+		case <-n.exit:
+			continue // killed
+		default:
+		}
+		cl := n.Client()
+		info, err := cl.ClusterInfo(ctx).Result()
+		if err == nil && !strings.Contains(info, "cluster_state:ok") {
+			err = fmt.Errorf("cluster_state not ok")
+		}
+		var repl string
+		if err == nil {
+			repl, err = cl.Info(ctx, "replication").Result()
+		}
+		cl.Close()
+		if err != nil {
+			return n.Addr + ": " + err.Error()
+		}
+		if strings.Contains(repl, "role:slave") && !strings.Contains(repl, "master_link_status:up") {
+			return n.Addr + ": replica not in sync"
+		}
+		if strings.Contains(repl, "role:slave") && strings.Contains(repl, "master_sync_in_progress:1") {
+			return n.Addr + ": replica syncing"
+		}
+	}
+	return ""
+}
