@@ -1,11 +1,13 @@
 package hub
 
 import (
-	"encoding/base64"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/switchboard/switchboard/hub/internal/streamid"
 )
 
 // Position is a place in one channel's log: the log's epoch and the offset of
@@ -62,21 +64,12 @@ type StreamCursor map[string]Position
 // Encode renders the cursor as URL-safe base64 of "channel|epoch.offset;...",
 // channels sorted so equal cursors encode equally.
 func (c StreamCursor) Encode() string {
-	names := make([]string, 0, len(c))
-	for ch := range c {
-		names = append(names, ch)
+	names := slices.Sorted(maps.Keys(c))
+	cur := streamid.New(names)
+	for ch, p := range c {
+		cur.Set(ch, streamid.Pos(p))
 	}
-	sort.Strings(names)
-	var b strings.Builder
-	for i, ch := range names {
-		if i > 0 {
-			b.WriteByte(';')
-		}
-		b.WriteString(ch)
-		b.WriteByte('|')
-		b.WriteString(c[ch].String())
-	}
-	return base64.RawURLEncoding.EncodeToString([]byte(b.String()))
+	return string(cur.AppendEncoded(nil, nil))
 }
 
 // ParseStreamCursor decodes a StreamCursor. It refuses oversized input and
@@ -87,40 +80,22 @@ func ParseStreamCursor(s string) (StreamCursor, error) {
 }
 
 // parseStreamCursor decodes a stream id: the positions, and the keys of the
-// newest events the stream sent (a "~" part, at most recentKeys of them).
+// newest events the stream sent (streamid.RecentKeys at most).
 func parseStreamCursor(s string) (StreamCursor, []uint64, error) {
-	if len(s) > maxStreamCursorLen {
-		return nil, nil, fmt.Errorf("%w: stream cursor longer than %d bytes", ErrBadCursor, maxStreamCursorLen)
-	}
-	raw, err := base64.RawURLEncoding.DecodeString(s)
+	parts, recent, err := streamid.Decode(s, maxStreamCursorLen)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: stream cursor is not base64url", ErrBadCursor)
+		return nil, nil, fmt.Errorf("%w: %v", ErrBadCursor, err)
 	}
 	c := StreamCursor{}
-	var recent []uint64
-	if len(raw) == 0 {
-		return c, nil, nil
-	}
-	for _, part := range strings.Split(string(raw), ";") {
-		if keys, ok := strings.CutPrefix(part, "~"); ok {
-			for _, k := range strings.Split(keys, ",") {
-				h, err := strconv.ParseUint(k, 36, 64)
-				if err != nil || len(recent) == recentKeys {
-					return nil, nil, fmt.Errorf("%w: stream cursor has bad event keys", ErrBadCursor)
-				}
-				recent = append(recent, h)
-			}
-			continue
+	for _, part := range parts {
+		if ValidateChannel(part.Channel) != nil {
+			return nil, nil, fmt.Errorf("%w: %v", ErrBadCursor, streamid.ErrBadChannel)
 		}
-		ch, pos, ok := strings.Cut(part, "|")
-		if !ok || ValidateChannel(ch) != nil {
-			return nil, nil, fmt.Errorf("%w: stream cursor names a bad channel", ErrBadCursor)
-		}
-		p, err := ParseCursor(pos)
+		p, err := ParseCursor(part.Cursor)
 		if err != nil {
 			return nil, nil, err
 		}
-		c[ch] = p
+		c[part.Channel] = p
 	}
 	return c, recent, nil
 }

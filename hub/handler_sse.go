@@ -2,7 +2,6 @@ package hub
 
 import (
 	"bytes"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/switchboard/switchboard/hub/internal/cork"
+	"github.com/switchboard/switchboard/hub/internal/streamid"
 )
 
 // Defaults for SSEConfig.
@@ -128,9 +128,9 @@ func (s *sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			c.Close()
 		}
 	}()
-	cur := newStreamPos(chans)
+	cur := streamid.New(chans)
 	fromOldest := q.Get("from") == "oldest"
-	for i, ch := range chans {
+	for _, ch := range chans {
 		var after *Position
 		if p, ok := resume[ch]; ok {
 			after = &p
@@ -146,7 +146,7 @@ func (s *sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			Error(w, http.StatusServiceUnavailable, "backplane unavailable")
 			return
 		}
-		cur.pos[i] = res.Start
+		cur.Set(ch, streamid.Pos(res.Start))
 	}
 
 	hd := w.Header()
@@ -155,11 +155,11 @@ func (s *sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hd.Set("X-Accel-Buffering", "no")
 	st := &sseStream{cur: cur}
 	if len(chans) > 1 {
-		st.seen = newKeyRing(sseDedupeWindow)
+		st.seen = streamid.NewKeyRing(sseDedupeWindow)
 		// What the client got last before it dropped: their copies on the
 		// stream's other channels are not sent again.
 		for _, h := range recent {
-			st.seen.addHash(h)
+			st.seen.Add(h)
 		}
 	}
 	// The first id tells the browser where the stream starts, so a drop
@@ -307,8 +307,8 @@ func (d *sseDoor) abort() { d.end() }
 
 // sseStream encodes one stream's frames.
 type sseStream struct {
-	cur  streamPos
-	seen *keyRing
+	cur  streamid.Cursor
+	seen *streamid.KeyRing
 }
 
 // add appends it's frame to b.
@@ -316,17 +316,17 @@ func (st *sseStream) add(b []byte, it *Item) []byte {
 	switch it.Kind {
 	case ItemEvent:
 		d := it.Delivery
-		if !st.cur.advance(d.Channel, d.Pos) {
+		if !st.cur.Advance(d.Channel, streamid.Pos(d.Pos)) {
 			return b // Sent already, and its position with it, via a sibling.
 		}
 		// Move every sibling channel of the stream whose next event this
 		// is, so the id alone resumes all of them without a duplicate.
 		for _, s := range d.Siblings {
 			if s.Channel != d.Channel {
-				st.cur.follow(s.Channel, s.Pos)
+				st.cur.Follow(s.Channel, streamid.Pos(s.Pos))
 			}
 		}
-		dup := st.seen != nil && !st.seen.addHash(d.Event.keyHash())
+		dup := st.seen != nil && !st.seen.Add(d.Event.keyHash())
 		b = st.appendID(b)
 		if dup {
 			// Sent already through another channel of this stream: only
@@ -335,7 +335,7 @@ func (st *sseStream) add(b []byte, it *Item) []byte {
 		}
 		return append(b, d.SSEFrame()...)
 	case ItemGap:
-		st.cur.set(it.Channel, it.Pos)
+		st.cur.Set(it.Channel, streamid.Pos(it.Pos))
 		b = st.appendID(b)
 		b = append(b, "event: gap\ndata: {\"channel\":\""...)
 		b = append(b, it.Channel...)
@@ -346,123 +346,6 @@ func (st *sseStream) add(b []byte, it *Item) []byte {
 
 func (st *sseStream) appendID(b []byte) []byte {
 	b = append(b, "id: "...)
-	b = st.cur.appendEncoded(b, st.seen.newest())
+	b = st.cur.AppendEncoded(b, st.seen.Newest())
 	return append(b, '\n')
-}
-
-// streamPos is a StreamCursor kept as parallel sorted slices, so encoding it
-// for every event allocates nothing beyond the output.
-type streamPos struct {
-	names []string
-	pos   []Position
-	raw   []byte
-}
-
-func newStreamPos(sorted []string) streamPos {
-	return streamPos{names: sorted, pos: make([]Position, len(sorted))}
-}
-
-// advance moves ch to p unless ch is already at or past p in the same
-// epoch; it reports whether it moved.
-func (s *streamPos) advance(ch string, p Position) bool {
-	i, ok := slices.BinarySearch(s.names, ch)
-	if !ok {
-		return true
-	}
-	if cur := s.pos[i]; cur.Epoch == p.Epoch && cur.Offset >= p.Offset {
-		return false
-	}
-	s.pos[i] = p
-	return true
-}
-
-// follow moves ch to p only when p is the very next position of ch, so no
-// event of ch between them is skipped.
-func (s *streamPos) follow(ch string, p Position) {
-	if i, ok := slices.BinarySearch(s.names, ch); ok {
-		if cur := s.pos[i]; cur.Epoch == p.Epoch && cur.Offset+1 == p.Offset {
-			s.pos[i] = p
-		}
-	}
-}
-
-func (s *streamPos) set(ch string, p Position) {
-	if i, ok := slices.BinarySearch(s.names, ch); ok {
-		s.pos[i] = p
-	}
-}
-
-// appendEncoded appends the same encoding as StreamCursor.Encode, then the
-// keys of the newest events sent, if any (";~h1,h2" in base 36).
-func (s *streamPos) appendEncoded(dst []byte, recent []uint64) []byte {
-	raw := s.raw[:0]
-	for i, ch := range s.names {
-		if i > 0 {
-			raw = append(raw, ';')
-		}
-		raw = append(raw, ch...)
-		raw = append(raw, '|')
-		raw = append(raw, s.pos[i].Epoch...)
-		raw = append(raw, '.')
-		raw = strconv.AppendUint(raw, s.pos[i].Offset, 36)
-	}
-	for i, h := range recent {
-		if i == 0 {
-			raw = append(raw, ";~"...)
-		} else {
-			raw = append(raw, ',')
-		}
-		raw = strconv.AppendUint(raw, h, 36)
-	}
-	s.raw = raw
-	return base64.RawURLEncoding.AppendEncode(dst, raw)
-}
-
-// keyRing remembers the last n event keys, as FNV-1a hashes: stable across
-// processes, so the most recent ones can travel in the stream's id and be
-// remembered again by whichever node the stream resumes on.
-type keyRing struct {
-	max    int
-	ring   []uint64
-	next   int
-	set    map[uint64]struct{}
-	recent [recentKeys]uint64 // the newest first
-	nrec   int
-}
-
-// recentKeys is how many of the newest event keys a multi-channel stream's
-// id carries: the events whose copies on the stream's other channels may
-// not have reached the client when it dropped.
-const recentKeys = 4
-
-func newKeyRing(n int) *keyRing {
-	// It grows as events flow: an idle stream holds almost nothing.
-	return &keyRing{max: n, set: make(map[uint64]struct{})}
-}
-
-// addHash reports whether the event key hash h is new, and remembers it.
-func (k *keyRing) addHash(h uint64) bool {
-	if _, ok := k.set[h]; ok {
-		return false
-	}
-	if len(k.ring) < k.max {
-		k.ring = append(k.ring, h)
-	} else {
-		delete(k.set, k.ring[k.next])
-		k.ring[k.next] = h
-		k.next = (k.next + 1) % len(k.ring)
-	}
-	k.set[h] = struct{}{}
-	copy(k.recent[1:], k.recent[:recentKeys-1])
-	k.recent[0] = h
-	k.nrec = min(k.nrec+1, recentKeys)
-	return true
-}
-
-// newest returns the newest keys, newest first.
-func (k *keyRing) newest() []uint64 {
-	if k == nil {
-		return nil
-	}
-	return k.recent[:k.nrec]
 }
