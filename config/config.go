@@ -16,6 +16,7 @@ import (
 	"github.com/switchboard/switchboard/consumers/kafkaconn"
 	"github.com/switchboard/switchboard/hub"
 	"github.com/switchboard/switchboard/hub/auth"
+	"github.com/switchboard/switchboard/hub/redisbus"
 )
 
 // Config is the whole configuration of one Switchboard process. The
@@ -115,10 +116,91 @@ type Routing struct {
 	Events   []string `mapstructure:"events"`
 }
 
-// Redis configures the Redis backplane (keys redis.*).
+// Redis configures the Redis backplane (keys redis.*): one of URL,
+// Sentinel or Cluster; none means the in-memory backplane.
 type Redis struct {
-	// URL such as "redis://host:6379/0"; empty means the in-memory backplane.
+	// URL such as "redis://host:6379/0" names one server.
 	URL string `mapstructure:"url"`
+	// Sentinel names a primary with replicas watched by Sentinel.
+	Sentinel RedisSentinel `mapstructure:"sentinel"`
+	// Cluster names a Redis Cluster.
+	Cluster RedisCluster `mapstructure:"cluster"`
+	// TLS configures TLS for Sentinel and Cluster, and the files of a
+	// rediss:// URL.
+	TLS RedisTLS `mapstructure:"tls"`
+}
+
+// RedisSentinel names a Sentinel-watched primary (keys redis.sentinel.*).
+type RedisSentinel struct {
+	// Master is the name the sentinels know the primary by.
+	Master string `mapstructure:"master"`
+	// Addrs are the sentinels, host:port.
+	Addrs []string `mapstructure:"addrs"`
+	// Password authenticates to the sentinels and the servers. String and
+	// GoString leave it out.
+	Password string `mapstructure:"password"`
+}
+
+// String describes s without its password.
+func (s RedisSentinel) String() string {
+	return fmt.Sprintf("{Master:%s Addrs:%v Password:%s}", s.Master, s.Addrs, redacted(s.Password))
+}
+
+// GoString is String, so %#v leaves the password out too.
+func (s RedisSentinel) GoString() string { return "config.RedisSentinel" + s.String() }
+
+// RedisCluster names a Redis Cluster (keys redis.cluster.*).
+type RedisCluster struct {
+	// Addrs are some of its nodes, host:port; the others are discovered.
+	Addrs []string `mapstructure:"addrs"`
+	// Password authenticates to every node. String and GoString leave it
+	// out.
+	Password string `mapstructure:"password"`
+}
+
+// String describes c without its password.
+func (c RedisCluster) String() string {
+	return fmt.Sprintf("{Addrs:%v Password:%s}", c.Addrs, redacted(c.Password))
+}
+
+// GoString is String, so %#v leaves the password out too.
+func (c RedisCluster) GoString() string { return "config.RedisCluster" + c.String() }
+
+func redacted(pw string) string {
+	if pw == "" {
+		return ""
+	}
+	return "[redacted]"
+}
+
+// RedisTLS configures TLS to Redis (keys redis.tls.*).
+type RedisTLS struct {
+	// Enabled turns TLS on for redis.sentinel and redis.cluster (a
+	// redis.url turns it on with rediss://).
+	Enabled bool `mapstructure:"enabled"`
+	// CAFile is a PEM file of the CAs that sign the servers' certificates;
+	// empty means the system's.
+	CAFile string `mapstructure:"ca_file"`
+	// CertFile and KeyFile are a PEM client certificate and its key.
+	CertFile string `mapstructure:"cert_file"`
+	KeyFile  string `mapstructure:"key_file"`
+}
+
+// RedisConn returns the Redis the backplane, the outcome store and the
+// session revocations use: the redis.* keys, for redisbus.NewClient,
+// redisbus.Connect and redisbus.Dial. Its Configured is false for the
+// in-memory backplane.
+func (c Config) RedisConn() redisbus.Options {
+	r := c.Redis
+	return redisbus.Options{
+		URL:              r.URL,
+		SentinelMaster:   r.Sentinel.Master,
+		SentinelAddrs:    r.Sentinel.Addrs,
+		SentinelPassword: r.Sentinel.Password,
+		ClusterAddrs:     r.Cluster.Addrs,
+		ClusterPassword:  r.Cluster.Password,
+		TLS:              redisbus.TLS{Enabled: r.TLS.Enabled, CAFile: r.TLS.CAFile, CertFile: r.TLS.CertFile, KeyFile: r.TLS.KeyFile},
+	}
 }
 
 // Hub configures the hub (keys hub.*).
@@ -302,7 +384,16 @@ var defaults = map[string]any{
 	"routing.commands": []string{"takedowns", "item:{subject}", "corr:{correlationid}"},
 	"routing.events":   []string{"takedowns", "item:{subject}", "corr:{correlationid}"},
 
-	"redis.url": "",
+	"redis.url":               "",
+	"redis.sentinel.master":   "",
+	"redis.sentinel.addrs":    []string{},
+	"redis.sentinel.password": "",
+	"redis.cluster.addrs":     []string{},
+	"redis.cluster.password":  "",
+	"redis.tls.enabled":       false,
+	"redis.tls.ca_file":       "",
+	"redis.tls.cert_file":     "",
+	"redis.tls.key_file":      "",
 
 	"hub.history.size":       1000,
 	"hub.history.ttl":        time.Hour,

@@ -76,6 +76,7 @@ func wantDefaults() Config {
 			Commands: []string{"takedowns", "item:{subject}", "corr:{correlationid}"},
 			Events:   []string{"takedowns", "item:{subject}", "corr:{correlationid}"},
 		},
+		Redis: Redis{Sentinel: RedisSentinel{Addrs: []string{}}, Cluster: RedisCluster{Addrs: []string{}}},
 		Hub: Hub{
 			History:          History{Size: 1000, TTL: time.Hour},
 			ClientQueue:      1024,
@@ -493,6 +494,44 @@ func TestValidate(t *testing.T) {
 		{"routing channel", func(c *Config) { c.Routing.Commands = []string{"Take Downs"} }, `config: routing.commands[0]: "Take Downs" is not a channel template like item:{subject}`},
 		{"redis scheme", func(c *Config) { c.Redis.URL = "http://r:6379" }, `config: redis.url: scheme "http" is not redis, rediss or unix`},
 		{"redis host", func(c *Config) { c.Redis.URL = "redis://" }, `config: redis.url: needs a host, like redis://localhost:6379/0`},
+		{"redis url and sentinel", func(c *Config) {
+			c.Redis.URL = "redis://r:6379/0"
+			c.Redis.Sentinel = RedisSentinel{Master: "m", Addrs: []string{"s1:26379"}}
+		}, `config: redis.sentinel.master: is set with redis.url: set one of redis.url, redis.sentinel.* and redis.cluster.addrs`},
+		{"redis sentinel and cluster", func(c *Config) {
+			c.Redis.Sentinel.Addrs = []string{"s1:26379"}
+			c.Redis.Cluster.Addrs = []string{"c1:6379"}
+		}, `config: redis.cluster.addrs: is set with redis.sentinel.addrs: set one of redis.url, redis.sentinel.* and redis.cluster.addrs`},
+		{"redis sentinel without master", func(c *Config) { c.Redis.Sentinel.Addrs = []string{"s1:26379"} }, `config: redis.sentinel.master: is needed with redis.sentinel.addrs`},
+		{"redis sentinel without addrs", func(c *Config) { c.Redis.Sentinel.Master = "m" }, `config: redis.sentinel.addrs: is needed with redis.sentinel.master`},
+		{"redis sentinel addr", func(c *Config) { c.Redis.Sentinel = RedisSentinel{Master: "m", Addrs: []string{"s1"}} }, `config: redis.sentinel.addrs[0]: "s1" is not host:port`},
+		{"redis cluster addr", func(c *Config) { c.Redis.Cluster.Addrs = []string{"c1:6379", ":6379"} }, `config: redis.cluster.addrs[1]: ":6379" needs a host and a port from 1 to 65535`},
+		{"redis sentinel password alone", func(c *Config) { c.Redis.Sentinel.Password = "pw" }, `config: redis.sentinel.password: is set without redis.sentinel.master and redis.sentinel.addrs`},
+		{"redis cluster password with url", func(c *Config) {
+			c.Redis.URL = "redis://r:6379/0"
+			c.Redis.Cluster.Password = "pw"
+		}, `config: redis.cluster.password: is set without redis.cluster.addrs`},
+		{"redis tls without redis", func(c *Config) { c.Redis.TLS.Enabled = true }, `config: redis.tls.enabled: is set, but no Redis is: set redis.url, redis.sentinel.* or redis.cluster.addrs`},
+		{"redis tls enabled with url", func(c *Config) {
+			c.Redis.URL = "redis://r:6379/0"
+			c.Redis.TLS.Enabled = true
+		}, `config: redis.tls.enabled: is for redis.sentinel and redis.cluster: use rediss:// in redis.url`},
+		{"redis tls file with redis://", func(c *Config) {
+			c.Redis.URL = "redis://r:6379/0"
+			c.Redis.TLS.CAFile = "ca.pem"
+		}, `config: redis.tls.ca_file: needs TLS: use rediss:// in redis.url`},
+		{"redis tls file without enabled", func(c *Config) {
+			c.Redis.Cluster.Addrs = []string{"c1:6379"}
+			c.Redis.TLS.CertFile = "c.pem"
+		}, `config: redis.tls.cert_file: is set, but redis.tls.enabled is false: the connection would be plaintext`},
+		{"redis tls cert without key", func(c *Config) {
+			c.Redis.Cluster.Addrs = []string{"c1:6379"}
+			c.Redis.TLS = RedisTLS{Enabled: true, CertFile: "c.pem"}
+		}, `config: redis.tls.key_file: is needed with redis.tls.cert_file`},
+		{"redis tls ca missing", func(c *Config) {
+			c.Redis.URL = "rediss://r:6380/0"
+			c.Redis.TLS.CAFile = "/nonexistent/ca.pem"
+		}, `config: redis.tls.ca_file: open /nonexistent/ca.pem: no such file or directory`},
 		{"history size", func(c *Config) { c.Hub.History.Size = -1 }, `config: hub.history.size: must be > 0, got -1`},
 		{"history ttl", func(c *Config) { c.Hub.History.TTL = 0 }, `config: hub.history.ttl: must be > 0, got 0s`},
 		{"client queue", func(c *Config) { c.Hub.ClientQueue = 0 }, `config: hub.client_queue: must be > 0, got 0`},
@@ -561,6 +600,13 @@ func TestValidateAccepts(t *testing.T) {
 		{"any origin", func(c *Config) { c.HTTP.AllowedOrigins = []string{"*", "http://localhost:3000"} }},
 		{"rediss", func(c *Config) { c.Redis.URL = "rediss://user:pw@r.example.com:6380/2" }},
 		{"unix redis", func(c *Config) { c.Redis.URL = "unix:///run/redis.sock" }},
+		{"redis sentinel", func(c *Config) {
+			c.Redis.Sentinel = RedisSentinel{Master: "mymaster", Addrs: []string{"s1:26379", "s2:26379", "s3:26379"}, Password: "pw"}
+		}},
+		{"redis cluster over tls", func(c *Config) {
+			c.Redis.Cluster = RedisCluster{Addrs: []string{"c1:6379", "c2:6379"}, Password: "pw"}
+			c.Redis.TLS.Enabled = true
+		}},
 		{"timeout equals max wait", func(c *Config) { c.Takedown.Timeout = c.Takedown.MaxWait }},
 		{"no latency", func(c *Config) { c.ItemSvc.Latency = 0 }},
 		{"type routing", func(c *Config) { c.Routing.Events = []string{"{type}", "type:{type}"} }},

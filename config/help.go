@@ -39,7 +39,16 @@ var help = map[string]string{
 	"routing.commands": "Channels an event of kafka.topics.commands is published to.",
 	"routing.events":   "Channels an event of kafka.topics.events is published to.",
 
-	"redis.url": "Redis URL of the shared backplane (redis://, rediss://, unix://); none: the in-memory backplane, one node.",
+	"redis.url":               "Redis URL of the shared backplane (redis://, rediss://, unix://); none (and no redis.sentinel or redis.cluster): the in-memory backplane, one node.",
+	"redis.sentinel.master":   "Name the sentinels know the Redis primary by; with redis.sentinel.addrs, instead of redis.url.",
+	"redis.sentinel.addrs":    "Sentinels (host:port) that watch the Redis primary and its replicas.",
+	"redis.sentinel.password": "Password of the sentinels and the Redis servers; set SWITCHBOARD_REDIS_SENTINEL_PASSWORD rather than this.",
+	"redis.cluster.addrs":     "Some nodes (host:port) of a Redis Cluster, instead of redis.url; the others are discovered.",
+	"redis.cluster.password":  "Password of the Redis Cluster's nodes; set SWITCHBOARD_REDIS_CLUSTER_PASSWORD rather than this.",
+	"redis.tls.enabled":       "Connects to redis.sentinel or redis.cluster over TLS (redis.url says rediss:// instead).",
+	"redis.tls.ca_file":       "PEM file of the CAs that sign the Redis servers' certificates; none: the system's.",
+	"redis.tls.cert_file":     "PEM client certificate, for Redis servers that require one; needs redis.tls.key_file.",
+	"redis.tls.key_file":      "PEM private key of redis.tls.cert_file.",
 
 	"hub.history.size":       "The most events each channel keeps for resuming.",
 	"hub.history.ttl":        "The longest each channel keeps an event for resuming.",
@@ -100,4 +109,7 @@ var secretKeys = map[string]bool{
 	"auth.session_secret":  true,
 	"auth.jwt.hmac_secret": true,
 	"kafka.sasl.password":  true,
+
+	"redis.sentinel.password": true,
+	"redis.cluster.password":  true,
 }

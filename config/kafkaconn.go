@@ -72,7 +72,7 @@ func (c Config) KafkaConn() kafkaconn.Config {
 // secretKeysOfKafka are the keys whose value must be a string in the file:
 // YAML reads password: 0123 as a number, and the password would change
 // without a word.
-var secretKeysOfKafka = []string{"kafka.sasl.username", "kafka.sasl.password"}
+var secretKeysOfKafka = []string{"kafka.sasl.username", "kafka.sasl.password", "redis.sentinel.password", "redis.cluster.password"}
 
 // secretsAreStrings refuses a non-string username or password, without
 // repeating it.

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/switchboard/switchboard/hub/redisbus"
 )
 
 // Validate checks ranges, enumerations, addresses and principals. It returns
@@ -59,7 +61,7 @@ func (c Config) Validate() error {
 	v.templates("routing.commands", c.Routing.Commands)
 	v.templates("routing.events", c.Routing.Events)
 
-	v.redisURL("redis.url", c.Redis.URL)
+	v.redis(c)
 
 	v.positive("hub.history.size", int64(c.Hub.History.Size))
 	v.duration("hub.history.ttl", c.Hub.History.TTL)
@@ -178,6 +180,32 @@ func (v *validator) origin(key, s string) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
 		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
 		v.fail(key, "%q is not an origin like https://example.com or *", s)
+	}
+}
+
+// redis checks the redis.* keys: the URL's form, the addresses, exactly
+// one of redis.url, redis.sentinel.* and redis.cluster.*, TLS settings the
+// form takes, and certificate files that load. No message holds a
+// password.
+func (v *validator) redis(c Config) {
+	before := len(v.errs)
+	v.redisURL("redis.url", c.Redis.URL)
+	for i, a := range c.Redis.Sentinel.Addrs {
+		v.addr(fmt.Sprintf("redis.sentinel.addrs[%d]", i), a, false)
+	}
+	for i, a := range c.Redis.Cluster.Addrs {
+		v.addr(fmt.Sprintf("redis.cluster.addrs[%d]", i), a, false)
+	}
+	if len(v.errs) > before {
+		return
+	}
+	if err := c.RedisConn().Check(); err != nil {
+		var oe *redisbus.OptionError
+		if errors.As(err, &oe) {
+			v.fail(oe.Key, "%s", oe.Reason)
+		} else {
+			v.fail("redis", "%s", strings.TrimPrefix(err.Error(), "redisbus: "))
+		}
 	}
 }
 
