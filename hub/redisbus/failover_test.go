@@ -465,3 +465,47 @@ func BenchmarkFailover(b *testing.B) {
 		})
 	}
 }
+
+// TestClusterSlotMigration: the slot of a busy channel moves to another
+// master while events flow (as a reshard does). Redis unsubscribes the
+// node's shard subscription; the bus subscribes again on the new master
+// and resyncs, so every subscriber sees every event once, with no gap: a
+// migration loses nothing.
+func TestClusterSlotMigration(t *testing.T) {
+	c := redistest.StartCluster(t, 3, 0)
+	chans, masters := spread(t, c, 1)
+	var nodes []*node
+	for range 2 {
+		nodes = append(nodes, startNode(t, c.Client(), DefaultPrefix, chans))
+	}
+	p := startPublisher(nodes[0].bus, chans)
+	p.waitPublished(t, 20)
+
+	b := &Bus{cfg: Config{Prefix: DefaultPrefix}}
+	cc := c.Client()
+	defer cc.Close()
+	slot, err := cc.ClusterKeySlot(t.Context(), b.liveName(chans[0])).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	from, to := masters[chans[0]], masters[chans[1]]
+	c.MoveSlot(t, int(slot), from, to)
+	if m := c.MasterOf(t, b.liveName(chans[0])); m != to {
+		t.Fatalf("slot %d is on %s, want %s", slot, m.Addr, to.Addr)
+	}
+	last := p.waitPublished(t, 20)
+	acked := p.halt()
+	for i, n := range nodes {
+		n.w.waitFor(t, chans, last)
+		if gaps := n.w.check(t, fmt.Sprintf("node %d", i+1), chans, acked); gaps != 0 {
+			t.Errorf("node %d: %d gaps after a migration", i+1, gaps)
+		}
+	}
+	// Both nodes listen on the new master now.
+	tc := to.Client()
+	defer tc.Close()
+	subs, err := tc.PubSubShardNumSub(t.Context(), b.liveName(chans[0])).Result()
+	if err != nil || subs[b.liveName(chans[0])] != 2 {
+		t.Errorf("shard subscribers on the new master: %v %v", subs, err)
+	}
+}

@@ -264,3 +264,55 @@ func (c *Cluster) notOK(ctx context.Context) string {
 	}
 	return ""
 }
+
+// ID is the node's Cluster node ID.
+func (n *Node) ID(t testing.TB) string {
+	t.Helper()
+	c := n.Client()
+	defer c.Close()
+	id, err := c.ClusterMyID(t.Context()).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// MoveSlot migrates slot, with its keys, from its master to the master
+// to, as redis-cli --cluster reshard does: IMPORTING and MIGRATING, MIGRATE
+// of every key, then SETSLOT NODE on every master.
+func (c *Cluster) MoveSlot(t testing.TB, slot int, from, to *Node) {
+	t.Helper()
+	ctx := t.Context()
+	fromID, toID := from.ID(t), to.ID(t)
+	fc, tc := from.Client(), to.Client()
+	defer fc.Close()
+	defer tc.Close()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(tc.Do(ctx, "CLUSTER", "SETSLOT", slot, "IMPORTING", fromID).Err())
+	must(fc.Do(ctx, "CLUSTER", "SETSLOT", slot, "MIGRATING", toID).Err())
+	for {
+		keys, err := fc.ClusterGetKeysInSlot(ctx, slot, 100).Result()
+		must(err)
+		if len(keys) == 0 {
+			break
+		}
+		args := []any{"MIGRATE", "127.0.0.1", to.Port, "", 0, 5000, "KEYS"}
+		for _, k := range keys {
+			args = append(args, k)
+		}
+		must(fc.Do(ctx, args...).Err())
+	}
+	for _, n := range c.Nodes {
+		nc := n.Client()
+		role, err := nc.Do(ctx, "ROLE").Slice()
+		if err == nil && len(role) > 0 && role[0] == "master" {
+			must(nc.Do(ctx, "CLUSTER", "SETSLOT", slot, "NODE", toID).Err())
+		}
+		nc.Close()
+	}
+}
