@@ -43,9 +43,7 @@ func benchFanout(b *testing.B, subs int) {
 	}
 	ctx := context.Background()
 
-	var delivered atomic.Int64 // deliveries seen by every drainer together
-	var want atomic.Int64      // the publisher waits until delivered reaches it
-	wake := make(chan struct{}, 1)
+	tl := newTally()
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	counts := make([]int64, subs)
@@ -74,16 +72,7 @@ func benchFanout(b *testing.B, subs int) {
 					}
 					c.release(items)
 					counts[i] += k
-					if k == 0 {
-						continue
-					}
-					total := delivered.Add(k)
-					if w := want.Load(); total >= w && total-k < w {
-						select {
-						case wake <- struct{}{}:
-						default:
-						}
-					}
+					tl.add(k)
 				case <-c.Done():
 					return
 				case <-stop:
@@ -104,36 +93,13 @@ func benchFanout(b *testing.B, subs int) {
 			b.Error(err)
 		}
 	}()
-	// waitFor blocks until the drainers together have delivered target.
-	waitFor := func(target int64) {
-		want.Store(target)
-		for delivered.Load() < target {
-			<-wake
-		}
-	}
-	events := make([]*Event, b.N)
-	for i := range events {
-		events[i] = testEvent(i, "item.reported", fmt.Sprintf("item-%d", i%1000), "")
-	}
-	channels := []string{"reports"}
+	events := benchEvents(b.N)
 	runtime.GC()
 
 	var ms0, ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms0)
-	b.ResetTimer()
-	start := time.Now()
-	for i, ev := range events {
-		if i >= fanoutWindow {
-			waitFor(int64(i-fanoutWindow+1) * int64(subs))
-		}
-		if err := h.Publish(ctx, channels, ev); err != nil {
-			b.Fatal(err)
-		}
-	}
+	elapsed := publishPaced(b, h, events, subs, tl)
 	total := int64(b.N) * int64(subs)
-	waitFor(total)
-	elapsed := time.Since(start)
-	b.StopTimer()
 	runtime.ReadMemStats(&ms1)
 
 	if n := h.Stats().SlowConsumers; n > 0 {
@@ -251,18 +217,7 @@ func benchWriter(b *testing.B, door string, conns int) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
-	var delivered atomic.Int64
-	var want atomic.Int64
-	wake := make(chan struct{}, 1)
-	count := func(k int64) {
-		total := delivered.Add(k)
-		if w := want.Load(); total >= w && total-k < w {
-			select {
-			case wake <- struct{}{}:
-			default:
-			}
-		}
-	}
+	tl := newTally()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
@@ -282,7 +237,7 @@ func benchWriter(b *testing.B, door string, conns int) {
 				sc := bufio.NewScanner(resp.Body)
 				for sc.Scan() {
 					if strings.HasPrefix(sc.Text(), "event: item") {
-						count(1)
+						tl.add(1)
 					}
 				}
 			}()
@@ -311,7 +266,7 @@ func benchWriter(b *testing.B, door string, conns int) {
 					if err != nil {
 						return
 					}
-					count(int64(bytes.Count(msg, event)))
+					tl.add(int64(bytes.Count(msg, event)))
 				}
 			}()
 		}
@@ -319,36 +274,73 @@ func benchWriter(b *testing.B, door string, conns int) {
 	for h.Stats().Subscriptions < int64(conns) {
 		time.Sleep(time.Millisecond)
 	}
-	waitFor := func(target int64) {
-		want.Store(target)
-		for delivered.Load() < target {
-			<-wake
-		}
-	}
-	events := make([]*Event, b.N)
-	for i := range events {
-		events[i] = testEvent(i, "item.reported", fmt.Sprintf("item-%d", i%1000), "")
-	}
-	channels := []string{"reports"}
+	events := benchEvents(b.N)
 	writes0 := h.Stats().Writes
-	b.ResetTimer()
-	start := time.Now()
-	for i, ev := range events {
-		if i >= fanoutWindow {
-			waitFor(int64(i-fanoutWindow+1) * int64(conns))
-		}
-		if err := h.Publish(ctx, channels, ev); err != nil {
-			b.Fatal(err)
-		}
-	}
+	elapsed := publishPaced(b, h, events, conns, tl)
 	total := int64(b.N) * int64(conns)
-	waitFor(total)
-	elapsed := time.Since(start)
-	b.StopTimer()
 	writes := h.Stats().Writes - writes0
 	if n := h.Stats().SlowConsumers; n > 0 {
 		b.Fatalf("%d clients were dropped as slow consumers", n)
 	}
 	b.ReportMetric(float64(elapsed.Nanoseconds())/float64(total), "ns/delivery")
 	b.ReportMetric(float64(writes)/float64(total), "writes/delivery")
+}
+
+// tally counts the deliveries of every subscriber of a benchmark together.
+type tally struct {
+	delivered atomic.Int64
+	want      atomic.Int64 // the publisher waits until delivered reaches it
+	wake      chan struct{}
+}
+
+func newTally() *tally { return &tally{wake: make(chan struct{}, 1)} }
+
+// add counts k deliveries and wakes the publisher at its target.
+func (t *tally) add(k int64) {
+	if k == 0 {
+		return
+	}
+	total := t.delivered.Add(k)
+	if w := t.want.Load(); total >= w && total-k < w {
+		select {
+		case t.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// waitFor blocks until the subscribers together have delivered target.
+func (t *tally) waitFor(target int64) {
+	t.want.Store(target)
+	for t.delivered.Load() < target {
+		<-t.wake
+	}
+}
+
+func benchEvents(n int) []*Event {
+	events := make([]*Event, n)
+	for i := range events {
+		events[i] = testEvent(i, "item.reported", fmt.Sprintf("item-%d", i%1000), "")
+	}
+	return events
+}
+
+// publishPaced times publishing events to reports, at most fanoutWindow
+// ahead of its subs subscribers, until every one of them has them all.
+func publishPaced(b *testing.B, h *Hub, events []*Event, subs int, tl *tally) time.Duration {
+	channels := []string{"reports"}
+	b.ResetTimer()
+	start := time.Now()
+	for i, ev := range events {
+		if i >= fanoutWindow {
+			tl.waitFor(int64(i-fanoutWindow+1) * int64(subs))
+		}
+		if err := h.Publish(context.Background(), channels, ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+	tl.waitFor(int64(len(events)) * int64(subs))
+	elapsed := time.Since(start)
+	b.StopTimer()
+	return elapsed
 }

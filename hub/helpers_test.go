@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -34,6 +35,13 @@ type testHub struct {
 
 func newTestHub(t *testing.T, hcfg Config, mcfg MemoryConfig) *testHub {
 	t.Helper()
+	return newTestHubOn(t, hcfg, mcfg, nil)
+}
+
+// newTestHubOn is newTestHub whose server listens on what wrap makes of its
+// listener, when wrap is not nil.
+func newTestHubOn(t *testing.T, hcfg Config, mcfg MemoryConfig, wrap func(net.Listener) net.Listener) *testHub {
+	t.Helper()
 	mem := NewMemory(mcfg)
 	h, err := New(hcfg, mem, slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -42,7 +50,11 @@ func newTestHub(t *testing.T, hcfg Config, mcfg MemoryConfig) *testHub {
 	mux := http.NewServeMux()
 	mux.Handle("/v1/sse", h.SSEHandler(SSEConfig{Heartbeat: time.Hour}))
 	mux.Handle("/v1/ws", h.WSHandler(WSConfig{PingInterval: time.Hour, MaxMessageBytes: 1024}))
-	srv := httptest.NewServer(mux)
+	srv := httptest.NewUnstartedServer(mux)
+	if wrap != nil {
+		srv.Listener = wrap(srv.Listener)
+	}
+	srv.Start()
 	th := &testHub{Hub: h, mem: mem, srv: srv}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), waitFor)

@@ -2,12 +2,8 @@ package hub
 
 import (
 	"bufio"
-	"context"
 	"fmt"
-	"log/slog"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"runtime"
 	"strings"
 	"sync"
@@ -57,27 +53,10 @@ func (c *countingConn) Write(p []byte) (int, error) {
 // newCountingHub is newTestHub behind a countingListener.
 func newCountingHub(t *testing.T) (*testHub, *countingListener) {
 	t.Helper()
-	mem := NewMemory(MemoryConfig{HistorySize: 1000, HistoryTTL: time.Hour})
-	h, err := New(Config{}, mem, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/v1/sse", h.SSEHandler(SSEConfig{Heartbeat: time.Hour}))
-	mux.Handle("/v1/ws", h.WSHandler(WSConfig{PingInterval: time.Hour, MaxMessageBytes: 1024}))
-	srv := httptest.NewUnstartedServer(mux)
-	cl := &countingListener{Listener: srv.Listener}
-	srv.Listener = cl
-	srv.Start()
-	th := &testHub{Hub: h, mem: mem, srv: srv}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-		defer cancel()
-		if err := h.Shutdown(ctx); err != nil {
-			t.Error(err)
-		}
-		srv.Close()
-		mem.Close()
+	var cl *countingListener
+	th := newTestHubOn(t, Config{}, MemoryConfig{}, func(l net.Listener) net.Listener {
+		cl = &countingListener{Listener: l}
+		return cl
 	})
 	return th, cl
 }
