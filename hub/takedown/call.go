@@ -35,6 +35,10 @@ type call struct {
 	ctx       context.Context
 	log       *slog.Logger
 	l         listener
+	// kick, when set, takes the call's wake-ups to a goroutine that
+	// reads the store itself (a held HTTP request's); otherwise a wake-up
+	// starts a read of its own.
+	kick chan struct{}
 	// answer gets the takedown's state once: final, or as the store holds
 	// it at the deadline (deadline true), or pending when the wait is 0.
 	answer func(rec *Record, deadline bool)
@@ -186,9 +190,16 @@ func (c *call) hear(ev *hub.Event) {
 	}
 }
 
-// wake reads the store, in the background and one read at a time; a final
-// state answers the call. It never blocks.
+// wake has the store read, by the kick's reader or in the background, one
+// read at a time; a final state answers the call. It never blocks.
 func (c *call) wake() {
+	if c.kick != nil {
+		select {
+		case c.kick <- struct{}{}:
+		default: // a read is due already
+		}
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.over {
@@ -204,22 +215,31 @@ func (c *call) wake() {
 
 func (c *call) settle() {
 	for {
-		cur, err := c.get()
+		c.check()
 		c.mu.Lock()
-		if err == nil {
-			c.rec = cur
-		}
-		final := err == nil && cur.Final()
-		if final || !c.reread || c.over {
+		if !c.reread || c.over {
 			c.reading = false
 			c.mu.Unlock()
-			if final {
-				c.finish(cur, false)
-			}
 			return
 		}
 		c.reread = false
 		c.mu.Unlock()
+	}
+}
+
+// check reads the store once; a final state answers the call.
+func (c *call) check() {
+	cur, err := c.get()
+	if err != nil {
+		return
+	}
+	c.mu.Lock()
+	if !c.over {
+		c.rec = cur
+	}
+	c.mu.Unlock()
+	if cur.Final() {
+		c.finish(cur, false)
 	}
 }
 
@@ -270,13 +290,15 @@ func (c *call) close() {
 }
 
 // follower listens with a hub follower (Hub.Follow): registered before the
-// command is published, no queue, no goroutine.
+// command is published, no queue, no goroutine. The request's goroutine,
+// in await, reads the store when woken.
 type follower struct {
 	end  func()
 	done <-chan struct{}
 }
 
 func (f *follower) listen(ctx context.Context, c *call) (err error) {
+	c.kick = make(chan struct{}, 1)
 	f.end, f.done, err = c.a.hub.Follow(ctx, c.channel(), nil, c.hear)
 	return err
 }
@@ -290,8 +312,9 @@ func (f *follower) stop() {
 }
 
 // await blocks until c answers through answers or ctx ends (false: the
-// client hung up). When the follow ends (the node is shutting down), it
-// reads the store every storePoll instead.
+// client hung up), reading the store when the follow wakes it. When the
+// follow ends (the node is shutting down), it reads the store every
+// storePoll instead.
 func (f *follower) await(ctx context.Context, c *call, answers <-chan *Record) (*Record, bool) {
 	var poll <-chan time.Time
 	done := f.done
@@ -301,13 +324,15 @@ func (f *follower) await(ctx context.Context, c *call, answers <-chan *Record) (
 			return rec, true
 		case <-ctx.Done():
 			return nil, false
+		case <-c.kick:
+			c.check()
 		case <-done:
 			done = nil
 			t := time.NewTicker(storePoll)
 			defer t.Stop()
 			poll = t.C
 		case <-poll:
-			c.wake()
+			c.check()
 		}
 	}
 }
