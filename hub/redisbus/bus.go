@@ -31,7 +31,7 @@ const (
 	DefaultPrefix         = "sb:"
 	DefaultListenTimeout  = 5 * time.Second
 	reconnectBackoffMin   = 50 * time.Millisecond
-	reconnectBackoffLimit = 2 * time.Second
+	reconnectBackoffLimit = 500 * time.Millisecond
 )
 
 // Config configures the Redis backplane.
