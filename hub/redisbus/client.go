@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -214,7 +215,7 @@ func (o Options) universal() (universal, error) {
 		}
 		u.failover = &redis.FailoverOptions{
 			MasterName:       o.SentinelMaster,
-			SentinelAddrs:    o.SentinelAddrs,
+			SentinelAddrs:    own(o.SentinelAddrs),
 			SentinelPassword: o.SentinelPassword,
 			Password:         o.SentinelPassword,
 			TLSConfig:        tc,
@@ -226,7 +227,7 @@ func (o Options) universal() (universal, error) {
 			return u, err
 		}
 		u.cluster = &redis.ClusterOptions{
-			Addrs:     o.ClusterAddrs,
+			Addrs:     own(o.ClusterAddrs),
 			Password:  o.ClusterPassword,
 			TLSConfig: tc,
 		}
@@ -241,6 +242,11 @@ func (o Options) universal() (universal, error) {
 	}
 	return u, nil
 }
+
+// own copies addrs with no room to grow: go-redis keeps the slice it is
+// given and appends the nodes it discovers to it, which would write into
+// the caller's array (and race with another client made from it).
+func own(addrs []string) []string { return slices.Clip(slices.Clone(addrs)) }
 
 func (o Options) dial(d *time.Duration) {
 	if o.DialTimeout > 0 {

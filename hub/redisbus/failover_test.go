@@ -434,8 +434,19 @@ func (f failoverFigures) log(t testing.TB) {
 func TestClusterFailover(t *testing.T) {
 	c := redistest.StartCluster(t, 3, 1)
 	chans, masters := spread(t, c, 2)
-	f := runFailover(t, func() redis.UniversalClient { return c.Client() }, chans, masters[chans[0]].Kill)
+	f := runFailover(t, optionsClient(t, Options{ClusterAddrs: c.Addrs()[:2], DialTimeout: time.Second}), chans, masters[chans[0]].Kill)
 	f.log(t)
+}
+
+// optionsClient makes clients as the node does, from Options.
+func optionsClient(t testing.TB, o Options) func() redis.UniversalClient {
+	return func() redis.UniversalClient {
+		rdb, err := NewClient(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rdb
+	}
 }
 
 // TestSentinelFailover: the same over a primary, a replica and three
@@ -444,7 +455,7 @@ func TestSentinelFailover(t *testing.T) {
 	s := redistest.StartSentinel(t, 1)
 	chans := []string{"reports", "item:1", "item:2", "takedowns"}
 	primary := s.Primary(t)
-	f := runFailover(t, func() redis.UniversalClient { return s.Client() }, chans, primary.Kill)
+	f := runFailover(t, optionsClient(t, Options{SentinelMaster: redistest.SentinelMaster, SentinelAddrs: s.Addrs(), DialTimeout: time.Second}), chans, primary.Kill)
 	f.log(t)
 	if s.Primary(t) == primary {
 		t.Fatal("the sentinels still name the killed primary")
