@@ -316,3 +316,11 @@ func (c *Cluster) MoveSlot(t testing.TB, slot int, from, to *Node) {
 		nc.Close()
 	}
 }
+
+// StartServer starts one plain redis-server on a loopback port, killed
+// when the test ends. Without redis-server it skips the test, or fails it
+// in CI.
+func StartServer(t testing.TB) *Node {
+	t.Helper()
+	return newNode(t, need(t, "redis-server"))
+}
