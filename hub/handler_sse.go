@@ -153,7 +153,7 @@ func (s *sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hd.Set("Content-Type", "text/event-stream")
 	hd.Set("Cache-Control", "no-cache")
 	hd.Set("X-Accel-Buffering", "no")
-	st := &sseStream{cur: cur}
+	st := sseStream{cur: cur}
 	if len(chans) > 1 {
 		st.seen = streamid.NewKeyRing(sseDedupeWindow)
 		// What the client got last before it dropped: their copies on the
@@ -164,19 +164,14 @@ func (s *sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// The first id tells the browser where the stream starts, so a drop
 	// before the first event resumes without loss.
-	first := func(b []byte) []byte {
-		b = append(b, "retry: "...)
-		b = strconv.AppendInt(b, s.cfg.Retry.Milliseconds(), 10)
-		b = append(b, '\n')
-		b = st.appendID(b)
-		return append(b, '\n')
-	}
+	first := append([]byte("retry: "), strconv.FormatInt(s.cfg.Retry.Milliseconds(), 10)...)
+	first = append(st.appendID(append(first, '\n')), '\n')
 	if at, ok := ExpiryFrom(ctx); ok {
 		c.expireAt(at)
 	}
 	s.h.stats.SSEConnections.Add(1)
 	if r.Method == http.MethodGet && r.ProtoMajor == 1 {
-		if conn, err := hijackStream(w, first(nil), &s.h.stats.Writes); err == nil {
+		if conn, err := hijackStream(w, first, &s.h.stats.Writes); err == nil {
 			handedOff = true
 			s.serveHijacked(conn, c, st, func() {
 				release()
@@ -193,19 +188,12 @@ func (s *sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // small goroutine, blocked reading the socket to notice at once a client
 // that hangs up, and a heartbeat timer; the writer runs only while
 // something is queued or a heartbeat is due.
-func (s *sseHandler) serveHijacked(conn net.Conn, c *Client, st *sseStream, release func()) {
-	d := &sseDoor{st: st}
-	var hb heartbeat
-	d.end = func() {
-		c.CloseAfter(func() {
-			hb.stop()
-			conn.Close()
-			release()
-		})
-	}
-	d.w = newWriter(c, d, cork.NewWriter(conn, &s.h.stats.Writes), conn, s.cfg.WriteTimeout)
-	hb.start(s.cfg.Heartbeat, d.w.beat)
-	d.w.start() // anything the subscriptions queued already
+func (s *sseHandler) serveHijacked(conn net.Conn, c *Client, st sseStream, release func()) {
+	d := &sseDoor{st: st, conn: conn, release: release}
+	d.out.Init(conn, &s.h.stats.Writes)
+	d.init(c, d, &d.out, conn, s.cfg.WriteTimeout)
+	d.hb.start(s.cfg.Heartbeat, d.beat)
+	d.start() // anything the subscriptions queued already
 	go func() {
 		// The client closed its side (or sent anything: the response
 		// said Connection: close).
@@ -218,22 +206,22 @@ func (s *sseHandler) serveHijacked(conn net.Conn, c *Client, st *sseStream, rele
 // serveHeld streams within the handler, for what cannot be hijacked (HTTP/2,
 // HEAD, test recorders): the writer runs on the handler's goroutine, on
 // net/http's buffers.
-func (s *sseHandler) serveHeld(w http.ResponseWriter, r *http.Request, c *Client, st *sseStream, first func([]byte) []byte) {
+func (s *sseHandler) serveHeld(w http.ResponseWriter, r *http.Request, c *Client, st sseStream, first []byte) {
 	w.WriteHeader(http.StatusOK)
 	if r.Method == http.MethodHead {
 		return
 	}
 	rc := http.NewResponseController(w)
-	d := &sseDoor{st: st, end: func() {}}
-	d.w = newWriter(c, d, cork.NewWriter(heldWriter{w, rc}, &s.h.stats.Writes), rc, s.cfg.WriteTimeout)
-	d.w.cut.set(time.Now().Add(s.cfg.WriteTimeout))
-	if d.w.out.Append(first) != nil {
+	d := &sseDoor{st: st}
+	d.out.Init(heldWriter{w, rc}, &s.h.stats.Writes)
+	d.init(c, d, &d.out, rc, s.cfg.WriteTimeout)
+	d.cut.set(time.Now().Add(s.cfg.WriteTimeout))
+	if _, err := d.out.Write(first); err != nil {
 		return
 	}
-	var hb heartbeat
-	hb.start(s.cfg.Heartbeat, d.w.beat)
-	defer hb.stop()
-	d.w.runHeld(r.Context().Done())
+	d.hb.start(s.cfg.Heartbeat, d.beat)
+	defer d.hb.stop()
+	d.runHeld(r.Context().Done())
 }
 
 // heldWriter writes a held stream: every write is flushed to the client.
@@ -276,19 +264,22 @@ func hijackStream(w http.ResponseWriter, first []byte, writes *atomic.Uint64) (n
 // sseDoor is the SSE framing of the writer: events with the stream's id,
 // ": ping" heartbeats, and the expired event before the end.
 type sseDoor struct {
-	st  *sseStream
-	w   *writer
-	end func() // ends the stream: the socket, the client, the slot
+	writer
+	out     cork.Writer
+	st      sseStream
+	hb      heartbeat
+	conn    net.Conn // nil for a held stream
+	release func()
 }
 
 func (d *sseDoor) write(items []Item, beat bool) error {
 	for i := range items {
-		if err := d.w.out.Append(func(b []byte) []byte { return d.st.add(b, &items[i]) }); err != nil {
+		if err := d.out.Append(func(b []byte) []byte { return d.st.add(b, &items[i]) }); err != nil {
 			return err
 		}
 	}
 	if beat {
-		return d.w.out.Append(func(b []byte) []byte { return append(b, ": ping\n\n"...) })
+		return d.out.Append(func(b []byte) []byte { return append(b, ": ping\n\n"...) })
 	}
 	return nil
 }
@@ -298,12 +289,25 @@ func (d *sseDoor) write(items []Item, beat bool) error {
 // credential is said first.
 func (d *sseDoor) finish(err error) {
 	if err == ErrExpired {
-		_ = d.w.out.Append(func(b []byte) []byte { return append(b, sseExpired...) })
+		_ = d.out.Append(func(b []byte) []byte { return append(b, sseExpired...) })
 	}
 	d.end()
 }
 
 func (d *sseDoor) abort() { d.end() }
+
+// end ends a hijacked stream once: the client, the heartbeat, the socket,
+// the connection slot. A held stream ends when its handler returns.
+func (d *sseDoor) end() {
+	if d.conn == nil {
+		return
+	}
+	d.c.CloseAfter(func() {
+		d.hb.stop()
+		d.conn.Close()
+		d.release()
+	})
+}
 
 // sseStream encodes one stream's frames.
 type sseStream struct {
@@ -311,7 +315,7 @@ type sseStream struct {
 	seen *streamid.KeyRing
 }
 
-// add appends it's frame to b.
+// add appends the frame of it to b.
 func (st *sseStream) add(b []byte, it *Item) []byte {
 	switch it.Kind {
 	case ItemEvent:

@@ -210,19 +210,19 @@ func (wh *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// keeps who the caller is, not the request's cancellation.
 	ctx, cancel := context.WithCancel(context.WithoutCancel(actx))
 	d := &wsDoor{conn: conn, pack: r.URL.Query().Get("pack") == "1", interval: wh.cfg.PingInterval}
-	d.w = newWriter(c, d, sb.conn.Writer, sb.conn, wh.cfg.WriteTimeout)
+	d.init(c, d, &sb.conn.Writer, sb.conn, wh.cfg.WriteTimeout)
 	if at, ok := ExpiryFrom(actx); ok {
 		c.expireAt(at)
 	}
 	var ping heartbeat
 	ping.start(wh.cfg.PingInterval, d.ping)
-	d.w.start()
+	d.start()
 	go func() {
 		defer release()
 		defer cancel()
 		wh.read(ctx, conn, &Session{Ctx: ctx, Client: c})
 		c.CloseAfter(func() {
-			d.w.wait()
+			d.wait()
 			conn.CloseNow() // ends a ping in flight
 			ping.stop()
 			wh.h.stats.WSConnections.Add(-1)
@@ -375,8 +375,8 @@ func clipQuote(s string) string {
 // or batch messages (?pack=1), and the contract's close codes. Protocol
 // pings run from a heartbeat, outside the writer: a ping waits for its pong.
 type wsDoor struct {
+	writer
 	conn     *websocket.Conn
-	w        *writer
 	pack     bool
 	interval time.Duration // of protocol pings
 }
@@ -387,10 +387,10 @@ type wsDoor struct {
 func (d *wsDoor) write(items []Item, _ bool) error {
 	ctx := context.Background()
 	if d.pack {
-		return writePacked(ctx, d.conn, items, &d.w.cut)
+		return writePacked(ctx, d.conn, items, &d.cut)
 	}
 	for i := range items {
-		if d.w.cut.isCut() {
+		if d.cut.isCut() {
 			return nil // A slow consumer: the close comes next.
 		}
 		if err := d.conn.Write(ctx, websocket.MessageText, frameBytes(&items[i])); err != nil {

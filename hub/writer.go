@@ -64,8 +64,11 @@ type writer struct {
 	wg      sync.WaitGroup
 }
 
-func newWriter(c *Client, d door, out *cork.Writer, conn deadliner, timeout time.Duration) *writer {
-	return &writer{c: c, door: d, out: out, cut: cutoff{conn: conn}, timeout: timeout, wake: make(chan struct{}, 1)}
+// init makes w, a zero writer embedded in its door d, the writer of c on
+// out, whose deadlines conn takes.
+func (w *writer) init(c *Client, d door, out *cork.Writer, conn deadliner, timeout time.Duration) {
+	w.c, w.door, w.out, w.cut.conn, w.timeout = c, d, out, conn, timeout
+	w.wake = make(chan struct{}, 1)
 }
 
 // start makes w the client's writer and writes what is queued already.

@@ -33,18 +33,28 @@ type Writer struct {
 // NewWriter returns w with corkable writes; every write on w adds 1 to
 // writes (nil: not counted).
 func NewWriter(w io.Writer, writes *atomic.Uint64) *Writer {
-	return &Writer{out: w, writes: writes}
+	c := &Writer{}
+	c.Init(w, writes)
+	return c
+}
+
+// Init makes a zero Writer, one embedded in a larger struct, write to w as
+// NewWriter's does.
+func (c *Writer) Init(w io.Writer, writes *atomic.Uint64) {
+	c.out, c.writes = w, writes
 }
 
 // Conn is a net.Conn whose writes can be corked.
 type Conn struct {
 	net.Conn
-	*Writer
+	Writer
 }
 
 // New returns c with corkable writes, counted in writes as NewWriter's.
 func New(c net.Conn, writes *atomic.Uint64) *Conn {
-	return &Conn{Conn: c, Writer: NewWriter(c, writes)}
+	cc := &Conn{Conn: c}
+	cc.Writer.Init(c, writes)
+	return cc
 }
 
 // Write writes p as Writer.Write does.
