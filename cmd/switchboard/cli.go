@@ -6,10 +6,11 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/switchboard/switchboard/cmd/switchboard/internal/node"
 	"github.com/switchboard/switchboard/config"
 )
 
-func newVersionCmd(info buildInfo) *cobra.Command {
+func newVersionCmd(info node.BuildInfo) *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
 		Short: "Print the version, VCS revision and Go version of this binary",

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -61,31 +62,6 @@ func TestVersion(t *testing.T) {
 	code, out2, _ := runCLI(t, "--version")
 	if code != 0 || out2 != out {
 		t.Errorf("--version: exit %d\n%s\nwant\n%s", code, out2, out)
-	}
-}
-
-// TestBuildInfoFrom: the module version, the VCS revision and modified
-// flag, and the Go version come from the build information.
-func TestBuildInfoFrom(t *testing.T) {
-	tests := []struct {
-		name string
-		bi   *debug.BuildInfo
-		want buildInfo
-	}{
-		{"none", nil, buildInfo{Version: "unknown", Revision: "unknown", Modified: "unknown", GoVersion: runtime.Version()}},
-		{"go test", &debug.BuildInfo{GoVersion: "go1.99.1"}, buildInfo{Version: "unknown", Revision: "unknown", Modified: "unknown", GoVersion: "go1.99.1"}},
-		{"go build in a repository", &debug.BuildInfo{
-			GoVersion: "go1.99.1",
-			Main:      debug.Module{Path: "github.com/switchboard/switchboard", Version: "v1.2.3-0.20261201-abcdef+dirty"},
-			Settings:  []debug.BuildSetting{{Key: "vcs", Value: "git"}, {Key: "vcs.revision", Value: "abcdef0123"}, {Key: "vcs.modified", Value: "true"}},
-		}, buildInfo{Version: "v1.2.3-0.20261201-abcdef+dirty", Revision: "abcdef0123", Modified: "true", GoVersion: "go1.99.1"}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := buildInfoFrom(tt.bi, tt.bi != nil); got != tt.want {
-				t.Errorf("got %+v, want %+v", got, tt.want)
-			}
-		})
 	}
 }
 
@@ -261,5 +237,27 @@ func TestHelp(t *testing.T) {
 		if tt.args[0] == "itemsvc" && !strings.Contains(out, "docs/configuration.md") {
 			t.Errorf("itemsvc --help does not name docs/configuration.md")
 		}
+	}
+}
+
+// TestConfigRefusesToStart: an unknown key and a bad duration each stop the
+// start with a message that names the key.
+func TestConfigRefusesToStart(t *testing.T) {
+	tests := []struct{ name, yaml, want string }{
+		{"unknown key", "hub:\n  histroy:\n    size: 5\n", "hub.histroy"},
+		{"bad duration", "sse:\n  heartbeat: soon\n", "sse.heartbeat"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "c.yaml")
+			os.WriteFile(path, []byte(tt.yaml), 0o600)
+			cmd := newRootCmd()
+			cmd.SetArgs([]string{"--config", path})
+			cmd.SetOut(io.Discard)
+			err := cmd.ExecuteContext(t.Context())
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %v, want one naming %s", err, tt.want)
+			}
+		})
 	}
 }

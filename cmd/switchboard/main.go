@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/switchboard/switchboard/cmd/switchboard/internal/node"
 	"github.com/switchboard/switchboard/config"
 )
 
@@ -55,7 +56,7 @@ that names it. Every key, its default and meaning: docs/configuration.md,
 or "switchboard config defaults"; "switchboard config check" validates.`
 
 func newRootCmd() *cobra.Command {
-	info := readBuildInfo()
+	info := node.ReadBuildInfo()
 	cmd := &cobra.Command{
 		Use:   "switchboard",
 		Short: "Real-time hub: Kafka events to WebSocket and SSE subscribers",
@@ -68,14 +69,9 @@ generator of item.reported events.
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			path, _ := cmd.Flags().GetString("config")
-			cfg, err := config.Load(path, cmd.Flags())
-			if err != nil {
-				return err
-			}
-			return run(cmd.Context(), cfg, cmd.OutOrStdout())
-		},
+		RunE: withConfig(func(cmd *cobra.Command, cfg config.Config) error {
+			return node.Run(cmd.Context(), cfg, cmd.OutOrStdout())
+		}),
 	}
 	// --version prints what `switchboard version` does.
 	cmd.Annotations = map[string]string{"buildinfo": info.String()}
@@ -101,15 +97,23 @@ unknown item. It needs kafka.brokers (--kafka-brokers). Of the configuration
 it uses kafka.*, itemsvc.latency and log.*.
 ` + configHelp,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			path, _ := cmd.Flags().GetString("config")
-			cfg, err := config.Load(path, cmd.Flags())
-			if err != nil {
-				return err
-			}
-			return runItemSvc(cmd.Context(), cfg)
-		},
+		RunE: withConfig(func(cmd *cobra.Command, cfg config.Config) error {
+			return node.RunItemService(cmd.Context(), cfg)
+		}),
 	}
 	config.BindFlags(cmd.Flags(), itemSvcKeys...)
 	return cmd
+}
+
+// withConfig is a command's RunE that loads the configuration (--config,
+// the environment, the flags) and runs with it.
+func withConfig(run func(*cobra.Command, config.Config) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, _ []string) error {
+		path, _ := cmd.Flags().GetString("config")
+		cfg, err := config.Load(path, cmd.Flags())
+		if err != nil {
+			return err
+		}
+		return run(cmd, cfg)
+	}
 }

@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"bytes"
@@ -15,7 +15,6 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -47,22 +46,20 @@ const heldTarget = 10000
 // ports, a police principal with benchPoliceToken, and connection and
 // takedown rate limits above what the benchmarks need; mutate adjusts the
 // rest.
-func startTakedownApp(b *testing.B, mutate func(*config.Config)) *app {
+func startTakedownApp(b *testing.B, mutate func(*config.Config)) *Node {
 	b.Helper()
-	cfg, err := config.Load("", nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	cfg.HTTP.Addr = "127.0.0.1:0"
-	cfg.Kafka.Embedded.Addr = "127.0.0.1:0"
-	cfg.Auth.Principals = []config.Principal{{Name: "bench-police", Role: config.RolePolice, Token: benchPoliceToken}}
-	cfg.Limits.Connections = 20000
-	cfg.Limits.TakedownRate = 1e9
-	cfg.Limits.TakedownBurst = 1 << 30
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	return runBenchNode(b, cfg)
+	return startTestNode(b, nodeSpec{
+		config: func(cfg *config.Config) {
+			cfg.Auth.Principals = []config.Principal{{Name: "bench-police", Role: config.RolePolice, Token: benchPoliceToken}}
+			cfg.Limits.Connections = 20000
+			cfg.Limits.TakedownRate = 1e9
+			cfg.Limits.TakedownBurst = 1 << 30
+			if mutate != nil {
+				mutate(cfg)
+			}
+		},
+		stopWait: time.Minute,
+	})
 }
 
 func benchItem(seq int) string { return "item-" + strconv.Itoa(1+seq%catalogueItems) }
@@ -71,21 +68,10 @@ func benchItem(seq int) string { return "item-" + strconv.Itoa(1+seq%catalogueIt
 // and body.
 func postTakedown(ctx context.Context, hc *http.Client, base, item string, hdr ...string) (int, []byte, error) {
 	body := `{"item_id":"` + item + `","reason":"bench","authority_ref":"BENCH-1"}`
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/takedowns", strings.NewReader(body))
-	if err != nil {
+	resp, b, err := call(ctx, hc, http.MethodPost, base+"/v1/takedowns", jsonHeader(benchPoliceToken, hdr...), body)
+	if resp == nil {
 		return 0, nil, err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+benchPoliceToken)
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, b, err
 }
 
@@ -275,7 +261,7 @@ type rawTakedown struct {
 	wg      sync.WaitGroup
 }
 
-func newRawTakedown(b *testing.B, a *app) *rawTakedown {
+func newRawTakedown(b *testing.B, a *Node) *rawTakedown {
 	b.Helper()
 	tr := &kafka.Transport{}
 	r := &rawTakedown{
@@ -474,7 +460,7 @@ func writeHeapProfile(b *testing.B, name string) {
 }
 
 // waitHeld polls the adapter until want requests are held.
-func waitHeld(a *app, want int64, timeout time.Duration) error {
+func waitHeld(a *Node, want int64, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		got := a.takedowns.Held()

@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"context"
@@ -68,13 +68,13 @@ func TestLagSampler(t *testing.T) {
 // scraping it does not ask the brokers.
 func TestMetricsScrapeMakesNoKafkaCall(t *testing.T) {
 	var calls atomic.Int64
-	a := startTestAppLog(t, nil, slog.New(slog.DiscardHandler), withLagSampler(func(s *lagSampler) {
+	a := startTestNode(t, nodeSpec{opts: []Option{withLagSampler(func(s *lagSampler) {
 		lag := s.lag
 		s.lag = func(ctx context.Context) ([]consumers.PartitionLag, error) {
 			calls.Add(1)
 			return lag(ctx)
 		}
-	}))
+	})}})
 	eventually(t, "a lag sample", func() bool { return len(a.lag.Last()) > 0 })
 	const scrapes = 20
 	before := calls.Load()

@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"fmt"
@@ -12,8 +12,9 @@ import (
 // VCS revision of a `go test` or `go run` build outside a repository.
 const unknown = "unknown"
 
-// buildInfo is what the binary knows of its own build.
-type buildInfo struct {
+// BuildInfo is what the binary knows of its own build: what `switchboard
+// version` prints and the switchboard_build_info metric carries.
+type BuildInfo struct {
 	// Version is the main module's version: a tag, a pseudo-version
 	// (with "+dirty" when modified), or "(devel)".
 	Version string
@@ -25,13 +26,13 @@ type buildInfo struct {
 	GoVersion string
 }
 
-// readBuildInfo reads the running binary's build information.
-func readBuildInfo() buildInfo {
+// ReadBuildInfo reads the running binary's build information.
+func ReadBuildInfo() BuildInfo {
 	return buildInfoFrom(debug.ReadBuildInfo())
 }
 
-func buildInfoFrom(bi *debug.BuildInfo, ok bool) buildInfo {
-	b := buildInfo{Version: unknown, Revision: unknown, Modified: unknown, GoVersion: runtime.Version()}
+func buildInfoFrom(bi *debug.BuildInfo, ok bool) BuildInfo {
+	b := BuildInfo{Version: unknown, Revision: unknown, Modified: unknown, GoVersion: runtime.Version()}
 	if !ok || bi == nil {
 		return b
 	}
@@ -53,13 +54,13 @@ func buildInfoFrom(bi *debug.BuildInfo, ok bool) buildInfo {
 }
 
 // String is what `switchboard version` prints, one "name: value" a line.
-func (b buildInfo) String() string {
+func (b BuildInfo) String() string {
 	return fmt.Sprintf("version:  %s\nrevision: %s\nmodified: %s\ngo:       %s\n", b.Version, b.Revision, b.Modified, b.GoVersion)
 }
 
 // collector is the switchboard_build_info gauge: always 1, the build in its
 // labels, so a dashboard can tell which nodes run which build.
-func (b buildInfo) collector() prometheus.Collector {
+func (b BuildInfo) collector() prometheus.Collector {
 	g := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "switchboard_build_info",
 		Help:        "Always 1; the labels say which build runs (version, VCS revision, Go version).",

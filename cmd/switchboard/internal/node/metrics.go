@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"strconv"
@@ -39,14 +39,14 @@ var (
 // parts' counters at scrape time (nothing on the hot paths), and the
 // takedown outcome counter and latency histogram the adapter feeds.
 type metrics struct {
-	a         *app
+	a         *Node
 	reg       *prometheus.Registry
 	takedowns *prometheus.CounterVec
 	latency   prometheus.Histogram
 	http      *httpMetrics // requests by route and status; wraps the routes
 }
 
-func newMetrics(a *app) *metrics {
+func newMetrics(a *Node) *metrics {
 	m := &metrics{
 		a:   a,
 		reg: prometheus.NewRegistry(),
@@ -65,7 +65,7 @@ func newMetrics(a *app) *metrics {
 	m.reg.MustRegister(m, m.takedowns, m.latency,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.http = newHTTPMetrics(a.cfg.Takedown.MaxWait)
-	m.reg.MustRegister(m.http, readBuildInfo().collector())
+	m.reg.MustRegister(m.http, ReadBuildInfo().collector())
 	return m
 }
 

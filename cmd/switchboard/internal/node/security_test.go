@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"bytes"
@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -507,7 +506,7 @@ func TestSecurityAttempts(t *testing.T) {
 // that must appear in no log or refusal.
 type securityNode struct {
 	root    *testing.T // the lifetime of the connections kept across attempts
-	a       *app
+	a       *Node
 	log     *securityLog
 	client  *http.Client
 	secrets []string
@@ -531,12 +530,12 @@ func (l *securityLog) String() string {
 	return l.b.String()
 }
 
-// startSecurityNode is startTestApp with every log line captured at debug.
+// startSecurityNode is startTestNode with every log line captured at debug.
 func startSecurityNode(t *testing.T, mutate func(*config.Config)) *securityNode {
 	t.Helper()
 	n := &securityNode{root: t, log: &securityLog{},
 		secrets: []string{modToken, acmeToken, globexToken, policeToken}}
-	a := startTestAppLog(t, mutate, slog.New(slog.NewTextHandler(n.log, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	a := startTestNode(t, nodeSpec{config: mutate, log: slog.New(slog.NewTextHandler(n.log, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	n.a = a
 	tr := &http.Transport{}
 	n.client = &http.Client{Transport: tr}
@@ -560,19 +559,6 @@ func (n *securityNode) postAsync(t *testing.T, tok, item string) string {
 	return body.CorrelationID
 }
 
-// jsonHeader is a JSON request's header, with tok as bearer unless empty.
-func jsonHeader(tok string) http.Header {
-	h := http.Header{"Content-Type": {"application/json"}}
-	if tok != "" {
-		h.Set("Authorization", "Bearer "+tok)
-	}
-	return h
-}
-
-func bearer(tok string) http.Header {
-	return http.Header{"Authorization": {"Bearer " + tok}}
-}
-
 func (n *securityNode) wsURL(query string) string {
 	return "ws" + strings.TrimPrefix(n.a.base(), "http") + "/v1/ws" + query
 }
@@ -580,19 +566,7 @@ func (n *securityNode) wsURL(query string) string {
 // do sends one request and reads the whole answer.
 func (n *securityNode) do(t *testing.T, method, path string, hdr http.Header, body string) (*http.Response, string) {
 	t.Helper()
-	r, err := http.NewRequestWithContext(t.Context(), method, n.a.base()+path, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range hdr {
-		r.Header[k] = v
-	}
-	resp, err := n.client.Do(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
+	resp, b, err := call(t.Context(), n.client, method, n.a.base()+path, hdr, body)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -633,24 +607,7 @@ func (n *securityNode) noSecret(t *testing.T, s string) {
 // openSSE opens a stream that must be accepted; it lives as long as life.
 func (n *securityNode) openSSE(t, life *testing.T, path string, hdr http.Header) *sseStream {
 	t.Helper()
-	r, err := http.NewRequestWithContext(life.Context(), http.MethodGet, n.a.base()+path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range hdr {
-		r.Header[k] = v
-	}
-	resp, err := n.client.Do(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	life.Cleanup(func() { resp.Body.Close() })
-	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		t.Fatalf("SSE %s: status %d %q: %s", path, resp.StatusCode, resp.Header.Get("Content-Type"), b)
-	}
-	s := readSSE(resp.Body)
-	return s
+	return openSSEWith(t, life, n.client, n.a.base()+path, hdr)
 }
 
 // dial opens a WebSocket that must be accepted; it lives as long as life.
@@ -813,7 +770,7 @@ func secOnlySSE(t *testing.T, who string, s *sseStream, ids ...string) {
 
 // own records in the outcome store that principal asked for the takedown of
 // correlation ID id, as the adapter does for a real request.
-func own(t *testing.T, a *app, id, principal string) {
+func own(t *testing.T, a *Node, id, principal string) {
 	t.Helper()
 	rec := &takedown.Record{CorrelationID: id, Principal: principal, ItemID: "item-1", Status: takedown.StatusPending, CreatedAt: time.Now()}
 	if _, err := a.store.Reserve(t.Context(), rec); err != nil {

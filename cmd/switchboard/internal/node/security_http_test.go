@@ -1,8 +1,7 @@
-package main
+package node
 
 import (
 	"bufio"
-	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -313,12 +312,12 @@ func TestSecurityAttemptsHTTP(t *testing.T) {
 			}
 		}},
 		{"the failures and the throttling are counted", true, func(t *testing.T) {
-			m := scrapeMetrics(t, th.a)
+			m := scrape(t, th.a)
 			for k, want := range map[string]float64{
-				`switchboard_auth_failures_total{credential="bearer"}`:       3,
-				`switchboard_auth_failures_total{credential="access_token"}`: 1,
-				`switchboard_auth_failures_total{credential="cookie"}`:       1,
-				`switchboard_auth_failures_total{credential="sign_in"}`:      1,
+				`switchboard_auth_failures_total{credential=bearer}`:       3,
+				`switchboard_auth_failures_total{credential=access_token}`: 1,
+				`switchboard_auth_failures_total{credential=cookie}`:       1,
+				`switchboard_auth_failures_total{credential=sign_in}`:      1,
 			} {
 				if m[k] != want {
 					t.Errorf("%s = %v, want %v", k, m[k], want)
@@ -499,24 +498,10 @@ func startRedisPair(t *testing.T, like *securityNode) (*securityNode, *securityN
 	t.Logf("Redis: %s at %s", srv.Name, srv.Addr)
 	var pair [2]*securityNode
 	for i := range pair {
-		cfg, err := config.Load("", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.HTTP.Addr = "127.0.0.1:0"
-		cfg.Kafka.Embedded.Addr = "127.0.0.1:0"
-		cfg.Auth.Principals = testPrincipals
-		cfg.Redis.URL = srv.URL()
-		a, err := start(t.Context(), cfg, slog.New(slog.NewTextHandler(like.log, &slog.HandlerOptions{Level: slog.LevelDebug})), withRedisPrefix(srv.Prefix))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-			defer cancel()
-			if err := a.Shutdown(ctx); err != nil {
-				t.Error(err)
-			}
+		a := startTestNode(t, nodeSpec{
+			config: func(cfg *config.Config) { cfg.Redis.URL = srv.URL() },
+			log:    slog.New(slog.NewTextHandler(like.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
+			opts:   []Option{withRedisPrefix(srv.Prefix)},
 		})
 		tr := &http.Transport{}
 		t.Cleanup(tr.CloseIdleConnections)
@@ -535,33 +520,6 @@ func earlierCookie(name, token, secret string, exp time.Time) string {
 	m := hmac.New(sha256.New, key[:])
 	m.Write([]byte(n + "." + e))
 	return n + "." + e + "." + base64.RawURLEncoding.EncodeToString(m.Sum(nil))
-}
-
-// scrapeMetrics reads a node's /metrics into a map from
-// `name{label="value"}` to value.
-func scrapeMetrics(t *testing.T, a *app) map[string]float64 {
-	t.Helper()
-	resp, err := http.Get(a.base() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	m := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, "#") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
-			m[line[:i]] = v
-		}
-	}
-	return m
 }
 
 // httpConn is a raw HTTP/1.1 client: it writes exactly the bytes it is

@@ -1,34 +1,23 @@
-package main
+package node
 
 import (
 	"fmt"
 	"net"
-	"net/http"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/switchboard/switchboard/config"
 )
 
-// scrape reads /metrics into name{labels} → value.
-func scrape(t *testing.T, a *app) map[string]float64 {
+// scrape reads /metrics into name{labels} → value, the labels as
+// name=value sorted by name; a histogram as name_count.
+func scrape(t *testing.T, a *Node) map[string]float64 {
 	t.Helper()
-	resp, err := http.Get(a.base() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fams := scrapeFamilies(t, a)
 	out := map[string]float64{}
 	for name, f := range fams {
 		for _, m := range f.GetMetric() {

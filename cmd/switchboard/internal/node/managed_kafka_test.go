@@ -1,8 +1,7 @@
-package main
+package node
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -67,7 +66,7 @@ func TestManagedKafkaRefusesToStart(t *testing.T) {
 			cfg.Auth.Principals = testPrincipals
 			managed(&cfg)
 			tt.change(&cfg)
-			a, err := start(t.Context(), cfg, slog.New(slog.DiscardHandler))
+			a, err := Start(t.Context(), cfg, slog.New(slog.DiscardHandler))
 			if err == nil {
 				a.Shutdown(context.Background())
 				t.Fatal("the node started")
@@ -82,17 +81,9 @@ func TestManagedKafkaRefusesToStart(t *testing.T) {
 // postTakedownAs sends POST /v1/takedowns for item with token.
 func postTakedownAs(ctx context.Context, base, item, token string) (int, []byte, error) {
 	body := `{"item_id":"` + item + `","reason":"court order","authority_ref":"MK-1"}`
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/takedowns", strings.NewReader(body))
-	if err != nil {
+	resp, b, err := call(ctx, nil, http.MethodPost, base+"/v1/takedowns", jsonHeader(token), body)
+	if resp == nil {
 		return 0, nil, err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, b, err
 }

@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"context"
@@ -55,39 +55,28 @@ func TestChildNode(t *testing.T) {
 	if err := json.Unmarshal([]byte(raw), &spec); err != nil {
 		t.Fatal(err)
 	}
-	cfg := drillConfig(t, spec.Brokers, spec.Redis)
-	a, err := start(context.Background(), cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), withRedisPrefix(spec.Prefix))
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := startTestNode(t, nodeSpec{
+		config:  drillConfig(spec.Brokers, spec.Redis),
+		log:     slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		opts:    []Option{withRedisPrefix(spec.Prefix)},
+		stopped: func(error) {},
+	})
 	// spawnChild consumes READY; the address follows it.
 	fmt.Println(loadLinePrefix + "READY")
 	fmt.Println(loadLinePrefix + "BASE " + a.base())
-	io.Copy(io.Discard, os.Stdin) // the parent closes stdin to stop it, or kills it
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-	defer cancel()
-	a.Shutdown(ctx)
+	io.Copy(io.Discard, os.Stdin) // the parent closes stdin to stop it, or kills it; the cleanup stops the node
 }
 
 // drillConfig is a node on brokers and Redis, without an item service of
 // its own (the drills run one and count what it does).
-func drillConfig(t testing.TB, brokers []string, redisURL string) config.Config {
-	t.Helper()
-	cfg, err := config.Load("", nil)
-	if err != nil {
-		t.Fatal(err)
+func drillConfig(brokers []string, redisURL string) func(*config.Config) {
+	return func(cfg *config.Config) {
+		cfg.Kafka.Brokers = brokers
+		cfg.Redis.URL = redisURL
+		cfg.Limits.TakedownBurst = 1000
+		cfg.Limits.TakedownRate = 1000
+		cfg.ItemSvc.Enabled = false
 	}
-	cfg.HTTP.Addr = "127.0.0.1:0"
-	cfg.Kafka.Brokers = brokers
-	cfg.Redis.URL = redisURL
-	cfg.Auth.Principals = testPrincipals
-	cfg.Limits.TakedownBurst = 1000
-	cfg.Limits.TakedownRate = 1000
-	cfg.ItemSvc.Enabled = false
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	return cfg
 }
 
 // childNode is a node in a child process.
@@ -114,22 +103,19 @@ func (c *childNode) kill() {
 }
 
 // startDrillNode starts a node in this process on brokers and Redis.
-func startDrillNode(t *testing.T, brokers []string, srv *redistest.Server, mutate func(*config.Config)) *app {
+func startDrillNode(t *testing.T, brokers []string, srv *redistest.Server, mutate func(*config.Config)) *Node {
 	t.Helper()
-	cfg := drillConfig(t, brokers, srv.URL())
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	a, err := start(t.Context(), cfg, slog.New(slog.DiscardHandler), withRedisPrefix(srv.Prefix))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), scaleWait)
-		defer cancel()
-		a.Shutdown(ctx)
+	return startTestNode(t, nodeSpec{
+		config: func(cfg *config.Config) {
+			drillConfig(brokers, srv.URL())(cfg)
+			if mutate != nil {
+				mutate(cfg)
+			}
+		},
+		opts:     []Option{withRedisPrefix(srv.Prefix)},
+		stopWait: scaleWait,
+		stopped:  func(error) {},
 	})
-	return a
 }
 
 // realRedis is the Redis server at 127.0.0.1:6379 (required in CI), with a
@@ -171,17 +157,14 @@ type answer struct {
 // postKeyed posts a police takedown to base with an Idempotency-Key.
 func postKeyed(ctx context.Context, base, item, key string) answer {
 	body := fmt.Sprintf(`{"item_id":%q,"reason":"court order"}`, item)
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/takedowns", strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+policeToken)
-	req.Header.Set("Idempotency-Key", key)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
+	resp, b, err := call(ctx, nil, http.MethodPost, base+"/v1/takedowns", jsonHeader(policeToken, "Idempotency-Key", key), body)
+	if resp == nil {
 		return answer{err: err}
 	}
-	defer resp.Body.Close()
 	var m map[string]any
-	err = json.NewDecoder(resp.Body).Decode(&m)
+	if err == nil {
+		err = json.Unmarshal(b, &m)
+	}
 	return answer{status: resp.StatusCode, body: m, err: err}
 }
 
@@ -265,7 +248,7 @@ func settle(ctx context.Context, bases []string, item, key string) (last answer,
 // settleAll settles every key on the nodes at once and fails the test,
 // with what the nodes say of themselves, for those that got no final
 // answer.
-func settleAll(t *testing.T, nodes []*app, keys map[string]string) map[string]answer {
+func settleAll(t *testing.T, nodes []*Node, keys map[string]string) map[string]answer {
 	t.Helper()
 	var bases []string
 	for _, n := range nodes {
@@ -381,7 +364,7 @@ func TestDrillBlackholeThenKill(t *testing.T) {
 			removed += len(containersOf(t, item))
 		}
 	}
-	answers := settleAll(t, []*app{b, c}, keys)
+	answers := settleAll(t, []*Node{b, c}, keys)
 	for i, item := range items {
 		a := answers[fmt.Sprintf("bh-%d", i)]
 		if want := map[bool]int{true: 404, false: 200}[strings.HasPrefix(item, "unknown")]; a.status != want {
@@ -411,7 +394,7 @@ func TestDrillPauseThen503(t *testing.T) {
 	}
 	time.Sleep(3500*time.Millisecond - time.Since(paused))
 	br.Proxy.Resume()
-	again := settleAll(t, []*app{a}, map[string]string{"pause-1": "item-7"})["pause-1"]
+	again := settleAll(t, []*Node{a}, map[string]string{"pause-1": "item-7"})["pause-1"]
 	if again.status != 200 || again.body["correlation_id"] != first.body["correlation_id"] {
 		t.Fatalf("retry: %d %v, want 200 for %v", again.status, again.body, first.body["correlation_id"])
 	}

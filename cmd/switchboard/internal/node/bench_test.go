@@ -1,9 +1,8 @@
-package main
+package node
 
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -30,37 +29,18 @@ const benchToken = "bench-only-token"
 // startBenchApp starts a whole node with the embedded broker on free ports,
 // a moderator principal with benchToken, and a connection limit above what
 // the benchmarks open. clientQueue sets hub.client_queue when it is not 0.
-func startBenchApp(b *testing.B, clientQueue int) *app {
+func startBenchApp(b *testing.B, clientQueue int) *Node {
 	b.Helper()
-	cfg, err := config.Load("", nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	cfg.HTTP.Addr = "127.0.0.1:0"
-	cfg.Kafka.Embedded.Addr = "127.0.0.1:0"
-	cfg.Auth.Principals = []config.Principal{{Name: "bench", Role: config.RoleModerator, Token: benchToken}}
-	cfg.Limits.Connections = 20000
-	if clientQueue != 0 {
-		cfg.Hub.ClientQueue = clientQueue
-	}
-	return runBenchNode(b, cfg)
-}
-
-// runBenchNode starts a node for a benchmark and stops it at the end.
-func runBenchNode(b *testing.B, cfg config.Config) *app {
-	b.Helper()
-	a, err := start(context.Background(), cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := a.Shutdown(ctx); err != nil {
-			b.Error(err)
-		}
+	return startTestNode(b, nodeSpec{
+		config: func(cfg *config.Config) {
+			cfg.Auth.Principals = []config.Principal{{Name: "bench", Role: config.RoleModerator, Token: benchToken}}
+			cfg.Limits.Connections = 20000
+			if clientQueue != 0 {
+				cfg.Hub.ClientQueue = clientQueue
+			}
+		},
+		stopWait: time.Minute,
 	})
-	return a
 }
 
 // reportMsg is an item.reported record in binary mode whose data carries
@@ -104,7 +84,7 @@ func newBenchWriter(addr string) (*kafka.Writer, func()) {
 
 // warmUp produces warm-up records (seq -1, which load clients ignore) until
 // one reaches a hub client on reports: the consumer group has then joined.
-func warmUp(b *testing.B, a *app, w *kafka.Writer) {
+func warmUp(b *testing.B, a *Node, w *kafka.Writer) {
 	b.Helper()
 	ctx := context.Background()
 	got := make(chan struct{}, 1)

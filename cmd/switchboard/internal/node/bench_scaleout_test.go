@@ -1,9 +1,8 @@
-package main
+package node
 
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"strconv"
 	"strings"
 	"testing"
@@ -48,12 +47,12 @@ func BenchmarkScaleOut(b *testing.B) {
 }
 
 func benchScaleOut(b *testing.B, c scaleBenchCase) {
-	var nodes []*app
+	var nodes []*Node
 	var broker string
 	var srv redistest.Server
 	if c.backplane == "memory" {
 		a := startBenchApp(b, 0)
-		nodes, broker = []*app{a}, a.kafkaAddr
+		nodes, broker = []*Node{a}, a.kafkaAddr
 	} else {
 		servers := redistest.Servers(b)
 		srv = servers[len(servers)-1] // the real server when it answers
@@ -139,36 +138,25 @@ func benchScaleOut(b *testing.B, c scaleBenchCase) {
 
 // startBenchNode starts a node of env with the benchmarks' principal and
 // connection limit.
-func startBenchNode(b *testing.B, env *scaleEnv) *app {
+func startBenchNode(b *testing.B, env *scaleEnv) *Node {
 	b.Helper()
-	cfg, err := config.Load("", nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	cfg.HTTP.Addr = "127.0.0.1:0"
-	cfg.Kafka.Brokers = []string{env.broker}
-	cfg.Redis.URL = env.url
-	cfg.ItemSvc.Enabled = false
-	cfg.Auth.Principals = []config.Principal{{Name: "bench", Role: config.RoleModerator, Token: benchToken}}
-	cfg.Limits.Connections = 20000
-	a, err := start(context.Background(), cfg, slog.New(slog.DiscardHandler), withRedisPrefix(env.prefix))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := a.Shutdown(ctx); err != nil {
-			b.Error(err)
-		}
+	return startTestNode(b, nodeSpec{
+		config: func(cfg *config.Config) {
+			cfg.Kafka.Brokers = []string{env.broker}
+			cfg.Redis.URL = env.url
+			cfg.ItemSvc.Enabled = false
+			cfg.Auth.Principals = []config.Principal{{Name: "bench", Role: config.RoleModerator, Token: benchToken}}
+			cfg.Limits.Connections = 20000
+		},
+		opts:     []Option{withRedisPrefix(env.prefix)},
+		stopWait: time.Minute,
 	})
-	return a
 }
 
 // warmUpNodes produces warm-up records (seq -1, which load clients ignore)
 // on every partition until every node's consumer has published one: the
 // consumer group has then settled.
-func warmUpNodes(b *testing.B, nodes []*app, w *kafka.Writer) {
+func warmUpNodes(b *testing.B, nodes []*Node, w *kafka.Writer) {
 	b.Helper()
 	deadline := time.Now().Add(2 * time.Minute)
 	for i := 0; time.Now().Before(deadline); i++ {

@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"bytes"
@@ -103,7 +103,7 @@ func TestLoggerDurations(t *testing.T) {
 func TestNodeLogLines(t *testing.T) {
 	var buf logBuffer
 	log := newLogger(config.Log{Level: "debug", Format: "json"}, &buf)
-	a := startTestAppLog(t, func(c *config.Config) { c.ItemSvc.Latency = 0 }, log)
+	a := startTestNode(t, nodeSpec{config: func(c *config.Config) { c.ItemSvc.Latency = 0 }, log: log})
 	waitReady(t, a)
 	if resp, _ := post(t, t.Context(), a, policeToken, `{"item_id":"item-1","reason":"test"}`); resp.StatusCode != 200 {
 		t.Fatalf("takedown %d", resp.StatusCode)

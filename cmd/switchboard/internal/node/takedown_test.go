@@ -1,10 +1,9 @@
-package main
+package node
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -24,41 +23,26 @@ import (
 )
 
 // post sends POST /v1/takedowns and decodes the JSON answer.
-func post(t *testing.T, ctx context.Context, a *app, token, body string, hdr ...string) (*http.Response, map[string]any) {
+func post(t *testing.T, ctx context.Context, a *Node, token, body string, hdr ...string) (*http.Response, map[string]any) {
 	t.Helper()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, a.base()+"/v1/takedowns", strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, b, err := call(ctx, nil, http.MethodPost, a.base()+"/v1/takedowns", jsonHeader(token, hdr...), body)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
 	var m map[string]any
 	json.Unmarshal(b, &m)
 	return resp, m
 }
 
-func get(t *testing.T, a *app, token, path string, hdr ...string) (*http.Response, map[string]any) {
+// get sends GET path with token and decodes the JSON answer.
+func get(t *testing.T, a *Node, token, path string, hdr ...string) (*http.Response, map[string]any) {
 	t.Helper()
-	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, a.base()+path, nil)
-	req.Header.Set("Authorization", "Bearer "+token)
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, b, err := call(t.Context(), nil, http.MethodGet, a.base()+path, headers(token, hdr...), "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
 	var m map[string]any
-	json.NewDecoder(resp.Body).Decode(&m)
+	json.Unmarshal(b, &m)
 	return resp, m
 }
 
@@ -196,7 +180,7 @@ func TestTakedownRateLimit(t *testing.T) {
 
 // responder stands in for an item service that answers every command with
 // a rejection of the given reason.
-func responder(t *testing.T, a *app, reason string) {
+func responder(t *testing.T, a *Node, reason string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -240,7 +224,7 @@ func TestTakedownRejected422(t *testing.T) {
 
 // countCommands reads the whole command topic and counts the commands of a
 // correlation ID.
-func countCommands(t *testing.T, a *app, corr string) int {
+func countCommands(t *testing.T, a *Node, corr string) int {
 	t.Helper()
 	n := 0
 	for part := range 3 {
@@ -394,24 +378,6 @@ func TestTakedownClientHangsUp(t *testing.T) {
 	cancel()
 	<-errc
 	eventually(t, "the wait freed", func() bool { return a.takedowns.Held() == 0 && a.hub.Clients() == 0 })
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	eventuallyWithin(t, waitFor, what, cond)
-}
-
-// eventuallyWithin waits for cond; d is a deadline against hangs, not a
-// bound on speed.
-func eventuallyWithin(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("never: %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // TestTakedownKafkaDown: with the broker stopped, POST answers 503 with

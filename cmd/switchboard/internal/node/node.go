@@ -1,4 +1,10 @@
-package main
+// Package node builds a Switchboard node from its configuration: the
+// embedded broker or the Kafka connection, the producer, the backplane,
+// the hub, the consumer, the takedown adapter, the simulated item
+// service, authentication, and the HTTP server with its routes, health
+// checks and metrics. The command's main parses flags and configuration
+// and calls Run.
+package node
 
 import (
 	"context"
@@ -33,11 +39,12 @@ import (
 	"github.com/switchboard/switchboard/static"
 )
 
-// run starts Switchboard, prints where to find it, and runs until ctx ends;
-// then it shuts down gracefully.
-func run(ctx context.Context, cfg config.Config, out io.Writer) error {
+// Run starts a node with cfg, logging to stderr, prints where to find it
+// on out, and runs until ctx ends; then it shuts down gracefully, within
+// http.shutdown_timeout.
+func Run(ctx context.Context, cfg config.Config, out io.Writer) error {
 	log := newLogger(cfg.Log, os.Stderr)
-	a, err := start(ctx, cfg, log)
+	a, err := Start(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -61,18 +68,8 @@ func run(ctx context.Context, cfg config.Config, out io.Writer) error {
 	return a.Shutdown(sctx)
 }
 
-func newLogger(c config.Log, w io.Writer) *slog.Logger {
-	var lvl slog.Level
-	_ = lvl.UnmarshalText([]byte(c.Level))
-	opts := &slog.HandlerOptions{Level: lvl, ReplaceAttr: durationStrings}
-	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
-}
-
-// app is one running Switchboard node: its parts in the order they start.
-type app struct {
+// Node is one running Switchboard node: its parts in the order they start.
+type Node struct {
 	cfg       config.Config
 	log       *slog.Logger
 	broker    *kfake.Cluster
@@ -97,7 +94,7 @@ type app struct {
 	srv       *http.Server
 	ln        net.Listener
 	// redisPrefix starts every Redis key of the backplane and the outcome
-	// store; redisbus.DefaultPrefix unless a startOption changed it.
+	// store; redisbus.DefaultPrefix unless an Option changed it.
 	redisPrefix string
 	lagOpts     []func(*lagSampler) // test hooks on the lag sampler
 
@@ -107,24 +104,25 @@ type app struct {
 	err    error
 }
 
-// startOption adjusts a node beyond its configuration. Only tests use one.
-type startOption func(*app)
+// Option adjusts a node beyond its configuration. Only tests use one.
+type Option func(*Node)
 
 // withRedisPrefix makes the node's Redis keys start with prefix instead of
 // redisbus.DefaultPrefix, so tests that share one real Redis server never
 // see each other's keys. Nodes meant to share state need the same prefix.
-func withRedisPrefix(prefix string) startOption {
-	return func(a *app) { a.redisPrefix = prefix }
+func withRedisPrefix(prefix string) Option {
+	return func(a *Node) { a.redisPrefix = prefix }
 }
 
 // withLagSampler lets a test adjust the lag sampler before it starts.
-func withLagSampler(f func(*lagSampler)) startOption {
-	return func(a *app) { a.lagOpts = append(a.lagOpts, f) }
+func withLagSampler(f func(*lagSampler)) Option {
+	return func(a *Node) { a.lagOpts = append(a.lagOpts, f) }
 }
 
-// start brings every part up; on error it tears down what it started.
-func start(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...startOption) (_ *app, err error) {
-	a := &app{cfg: cfg, log: log, redisPrefix: redisbus.DefaultPrefix}
+// Start brings every part of a node up, in order, and serves HTTP; on
+// error it tears down what it started.
+func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Option) (_ *Node, err error) {
+	a := &Node{cfg: cfg, log: log, redisPrefix: redisbus.DefaultPrefix}
 	for _, o := range opts {
 		o(a)
 	}
@@ -210,75 +208,75 @@ func start(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...sta
 	}
 
 	a.metrics = newMetrics(a)
-	a.ln, err = net.Listen("tcp", cfg.HTTP.Addr)
-	if err != nil {
-		return nil, fmt.Errorf("http.addr: %w", err)
-	}
-	// The guard bounds what a client holds without using it: a body's
-	// time to arrive, ambiguous lengths, connections never authenticated.
-	// The doors that hijack or stream keep their own deadlines.
-	a.guard, err = hub.NewHTTPGuard(hub.HTTPGuardConfig{
-		BodyTimeout:        cfg.HTTP.BodyTimeout,
-		MaxBodyBytes:       cfg.HTTP.MaxBodyBytes,
-		MaxUnauthenticated: cfg.Limits.UnauthenticatedConnections,
-	}, log.With("component", "httpguard"))
-	if err != nil {
+	if err := a.startHTTP(); err != nil {
 		return nil, err
 	}
-	if cfg.HTTP.TLS.Enabled() {
-		a.cert, err = auth.NewCertificate(cfg.HTTP.TLS.CertFile, cfg.HTTP.TLS.KeyFile, log.With("component", "tls"))
-		if err != nil {
-			return nil, fmt.Errorf("http.tls.cert_file: %w", err)
-		}
-		a.stopHUP = a.cert.ReloadOnSignal(syscall.SIGHUP)
-	}
-	a.srv = &http.Server{
-		Handler:           hub.RequestLogClient(log, a.proxies.SourceAddr, a.guard.Handler(a.routes())),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ConnContext:       a.guard.ConnContext,
-		ConnState:         a.guard.ConnState,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-	}
-	ln := a.guard.Listener(a.ln)
-	if a.cert != nil {
-		// HTTP/1.1 only for now: the guard and the doors are proven on it
-		// (WebSocket upgrades need it anyway).
-		a.srv.TLSConfig = a.cert.TLSConfig()
-		a.srv.TLSConfig.NextProtos = []string{"http/1.1"}
-		a.srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
-		ln = tls.NewListener(ln, a.srv.TLSConfig)
-	}
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
-		if err := a.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("http server stopped", "err", err)
-		}
-	}()
 	log.Info("switchboard started", "http", a.ln.Addr().String(), "kafka", brokers, "backplane", a.backplane)
 	return a, nil
 }
 
-// runItemSvc runs the simulated item service alone until ctx ends.
-func runItemSvc(ctx context.Context, cfg config.Config) error {
-	log := newLogger(cfg.Log, os.Stderr)
-	if cfg.Embedded() {
-		return errors.New("itemsvc: set kafka.brokers (--kafka-brokers) to the cluster to serve")
+// goRun runs fn in a goroutine the node waits for at shutdown, logging
+// its error unless ctx ended.
+func (a *Node) goRun(name string, fn func(context.Context) error, ctx context.Context) {
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		if err := fn(ctx); err != nil && ctx.Err() == nil {
+			a.log.Error(name+" stopped", "err", err)
+		}
+	}()
+}
+
+// URL is where a browser finds the page.
+func (a *Node) URL() string {
+	host, port, _ := net.SplitHostPort(a.ln.Addr().String())
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "localhost"
 	}
-	if err := kafkaconn.Check(ctx, cfg.KafkaConn(), cfg.Kafka.Brokers); err != nil {
-		return fmt.Errorf("kafka.brokers: %w", err)
+	scheme := "http://"
+	if a.cert != nil {
+		scheme = "https://"
 	}
-	p, err := producers.New(producers.Config{Brokers: cfg.Kafka.Brokers, Conn: cfg.KafkaConn()}, log)
-	if err != nil {
-		return err
-	}
-	defer p.Close()
-	svc, err := newItemService(cfg, cfg.Kafka.Brokers, p, log)
-	if err != nil {
-		return err
-	}
-	return svc.Run(ctx)
+	return scheme + net.JoinHostPort(host, port) + "/"
+}
+
+// Shutdown stops accepting, closes WebSockets with 1001 and ends SSE streams,
+// stops consuming (committing offsets and leaving the group), then closes
+// the producer and the broker. It is idempotent.
+func (a *Node) Shutdown(ctx context.Context) error {
+	a.once.Do(func() {
+		var errs []error
+		if a.srv != nil {
+			done := make(chan error, 1)
+			go func() { done <- a.srv.Shutdown(ctx) }()
+			if err := a.hub.Shutdown(ctx); err != nil {
+				errs = append(errs, err)
+			}
+			if err := <-done; err != nil {
+				errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+			}
+		}
+		a.cancel()
+		a.wg.Wait()
+		if a.stopHUP != nil {
+			a.stopHUP()
+		}
+		if a.auth != nil {
+			a.auth.Close()
+		}
+		if a.producer != nil {
+			errs = append(errs, a.producer.Close())
+		}
+		if c, ok := a.bp.(hub.Closer); ok {
+			c.Close()
+		}
+		if a.broker != nil {
+			a.broker.Close()
+		}
+		a.err = errors.Join(errs...)
+		a.log.Info("switchboard stopped", "err", a.err)
+	})
+	return a.err
 }
 
 // takedownStore is the outcome store, which also tells auth who owns a
@@ -290,7 +288,7 @@ type takedownStore interface {
 
 // startBackplane picks the backplane and the outcome store: Redis when
 // redis.url is set (shared by every node), memory otherwise.
-func (a *app) startBackplane(ctx context.Context) error {
+func (a *Node) startBackplane(ctx context.Context) error {
 	h := a.cfg.Hub.History
 	if a.cfg.Redis.URL == "" {
 		a.bp = hub.NewMemory(hub.MemoryConfig{HistorySize: h.Size, HistoryTTL: h.TTL})
@@ -308,34 +306,9 @@ func (a *app) startBackplane(ctx context.Context) error {
 	return nil
 }
 
-// newItemService builds the simulated item service of the contract.
-func newItemService(cfg config.Config, brokers []string, p *producers.Producer, log *slog.Logger) (*itemsvc.Service, error) {
-	return itemsvc.New(itemsvc.Config{
-		Brokers:           brokers,
-		Conn:              cfg.KafkaConn(),
-		CommandsTopic:     cfg.Kafka.Topics.Commands,
-		EventsTopic:       cfg.Kafka.Topics.Events,
-		Latency:           cfg.ItemSvc.Latency,
-		Decode:            decodeCommand,
-		SessionTimeout:    cfg.Kafka.SessionTimeout,
-		HeartbeatInterval: cfg.Kafka.HeartbeatInterval,
-		RebalanceTimeout:  cfg.Kafka.RebalanceTimeout,
-	}, p, log) // itemsvc.New adds component=itemsvc
-}
-
-// decodeCommand is the item service's decoder: consumers.Decode, which
-// checks a record as the hub's consumer does, read as an itemsvc.Command.
-func decodeCommand(m kafka.Message) (itemsvc.Command, error) {
-	ev, err := consumers.Decode(m)
-	if err != nil {
-		return itemsvc.Command{}, err
-	}
-	return itemsvc.Command{ID: ev.ID, Source: ev.Source, Type: ev.Type, Subject: ev.Subject, CorrelationID: ev.CorrelationID, JSON: ev.JSON}, nil
-}
-
 // startAuth builds the principals, or development tokens when none are
 // configured.
-func (a *app) startAuth() error {
+func (a *Node) startAuth() error {
 	var ps []auth.PrincipalConfig
 	for _, p := range a.cfg.Auth.Principals {
 		ps = append(ps, auth.PrincipalConfig{Name: p.Name, Role: p.Role, TokenSHA256: p.TokenSHA256, Token: p.Token, Channels: p.Channels})
@@ -377,7 +350,7 @@ func (a *app) startAuth() error {
 
 // startBroker starts the embedded Kafka-protocol broker on
 // kafka.embedded.addr with the configured topics.
-func (a *app) startBroker() error {
+func (a *Node) startBroker() error {
 	addr := a.cfg.Kafka.Embedded.Addr
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -403,17 +376,60 @@ func (a *app) startBroker() error {
 	return nil
 }
 
-func (a *app) goRun(name string, fn func(context.Context) error, ctx context.Context) {
+// startHTTP listens on http.addr and serves the routes behind the HTTP
+// guard, over TLS when http.tls is set.
+func (a *Node) startHTTP() error {
+	var err error
+	a.ln, err = net.Listen("tcp", a.cfg.HTTP.Addr)
+	if err != nil {
+		return fmt.Errorf("http.addr: %w", err)
+	}
+	// The guard bounds what a client holds without using it: a body's
+	// time to arrive, ambiguous lengths, connections never authenticated.
+	// The doors that hijack or stream keep their own deadlines.
+	a.guard, err = hub.NewHTTPGuard(hub.HTTPGuardConfig{
+		BodyTimeout:        a.cfg.HTTP.BodyTimeout,
+		MaxBodyBytes:       a.cfg.HTTP.MaxBodyBytes,
+		MaxUnauthenticated: a.cfg.Limits.UnauthenticatedConnections,
+	}, a.log.With("component", "httpguard"))
+	if err != nil {
+		return err
+	}
+	if a.cfg.HTTP.TLS.Enabled() {
+		a.cert, err = auth.NewCertificate(a.cfg.HTTP.TLS.CertFile, a.cfg.HTTP.TLS.KeyFile, a.log.With("component", "tls"))
+		if err != nil {
+			return fmt.Errorf("http.tls.cert_file: %w", err)
+		}
+		a.stopHUP = a.cert.ReloadOnSignal(syscall.SIGHUP)
+	}
+	a.srv = &http.Server{
+		Handler:           hub.RequestLogClient(a.log, a.proxies.SourceAddr, a.guard.Handler(a.routes())),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ConnContext:       a.guard.ConnContext,
+		ConnState:         a.guard.ConnState,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
+	}
+	ln := a.guard.Listener(a.ln)
+	if a.cert != nil {
+		// HTTP/1.1 only for now: the guard and the doors are proven on it
+		// (WebSocket upgrades need it anyway).
+		a.srv.TLSConfig = a.cert.TLSConfig()
+		a.srv.TLSConfig.NextProtos = []string{"http/1.1"}
+		a.srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
+		ln = tls.NewListener(ln, a.srv.TLSConfig)
+	}
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
-		if err := fn(ctx); err != nil && ctx.Err() == nil {
-			a.log.Error(name+" stopped", "err", err)
+		if err := a.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.log.Error("http server stopped", "err", err)
 		}
 	}()
+	return nil
 }
 
-func (a *app) routes() http.Handler {
+func (a *Node) routes() http.Handler {
 	// The API: every /v1/ request passes the Origin check first, then the
 	// failed-authentication throttle, before any door sees its credential.
 	api := http.NewServeMux()
@@ -447,7 +463,7 @@ func (a *app) routes() http.Handler {
 }
 
 // observeTakedown feeds the metrics, which exist once the node is up.
-func (a *app) observeTakedown(outcome string, d time.Duration) {
+func (a *Node) observeTakedown(outcome string, d time.Duration) {
 	if a.metrics != nil {
 		a.metrics.observe(outcome, d)
 	}
@@ -465,7 +481,7 @@ type readinessCheck struct {
 }
 
 // readinessChecks are the dependencies of a ready node.
-func (a *app) readinessChecks() []readinessCheck {
+func (a *Node) readinessChecks() []readinessCheck {
 	checks := []readinessCheck{
 		{"kafka", a.consumer.Ready},
 		{"backplane", a.hub.Healthy},
@@ -481,7 +497,7 @@ func (a *app) readinessChecks() []readinessCheck {
 // readyz answers 200 when every dependency answers and the node is not
 // shutting down, 503 otherwise. The checks run at once, each with its own
 // deadline; the body holds each one's result and names the failed ones.
-func (a *app) readyz(w http.ResponseWriter, r *http.Request) {
+func (a *Node) readyz(w http.ResponseWriter, r *http.Request) {
 	checks := a.readinessChecks()
 	results := make([]error, len(checks))
 	var wg sync.WaitGroup
@@ -516,54 +532,61 @@ func (a *app) readyz(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(out)
 }
 
-// URL is where a browser finds the page.
-func (a *app) URL() string {
-	host, port, _ := net.SplitHostPort(a.ln.Addr().String())
-	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
-		host = "localhost"
+// RunItemService runs the simulated item service alone, against
+// kafka.brokers, until ctx ends (switchboard itemsvc).
+func RunItemService(ctx context.Context, cfg config.Config) error {
+	log := newLogger(cfg.Log, os.Stderr)
+	if cfg.Embedded() {
+		return errors.New("itemsvc: set kafka.brokers (--kafka-brokers) to the cluster to serve")
 	}
-	scheme := "http://"
-	if a.cert != nil {
-		scheme = "https://"
+	if err := kafkaconn.Check(ctx, cfg.KafkaConn(), cfg.Kafka.Brokers); err != nil {
+		return fmt.Errorf("kafka.brokers: %w", err)
 	}
-	return scheme + net.JoinHostPort(host, port) + "/"
+	p, err := producers.New(producers.Config{Brokers: cfg.Kafka.Brokers, Conn: cfg.KafkaConn()}, log)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	svc, err := newItemService(cfg, cfg.Kafka.Brokers, p, log)
+	if err != nil {
+		return err
+	}
+	return svc.Run(ctx)
 }
 
-// Shutdown stops accepting, closes WebSockets with 1001 and ends SSE streams,
-// stops consuming (committing offsets and leaving the group), then closes
-// the producer and the broker. It is idempotent.
-func (a *app) Shutdown(ctx context.Context) error {
-	a.once.Do(func() {
-		var errs []error
-		if a.srv != nil {
-			done := make(chan error, 1)
-			go func() { done <- a.srv.Shutdown(ctx) }()
-			if err := a.hub.Shutdown(ctx); err != nil {
-				errs = append(errs, err)
-			}
-			if err := <-done; err != nil {
-				errs = append(errs, fmt.Errorf("http shutdown: %w", err))
-			}
-		}
-		a.cancel()
-		a.wg.Wait()
-		if a.stopHUP != nil {
-			a.stopHUP()
-		}
-		if a.auth != nil {
-			a.auth.Close()
-		}
-		if a.producer != nil {
-			errs = append(errs, a.producer.Close())
-		}
-		if c, ok := a.bp.(hub.Closer); ok {
-			c.Close()
-		}
-		if a.broker != nil {
-			a.broker.Close()
-		}
-		a.err = errors.Join(errs...)
-		a.log.Info("switchboard stopped", "err", a.err)
-	})
-	return a.err
+// newItemService builds the simulated item service of the contract.
+func newItemService(cfg config.Config, brokers []string, p *producers.Producer, log *slog.Logger) (*itemsvc.Service, error) {
+	return itemsvc.New(itemsvc.Config{
+		Brokers:           brokers,
+		Conn:              cfg.KafkaConn(),
+		CommandsTopic:     cfg.Kafka.Topics.Commands,
+		EventsTopic:       cfg.Kafka.Topics.Events,
+		Latency:           cfg.ItemSvc.Latency,
+		Decode:            decodeCommand,
+		SessionTimeout:    cfg.Kafka.SessionTimeout,
+		HeartbeatInterval: cfg.Kafka.HeartbeatInterval,
+		RebalanceTimeout:  cfg.Kafka.RebalanceTimeout,
+	}, p, log) // itemsvc.New adds component=itemsvc
+}
+
+// decodeCommand is the item service's decoder: consumers.Decode, which
+// checks a record as the hub's consumer does, read as an itemsvc.Command.
+func decodeCommand(m kafka.Message) (itemsvc.Command, error) {
+	ev, err := consumers.Decode(m)
+	if err != nil {
+		return itemsvc.Command{}, err
+	}
+	return itemsvc.Command{ID: ev.ID, Source: ev.Source, Type: ev.Type, Subject: ev.Subject, CorrelationID: ev.CorrelationID, JSON: ev.JSON}, nil
+}
+
+// newLogger is the node's logger: log.level and log.format, durations
+// as strings.
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: lvl, ReplaceAttr: durationStrings}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }

@@ -1,7 +1,6 @@
-package main
+package node
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -66,7 +65,7 @@ func forEachRedis(t *testing.T, body func(t *testing.T, env *scaleEnv)) {
 
 // node is one Switchboard node of a scale-out test.
 type node struct {
-	*app
+	*Node
 	name    string
 	crashed bool
 }
@@ -90,33 +89,29 @@ const (
 
 func startNode(t *testing.T, env *scaleEnv, name string, kind nodeKind) *node {
 	t.Helper()
-	cfg, err := config.Load("", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.HTTP.Addr = "127.0.0.1:0"
-	cfg.Kafka.Brokers = []string{env.broker}
-	cfg.Redis.URL = env.url
-	cfg.Auth.Principals = testPrincipals
-	cfg.Limits.TakedownBurst = 1000
-	cfg.ItemSvc.Enabled = kind == consumingWithItemSvc
-	cfg.ItemSvc.Latency = 10 * time.Millisecond
-	if kind == doorOnly {
-		cfg.Kafka.GroupID = "door-only-" + name
-	}
-	a, err := start(t.Context(), cfg, slog.New(slog.DiscardHandler), withRedisPrefix(env.prefix))
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := &node{app: a, name: name}
-	if kind == doorOnly {
-		a.cancel()
-	}
-	t.Cleanup(func() {
-		if err := n.stop(); err != nil && !n.crashed {
-			t.Errorf("stopping node %s: %v", name, err)
-		}
+	n := &node{name: name}
+	n.Node = startTestNode(t, nodeSpec{
+		config: func(cfg *config.Config) {
+			cfg.Kafka.Brokers = []string{env.broker}
+			cfg.Redis.URL = env.url
+			cfg.Limits.TakedownBurst = 1000
+			cfg.ItemSvc.Enabled = kind == consumingWithItemSvc
+			cfg.ItemSvc.Latency = 10 * time.Millisecond
+			if kind == doorOnly {
+				cfg.Kafka.GroupID = "door-only-" + name
+			}
+		},
+		opts:     []Option{withRedisPrefix(env.prefix)},
+		stopWait: scaleWait,
+		stopped: func(err error) {
+			if err != nil && !n.crashed {
+				t.Errorf("stopping node %s: %v", name, err)
+			}
+		},
 	})
+	if kind == doorOnly {
+		n.cancel()
+	}
 	return n
 }
 
@@ -138,14 +133,7 @@ func (n *node) crash() {
 // ready waits until n's /readyz answers want.
 func (n *node) readyIs(t *testing.T, want int) {
 	t.Helper()
-	waitUntil(t, fmt.Sprintf("node %s /readyz %d", n.name, want), func() bool {
-		resp, err := http.Get(n.base() + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == want
-	})
+	readyzIs(t, n.Node, want, scaleWait)
 }
 
 func waitUntil(t *testing.T, what string, cond func() bool) {
@@ -206,7 +194,7 @@ func (s *subscriber) String() string {
 
 // connect opens a connection to a, resuming after the cursors s holds, and
 // returns once every subscription is active.
-func (s *subscriber) connect(ctx context.Context, a *app) error {
+func (s *subscriber) connect(ctx context.Context, a *Node) error {
 	ctx, cancel := context.WithCancel(ctx)
 	s.frames = make(chan frame, 4096)
 	done := make(chan struct{})
@@ -223,7 +211,7 @@ func (s *subscriber) connect(ctx context.Context, a *app) error {
 	return err
 }
 
-func (s *subscriber) connectSSE(ctx context.Context, a *app, done chan struct{}) error {
+func (s *subscriber) connectSSE(ctx context.Context, a *Node, done chan struct{}) error {
 	q := url.Values{"channel": s.channels}
 	if s.from != "" && s.lastID == "" {
 		q.Set("from", s.from)
@@ -248,17 +236,7 @@ func (s *subscriber) connectSSE(ctx context.Context, a *app, done chan struct{})
 		defer close(s.frames)
 		defer resp.Body.Close()
 		go func() { <-ctx.Done(); resp.Body.Close() }()
-		sc := bufio.NewScanner(resp.Body)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		block := map[string]string{}
-		for sc.Scan() {
-			line := sc.Text()
-			if line != "" {
-				if k, v, ok := strings.Cut(line, ": "); ok && k != "" {
-					block[k] = v
-				}
-				continue
-			}
+		sseBlocks(resp.Body, func(block map[string]string) bool {
 			f := frame{kind: "other", cursor: block["id"]}
 			switch {
 			case block["event"] == "gap":
@@ -269,18 +247,18 @@ func (s *subscriber) connectSSE(ctx context.Context, a *app, done chan struct{})
 			case block["id"] != "":
 				f.kind = "cursor"
 			}
-			block = map[string]string{}
 			select {
 			case s.frames <- f:
+				return true
 			case <-ctx.Done():
-				return
+				return false
 			}
-		}
+		})
 	}()
 	return nil
 }
 
-func (s *subscriber) connectWS(ctx context.Context, a *app, done chan struct{}) error {
+func (s *subscriber) connectWS(ctx context.Context, a *Node, done chan struct{}) error {
 	u := "ws" + strings.TrimPrefix(a.base(), "http") + "/v1/ws"
 	c, _, err := websocket.Dial(ctx, u, &websocket.DialOptions{Subprotocols: []string{"switchboard.v1"},
 		HTTPHeader: http.Header{"Authorization": {"Bearer " + modToken}}})
@@ -530,7 +508,7 @@ func TestScaleOutMoveBetweenNodes(t *testing.T) {
 				chans := []string{"reports", "item:item-1"} // overlapping: item-1 events travel on both
 				s := newSubscriber(ws, chans...)
 				tl := newTally()
-				if err := s.connect(t.Context(), a.app); err != nil {
+				if err := s.connect(t.Context(), a.Node); err != nil {
 					t.Fatal(err)
 				}
 				produce(t, env.broker, msgs(seq(1, 10))...)
@@ -546,7 +524,7 @@ func TestScaleOutMoveBetweenNodes(t *testing.T) {
 				produce(t, env.broker, msgs(seq(11, 20))...)
 				// Resume only once Redis holds them all: they come from history.
 				waitUntil(t, "B published 20 events", func() bool { return b.consumer.Stats().Published == 20 })
-				if err := s.connect(t.Context(), c.app); err != nil {
+				if err := s.connect(t.Context(), c.Node); err != nil {
 					t.Fatal(err)
 				}
 				defer s.stop()
@@ -575,7 +553,7 @@ func TestScaleOutTakedownAnsweredAcrossNodes(t *testing.T) {
 		a := startNode(t, env, "A", doorOnly)
 		b := startNode(t, env, "B", consumingWithItemSvc)
 		c := startNode(t, env, "C", doorOnly)
-		resp, m := post(t, t.Context(), a.app, policeToken, `{"item_id":"item-1","reason":"court order"}`, "Prefer", "wait=50")
+		resp, m := post(t, t.Context(), a.Node, policeToken, `{"item_id":"item-1","reason":"court order"}`, "Prefer", "wait=50")
 		if resp.StatusCode != 200 || m["status"] != "confirmed" || m["item_id"] != "item-1" {
 			t.Fatalf("%d %v", resp.StatusCode, m)
 		}
@@ -595,7 +573,7 @@ func TestScaleOutTakedownAnsweredAcrossNodes(t *testing.T) {
 			return b.consumer.Stats().Published >= uint64(2+len(want))
 		})
 		corr := m["correlation_id"].(string)
-		resp, m = get(t, c.app, policeToken, "/v1/takedowns/"+corr)
+		resp, m = get(t, c.Node, policeToken, "/v1/takedowns/"+corr)
 		if resp.StatusCode != 200 || m["status"] != "confirmed" {
 			t.Fatalf("GET on C: %d %v", resp.StatusCode, m)
 		}
@@ -632,7 +610,7 @@ func TestScaleOutTakedownRetryOnAnotherNode(t *testing.T) {
 		waitUntil(t, "the command published", func() bool {
 			id, err := c.bus().Client().Get(t.Context(), env.prefix+"idem:{police}:scale-k1").Result()
 			corr = id
-			return err == nil && countCommands(t, &app{kafkaAddr: env.broker}, corr) == 1
+			return err == nil && countCommands(t, &Node{kafkaAddr: env.broker}, corr) == 1
 		})
 		a.crash()
 		if err := <-errc; err == nil || strings.HasPrefix(err.Error(), "answered") {
@@ -648,11 +626,11 @@ func TestScaleOutTakedownRetryOnAnotherNode(t *testing.T) {
 		go func() { svc.Run(ctx); close(done) }()
 		defer func() { cancel(); <-done }()
 
-		resp, m := post(t, t.Context(), c.app, policeToken, body, "Idempotency-Key", "scale-k1", "Prefer", "wait=50")
+		resp, m := post(t, t.Context(), c.Node, policeToken, body, "Idempotency-Key", "scale-k1", "Prefer", "wait=50")
 		if resp.StatusCode != 200 || m["status"] != "confirmed" || m["correlation_id"] != corr {
 			t.Fatalf("retry on C: %d %v (correlation %s)", resp.StatusCode, m, corr)
 		}
-		if n := countCommands(t, &app{kafkaAddr: env.broker}, corr); n != 1 {
+		if n := countCommands(t, &Node{kafkaAddr: env.broker}, corr); n != 1 {
 			t.Fatalf("%d commands for the key, want 1", n)
 		}
 	})
@@ -691,13 +669,13 @@ type cluster struct {
 	nodes []*node
 }
 
-func (c *cluster) pick(not *app) *app {
+func (c *cluster) pick(not *Node) *Node {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var live []*app
+	var live []*Node
 	for _, n := range c.nodes {
-		if n.app != not {
-			live = append(live, n.app)
+		if n.Node != not {
+			live = append(live, n.Node)
 		}
 	}
 	if len(live) == 0 {
@@ -716,7 +694,7 @@ func (c *cluster) replace(old, nw *node) {
 	}
 }
 
-func roam(t *testing.T, cl *cluster, first *app, s *subscriber) *roamer {
+func roam(t *testing.T, cl *cluster, first *Node, s *subscriber) *roamer {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &roamer{s: s, tl: newTally(), stop: cancel, done: make(chan struct{}), failed: make(chan struct{})}
@@ -827,7 +805,7 @@ func TestScaleOutRollingRestart(t *testing.T) {
 		}
 		var roamers []*roamer
 		for i, sp := range specs {
-			roamers = append(roamers, roam(t, cl, cl.nodes[i%3].app, newSubscriber(sp.ws, sp.channels...)))
+			roamers = append(roamers, roam(t, cl, cl.nodes[i%3].Node, newSubscriber(sp.ws, sp.channels...)))
 		}
 		stopFlow := make(chan struct{})
 		type result struct {
@@ -905,9 +883,9 @@ func TestScaleOutRedisRestart(t *testing.T) {
 	cl := &cluster{nodes: nodes}
 	itemOf := func(n int) string { return fmt.Sprintf("item-%d", 1+n%3) }
 	roamers := []*roamer{
-		roam(t, cl, a.app, newSubscriber(false, "reports")),
-		roam(t, cl, b.app, newSubscriber(true, "reports")),
-		roam(t, cl, a.app, newSubscriber(true, "item:item-1", "item:item-2")),
+		roam(t, cl, a.Node, newSubscriber(false, "reports")),
+		roam(t, cl, b.Node, newSubscriber(true, "reports")),
+		roam(t, cl, a.Node, newSubscriber(true, "item:item-1", "item:item-2")),
 	}
 	msgs := func(ns []int) []kafka.Message {
 		var out []kafka.Message
@@ -925,7 +903,7 @@ func TestScaleOutRedisRestart(t *testing.T) {
 	for _, n := range nodes {
 		n.readyIs(t, http.StatusServiceUnavailable)
 	}
-	if resp, _ := post(t, t.Context(), a.app, policeToken, `{"item_id":"item-1","reason":"test"}`); resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" {
+	if resp, _ := post(t, t.Context(), a.Node, policeToken, `{"item_id":"item-1","reason":"test"}`); resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("takedown while Redis is down: %d %v", resp.StatusCode, resp.Header)
 	}
 	produce(t, env.broker, msgs(seq(11, 20))...)
@@ -949,7 +927,7 @@ func TestScaleOutRedisRestart(t *testing.T) {
 	s := newSubscriber(false, "item:item-1")
 	s.from = "oldest"
 	tl := newTally()
-	if err := s.connect(t.Context(), b.app); err != nil {
+	if err := s.connect(t.Context(), b.Node); err != nil {
 		t.Fatal(err)
 	}
 	defer s.stop()

@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"io"
@@ -18,7 +18,7 @@ import (
 )
 
 // scrapeFamilies reads /metrics into its metric families.
-func scrapeFamilies(t *testing.T, a *app) map[string]*dto.MetricFamily {
+func scrapeFamilies(t *testing.T, a *Node) map[string]*dto.MetricFamily {
 	t.Helper()
 	resp, err := http.Get(a.base() + "/metrics")
 	if err != nil {

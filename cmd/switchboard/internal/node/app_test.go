@@ -1,18 +1,14 @@
-package main
+package node
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -76,45 +72,6 @@ var testPrincipals = []config.Principal{
 	{Name: "police", Role: "police", TokenSHA256: auth.HashToken(policeToken)},
 }
 
-// startTestApp starts a whole node on free ports with the embedded broker.
-func startTestApp(t *testing.T, mutate func(*config.Config)) *app {
-	t.Helper()
-	return startTestAppLog(t, mutate, slog.New(slog.DiscardHandler))
-}
-
-// startTestAppLog is startTestApp logging to log. The configuration must
-// pass validation, as at a real start.
-func startTestAppLog(t *testing.T, mutate func(*config.Config), log *slog.Logger, opts ...startOption) *app {
-	t.Helper()
-	cfg, err := config.Load("", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.HTTP.Addr = "127.0.0.1:0"
-	cfg.Kafka.Embedded.Addr = "127.0.0.1:0"
-	cfg.Auth.Principals = testPrincipals
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	a, err := start(t.Context(), cfg, log, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-		defer cancel()
-		if err := a.Shutdown(ctx); err != nil {
-			t.Error(err)
-		}
-	})
-	return a
-}
-
-func (a *app) base() string { return strings.TrimSuffix(a.URL(), "/") }
-
 func binaryMsg(topic, id, typ, item, corr string, data any) kafka.Message {
 	b, _ := json.Marshal(data)
 	hs := []kafka.Header{
@@ -152,67 +109,7 @@ func produce(t *testing.T, addr string, msgs ...kafka.Message) {
 	}
 }
 
-// sseStream reads one SSE stream's events (not comments, not id-only blocks).
-type sseStream struct {
-	body   io.ReadCloser
-	events chan map[string]string
-}
-
-func openSSE(t *testing.T, url string) *sseStream {
-	t.Helper()
-	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
-	req.Header.Set("Authorization", "Bearer "+modToken)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != 200 {
-		t.Fatalf("SSE status %d", resp.StatusCode)
-	}
-	s := readSSE(resp.Body)
-	t.Cleanup(func() { resp.Body.Close() })
-	return s
-}
-
-// readSSE parses a stream's events (not comments, not id-only blocks) in the
-// background.
-func readSSE(body io.ReadCloser) *sseStream {
-	s := &sseStream{body: body, events: make(chan map[string]string, 1000)}
-	go func() {
-		defer close(s.events)
-		sc := bufio.NewScanner(body)
-		ev := map[string]string{}
-		for sc.Scan() {
-			line := sc.Text()
-			if line == "" {
-				if _, ok := ev["data"]; ok {
-					s.events <- ev
-				}
-				ev = map[string]string{}
-				continue
-			}
-			k, v, _ := strings.Cut(line, ": ")
-			ev[k] = v
-		}
-	}()
-	return s
-}
-
-func (s *sseStream) next(t *testing.T) map[string]string {
-	t.Helper()
-	select {
-	case ev, ok := <-s.events:
-		if !ok {
-			t.Fatal("SSE stream ended")
-		}
-		return ev
-	case <-time.After(waitFor):
-		t.Fatal("no SSE event in time")
-	}
-	return nil
-}
-
-func dialWS(t *testing.T, a *app) *websocket.Conn {
+func dialWS(t *testing.T, a *Node) *websocket.Conn {
 	t.Helper()
 	u := "ws" + strings.TrimPrefix(a.base(), "http") + "/v1/ws"
 	c, _, err := websocket.Dial(t.Context(), u, &websocket.DialOptions{Subprotocols: []string{"switchboard.v1"},
@@ -239,7 +136,7 @@ func wsFrame(t *testing.T, c *websocket.Conn) map[string]any {
 	return m
 }
 
-func wsSubscribe(t *testing.T, a *app, channel string) *websocket.Conn {
+func wsSubscribe(t *testing.T, a *Node, channel string) *websocket.Conn {
 	t.Helper()
 	c := dialWS(t, a)
 	c.Write(t.Context(), websocket.MessageText, []byte(`{"type":"subscribe","id":"1","channel":"`+channel+`"}`))
@@ -312,22 +209,6 @@ func TestKafkaToSubscribers(t *testing.T) {
 	if f["type"] != "event" || f["channel"] != "corr:c-42" || f["event"].(map[string]any)["type"] != "takedown.confirmed" {
 		t.Fatalf("corr channel got %v", f)
 	}
-}
-
-func waitReady(t *testing.T, a *app) {
-	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(a.base() + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatal("never ready")
 }
 
 // TestKcat: a record produced by kcat, a Kafka client nobody here wrote,
@@ -407,7 +288,7 @@ func TestDeadLetter(t *testing.T) {
 
 // partitionOf finds the partition the Hash balancer puts key on, by producing
 // nothing: it reads where the good record landed in items.reported.
-func partitionOf(t *testing.T, a *app, key string) int {
+func partitionOf(t *testing.T, a *Node, key string) int {
 	t.Helper()
 	conn, err := kafka.Dial("tcp", a.kafkaAddr)
 	if err != nil {
@@ -461,28 +342,6 @@ func TestHealth(t *testing.T) {
 	waitReady(t, a)
 }
 
-// TestConfigRefusesToStart: an unknown key and a bad duration each stop the
-// start with a message that names the key.
-func TestConfigRefusesToStart(t *testing.T) {
-	tests := []struct{ name, yaml, want string }{
-		{"unknown key", "hub:\n  histroy:\n    size: 5\n", "hub.histroy"},
-		{"bad duration", "sse:\n  heartbeat: soon\n", "sse.heartbeat"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "c.yaml")
-			os.WriteFile(path, []byte(tt.yaml), 0o600)
-			cmd := newRootCmd()
-			cmd.SetArgs([]string{"--config", path})
-			cmd.SetOut(io.Discard)
-			err := cmd.ExecuteContext(t.Context())
-			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("error %v, want one naming %s", err, tt.want)
-			}
-		})
-	}
-}
-
 // TestResumeThroughKafka: an SSE client drops, events keep coming through
 // Kafka, and its Last-Event-ID brings back exactly the missed ones, in order.
 func TestResumeThroughKafka(t *testing.T) {
@@ -517,12 +376,10 @@ func TestResumeThroughKafka(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
+	resumed := readSSE(resp.Body)
 	var got []string
-	for len(got) < 3 && sc.Scan() {
-		if d, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
-			got = append(got, d)
-		}
+	for range 3 {
+		got = append(got, resumed.next(t)["data"])
 	}
 	for i, d := range got {
 		if !strings.Contains(d, fmt.Sprintf(`"n":%d`, 3+i)) {
