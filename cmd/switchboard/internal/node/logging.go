@@ -1,7 +1,10 @@
 package node
 
 import (
+	"io"
 	"log/slog"
+
+	"github.com/switchboard/switchboard/config"
 )
 
 // durationStrings is the loggers' ReplaceAttr: a duration is written as
@@ -12,4 +15,16 @@ func durationStrings(_ []string, a slog.Attr) slog.Attr {
 		a.Value = slog.StringValue(a.Value.Duration().String())
 	}
 	return a
+}
+
+// newLogger is the node's logger: log.level and log.format, durations
+// as strings.
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: lvl, ReplaceAttr: durationStrings}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }

@@ -1,0 +1,64 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/switchboard/switchboard/config"
+	"github.com/switchboard/switchboard/consumers"
+	"github.com/switchboard/switchboard/consumers/kafkaconn"
+	"github.com/switchboard/switchboard/producers"
+	"github.com/switchboard/switchboard/producers/itemsvc"
+)
+
+// RunItemService runs the simulated item service alone, against
+// kafka.brokers, until ctx ends (switchboard itemsvc).
+func RunItemService(ctx context.Context, cfg config.Config) error {
+	log := newLogger(cfg.Log, os.Stderr)
+	if cfg.Embedded() {
+		return errors.New("itemsvc: set kafka.brokers (--kafka-brokers) to the cluster to serve")
+	}
+	if err := kafkaconn.Check(ctx, cfg.KafkaConn(), cfg.Kafka.Brokers); err != nil {
+		return fmt.Errorf("kafka.brokers: %w", err)
+	}
+	p, err := producers.New(producers.Config{Brokers: cfg.Kafka.Brokers, Conn: cfg.KafkaConn()}, log)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	svc, err := newItemService(cfg, cfg.Kafka.Brokers, p, log)
+	if err != nil {
+		return err
+	}
+	return svc.Run(ctx)
+}
+
+// newItemService builds the simulated item service of the contract.
+func newItemService(cfg config.Config, brokers []string, p *producers.Producer, log *slog.Logger) (*itemsvc.Service, error) {
+	return itemsvc.New(itemsvc.Config{
+		Brokers:           brokers,
+		Conn:              cfg.KafkaConn(),
+		CommandsTopic:     cfg.Kafka.Topics.Commands,
+		EventsTopic:       cfg.Kafka.Topics.Events,
+		Latency:           cfg.ItemSvc.Latency,
+		Decode:            decodeCommand,
+		SessionTimeout:    cfg.Kafka.SessionTimeout,
+		HeartbeatInterval: cfg.Kafka.HeartbeatInterval,
+		RebalanceTimeout:  cfg.Kafka.RebalanceTimeout,
+	}, p, log) // itemsvc.New adds component=itemsvc
+}
+
+// decodeCommand is the item service's decoder: consumers.Decode, which
+// checks a record as the hub's consumer does, read as an itemsvc.Command.
+func decodeCommand(m kafka.Message) (itemsvc.Command, error) {
+	ev, err := consumers.Decode(m)
+	if err != nil {
+		return itemsvc.Command{}, err
+	}
+	return itemsvc.Command{ID: ev.ID, Source: ev.Source, Type: ev.Type, Subject: ev.Subject, CorrelationID: ev.CorrelationID, JSON: ev.JSON}, nil
+}

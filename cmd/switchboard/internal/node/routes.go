@@ -1,0 +1,120 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/switchboard/switchboard/docs"
+	"github.com/switchboard/switchboard/hub"
+	"github.com/switchboard/switchboard/hub/auth"
+	"github.com/switchboard/switchboard/static"
+)
+
+func (a *Node) routes() http.Handler {
+	// The API: every /v1/ request passes the Origin check first, then the
+	// failed-authentication throttle, before any door sees its credential.
+	api := http.NewServeMux()
+	api.Handle("GET /v1/sse", a.hub.SSEHandler(hub.SSEConfig{Heartbeat: a.cfg.SSE.Heartbeat, Retry: a.cfg.SSE.Retry, Guard: a.auth}))
+	api.Handle("GET /v1/ws", a.hub.WSHandler(hub.WSConfig{
+		PingInterval:    a.cfg.WS.PingInterval,
+		MaxMessageBytes: a.cfg.WS.MaxMessageBytes,
+		WriteTimeout:    a.cfg.WS.WriteTimeout,
+		OriginPatterns:  a.cfg.HTTP.AllowedOrigins,
+		Guard:           a.auth,
+		Frames:          map[string]hub.FrameHandler{"takedown": a.takedowns.Frame},
+	}))
+	api.Handle("POST /v1/takedowns", a.auth.Require(http.HandlerFunc(a.takedowns.Post), auth.RolePolice, auth.RoleModerator))
+	api.Handle("GET /v1/takedowns/{correlation_id}", a.auth.Require(http.HandlerFunc(a.takedowns.Get)))
+	api.Handle("/v1/session", a.auth.SessionHandler())
+
+	mux := http.NewServeMux()
+	mux.Handle("/v1/", auth.CORS(a.cfg.HTTP.AllowedOrigins, a.auth.Throttle(hub.ProblemMux(api))))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"status":"ok"}`+"\n")
+	})
+	mux.HandleFunc("GET /readyz", a.readyz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /openapi.yaml", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/yaml")
+		w.Write(docs.OpenAPI)
+	})
+	mux.Handle("/", static.Handler())
+	return a.metrics.http.wrap(mux, api)
+}
+
+// observeTakedown feeds the metrics, which exist once the node is up.
+func (a *Node) observeTakedown(outcome string, d time.Duration) {
+	if a.metrics != nil {
+		a.metrics.observe(outcome, d)
+	}
+}
+
+// readyTimeout bounds each readiness check on its own, so a dependency
+// that hangs is named as the one that failed and does not use up the
+// others' time.
+const readyTimeout = 2 * time.Second
+
+// readinessCheck is one dependency /readyz asks about.
+type readinessCheck struct {
+	name  string
+	check func(context.Context) error
+}
+
+// readinessChecks are the dependencies of a ready node.
+func (a *Node) readinessChecks() []readinessCheck {
+	checks := []readinessCheck{
+		{"kafka", a.consumer.Ready},
+		{"backplane", a.hub.Healthy},
+		{"consumer", a.consumer.Healthy},
+		{"producer", a.producer.Healthy},
+	}
+	if a.itemsvc != nil {
+		checks = append(checks, readinessCheck{"itemsvc", a.itemsvc.Healthy})
+	}
+	return checks
+}
+
+// readyz answers 200 when every dependency answers and the node is not
+// shutting down, 503 otherwise. The checks run at once, each with its own
+// deadline; the body holds each one's result and names the failed ones.
+func (a *Node) readyz(w http.ResponseWriter, r *http.Request) {
+	checks := a.readinessChecks()
+	results := make([]error, len(checks))
+	var wg sync.WaitGroup
+	for i, c := range checks {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
+			defer cancel()
+			results[i] = c.check(ctx)
+		})
+	}
+	wg.Wait()
+	body := map[string]string{}
+	var failed []string
+	for i, c := range checks {
+		body[c.name] = "ok"
+		if err := results[i]; err != nil {
+			body[c.name] = err.Error()
+			failed = append(failed, c.name)
+		}
+	}
+	status, code := "ok", http.StatusOK
+	if len(failed) > 0 {
+		status, code = "unavailable", http.StatusServiceUnavailable
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	out := map[string]any{"status": status, "checks": body}
+	if len(failed) > 0 {
+		out["failed"] = failed
+	}
+	json.NewEncoder(w).Encode(out)
+}
