@@ -30,7 +30,11 @@ func (b *Bus) ssubscribe(ctx context.Context, l *listening) error {
 	}
 	addr := node.Options().Addr
 	b.mu.Lock()
-	if b.channels[l.name] != l || b.rctx.Err() != nil {
+	if b.rctx.Err() != nil {
+		b.mu.Unlock()
+		return redis.ErrClosed
+	}
+	if b.channels[l.name] != l {
 		b.mu.Unlock()
 		return nil // cancelled meanwhile
 	}
