@@ -39,7 +39,10 @@ type door interface {
 // or the end) after its last drain either saw running set, and is found
 // by that check or by the writer that wins running back, or saw it clear
 // and started a writer of its own. So nothing queued is left unwritten,
-// and the end is always written. A write that fails leaves running set:
+// and the end is always written. A lingering (or held) writer waits on
+// wake, which kick fills without blocking; it has room for one, so a
+// wake-up is never lost, only merged with another, and the writer drains
+// everything queued either way. A write that fails leaves running set:
 // nothing more is written on a broken connection.
 //
 // Each batch is written corked (cork.Writer): however many frames and
