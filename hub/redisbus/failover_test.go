@@ -376,6 +376,13 @@ type failoverFigures struct {
 // acknowledged event once, or a gap notice for what the new master lost.
 func runFailover(t testing.TB, newClient func() redis.UniversalClient, chans []string, kill func()) failoverFigures {
 	t.Helper()
+	return runSwitch(t, newClient, chans, kill, true)
+}
+
+// runSwitch is runFailover; with down false the switch (a manual
+// failover) need not make Healthy fail.
+func runSwitch(t testing.TB, newClient func() redis.UniversalClient, chans []string, kill func(), down bool) failoverFigures {
+	t.Helper()
 	var nodes []*node
 	for range 3 {
 		nodes = append(nodes, startNode(t, newClient(), DefaultPrefix, chans))
@@ -385,7 +392,10 @@ func runFailover(t testing.TB, newClient func() redis.UniversalClient, chans []s
 
 	killed := time.Now()
 	kill()
-	unhealthyAt := waitHealth(t, nodes[1].bus, false)
+	unhealthyAt := killed
+	if down {
+		unhealthyAt = waitHealth(t, nodes[1].bus, false)
+	}
 	healthyAt := waitHealth(t, nodes[1].bus, true)
 	p.waitPublished(t, 30)
 	acked := p.halt()
@@ -534,5 +544,51 @@ func TestClusterSlotMigration(t *testing.T) {
 	subs, err := tc.PubSubShardNumSub(t.Context(), b.liveName(chans[0])).Result()
 	if err != nil || subs[b.liveName(chans[0])] != 2 {
 		t.Errorf("shard subscribers on the new master: %v %v", subs, err)
+	}
+}
+
+// TestClusterManualFailover: the replica of a busy channel's master takes
+// over by CLUSTER FAILOVER while events flow, the old master living on as
+// its replica. Every subscriber sees every event once: a node still
+// subscribed on the old master hears the shard's messages there (a
+// primary's shard messages reach its replicas), one that Redis unsubscribed
+// subscribes again on the new master. A manual failover loses no write, so
+// no gap either.
+func TestClusterManualFailover(t *testing.T) {
+	c := redistest.StartCluster(t, 3, 1)
+	chans, masters := spread(t, c, 2)
+	old := masters[chans[0]]
+	replica := c.ReplicaOf(t, old)
+	b := &Bus{cfg: Config{Prefix: DefaultPrefix}}
+	f := runSwitch(t, optionsClient(t, Options{ClusterAddrs: c.Addrs(), DialTimeout: time.Second}), chans, func() {
+		rc := replica.Client()
+		defer rc.Close()
+		if err := rc.Do(t.Context(), "CLUSTER", "FAILOVER").Err(); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(failoverWait)
+		for c.MasterOf(t, b.liveName(chans[0])) != replica {
+			if time.Now().After(deadline) {
+				t.Fatal("the replica did not take over")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}, false)
+	if f.gaps != 0 {
+		t.Errorf("%d gaps after a manual failover", f.gaps)
+	}
+	// The three nodes listen within the shard.
+	var n int64
+	for _, node := range []*redistest.Node{replica, old} {
+		nc := node.Client()
+		subs, err := nc.PubSubShardNumSub(t.Context(), b.liveName(chans[0])).Result()
+		nc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += subs[b.liveName(chans[0])]
+	}
+	if n != 3 {
+		t.Errorf("%d nodes listen to %s within its shard, want 3", n, chans[0])
 	}
 }

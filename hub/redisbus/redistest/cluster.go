@@ -324,3 +324,21 @@ func StartServer(t testing.TB) *Node {
 	t.Helper()
 	return newNode(t, need(t, "redis-server"))
 }
+
+// ReplicaOf returns a replica of master.
+func (c *Cluster) ReplicaOf(t testing.TB, master *Node) *Node {
+	t.Helper()
+	for _, n := range c.Nodes {
+		if n == master {
+			continue
+		}
+		nc := n.Client()
+		repl, err := nc.Info(t.Context(), "replication").Result()
+		nc.Close()
+		if err == nil && strings.Contains(repl, "role:slave") && strings.Contains(repl, "master_port:"+strconv.Itoa(master.Port)+"\r\n") {
+			return n
+		}
+	}
+	t.Fatalf("no replica of %s", master.Addr)
+	return nil
+}
