@@ -109,18 +109,6 @@ func produce(t *testing.T, addr string, msgs ...kafka.Message) {
 	}
 }
 
-func dialWS(t *testing.T, a *Node) *websocket.Conn {
-	t.Helper()
-	u := "ws" + strings.TrimPrefix(a.base(), "http") + "/v1/ws"
-	c, _, err := websocket.Dial(t.Context(), u, &websocket.DialOptions{Subprotocols: []string{"switchboard.v1"},
-		HTTPHeader: http.Header{"Authorization": {"Bearer " + modToken}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.CloseNow() })
-	return c
-}
-
 func wsFrame(t *testing.T, c *websocket.Conn) map[string]any {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), waitFor)

@@ -420,11 +420,7 @@ func TestDrillForgedOutcomes(t *testing.T) {
 		resp, m := post(t, t.Context(), a, policeToken, `{"item_id":"item-1","reason":"court order"}`, "Prefer", "wait=50")
 		done <- result{resp, m}
 	}()
-	ws, _, err := websocket.Dial(t.Context(), "ws"+strings.TrimPrefix(a.base(), "http")+"/v1/ws", &websocket.DialOptions{
-		Subprotocols: []string{"switchboard.v1"}, HTTPHeader: http.Header{"Authorization": {"Bearer " + acmeToken}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ws := dialWSWith(t, t, a.wsURL(""), bearer(acmeToken))
 	defer ws.CloseNow()
 	ws.Write(t.Context(), websocket.MessageText, []byte(`{"type":"takedown","id":"w","item_id":"item-4","reason":"counterfeit"}`))
 	ack := wsFrame(t, ws)

@@ -11,7 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
+
 	"github.com/switchboard/switchboard/config"
+	"github.com/switchboard/switchboard/hub"
 )
 
 // The test harness: the one way the tests of this package start a node,
@@ -87,6 +90,29 @@ func startTestApp(t *testing.T, mutate func(*config.Config)) *Node {
 
 // base is the node's URL without the trailing slash.
 func (a *Node) base() string { return strings.TrimSuffix(a.URL(), "/") }
+
+// wsURL is a's WebSocket door with query (empty, or from "?" on).
+func (a *Node) wsURL(query string) string {
+	return "ws" + strings.TrimPrefix(a.base(), "http") + "/v1/ws" + query
+}
+
+// dialWS opens a moderator's WebSocket to a, which must be accepted.
+func dialWS(t *testing.T, a *Node) *websocket.Conn {
+	t.Helper()
+	return dialWSWith(t, t, a.wsURL(""), bearer(modToken))
+}
+
+// dialWSWith opens a WebSocket at url with hdr, speaking the hub's
+// subprotocol, which must be accepted; it lives as long as life.
+func dialWSWith(t, life *testing.T, url string, hdr http.Header) *websocket.Conn {
+	t.Helper()
+	c, resp, err := websocket.Dial(life.Context(), url, &websocket.DialOptions{Subprotocols: []string{hub.Subprotocol}, HTTPHeader: hdr})
+	if err != nil {
+		t.Fatalf("dial %s: %v (%v)", url, err, resp)
+	}
+	life.Cleanup(func() { c.CloseNow() })
+	return c
+}
 
 // headers is a request header: a bearer token unless tok is empty, then
 // the name, value pairs of kv.

@@ -259,7 +259,7 @@ func (s *subscriber) connectSSE(ctx context.Context, a *Node, done chan struct{}
 }
 
 func (s *subscriber) connectWS(ctx context.Context, a *Node, done chan struct{}) error {
-	u := "ws" + strings.TrimPrefix(a.base(), "http") + "/v1/ws"
+	u := a.wsURL("")
 	c, _, err := websocket.Dial(ctx, u, &websocket.DialOptions{Subprotocols: []string{"switchboard.v1"},
 		HTTPHeader: http.Header{"Authorization": {"Bearer " + modToken}}})
 	if err != nil {

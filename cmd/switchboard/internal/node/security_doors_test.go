@@ -159,7 +159,7 @@ func TestSecurityAttemptsDoors(t *testing.T) {
 			n.upgradeRefused(t, []string{"switchboard.v2", "chat"})
 		}},
 		{"upgrade offering switchboard.v1 among others", true, func(t *testing.T) {
-			c, _, err := websocket.Dial(t.Context(), n.wsURL(""), &websocket.DialOptions{Subprotocols: []string{"chat", hub.Subprotocol}, HTTPHeader: bearer(modToken)})
+			c, _, err := websocket.Dial(t.Context(), n.a.wsURL(""), &websocket.DialOptions{Subprotocols: []string{"chat", hub.Subprotocol}, HTTPHeader: bearer(modToken)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -275,7 +275,7 @@ func (n *securityNode) dialStalled(t *testing.T, hdr http.Header) *websocket.Con
 	}}
 	tr := &http.Transport{DialContext: d.DialContext}
 	t.Cleanup(tr.CloseIdleConnections)
-	c, resp, err := websocket.Dial(t.Context(), n.wsURL(""), &websocket.DialOptions{
+	c, resp, err := websocket.Dial(t.Context(), n.a.wsURL(""), &websocket.DialOptions{
 		Subprotocols: []string{hub.Subprotocol}, HTTPHeader: hdr, HTTPClient: &http.Client{Transport: tr}})
 	if err != nil {
 		t.Fatalf("dial: %v (%v)", err, resp)
@@ -311,7 +311,7 @@ func (n *securityNode) pingsThen(t *testing.T, typ websocket.MessageType, last s
 // and take no connection slot.
 func (n *securityNode) upgradeRefused(t *testing.T, subprotocols []string) {
 	t.Helper()
-	c, resp, err := websocket.Dial(t.Context(), n.wsURL(""), &websocket.DialOptions{Subprotocols: subprotocols, HTTPHeader: bearer(modToken)})
+	c, resp, err := websocket.Dial(t.Context(), n.a.wsURL(""), &websocket.DialOptions{Subprotocols: subprotocols, HTTPHeader: bearer(modToken)})
 	if err == nil {
 		c.CloseNow()
 		t.Fatalf("offering %q: upgraded", subprotocols)

@@ -176,7 +176,7 @@ func TestSecurityAttemptsHTTP(t *testing.T) {
 		{"null origin, WebSocket upgrade", false, func(t *testing.T) {
 			h := bearer(modToken)
 			h.Set("Origin", "null")
-			c, resp, err := websocket.Dial(t.Context(), n.wsURL(""), &websocket.DialOptions{Subprotocols: []string{hub.Subprotocol}, HTTPHeader: h})
+			c, resp, err := websocket.Dial(t.Context(), n.a.wsURL(""), &websocket.DialOptions{Subprotocols: []string{hub.Subprotocol}, HTTPHeader: h})
 			if err == nil {
 				c.CloseNow()
 				t.Fatal("the null origin upgraded")
@@ -290,7 +290,7 @@ func TestSecurityAttemptsHTTP(t *testing.T) {
 			th.throttled(t, "POST", "/v1/session", http.Header{"Content-Type": {"application/json"}}, `{"token":"`+modToken+`"}`)
 		}},
 		{"then a right token, WebSocket upgrade", false, func(t *testing.T) {
-			c, resp, err := websocket.Dial(t.Context(), th.wsURL(""), &websocket.DialOptions{Subprotocols: []string{hub.Subprotocol}, HTTPHeader: bearer(modToken)})
+			c, resp, err := websocket.Dial(t.Context(), th.a.wsURL(""), &websocket.DialOptions{Subprotocols: []string{hub.Subprotocol}, HTTPHeader: bearer(modToken)})
 			if err == nil {
 				c.CloseNow()
 				t.Fatal("a throttled address upgraded")

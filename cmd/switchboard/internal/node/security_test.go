@@ -250,7 +250,7 @@ func TestSecurityAttempts(t *testing.T) {
 		{"cross-origin WebSocket upgrade", false, func(t *testing.T) {
 			h := bearer(modToken)
 			h.Set("Origin", "https://evil.example")
-			c, resp, err := websocket.Dial(n.root.Context(), n.wsURL(""), &websocket.DialOptions{Subprotocols: []string{hub.Subprotocol}, HTTPHeader: h})
+			c, resp, err := websocket.Dial(n.root.Context(), n.a.wsURL(""), &websocket.DialOptions{Subprotocols: []string{hub.Subprotocol}, HTTPHeader: h})
 			if err == nil {
 				c.CloseNow()
 				t.Fatal("a foreign origin upgraded")
@@ -262,7 +262,7 @@ func TestSecurityAttempts(t *testing.T) {
 		{"allowed host with another scheme, WebSocket", false, func(t *testing.T) {
 			h := bearer(modToken)
 			h.Set("Origin", "http://partner.example")
-			c, resp, err := websocket.Dial(n.root.Context(), n.wsURL(""), &websocket.DialOptions{Subprotocols: []string{hub.Subprotocol}, HTTPHeader: h})
+			c, resp, err := websocket.Dial(n.root.Context(), n.a.wsURL(""), &websocket.DialOptions{Subprotocols: []string{hub.Subprotocol}, HTTPHeader: h})
 			if err == nil {
 				c.CloseNow()
 				t.Fatal("http://partner.example upgraded")
@@ -559,10 +559,6 @@ func (n *securityNode) postAsync(t *testing.T, tok, item string) string {
 	return body.CorrelationID
 }
 
-func (n *securityNode) wsURL(query string) string {
-	return "ws" + strings.TrimPrefix(n.a.base(), "http") + "/v1/ws" + query
-}
-
 // do sends one request and reads the whole answer.
 func (n *securityNode) do(t *testing.T, method, path string, hdr http.Header, body string) (*http.Response, string) {
 	t.Helper()
@@ -613,12 +609,7 @@ func (n *securityNode) openSSE(t, life *testing.T, path string, hdr http.Header)
 // dial opens a WebSocket that must be accepted; it lives as long as life.
 func (n *securityNode) dial(t, life *testing.T, query string, hdr http.Header) *websocket.Conn {
 	t.Helper()
-	c, resp, err := websocket.Dial(life.Context(), n.wsURL(query), &websocket.DialOptions{Subprotocols: []string{hub.Subprotocol}, HTTPHeader: hdr})
-	if err != nil {
-		t.Fatalf("dial: %v (%v)", err, resp)
-	}
-	life.Cleanup(func() { c.CloseNow() })
-	return c
+	return dialWSWith(t, life, n.a.wsURL(query), hdr)
 }
 
 // dialRefused opens a WebSocket the server must close with code, giving a

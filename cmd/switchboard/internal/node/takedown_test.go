@@ -403,12 +403,7 @@ func TestTakedownKafkaDown(t *testing.T) {
 func TestTakedownWebSocket(t *testing.T) {
 	a := startTestApp(t, nil)
 	waitReady(t, a)
-	u := "ws" + strings.TrimPrefix(a.base(), "http") + "/v1/ws"
-	c, _, err := websocket.Dial(t.Context(), u, &websocket.DialOptions{Subprotocols: []string{"switchboard.v1"},
-		HTTPHeader: http.Header{"Authorization": {"Bearer " + acmeToken}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := dialWSWith(t, t, a.wsURL(""), bearer(acmeToken))
 	defer c.CloseNow()
 	c.Write(t.Context(), websocket.MessageText, []byte(`{"type":"takedown","id":"3","item_id":"item-5","reason":"counterfeit"}`))
 	ack := wsFrame(t, c)

@@ -278,11 +278,7 @@ func TestJWTDoors(t *testing.T) {
 		t.Errorf("the cookie outlives the JWT: %v", c)
 	}
 
-	ws, _, err := websocket.Dial(t.Context(), "ws"+strings.TrimPrefix(a.base(), "http")+"/v1/ws?access_token="+tok(2*time.Second),
-		&websocket.DialOptions{Subprotocols: []string{"switchboard.v1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ws := dialWSWith(t, t, a.wsURL("?access_token="+tok(2*time.Second)), nil)
 	defer ws.CloseNow()
 	ctx, cancel := context.WithTimeout(t.Context(), waitFor)
 	defer cancel()
