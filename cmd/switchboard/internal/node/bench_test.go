@@ -196,12 +196,12 @@ func benchEndToEnd(b *testing.B, c e2eCase) {
 
 	stopProfile := profileSteadyState(b, c)
 	b.ResetTimer()
-	cpu0, syscw0 := processCPU(), writeSyscalls()
+	cpu0, syscw0, wait0 := processCPU(), writeSyscalls(), runQueueWait()
 	if err := pc.begin(); err != nil {
 		b.Fatal(err)
 	}
 	sum, err := lc.summary(time.Duration(b.N)*steadyState + 30*time.Second)
-	serverCPU, syscw := processCPU()-cpu0, writeSyscalls()-syscw0
+	serverCPU, syscw, wait := processCPU()-cpu0, writeSyscalls()-syscw0, runQueueWait()-wait0
 	b.StopTimer()
 	stopProfile()
 	if err != nil {
@@ -224,6 +224,10 @@ func benchEndToEnd(b *testing.B, c e2eCase) {
 	// 100% is one core.
 	b.ReportMetric(float64(serverCPU)/float64(span)*100, "server-cpu-%")
 	b.ReportMetric(float64(sum.ReadCPUNs+psum.ReadCPUNs)/float64(span)*100, "client-cpu-%")
+	// How long the server was ready to run but waited for its CPU (other
+	// processes on it): high means the latencies are those of a starved
+	// server.
+	b.ReportMetric(float64(wait)/float64(span)*100, "server-wait-%")
 	b.ReportMetric(float64(serverCPU)/1e3/deliveries, "cpu-us/delivery")
 	b.ReportMetric(float64(syscw)/deliveries, "syscw/delivery")
 	b.ReportMetric(float64(sum.Received)/span.Seconds(), "deliveries/s")
@@ -337,6 +341,31 @@ func writeSyscalls() int64 {
 		}
 	}
 	return 0
+}
+
+// runQueueWait returns how long this process's threads have been ready to
+// run but waited for a CPU (the second field of each thread's
+// /proc/self/task/*/schedstat), or 0 where that cannot be read. Threads
+// that have exited are not counted.
+func runQueueWait() time.Duration {
+	ents, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return 0
+	}
+	var sum int64
+	for _, e := range ents {
+		raw, err := os.ReadFile(filepath.Join("/proc/self/task", e.Name(), "schedstat"))
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(raw))
+		if len(f) < 2 {
+			continue
+		}
+		n, _ := strconv.ParseInt(f[1], 10, 64)
+		sum += n
+	}
+	return time.Duration(sum)
 }
 
 // ownCPUs describes the CPUs this process may run on.
