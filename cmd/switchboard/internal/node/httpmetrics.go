@@ -98,6 +98,7 @@ func (w *routeWriter) record(code int) {
 	w.m.duration.WithLabelValues(w.route, strconv.Itoa(code/100)+"xx").Observe(time.Since(w.start).Seconds())
 }
 
+// WriteHeader records a final status, then passes it on.
 func (w *routeWriter) WriteHeader(code int) {
 	// 1xx but 101 are interim responses; the final one follows.
 	if code >= 200 || code == http.StatusSwitchingProtocols {
@@ -106,6 +107,7 @@ func (w *routeWriter) WriteHeader(code int) {
 	w.ResponseWriter.WriteHeader(code)
 }
 
+// Write records 200 unless a status was, then passes b on.
 func (w *routeWriter) Write(b []byte) (int, error) {
 	w.record(http.StatusOK)
 	return w.ResponseWriter.Write(b)
