@@ -12,6 +12,7 @@ import (
 	"github.com/switchboard/switchboard/hub/auth"
 	"github.com/switchboard/switchboard/hub/takedown"
 	"github.com/switchboard/switchboard/producers"
+	"github.com/switchboard/switchboard/producers/itemsvc"
 )
 
 // packageDefaults ties configuration keys to the package constants their
@@ -59,6 +60,7 @@ var packageDefaults = []struct {
 	{"takedown.publish_timeout", takedown.DefaultPublishWait, "takedown.DefaultPublishWait"},
 	{"takedown.outcome_sources", takedown.DefaultOutcomeSources, "takedown.DefaultOutcomeSources"},
 
+	{"itemsvc.latency", itemsvc.DefaultLatency, "itemsvc.DefaultLatency"},
 	{"demo.rate", producers.DefaultDemoRate, "producers.DefaultDemoRate"},
 
 	{"auth.session_ttl", auth.DefaultSessionTTL, "auth.DefaultSessionTTL"},
@@ -91,7 +93,7 @@ var configOwnedDefaults = []string{
 	"redis.cluster.addrs", "redis.cluster.password",
 	"redis.tls.enabled", "redis.tls.ca_file", "redis.tls.cert_file", "redis.tls.key_file",
 	"takedown.result_ttl",
-	"itemsvc.enabled", "itemsvc.latency",
+	"itemsvc.enabled",
 	"demo.enabled",
 	"auth.principals", "auth.session_secret",
 	"auth.jwt.jwks_url", "auth.jwt.public_key_files", "auth.jwt.hmac_secret",

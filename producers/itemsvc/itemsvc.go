@@ -50,6 +50,10 @@ const (
 	DefaultSessionTimeout    = kafkagroup.DefaultSessionTimeout
 	DefaultHeartbeatInterval = kafkagroup.DefaultHeartbeatInterval
 	DefaultRebalanceTimeout  = kafkagroup.DefaultRebalanceTimeout
+	// DefaultLatency is the latency a node gives the service when
+	// itemsvc.latency is not set, so answers feel like a real service's.
+	// New does not apply it: a zero Latency means answer at once.
+	DefaultLatency = 50 * time.Millisecond
 )
 
 // What the item service answers, besides the event types of producers.
