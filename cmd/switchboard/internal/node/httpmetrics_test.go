@@ -1,7 +1,6 @@
 package node
 
 import (
-	"io"
 	"math"
 	"net/http"
 	"runtime"
@@ -82,16 +81,10 @@ func TestHTTPMetrics(t *testing.T) {
 
 	do := func(method, path, token string) int {
 		t.Helper()
-		req, _ := http.NewRequestWithContext(t.Context(), method, a.base()+path, nil)
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, _, err := call(t.Context(), nil, method, a.base()+path, headers(token), "")
 		if err != nil {
 			t.Fatal(err)
 		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
 		return resp.StatusCode
 	}
 	for range 2 {

@@ -592,14 +592,9 @@ func TestScaleOutTakedownRetryOnAnotherNode(t *testing.T) {
 		body := `{"item_id":"item-7","reason":"court order"}`
 		errc := make(chan error, 1)
 		go func() {
-			req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, a.base()+"/v1/takedowns", strings.NewReader(body))
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("Authorization", "Bearer "+policeToken)
-			req.Header.Set("Idempotency-Key", "scale-k1")
-			req.Header.Set("Prefer", "wait=50")
-			resp, err := http.DefaultClient.Do(req)
-			if err == nil {
-				resp.Body.Close()
+			resp, _, err := call(t.Context(), nil, http.MethodPost, a.base()+"/v1/takedowns",
+				jsonHeader(policeToken, "Idempotency-Key", "scale-k1", "Prefer", "wait=50"), body)
+			if resp != nil {
 				err = fmt.Errorf("answered %d", resp.StatusCode)
 			}
 			errc <- err

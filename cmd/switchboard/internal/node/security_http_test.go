@@ -300,13 +300,10 @@ func TestSecurityAttemptsHTTP(t *testing.T) {
 			}
 		}},
 		{"throttled answers documented, through the OpenAPI check", false, func(t *testing.T) {
-			r, _ := http.NewRequestWithContext(t.Context(), "GET", th.a.base()+"/v1/session", nil)
-			r.Header = bearer(modToken)
-			resp, err := http.DefaultClient.Do(r)
+			resp, _, err := call(t.Context(), nil, http.MethodGet, th.a.base()+"/v1/session", bearer(modToken), "")
 			if err != nil {
 				t.Fatal(err)
 			}
-			resp.Body.Close()
 			if resp.StatusCode != 429 {
 				t.Fatalf("%d", resp.StatusCode)
 			}

@@ -787,12 +787,7 @@ func TestHeldRequestsCountAgainstLimits(t *testing.T) {
 	var held sync.WaitGroup
 	for range 2 {
 		held.Go(func() {
-			r, _ := http.NewRequestWithContext(ctx, "GET", a.base()+"/v1/takedowns/"+corr, nil)
-			r.Header.Set("Authorization", "Bearer "+policeToken)
-			r.Header.Set("Prefer", "wait=50")
-			if resp, err := n.client.Do(r); err == nil {
-				resp.Body.Close()
-			}
+			call(ctx, n.client, http.MethodGet, a.base()+"/v1/takedowns/"+corr, headers(policeToken, "Prefer", "wait=50"), "")
 		})
 	}
 	eventually(t, "two held reads", func() bool { return a.takedowns.Held() == 2 })

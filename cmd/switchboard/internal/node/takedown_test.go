@@ -140,16 +140,10 @@ func TestTakedownOutcomes(t *testing.T) {
 	}
 	for _, tt := range refusals {
 		t.Run(tt.name, func(t *testing.T) {
-			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, a.base()+"/v1/takedowns", strings.NewReader(tt.body))
-			req.Header.Set("Content-Type", tt.ctype)
-			if tt.token != "" {
-				req.Header.Set("Authorization", "Bearer "+tt.token)
-			}
-			resp, err := http.DefaultClient.Do(req)
+			resp, _, err := call(ctx, nil, http.MethodPost, a.base()+"/v1/takedowns", headers(tt.token, "Content-Type", tt.ctype), tt.body)
 			if err != nil {
 				t.Fatal(err)
 			}
-			resp.Body.Close()
 			if resp.StatusCode != tt.status || !isProblem(resp) {
 				t.Fatalf("status %d %s, want %d problem+json", resp.StatusCode, resp.Header.Get("Content-Type"), tt.status)
 			}
@@ -326,17 +320,12 @@ func TestTakedownConcurrent(t *testing.T) {
 	for i := range n {
 		wg.Go(func() {
 			item := fmt.Sprintf("item-%d", i+1)
-			req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, a.base()+"/v1/takedowns",
-				strings.NewReader(`{"item_id":"`+item+`","reason":"bulk"}`))
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("Authorization", "Bearer "+policeToken)
-			resp, err := client.Do(req)
-			if err != nil {
+			resp, b, _ := call(t.Context(), client, http.MethodPost, a.base()+"/v1/takedowns", jsonHeader(policeToken), `{"item_id":"`+item+`","reason":"bulk"}`)
+			if resp == nil {
 				return
 			}
-			defer resp.Body.Close()
 			answers[i].status = resp.StatusCode
-			json.NewDecoder(resp.Body).Decode(&answers[i].body)
+			json.Unmarshal(b, &answers[i].body)
 		})
 	}
 	wg.Wait()
@@ -368,10 +357,7 @@ func TestTakedownClientHangsUp(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	errc := make(chan error, 1)
 	go func() {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, a.base()+"/v1/takedowns", strings.NewReader(`{"item_id":"item-9","reason":"test"}`))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Authorization", "Bearer "+policeToken)
-		_, err := http.DefaultClient.Do(req)
+		_, _, err := call(ctx, nil, http.MethodPost, a.base()+"/v1/takedowns", jsonHeader(policeToken), `{"item_id":"item-9","reason":"test"}`)
 		errc <- err
 	}()
 	eventually(t, "a held request", func() bool { return a.takedowns.Held() == 1 && a.hub.Clients() == 1 })
@@ -435,16 +421,7 @@ func TestTakedownWebSocket(t *testing.T) {
 		t.Fatalf("item.removed for %v, want %v", removed, want)
 	}
 	// The partner may now follow its own takedown's channel on SSE too.
-	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, a.base()+"/v1/sse?channel=corr:"+corr, nil)
-	req.Header.Set("Authorization", "Bearer "+acmeToken)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("owner's SSE on its corr channel: %d", resp.StatusCode)
-	}
+	openSSEWith(t, t, nil, a.base()+"/v1/sse?channel=corr:"+corr, bearer(acmeToken))
 }
 
 // TestShutdownLetsHeldTakedownsAnswer: on shutdown a held takedown is still

@@ -1,12 +1,10 @@
 package node
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -124,14 +122,10 @@ func TestHTTPS(t *testing.T) {
 	deliver("r-before")
 
 	// Sign-in over HTTPS: the cookie is Secure.
-	sreq, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, a.base()+"/v1/session", nil)
-	sreq.Header.Set("Authorization", "Bearer "+modToken)
-	sresp, err := client.Do(sreq)
+	sresp, _, err := call(t.Context(), client, http.MethodPost, a.base()+"/v1/session", bearer(modToken), "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	io.Copy(io.Discard, sresp.Body)
-	sresp.Body.Close()
 	if c := sessionCookie(sresp); c == nil || !c.Secure {
 		t.Errorf("the session cookie over HTTPS is not Secure: %v", c)
 	}
@@ -193,15 +187,10 @@ func TestTrustedProxyHeaders(t *testing.T) {
 				c.HTTP.TrustedProxies = tc.proxies
 				c.Limits.AuthFailureRate, c.Limits.AuthFailureBurst = 0.001, 1
 			})
-			req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, a.base()+"/v1/session", nil)
-			req.Header.Set("Authorization", "Bearer "+modToken)
-			req.Header.Set("X-Forwarded-Proto", "https")
-			resp, err := http.DefaultClient.Do(req)
+			resp, _, err := call(t.Context(), nil, http.MethodPost, a.base()+"/v1/session", headers(modToken, "X-Forwarded-Proto", "https"), "")
 			if err != nil {
 				t.Fatal(err)
 			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
 			if c := sessionCookie(resp); c == nil || c.Secure != tc.secure {
 				t.Errorf("cookie %v, want Secure %v", c, tc.secure)
 			}
@@ -209,15 +198,10 @@ func TestTrustedProxyHeaders(t *testing.T) {
 			// proxy each has its own budget; otherwise they share the
 			// proxy's.
 			fail := func(client string) int {
-				req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, a.base()+"/v1/session", nil)
-				req.Header.Set("Authorization", "Bearer wrong-token")
-				req.Header.Set("X-Forwarded-For", client)
-				resp, err := http.DefaultClient.Do(req)
+				resp, _, err := call(t.Context(), nil, http.MethodGet, a.base()+"/v1/session", headers("wrong-token", "X-Forwarded-For", client), "")
 				if err != nil {
 					t.Fatal(err)
 				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
 				return resp.StatusCode
 			}
 			if got := fail("198.51.100.1"); got != http.StatusUnauthorized {
@@ -262,17 +246,12 @@ func TestJWTDoors(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("SSE with a JWT: %s", resp.Status)
 	}
-	sreq, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, a.base()+"/v1/session", nil)
-	sreq.Header.Set("Authorization", "Bearer "+tok(time.Minute))
-	sresp, err := http.DefaultClient.Do(sreq)
+	sresp, body, err := call(t.Context(), nil, http.MethodPost, a.base()+"/v1/session", bearer(tok(time.Minute)), "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	body := bufio.NewScanner(sresp.Body)
-	body.Scan()
-	sresp.Body.Close()
-	if sresp.StatusCode != http.StatusOK || !strings.Contains(body.Text(), `"jane"`) {
-		t.Errorf("sign-in with a JWT: %s %s", sresp.Status, body.Text())
+	if sresp.StatusCode != http.StatusOK || !strings.Contains(string(body), `"jane"`) {
+		t.Errorf("sign-in with a JWT: %s %s", sresp.Status, body)
 	}
 	if c := sessionCookie(sresp); c == nil || c.MaxAge > 60 {
 		t.Errorf("the cookie outlives the JWT: %v", c)
