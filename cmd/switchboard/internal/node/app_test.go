@@ -319,11 +319,10 @@ func TestShutdown(t *testing.T) {
 
 func TestHealth(t *testing.T) {
 	a := startTestApp(t, nil)
-	resp, err := http.Get(a.base() + "/healthz")
+	resp, _, err := call(t.Context(), nil, http.MethodGet, a.base()+"/healthz", nil, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp.Body.Close()
 	if resp.StatusCode != 200 {
 		t.Fatalf("healthz %d", resp.StatusCode)
 	}
@@ -356,15 +355,7 @@ func TestResumeThroughKafka(t *testing.T) {
 	for range 3 {
 		probe.next(t)
 	}
-	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
-	req.Header.Set("Last-Event-ID", lastID)
-	req.Header.Set("Authorization", "Bearer "+modToken)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	resumed := readSSE(resp.Body)
+	resumed := openSSEWith(t, t, nil, url, headers(modToken, "Last-Event-ID", lastID))
 	var got []string
 	for range 3 {
 		got = append(got, resumed.next(t)["data"])
