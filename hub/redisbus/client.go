@@ -88,7 +88,7 @@ func (o Options) Check() error {
 		set = append(set, "redis.cluster.addrs")
 	}
 	if len(set) > 1 {
-		return optErr(set[1], "is set with "+strings.Join(set[:1], "")+": set one of redis.url, redis.sentinel.* and redis.cluster.addrs")
+		return optErr(set[1], "is set with "+set[0]+": set one of redis.url, redis.sentinel.* and redis.cluster.addrs")
 	}
 	_, err := o.universal()
 	return err
@@ -100,8 +100,11 @@ type OptionError struct {
 	Err         error
 }
 
+// Error is "redisbus: <key>: <reason>".
 func (e *OptionError) Error() string { return "redisbus: " + e.Key + ": " + e.Reason }
 
+// Unwrap returns the error behind the reason, if any (a file that did not
+// open).
 func (e *OptionError) Unwrap() error { return e.Err }
 
 func optErr(key, reason string) error { return &OptionError{Key: key, Reason: reason} }

@@ -2,11 +2,14 @@ package redistest
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -39,11 +42,12 @@ type Node struct {
 	dir  string
 	cmd  *exec.Cmd
 	exit chan struct{}
+	tls  *tls.Config // of Client, for a TLS node
 }
 
 // Client opens a client of the node alone; the caller closes it.
 func (n *Node) Client() *redis.Client {
-	return redis.NewClient(&redis.Options{Addr: n.Addr, MaxRetries: -1, DialTimeout: time.Second})
+	return redis.NewClient(&redis.Options{Addr: n.Addr, MaxRetries: -1, DialTimeout: time.Second, TLSConfig: n.tls})
 }
 
 // start starts the process and waits until it answers a PING.
@@ -137,19 +141,70 @@ func freePort(t testing.TB) int {
 // ones), in a directory of its own.
 func newNode(t testing.TB, bin string, args ...string) *Node {
 	t.Helper()
+	return newNodeTLS(t, bin, nil, args...)
+}
+
+// newNodeTLS is newNode; with ct it listens for TLS only, and its Client
+// uses ct.
+func newNodeTLS(t testing.TB, bin string, ct *TLSFiles, args ...string) *Node {
+	t.Helper()
 	port := freePort(t)
 	dir := t.TempDir()
 	n := &Node{Addr: "127.0.0.1:" + strconv.Itoa(port), Port: port, bin: bin, dir: dir}
-	n.args = append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", dir, "--logfile", filepath.Join(dir, "redis.log")}, args...)
+	listen := []string{"--port", strconv.Itoa(port)}
+	if ct != nil {
+		listen = []string{"--port", "0", "--tls-port", strconv.Itoa(port),
+			"--tls-cert-file", ct.ServerCert, "--tls-key-file", ct.ServerKey, "--tls-ca-cert-file", ct.CA,
+			"--tls-auth-clients", "yes",
+			// Its certificate as a client of the other nodes (the
+			// server's is for server authentication only).
+			"--tls-client-cert-file", ct.ClientCert, "--tls-client-key-file", ct.ClientKey}
+		n.tls = ct.client(t)
+	}
+	if slices.Contains(args, "--cluster-enabled") {
+		// Said, since with --port 0 it would be 10000 for every node.
+		listen = append(listen, "--cluster-port", strconv.Itoa(port+10000))
+	}
+	n.args = append(append(listen, "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", dir, "--logfile", filepath.Join(dir, "redis.log")), args...)
 	n.start(t)
 	t.Cleanup(n.Kill)
 	return n
 }
 
+// TLSFiles are the PEM files of a TLS server and of its clients, all
+// signed by CA.
+type TLSFiles struct {
+	CA                    string
+	ServerCert, ServerKey string
+	ClientCert, ClientKey string
+}
+
+func (f *TLSFiles) client(t testing.TB) *tls.Config {
+	pem, err := os.ReadFile(f.CA)
+	if err != nil && t != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	pair, err := tls.LoadX509KeyPair(f.ClientCert, f.ClientKey)
+	if err != nil && t != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+}
+
+// StartTLSServer starts one redis-server that speaks TLS only and requires
+// a client certificate (tls-auth-clients yes).
+func StartTLSServer(t testing.TB, f *TLSFiles) *Node {
+	t.Helper()
+	return newNodeTLS(t, need(t, "redis-server"), f)
+}
+
 // Cluster is a Redis Cluster of redis-server child processes on loopback.
 type Cluster struct {
 	Nodes []*Node
+	tls   *TLSFiles
 }
 
 // StartCluster starts masters×(1+replicas) nodes and joins them into a
@@ -158,23 +213,43 @@ type Cluster struct {
 // or redis-cli it skips the test, or fails it in CI.
 func StartCluster(t testing.TB, masters, replicas int) *Cluster {
 	t.Helper()
+	return startCluster(t, masters, replicas, nil)
+}
+
+// StartTLSCluster is StartCluster with every node speaking TLS only, to
+// clients (which need a certificate), to each other and to replicas.
+func StartTLSCluster(t testing.TB, masters, replicas int, f *TLSFiles) *Cluster {
+	t.Helper()
+	return startCluster(t, masters, replicas, f)
+}
+
+func startCluster(t testing.TB, masters, replicas int, f *TLSFiles) *Cluster {
+	t.Helper()
 	srv := need(t, "redis-server")
 	cli := need(t, "redis-cli")
-	c := &Cluster{}
-	for range masters * (1 + replicas) {
-		c.Nodes = append(c.Nodes, newNode(t, srv,
-			"--cluster-enabled", "yes",
-			"--cluster-config-file", "nodes.conf",
-			"--cluster-node-timeout", strconv.Itoa(int(ClusterNodeTimeout.Milliseconds())),
-			// A replica may take over however long ago it last heard its
-			// master: the tests kill masters at any moment.
-			"--cluster-replica-validity-factor", "0",
-			"--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"))
+	c := &Cluster{tls: f}
+	args := []string{
+		"--cluster-enabled", "yes",
+		"--cluster-config-file", "nodes.conf",
+		"--cluster-node-timeout", strconv.Itoa(int(ClusterNodeTimeout.Milliseconds())),
+		// A replica may take over however long ago it last heard its
+		// master: the tests kill masters at any moment.
+		"--cluster-replica-validity-factor", "0",
+		"--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"}
+	var cliTLS []string
+	if f != nil {
+		args = append(args, "--tls-cluster", "yes", "--tls-replication", "yes")
+		cliTLS = []string{"--tls", "--cacert", f.CA, "--cert", f.ClientCert, "--key", f.ClientKey}
 	}
-	args := []string{"--cluster", "create"}
-	args = append(args, c.Addrs()...)
-	args = append(args, "--cluster-replicas", strconv.Itoa(replicas), "--cluster-yes")
-	out, err := exec.Command(cli, args...).CombinedOutput()
+	for range masters * (1 + replicas) {
+		c.Nodes = append(c.Nodes, newNodeTLS(t, srv, f, args...))
+	}
+	create := append(cliTLS, "--cluster", "create")
+	create = append(create, c.Addrs()...)
+	create = append(create, "--cluster-replicas", strconv.Itoa(replicas), "--cluster-yes")
+	ctx, cancel := context.WithTimeout(context.Background(), ownWait)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, cli, create...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
 	}
@@ -194,7 +269,11 @@ func (c *Cluster) Addrs() []string {
 // Client opens a cluster client; the caller closes it (or hands it to a
 // bus, which does).
 func (c *Cluster) Client() *redis.ClusterClient {
-	return redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs(), DialTimeout: time.Second})
+	o := &redis.ClusterOptions{Addrs: c.Addrs(), DialTimeout: time.Second}
+	if c.tls != nil {
+		o.TLSConfig = c.tls.client(nil)
+	}
+	return redis.NewClusterClient(o)
 }
 
 // Node returns the node of addr.
