@@ -82,6 +82,20 @@ func startTestNode(tb testing.TB, spec nodeSpec) *Node {
 	return a
 }
 
+// runItemService runs the simulated item service of a's configuration
+// against broker, publishing through a's producer, until the test ends.
+func runItemService(t *testing.T, a *Node, broker string) {
+	t.Helper()
+	svc, err := newItemService(a.cfg, []string{broker}, a.producer, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { svc.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
 // startTestApp is startTestNode with the configuration adjusted by mutate.
 func startTestApp(t *testing.T, mutate func(*config.Config)) *Node {
 	t.Helper()

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -612,14 +611,7 @@ func TestScaleOutTakedownRetryOnAnotherNode(t *testing.T) {
 			t.Fatalf("the client of the crashed node got %v, want a broken connection", err)
 		}
 		// The item service comes up (beside node B) and answers the command.
-		svc, err := newItemService(b.cfg, []string{env.broker}, b.producer, slog.New(slog.DiscardHandler))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { svc.Run(ctx); close(done) }()
-		defer func() { cancel(); <-done }()
+		runItemService(t, b.Node, env.broker)
 
 		resp, m := post(t, t.Context(), c.Node, policeToken, body, "Idempotency-Key", "scale-k1", "Prefer", "wait=50")
 		if resp.StatusCode != 200 || m["status"] != "confirmed" || m["correlation_id"] != corr {

@@ -269,14 +269,7 @@ func TestTakedownTimeoutThenRetry(t *testing.T) {
 	}
 
 	// The item service comes back.
-	svc, err := newItemService(a.cfg, []string{a.kafkaAddr}, a.producer, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { svc.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	runItemService(t, a, a.kafkaAddr)
 
 	resp, m = post(t, t.Context(), a, policeToken, body, "Idempotency-Key", "k-1", "Prefer", "wait=10")
 	if resp.StatusCode != 200 || m["correlation_id"] != corr || m["status"] != "confirmed" {
