@@ -61,7 +61,8 @@ type Bus struct {
 	shards   map[string]*shard     // by node address, on a Cluster
 
 	// known is the newest position this node saw of each channel it
-	// published to or heard from, to catch a log that lost writes.
+	// published to or heard from, to catch a log that lost writes. Its
+	// lock is never held with mu.
 	known knownTops
 
 	// Commands counts the Redis commands the bus sent (scripts count one),
