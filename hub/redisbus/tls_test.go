@@ -3,6 +3,7 @@ package redisbus
 import (
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/switchboard/switchboard/consumers/kafkaconn/kafkaconntest"
 	"github.com/switchboard/switchboard/hub"
@@ -84,4 +85,20 @@ func TestClusterTLS(t *testing.T) {
 		rdb.Close()
 		t.Error("connected without a client certificate")
 	}
+}
+
+// TestSentinelTLS: a bus over Sentinel with the sentinels and the servers
+// speaking TLS only (redis.tls.{enabled, ca_file, cert_file, key_file}
+// apply to both), through a failover.
+func TestSentinelTLS(t *testing.T) {
+	ca := kafkaconntest.NewCA(t)
+	scert, skey, _ := ca.Issue(t, "redis", true)
+	ccert, ckey, _ := ca.Issue(t, "switchboard", false)
+	f := &redistest.TLSFiles{CA: ca.File, ServerCert: scert, ServerKey: skey, ClientCert: ccert, ClientKey: ckey}
+	s := redistest.StartTLSSentinel(t, 1, f)
+	o := Options{SentinelMaster: redistest.SentinelMaster, SentinelAddrs: s.Addrs(), DialTimeout: time.Second,
+		TLS: TLS{Enabled: true, CAFile: ca.File, CertFile: ccert, KeyFile: ckey}}
+	chans := []string{"reports", "item:1"}
+	f2 := runFailover(t, optionsClient(t, o), chans, s.Primary(t).Kill)
+	f2.log(t)
 }

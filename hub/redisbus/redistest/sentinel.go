@@ -2,6 +2,7 @@ package redistest
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"os"
 	"os/exec"
@@ -25,6 +26,7 @@ type Sentinel struct {
 	Servers []*Node
 	// Sentinels are the three sentinels (quorum 2).
 	Sentinels []*Node
+	tls       *tls.Config
 }
 
 // StartSentinel starts a primary with replicas replicas and three
@@ -34,13 +36,33 @@ type Sentinel struct {
 // it in CI.
 func StartSentinel(t testing.TB, replicas int) *Sentinel {
 	t.Helper()
+	return startSentinel(t, replicas, nil)
+}
+
+// StartTLSSentinel is StartSentinel with the servers and the sentinels
+// speaking TLS only (clients need a certificate), replication too.
+func StartTLSSentinel(t testing.TB, replicas int, f *TLSFiles) *Sentinel {
+	t.Helper()
+	return startSentinel(t, replicas, f)
+}
+
+func startSentinel(t testing.TB, replicas int, f *TLSFiles) *Sentinel {
+	t.Helper()
 	srv := need(t, "redis-server")
 	s := &Sentinel{}
-	primary := newNode(t, srv, "--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0")
+	var tlsArgs []string
+	listen := "port %d\n"
+	if f != nil {
+		s.tls = f.client(t)
+		tlsArgs = []string{"--tls-replication", "yes"}
+		listen = "port 0\ntls-port %d\n" + fmt.Sprintf("tls-cert-file %s\ntls-key-file %s\ntls-ca-cert-file %s\ntls-auth-clients yes\ntls-replication yes\ntls-client-cert-file %s\ntls-client-key-file %s\n",
+			f.ServerCert, f.ServerKey, f.CA, f.ClientCert, f.ClientKey)
+	}
+	primary := newNodeTLS(t, srv, f, append(tlsArgs, "--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0")...)
 	s.Servers = append(s.Servers, primary)
 	for range replicas {
-		s.Servers = append(s.Servers, newNode(t, srv, "--replicaof", "127.0.0.1", strconv.Itoa(primary.Port),
-			"--repl-diskless-load", "on-empty-db"))
+		s.Servers = append(s.Servers, newNodeTLS(t, srv, f, append(tlsArgs, "--replicaof", "127.0.0.1", strconv.Itoa(primary.Port),
+			"--repl-diskless-load", "on-empty-db")...))
 	}
 	sentinelBin, sentinelArgs := srv, []string{"--sentinel"}
 	if p, err := exec.LookPath("redis-sentinel"); err == nil {
@@ -50,8 +72,7 @@ func StartSentinel(t testing.TB, replicas int) *Sentinel {
 		port := freePort(t)
 		dir := t.TempDir()
 		conf := filepath.Join(dir, "sentinel.conf")
-		body := fmt.Sprintf(`port %d
-bind 127.0.0.1
+		body := fmt.Sprintf(listen+`bind 127.0.0.1
 dir %s
 logfile %s
 sentinel monitor %s 127.0.0.1 %d 2
@@ -64,7 +85,7 @@ sentinel parallel-syncs %s 1
 			t.Fatal(err)
 		}
 		n := &Node{Addr: "127.0.0.1:" + strconv.Itoa(port), Port: port, bin: sentinelBin, dir: dir,
-			args: append([]string{conf}, sentinelArgs...)}
+			args: append([]string{conf}, sentinelArgs...), tls: s.tls}
 		n.start(t)
 		t.Cleanup(n.Kill)
 		s.Sentinels = append(s.Sentinels, n)
@@ -85,13 +106,13 @@ func (s *Sentinel) Addrs() []string {
 // Client opens a failover client; the caller closes it (or hands it to a
 // bus, which does).
 func (s *Sentinel) Client() *redis.Client {
-	return redis.NewFailoverClient(&redis.FailoverOptions{MasterName: SentinelMaster, SentinelAddrs: s.Addrs(), DialTimeout: time.Second})
+	return redis.NewFailoverClient(&redis.FailoverOptions{MasterName: SentinelMaster, SentinelAddrs: s.Addrs(), DialTimeout: time.Second, TLSConfig: s.tls})
 }
 
 // Primary returns the server the sentinels name as the primary now.
 func (s *Sentinel) Primary(t testing.TB) *Node {
 	t.Helper()
-	sc := redis.NewSentinelClient(&redis.Options{Addr: s.Sentinels[0].Addr})
+	sc := redis.NewSentinelClient(&redis.Options{Addr: s.Sentinels[0].Addr, TLSConfig: s.tls})
 	defer sc.Close()
 	addr, err := sc.GetMasterAddrByName(t.Context(), SentinelMaster).Result()
 	if err != nil {
@@ -123,7 +144,7 @@ func (s *Sentinel) WaitOK(t testing.TB, replicas int) {
 
 func (s *Sentinel) notOK(ctx context.Context, replicas int) string {
 	for _, sn := range s.Sentinels {
-		sc := redis.NewSentinelClient(&redis.Options{Addr: sn.Addr, DialTimeout: time.Second})
+		sc := redis.NewSentinelClient(&redis.Options{Addr: sn.Addr, DialTimeout: time.Second, TLSConfig: s.tls})
 		m, err := sc.Master(ctx, SentinelMaster).Result()
 		sc.Close()
 		if err != nil {
