@@ -46,7 +46,7 @@ func CORS(allowed []string, next http.Handler) http.Handler {
 		}
 		credentials := exact[strings.ToLower(origin)]
 		if !credentials && !anyOrigin {
-			hub.WriteRefusal(w, fmt.Errorf("%w: origin %s is not in http.allowed_origins", hub.ErrForbidden, clip(origin)))
+			hub.WriteRefusal(w, fmt.Errorf("%w: origin %s is not in http.allowed_origins", hub.ErrForbidden, hub.Clip(origin, 100)))
 			return
 		}
 		h := w.Header()
@@ -91,11 +91,4 @@ func withoutSessionCookie(r *http.Request) *http.Request {
 func sameOrigin(origin string, r *http.Request) bool {
 	u, err := url.Parse(origin)
 	return err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host)
-}
-
-func clip(s string) string {
-	if len(s) > 100 {
-		return s[:100] + "…"
-	}
-	return s
 }

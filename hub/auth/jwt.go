@@ -26,6 +26,9 @@ const (
 	// JWKS caused by tokens with an unknown kid: a stream of made-up kids
 	// never turns into a stream of requests to the identity provider.
 	DefaultJWKSRefreshMin = 5 * time.Minute
+	// jwksFetchWait bounds the fetch of the JWKS that an unknown kid
+	// starts, and the wait for the limiter's turn to fetch.
+	jwksFetchWait = 5 * time.Second
 	// DefaultJWKSRefresh is how often the JWKS is fetched anyway.
 	DefaultJWKSRefresh = time.Hour
 	// DefaultJWTLeeway is the clock skew a configuration gets unless it
@@ -179,10 +182,13 @@ func newJWTVerifier(cfg JWTConfig, log *slog.Logger) (*jwtVerifier, error) {
 		client, err := jwkset.NewHTTPClient(jwkset.HTTPClientOptions{
 			HTTPURLs: map[string]jwkset.Storage{cfg.JWKSURL: store},
 			// An unknown kid refreshes at once when the limiter allows and
-			// is refused at once when it does not: a request never waits
-			// for the limiter.
+			// is refused at once when its next turn is more than
+			// jwksFetchWait away (the limiter never sleeps past its
+			// context's deadline). The same deadline bounds the fetch
+			// itself, so it must leave room for one: with a millisecond,
+			// a fetch on a new connection failed.
 			RefreshUnknownKID: rate.NewLimiter(rate.Every(cfg.JWKSRefreshMin), 1),
-			RateLimitWaitMax:  time.Millisecond,
+			RateLimitWaitMax:  jwksFetchWait,
 		})
 		if err != nil {
 			stop()
