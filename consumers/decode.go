@@ -1030,9 +1030,4 @@ func appendJSONString(dst []byte, s string) []byte {
 }
 
 // clip keeps error messages short when a record holds a huge value.
-func clip(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "…"
-	}
-	return s
-}
+func clip(s string) string { return hub.Clip(s, 64) }
