@@ -100,17 +100,17 @@ func mustJSON(r *Record) []byte {
 
 // MarkPublished implements Store.
 func (s *RedisStore) MarkPublished(ctx context.Context, id string) error {
-	err := s.update(ctx, id, func(r *Record, found bool) *Record {
-		if !found || r.Published {
-			return nil
+	found, err := s.update(ctx, id, func(r *Record) (*Record, error) {
+		if r.Published {
+			return nil, nil
 		}
 		r.Published = true
-		return r
+		return r, nil
 	})
-	if err != nil {
-		return err
+	if err == nil && !found {
+		err = s.wrap(s.rdb.ZRem(ctx, s.publishingKey(), id).Err())
 	}
-	return s.wrap(s.rdb.ZRem(ctx, s.publishingKey(), id).Err())
+	return err
 }
 
 // claimScript takes the members of the publishing set scored at or below
@@ -145,49 +145,84 @@ func (s *RedisStore) ClaimUnpublished(ctx context.Context, before time.Time, max
 	return out, nil
 }
 
-// update runs fn on the record in an optimistic transaction, retried when
-// another node wrote it meanwhile. fn returns the record to store, or nil.
-func (s *RedisStore) update(ctx context.Context, id string, fn func(r *Record, found bool) *Record) error {
+// casScript sets KEYS[1] to ARGV[2], keeping its TTL, if it still holds
+// ARGV[1]; it returns 1 if it did.
+var casScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+return 1
+`)
+
+// update runs fn on the record of id and stores what it returns (nil:
+// nothing), unless another node wrote the record meanwhile: then it reads
+// and runs fn again. Unless fn fails, it takes id out of the publishing
+// set, in the same round trip as the write: the caller knows the command
+// is on the topic. A record that is not there is left alone, and found is
+// false. Two round trips, where WATCH, GET, MULTI/EXEC and ZREM take four
+// on a connection of their own: the consumer applies outcomes one at a
+// time, so this is its pace.
+func (s *RedisStore) update(ctx context.Context, id string, fn func(r *Record) (*Record, error)) (found bool, err error) {
 	key := s.recKey(id)
 	for range 16 {
-		err := s.rdb.Watch(ctx, func(tx *redis.Tx) error {
-			var cur Record
-			found := true
-			b, err := tx.Get(ctx, key).Bytes()
-			switch {
-			case errors.Is(err, redis.Nil):
-				found = false
-			case err != nil:
-				return err
-			default:
-				if err := json.Unmarshal(b, &cur); err != nil {
-					return err
-				}
-			}
-			next := fn(&cur, found)
-			if next == nil {
-				return nil
-			}
-			out, err := json.Marshal(next)
-			if err != nil {
-				return err
-			}
-			ttl := s.ttl
-			if found {
-				ttl = redis.KeepTTL
-			}
-			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-				p.Set(ctx, key, out, ttl)
-				return nil
-			})
-			return err
-		}, key)
-		if errors.Is(err, redis.TxFailedErr) {
-			continue
+		old, err := s.rdb.Get(ctx, key).Bytes()
+		if errors.Is(err, redis.Nil) {
+			return false, nil
 		}
-		return s.wrap(err)
+		if err != nil {
+			return true, s.wrap(err)
+		}
+		var cur Record
+		if err := json.Unmarshal(old, &cur); err != nil {
+			return true, s.wrap(err)
+		}
+		next, err := fn(&cur)
+		if err != nil {
+			return true, err
+		}
+		if next == nil {
+			return true, s.wrap(s.rdb.ZRem(ctx, s.publishingKey(), id).Err())
+		}
+		out, err := json.Marshal(next)
+		if err != nil {
+			return true, s.wrap(err)
+		}
+		swapped, err := s.swap(ctx, key, id, old, out)
+		if err != nil {
+			return true, s.wrap(err)
+		}
+		if swapped {
+			return true, nil
+		}
 	}
-	return s.wrap(errors.New("too much contention on " + key))
+	return true, s.wrap(errors.New("too much contention on " + key))
+}
+
+// swap writes out to key if it still holds old, and takes id out of the
+// publishing set, in one round trip (the two keys are in different slots
+// on a Cluster: a pipeline, not one script).
+func (s *RedisStore) swap(ctx context.Context, key, id string, old, out []byte) (bool, error) {
+	keys, args := []string{key}, []any{old, out}
+	for _, load := range []bool{false, true} {
+		var cas *redis.Cmd
+		_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			if load {
+				cas = casScript.Eval(ctx, p, keys, args...)
+			} else {
+				cas = casScript.EvalSha(ctx, p, keys, args...)
+			}
+			p.ZRem(ctx, s.publishingKey(), id)
+			return nil
+		})
+		if !load && redis.HasErrorPrefix(cas.Err(), "NOSCRIPT") {
+			continue // the script is not cached there yet: send it whole
+		}
+		if err != nil {
+			return false, err
+		}
+		n, err := cas.Int()
+		return n == 1, err
+	}
+	return false, nil // not reached
 }
 
 // Release implements Store.
@@ -231,30 +266,20 @@ func (s *RedisStore) Apply(ctx context.Context, ev *hub.Event) error {
 	if err != nil {
 		return &UntrustedError{Reason: ReasonMalformed}
 	}
-	var untrusted error
-	err = s.update(ctx, ev.CorrelationID, func(r *Record, found bool) *Record {
-		untrusted = nil
-		if !found {
-			untrusted = &UntrustedError{Reason: ReasonUnknown}
-			return nil
-		}
+	found, err := s.update(ctx, ev.CorrelationID, func(r *Record) (*Record, error) {
 		if err := o.about(r.ItemID); err != nil {
-			untrusted = err
-			return nil
+			return nil, err // untrusted: it changes nothing, not even the outbox
 		}
 		if r.Final() {
-			return nil
+			return nil, nil
 		}
 		fold(r, o, ev.JSON)
-		return r
+		return r, nil
 	})
-	if err != nil {
-		return err
+	if err == nil && !found {
+		err = &UntrustedError{Reason: ReasonUnknown}
 	}
-	if untrusted != nil {
-		return untrusted
-	}
-	return s.wrap(s.rdb.ZRem(ctx, s.publishingKey(), ev.CorrelationID).Err())
+	return err
 }
 
 // Owner implements auth.Owners.

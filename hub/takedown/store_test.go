@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -67,6 +68,44 @@ func TestStores(t *testing.T) {
 			c := srv.Client()
 			defer c.Close()
 			testStore(t, NewRedisStore(c, time.Hour, srv.Prefix))
+		})
+	}
+}
+
+// TestStoresConcurrentApply: outcomes of one takedown applied at once (by
+// several nodes' consumers) are all folded in; none overwrites another.
+// On Redis this is the compare-and-set retried.
+func TestStoresConcurrentApply(t *testing.T) {
+	run := func(t *testing.T, s Store) {
+		ctx := t.Context()
+		rec := &Record{CorrelationID: "cc", ItemID: "item-1", Status: StatusPending, CreatedAt: time.Now()}
+		if _, err := s.Reserve(ctx, rec); err != nil {
+			t.Fatal(err)
+		}
+		const n = 8
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				if err := s.Apply(ctx, outcomeEvent(TypeRemoved, "cc", fmt.Sprintf(`{"item_id":"item-1","container_id":"g%d"}`, i))); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		got, err := s.Get(ctx, "cc")
+		if err != nil || len(got.RemovedFrom) != n || !got.Published {
+			t.Fatalf("%+v %v: want %d containers and published", got, err, n)
+		}
+		if claimed, _ := s.ClaimUnpublished(ctx, time.Now().Add(time.Hour), 10); len(claimed) != 0 {
+			t.Fatalf("an applied takedown is still publishing: %+v", claimed)
+		}
+	}
+	t.Run("memory", func(t *testing.T) { run(t, NewMemoryStore(time.Hour)) })
+	for _, srv := range redistest.Servers(t) {
+		t.Run(srv.Name, func(t *testing.T) {
+			c := srv.Client()
+			defer c.Close()
+			run(t, NewRedisStore(c, time.Hour, srv.Prefix))
 		})
 	}
 }

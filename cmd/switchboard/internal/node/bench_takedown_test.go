@@ -26,6 +26,7 @@ import (
 
 	"github.com/switchboard/switchboard/config"
 	"github.com/switchboard/switchboard/consumers"
+	"github.com/switchboard/switchboard/hub/redisbus/redistest"
 	"github.com/switchboard/switchboard/hub/takedown"
 	"github.com/switchboard/switchboard/producers"
 )
@@ -47,9 +48,10 @@ const heldTarget = 10000
 // ports, a police principal with benchPoliceToken, and connection and
 // takedown rate limits above what the benchmarks need; mutate adjusts the
 // rest.
-func startTakedownApp(b *testing.B, mutate func(*config.Config)) *Node {
+func startTakedownApp(b *testing.B, mutate func(*config.Config), opts ...Option) *Node {
 	b.Helper()
 	return startTestNode(b, nodeSpec{
+		opts: opts,
 		config: func(cfg *config.Config) {
 			cfg.Auth.Principals = []config.Principal{{Name: "bench-police", Role: config.RolePolice, Token: benchPoliceToken}}
 			cfg.Limits.Connections = 20000
@@ -146,15 +148,35 @@ func loadLoop(n int, d time.Duration, op func(ctx context.Context, seq int) erro
 // Run it with -benchtime=1x: each case is a few seconds.
 func BenchmarkTakedownRoundTrip(b *testing.B) {
 	for _, n := range []int{1, 64, 512} {
-		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) { benchTakedownRoundTrip(b, n) })
+		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) { benchTakedownRoundTrip(b, n, nil) })
 	}
 }
 
-func benchTakedownRoundTrip(b *testing.B, n int) {
+// BenchmarkTakedownRoundTripRedis is BenchmarkTakedownRoundTrip on the
+// Redis backplane and outcome store (the real server on 127.0.0.1:6379,
+// under a key prefix of its own): each takedown follows its corr: channel
+// through Redis, and its record lives there.
+func BenchmarkTakedownRoundTripRedis(b *testing.B) {
+	for _, n := range []int{1, 64, 512} {
+		b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
+			srv := redistest.Real(b)
+			benchTakedownRoundTrip(b, n, &srv)
+		})
+	}
+}
+
+func benchTakedownRoundTrip(b *testing.B, n int, rs *redistest.Server) {
+	var opts []Option
+	if rs != nil {
+		opts = append(opts, withRedisPrefix(rs.Prefix))
+	}
 	a := startTakedownApp(b, func(c *config.Config) {
 		c.ItemSvc.Enabled = true
 		c.ItemSvc.Latency = 0
-	})
+		if rs != nil {
+			c.Redis.URL = rs.URL()
+		}
+	}, opts...)
 	base := a.base()
 	tr := &http.Transport{
 		DialContext:         (&net.Dialer{}).DialContext,
