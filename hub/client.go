@@ -344,6 +344,7 @@ func (c *Client) startResync(channel string, st *subState) {
 		if rep.Gap && rep.Top.Epoch != after.Epoch {
 			// A new epoch: say so, then read it from its start.
 			c.push(Item{Kind: ItemGap, Channel: channel, Pos: Position{Epoch: rep.Top.Epoch}})
+			st.gapped()
 			st.epoch, st.last = rep.Top.Epoch, 0
 			st.reread = false
 			st.dropEpoch(after.Epoch)
@@ -353,6 +354,7 @@ func (c *Client) startResync(channel string, st *subState) {
 		}
 		if rep.Gap {
 			c.push(Item{Kind: ItemGap, Channel: channel, Pos: rep.Top})
+			st.gapped()
 			st.epoch, st.last = rep.Top.Epoch, rep.Top.Offset
 		} else {
 			for _, e := range rep.Entries {

@@ -1039,3 +1039,58 @@ func TestResyncForgetsGoneEpoch(t *testing.T) {
 		t.Fatalf("got %v, want %s", got, want)
 	}
 }
+
+// TestFollowHearsResyncGaps: a follower (Hub.Follow) hears of a gap that a
+// re-read after lost announcements finds, as a door's client gets a gap
+// notice: in a new epoch, and in the same epoch when history no longer
+// covers what was missed.
+func TestFollowHearsResyncGaps(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		reply Replay
+		want  string
+	}{
+		{"new epoch", Replay{Top: Position{Epoch: "new", Offset: 1}, Gap: true}, "[gap]"},
+		{"same epoch", Replay{Top: Position{Epoch: "old", Offset: 30}, Gap: true}, "[gap]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bp := &scriptedBackplane{reads: make(chan Replay, 4), deliver: make(chan func(Entry), 1)}
+			h, err := New(Config{}, bp, slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer h.Shutdown(context.Background())
+			var mu sync.Mutex
+			var got []string
+			heard := make(chan struct{}, 16)
+			bp.reads <- Replay{Top: Position{Epoch: "old", Offset: 10}}
+			stop, _, err := h.Follow(t.Context(), "reports", nil, func(ev *Event) {
+				mu.Lock()
+				if ev == nil {
+					got = append(got, "gap")
+				} else {
+					got = append(got, ev.ID)
+				}
+				mu.Unlock()
+				heard <- struct{}{}
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer stop()
+			deliver := <-bp.deliver
+			bp.reads <- tc.reply
+			bp.reads <- Replay{Top: tc.reply.Top} // the new epoch read from its start: nothing yet
+			deliver(Entry{Channel: "reports", Resync: true})
+			select {
+			case <-heard:
+			case <-time.After(waitFor):
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if fmt.Sprint(got) != tc.want {
+				t.Fatalf("heard %v, want %s", got, tc.want)
+			}
+		})
+	}
+}
