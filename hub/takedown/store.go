@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/switchboard/switchboard/hub"
+	"github.com/switchboard/switchboard/producers"
 )
 
 // Status is a takedown's state.
@@ -25,12 +26,13 @@ const (
 	StatusRejected  Status = "rejected"
 )
 
-// Event types the adapter reads and writes.
+// Event types the adapter reads and writes (the contract's, named once in
+// producers).
 const (
-	TypeRequested = "takedown.requested"
-	TypeRemoved   = "item.removed"
-	TypeConfirmed = "takedown.confirmed"
-	TypeRejected  = "takedown.rejected"
+	TypeRequested = producers.TypeTakedownRequested
+	TypeRemoved   = producers.TypeItemRemoved
+	TypeConfirmed = producers.TypeTakedownConfirmed
+	TypeRejected  = producers.TypeTakedownRejected
 )
 
 // Record is one takedown as the outcome store keeps it.
