@@ -17,6 +17,9 @@ import (
 	"github.com/switchboard/switchboard/hub"
 	"github.com/switchboard/switchboard/hub/auth"
 	"github.com/switchboard/switchboard/hub/redisbus"
+	"github.com/switchboard/switchboard/hub/takedown"
+	"github.com/switchboard/switchboard/producers"
+	"github.com/switchboard/switchboard/producers/itemsvc"
 )
 
 // Config is the whole configuration of one Switchboard process. The
@@ -344,13 +347,17 @@ type Log struct {
 // does when no kafka.brokers are configured.
 func (c Config) Embedded() bool { return len(c.Kafka.Brokers) == 0 }
 
-// defaults holds every key with its default. A nil default means "decided in
+// defaultRoutes is the contract's routing over the default topics.
+var defaultRoutes = consumers.DefaultRoutes(producers.DefaultReportsTopic, producers.DefaultCommandsTopic, producers.DefaultEventsTopic)
+
+// defaults holds every key with its default: the packages' own constants
+// wherever a package has one. A nil default means "decided in
 // Load" (itemsvc.enabled). Every key needs an entry here, or viper never looks
 // it up in the environment.
 var defaults = map[string]any{
 	"http.addr":             ":8080",
 	"http.allowed_origins":  []string{},
-	"http.max_body_bytes":   65536,
+	"http.max_body_bytes":   hub.DefaultMaxBodyBytes,
 	"http.body_timeout":     hub.DefaultBodyTimeout,
 	"http.shutdown_timeout": 60 * time.Second,
 	"http.tls.cert_file":    "",
@@ -360,11 +367,11 @@ var defaults = map[string]any{
 	"kafka.brokers":             []string{},
 	"kafka.embedded.addr":       "127.0.0.1:9092",
 	"kafka.embedded.partitions": 3,
-	"kafka.group_id":            "switchboard",
-	"kafka.topics.reports":      "items.reported",
-	"kafka.topics.commands":     "takedown.commands",
-	"kafka.topics.events":       "takedown.events",
-	"kafka.topics.dlq":          "switchboard.dlq",
+	"kafka.group_id":            consumers.DefaultGroupID,
+	"kafka.topics.reports":      producers.DefaultReportsTopic,
+	"kafka.topics.commands":     producers.DefaultCommandsTopic,
+	"kafka.topics.events":       producers.DefaultEventsTopic,
+	"kafka.topics.dlq":          producers.DefaultDLQTopic,
 	"kafka.session_timeout":     consumers.DefaultSessionTimeout,
 	"kafka.heartbeat_interval":  consumers.DefaultHeartbeatInterval,
 	"kafka.rebalance_timeout":   consumers.DefaultRebalanceTimeout,
@@ -380,9 +387,9 @@ var defaults = map[string]any{
 	"kafka.sasl.username":            "",
 	"kafka.sasl.password":            "",
 
-	"routing.reports":  []string{"reports", "item:{subject}", "corr:{correlationid}"},
-	"routing.commands": []string{"takedowns", "item:{subject}", "corr:{correlationid}"},
-	"routing.events":   []string{"takedowns", "item:{subject}", "corr:{correlationid}"},
+	"routing.reports":  defaultRoutes[0].Channels,
+	"routing.commands": defaultRoutes[1].Channels,
+	"routing.events":   defaultRoutes[2].Channels,
 
 	"redis.url":               "",
 	"redis.sentinel.master":   "",
@@ -395,33 +402,33 @@ var defaults = map[string]any{
 	"redis.tls.cert_file":     "",
 	"redis.tls.key_file":      "",
 
-	"hub.history.size":       1000,
-	"hub.history.ttl":        time.Hour,
-	"hub.client_queue":       1024,
+	"hub.history.size":       hub.DefaultHistorySize,
+	"hub.history.ttl":        hub.DefaultHistoryTTL,
+	"hub.client_queue":       hub.DefaultClientQueue,
 	"hub.client_queue_bytes": hub.DefaultClientQueueBytes,
-	"hub.max_channels":       64,
+	"hub.max_channels":       hub.DefaultMaxChannels,
 
-	"sse.heartbeat": 15 * time.Second,
-	"sse.retry":     3 * time.Second,
+	"sse.heartbeat": hub.DefaultSSEHeartbeat,
+	"sse.retry":     hub.DefaultSSERetry,
 
-	"ws.ping_interval":     25 * time.Second,
-	"ws.max_message_bytes": 65536,
-	"ws.write_timeout":     10 * time.Second,
+	"ws.ping_interval":     hub.DefaultWSPingInterval,
+	"ws.max_message_bytes": hub.DefaultWSMaxMessageBytes,
+	"ws.write_timeout":     hub.DefaultWSWriteTimeout,
 
-	"takedown.timeout":         10 * time.Second,
-	"takedown.max_wait":        55 * time.Second,
+	"takedown.timeout":         takedown.DefaultTimeout,
+	"takedown.max_wait":        takedown.DefaultMaxWait,
 	"takedown.result_ttl":      24 * time.Hour,
-	"takedown.publish_timeout": 2 * time.Second,
-	"takedown.outcome_sources": []string{"/switchboard/itemsvc"},
+	"takedown.publish_timeout": takedown.DefaultPublishWait,
+	"takedown.outcome_sources": takedown.DefaultOutcomeSources,
 
 	"itemsvc.enabled": nil,
-	"itemsvc.latency": 50 * time.Millisecond,
+	"itemsvc.latency": itemsvc.DefaultLatency,
 
 	"demo.enabled": false,
-	"demo.rate":    3.0,
+	"demo.rate":    producers.DefaultDemoRate,
 
 	"auth.principals":     []any{},
-	"auth.session_ttl":    12 * time.Hour,
+	"auth.session_ttl":    auth.DefaultSessionTTL,
 	"auth.session_secret": "",
 
 	"auth.jwt.jwks_url":         "",
@@ -436,9 +443,9 @@ var defaults = map[string]any{
 	"auth.jwt.name_claim":       auth.DefaultNameClaim,
 	"auth.jwt.leeway":           auth.DefaultJWTLeeway,
 
-	"limits.connections":                 100,
-	"limits.takedown_rate":               5.0,
-	"limits.takedown_burst":              10,
+	"limits.connections":                 auth.DefaultMaxConnections,
+	"limits.takedown_rate":               auth.DefaultTakedownRate,
+	"limits.takedown_burst":              auth.DefaultTakedownBurst,
 	"limits.unauthenticated_connections": hub.DefaultMaxUnauthenticated,
 	"limits.auth_failure_rate":           auth.DefaultFailureRate,
 	"limits.auth_failure_burst":          auth.DefaultFailureBurst,

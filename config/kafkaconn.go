@@ -55,7 +55,7 @@ func (s KafkaSASL) GoString() string { return "config.KafkaSASL" + s.String() }
 
 // KafkaConn returns how every Kafka client connects to the brokers: the
 // kafka.tls.*, kafka.sasl.* and kafka.dial_timeout keys, for the Conn of
-// consumers.Config, producers.Config and producers.ItemServiceConfig,
+// consumers.Config, producers.Config and itemsvc.Config,
 // and for kafkaconn.Check.
 func (c Config) KafkaConn() kafkaconn.Config {
 	t, s := c.Kafka.TLS, c.Kafka.SASL
