@@ -9,6 +9,7 @@ import (
 
 	"github.com/switchboard/switchboard/hub"
 	"github.com/switchboard/switchboard/hub/auth"
+	"github.com/switchboard/switchboard/hub/redisbus"
 )
 
 // Label sets stay bounded: transports, topics, partitions and outcomes;
@@ -30,6 +31,8 @@ var (
 	authFailuresDesc  = prometheus.NewDesc("switchboard_auth_failures_total", "Failed authentications, by credential (bearer, access_token, cookie, sign_in).", []string{"credential"}, nil)
 	authThrottledDesc = prometheus.NewDesc("switchboard_auth_throttled_total", "Requests refused unchecked (429) because their source address failed to authenticate too often.", nil, nil)
 	unauthConnsDesc   = prometheus.NewDesc("switchboard_unauthenticated_connections", "Open connections on which no request has yet carried a valid credential.", nil, nil)
+	socketWritesDesc  = prometheus.NewDesc("switchboard_socket_writes_total", "Socket writes of the WebSocket and SSE doors (each batch of queued frames leaves in one).", nil, nil)
+	lostWritesDesc    = prometheus.NewDesc("switchboard_redis_lost_writes_total", "Channel logs found to have lost writes (a Redis failover or restart): each moved to a new epoch, so its subscribers got a gap.", nil, nil)
 	httpGuardDesc     = prometheus.NewDesc("switchboard_http_guard_total", "Connections and requests the HTTP guard refused or closed, by reason (connection_refused, idle_closed, body_timeout, ambiguous_length).", []string{"reason"}, nil)
 
 	queueBuckets = []float64{0, 1, 4, 16, 64, 256, 1024, 4096}
@@ -79,7 +82,7 @@ func (m *metrics) observe(outcome string, d time.Duration) {
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{connectionsDesc, subscriptionsDesc, deliveriesDesc, publishedDesc, slowDesc,
 		queueDesc, consumedDesc, deadDesc, lagDesc, backplaneErrDesc, heldDesc, untrustedDesc, republishedDesc,
-		authFailuresDesc, authThrottledDesc, unauthConnsDesc, httpGuardDesc} {
+		authFailuresDesc, authThrottledDesc, unauthConnsDesc, httpGuardDesc, socketWritesDesc, lostWritesDesc} {
 		ch <- d
 	}
 }
@@ -101,6 +104,10 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	counter(publishedDesc, float64(st.Published))
 	counter(slowDesc, float64(st.SlowConsumers))
 	counter(backplaneErrDesc, float64(st.BackplaneErrors))
+	counter(socketWritesDesc, float64(st.Writes))
+	if bus, ok := a.bp.(*redisbus.Bus); ok {
+		counter(lostWritesDesc, float64(bus.LostWrites.Load()))
+	}
 	gauge(heldDesc, float64(a.takedowns.Held()))
 	for reason, n := range a.recorder.Untrusted() {
 		counter(untrustedDesc, float64(n), reason)

@@ -136,6 +136,12 @@ func TestMetricsCounts(t *testing.T) {
 	if m[`switchboard_deliveries_total`] < 1 {
 		t.Error("no delivery counted")
 	}
+	if m[`switchboard_socket_writes_total`] < 1 {
+		t.Error("no socket write counted")
+	}
+	if _, ok := m[`switchboard_redis_lost_writes_total`]; ok {
+		t.Error("lost writes reported on the memory backplane")
+	}
 	// No label carries a channel or a correlation ID.
 	for k := range m {
 		if strings.Contains(k, "corr:") || strings.Contains(k, "item:") || strings.Contains(k, "channel=") {

@@ -21,19 +21,22 @@ type takedownStore interface {
 	auth.Owners
 }
 
-// startBackplane picks the backplane and the outcome store: Redis when
-// redis.url is set (shared by every node), memory otherwise.
+// startBackplane picks the backplane and the outcome store: Redis when one
+// of redis.url, redis.sentinel.* or redis.cluster.addrs is set (shared by
+// every node), memory otherwise. The outcome store (and, in startAuth, the
+// session revocations) run on the bus's client.
 func (a *Node) startBackplane(ctx context.Context) error {
 	h := a.cfg.Hub.History
-	if a.cfg.Redis.URL == "" {
+	rc := a.cfg.RedisConn()
+	if !rc.Configured() {
 		a.bp = hub.NewMemory(hub.MemoryConfig{HistorySize: h.Size, HistoryTTL: h.TTL})
 		a.store = takedown.NewMemoryStore(a.cfg.Takedown.ResultTTL)
 		a.backplane = "memory"
 		return nil
 	}
-	bus, err := redisbus.Open(ctx, a.cfg.Redis.URL, redisbus.Config{HistorySize: h.Size, HistoryTTL: h.TTL, Prefix: a.redisPrefix}, a.log.With("component", "redis"))
+	bus, err := redisbus.Dial(ctx, rc, redisbus.Config{HistorySize: h.Size, HistoryTTL: h.TTL, Prefix: a.redisPrefix}, a.log.With("component", "redis"))
 	if err != nil {
-		return fmt.Errorf("redis.url: %w", err)
+		return fmt.Errorf("redis.%s: %w", rc.Form(), err)
 	}
 	a.bp = bus
 	a.store = takedown.NewRedisStore(bus.Client(), a.cfg.Takedown.ResultTTL, a.redisPrefix)
