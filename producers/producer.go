@@ -22,9 +22,6 @@ import (
 
 // Defaults that New applies to zero fields of Config.
 const (
-	// DefaultBatchTimeout is how long the writer waits to fill a batch. It is
-	// small because Publish is synchronous: the caller waits for the batch.
-	DefaultBatchTimeout = time.Millisecond
 	// DefaultWriteTimeout bounds one write to a broker.
 	DefaultWriteTimeout = 10 * time.Second
 	// DefaultMaxAttempts is how many times the writer tries a batch before
@@ -40,19 +37,20 @@ type Config struct {
 	// and the dial timeout. The zero value is plaintext without
 	// authentication.
 	Conn kafkaconn.Config
-	// BatchTimeout is the most a message waits for others to share its batch.
-	BatchTimeout time.Duration
+	// MaxQueuedBytes caps the records waiting for one partition, gathering
+	// or in flight: beyond it Publish waits for room (or for its context).
+	MaxQueuedBytes int64
 	// WriteTimeout bounds one write to a broker.
 	WriteTimeout time.Duration
 	// MaxAttempts is how many times a batch is tried before it fails.
 	MaxAttempts int
 }
 
-// Producer publishes records to Kafka through one kafka.Writer shared by all
-// topics. Records with the same key land on the same partition, so one
+// Producer publishes records to Kafka through one writer shared by all
+// topics (see writer). Records with the same key land on the same partition, so one
 // item's events stay ordered. A Producer is safe for concurrent use.
 type Producer struct {
-	w   *kafka.Writer
+	w   *writer
 	tr  *kafka.Transport
 	log *slog.Logger
 
@@ -103,11 +101,11 @@ func New(cfg Config, log *slog.Logger) (*Producer, error) {
 	if len(brokers) == 0 {
 		return nil, errors.New("producers: no brokers configured")
 	}
-	if cfg.BatchTimeout < 0 || cfg.WriteTimeout < 0 || cfg.MaxAttempts < 0 {
-		return nil, errors.New("producers: batch timeout, write timeout and max attempts must not be negative")
+	if cfg.MaxQueuedBytes < 0 || cfg.WriteTimeout < 0 || cfg.MaxAttempts < 0 {
+		return nil, errors.New("producers: max queued bytes, write timeout and max attempts must not be negative")
 	}
-	if cfg.BatchTimeout == 0 {
-		cfg.BatchTimeout = DefaultBatchTimeout
+	if cfg.MaxQueuedBytes == 0 {
+		cfg.MaxQueuedBytes = DefaultMaxQueuedBytes
 	}
 	if cfg.WriteTimeout == 0 {
 		cfg.WriteTimeout = DefaultWriteTimeout
@@ -126,21 +124,11 @@ func New(cfg Config, log *slog.Logger) (*Producer, error) {
 	// An own transport, so Close can release its connections and goroutines;
 	// the package-wide default transport would outlive the Producer.
 	tr := conn.Transport()
-	w := &kafka.Writer{
-		Addr:                   kafka.TCP(brokers...),
-		Balancer:               &kafka.Hash{},
-		BatchTimeout:           cfg.BatchTimeout,
-		WriteTimeout:           cfg.WriteTimeout,
-		ReadTimeout:            cfg.WriteTimeout,
-		MaxAttempts:            cfg.MaxAttempts,
-		RequiredAcks:           kafka.RequireAll,
-		AllowAutoTopicCreation: false,
-		Transport:              tr,
-		// Publish returns every error to its caller, who logs or retries
-		// it: kafka-go's own error lines are for debugging, and its info
-		// lines (one per batch) are not logged at all.
-		ErrorLogger: kafkaconn.Logger(log, slog.LevelDebug, "kafka writer"),
-	}
+	// Every in-sync replica acknowledges a record before Publish returns.
+	// The writer sends a record at once when its partition is idle and
+	// gathers the ones that arrive meanwhile into the next request.
+	w := newWriter(tr, kafka.TCP(brokers...), kafka.RequireAll, cfg.WriteTimeout, cfg.MaxAttempts)
+	w.maxQueue = max(cfg.MaxQueuedBytes, w.maxBatch)
 	return &Producer{w: w, tr: tr, log: log}, nil
 }
 
@@ -148,7 +136,7 @@ func New(cfg Config, log *slog.Logger) (*Producer, error) {
 // and releases the connections. It is safe to call more than once.
 func (p *Producer) Close() error {
 	p.closeOnce.Do(func() {
-		_ = p.w.Close() // kafka.Writer.Close always returns nil
+		p.w.close()
 		p.tr.CloseIdleConnections()
 	})
 	return nil
@@ -256,7 +244,7 @@ func (p *Producer) Publish(ctx context.Context, topic, key string, ev CloudEvent
 	if err != nil {
 		return err
 	}
-	if err := p.w.WriteMessages(ctx, m); err != nil {
+	if err := p.w.write(ctx, m); err != nil {
 		err = fmt.Errorf("producers: publish %s event %s to %q: %w", ev.Type, ev.ID, topic, unwrapWriteErrors(err))
 		p.note(err)
 		return err
@@ -281,7 +269,7 @@ func (p *Producer) PublishRaw(ctx context.Context, msgs ...kafka.Message) error 
 		// consumed record carries one: keep only what is written.
 		out[i] = kafka.Message{Topic: m.Topic, Key: m.Key, Value: m.Value, Headers: m.Headers, Time: m.Time}
 	}
-	if err := p.w.WriteMessages(ctx, out...); err != nil {
+	if err := p.w.write(ctx, out...); err != nil {
 		err = fmt.Errorf("producers: publish %d raw records: %w", len(out), unwrapWriteErrors(err))
 		p.note(err)
 		return err

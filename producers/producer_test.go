@@ -289,14 +289,14 @@ func TestNewAndClose(t *testing.T) {
 	if _, err := New(Config{Brokers: []string{" "}}, nil); err == nil {
 		t.Error("New with blank broker: no error")
 	}
-	if _, err := New(Config{Brokers: []string{"x:1"}, BatchTimeout: -1}, nil); err == nil {
+	if _, err := New(Config{Brokers: []string{"x:1"}, MaxQueuedBytes: -1}, nil); err == nil {
 		t.Error("New with negative timeout: no error")
 	}
 	p, err := New(Config{Brokers: []string{"127.0.0.1:1"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.w.BatchTimeout != DefaultBatchTimeout || p.w.MaxAttempts != DefaultMaxAttempts || p.w.RequiredAcks != kafka.RequireAll || p.w.AllowAutoTopicCreation {
+	if p.w.maxQueue != DefaultMaxQueuedBytes || p.w.attempts != DefaultMaxAttempts || p.w.acks != kafka.RequireAll || p.w.timeout != DefaultWriteTimeout {
 		t.Errorf("writer not configured from defaults: %+v", p.w)
 	}
 	if err := p.Close(); err != nil {

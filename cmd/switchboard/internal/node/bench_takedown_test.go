@@ -295,7 +295,7 @@ func newRawTakedown(b *testing.B, a *Node) *rawTakedown {
 		w: &kafka.Writer{
 			Addr:         kafka.TCP(a.kafkaAddr),
 			Balancer:     &kafka.Hash{},
-			BatchTimeout: producers.DefaultBatchTimeout,
+			BatchTimeout: time.Millisecond, // kafka-go's default
 			WriteTimeout: producers.DefaultWriteTimeout,
 			ReadTimeout:  producers.DefaultWriteTimeout,
 			MaxAttempts:  producers.DefaultMaxAttempts,
