@@ -254,6 +254,10 @@ func benchTakedownRoundTrip(b *testing.B, n int, rs *redistest.Server) {
 	b.ReportMetric((ad.quantileMs(0.50)-rw.quantileMs(0.50))/rw.quantileMs(0.50)*100, "overhead-%")
 	// The adapter's round trips per raw one (issue aim: at least 1/3).
 	b.ReportMetric(ad.perSec()/rw.perSec(), "ratio")
+	// The adapter's latency per raw latency (issue aims: p50 at most 3× at
+	// one client, p99 at most 3× at 64 and 512).
+	b.ReportMetric(ad.quantileMs(0.50)/rw.quantileMs(0.50), "p50-x-raw")
+	b.ReportMetric(ad.quantileMs(0.99)/rw.quantileMs(0.99), "p99-x-raw")
 	// CPU of the whole process (node, broker and clients), 100% = one core.
 	b.ReportMetric(float64(adCPU)/float64(ad.elapsed)*100, "cpu-%")
 	b.ReportMetric(float64(rawCPU)/float64(rw.elapsed)*100, "raw-cpu-%")
