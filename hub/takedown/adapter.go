@@ -112,6 +112,8 @@ type Adapter struct {
 	log   *slog.Logger
 	held  atomic.Int64
 
+	handoffs handoffs
+
 	republished, republishErrors atomic.Uint64
 }
 
@@ -353,47 +355,50 @@ func (a *Adapter) Post(w http.ResponseWriter, r *http.Request) {
 
 	// A held request takes one of the principal's connection slots, like
 	// a WebSocket or an SSE stream: waits cannot pile up without bound.
+	// The slot is freed once the answer is written or the client is gone,
+	// also when the request was handed off from net/http.
+	release := func() {}
 	if wait > 0 {
-		release, err := a.limit.Hold(p)
-		if err != nil {
+		if release, err = a.limit.Hold(p); err != nil {
 			hub.WriteRefusal(w, err)
 			return
 		}
-		defer release()
 	}
 
 	start := time.Now()
 	log := hub.LoggerFrom(r.Context(), a.log)
 	c, err := a.begin(r.Context(), p, &req, key)
 	if err != nil {
+		release()
 		if !errors.Is(err, errKeyReused) {
 			a.observe("unavailable", start)
 		}
 		a.refuse(w, err)
 		return
 	}
-	a.held.Add(1)
-	defer a.held.Add(-1)
-	f := &follower{}
-	defer c.close()
-	answers := make(chan *Record, 1)
-	if err := c.run(r.Context(), f, wait, answered(answers)); err != nil {
-		a.observe("unavailable", start)
-		a.refuse(w, err)
-		return
-	}
-	rec, ok := f.await(r.Context(), c, answers)
-	if !ok {
-		log.Info("takedown client hung up; the takedown goes on", "correlation_id", c.id)
-		return // The client hung up: the takedown goes on, readable later.
-	}
 	if prefs.Wait > 0 {
 		prefs.Wait = wait // report the wait applied, after the cap
 	}
-	outcome := outcomeOf(rec, prefs.RespondAsync)
-	a.observe(outcome, start)
-	log.Info("takedown answered", "correlation_id", rec.CorrelationID, "outcome", outcome, "duration", time.Since(start))
-	a.respond(w, rec, prefs)
+	respond := func(w http.ResponseWriter, rec *Record) {
+		outcome := outcomeOf(rec, prefs.RespondAsync)
+		a.observe(outcome, start)
+		log.Info("takedown answered", "correlation_id", rec.CorrelationID, "outcome", outcome, "duration", time.Since(start))
+		a.respond(w, rec, prefs)
+	}
+	gone := func() {
+		log.Info("takedown client hung up; the takedown goes on", "correlation_id", c.id)
+	}
+	rec, handedOff, err := a.hold(w, r, c, wait, release, respond, gone)
+	switch {
+	case err != nil:
+		a.observe("unavailable", start)
+		a.refuse(w, err)
+	case handedOff: // the answer is written on the connection
+	case rec == nil:
+		gone() // the takedown goes on, readable later
+	default:
+		respond(w, rec)
+	}
 }
 
 // plausible reports whether ev may be an outcome of the takedown id of
@@ -491,17 +496,13 @@ func (a *Adapter) Get(w http.ResponseWriter, r *http.Request) {
 			hub.WriteRefusal(w, err)
 			return
 		}
-		defer release()
-		a.held.Add(1)
-		defer a.held.Add(-1)
-		c := a.follow(r.Context(), rec)
-		f := &follower{}
-		defer c.close()
-		answers := make(chan *Record, 1)
-		if err := c.run(r.Context(), f, min(prefs.Wait, a.cfg.MaxWait), answered(answers)); err == nil {
-			if cur, ok := f.await(r.Context(), c, answers); ok {
-				rec = cur
-			}
+		respond := func(w http.ResponseWriter, rec *Record) { writeJSON(w, http.StatusOK, stateBody(rec)) }
+		cur, handedOff, err := a.hold(w, r, a.follow(r.Context(), rec), min(prefs.Wait, a.cfg.MaxWait), release, respond, func() {})
+		switch {
+		case handedOff:
+			return // the answer is written on the connection
+		case err == nil && cur != nil:
+			rec = cur
 		}
 		if r.Context().Err() != nil {
 			return

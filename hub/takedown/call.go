@@ -37,7 +37,7 @@ type call struct {
 	l         listener
 	// kick, when set, takes the call's wake-ups to a goroutine that
 	// reads the store itself (a held HTTP request's); otherwise a wake-up
-	// starts a read of its own.
+	// starts a read of its own. c.mu's once the listener runs.
 	kick chan struct{}
 	// answer gets the takedown's state once: final, or as the store holds
 	// it at the deadline (deadline true), or pending when the wait is 0.
@@ -193,6 +193,8 @@ func (c *call) hear(ev *hub.Event) {
 // wake has the store read, by the kick's reader or in the background, one
 // read at a time; a final state answers the call. It never blocks.
 func (c *call) wake() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.kick != nil {
 		select {
 		case c.kick <- struct{}{}:
@@ -200,8 +202,6 @@ func (c *call) wake() {
 		}
 		return
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.over {
 		return
 	}
@@ -211,6 +211,21 @@ func (c *call) wake() {
 	}
 	c.reading = true
 	go c.settle()
+}
+
+// unkick has wake-ups read the store in the background from now on: the
+// goroutine that took them no longer waits (a held request handed off from
+// net/http). A wake-up it had not taken yet is passed on.
+func (c *call) unkick() {
+	c.mu.Lock()
+	k := c.kick
+	c.kick = nil
+	c.mu.Unlock()
+	select {
+	case <-k:
+		c.wake()
+	default:
+	}
 }
 
 func (c *call) settle() {
@@ -291,7 +306,8 @@ func (c *call) close() {
 
 // follower listens with a hub follower (Hub.Follow): registered before the
 // command is published, no queue, no goroutine. The request's goroutine,
-// in await, reads the store when woken.
+// in await, reads the store when woken, until the request is handed off
+// from net/http (handoff).
 type follower struct {
 	end  func()
 	done <-chan struct{}
@@ -335,12 +351,6 @@ func (f *follower) await(ctx context.Context, c *call, answers <-chan *Record) (
 			c.check()
 		}
 	}
-}
-
-// answered is the door's callback for a follower's call: it hands the
-// answer to await.
-func answered(answers chan<- *Record) func(*Record, bool) {
-	return func(rec *Record, _ bool) { answers <- rec }
 }
 
 // session listens with a WebSocket connection's own subscription, so the
