@@ -159,14 +159,26 @@ func (w *writer) write(ctx context.Context, msgs ...kafka.Message) error {
 	return nil
 }
 
-// partitionList returns 0 … n-1; kafka.Writer hands the balancer the same.
+// partitionList returns 0 … n-1, as kafka.Writer hands the balancer. The
+// balancer only reads it, so up to 256 partitions share one slice.
 func partitionList(n int) []int {
+	if n <= len(partitionIDs) {
+		return partitionIDs[:n:n]
+	}
 	out := make([]int, n)
 	for i := range out {
 		out[i] = i
 	}
 	return out
 }
+
+var partitionIDs = func() []int {
+	out := make([]int, 256)
+	for i := range out {
+		out[i] = i
+	}
+	return out
+}()
 
 // partitions returns how many partitions topic has, from the transport's
 // metadata cache, as kafka.Writer does.
