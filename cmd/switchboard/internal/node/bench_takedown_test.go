@@ -275,7 +275,9 @@ func benchTakedownRoundTrip(b *testing.B, n int, rs *redistest.Server) {
 var errStop = errors.New("stop")
 
 // rawTakedown is the baseline: the adapter's Kafka round trip without the
-// adapter. A kafka-go writer configured like producers.Producer sends the
+// adapter. A kafka.Writer (Hash balancer, kafka-go's 1 ms batch timeout,
+// RequireAll: what producers.Producer used before its group-commit writer;
+// the item service in between answers through that writer) sends the
 // command the adapter would send (producers.Message, same topic, key,
 // headers and data) and one kafka-go reader per partition of the events
 // topic (configured like the hub's consumer) hands each
