@@ -42,7 +42,7 @@ type handoff struct {
 	mu        sync.Mutex
 	inHandler bool // answered before any hand-off: the handler writes it
 	conn      net.Conn
-	hdr       http.Header
+	hdr       []string // the headers set before the hand-off: name, value, …
 	done      []func(int, int64)
 	unwatch   func()
 	over      bool // answered, or the client is gone
@@ -97,7 +97,10 @@ func (h *handoff) answer(rec *Record, _ bool) {
 	h.over = true
 	h.mu.Unlock()
 	h.stop()
-	aw := &answerWriter{hdr: h.hdr}
+	aw := &answerWriter{hdr: make(http.Header, len(h.hdr)/2+8)}
+	for i := 0; i+1 < len(h.hdr); i += 2 {
+		aw.hdr[h.hdr[i]] = append(aw.hdr[h.hdr[i]], h.hdr[i+1])
+	}
 	h.respond(aw, rec)
 	_ = h.conn.SetWriteDeadline(time.Now().Add(answerWriteTimeout))
 	_, err := h.conn.Write(aw.response())
@@ -131,7 +134,19 @@ func (h *handoff) handOff(w http.ResponseWriter, r *http.Request) bool {
 	}
 	// net/http's buffers are dropped: the request was read whole, and
 	// nothing was written. Bytes a client sent behind it stay unread.
-	h.conn, h.hdr = conn, w.Header().Clone()
+	// The headers set so far (the request ID, …) are kept as pairs of
+	// strings, smaller than a map.
+	h.conn, h.answers = conn, nil
+	n := 0
+	for _, vs := range w.Header() {
+		n += 2 * len(vs)
+	}
+	h.hdr = make([]string, 0, n)
+	for k, vs := range w.Header() {
+		for _, v := range vs {
+			h.hdr = append(h.hdr, k, v)
+		}
+	}
 	for w := w; w != nil; {
 		if rec, ok := w.(HandOffRecorder); ok {
 			h.done = append(h.done, rec.HandOff())
