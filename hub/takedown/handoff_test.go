@@ -252,3 +252,41 @@ func TestDropHeld(t *testing.T) {
 		t.Fatalf("held %d, slots %d, handed off %d", r.a.Held(), lim.holding.Load(), r.a.handedOff())
 	}
 }
+
+// TestHandOffNotOverHTTP2: over HTTP/2, which cannot be hijacked, a held
+// request waits in its handler, as before, and is answered there.
+func TestHandOffNotOverHTTP2(t *testing.T) {
+	r := newRig(t, Config{Timeout: time.Hour})
+	cmds := make(chan producers.CloudEvent, 1)
+	r.cmd.answer = func(cmd producers.CloudEvent) { cmds <- cmd }
+	srv := httptest.NewUnstartedServer(r.srv.Config.Handler)
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	type answer struct {
+		resp *http.Response
+		err  error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader(`{"item_id":"item-1","reason":"x"}`))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := srv.Client().Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		got <- answer{resp, err}
+	}()
+	cmd := <-cmds
+	waitFor(t, func() bool { return r.a.Held() == 1 })
+	if n := r.a.handedOff(); n != 0 {
+		t.Fatalf("%d handed off over HTTP/2", n)
+	}
+	r.rec.Publish(context.Background(), []string{"corr:" + cmd.CorrelationID},
+		outcome(TypeConfirmed, cmd, `{"item_id":"item-1","removed_from":[],"confirmed_at":"2026-11-22T00:00:00Z"}`))
+	a := <-got
+	if a.err != nil || a.resp.StatusCode != 200 || a.resp.ProtoMajor != 2 {
+		t.Fatalf("%v %v", a.resp, a.err)
+	}
+	waitFor(t, func() bool { return r.a.Held() == 0 })
+}
