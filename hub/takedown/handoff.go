@@ -46,6 +46,7 @@ type handoff struct {
 	done      []func(int, int64)
 	unwatch   func()
 	over      bool // answered, or the client is gone
+	head      bool // a HEAD request: the answer has no body
 	poll      *time.Timer
 }
 
@@ -103,10 +104,13 @@ func (h *handoff) answer(rec *Record, _ bool) {
 	}
 	h.respond(aw, rec)
 	_ = h.conn.SetWriteDeadline(time.Now().Add(answerWriteTimeout))
-	_, err := h.conn.Write(aw.response())
+	_, err := h.conn.Write(aw.response(h.head))
 	h.conn.Close()
 	h.end()
 	status, n := aw.status, int64(aw.body.Len())
+	if h.head {
+		n = 0
+	}
 	if err != nil {
 		// The client is gone (or stopped reading): as a hang-up.
 		h.gone()
@@ -136,7 +140,7 @@ func (h *handoff) handOff(w http.ResponseWriter, r *http.Request) bool {
 	// nothing was written. Bytes a client sent behind it stay unread.
 	// The headers set so far (the request ID, …) are kept as pairs of
 	// strings, smaller than a map.
-	h.conn, h.answers = conn, nil
+	h.conn, h.answers, h.head = conn, nil, r.Method == http.MethodHead
 	n := 0
 	for _, vs := range w.Header() {
 		n += 2 * len(vs)
@@ -350,8 +354,9 @@ func (w *answerWriter) Write(b []byte) (int, error) {
 	return w.body.Write(b)
 }
 
-// response is the whole HTTP/1.1 response.
-func (w *answerWriter) response() []byte {
+// response is the whole HTTP/1.1 response; the body is left out for a
+// HEAD request, as net/http does.
+func (w *answerWriter) response(head bool) []byte {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
@@ -369,7 +374,9 @@ func (w *answerWriter) response() []byte {
 	w.hdr.Set("Connection", "close")
 	_ = w.hdr.Write(&b)
 	b.WriteString("\r\n")
-	b.Write(w.body.Bytes())
+	if !head {
+		b.Write(w.body.Bytes())
+	}
 	return b.Bytes()
 }
 
