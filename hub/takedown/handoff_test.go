@@ -290,3 +290,36 @@ func TestHandOffNotOverHTTP2(t *testing.T) {
 	}
 	waitFor(t, func() bool { return r.a.Held() == 0 })
 }
+
+// TestHandOffHeldRead: GET with Prefer: wait is handed off too, and
+// answered with the final state when the outcome arrives.
+func TestHandOffHeldRead(t *testing.T) {
+	r := newRig(t, Config{Timeout: time.Hour})
+	cmds := make(chan producers.CloudEvent, 1)
+	r.cmd.answer = func(cmd producers.CloudEvent) { cmds <- cmd }
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/takedowns/{correlation_id}", func(w http.ResponseWriter, req *http.Request) {
+		r.a.Get(w, req.WithContext(auth.WithPrincipal(req.Context(), r.who.Load())))
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	resp, m := r.post(t, `{"item_id":"item-1","reason":"x"}`, "Prefer", "respond-async")
+	if resp.StatusCode != 202 {
+		t.Fatalf("%d %v", resp.StatusCode, m)
+	}
+	cmd := <-cmds
+	conn, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: x\r\nPrefer: wait=3600\r\n\r\n", StatusURL(cmd.CorrelationID))
+	waitFor(t, func() bool { return r.a.handedOff() == 1 })
+	r.rec.Publish(context.Background(), []string{"corr:" + cmd.CorrelationID},
+		outcome(TypeConfirmed, cmd, `{"item_id":"item-1","removed_from":["g"],"confirmed_at":"2026-11-22T00:00:00Z"}`))
+	resp, m = readAnswer(t, conn)
+	if resp.StatusCode != 200 || m["status"] != "confirmed" || m["correlation_id"] != cmd.CorrelationID {
+		t.Fatalf("%d %v", resp.StatusCode, m)
+	}
+	waitFor(t, func() bool { return r.a.Held() == 0 && r.a.handedOff() == 0 })
+}
