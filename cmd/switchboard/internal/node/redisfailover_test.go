@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/switchboard/switchboard/config"
@@ -22,11 +23,14 @@ import (
 // primary, a replica, three sentinels), all child processes started by the
 // test. Subscribers on every node read channels spread over the shards
 // while events flow from Kafka; the master of the busiest channel is killed
-// with SIGKILL. Every subscriber then has every event exactly once, or a
-// gap notice on the channel that lost some; /readyz goes 503 and back to
-// 200; a takedown held across the failover is answered, and its retry
-// with the same Idempotency-Key is confirmed, with one command on the
-// topic.
+// with SIGKILL, the Redis being told to fail over only once every node's
+// /readyz answered 503 (so the test sees that window rather than races
+// it: a readiness call may otherwise span the whole failover, its PING
+// retried until the new master answers). Every subscriber then has every
+// event exactly once, or a gap notice on the channel that lost some;
+// /readyz goes back to 200; a takedown held across the failover is
+// answered, and its retry with the same Idempotency-Key is confirmed, with
+// one command on the topic.
 
 // failoverPrefix starts the Redis keys of the failover tests' nodes.
 const failoverPrefix = "sbfo:"
@@ -39,6 +43,9 @@ type failoverSetup struct {
 	items []string
 	// kill kills the master of the "reports" channel.
 	kill func()
+	// hold makes the Redis wait before it fails over, until release:
+	// /readyz is then seen at 503 on every node, not raced.
+	hold, release func()
 }
 
 // TestClusterFailoverNodes runs the failover drill on a 3-master Cluster
@@ -87,10 +94,28 @@ func TestClusterFailoverNodes(t *testing.T) {
 	}
 	t.Logf("channels in slots %v on masters %v", slots, masters)
 	busy := c.MasterOf(t, failoverPrefix+"{reports}:live")
+	// The failover waits for cluster-node-timeout on the live nodes.
+	nodeTimeout := func(d time.Duration) func() {
+		return func() {
+			for _, n := range c.Nodes {
+				if n == busy {
+					continue
+				}
+				nc := n.Client()
+				err := nc.ConfigSet(t.Context(), "cluster-node-timeout", strconv.FormatInt(d.Milliseconds(), 10)).Err()
+				nc.Close()
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
 	runNodeFailover(t, failoverSetup{
-		redis: func(cfg *config.Config) { cfg.Redis.Cluster.Addrs = c.Addrs()[:3] },
-		items: items,
-		kill:  busy.Kill,
+		redis:   func(cfg *config.Config) { cfg.Redis.Cluster.Addrs = c.Addrs()[:3] },
+		items:   items,
+		kill:    busy.Kill,
+		hold:    nodeTimeout(time.Hour),
+		release: nodeTimeout(redistest.ClusterNodeTimeout),
 	})
 	c.WaitOK(t)
 	if m := c.MasterOf(t, failoverPrefix+"{reports}:live"); m == busy {
@@ -104,7 +129,22 @@ func TestClusterFailoverNodes(t *testing.T) {
 func TestSentinelFailoverNodes(t *testing.T) {
 	s := redistest.StartSentinel(t, 1)
 	primary := s.Primary(t)
+	// The failover waits for down-after-milliseconds.
+	downAfter := func(d time.Duration) func() {
+		return func() {
+			for _, sn := range s.Sentinels {
+				sc := redis.NewSentinelClient(&redis.Options{Addr: sn.Addr})
+				err := sc.Set(t.Context(), redistest.SentinelMaster, "down-after-milliseconds", strconv.FormatInt(d.Milliseconds(), 10)).Err()
+				sc.Close()
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
 	runNodeFailover(t, failoverSetup{
+		hold:    downAfter(time.Hour),
+		release: downAfter(redistest.SentinelDownAfter),
 		redis: func(cfg *config.Config) {
 			cfg.Redis.Sentinel.Master = redistest.SentinelMaster
 			cfg.Redis.Sentinel.Addrs = s.Addrs()
@@ -215,11 +255,13 @@ func runNodeFailover(t *testing.T, fs failoverSetup) {
 		pollers = append(pollers, p)
 	}
 	before := published()
+	fs.hold()
 	killed := time.Now()
 	fs.kill()
 	for i, p := range pollers {
 		p.waitSeen(t, nodes[i].name, http.StatusServiceUnavailable)
 	}
+	fs.release()
 	for i, p := range pollers {
 		p.waitSeen(t, nodes[i].name, http.StatusOK)
 		p.stop()
@@ -299,6 +341,7 @@ func countCommandsOf(t *testing.T, broker *Node, item string) int {
 type readyPoller struct {
 	mu   sync.Mutex
 	seen []int
+	errs []string // of the calls that got no answer
 	quit chan struct{}
 	done chan struct{}
 }
@@ -311,11 +354,13 @@ func pollReady(a *Node) *readyPoller {
 			ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 			resp, _, err := call(ctx, nil, http.MethodGet, a.base()+"/readyz", nil, "")
 			cancel()
+			p.mu.Lock()
 			if err == nil {
-				p.mu.Lock()
 				p.seen = append(p.seen, resp.StatusCode)
-				p.mu.Unlock()
+			} else {
+				p.errs = append(p.errs, err.Error())
 			}
+			p.mu.Unlock()
 			select {
 			case <-p.quit:
 				return
@@ -340,7 +385,7 @@ func (p *readyPoller) waitSeen(t *testing.T, name string, want int) {
 		}
 		if time.Now().After(deadline) {
 			defer p.mu.Unlock()
-			t.Fatalf("node %s: /readyz never %d; it answered %v", name, want, p.seen)
+			t.Fatalf("node %s: /readyz never %d; it answered %d times %v, and failed %v", name, want, len(p.seen), p.seen[:min(len(p.seen), 20)], p.errs)
 		}
 		p.mu.Unlock()
 		time.Sleep(10 * time.Millisecond)
