@@ -32,12 +32,13 @@ type HandOffRecorder interface {
 // connection. What it holds until then is the connection, the call and
 // the response headers: no goroutine, no net/http buffers.
 type handoff struct {
-	a       *Adapter
-	c       *call
-	respond func(w http.ResponseWriter, rec *Record) // writes the answer
-	gone    func()                                   // the client hung up
-	release func()                                   // the principal's held slot
-	answers chan *Record                             // an answer the handler writes
+	a          *Adapter
+	c          *call
+	respond    func(w http.ResponseWriter, rec *Record) // writes the answer
+	gone       func()                                   // the client hung up
+	release    func()                                   // the principal's held slot
+	answers    chan *Record                             // an answer the handler writes
+	followDone <-chan struct{}                          // closed when the call's follow ends
 
 	mu        sync.Mutex
 	inHandler bool // answered before any hand-off: the handler writes it
@@ -72,6 +73,7 @@ func (a *Adapter) hold(w http.ResponseWriter, r *http.Request, c *call, d time.D
 	if err := c.run(r.Context(), f, d, h.answer); err != nil {
 		return nil, false, err
 	}
+	h.followDone = f.done
 	if h.handOff(w, r) {
 		return nil, true, nil
 	}
@@ -217,8 +219,10 @@ func (a *Adapter) DropHeld() int {
 	return n
 }
 
-// stop ends the call, the hang-up watch and the store polling.
+// stop ends the call, the hang-up watch and the store polling; the
+// request leaves the adapter's set first, before its follow ends.
 func (h *handoff) stop() {
+	h.a.handoffs.remove(h)
 	h.mu.Lock()
 	unwatch, poll := h.unwatch, h.poll
 	h.unwatch, h.poll = nil, nil
@@ -234,7 +238,6 @@ func (h *handoff) stop() {
 
 // end frees what a handed-off request held.
 func (h *handoff) end() {
-	h.a.handoffs.remove(h)
 	h.a.held.Add(-1)
 	h.release()
 }
@@ -261,13 +264,14 @@ func (h *handoff) pollStore() {
 }
 
 // handoffs are an adapter's handed-off requests. While there are any, one
-// goroutine watches a hub client of its own: when the hub shuts down, the
-// calls' follows end with it, and every handed-off call reads the store
-// every storePoll instead.
+// goroutine waits on the follow of one of them at a time: a follow that
+// ends while its call still waits means the hub is shutting down, and
+// every handed-off call then reads the store every storePoll instead, as a
+// waiting handler does.
 type handoffs struct {
 	mu   sync.Mutex
 	set  map[*handoff]struct{}
-	idle chan struct{} // closed to end the watching goroutine
+	idle chan struct{} // closed to end the watching goroutine; nil if none
 	down bool          // the hub shut down
 }
 
@@ -283,14 +287,8 @@ func (hs *handoffs) add(h *handoff) {
 		return
 	}
 	if hs.idle == nil {
-		cl, err := h.a.hub.NewClient()
-		if err != nil { // shutting down
-			hs.down = true
-			go h.pollStore()
-			return
-		}
 		hs.idle = make(chan struct{})
-		go hs.watch(cl, hs.idle)
+		go hs.watch(hs.idle)
 	}
 }
 
@@ -304,28 +302,43 @@ func (hs *handoffs) remove(h *handoff) {
 	}
 }
 
-func (hs *handoffs) watch(cl interface {
-	Done() <-chan struct{}
-	Close()
-}, idle <-chan struct{}) {
-	defer cl.Close()
-	select {
-	case <-idle:
+func (hs *handoffs) watch(idle <-chan struct{}) {
+	for {
+		var h *handoff
+		hs.mu.Lock()
+		for h = range hs.set {
+			break
+		}
+		hs.mu.Unlock()
+		if h == nil {
+			<-idle // the set is empty: idle is closed, or about to be
+			return
+		}
+		select {
+		case <-idle:
+			return
+		case <-h.followDone:
+		}
+		h.mu.Lock()
+		over := h.over
+		h.mu.Unlock()
+		if over {
+			continue // it ended, and has left the set
+		}
+		hs.mu.Lock()
+		hs.down = true
+		if hs.idle == idle {
+			hs.idle = nil
+		}
+		all := make([]*handoff, 0, len(hs.set))
+		for h := range hs.set {
+			all = append(all, h)
+		}
+		hs.mu.Unlock()
+		for _, h := range all {
+			h.pollStore()
+		}
 		return
-	case <-cl.Done():
-	}
-	hs.mu.Lock()
-	hs.down = true
-	if hs.idle == idle {
-		hs.idle = nil
-	}
-	all := make([]*handoff, 0, len(hs.set))
-	for h := range hs.set {
-		all = append(all, h)
-	}
-	hs.mu.Unlock()
-	for _, h := range all {
-		h.pollStore()
 	}
 }
 

@@ -323,3 +323,28 @@ func TestHandOffHeldRead(t *testing.T) {
 	}
 	waitFor(t, func() bool { return r.a.Held() == 0 && r.a.handedOff() == 0 })
 }
+
+// TestHandOffHubShutdown: when the hub shuts down, a handed-off request
+// (its follow ended with the hub) reads the store instead, and is
+// answered with the outcome stored then; the hub's shutdown waits for it.
+func TestHandOffHubShutdown(t *testing.T) {
+	r := newRig(t, Config{Timeout: time.Hour})
+	cmds := make(chan producers.CloudEvent, 1)
+	r.cmd.answer = func(cmd producers.CloudEvent) { cmds <- cmd }
+	conn := rawPost(t, r.srv.URL, `{"item_id":"item-1","reason":"x"}`)
+	waitFor(t, func() bool { return r.a.handedOff() == 1 })
+	cmd := <-cmds
+	shut := make(chan error, 1)
+	go func() { shut <- r.a.hub.Shutdown(context.Background()) }()
+	waitFor(t, func() bool { r.a.handoffs.mu.Lock(); defer r.a.handoffs.mu.Unlock(); return r.a.handoffs.down })
+	if err := r.store.Apply(t.Context(), outcome(TypeConfirmed, cmd, `{"item_id":"item-1","removed_from":[],"confirmed_at":"2026-11-22T00:00:00Z"}`)); err != nil {
+		t.Fatal(err)
+	}
+	resp, m := readAnswer(t, conn)
+	if resp.StatusCode != 200 || m["status"] != "confirmed" {
+		t.Fatalf("%d %v", resp.StatusCode, m)
+	}
+	if err := <-shut; err != nil {
+		t.Fatal(err)
+	}
+}
