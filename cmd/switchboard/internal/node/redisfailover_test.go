@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -27,10 +28,13 @@ import (
 // /readyz answered 503 (so the test sees that window rather than races
 // it: a readiness call may otherwise span the whole failover, its PING
 // retried until the new master answers). Every subscriber then has every
-// event exactly once, or a gap notice on the channel that lost some;
-// /readyz goes back to 200; a takedown held across the failover is
-// answered, and its retry with the same Idempotency-Key is confirmed, with
-// one command on the topic.
+// event exactly once, or a gap notice on the channel that lost some (only
+// channels of the killed master may); /readyz goes back to 200; a takedown
+// held across the failover is answered, and its retry with the same
+// Idempotency-Key is confirmed, with one command on the topic. Each test
+// runs twice: with the replica in sync, and with the replica cut off while
+// events flow, so its new master lost writes and the subscribers of
+// reports must get a gap notice.
 
 // failoverPrefix starts the Redis keys of the failover tests' nodes.
 const failoverPrefix = "sbfo:"
@@ -46,13 +50,35 @@ type failoverSetup struct {
 	// hold makes the Redis wait before it fails over, until release:
 	// /readyz is then seen at 503 on every node, not raced.
 	hold, release func()
+	// replica, when set, is the replica that takes over, and master the
+	// one it replaces: the replica is stopped (SIGSTOP) and cut off (see
+	// cutOff) while events flow, so the master holds writes it never got,
+	// and continued (SIGCONT) once the master is killed.
+	replica, master *redistest.Node
+	// lossy are the channels on the killed master: only they may get a
+	// gap notice.
+	lossy []string
 }
+
+// failoverModes are the two runs of each failover test: the replica in
+// sync when the master dies, or behind it (lost writes).
+var failoverModes = []string{"synced", "lost-writes"}
 
 // TestClusterFailoverNodes runs the failover drill on a 3-master Cluster
 // with a replica per master; the item channels lie on the three masters
 // (asserted with CLUSTER KEYSLOT), and the master of "reports", which
 // carries every event, is killed.
+//
+// In the lost-writes run the replica is stopped while events flow, so the
+// new master lacks the last ones: the subscribers of its channels get a gap
+// notice.
 func TestClusterFailoverNodes(t *testing.T) {
+	for _, mode := range failoverModes {
+		t.Run(mode, func(t *testing.T) { clusterFailoverNodes(t, mode == "lost-writes") })
+	}
+}
+
+func clusterFailoverNodes(t *testing.T, lost bool) {
 	c := redistest.StartCluster(t, 3, 1)
 	cc := c.Client()
 	defer cc.Close()
@@ -110,13 +136,23 @@ func TestClusterFailoverNodes(t *testing.T) {
 			}
 		}
 	}
-	runNodeFailover(t, failoverSetup{
+	fs := failoverSetup{
 		redis:   func(cfg *config.Config) { cfg.Redis.Cluster.Addrs = c.Addrs()[:3] },
 		items:   items,
 		kill:    busy.Kill,
 		hold:    nodeTimeout(time.Hour),
 		release: nodeTimeout(redistest.ClusterNodeTimeout),
-	})
+	}
+	for addr, item := range masters {
+		if addr == busy.Addr {
+			fs.lossy = append(fs.lossy, "item:"+item)
+		}
+	}
+	fs.lossy = append(fs.lossy, "reports")
+	if lost {
+		fs.replica, fs.master = c.ReplicaOf(t, busy), busy
+	}
+	runNodeFailover(t, fs)
 	c.WaitOK(t)
 	if m := c.MasterOf(t, failoverPrefix+"{reports}:live"); m == busy {
 		t.Fatal("the killed master still serves reports")
@@ -125,8 +161,15 @@ func TestClusterFailoverNodes(t *testing.T) {
 
 // TestSentinelFailoverNodes runs the failover drill on a primary with one
 // replica and three sentinels; the primary is killed and the sentinels
-// promote the replica.
+// promote the replica, in sync or behind (lost writes) as in
+// TestClusterFailoverNodes.
 func TestSentinelFailoverNodes(t *testing.T) {
+	for _, mode := range failoverModes {
+		t.Run(mode, func(t *testing.T) { sentinelFailoverNodes(t, mode == "lost-writes") })
+	}
+}
+
+func sentinelFailoverNodes(t *testing.T, lost bool) {
 	s := redistest.StartSentinel(t, 1)
 	primary := s.Primary(t)
 	// The failover waits for down-after-milliseconds.
@@ -142,7 +185,7 @@ func TestSentinelFailoverNodes(t *testing.T) {
 			}
 		}
 	}
-	runNodeFailover(t, failoverSetup{
+	fs := failoverSetup{
 		hold:    downAfter(time.Hour),
 		release: downAfter(redistest.SentinelDownAfter),
 		redis: func(cfg *config.Config) {
@@ -151,7 +194,12 @@ func TestSentinelFailoverNodes(t *testing.T) {
 		},
 		items: []string{"item-1", "item-2", "item-3"},
 		kill:  primary.Kill,
-	})
+	}
+	fs.lossy = []string{"reports", "item:item-1", "item:item-2", "item:item-3"}
+	if lost {
+		fs.replica, fs.master = s.Servers[1], primary
+	}
+	runNodeFailover(t, fs)
 	if s.Primary(t) == primary {
 		t.Fatal("the sentinels still name the killed primary")
 	}
@@ -256,8 +304,24 @@ func runNodeFailover(t *testing.T, fs failoverSetup) {
 	}
 	before := published()
 	fs.hold()
+	var pid int
+	if fs.replica != nil {
+		pid = pidOf(t, fs.replica)
+		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		defer syscall.Kill(pid, syscall.SIGCONT) // if the test stops before
+		cutOff(t, fs.master)
+		stalled := published()
+		waitUntil(t, "events published the replica never got", func() bool { return published() >= stalled+10 })
+	}
 	killed := time.Now()
 	fs.kill()
+	if fs.replica != nil {
+		if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for i, p := range pollers {
 		p.waitSeen(t, nodes[i].name, http.StatusServiceUnavailable)
 	}
@@ -297,12 +361,76 @@ func runNodeFailover(t *testing.T, fs failoverSetup) {
 	}
 	produce(t, env.broker, last...)
 	gaps := 0
+	gapped := map[string]bool{}
 	for _, w := range watchers {
 		w.wait(t, total, itemOf, seq(res.n+1, total))
-		gaps += w.check(t, total, itemOf)
+		for _, ch := range w.check(t, total, itemOf) {
+			gaps++
+			gapped[ch] = true
+		}
+	}
+	for ch := range gapped {
+		if !slices.Contains(fs.lossy, ch) {
+			t.Errorf("a gap notice on %s, whose master was not killed", ch)
+		}
+	}
+	if fs.replica != nil && !gapped["reports"] {
+		t.Error("no subscriber of reports got a gap notice, though its new master lost writes")
 	}
 	t.Logf("%d events, /readyz 200 again on every node %v after the kill; held takedown answered %d; %d channel streams got a gap notice; %v in all",
 		total, recovered.Round(time.Millisecond), a.status, gaps, time.Since(start).Round(time.Millisecond))
+}
+
+// cutOff makes master drop its replica, which must be stopped: a stopped
+// process still receives into its socket buffer what it reads once
+// continued, so the master's replica output buffer is limited to 1 MB and
+// 32 MB written to a key of its own slot of "reports" (a hash tag no
+// channel uses) fill the buffer past it.
+func cutOff(t *testing.T, master *redistest.Node) {
+	t.Helper()
+	mc := master.Client()
+	defer mc.Close()
+	ctx := t.Context()
+	if err := mc.ConfigSet(ctx, "client-output-buffer-limit", "replica 1mb 0 0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		repl, err := mc.Info(ctx, "replication").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(repl, "connected_slaves:0") {
+			return
+		}
+		if i >= 16 {
+			t.Fatalf("the master still has its replica:\n%s", repl)
+		}
+		if err := mc.Set(ctx, "cutoff:{reports}:"+strconv.Itoa(i), strings.Repeat("x", 32<<20), 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// pidOf returns the process ID of a redis-server.
+func pidOf(t *testing.T, n *redistest.Node) int {
+	t.Helper()
+	c := n.Client()
+	defer c.Close()
+	info, err := c.Info(t.Context(), "server").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\r\n") {
+		if v, ok := strings.CutPrefix(line, "process_id:"); ok {
+			pid, err := strconv.Atoi(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return pid
+		}
+	}
+	t.Fatalf("%s: no process_id", n.Addr)
+	return 0
 }
 
 // countCommandsOf counts the commands on takedown.commands that name item.
@@ -519,8 +647,8 @@ func (w *failWatcher) wait(t *testing.T, total int, itemOf func(int) string, tai
 // check asserts that each channel of w saw each event at most once and
 // each item's events in order, between gap notices, and every event of
 // 1..total it carries unless a gap notice says some were lost. It returns
-// how many channels got a gap notice.
-func (w *failWatcher) check(t *testing.T, total int, itemOf func(int) string) (gaps int) {
+// the channels that got a gap notice.
+func (w *failWatcher) check(t *testing.T, total int, itemOf func(int) string) (gappedChans []string) {
 	t.Helper()
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -545,7 +673,7 @@ func (w *failWatcher) check(t *testing.T, total int, itemOf func(int) string) (g
 			got[ev.id], lastN[ev.subject] = true, ev.n
 		}
 		if gapped {
-			gaps++
+			gappedChans = append(gappedChans, ch)
 			continue
 		}
 		all := map[string]bool{}
@@ -561,5 +689,5 @@ func (w *failWatcher) check(t *testing.T, total int, itemOf func(int) string) (g
 	if w.moves > 0 {
 		t.Logf("%v resumed %d times", w.s, w.moves)
 	}
-	return gaps
+	return gappedChans
 }
