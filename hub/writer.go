@@ -48,7 +48,12 @@ type door interface {
 // Each batch is written corked (cork.Writer): however many frames and
 // messages the door makes of it, they leave in one write, or in pieces of
 // cork.Bound for a large one, with a buffer borrowed only for the batch.
-// The batch's write deadline is timeout; when the client ends as a slow
+// A batch's write deadline is between 7/8 of timeout and timeout away: the
+// deadline stays armed while the writer runs and is moved only when less
+// than 7/8 of timeout is left (moving it per batch cost a runtime timer
+// update per write, a tenth of the CPU of a connection fed one frame at a
+// time), and is cleared when the writer goes idle, so a protocol ping on
+// an idle connection meets no stale deadline. When the client ends as a slow
 // consumer its notify cuts the deadline to slowCloseTimeout (cutoff), so a
 // writer blocked on a full socket writes the frame in flight and the end,
 // or is dropped, within it, while a client that still reads learns why.
@@ -59,6 +64,7 @@ type writer struct {
 	cut     cutoff
 	timeout time.Duration
 	held    <-chan struct{} // a held stream's end; nil for a goroutine writer
+	armed   int64           // the write deadline set, unix nanoseconds; 0: none (the running writer's only)
 
 	running atomic.Bool
 	wake    chan struct{} // wakes a lingering writer
@@ -171,6 +177,7 @@ func (w *writer) run() {
 			case <-expired:
 			}
 		}
+		w.disarm()
 		w.running.Store(false)
 		if w.c.queued() == 0 && !w.beatDue.Load() && !isDone(w.c) || !w.running.CompareAndSwap(false, true) {
 			return
@@ -180,15 +187,32 @@ func (w *writer) run() {
 
 // flush writes one batch corked, under the write deadline.
 func (w *writer) flush(items []Item, beat bool) error {
-	w.cut.set(time.Now().Add(w.timeout))
+	w.arm()
 	w.out.Cork()
 	err := w.door.write(items, beat)
 	if uerr := w.out.Uncork(); err == nil {
 		err = uerr
 	}
-	// No deadline between batches: a protocol ping may write meanwhile.
-	w.cut.set(time.Time{})
 	return err
+}
+
+// arm makes the write deadline at least 7/8 of timeout away, moving it to
+// timeout from now only when it is closer.
+func (w *writer) arm() {
+	now := time.Now().UnixNano()
+	if w.armed == 0 || w.armed-now < int64(w.timeout)/8*7 {
+		w.armed = now + int64(w.timeout)
+		w.cut.set(time.Unix(0, w.armed))
+	}
+}
+
+// disarm clears the write deadline when the writer goes idle: a protocol
+// ping may write meanwhile.
+func (w *writer) disarm() {
+	if w.armed != 0 {
+		w.armed = 0
+		w.cut.set(time.Time{})
+	}
 }
 
 func isDone(c *Client) bool {
