@@ -297,6 +297,10 @@ type guardedConn struct {
 	ambiguous atomic.Bool
 }
 
+// NetConn returns the connection under the guard's (as *tls.Conn does),
+// where a held takedown watches for its client's hang-up.
+func (c *guardedConn) NetConn() net.Conn { return c.Conn }
+
 func (c *guardedConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 && c.scanning.Load() && c.scan.scan(p[:n]) {

@@ -44,19 +44,25 @@ func RequestLogClient(log *slog.Logger, client func(*http.Request) netip.Addr, n
 		}
 		w.Header().Set("X-Request-ID", id)
 		l := log.With("request_id", id)
-		rw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		start := time.Now()
-		next.ServeHTTP(rw, r.WithContext(WithLogger(r.Context(), l)))
 		var addr string
 		if client != nil {
 			addr = client(r).String()
 		} else if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 			addr = ap.Addr().Unmap().String()
 		}
-		l.LogAttrs(r.Context(), slog.LevelInfo, "http request",
-			slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.String("client", addr),
-			slog.Int("status", rw.status), slog.Int64("bytes", rw.bytes),
-			slog.Duration("duration", time.Since(start)))
+		ctx := r.Context()
+		line := func(status int, bytes int64) {
+			l.LogAttrs(ctx, slog.LevelInfo, "http request",
+				slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.String("client", addr),
+				slog.Int("status", status), slog.Int64("bytes", bytes),
+				slog.Duration("duration", time.Since(start)))
+		}
+		rw := &statusWriter{ResponseWriter: w, status: http.StatusOK, line: line}
+		next.ServeHTTP(rw, r.WithContext(WithLogger(r.Context(), l)))
+		if !rw.handedOff {
+			line(rw.status, rw.bytes)
+		}
 	})
 }
 
@@ -76,9 +82,25 @@ func saneID(id string) bool {
 // http.ResponseController reach Flush and Hijack underneath.
 type statusWriter struct {
 	http.ResponseWriter
-	status int
-	bytes  int64
-	wrote  bool
+	status    int
+	bytes     int64
+	wrote     bool
+	line      func(status int, bytes int64) // logs the request
+	handedOff bool                          // HandOff logs it, later
+}
+
+// HandOff (takedown.HandOffRecorder) logs the request when its handed-off
+// answer is written, not when the handler returns; a client that hung up
+// first (status 0) is logged as a handler that wrote nothing.
+func (w *statusWriter) HandOff() func(status int, bytes int64) {
+	w.handedOff = true
+	line := w.line
+	return func(status int, bytes int64) {
+		if status == 0 {
+			status = http.StatusOK
+		}
+		line(status, bytes)
+	}
 }
 
 func (w *statusWriter) WriteHeader(code int) {

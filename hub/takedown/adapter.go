@@ -30,6 +30,9 @@ const (
 	DefaultMaxBodyBytes = 64 << 10
 	DefaultPublishWait  = 2 * time.Second
 	DefaultBodyTimeout  = 10 * time.Second
+	// DefaultHandOffAfter: most takedowns are answered well within it,
+	// on a connection that stays open for the client's next request.
+	DefaultHandOffAfter = 250 * time.Millisecond
 	// Source is the CloudEvents source of the commands the adapter sends.
 	Source = "/switchboard/takedowns"
 	// storePoll is how often a waiter whose hub subscription ended (node
@@ -54,6 +57,11 @@ type Config struct {
 	// Trust says where trusted outcomes come from (topic and sources);
 	// Sources defaults to DefaultOutcomeSources.
 	Trust Trust
+	// HandOffAfter is how long a held request waits in its handler before
+	// it is handed off from net/http (its goroutine and buffers freed, the
+	// answer written from the outcome, with Connection: close); 0 means
+	// DefaultHandOffAfter, a negative value hands off at once.
+	HandOffAfter time.Duration
 	// SweepInterval is how often Run looks for takedowns whose command is
 	// not known to be on the topic; 0 means half of PublishWait.
 	SweepInterval time.Duration
@@ -136,6 +144,9 @@ func New(cfg Config, h *hub.Hub, store Store, cmd Commander, limit Limiter, log 
 	}
 	if cfg.SweepInterval <= 0 {
 		cfg.SweepInterval = cfg.PublishWait / 2
+	}
+	if cfg.HandOffAfter == 0 {
+		cfg.HandOffAfter = DefaultHandOffAfter
 	}
 	if cfg.Trust.Sources == nil {
 		cfg.Trust.Sources = DefaultOutcomeSources

@@ -331,15 +331,17 @@ func (f *follower) stop() {
 // client hung up), reading the store when the follow wakes it. When the
 // follow ends (the node is shutting down), it reads the store every
 // storePoll instead.
-func (f *follower) await(ctx context.Context, c *call, answers <-chan *Record) (*Record, bool) {
+func (f *follower) await(ctx context.Context, c *call, answers <-chan *Record, until <-chan time.Time) (rec *Record, ok, waited bool) {
 	var poll <-chan time.Time
 	done := f.done
 	for {
 		select {
 		case rec := <-answers:
-			return rec, true
+			return rec, true, false
 		case <-ctx.Done():
-			return nil, false
+			return nil, false, false
+		case <-until:
+			return nil, false, true
 		case <-c.kick:
 			c.check()
 		case <-done:

@@ -74,10 +74,25 @@ func (a *Adapter) hold(w http.ResponseWriter, r *http.Request, c *call, d time.D
 		return nil, false, err
 	}
 	h.followDone = f.done
+	// Most takedowns are answered within milliseconds: the handler waits
+	// HandOffAfter first, so their connection stays open for the client's
+	// next request (a handed-off answer closes it). A longer wait is
+	// handed off.
+	if after := h.a.cfg.HandOffAfter; after > 0 {
+		grace := time.NewTimer(after)
+		rec, ok, waited := f.await(r.Context(), c, h.answers, grace.C)
+		grace.Stop()
+		if !waited {
+			if !ok {
+				rec = nil
+			}
+			return rec, false, nil
+		}
+	}
 	if h.handOff(w, r) {
 		return nil, true, nil
 	}
-	rec, ok := f.await(r.Context(), c, h.answers)
+	rec, ok, _ := f.await(r.Context(), c, h.answers, nil)
 	if !ok {
 		return nil, false, nil
 	}

@@ -348,3 +348,27 @@ func TestHandOffHubShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestAnsweredBeforeHandOffKeepsConnection: a takedown answered while its
+// request still waits in the handler (within HandOffAfter) is answered by
+// net/http, on a connection that stays open for the next request.
+func TestAnsweredBeforeHandOffKeepsConnection(t *testing.T) {
+	r := newRig(t, Config{Timeout: time.Hour, HandOffAfter: time.Hour})
+	r.cmd.answer = func(cmd producers.CloudEvent) {
+		go r.rec.Publish(context.Background(), []string{"corr:" + cmd.CorrelationID},
+			outcome(TypeConfirmed, cmd, `{"item_id":"`+cmd.Subject+`","removed_from":["g"],"confirmed_at":"2026-11-22T00:00:00Z"}`))
+	}
+	url := serveWrapped(t, r, func(w http.ResponseWriter) http.ResponseWriter { return w })
+	conn := rawPost(t, url, `{"item_id":"item-1","reason":"x"}`)
+	for i := 1; i <= 2; i++ {
+		resp, m := readAnswer(t, conn)
+		if resp.StatusCode != 200 || m["status"] != "confirmed" || resp.Close {
+			t.Fatalf("answer %d: %d %v (close %v)", i, resp.StatusCode, m, resp.Close)
+		}
+		body := fmt.Sprintf(`{"item_id":"item-%d","reason":"x"}`, i+1)
+		fmt.Fprintf(conn, "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	}
+	if n := r.a.handedOff(); n != 0 {
+		t.Fatalf("%d handed off", n)
+	}
+}

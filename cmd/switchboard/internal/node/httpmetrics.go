@@ -122,10 +122,27 @@ func (w *routeWriter) FlushError() error {
 // Flush implements http.Flusher for handlers that type-assert it.
 func (w *routeWriter) Flush() { _ = w.FlushError() }
 
-// Hijack records the request, then hands over the connection.
+// Hijack hands over the connection. The request is recorded when the
+// handler returns (200: the SSE door writes its own 200 head), or, for a
+// held takedown handed off from net/http, when its answer is written
+// (HandOff).
 func (w *routeWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	w.record(http.StatusOK)
 	return http.NewResponseController(w.ResponseWriter).Hijack()
+}
+
+// HandOff (takedown.HandOffRecorder) records the request when its
+// handed-off answer is written, not when the handler returns; a client
+// that hung up first (status 0) counts as a handler that wrote nothing.
+func (w *routeWriter) HandOff() func(status int, bytes int64) {
+	w.recorded = true // nothing at the handler's return
+	m, route, start := w.m, w.route, w.start
+	return func(status int, _ int64) {
+		if status == 0 {
+			status = http.StatusOK
+		}
+		m.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
+		m.duration.WithLabelValues(route, strconv.Itoa(status/100)+"xx").Observe(time.Since(start).Seconds())
+	}
 }
 
 // Unwrap lets http.ResponseController reach deadlines underneath.

@@ -243,6 +243,12 @@ func (a *Node) Shutdown(ctx context.Context) error {
 			if err := a.hub.Shutdown(ctx); err != nil {
 				errs = append(errs, err)
 			}
+			if a.takedowns != nil {
+				// Past the deadline: the held requests handed off from
+				// net/http (which srv.Shutdown does not wait for) are
+				// dropped, as the process's exit would.
+				a.takedowns.DropHeld()
+			}
 			if err := <-done; err != nil {
 				errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 			}

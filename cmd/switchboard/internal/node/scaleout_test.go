@@ -126,7 +126,8 @@ func (n *node) stop() error {
 func (n *node) crash() {
 	n.crashed = true
 	n.srv.Close()
-	n.stop() // reports the listener Close already closed; nothing else
+	n.takedowns.DropHeld() // held requests handed off from net/http
+	n.stop()               // reports the listener Close already closed; nothing else
 }
 
 // ready waits until n's /readyz answers want.
