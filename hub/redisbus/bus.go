@@ -249,12 +249,35 @@ func (b *Bus) Publish(ctx context.Context, channels []string, ev *hub.Event) err
 	key := ev.Source + "\x00" + ev.ID
 	now := b.now().UnixMilli()
 	ttl := b.cfg.HistoryTTL.Milliseconds()
-	for _, ch := range channels {
+	// One script per channel (a Cluster keeps each channel's keys in its
+	// own slot), all sent in one pipeline: one round trip per event (per
+	// master on a Cluster) instead of one per channel. A script the
+	// server does not hold yet (NOSCRIPT) is sent whole, alone.
+	type pub struct {
+		keys []string
+		args []any
+		seen hub.Position
+		cmd  *redis.Cmd
+	}
+	pubs := make([]pub, len(channels))
+	pipe := b.rdb.Pipeline()
+	for i, ch := range channels {
 		meta, log, live := b.keys(ch)
 		seen := b.known.get(ch)
+		p := &pubs[i]
+		p.keys = []string{meta, log, live, b.idsKey(ch)}
+		p.args = []any{h, ev.JSON, b.cfg.HistorySize, ttl, now, newEpoch(), key, b.pubCmd, seen.Epoch, seen.Offset}
+		p.seen = seen
+		p.cmd = publishScript.EvalSha(ctx, pipe, p.keys, p.args...)
 		b.Commands.Add(1)
-		res, err := publishScript.Run(ctx, b.rdb, []string{meta, log, live, b.idsKey(ch)},
-			h, ev.JSON, b.cfg.HistorySize, ttl, now, newEpoch(), key, b.pubCmd, seen.Epoch, seen.Offset).Slice()
+	}
+	_, _ = pipe.Exec(ctx) // each command's own error is read below
+	for i, ch := range channels {
+		p := &pubs[i]
+		res, err := p.cmd.Slice()
+		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			res, err = publishScript.Run(ctx, b.rdb, p.keys, p.args...).Slice()
+		}
 		if err != nil {
 			return fmt.Errorf("redisbus: publish to %s: %w", ch, err)
 		}
@@ -264,7 +287,7 @@ func (b *Bus) Publish(ctx context.Context, channels []string, ev *hub.Event) err
 			b.known.see(ch, hub.Position{Epoch: ep, Offset: uint64(off)})
 			if fenced, _ := res[2].(int64); fenced == 1 {
 				b.LostWrites.Add(1)
-				b.log.Warn("redis log went backwards: it lost writes in a failover; moved it to a new epoch", "channel", ch, "published", seen, "now", ep)
+				b.log.Warn("redis log went backwards: it lost writes in a failover; moved it to a new epoch", "channel", ch, "published", p.seen, "now", ep)
 			}
 		}
 	}

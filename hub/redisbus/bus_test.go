@@ -317,3 +317,31 @@ func collect(t *testing.T, f *followed, n int) []string {
 		}
 	}
 }
+
+// TestBusPublishAfterScriptFlush: a publish to several channels goes out
+// as one pipeline of cached scripts; when the server no longer holds the
+// script (a restart, SCRIPT FLUSH), each channel's script is sent whole and
+// the event still lands in every channel once.
+func TestBusPublishAfterScriptFlush(t *testing.T) {
+	for _, srv := range redistest.Servers(t) {
+		t.Run(srv.Name, func(t *testing.T) {
+			ctx := t.Context()
+			b := newBus(t, srv, Config{})
+			if err := b.Publish(ctx, []string{"item:1", "reports", "corr:c-1"}, ev(1)); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Client().ScriptFlush(ctx).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Publish(ctx, []string{"item:1", "reports", "corr:c-1"}, ev(2)); err != nil {
+				t.Fatal(err)
+			}
+			for _, ch := range []string{"item:1", "reports", "corr:c-1"} {
+				r, err := b.Read(ctx, ch, &hub.Oldest)
+				if err != nil || len(r.Entries) != 2 || r.Entries[0].Event.ID != "e-1" || r.Entries[1].Event.ID != "e-2" {
+					t.Fatalf("%s holds %+v (%v)", ch, r, err)
+				}
+			}
+		})
+	}
+}
