@@ -26,6 +26,13 @@ const (
 	maxStreamCursorLen = 8 << 10
 )
 
+// EpochOf names an epoch after v: lower-case letters and digits, valid in
+// a cursor. A backplane starts a log's epoch from a value no earlier epoch
+// of that log had (a hash of the log and its generation, or random bits).
+func EpochOf(v uint64) string {
+	return strconv.FormatUint(v, 36)
+}
+
 // String encodes p as an opaque, URL-safe cursor: "<epoch>.<offset base 36>".
 func (p Position) String() string {
 	return p.Epoch + "." + strconv.FormatUint(p.Offset, 36)

@@ -145,14 +145,7 @@ func (m *Memory) epoch(ch string, gen uint32) string {
 	h.SetSeed(m.epochSeed)
 	h.WriteString(ch)
 	h.Write(binary.LittleEndian.AppendUint32(nil, gen))
-	v := h.Sum64()
-	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-	var b [8]byte
-	for i := range b {
-		b[i] = alphabet[v%uint64(len(alphabet))]
-		v /= uint64(len(alphabet))
-	}
-	return string(b[:])
+	return EpochOf(h.Sum64())
 }
 
 // lockLog returns channel's log, created if need be, locked: never one that

@@ -11,6 +11,7 @@ package redisbus
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -597,11 +598,7 @@ func announcement(ch, p string) (hub.Entry, error) {
 
 // newEpoch returns 10 random characters of [a-z0-9].
 func newEpoch() string {
-	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-	var b [10]byte
+	var b [8]byte
 	_, _ = rand.Read(b[:])
-	for i := range b {
-		b[i] = alphabet[int(b[i])%len(alphabet)]
-	}
-	return string(b[:])
+	return hub.EpochOf(binary.LittleEndian.Uint64(b[:]))
 }
