@@ -51,17 +51,20 @@ func RequestLogClient(log *slog.Logger, client func(*http.Request) netip.Addr, n
 		} else if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 			addr = ap.Addr().Unmap().String()
 		}
-		ctx := r.Context()
-		line := func(status int, bytes int64) {
-			l.LogAttrs(ctx, slog.LevelInfo, "http request",
-				slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.String("client", addr),
+		// The line keeps what it logs, not the request: a request handed
+		// off from net/http is logged when its answer is written, and
+		// must not hold its request (headers, context) until then.
+		method, path := r.Method, r.URL.Path
+		line := func(ctx context.Context, status int, bytes int64) {
+			log.LogAttrs(ctx, slog.LevelInfo, "http request", slog.String("request_id", id),
+				slog.String("method", method), slog.String("path", path), slog.String("client", addr),
 				slog.Int("status", status), slog.Int64("bytes", bytes),
 				slog.Duration("duration", time.Since(start)))
 		}
 		rw := &statusWriter{ResponseWriter: w, status: http.StatusOK, line: line}
 		next.ServeHTTP(rw, r.WithContext(WithLogger(r.Context(), l)))
 		if !rw.handedOff {
-			line(rw.status, rw.bytes)
+			line(r.Context(), rw.status, rw.bytes)
 		}
 	})
 }
@@ -85,8 +88,8 @@ type statusWriter struct {
 	status    int
 	bytes     int64
 	wrote     bool
-	line      func(status int, bytes int64) // logs the request
-	handedOff bool                          // HandOff logs it, later
+	line      func(ctx context.Context, status int, bytes int64) // logs the request
+	handedOff bool                                               // HandOff logs it, later
 }
 
 // HandOff (takedown.HandOffRecorder) logs the request when its handed-off
@@ -99,7 +102,7 @@ func (w *statusWriter) HandOff() func(status int, bytes int64) {
 		if status == 0 {
 			status = http.StatusOK
 		}
-		line(status, bytes)
+		line(context.Background(), status, bytes)
 	}
 }
 
