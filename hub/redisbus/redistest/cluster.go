@@ -62,23 +62,8 @@ func (n *Node) start(t testing.TB) {
 	go func(cmd *exec.Cmd, exit chan struct{}) { cmd.Wait(); close(exit) }(n.cmd, n.exit)
 	c := n.Client()
 	defer c.Close()
-	deadline := time.Now().Add(ownWait)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err := c.Ping(ctx).Err()
-		cancel()
-		if err == nil {
-			return
-		}
-		select {
-		case <-n.exit:
-			t.Fatalf("%s on %s exited: %v\n%s", filepath.Base(n.bin), n.Addr, n.cmd.ProcessState, n.Log())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s on %s does not answer: %v\n%s", filepath.Base(n.bin), n.Addr, err, n.Log())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := awaitPing(c, n.exit); err != nil {
+		t.Fatalf("%s on %s: %v (%v)\n%s", filepath.Base(n.bin), n.Addr, err, n.cmd.ProcessState, n.Log())
 	}
 }
 

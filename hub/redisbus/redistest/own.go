@@ -2,6 +2,7 @@ package redistest
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -63,16 +64,29 @@ func (o *Own) Start(t testing.TB) {
 	go func(cmd *exec.Cmd, exited chan struct{}) { cmd.Wait(); close(exited) }(o.cmd, o.exited)
 	c := o.Client()
 	defer c.Close()
+	if err := awaitPing(c, o.exited); err != nil {
+		t.Fatalf("redis-server: %v\n%s", err, o.log())
+	}
+}
+
+// awaitPing waits until c's server answers a PING, for at most ownWait or
+// until its process exits.
+func awaitPing(c *redis.Client, exited <-chan struct{}) error {
 	deadline := time.Now().Add(ownWait)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		err := c.Ping(ctx).Err()
 		cancel()
 		if err == nil {
-			return
+			return nil
+		}
+		select {
+		case <-exited:
+			return fmt.Errorf("exited: %w", err)
+		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("redis-server does not answer: %v\n%s", err, o.log())
+			return fmt.Errorf("does not answer: %w", err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
