@@ -16,6 +16,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/switchboard/switchboard/config"
+	"github.com/switchboard/switchboard/hub"
 	"github.com/switchboard/switchboard/hub/redisbus/redistest"
 )
 
@@ -433,35 +434,10 @@ func pidOf(t *testing.T, n *redistest.Node) int {
 	return 0
 }
 
-// countCommandsOf counts the commands on takedown.commands that name item.
+// countCommandsOf counts the commands on takedown.commands for item.
 func countCommandsOf(t *testing.T, broker *Node, item string) int {
 	t.Helper()
-	n := 0
-	for part := range 3 {
-		r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{broker.kafkaAddr}, Topic: "takedown.commands", Partition: part, MaxWait: 50 * time.Millisecond})
-		conn, err := kafka.DialLeader(t.Context(), "tcp", broker.kafkaAddr, "takedown.commands", part)
-		if err != nil {
-			t.Fatal(err)
-		}
-		last, err := conn.ReadLastOffset()
-		conn.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for off := int64(0); off < last; off++ {
-			ctx, cancel := context.WithTimeout(t.Context(), waitFor)
-			m, err := r.ReadMessage(ctx)
-			cancel()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if strings.Contains(string(m.Value), `"`+item+`"`) {
-				n++
-			}
-		}
-		r.Close()
-	}
-	return n
+	return countCommandsWhere(t, broker, func(ev *hub.Event) bool { return ev.Subject == item })
 }
 
 // readyPoller polls a node's /readyz until stopped, keeping the statuses

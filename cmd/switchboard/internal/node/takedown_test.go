@@ -17,6 +17,7 @@ import (
 
 	"github.com/switchboard/switchboard/config"
 	"github.com/switchboard/switchboard/consumers"
+	"github.com/switchboard/switchboard/hub"
 	"github.com/switchboard/switchboard/hub/takedown"
 	"github.com/switchboard/switchboard/producers"
 	"github.com/switchboard/switchboard/producers/itemsvc"
@@ -220,6 +221,13 @@ func TestTakedownRejected422(t *testing.T) {
 // correlation ID.
 func countCommands(t *testing.T, a *Node, corr string) int {
 	t.Helper()
+	return countCommandsWhere(t, a, func(ev *hub.Event) bool { return ev.CorrelationID == corr })
+}
+
+// countCommandsWhere reads the whole command topic and counts the commands
+// match accepts.
+func countCommandsWhere(t *testing.T, a *Node, match func(*hub.Event) bool) int {
+	t.Helper()
 	n := 0
 	for part := range 3 {
 		r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{a.kafkaAddr}, Topic: "takedown.commands", Partition: part, MaxWait: 50 * time.Millisecond})
@@ -239,7 +247,7 @@ func countCommands(t *testing.T, a *Node, corr string) int {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if ev, err := consumers.Decode(m); err == nil && ev.CorrelationID == corr {
+			if ev, err := consumers.Decode(m); err == nil && match(ev) {
 				n++
 			}
 		}
