@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"net"
 	"net/http"
-	"reflect"
 	"strconv"
 	"sync"
 	"syscall"
@@ -408,8 +407,9 @@ func (w *answerWriter) response(head bool) []byte {
 	return b.Bytes()
 }
 
-// rawConn finds the socket under conn: conn itself, the connection under
-// a *tls.Conn, or the net.Conn a wrapper embeds (the HTTP guard's).
+// rawConn finds the socket under conn: conn itself, or the connection
+// under a wrapper that gives it with NetConn (a *tls.Conn, the HTTP
+// guard's).
 func rawConn(conn net.Conn) syscall.RawConn {
 	for range 4 {
 		switch v := conn.(type) {
@@ -421,21 +421,9 @@ func rawConn(conn net.Conn) syscall.RawConn {
 			return rc
 		case interface{ NetConn() net.Conn }:
 			conn = v.NetConn()
-			continue
-		}
-		rv := reflect.ValueOf(conn)
-		if rv.Kind() != reflect.Pointer || rv.Elem().Kind() != reflect.Struct {
+		default:
 			return nil
 		}
-		f := rv.Elem().FieldByName("Conn")
-		if !f.IsValid() || !f.CanInterface() {
-			return nil
-		}
-		inner, ok := f.Interface().(net.Conn)
-		if !ok || inner == nil {
-			return nil
-		}
-		conn = inner
 	}
 	return nil
 }
