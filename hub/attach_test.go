@@ -181,7 +181,7 @@ func expectEvent(t *testing.T, c *Client, ch string) {
 	deadline := time.After(waitFor)
 	for {
 		for _, it := range c.drain() {
-			if it.Kind == ItemEvent && it.Delivery.Channel == ch {
+			if it.Kind == itemEvent && it.delivery.Channel == ch {
 				return
 			}
 		}

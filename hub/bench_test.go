@@ -67,7 +67,7 @@ func benchFanout(b *testing.B, subs int) {
 					items := c.drain()
 					k := int64(0)
 					for j := range items {
-						if items[j].Kind == ItemEvent {
+						if items[j].Kind == itemEvent {
 							k++
 						}
 					}
@@ -172,14 +172,14 @@ func BenchmarkFrameEncode(b *testing.B) {
 	b.Run("ws", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			d := &Delivery{Entry: Entry{Channel: "reports", Pos: pos, Event: ev}}
+			d := &delivery{Entry: Entry{Channel: "reports", Pos: pos, Event: ev}}
 			_ = d.WSFrame()
 		}
 	})
 	b.Run("sse", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			d := &Delivery{Entry: Entry{Channel: "reports", Pos: pos, Event: ev}}
+			d := &delivery{Entry: Entry{Channel: "reports", Pos: pos, Event: ev}}
 			_ = d.SSEFrame()
 		}
 	})

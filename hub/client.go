@@ -20,9 +20,9 @@ const (
 	resyncRetryMax = 5 * time.Second
 )
 
-// Delivery is one entry on its way to the clients of its channel. Its wire
+// delivery is one entry on its way to the clients of its channel. Its wire
 // encodings are made once and shared by every subscriber.
-type Delivery struct {
+type delivery struct {
 	Entry
 
 	wsOnce  sync.Once
@@ -34,7 +34,7 @@ type Delivery struct {
 // WSFrame returns the WebSocket frame of the delivery:
 // {"type":"event","channel":...,"cursor":...,"event":{...}}. Channel names and
 // cursors need no JSON escaping: their grammar has no such characters.
-func (d *Delivery) WSFrame() []byte {
+func (d *delivery) WSFrame() []byte {
 	d.wsOnce.Do(func() {
 		cur := d.Pos.String()
 		b := make([]byte, 0, 48+len(d.Channel)+len(cur)+len(d.Event.JSON))
@@ -52,7 +52,7 @@ func (d *Delivery) WSFrame() []byte {
 
 // SSEFrame returns the SSE event of the delivery without its id line:
 // "event: <type>\ndata: <json>\n\n".
-func (d *Delivery) SSEFrame() []byte {
+func (d *delivery) SSEFrame() []byte {
 	d.sseOnce.Do(func() {
 		typ := d.Event.Type
 		if strings.ContainsAny(typ, "\r\n") {
@@ -69,24 +69,24 @@ func (d *Delivery) SSEFrame() []byte {
 	return d.sse
 }
 
-// ItemKind tells what a queued Item carries.
-type ItemKind uint8
+// itemKind tells what a queued item carries.
+type itemKind uint8
 
-// The kinds of Item.
+// The kinds of queueItem.
 const (
-	// ItemEvent carries a Delivery.
-	ItemEvent ItemKind = iota
-	// ItemGap says history could not cover a resume of Channel; the client
+	// itemEvent carries a delivery.
+	itemEvent itemKind = iota
+	// itemGap says history could not cover a resume of Channel; the client
 	// goes on live from Pos.
-	ItemGap
-	// ItemFrame carries a door's own frame (ack, pong, error) in Raw.
-	ItemFrame
+	itemGap
+	// itemFrame carries a door's own frame (ack, pong, error) in Raw.
+	itemFrame
 )
 
-// Item is one thing queued for a client, in the order the door must write it.
-type Item struct {
-	Kind     ItemKind
-	Delivery *Delivery
+// queueItem is one thing queued for a client, in the order the door must write it.
+type queueItem struct {
+	Kind     itemKind
+	delivery *delivery
 	Channel  string
 	Pos      Position
 	Raw      []byte
@@ -105,7 +105,7 @@ type subState struct {
 	onEvent   func(*Event)
 	buffering bool
 	reread    bool
-	pending   []*Delivery
+	pending   []*delivery
 	epoch     string
 	last      uint64
 }
@@ -121,8 +121,8 @@ type Client struct {
 
 	mu     sync.Mutex
 	subs   map[string]*subState
-	queue  []Item
-	spare  []Item
+	queue  []queueItem
+	spare  []queueItem
 	bytes  int // the size of queue's items
 	err    error
 	closed bool
@@ -243,10 +243,10 @@ func (c *Client) Subscribe(ctx context.Context, channel string, o SubscribeOptio
 		return res, ErrClosed
 	}
 	if ack != nil {
-		c.push(Item{Kind: ItemFrame, Raw: ack(res)})
+		c.push(queueItem{Kind: itemFrame, Raw: ack(res)})
 	}
 	if res.Gap {
-		c.push(Item{Kind: ItemGap, Channel: channel, Pos: res.Start})
+		c.push(queueItem{Kind: itemGap, Channel: channel, Pos: res.Start})
 		st.gapped()
 	}
 	for _, e := range rep.Entries {
@@ -265,13 +265,13 @@ func (c *Client) Subscribe(ctx context.Context, channel string, o SubscribeOptio
 // queued after the new epoch's, they would take the subscription back to
 // it, for another gap and another copy of the new epoch.
 func (st *subState) dropEpoch(epoch string) {
-	st.pending = slices.DeleteFunc(st.pending, func(d *Delivery) bool { return d.Pos.Epoch == epoch })
+	st.pending = slices.DeleteFunc(st.pending, func(d *delivery) bool { return d.Pos.Epoch == epoch })
 }
 
 // queueReplayedLocked queues an entry a history read gave.
 func (c *Client) queueReplayedLocked(st *subState, e Entry) {
-	d := &Delivery{Entry: e}
-	it := Item{Kind: ItemEvent, Delivery: d}
+	d := &delivery{Entry: e}
+	it := queueItem{Kind: itemEvent, delivery: d}
 	c.push(it)
 	c.replayed++
 	c.replayedBytes += it.size()
@@ -343,7 +343,7 @@ func (c *Client) startResync(channel string, st *subState) {
 		}
 		if rep.Gap && rep.Top.Epoch != after.Epoch {
 			// A new epoch: say so, then read it from its start.
-			c.push(Item{Kind: ItemGap, Channel: channel, Pos: Position{Epoch: rep.Top.Epoch}})
+			c.push(queueItem{Kind: itemGap, Channel: channel, Pos: Position{Epoch: rep.Top.Epoch}})
 			st.gapped()
 			st.epoch, st.last = rep.Top.Epoch, 0
 			st.reread = false
@@ -353,7 +353,7 @@ func (c *Client) startResync(channel string, st *subState) {
 			return
 		}
 		if rep.Gap {
-			c.push(Item{Kind: ItemGap, Channel: channel, Pos: rep.Top})
+			c.push(queueItem{Kind: itemGap, Channel: channel, Pos: rep.Top})
 			st.gapped()
 			st.epoch, st.last = rep.Top.Epoch, rep.Top.Offset
 		} else {
@@ -451,12 +451,12 @@ func (c *Client) Send(raw []byte) {
 		c.failLocked(ErrSlowConsumer)
 		return
 	}
-	c.push(Item{Kind: ItemFrame, Raw: raw})
+	c.push(queueItem{Kind: itemFrame, Raw: raw})
 	c.wake()
 }
 
 // offer is the hub's fan-out into c. It never blocks.
-func (c *Client) offer(d *Delivery) {
+func (c *Client) offer(d *delivery) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -488,12 +488,12 @@ func (c *Client) offer(d *Delivery) {
 // new epoch means the log lost its continuity: the client is told with a gap.
 // A hole (an offset past the next one) means announcements were lost: the
 // subscription buffers and re-reads history to fill it.
-func (c *Client) queueLocked(st *subState, d *Delivery) {
+func (c *Client) queueLocked(st *subState, d *delivery) {
 	if d.Pos.Epoch != st.epoch {
 		// The log lost its continuity: the client is told, then gets the
 		// new epoch from its start (the hole check below fetches what came
 		// before d).
-		c.push(Item{Kind: ItemGap, Channel: d.Channel, Pos: Position{Epoch: d.Pos.Epoch}})
+		c.push(queueItem{Kind: itemGap, Channel: d.Channel, Pos: Position{Epoch: d.Pos.Epoch}})
 		st.gapped()
 		st.epoch, st.last = d.Pos.Epoch, 0
 	}
@@ -507,22 +507,22 @@ func (c *Client) queueLocked(st *subState, d *Delivery) {
 		return
 	}
 	st.last = d.Pos.Offset
-	c.push(Item{Kind: ItemEvent, Delivery: d})
+	c.push(queueItem{Kind: itemEvent, delivery: d})
 	st.watched(d)
 }
 
-// itemOverhead is what a queued item costs beyond its payload: the Item
+// itemOverhead is what a queued item costs beyond its payload: the queueItem
 // itself and its frame's envelope (type, channel, cursor).
 const itemOverhead = 64
 
 // size is what it counts for against the client's byte bound. An event's
 // bytes are shared with the channel's other subscribers, but a client that
 // falls behind keeps them alive.
-func (it *Item) size() int {
+func (it *queueItem) size() int {
 	switch it.Kind {
-	case ItemEvent:
-		return itemOverhead + len(it.Delivery.Channel) + len(it.Delivery.Event.JSON)
-	case ItemGap:
+	case itemEvent:
+		return itemOverhead + len(it.delivery.Channel) + len(it.delivery.Event.JSON)
+	case itemGap:
 		return itemOverhead + len(it.Channel)
 	default:
 		return itemOverhead + len(it.Raw)
@@ -531,7 +531,7 @@ func (it *Item) size() int {
 
 // push queues it and counts its size. A follower's client (Hub.Follow)
 // keeps nothing: its OnEvent has seen the event.
-func (c *Client) push(it Item) {
+func (c *Client) push(it queueItem) {
 	if c.follower {
 		return
 	}
@@ -547,7 +547,7 @@ func (st *subState) gapped() {
 }
 
 // watched shows a queued delivery to st's OnEvent.
-func (st *subState) watched(d *Delivery) {
+func (st *subState) watched(d *delivery) {
 	if st.onEvent != nil {
 		st.onEvent(d.Event)
 	}
@@ -582,7 +582,7 @@ func (c *Client) Err() error {
 
 // drain returns every queued item, oldest first, and empties the queue. It
 // never blocks. The writer hands the slice back with release after writing.
-func (c *Client) drain() []Item {
+func (c *Client) drain() []queueItem {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.queue) == 0 {
@@ -597,7 +597,7 @@ func (c *Client) drain() []Item {
 
 // release returns a slice from drain for reuse, so a busy client does not
 // allocate a queue per write.
-func (c *Client) release(items []Item) {
+func (c *Client) release(items []queueItem) {
 	if cap(items) > 4*c.maxLen {
 		return
 	}

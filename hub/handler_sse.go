@@ -272,7 +272,7 @@ type sseDoor struct {
 	release func()
 }
 
-func (d *sseDoor) write(items []Item, beat bool) error {
+func (d *sseDoor) write(items []queueItem, beat bool) error {
 	for i := range items {
 		if err := d.out.Append(func(b []byte) []byte { return d.st.add(b, &items[i]) }); err != nil {
 			return err
@@ -316,10 +316,10 @@ type sseStream struct {
 }
 
 // add appends the frame of it to b.
-func (st *sseStream) add(b []byte, it *Item) []byte {
+func (st *sseStream) add(b []byte, it *queueItem) []byte {
 	switch it.Kind {
-	case ItemEvent:
-		d := it.Delivery
+	case itemEvent:
+		d := it.delivery
 		if !st.cur.Advance(d.Channel, streamid.Pos(d.Pos)) {
 			return b // Sent already, and its position with it, via a sibling.
 		}
@@ -338,7 +338,7 @@ func (st *sseStream) add(b []byte, it *Item) []byte {
 			return append(b, '\n')
 		}
 		return append(b, d.SSEFrame()...)
-	case ItemGap:
+	case itemGap:
 		st.cur.Set(it.Channel, streamid.Pos(it.Pos))
 		b = st.appendID(b)
 		b = append(b, "event: gap\ndata: {\"channel\":\""...)

@@ -384,7 +384,7 @@ type wsDoor struct {
 // write writes one drained batch. Writes carry no context of their own (a
 // cancellable context costs a timer per frame in the library); the
 // writer's deadline bounds them.
-func (d *wsDoor) write(items []Item, _ bool) error {
+func (d *wsDoor) write(items []queueItem, _ bool) error {
 	ctx := context.Background()
 	if d.pack {
 		return writePacked(ctx, d.conn, items, &d.cut)
@@ -430,11 +430,11 @@ func (d *wsDoor) ping() bool {
 	return true
 }
 
-func frameBytes(it *Item) []byte {
+func frameBytes(it *queueItem) []byte {
 	switch it.Kind {
-	case ItemEvent:
-		return it.Delivery.WSFrame()
-	case ItemGap:
+	case itemEvent:
+		return it.delivery.WSFrame()
+	case itemGap:
 		return []byte(`{"type":"gap","channel":"` + it.Channel + `"}`)
 	default:
 		return it.Raw
@@ -445,7 +445,7 @@ func frameBytes(it *Item) []byte {
 // capped in frames and bytes; a lone frame goes as itself. It stops early
 // once cut is cut. The batch message is built in a buffer borrowed for the
 // call, so an idle connection holds none.
-func writePacked(ctx context.Context, conn *websocket.Conn, items []Item, cut *cutoff) error {
+func writePacked(ctx context.Context, conn *websocket.Conn, items []queueItem, cut *cutoff) error {
 	var bp *[]byte
 	defer func() {
 		if bp != nil {

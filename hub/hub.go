@@ -406,7 +406,7 @@ func (h *Hub) detach(ch string, c *Client) {
 	s.mu.Unlock()
 }
 
-// dispatchFunc returns the backplane callback of hc: it shares one Delivery,
+// dispatchFunc returns the backplane callback of hc: it shares one delivery,
 // whose wire encodings are made once, among every local subscriber.
 func (hc *hubChannel) dispatchFunc(h *Hub) func(Entry) {
 	return func(e Entry) {
@@ -421,7 +421,7 @@ func (hc *hubChannel) dispatchFunc(h *Hub) func(Entry) {
 			}
 			return
 		}
-		d := &Delivery{Entry: e}
+		d := &delivery{Entry: e}
 		for _, c := range hc.subs {
 			c.offer(d)
 		}

@@ -775,9 +775,9 @@ func TestResyncWaitsOutBackplane(t *testing.T) {
 			case <-readyOf(c):
 				items := c.drain()
 				for _, it := range items {
-					if it.Kind == ItemEvent {
+					if it.Kind == itemEvent {
 						var ev struct{ Data struct{ N int } }
-						json.Unmarshal(it.Delivery.Event.JSON, &ev)
+						json.Unmarshal(it.delivery.Event.JSON, &ev)
 						got = append(got, ev.Data.N)
 					}
 				}
@@ -1022,10 +1022,10 @@ func TestResyncForgetsGoneEpoch(t *testing.T) {
 		case <-readyOf(c):
 			for _, it := range c.drain() {
 				switch it.Kind {
-				case ItemGap:
+				case itemGap:
 					got = append(got, "gap")
-				case ItemEvent:
-					got = append(got, it.Delivery.Pos.String())
+				case itemEvent:
+					got = append(got, it.delivery.Pos.String())
 				}
 			}
 		case bp.reads <- Replay{Top: Position{Epoch: "new", Offset: 3}, Gap: true}:

@@ -13,7 +13,7 @@ type door interface {
 	// write encodes one drained batch, and a heartbeat when beat is set,
 	// onto the corked connection. It may stop early once the writer's
 	// cutoff is cut: the client ended as a slow consumer.
-	write(items []Item, beat bool) error
+	write(items []queueItem, beat bool) error
 	// finish ends the connection as err, the client's end, says: a close
 	// frame, the SSE expired event. It runs once, uncorked, on the writer.
 	finish(err error)
@@ -186,7 +186,7 @@ func (w *writer) run() {
 }
 
 // flush writes one batch corked, under the write deadline.
-func (w *writer) flush(items []Item, beat bool) error {
+func (w *writer) flush(items []queueItem, beat bool) error {
 	w.arm()
 	w.out.Cork()
 	err := w.door.write(items, beat)

@@ -177,7 +177,7 @@ func FuzzWSFrame(f *testing.F) {
 		defer c.Close()
 		wh.handle(t.Context(), &Session{Ctx: t.Context(), Client: c}, frame)
 		for _, it := range c.drain() {
-			if it.Kind != ItemFrame {
+			if it.Kind != itemFrame {
 				continue
 			}
 			var answer struct {
