@@ -397,30 +397,11 @@ func (r *rawTakedown) close() {
 // SWITCHBOARD_BENCH_BLOCKPROFILE does: where goroutines wait, which shows
 // a serialised stage that a CPU profile does not.
 func profileTakedown(b *testing.B, name string) func() {
-	stopCPU := cpuProfileTakedown(b, name)
+	stopCPU := cpuProfile(b, name)
 	stopBlock := blockProfileTakedown(b, name)
 	return func() {
 		stopCPU()
 		stopBlock()
-	}
-}
-
-func cpuProfileTakedown(b *testing.B, name string) func() {
-	dir := os.Getenv("SWITCHBOARD_BENCH_CPUPROFILE")
-	if dir == "" {
-		return func() {}
-	}
-	f, err := os.Create(filepath.Join(dir, name+".prof"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		b.Fatal(err) // -test.cpuprofile is on: use one or the other
-	}
-	return func() {
-		pprof.StopCPUProfile()
-		f.Close()
 	}
 }
 

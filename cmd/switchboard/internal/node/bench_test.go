@@ -308,12 +308,18 @@ func benchIdle(b *testing.B, transport string) {
 // steady state only (not connection set-up) when SWITCHBOARD_BENCH_CPUPROFILE
 // names a directory; the file is named after the case.
 func profileSteadyState(b *testing.B, c e2eCase) func() {
+	return cpuProfile(b, strings.NewReplacer("/", "_", "=", "").Replace(c.name()))
+}
+
+// cpuProfile writes a CPU profile to name.prof in the directory
+// SWITCHBOARD_BENCH_CPUPROFILE names, from now until the returned func
+// runs; nothing without the variable.
+func cpuProfile(b *testing.B, name string) func() {
 	dir := os.Getenv("SWITCHBOARD_BENCH_CPUPROFILE")
 	if dir == "" {
 		return func() {}
 	}
-	name := strings.NewReplacer("/", "_", "=", "").Replace(c.name()) + ".prof"
-	f, err := os.Create(filepath.Join(dir, name))
+	f, err := os.Create(filepath.Join(dir, name+".prof"))
 	if err != nil {
 		b.Fatal(err)
 	}
