@@ -1,6 +1,11 @@
 package config
 
-import "time"
+import (
+	"time"
+
+	"github.com/switchboard/switchboard/hub/takedown"
+	"github.com/switchboard/switchboard/producers"
+)
 
 // TopicRoute is one entry of kafka.topics (SPEC §2.1): a Kafka topic the
 // hub consumes and the channel templates its events are fanned out to.
@@ -63,4 +68,35 @@ type OTel struct {
 	Endpoint string `mapstructure:"endpoint"`
 	// ServiceName names this process in traces.
 	ServiceName string `mapstructure:"service_name"`
+}
+
+// DefaultTopicRoutes is kafka.topics by default: the three topics of SPEC
+// §2.1 with the v1 routing, so a v1 deployment behaves the same.
+func DefaultTopicRoutes() []TopicRoute {
+	out := make([]TopicRoute, 0, len(defaultRoutes))
+	for _, r := range defaultRoutes {
+		out = append(out, TopicRoute{Name: r.Topic, Channels: append([]string(nil), r.Channels...)})
+	}
+	return out
+}
+
+// DefaultCommands is commands by default: the built-in police takedown of
+// SPEC §5, declared as in §5.1.
+func DefaultCommands() []Command {
+	return []Command{{
+		Name:         "takedowns",
+		Roles:        []string{RolePolice, RoleModerator, RolePartner},
+		Topic:        producers.DefaultCommandsTopic,
+		Type:         producers.TypeTakedownRequested,
+		Key:          "item_id",
+		Fields:       CommandFields{Required: []string{"item_id", "reason"}, Optional: []string{"authority_ref"}},
+		OutcomeTopic: producers.DefaultEventsTopic,
+		Progress:     []string{producers.TypeItemRemoved},
+		Outcomes: []CommandOutcome{
+			{Type: producers.TypeTakedownConfirmed, Status: 200},
+			{Type: producers.TypeTakedownRejected, When: map[string]string{"reason": "not_found"}, Status: 404},
+			{Type: producers.TypeTakedownRejected, Status: 422},
+		},
+		Timeout: takedown.DefaultTimeout,
+	}}
 }
