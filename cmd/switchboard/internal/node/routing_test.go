@@ -103,12 +103,12 @@ func TestRouteAnyTopic(t *testing.T) {
 	}
 	m := scrape(t, a)
 	for k, want := range map[string]float64{
-		`switchboard_route_skipped_total{reason=type,topic=items.posted}`:       1,
-		`switchboard_route_skipped_total{reason=missing,topic=items.posted}`:    3,
-		`switchboard_route_skipped_total{reason=invalid,topic=items.posted}`:    1,
+		`switchboard_route_skipped_total{reason=type,topic=items.posted}`:      1,
+		`switchboard_route_skipped_total{reason=missing,topic=items.posted}`:   3,
+		`switchboard_route_skipped_total{reason=invalid,topic=items.posted}`:   1,
 		`switchboard_route_skipped_total{reason=missing,topic=items.reported}`: 1,
 		`switchboard_route_skipped_total{reason=type,topic=items.reported}`:    0,
-		`switchboard_consumed_total{topic=items.posted}`:                        6,
+		`switchboard_consumed_total{topic=items.posted}`:                       6,
 	} {
 		if got, ok := m[k]; !ok || got != want {
 			t.Errorf("%s = %v (present %v), want %v", k, got, ok, want)
