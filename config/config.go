@@ -238,7 +238,8 @@ type Takedown struct {
 	// answered 503.
 	PublishTimeout time.Duration `mapstructure:"publish_timeout"`
 	// OutcomeSources are the CloudEvents sources whose outcome events may
-	// change a takedown (read from kafka.topics.events only).
+	// change a takedown (read from the takedowns command's outcome_topic
+	// only).
 	OutcomeSources []string `mapstructure:"outcome_sources"`
 }
 
@@ -252,10 +253,13 @@ type ItemSvc struct {
 	Latency time.Duration `mapstructure:"latency"`
 }
 
-// Demo configures the generator of item.reported events (keys demo.*).
+// Demo configures the generator of item.reported and item.posted events
+// (keys demo.*).
 type Demo struct {
+	// Enabled runs the generator, and routes DemoPostsTopic unless
+	// kafka.topics names it (see TopicRoutes).
 	Enabled bool `mapstructure:"enabled"`
-	// Rate is in reports per second.
+	// Rate is in reports (and item posts) per second.
 	Rate float64 `mapstructure:"rate"`
 }
 
