@@ -116,8 +116,9 @@ type Stats struct {
 	Fetched uint64
 	// Published is the number of events the hub accepted.
 	Published uint64
-	// Unrouted is the number of valid events no channel carries; they are
-	// committed without reaching the hub.
+	// Unrouted is the number of valid events no channel carries (those
+	// of a type the route filters out among them); they are committed
+	// without reaching the hub.
 	Unrouted uint64
 	// DeadLettered is the number of records written to the dead-letter topic.
 	DeadLettered uint64
@@ -173,6 +174,11 @@ func (c *Consumer) TopicStats() map[string]TopicStats {
 	}
 	return out
 }
+
+// RouteStats returns, per routed topic, the events and channel templates
+// routing left out: filtered by type, missing a placeholder's value, or
+// making an invalid channel name.
+func (c *Consumer) RouteStats() map[string]RouteStats { return c.router.Stats() }
 
 // New checks cfg, fills its zero fields and returns a Consumer that hands
 // events to pub and dead letters to dlq. It does not contact the brokers.
