@@ -42,7 +42,7 @@ func (r *Recorder) commands() *Commands {
 		r.cmds = r.Commands
 		if r.cmds == nil {
 			cs, _ := NewCommands([]Command{Takedowns()}) // the built-in is valid
-			cs.list[0].trust = r.Trust                     // as given: the zero Trust accepts nothing
+			cs.list[0].trust = r.Trust                   // as given: the zero Trust accepts nothing
 			r.cmds = cs
 		}
 	})

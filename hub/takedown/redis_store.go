@@ -44,6 +44,7 @@ func NewRedisStore(rdb redis.UniversalClient, ttl time.Duration, prefix string) 
 
 func (s *RedisStore) recKey(id string) string { return s.prefix + "td:{" + id + "}" }
 func (s *RedisStore) publishingKey() string   { return s.prefix + "td:publishing" }
+
 // idemKey scopes an idempotency key to its principal and command.
 func (s *RedisStore) idemKey(r *Record) string {
 	if r.Command == "" {

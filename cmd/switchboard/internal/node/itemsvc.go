@@ -76,11 +76,11 @@ func itemServiceFor(cfg config.Config, restores *takedown.Command, brokers []str
 		EventsTopic:        cfg.Kafka.Topics.Events,
 		RestoreTopic:       restoreTopic,
 		RestoreEventsTopic: restoreEvents,
-		Latency:           cfg.ItemSvc.Latency,
-		Decode:            decodeCommand,
-		SessionTimeout:    cfg.Kafka.SessionTimeout,
-		HeartbeatInterval: cfg.Kafka.HeartbeatInterval,
-		RebalanceTimeout:  cfg.Kafka.RebalanceTimeout,
+		Latency:            cfg.ItemSvc.Latency,
+		Decode:             decodeCommand,
+		SessionTimeout:     cfg.Kafka.SessionTimeout,
+		HeartbeatInterval:  cfg.Kafka.HeartbeatInterval,
+		RebalanceTimeout:   cfg.Kafka.RebalanceTimeout,
 	}, p, log) // itemsvc.New adds component=itemsvc
 }
 

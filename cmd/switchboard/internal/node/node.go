@@ -78,16 +78,16 @@ type Node struct {
 	// are declared by an Option.
 	commands      []config.Command
 	extraCommands []config.Command
-	auth      *auth.Auth
-	devTokens map[auth.Role]string
-	metrics   *metrics
-	backplane string
-	guard     *hub.HTTPGuard
-	cert      *auth.Certificate // nil without http.tls.cert_file
-	proxies   *auth.TrustedProxies
-	stopHUP   func() // stops reloading cert on SIGHUP
-	srv       *http.Server
-	ln        net.Listener
+	auth          *auth.Auth
+	devTokens     map[auth.Role]string
+	metrics       *metrics
+	backplane     string
+	guard         *hub.HTTPGuard
+	cert          *auth.Certificate // nil without http.tls.cert_file
+	proxies       *auth.TrustedProxies
+	stopHUP       func() // stops reloading cert on SIGHUP
+	srv           *http.Server
+	ln            net.Listener
 	// redisPrefix starts every Redis key of the backplane and the outcome
 	// store; redisbus.DefaultPrefix unless an Option changed it.
 	redisPrefix string
