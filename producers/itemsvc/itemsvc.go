@@ -170,7 +170,8 @@ type Command struct {
 
 // Stats counts what a Service did since it was made.
 type Stats struct {
-	// Commands is the takedown.requested commands taken into work.
+	// Commands is the commands (takedown.requested, and item.restore when
+	// RestoreTopic is set) taken into work.
 	Commands int64
 	// Confirmed is the takedown.confirmed events published.
 	Confirmed int64
