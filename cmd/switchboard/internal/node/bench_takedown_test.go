@@ -252,17 +252,18 @@ func benchTakedown(b *testing.B, backplane string, n int, rs *redistest.Server) 
 	name := fmt.Sprintf("%s-clients%d", backplane, n)
 	stopProfile := profileTakedown(b, "takedown-"+name)
 	b.ResetTimer()
-	cpu0, t0 := processCPU(), time.Now()
+	cpu0, wait0, t0 := processCPU(), runQueueWait(), time.Now()
 	ad := child.run(b, takedownRun{URL: base, Clients: n, Duration: takedownSteady})
-	adCPU, adWall := processCPU()-cpu0, time.Since(t0)
+	adCPU, adWait, adWall := processCPU()-cpu0, runQueueWait()-wait0, time.Since(t0)
 	stopProfile()
 
 	stopProfile = profileTakedown(b, "takedown-raw-"+name)
-	childCPU0 := child.cpu(b)
-	cpu0, t0 = processCPU(), time.Now()
+	childCPU0, childWait0 := child.cpu(b)
+	cpu0, wait0, t0 = processCPU(), runQueueWait(), time.Now()
 	rw, err := loadLoop(n, takedownSteady, raw.op)
-	rawCPU, rawWall := processCPU()-cpu0, time.Since(t0)
-	rawChildCPU := child.cpu(b) - childCPU0
+	rawCPU, rawWait, rawWall := processCPU()-cpu0, runQueueWait()-wait0, time.Since(t0)
+	childCPU1, childWait1 := child.cpu(b)
+	rawChildCPU, rawChildWait := childCPU1-childCPU0, childWait1-childWait0
 	stopProfile()
 	b.StopTimer()
 	if err != nil {
@@ -296,6 +297,13 @@ func benchTakedown(b *testing.B, backplane string, n int, rs *redistest.Server) 
 	// near 100% when pinned means the broker's core was the bound.
 	b.ReportMetric(float64(ad.CPUNs)/float64(ad.ElapsedNs)*100, "child-cpu-%")
 	b.ReportMetric(float64(rawChildCPU)/float64(rawWall)*100, "raw-child-cpu-%")
+	// How long the threads of each process were ready to run but waited
+	// for a CPU (other processes on the core): the share of the phase's
+	// wall time; above a few % the figures measure the host's load.
+	b.ReportMetric(float64(adWait)/float64(adWall)*100, "server-runq-%")
+	b.ReportMetric(float64(rawWait)/float64(rawWall)*100, "raw-server-runq-%")
+	b.ReportMetric(float64(ad.RunQNs)/float64(ad.ElapsedNs)*100, "child-runq-%")
+	b.ReportMetric(float64(rawChildWait)/float64(rawWall)*100, "raw-child-runq-%")
 	b.ReportMetric(boolMetric(pinned), "pinned")
 	b.ReportMetric(0, "ns/op")
 	b.Logf("%s clients=%d: adapter %d round trips in %v, p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.2f ms; raw %d in %v, p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.2f ms; writer %s",
@@ -469,8 +477,8 @@ func (r *rawReqReply) close() {
 // the topics of the spec) on a free loopback port and says
 // "READY <takedownClientReady JSON>". Then, for each line on its stdin:
 // "run <takedownRun JSON>" runs closed-loop POST /v1/takedowns clients and
-// says "RESULT <takedownRunResult JSON>"; "cpu" says "CPU <ns>", its CPU
-// time so far. It stops when its stdin closes.
+// says "RESULT <takedownRunResult JSON>"; "cpu" says "CPU <ns> <ns>", its
+// CPU time so far and how long its threads waited for a CPU. It stops when its stdin closes.
 const takedownClientEnv = "SWITCHBOARD_TAKEDOWNCLIENT"
 
 type takedownClientSpec struct {
@@ -504,6 +512,7 @@ type takedownRunResult struct {
 	P99Ms      float64
 	MaxMs      float64
 	CPUNs      int64  // the child's CPU time during the run
+	RunQNs     int64  // how long its threads waited for a CPU during the run
 	Err        string `json:",omitempty"`
 }
 
@@ -561,7 +570,7 @@ func TestTakedownLoadClient(t *testing.T) {
 		cmd, arg, _ := strings.Cut(sc.Text(), " ")
 		switch cmd {
 		case "cpu":
-			fmt.Printf("%sCPU %d\n", loadLinePrefix, processCPU())
+			fmt.Printf("%sCPU %d %d\n", loadLinePrefix, processCPU(), runQueueWait())
 		case "run":
 			var r takedownRun
 			var res takedownRunResult
@@ -579,7 +588,7 @@ func TestTakedownLoadClient(t *testing.T) {
 // runTakedownLoad runs r's closed-loop clients: each takes the next
 // catalogue item down, and every answer must be 200 confirmed.
 func runTakedownLoad(hc *http.Client, r takedownRun) takedownRunResult {
-	cpu0 := processCPU()
+	cpu0, wait0 := processCPU(), runQueueWait()
 	res, err := loadLoop(r.Clients, r.Duration, func(ctx context.Context, seq int) error {
 		if r.Items > 0 && seq >= r.Items {
 			return errStop
@@ -594,6 +603,7 @@ func runTakedownLoad(hc *http.Client, r takedownRun) takedownRunResult {
 		P99Ms:      res.quantileMs(0.99),
 		MaxMs:      res.quantileMs(1),
 		CPUNs:      int64(processCPU() - cpu0),
+		RunQNs:     int64(runQueueWait() - wait0),
 	}
 	if err != nil {
 		out.Err = err.Error()
@@ -641,8 +651,9 @@ func (c *takedownClient) run(b *testing.B, r takedownRun) takedownRunResult {
 	return res
 }
 
-// cpu is the child's CPU time so far.
-func (c *takedownClient) cpu(b *testing.B) time.Duration {
+// cpu is the child's CPU time so far, and how long its threads have
+// waited for a CPU.
+func (c *takedownClient) cpu(b *testing.B) (cpu, runq time.Duration) {
 	b.Helper()
 	if _, err := io.WriteString(c.lc.stdin, "cpu\n"); err != nil {
 		b.Fatal(err)
@@ -651,11 +662,13 @@ func (c *takedownClient) cpu(b *testing.B) time.Duration {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ns, err := strconv.ParseInt(rest, 10, 64)
-	if err != nil {
+	a, w, _ := strings.Cut(rest, " ")
+	cpuNs, err1 := strconv.ParseInt(a, 10, 64)
+	waitNs, err2 := strconv.ParseInt(w, 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
 		b.Fatal(err)
 	}
-	return time.Duration(ns)
+	return time.Duration(cpuNs), time.Duration(waitNs)
 }
 
 // profileTakedown writes a CPU profile of one measured phase (adapter or
