@@ -736,6 +736,9 @@ func BenchmarkHeldTakedowns(b *testing.B) {
 		c.ItemSvc.Enabled = false
 		c.Takedown.Timeout = 30 * time.Minute
 		c.Takedown.MaxWait = 30 * time.Minute
+		// 10k commands at once on a loaded host can take longer than the
+		// default to be acknowledged; a 503 here is not what is measured.
+		c.Takedown.PublishTimeout = 2 * time.Minute
 	})
 	// Warm the producer: respond-async answers 202 once the command is in.
 	tr := &http.Transport{DisableCompression: true}
@@ -752,7 +755,8 @@ func BenchmarkHeldTakedowns(b *testing.B) {
 	b.ResetTimer()
 	hold := startHoldClient(b, holdSpec{URL: a.base(), Token: benchPoliceToken, Requests: heldTarget})
 	if err := waitHeld(a, heldTarget, 2*time.Minute); err != nil {
-		b.Fatal(err)
+		sum, ferr := hold.finish() // what the child saw: answers, errors
+		b.Fatalf("%v; hold client: %+v %v", err, sum, ferr)
 	}
 	// A held request waits takedown.DefaultHandOffAfter in its handler
 	// before it is handed off from net/http: measure the requests held
