@@ -90,5 +90,5 @@ func decodeCommand(m kafka.Message) (itemsvc.Command, error) {
 	if err != nil {
 		return itemsvc.Command{}, err
 	}
-	return itemsvc.Command{ID: ev.ID, Source: ev.Source, Type: ev.Type, Subject: ev.Subject, CorrelationID: ev.CorrelationID, JSON: ev.JSON}, nil
+	return itemsvc.Command{ID: ev.ID, Source: ev.Source, Type: ev.Type, Subject: ev.Subject, CorrelationID: ev.CorrelationID, JSON: ev.JSON, ItemID: consumers.DataItemID(ev)}, nil
 }
