@@ -70,6 +70,7 @@ type Node struct {
 	hub       *hub.Hub
 	consumer  *consumers.Consumer
 	lag       *lagSampler      // the consumer's lag, sampled for /metrics
+	stats     *reportStats     // reports per minute and by reason, for the page
 	itemsvc   *itemsvc.Service // nil unless itemsvc.enabled
 	store     takedownStore
 	recorder  *takedown.Recorder
@@ -187,6 +188,9 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Opt
 	}
 	a.goRun("lag sampler", a.lag.Run, bg)
 	a.goRun("takedown sweep", a.takedowns.Run, bg)
+	// The moderator page's chart: the reports channel it watches.
+	a.stats = newReportStats(a.hub, "reports", log)
+	a.goRun("report stats", a.stats.Run, bg)
 	if cfg.ItemSvc.Enabled {
 		a.itemsvc, err = newItemService(cfg, brokers, a.producer, log)
 		if err != nil {

@@ -32,6 +32,7 @@ func (a *Node) routes() http.Handler {
 	api.Handle("POST /v1/takedowns", a.auth.Require(http.HandlerFunc(a.takedowns.Post), auth.RolePolice, auth.RoleModerator))
 	api.Handle("GET /v1/takedowns/{correlation_id}", a.auth.Require(http.HandlerFunc(a.takedowns.Get)))
 	api.Handle("/v1/session", a.auth.SessionHandler())
+	api.Handle("GET /v1/stats/reports", a.auth.Require(a.stats, auth.RoleModerator))
 
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", auth.CORS(a.cfg.HTTP.AllowedOrigins, a.auth.Throttle(hub.ProblemMux(api))))
