@@ -370,6 +370,15 @@ func saveScreenshot(t *testing.T, ctx context.Context, name string) {
 	}
 }
 
+// confirmTakedown asks for the open item's takedown and confirms it.
+func confirmTakedown(t *testing.T, ctx context.Context) {
+	t.Helper()
+	pageDo(t, ctx, chromedp.Click(chromedp.CSS("#td-submit")))
+	waitPage(t, ctx, "the takedown confirmation", `document.getElementById("confirm").open`)
+	pageDo(t, ctx, chromedp.Click(chromedp.CSS("#confirm-ok")))
+	waitPage(t, ctx, "the confirmation closed", `!document.getElementById("confirm").open`)
+}
+
 // TestDashboard drives the moderator page end to end: sign-in, the live
 // feed, the most-reported list, the item panel, takedowns to their outcome,
 // resume after dropped connections, and the gap notice.
@@ -442,8 +451,8 @@ func TestDashboard(t *testing.T) {
 	// Take down: 202 at once, then the progress on corr:<id>, and the board
 	// row goes to confirmed listing every container.
 	pageDo(t, ctx,
-		chromedp.SetValue(chromedp.CSS("#td-reason"), "counterfeit goods, confirmed by trust & safety"),
-		chromedp.Click(chromedp.CSS("#td-submit")))
+		chromedp.SetValue(chromedp.CSS("#td-reason"), "counterfeit goods, confirmed by trust & safety"))
+	confirmTakedown(t, ctx)
 	waitPage(t, ctx, "the takedown confirmed in the panel", `document.getElementById("td-progress").dataset.status === "confirmed"`)
 	corr := pageEval[string](t, ctx, `document.getElementById("td-progress").dataset.correlationId`)
 	boardRow := `#board li[data-correlation-id="` + corr + `"]`
@@ -474,7 +483,7 @@ func TestDashboard(t *testing.T) {
 	// An unknown item's takedown ends rejected.
 	pageDo(t, ctx, chromedp.Click(chromedp.CSS(`#feed li[data-item="`+unknown+`"] button`)))
 	waitPage(t, ctx, "the unknown item's panel", `document.getElementById("item").open && document.getElementById("item").dataset.item === "`+unknown+`"`)
-	pageDo(t, ctx, chromedp.Click(chromedp.CSS("#td-submit")))
+	confirmTakedown(t, ctx)
 	waitPage(t, ctx, "the rejection on the board", `document.querySelector('#board li[data-item="`+unknown+`"]')?.dataset.status === "rejected"`)
 	pageDo(t, ctx, chromedp.KeyEvent(kb.Escape))
 	waitPage(t, ctx, "the panel closed", `!document.getElementById("item").open`)
@@ -632,7 +641,7 @@ func testDashboardGap(t *testing.T, browser context.Context) {
 	// still turns confirmed when the outcome comes later.
 	pageDo(t, ctx, chromedp.Click(chromedp.CSS(`#feed li[data-event-id="gap-09"] button`)))
 	waitPage(t, ctx, "the item panel", `document.getElementById("item").open`)
-	pageDo(t, ctx, chromedp.Click(chromedp.CSS("#td-submit")))
+	confirmTakedown(t, ctx)
 	waitPage(t, ctx, "the takedown timed out", `document.querySelector('#board li[data-item="item-9"]')?.dataset.status === "timed-out" &&
 		document.getElementById("td-progress").dataset.status === "timed-out"`)
 	corr := pageEval[string](t, ctx, `document.querySelector('#board li[data-item="item-9"]').dataset.correlationId`)
