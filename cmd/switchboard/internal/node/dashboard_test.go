@@ -364,7 +364,7 @@ func saveScreenshot(t *testing.T, ctx context.Context, name string) {
 	}
 	t.Logf("screenshot: %s", path)
 	if name == "dashboard.png" && os.Getenv("SWITCHBOARD_UPDATE_SCREENSHOT") != "" {
-		if err := os.WriteFile(filepath.Join("..", "..", "docs", name), png, 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join("..", "..", "..", "..", "docs", name), png, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -556,6 +556,14 @@ func TestDashboard(t *testing.T) {
 	time.Sleep(300 * time.Millisecond) // let one more frame draw
 	assertFeedOnce(t, ctx, want)
 
+	// A group followed, for the picture.
+	pageDo(t, ctx, chromedp.SetValue(chromedp.CSS("#group-id"), "group-11"), chromedp.Click(chromedp.CSS("#group-follow")))
+	waitPage(t, ctx, "the group followed", `document.getElementById("group-posts").dataset.state === "live"`)
+	publishPost(t, a, "post-a", "group-11", "item-640", "user-3021", "Mountain bike, 21 gears")
+	publishPost(t, a, "post-b", "group-11", "item-77", "user-1187", "Designer handbag, new with tags")
+	publishPost(t, a, "post-c", "group-11", "item-131", "user-2210", "Concert tickets, two seats")
+	waitPage(t, ctx, "the group's posts", `document.querySelectorAll("#group-posts li").length === 3 && document.getElementById("stats").dataset.total`)
+	pageEval[bool](t, ctx, `(window.scrollTo(0, 0), document.activeElement?.blur(), true)`)
 	saveScreenshot(t, ctx, "dashboard.png")
 	pageDo(t, ctx, colorScheme("dark"))
 	saveScreenshot(t, ctx, "dashboard-dark.png")
@@ -564,8 +572,10 @@ func TestDashboard(t *testing.T) {
 	// The same page at a phone's width: no horizontal scrolling.
 	pageDo(t, ctx, chromedp.EmulateViewport(375, 812, chromedp.EmulateScale(2)))
 	if w := pageEval[int](t, ctx, `document.documentElement.scrollWidth`); w > 375 {
-		t.Fatalf("the page is %d px wide at a 375 px viewport", w)
+		wide := pageEval[[]string](t, ctx, `[...document.querySelectorAll("body *")].filter(e => e.getBoundingClientRect().right > 376 && e.getClientRects().length).slice(0, 8).map(e => e.tagName + "#" + e.id + "." + e.className + " " + Math.round(e.getBoundingClientRect().right))`)
+		t.Fatalf("the page is %d px wide at a 375 px viewport: %v", w, wide)
 	}
+	pageEval[bool](t, ctx, `(window.scrollTo(0, 0), true)`)
 	saveScreenshot(t, ctx, "dashboard-phone.png")
 	pageDo(t, ctx, chromedp.EmulateViewport(1440, 900))
 
