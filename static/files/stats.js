@@ -8,8 +8,7 @@ import { $, h, label, num } from "./dom.js";
 const SVG = "http://www.w3.org/2000/svg";
 const EVERY = 15000; // ms between reads while nothing happens
 const AFTER_REPORTS = 2000; // ms after a report before the next read
-const W = 620; // the viewBox
-const H = 150;
+const H = 150; // the chart's height; its width is the box's own, so text is never stretched
 const PAD = { left: 34, right: 6, top: 10, bottom: 22 };
 
 const timeFmt = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
@@ -39,6 +38,12 @@ export class StatsPanel {
     this.busy = false;
     this.again = false;
     this.stopped = true;
+    this.last = null; // the last counts drawn, redrawn when the box resizes
+    this.width = 0;
+    new ResizeObserver(() => {
+      const w = Math.round($("chart").clientWidth);
+      if (w && w !== this.width && this.last) this.drawChart(...this.last);
+    }).observe($("chart"));
   }
 
   start() {
@@ -53,6 +58,7 @@ export class StatsPanel {
     clearTimeout(this.soon);
     this.timer = this.soon = 0;
     $("chart").replaceChildren();
+    this.last = null;
     $("reasons").replaceChildren();
     $("chart-label").textContent = "Loading the counts…";
     $("stats-meta").textContent = "";
@@ -113,7 +119,10 @@ export class StatsPanel {
   }
 
   drawChart(minutes, counts, lastHour) {
+    this.last = [minutes, counts, lastHour];
     const chart = $("chart");
+    const W = (this.width = Math.max(240, Math.round(chart.clientWidth) || 620));
+    chart.setAttribute("viewBox", `0 0 ${W} ${H}`);
     const n = Math.max(counts.length, 1);
     const peak = Math.max(0, ...counts);
     const top = niceMax(peak);

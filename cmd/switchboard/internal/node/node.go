@@ -181,6 +181,13 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Opt
 	if err != nil {
 		return nil, err
 	}
+	// The moderator page's chart counts the reports channel, following it
+	// before the consumer runs.
+	a.stats = newReportStats(a.hub, "reports", log)
+	if err := a.stats.follow(ctx); err != nil {
+		log.Warn("report stats: cannot follow yet", "err", err)
+	}
+	a.goRun("report stats", a.stats.Run, bg)
 	a.goRun("consumer", a.consumer.Run, bg)
 	a.lag = &lagSampler{lag: a.consumer.Lag, interval: lagSampleInterval, log: log}
 	for _, o := range a.lagOpts {
@@ -188,9 +195,6 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Opt
 	}
 	a.goRun("lag sampler", a.lag.Run, bg)
 	a.goRun("takedown sweep", a.takedowns.Run, bg)
-	// The moderator page's chart: the reports channel it watches.
-	a.stats = newReportStats(a.hub, "reports", log)
-	a.goRun("report stats", a.stats.Run, bg)
 	if cfg.ItemSvc.Enabled {
 		a.itemsvc, err = newItemService(cfg, brokers, a.producer, log)
 		if err != nil {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -47,6 +48,13 @@ type reportStats struct {
 	log     *slog.Logger
 	now     func() time.Time
 
+	// The current follow; only follow, end and Run (after the node's
+	// first follow) touch them.
+	stop     func()
+	done     <-chan struct{}
+	followed bool
+	live     atomic.Bool
+
 	mu      sync.Mutex
 	since   time.Time
 	ring    [statsMinutes]minuteCount
@@ -65,50 +73,88 @@ func newReportStats(h *hub.Hub, channel string, log *slog.Logger) *reportStats {
 	return &reportStats{hub: h, channel: channel, log: log, now: time.Now, reasons: map[string]uint64{}}
 }
 
-// Run follows the channel until ctx ends or the hub shuts down. A follow
-// that ends early (or cannot start) is started again, live from then on;
-// after a failure, or a follow that lasted less than the pause, it waits a
-// pause first that doubles up to a minute.
-func (s *reportStats) Run(ctx context.Context) error {
+// follow starts following the channel: the first time from the oldest
+// event history holds, later live. The node calls it once before its
+// consumer runs, so a report is never missed for want of a listener.
+func (s *reportStats) follow(ctx context.Context) error {
 	after := &hub.Oldest
+	if s.followed {
+		after = nil
+	}
+	stop, done, err := s.hub.Follow(ctx, s.channel, after, s.observe)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if s.since.IsZero() {
+		s.since = s.now()
+	}
+	s.mu.Unlock()
+	s.followed = true
+	s.stop, s.done = stop, done
+	s.live.Store(true)
+	return nil
+}
+
+// end stops the current follow.
+func (s *reportStats) end() {
+	if s.stop != nil {
+		s.stop()
+		s.stop, s.done = nil, nil
+		s.live.Store(false)
+	}
+}
+
+// following is how many hub clients the stats hold: 1 while following.
+func (s *reportStats) following() int {
+	if s.live.Load() {
+		return 1
+	}
+	return 0
+}
+
+// Run keeps following the channel until ctx ends or the hub shuts down. A
+// follow that ends early (or cannot start) is started again, live from
+// then on; after a failure, or a follow that lasted less than the pause, it
+// waits a pause first, which doubles up to a minute.
+func (s *reportStats) Run(ctx context.Context) error {
+	defer s.end()
 	pause := time.Second
-	for {
-		began := time.Now()
-		stop, done, err := s.hub.Follow(ctx, s.channel, after, s.observe)
-		if errors.Is(err, hub.ErrShutdown) || ctx.Err() != nil {
-			if err == nil {
-				stop()
-			}
-			return nil
-		}
-		if err == nil {
-			s.mu.Lock()
-			if s.since.IsZero() {
-				s.since = began
-			}
-			s.mu.Unlock()
-			after = nil
-			select {
-			case <-done:
-			case <-ctx.Done():
-			}
-			stop()
-			if ctx.Err() != nil {
-				return nil
-			}
-			if time.Since(began) >= pause {
-				pause = time.Second
-				continue
-			}
-		} else {
-			s.log.Warn("report stats: cannot follow", "channel", s.channel, "err", err)
-		}
+	wait := func() bool {
 		select {
 		case <-time.After(pause):
+			pause = min(2*pause, time.Minute)
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	for {
+		if s.stop == nil {
+			err := s.follow(ctx)
+			if errors.Is(err, hub.ErrShutdown) || ctx.Err() != nil {
+				return nil
+			}
+			if err != nil {
+				s.log.Warn("report stats: cannot follow", "channel", s.channel, "err", err)
+				if !wait() {
+					return nil
+				}
+				continue
+			}
+		}
+		began := time.Now()
+		select {
+		case <-s.done:
 		case <-ctx.Done():
 			return nil
 		}
-		pause = min(2*pause, time.Minute)
+		s.end()
+		if time.Since(began) >= pause {
+			pause = time.Second
+		} else if !wait() {
+			return nil
+		}
 	}
 }
 
