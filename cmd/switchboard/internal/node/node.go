@@ -70,6 +70,7 @@ type Node struct {
 	hub       *hub.Hub
 	consumer  *consumers.Consumer
 	lag       *lagSampler      // the consumer's lag, sampled for /metrics
+	stats     *reportStats     // reports per minute and by reason, for the page
 	itemsvc   *itemsvc.Service // nil unless itemsvc.enabled
 	store     takedownStore
 	recorder  *takedown.Recorder
@@ -186,6 +187,13 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Opt
 	if err != nil {
 		return nil, err
 	}
+	// The moderator page's chart counts the reports channel, following it
+	// before the consumer runs.
+	a.stats = newReportStats(a.hub, "reports", log)
+	if err := a.stats.follow(ctx); err != nil {
+		log.Warn("report stats: cannot follow yet", "err", err)
+	}
+	a.goRun("report stats", a.stats.Run, bg)
 	a.goRun("consumer", a.consumer.Run, bg)
 	a.lag = &lagSampler{lag: a.consumer.Lag, interval: lagSampleInterval, log: log}
 	for _, o := range a.lagOpts {

@@ -40,6 +40,7 @@ func (a *Node) routes() http.Handler {
 	}
 	api.Handle("GET /v1/commands", a.auth.Require(http.HandlerFunc(a.listCommands)))
 	api.Handle("/v1/session", a.auth.SessionHandler())
+	api.Handle("GET /v1/stats/reports", a.auth.Require(a.stats, auth.RoleModerator))
 
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", auth.CORS(a.cfg.HTTP.AllowedOrigins, a.auth.Throttle(hub.ProblemMux(api))))
