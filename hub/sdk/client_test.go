@@ -57,7 +57,7 @@ func TestResumeAcrossCuts(t *testing.T) {
 		t.Run(map[bool]string{false: "plain", true: "packed"}[pack], func(t *testing.T) {
 			srv := start(t)
 			p := newProxy(t, srv.URL())
-			c := dial(t, p.URL(), sdk.Options{Pack: pack})
+			c := dial(t, "http://"+p.Addr(), sdk.Options{Pack: pack})
 			s, err := c.Subscribe(t.Context(), "reports", "")
 			if err != nil {
 				t.Fatal(err)
@@ -70,7 +70,7 @@ func TestResumeAcrossCuts(t *testing.T) {
 				for i := range n {
 					srv.publish("item.reported", "item-1", "", map[string]int{"n": i}, "reports")
 					if i%50 == 25 {
-						p.cut()
+						p.Reset()
 					}
 				}
 			}()
@@ -199,7 +199,7 @@ func TestTokenRotationOnReconnect(t *testing.T) {
 		calls++
 		return current, nil
 	}
-	c := dial(t, p.URL(), sdk.Options{TokenFunc: tok})
+	c := dial(t, "http://"+p.Addr(), sdk.Options{TokenFunc: tok})
 	s, err := c.Subscribe(t.Context(), "reports", "")
 	if err != nil {
 		t.Fatal(err)
@@ -210,7 +210,7 @@ func TestTokenRotationOnReconnect(t *testing.T) {
 	mu.Lock()
 	current = "t2"
 	mu.Unlock()
-	p.cut()
+	p.Reset()
 	srv.publish("item.reported", "item-1", "", map[string]int{"n": 1}, "reports")
 	ev := next(t, s.Events())
 	if string(ev.Data) != `{"n":1}` {

@@ -4,9 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -14,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/switchboard/switchboard/consumers/kafkatest"
 	"github.com/switchboard/switchboard/hub"
 )
 
@@ -149,63 +148,16 @@ func (s *testServer) call(ctx context.Context, ss *hub.Session, raw []byte) {
 	ss.Send(map[string]any{"type": "result", "id": f.ID, "correlation_id": corr, "status": "confirmed", "event": json.RawMessage(ev)})
 }
 
-// proxy forwards TCP connections to target until cut.
-type proxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	conns  []net.Conn
-	wg     sync.WaitGroup
-}
-
-// newProxy forwards a listener of its own to target's host until the test
-// ends.
-func newProxy(t *testing.T, target string) *proxy {
+// newProxy forwards TCP to target's host until the test ends: Reset
+// drops every connection as a network failure would (no close frame).
+func newProxy(t *testing.T, target string) *kafkatest.Proxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := kafkatest.NewProxy(strings.TrimPrefix(target, "http://"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proxy{ln: ln, target: strings.TrimPrefix(target, "http://")}
-	p.wg.Add(1)
-	go p.accept()
-	t.Cleanup(func() { ln.Close(); p.cut(); p.wg.Wait() })
+	t.Cleanup(func() { p.Close() })
 	return p
-}
-
-// URL is the proxy's base URL.
-func (p *proxy) URL() string { return "http://" + p.ln.Addr().String() }
-
-func (p *proxy) accept() {
-	defer p.wg.Done()
-	for {
-		in, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		out, err := net.Dial("tcp", p.target)
-		if err != nil {
-			in.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns = append(p.conns, in, out)
-		p.mu.Unlock()
-		p.wg.Add(2)
-		go func() { defer p.wg.Done(); io.Copy(out, in); out.Close() }()
-		go func() { defer p.wg.Done(); io.Copy(in, out); in.Close() }()
-	}
-}
-
-// cut drops every connection through the proxy, as a network failure
-// would: no close frame.
-func (p *proxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
 }
 
 // next returns the next event of ch, failing the test if none comes.
