@@ -542,7 +542,10 @@ func (c *Client) Subscribe(ctx context.Context, channel, cursor string) (*Subscr
 	case <-s.ack:
 		return s, nil
 	case <-s.stop:
-		return nil, s.Err()
+		if err := s.Err(); err != nil {
+			return nil, err
+		}
+		return nil, ErrClosed
 	case <-ctx.Done():
 		s.Unsubscribe(context.Background())
 		return nil, ctx.Err()
@@ -581,6 +584,7 @@ type Subscription struct {
 	sending bool // a delivery waits for room in events
 	closing bool // closed while sending: the delivery closes events
 	closed  bool // events is closed
+	ended   bool // err is set
 	err     error
 }
 
@@ -661,13 +665,17 @@ func (s *Subscription) deliver(ctx context.Context, ev Event) {
 // close ends the subscription with err and closes Events, at once or,
 // when a delivery is under way, once it has given up.
 func (s *Subscription) close(err error) {
+	s.mu.Lock()
+	if !s.ended {
+		s.ended, s.err = true, err // before stop: a waiting Subscribe reads it
+	}
+	s.mu.Unlock()
 	s.once.Do(func() { close(s.stop) })
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed || s.closing {
 		return
 	}
-	s.err = err
 	if s.sending {
 		s.closing = true
 		return
