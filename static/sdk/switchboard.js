@@ -78,6 +78,8 @@ export const VERSION = "1.0.0";
  * @property {number} [maxBufferedBytes=1048576] Bytes the socket may hold unsent
  *   before call() refuses new calls.
  * @property {number} [maxSubscriptions=1000] Subscriptions at once; more are refused.
+ * @property {number} [connectTimeout=15000] A connection not open after this many ms
+ *   is given up and tried again.
  * @property {(state: State) => void} [onState]
  * @property {(info: {code: number, reason: string}) => void} [onClose] Called once,
  *   when the client stops for good (close(), or a close code it does not retry).
@@ -190,6 +192,7 @@ export class Client {
     this.maxPendingCalls = options.maxPendingCalls ?? 1000;
     this.maxBufferedBytes = options.maxBufferedBytes ?? 1 << 20;
     this.maxSubscriptions = options.maxSubscriptions ?? 1000;
+    this.connectTimeout = options.connectTimeout ?? 15000;
     /** @type {Map<string, Subscription>} by channel */
     this.subs = new Map();
     /** @type {Map<string, any>} calls in flight, by request id */
@@ -355,7 +358,21 @@ export class Client {
       return;
     }
     this.ws = ws;
+    clearTimeout(this.giveUp);
+    const giveUp = (this.giveUp = setTimeout(() => {
+      // A handshake that hangs (a node or proxy that accepts and says
+      // nothing, or a connection that dropped mid-handshake, which Node
+      // 20's WebSocket does not report): give it up and retry.
+      if (this.ws === ws && ws.readyState === 0) {
+        this.ws = null;
+        try {
+          ws.close();
+        } catch {}
+        this._closed(1006, "connect timeout");
+      }
+    }, this.connectTimeout));
     ws.onopen = () => {
+      clearTimeout(giveUp);
       if (this.ws !== ws) return;
       this._setState("open");
       for (const sub of this.subs.values()) this._sendSubscribe(sub);
@@ -377,8 +394,19 @@ export class Client {
         this._frame(f);
       }
     };
-    ws.onerror = () => {}; // onclose follows, with the code
+    ws.onerror = () => {
+      // Open, a close event follows with the code. Still connecting, the
+      // attempt failed: Node 20's WebSocket fires no close event then.
+      if (this.ws !== ws || ws.readyState !== 0) return;
+      clearTimeout(giveUp);
+      this.ws = null;
+      try {
+        ws.close();
+      } catch {}
+      this._closed(1006, "could not connect");
+    };
     ws.onclose = (ev) => {
+      clearTimeout(giveUp);
       if (this.ws !== ws) return;
       this.ws = null;
       this._closed(ev.code, ev.reason || "");
@@ -436,6 +464,7 @@ export class Client {
     if (this.stopped) return;
     this.stopped = true;
     clearTimeout(this.timer);
+    clearTimeout(this.giveUp);
     const ws = this.ws;
     this.ws = null;
     if (ws && ws.readyState <= 1) {
@@ -488,8 +517,10 @@ export class Client {
     if (!f || typeof f !== "object") return;
     switch (f.type) {
       case "event": {
+        // An event before the subscription's ack is the tail of an earlier
+        // subscription to that channel: the node queues the ack first.
         const sub = this.subs.get(f.channel);
-        if (sub) {
+        if (sub && !sub.pendingID) {
           if (f.cursor) sub.cursor = f.cursor;
           this._emit(sub.opts.onEvent, f.event, f);
         }
@@ -501,7 +532,7 @@ export class Client {
       }
       case "gap": {
         const sub = this.subs.get(f.channel);
-        if (sub) this._emit(sub.opts.onGap, f);
+        if (sub && !sub.pendingID) this._emit(sub.opts.onGap, f);
         return;
       }
       case "ack": {

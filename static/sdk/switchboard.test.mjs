@@ -18,7 +18,7 @@ const CONTROL = env("SB_CONTROL");
 const TOKEN = env("SB_TOKEN");
 const WAIT = 20000; // a bound against hangs, not a measure of speed
 
-const fast = { backoffInitial: 50, backoffMax: 400 };
+const fast = { backoffInitial: 50, backoffMax: 400, connectTimeout: 3000 };
 
 async function control(path, body) {
   const res = await fetch(CONTROL + path, { method: "POST", body: body === undefined ? undefined : JSON.stringify(body) });
@@ -52,7 +52,8 @@ test("wsURL", () => {
 test("subscribe, then resume after dropped connections: every event once, in order", async () => {
   let tokenCalls = 0;
   const states = [];
-  const sb = new Client(URL_, { ...fast, token: async () => (tokenCalls++, TOKEN), onState: (s) => states.push(s) });
+  const t0 = Date.now();
+  const sb = new Client(URL_, { ...fast, token: async () => (tokenCalls++, TOKEN), onState: (s) => (states.push(s), process.env.SB_DEBUG && console.log("state", s, Date.now() - t0)) });
   try {
     const got = [];
     const sub = sb.subscribe("item:sdk-order", {
@@ -118,7 +119,7 @@ test("subscribe, then resume after dropped connections: every event once, in ord
 test("a cursor resumes a new client; gap when history cannot cover the absence", async () => {
   const got = [];
   const gaps = [];
-  const sb = new Client(URL_, { ...fast, token: TOKEN });
+  const sb = new Client(URL_, { ...fast, token: TOKEN, pack: false }); // one frame per message here
   try {
     const sub = sb.subscribe("item:sdk-gap", { onEvent: (ev) => got.push(ev.id), onGap: (f) => gaps.push(f.channel) });
     await sub.ready;
@@ -179,6 +180,34 @@ test("1008: a token function that yields a new token reconnects; a fixed bad tok
   assert.equal(bad.state, "closed");
   assert.equal(badCalls, 2, "asked once to connect and once after 1008");
   await assert.rejects(bad.call("takedowns", { item_id: "item-1", reason: "x" }), (err) => err.code === "closed");
+});
+
+test("a close code that is not transient (1009, a frame too big) stops the client", async () => {
+  let closed;
+  const sb = new Client(URL_, { ...fast, token: TOKEN, onClose: (c) => (closed = c) });
+  const sub = sb.subscribe("item:sdk-big", {});
+  await sub.ready;
+  const big = sb.call("takedowns", { item_id: "item-1", reason: "x".repeat(70000) });
+  await assert.rejects(big, (err) => err.code === "closed");
+  assert.equal(closed.code, 1009);
+  assert.equal(sb.state, "closed");
+});
+
+test("a handshake that hangs is given up and tried again", async () => {
+  let calls = 0;
+  await control("/pause");
+  const sb = new Client(URL_, { ...fast, connectTimeout: 200, token: () => (calls++, TOKEN) });
+  try {
+    const sub = sb.subscribe("item:sdk-hang", {});
+    await until("three attempts while the proxy holds them", () => calls >= 3);
+    assert.equal(sb.state, "reconnecting");
+    await control("/resume");
+    await sub.ready;
+    assert.equal(sb.state, "open");
+  } finally {
+    await control("/resume");
+    sb.close();
+  }
 });
 
 test("call: takedowns confirmed, not found, one command per idempotency key, across a reconnect", async () => {
