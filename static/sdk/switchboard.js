@@ -249,6 +249,7 @@ export class Client {
     }
     if (opts.signal?.aborted) return Promise.reject(new SwitchboardError("aborted", "switchboard: aborted"));
     const id = this._id();
+    /** @type {Object<string, *>} */
     let frame = {
       type: "call",
       id,
