@@ -285,6 +285,8 @@ test("call: takedowns confirmed, not found, one command per idempotency key, acr
     await assert.rejects(p, (err) => err.code === "aborted");
 
     await sb.ping();
+    // A node that knows the call frame got it (no fallback to the v1 frame).
+    assert.equal(sb.v1, process.env.SB_CALL_FRAME !== "1");
   } finally {
     sb.close();
   }

@@ -181,6 +181,13 @@ func TestJavaScriptSDK(t *testing.T) {
 	srv := httptest.NewServer(ctl.handler())
 	t.Cleanup(srv.Close)
 
+	// A node with declared commands (GET /v1/commands) answers the call
+	// frame: then the SDK must not fall back to the v1 takedown frame.
+	callFrame := "0"
+	if resp, _, err := call(t.Context(), nil, http.MethodGet, a.base()+"/v1/commands", bearer(modToken), ""); err == nil && resp.StatusCode == 200 {
+		callFrame = "1"
+	}
+
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 	args := append(flags, "--test", "--test-reporter=spec", sdkScript)
@@ -191,6 +198,7 @@ func TestJavaScriptSDK(t *testing.T) {
 		"SB_CONTROL="+srv.URL,
 		"SB_TOKEN="+modToken,
 		"SB_PARTNER_TOKEN="+acmeToken,
+		"SB_CALL_FRAME="+callFrame,
 		"NO_COLOR=1",
 	)
 	out, err := cmd.CombinedOutput()
