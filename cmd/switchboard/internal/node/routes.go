@@ -54,6 +54,7 @@ func (a *Node) routes() http.Handler {
 		w.Header().Set("Content-Type", "application/yaml")
 		w.Write(docs.OpenAPI)
 	})
+	mux.Handle("GET /v1/sdk/switchboard.js", static.SDKHandler()) // public: outside the API's Origin check
 	mux.Handle("/", static.Handler())
 	return a.metrics.http.wrap(mux, api)
 }
