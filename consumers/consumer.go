@@ -309,9 +309,11 @@ func (c *Consumer) readerConfig() kafka.ReaderConfig {
 
 // Run joins the consumer group and hands records to the hub until ctx is
 // done. Then it leaves the group, commits what was accepted, and returns
-// nil. A record is handled fully (accepted by the hub, or dead-lettered)
-// before the next one of the consumer is read, so each partition keeps its
-// order; a failing hub is retried without end, and a record it never
+// nil. Each partition has a lane of its own (see lanes): a record is
+// handled fully (accepted by the hub, or dead-lettered) and its offset
+// queued for commit before the next one of its partition, so each
+// partition keeps its order, while the partitions' records reach the hub
+// side by side. A failing hub is retried without end, and a record it never
 // accepted is read again by whichever member owns its partition next.
 //
 // Broker errors (a reset or refused connection, a timeout) never stop Run:
@@ -338,6 +340,20 @@ func (c *Consumer) Run(ctx context.Context) error {
 		c.log.Info("consumer stopped")
 	}()
 
+	lanes := newLanes(ctx, func(lctx context.Context, m kafka.Message) bool {
+		if !c.handle(lctx, m) {
+			return false // ctx ended before the record was handled: not committed
+		}
+		c.commit(lctx, r, m)
+		if n := c.byTopic[m.Topic]; n != nil {
+			n.consumed.Add(1)
+		}
+		return true
+	})
+	// Before the reader closes (deferred above): it flushes the commits
+	// the lanes queued.
+	defer lanes.close()
+
 	for {
 		began := time.Now()
 		m, err := r.FetchMessage(ctx)
@@ -353,12 +369,8 @@ func (c *Consumer) Run(ctx context.Context) error {
 		}
 		c.streak.Succeed()
 		c.fetched.Add(1)
-		if !c.handle(ctx, m) {
-			return nil // ctx ended before the record was handled: not committed
-		}
-		c.commit(ctx, r, m)
-		if n := c.byTopic[m.Topic]; n != nil {
-			n.consumed.Add(1)
+		if !lanes.add(ctx, m) {
+			return nil
 		}
 	}
 }
