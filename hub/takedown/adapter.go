@@ -114,8 +114,10 @@ type Limiter interface {
 	Hold(p *auth.Principal) (release func(), err error)
 }
 
-// Adapter serves POST /v1/takedowns, GET /v1/takedowns/{id} and the
-// WebSocket takedown frame.
+// Adapter serves every declared command: POST /v1/<name>, GET
+// /v1/<name>/{id} and the WebSocket call frame, and for the built-in
+// takedown POST /v1/takedowns, GET /v1/takedowns/{id} and the WebSocket
+// takedown frame.
 type Adapter struct {
 	cfg   Config
 	cmds  *Commands
