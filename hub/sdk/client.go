@@ -404,16 +404,32 @@ func (c *Client) writeLocked(conn *websocket.Conn, frame any) {
 
 // frame is any server frame, as far as the client reads it.
 type frame struct {
-	Type          string            `json:"type"`
-	ID            string            `json:"id"`
-	Channel       string            `json:"channel"`
-	Cursor        string            `json:"cursor"`
-	CorrelationID string            `json:"correlation_id"`
-	Status        string            `json:"status"`
-	Event         json.RawMessage   `json:"event"`
-	Code          string            `json:"code"`
-	Message       string            `json:"message"`
-	Frames        []json.RawMessage `json:"frames"`
+	Type          string          `json:"type"`
+	ID            string          `json:"id"`
+	Channel       string          `json:"channel"`
+	Cursor        string          `json:"cursor"`
+	CorrelationID string          `json:"correlation_id"`
+	Status        string          `json:"status"`
+	Event         json.RawMessage `json:"event"`
+	// Code is an error frame's code (a string) or a result frame's HTTP
+	// status (a number).
+	Code    json.RawMessage   `json:"code"`
+	Message string            `json:"message"`
+	Frames  []json.RawMessage `json:"frames"`
+}
+
+// status is a result frame's HTTP status, or 0.
+func (f *frame) status() int {
+	var n int
+	json.Unmarshal(f.Code, &n)
+	return n
+}
+
+// errorCode is an error frame's code, or "".
+func (f *frame) errorCode() string {
+	var s string
+	json.Unmarshal(f.Code, &s)
+	return s
 }
 
 // handle dispatches one server message.
@@ -482,17 +498,17 @@ func (c *Client) handle(b []byte) {
 					ev = &e
 				}
 			}
-			r.call.finish(&Result{Status: f.Status, CorrelationID: f.CorrelationID, Event: ev, Progress: r.call.events}, nil)
+			r.call.finish(&Result{Status: f.Status, Code: f.status(), CorrelationID: f.CorrelationID, Event: ev, Progress: r.call.events}, nil)
 		}
 		c.mu.Unlock()
 	case "error":
 		c.mu.Lock()
 		r, ok := c.reqs[f.ID]
 		delete(c.reqs, f.ID)
-		serr := &ServerError{Code: f.Code, Message: f.Message}
+		serr := &ServerError{Code: f.errorCode(), Message: f.Message}
 		switch {
 		case !ok:
-			c.opts.Logger.Warn("switchboard: server error", "code", f.Code, "message", f.Message)
+			c.opts.Logger.Warn("switchboard: server error", "code", serr.Code, "message", f.Message)
 		case r.sub != nil:
 			delete(c.subs, r.sub.channel)
 			r.sub.close(serr)

@@ -246,3 +246,22 @@ func TestGoingAway(t *testing.T) {
 		t.Fatalf("subscription error %v", s.Err())
 	}
 }
+
+// TestCallLegacyTakedown: a node that refuses call frames gets a takedowns
+// call as the v1 takedown frame.
+func TestCallLegacyTakedown(t *testing.T) {
+	srv := newServerWith(true)
+	t.Cleanup(srv.stop)
+	c := dial(t, srv.URL(), sdk.Options{})
+	res, err := c.Call(t.Context(), "takedowns", map[string]any{"item_id": "item-7", "reason": "x"}, "k2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != "confirmed" || res.CorrelationID != "c-k2" || string(res.Event.Data) != `{"item_id":"item-7","reason":"x"}` {
+		t.Fatalf("result %+v", res)
+	}
+	var se *sdk.ServerError
+	if _, err := c.Call(t.Context(), "restores", nil, ""); !errors.As(err, &se) || se.Code != "bad_request" {
+		t.Fatalf("another command on a v1 node: %v", err)
+	}
+}

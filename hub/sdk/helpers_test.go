@@ -34,9 +34,14 @@ type testServer struct {
 	seq    int
 }
 
-// newServer starts a server admitting tokens ("" admits everyone) until
-// stopped (tb nil: the caller stops it).
-func newServer(tokens ...string) *testServer {
+// newServer starts a server admitting tokens (none: everyone) until
+// stopped.
+func newServer(tokens ...string) *testServer { return newServerWith(false, tokens...) }
+
+// newServerWith is newServer; legacy makes it a node that predates call
+// frames: it knows only the v1 takedown frame, answered like a call of
+// "echo" whose data is the frame's item_id and reason.
+func newServerWith(legacy bool, tokens ...string) *testServer {
 	mem := hub.NewMemory(hub.MemoryConfig{HistorySize: 1000})
 	h, err := hub.New(hub.Config{}, mem, slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -46,7 +51,11 @@ func newServer(tokens ...string) *testServer {
 	for _, t := range tokens {
 		s.tokens[t] = true
 	}
-	ws := h.WSHandler(hub.WSConfig{Guard: s, Frames: map[string]hub.FrameHandler{"call": s.call}})
+	frames := map[string]hub.FrameHandler{"call": s.call}
+	if legacy {
+		frames = map[string]hub.FrameHandler{"takedown": s.takedown}
+	}
+	ws := h.WSHandler(hub.WSConfig{Guard: s, Frames: frames})
 	mux := http.NewServeMux()
 	mux.Handle("/v1/ws", ws)
 	s.srv = httptest.NewServer(mux)
@@ -116,6 +125,20 @@ func (s *testServer) publish(typ, subject, corr string, data any, channels ...st
 	if err != nil {
 		panic(err)
 	}
+}
+
+// takedown answers a v1 takedown frame like a call of echo.
+func (s *testServer) takedown(ctx context.Context, ss *hub.Session, raw []byte) {
+	var f struct {
+		ID     json.RawMessage `json:"id"`
+		ItemID string          `json:"item_id"`
+		Reason string          `json:"reason"`
+		Key    string          `json:"idempotency_key"`
+	}
+	json.Unmarshal(raw, &f)
+	call, _ := json.Marshal(map[string]any{"type": "call", "id": f.ID, "command": "echo",
+		"data": map[string]string{"item_id": f.ItemID, "reason": f.Reason}, "idempotency_key": f.Key})
+	s.call(ctx, ss, call)
 }
 
 // call answers {"type":"call","command":"echo",...}: the connection is
