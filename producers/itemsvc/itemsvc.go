@@ -166,6 +166,9 @@ type Command struct {
 	ID, Source, Type, Subject, CorrelationID string
 	// JSON is the event in the CloudEvents structured JSON format.
 	JSON []byte
+	// ItemID is the string data.item_id, when the decoder read it
+	// (consumers.DataItemID); empty, the Service reads it from JSON.
+	ItemID string
 }
 
 // Stats counts what a Service did since it was made.
@@ -514,7 +517,10 @@ func (s *Service) handle(ctx, pubCtx context.Context, m kafka.Message, readAt ti
 		s.log.Debug("item service: skipping an event that is not a command", at, "type", ev.Type, "id", ev.ID)
 		return true
 	}
-	itemID := dataItemID(ev.JSON)
+	itemID := ev.ItemID
+	if itemID == "" {
+		itemID = dataItemID(ev.JSON)
+	}
 	if itemID == "" {
 		itemID = ev.Subject
 	}

@@ -41,22 +41,35 @@ func withCommands(cmds ...config.Command) Option {
 	return func(a *Node) { a.extraCommands = append(a.extraCommands, cmds...) }
 }
 
-// declaredCommands is the running configuration's commands: the built-in
-// takedown on the v1 keys (kafka.topics.commands and .events,
-// takedown.outcome_sources, takedown.timeout), then any declared by an
-// Option, then, with --demo, restores unless one is declared.
+// declaredCommands is the running configuration's commands: commands
+// (the built-in takedowns by default; a takedowns declaration without
+// outcome_sources or timeout takes takedown.outcome_sources and
+// takedown.timeout), then any declared by an Option, then, with --demo,
+// restores unless one is declared.
 func (a *Node) declaredCommands() []config.Command {
-	cmds := config.DefaultCommands()
+	return declaredCommands(a.cfg, a.extraCommands)
+}
+
+// declaredCommands is Node.declaredCommands for a configuration and the
+// commands an Option added (none outside tests).
+func declaredCommands(cfg config.Config, extra []config.Command) []config.Command {
+	cmds := slices.Clone(cfg.Commands)
+	if cmds == nil {
+		cmds = config.DefaultCommands()
+	}
 	for i := range cmds {
-		if cmds[i].Name == takedown.TakedownsName {
-			t := a.cfg.Kafka.Topics
-			cmds[i].Topic, cmds[i].OutcomeTopic = t.Commands, t.Events
-			cmds[i].OutcomeSources = a.cfg.Takedown.OutcomeSources
-			cmds[i].Timeout = a.cfg.Takedown.Timeout
+		if cmds[i].Name != takedown.TakedownsName {
+			continue
+		}
+		if len(cmds[i].OutcomeSources) == 0 {
+			cmds[i].OutcomeSources = cfg.Takedown.OutcomeSources
+		}
+		if cmds[i].Timeout == 0 {
+			cmds[i].Timeout = cfg.Takedown.Timeout
 		}
 	}
-	cmds = append(cmds, a.extraCommands...)
-	if a.cfg.Demo.Enabled && !slices.ContainsFunc(cmds, func(c config.Command) bool { return c.Name == demoRestoresName }) {
+	cmds = append(cmds, extra...)
+	if cfg.Demo.Enabled && !slices.ContainsFunc(cmds, func(c config.Command) bool { return c.Name == demoRestoresName }) {
 		cmds = append(cmds, demoRestores())
 	}
 	return cmds

@@ -102,6 +102,10 @@ func startTestApp(t *testing.T, mutate func(*config.Config)) *Node {
 	return startTestNode(t, nodeSpec{config: mutate})
 }
 
+// doorClients is how many hub clients the node has besides its own
+// report-stats follower: the connections and held requests.
+func (a *Node) doorClients() int { return a.hub.Clients() - a.stats.following() }
+
 // base is the node's URL without the trailing slash.
 func (a *Node) base() string { return strings.TrimSuffix(a.URL(), "/") }
 

@@ -42,13 +42,11 @@ func RunItemService(ctx context.Context, cfg config.Config) error {
 // newItemService builds the simulated item service of the contract; with
 // --demo it answers the demo restores command too.
 func newItemService(cfg config.Config, brokers []string, p *producers.Producer, log *slog.Logger) (*itemsvc.Service, error) {
-	var restores *takedown.Command
-	if cfg.Demo.Enabled {
-		if cs, err := compileCommands([]config.Command{demoRestores()}); err == nil {
-			restores = cs.List()[0]
-		}
+	cmds, err := compileCommands(declaredCommands(cfg, nil))
+	if err != nil {
+		return nil, err
 	}
-	return itemServiceFor(cfg, restores, brokers, p, log)
+	return itemServiceFor(cfg, restoreCommand(cmds), brokers, p, log)
 }
 
 // restoreCommand is the declared command the item service answers
@@ -69,11 +67,12 @@ func itemServiceFor(cfg config.Config, restores *takedown.Command, brokers []str
 	if restores != nil {
 		restoreTopic, restoreEvents = restores.Topic, restores.OutcomeTopic
 	}
+	commands, events := cfg.TakedownTopics()
 	return itemsvc.New(itemsvc.Config{
 		Brokers:            brokers,
 		Conn:               cfg.KafkaConn(),
-		CommandsTopic:      cfg.Kafka.Topics.Commands,
-		EventsTopic:        cfg.Kafka.Topics.Events,
+		CommandsTopic:      commands,
+		EventsTopic:        events,
 		RestoreTopic:       restoreTopic,
 		RestoreEventsTopic: restoreEvents,
 		Latency:            cfg.ItemSvc.Latency,
@@ -91,5 +90,5 @@ func decodeCommand(m kafka.Message) (itemsvc.Command, error) {
 	if err != nil {
 		return itemsvc.Command{}, err
 	}
-	return itemsvc.Command{ID: ev.ID, Source: ev.Source, Type: ev.Type, Subject: ev.Subject, CorrelationID: ev.CorrelationID, JSON: ev.JSON}, nil
+	return itemsvc.Command{ID: ev.ID, Source: ev.Source, Type: ev.Type, Subject: ev.Subject, CorrelationID: ev.CorrelationID, JSON: ev.JSON, ItemID: consumers.DataItemID(ev)}, nil
 }

@@ -70,6 +70,7 @@ type Node struct {
 	hub       *hub.Hub
 	consumer  *consumers.Consumer
 	lag       *lagSampler      // the consumer's lag, sampled for /metrics
+	stats     *reportStats     // reports per minute and by reason, for the page
 	itemsvc   *itemsvc.Service // nil unless itemsvc.enabled
 	store     takedownStore
 	recorder  *takedown.Recorder
@@ -157,29 +158,25 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Opt
 	if err := a.startAuth(); err != nil {
 		return nil, err
 	}
-	t := cfg.Kafka.Topics
-	trust := takedown.Trust{Topic: t.Events, Sources: cfg.Takedown.OutcomeSources}
+	commandsTopic, outcomesTopic := cfg.TakedownTopics()
+	trust := takedown.Trust{Topic: outcomesTopic, Sources: cfg.Takedown.OutcomeSources}
 	a.recorder = &takedown.Recorder{Store: a.store, Next: a.hub, Trust: trust, Commands: cmds}
 	a.consumer, err = consumers.New(consumers.Config{
 		Brokers:           brokers,
 		Conn:              cfg.KafkaConn(),
 		GroupID:           cfg.Kafka.GroupID,
-		DLQTopic:          t.DLQ,
+		DLQTopic:          cfg.Kafka.DLQ,
 		SessionTimeout:    cfg.Kafka.SessionTimeout,
 		HeartbeatInterval: cfg.Kafka.HeartbeatInterval,
 		RebalanceTimeout:  cfg.Kafka.RebalanceTimeout,
-		Routes: commandRoutes([]consumers.Route{
-			{Topic: t.Reports, Channels: cfg.Routing.Reports},
-			{Topic: t.Commands, Channels: cfg.Routing.Commands},
-			{Topic: t.Events, Channels: cfg.Routing.Events},
-		}, cmds),
+		Routes:            commandRoutes(cfg.Routes(), cmds),
 	}, a.recorder, a.producer, log)
 	if err != nil {
 		return nil, err
 	}
 	a.takedowns, err = takedown.New(takedown.Config{
 		Commands:      cmds,
-		CommandsTopic: t.Commands,
+		CommandsTopic: commandsTopic,
 		Timeout:       cfg.Takedown.Timeout,
 		MaxWait:       cfg.Takedown.MaxWait,
 		MaxBodyBytes:  cfg.HTTP.MaxBodyBytes,
@@ -190,6 +187,13 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Opt
 	if err != nil {
 		return nil, err
 	}
+	// The moderator page's chart counts the reports channel, following it
+	// before the consumer runs.
+	a.stats = newReportStats(a.hub, "reports", log)
+	if err := a.stats.follow(ctx); err != nil {
+		log.Warn("report stats: cannot follow yet", "err", err)
+	}
+	a.goRun("report stats", a.stats.Run, bg)
 	a.goRun("consumer", a.consumer.Run, bg)
 	a.lag = &lagSampler{lag: a.consumer.Lag, interval: lagSampleInterval, log: log}
 	for _, o := range a.lagOpts {
@@ -205,7 +209,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Opt
 		a.goRun("itemsvc", a.itemsvc.Run, bg)
 	}
 	if cfg.Demo.Enabled {
-		a.goRun("demo", producers.NewDemo(a.producer, t.Reports, cfg.Demo.Rate, log).Run, bg)
+		a.goRun("demo", newDemo(cfg, a.producer, log).Run, bg)
 	}
 
 	a.metrics = newMetrics(a)

@@ -97,8 +97,7 @@ func (a *Node) startBroker() error {
 	}
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	p, _ := strconv.Atoi(port)
-	t := a.cfg.Kafka.Topics
-	topics := []string{t.Reports, t.Commands, t.Events, t.DLQ}
+	topics := a.cfg.Topics()
 	for _, topic := range commandTopics(a.commands) {
 		if !slices.Contains(topics, topic) {
 			topics = append(topics, topic)

@@ -40,6 +40,7 @@ func (a *Node) routes() http.Handler {
 	}
 	api.Handle("GET /v1/commands", a.auth.Require(http.HandlerFunc(a.listCommands)))
 	api.Handle("/v1/session", a.auth.SessionHandler())
+	api.Handle("GET /v1/stats/reports", a.auth.Require(a.stats, auth.RoleModerator))
 
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", auth.CORS(a.cfg.HTTP.AllowedOrigins, a.auth.Throttle(hub.ProblemMux(api))))
@@ -53,6 +54,7 @@ func (a *Node) routes() http.Handler {
 		w.Header().Set("Content-Type", "application/yaml")
 		w.Write(docs.OpenAPI)
 	})
+	mux.Handle("GET /v1/sdk/switchboard.js", static.SDKHandler()) // public: outside the API's Origin check
 	mux.Handle("/", static.Handler())
 	return a.metrics.http.wrap(mux, api)
 }

@@ -82,7 +82,7 @@ func TestSDKResumesThroughCuts(t *testing.T) {
 			var msgs []kafka.Message
 			for j := i; j < i+batch; j++ {
 				// One key: one partition, so Kafka keeps their order.
-				msgs = append(msgs, binaryMsg(a.cfg.Kafka.Topics.Reports, fmt.Sprintf("r-%d", j), "item.reported", "item-1", "", map[string]int{"n": j}))
+				msgs = append(msgs, binaryMsg(a.cfg.ReportsTopic(), fmt.Sprintf("r-%d", j), "item.reported", "item-1", "", map[string]int{"n": j}))
 			}
 			if err := w.WriteMessages(t.Context(), msgs...); err != nil {
 				done <- err
@@ -128,7 +128,7 @@ func TestSDKGapAndAuth(t *testing.T) {
 	if ev := nextSDKEvent(t, s); !ev.Gap || ev.Channel != "item:item-3" {
 		t.Fatalf("want a gap, got %+v", ev)
 	}
-	produce(t, a.kafkaAddr, binaryMsg(a.cfg.Kafka.Topics.Reports, "g-1", "item.reported", "item-3", "", map[string]string{"reason": "x"}))
+	produce(t, a.kafkaAddr, binaryMsg(a.cfg.ReportsTopic(), "g-1", "item.reported", "item-3", "", map[string]string{"reason": "x"}))
 	if ev := nextSDKEvent(t, s); ev.Gap || ev.ID != "g-1" || ev.Subject != "item-3" {
 		t.Fatalf("after the gap: %+v", ev)
 	}

@@ -368,10 +368,10 @@ func TestTakedownClientHangsUp(t *testing.T) {
 		_, _, err := call(ctx, nil, http.MethodPost, a.base()+"/v1/takedowns", jsonHeader(policeToken), `{"item_id":"item-9","reason":"test"}`)
 		errc <- err
 	}()
-	eventually(t, "a held request", func() bool { return a.takedowns.Held() == 1 && a.hub.Clients() == 1 })
+	eventually(t, "a held request", func() bool { return a.takedowns.Held() == 1 && a.doorClients() == 1 })
 	cancel()
 	<-errc
-	eventually(t, "the wait freed", func() bool { return a.takedowns.Held() == 0 && a.hub.Clients() == 0 })
+	eventually(t, "the wait freed", func() bool { return a.takedowns.Held() == 0 && a.doorClients() == 0 })
 }
 
 // TestTakedownKafkaDown: with the broker stopped, POST answers 503 with
