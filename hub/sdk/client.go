@@ -33,6 +33,7 @@ const (
 	DefaultMinBackoff      = 100 * time.Millisecond
 	DefaultMaxBackoff      = 30 * time.Second
 	DefaultWriteTimeout    = 10 * time.Second
+	DefaultPingInterval    = 30 * time.Second
 	// maxProgress caps Result.Progress.
 	maxProgress = 256
 )
@@ -65,6 +66,10 @@ type Options struct {
 	MinBackoff, MaxBackoff time.Duration
 	// WriteTimeout bounds one write to the server.
 	WriteTimeout time.Duration
+	// PingInterval is how often the client sends a protocol ping; one not
+	// answered within the interval ends the connection, which is then
+	// resumed. It also bounds the WebSocket handshake.
+	PingInterval time.Duration
 	// Logger gets a line per reconnection; nil discards.
 	Logger *slog.Logger
 }
@@ -93,7 +98,6 @@ type Client struct {
 	nextID  uint64
 	err     error // why the client ended
 	lastErr error // of the last connection attempt, for Dial
-	dials   int   // connections made, for tests
 }
 
 // request is what an answered frame id belongs to: one of them is set.
@@ -132,6 +136,9 @@ func Dial(ctx context.Context, rawURL string, opts Options) (*Client, error) {
 	}
 	if opts.WriteTimeout <= 0 {
 		opts.WriteTimeout = DefaultWriteTimeout
+	}
+	if opts.PingInterval <= 0 {
+		opts.PingInterval = DefaultPingInterval
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -293,8 +300,10 @@ func (c *Client) connect(tok string) (admitted bool, err error) {
 	if tok != "" {
 		hdr.Set("Authorization", "Bearer "+tok)
 	}
-	conn, resp, err := websocket.Dial(c.ctx, c.url, &websocket.DialOptions{
+	dctx, cancel := context.WithTimeout(c.ctx, c.opts.PingInterval)
+	conn, resp, err := websocket.Dial(dctx, c.url, &websocket.DialOptions{
 		HTTPClient: c.opts.HTTPClient, HTTPHeader: hdr, Subprotocols: []string{Subprotocol}})
+	cancel()
 	if err != nil {
 		if resp != nil && (resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden) {
 			return false, fmt.Errorf("%w: %s", ErrUnauthorized, resp.Status)
@@ -304,8 +313,32 @@ func (c *Client) connect(tok string) (admitted bool, err error) {
 	defer conn.CloseNow()
 	conn.SetReadLimit(c.opts.MaxMessageBytes)
 
+	// Protocol pings find a connection the network has silently dropped
+	// (no FIN, no RST): a ping not answered in an interval ends it.
+	stop := make(chan struct{})
+	pinged := make(chan struct{})
+	go func() {
+		defer close(pinged)
+		t := time.NewTicker(c.opts.PingInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				ctx, cancel := context.WithTimeout(c.ctx, c.opts.PingInterval)
+				err := conn.Ping(ctx)
+				cancel()
+				if err != nil {
+					conn.CloseNow()
+					return
+				}
+			}
+		}
+	}()
+	defer func() { conn.CloseNow(); close(stop); <-pinged }()
+
 	c.mu.Lock()
-	c.dials++
 	c.conn = conn
 	// A ping first: its pong (or any answer) says the token was accepted.
 	c.writeLocked(conn, map[string]string{"type": "ping", "id": c.newIDLocked()})

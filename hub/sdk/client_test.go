@@ -265,3 +265,29 @@ func TestCallLegacyTakedown(t *testing.T) {
 		t.Fatalf("another command on a v1 node: %v", err)
 	}
 }
+
+// TestStalledNetwork: a connection the network stalls without closing it
+// is found by the client's protocol pings and replaced; the subscription
+// resumes once the network flows again.
+func TestStalledNetwork(t *testing.T) {
+	srv := start(t)
+	p := newProxy(t, srv.URL())
+	redial := make(chan struct{}, 100)
+	var calls atomic.Int32
+	tok := func(context.Context) (string, error) {
+		if calls.Add(1) > 1 {
+			redial <- struct{}{}
+		}
+		return "", nil
+	}
+	c := dial(t, "http://"+p.Addr(), sdk.Options{TokenFunc: tok, PingInterval: 50 * time.Millisecond})
+	s, err := c.Subscribe(t.Context(), "reports", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Pause()
+	srv.publish("item.reported", "item-1", "", map[string]int{"n": 0}, "reports")
+	next(t, redial) // the stalled connection was given up
+	p.Resume()
+	numbered(t, s, 1)
+}

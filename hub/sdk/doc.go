@@ -24,7 +24,8 @@
 //
 // When the connection ends with close code 1001 (the node is going away),
 // 4000 (slow consumer), 1011, 1012, 1013, or abnormally (1006, a network
-// error), the client reconnects after an exponential backoff with full
+// error, a protocol ping not answered within [Options.PingInterval]), the
+// client reconnects after an exponential backoff with full
 // jitter ([Options.MinBackoff], [Options.MaxBackoff]) and resubscribes
 // every subscription after its last cursor: each event arrives exactly
 // once, in order, as long as the channel's history still holds what was
