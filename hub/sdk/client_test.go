@@ -291,3 +291,26 @@ func TestStalledNetwork(t *testing.T) {
 	p.Resume()
 	numbered(t, s, 1)
 }
+
+// TestCallBounds: past MaxPendingCalls a call fails at once; Close ends the
+// calls in flight with ErrClosed.
+func TestCallBounds(t *testing.T) {
+	srv := start(t)
+	c := dial(t, srv.URL(), sdk.Options{MaxPendingCalls: 1})
+	held := make(chan error, 1)
+	go func() {
+		_, err := c.Call(context.Background(), "hold", nil, "")
+		held <- err
+	}()
+	next(t, srv.held)
+	if _, err := c.Call(t.Context(), "echo", nil, ""); !errors.Is(err, sdk.ErrTooManyCalls) {
+		t.Fatalf("a second call: %v", err)
+	}
+	c.Close()
+	if err := next(t, held); !errors.Is(err, sdk.ErrClosed) {
+		t.Fatalf("held call after Close: %v", err)
+	}
+	if _, err := c.Call(t.Context(), "echo", nil, ""); !errors.Is(err, sdk.ErrClosed) {
+		t.Fatalf("call after Close: %v", err)
+	}
+}

@@ -19,7 +19,8 @@ import (
 // The tests' server: a real hub with the memory backplane behind its own
 // WebSocket door, over real sockets. It admits the tokens of tokens and
 // answers "call" frames of the command "echo" with an ack, one progress
-// event on the call's corr: channel and a confirmed result.
+// event on the call's corr: channel and a confirmed result; those of
+// "hold" never.
 
 const waitFor = 15 * time.Second
 
@@ -32,6 +33,7 @@ type testServer struct {
 	mu     sync.Mutex
 	tokens map[string]bool
 	seq    int
+	held   chan struct{} // a hold call arrived
 }
 
 // newServer starts a server admitting tokens (none: everyone) until
@@ -47,7 +49,7 @@ func newServerWith(legacy bool, tokens ...string) *testServer {
 	if err != nil {
 		panic(err)
 	}
-	s := &testServer{hub: h, mem: mem, tokens: map[string]bool{}}
+	s := &testServer{hub: h, mem: mem, tokens: map[string]bool{}, held: make(chan struct{}, 16)}
 	for _, t := range tokens {
 		s.tokens[t] = true
 	}
@@ -152,6 +154,10 @@ func (s *testServer) call(ctx context.Context, ss *hub.Session, raw []byte) {
 		Key     string          `json:"idempotency_key"`
 	}
 	json.Unmarshal(raw, &f)
+	if f.Command == "hold" {
+		s.held <- struct{}{}
+		return // never answered
+	}
 	if f.Command != "echo" {
 		ss.SendError(f.ID, hub.CodeNotFound, "no command "+f.Command)
 		return
