@@ -97,6 +97,15 @@ func TestOldest(t *testing.T) {
 		t.Fatal(err)
 	}
 	numbered(t, s, 3)
+
+	got := make(chan sdk.Event, 3)
+	if _, err := c.SubscribeFunc(t.Context(), "other", sdk.Oldest, func(ev sdk.Event) { got <- ev }); err != nil {
+		t.Fatal(err)
+	}
+	srv.publish("item.reported", "item-2", "", map[string]int{"n": 0}, "other")
+	if ev := next(t, got); ev.Channel != "other" || ev.Subject != "item-2" {
+		t.Fatalf("SubscribeFunc got %+v", ev)
+	}
 }
 
 // TestGap: a cursor of a lost epoch is a gap, then live events.
