@@ -323,3 +323,55 @@ func TestCallBounds(t *testing.T) {
 		t.Fatalf("call after Close: %v", err)
 	}
 }
+
+// BenchmarkDeliver: events per second from a hub's WebSocket door through
+// the client to a subscriber, over loopback, with and without packing.
+func BenchmarkDeliver(b *testing.B) {
+	for _, pack := range []bool{false, true} {
+		b.Run(map[bool]string{false: "plain", true: "packed"}[pack], func(b *testing.B) {
+			srv := newServer()
+			defer srv.stop()
+			ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+			defer cancel()
+			c, err := sdk.Dial(ctx, srv.URL(), sdk.Options{Pack: pack})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			s, err := c.Subscribe(ctx, "reports", "")
+			if err != nil {
+				b.Fatal(err)
+			}
+			// At most window events in flight: a burst beyond the hub's
+			// client queue would be a slow consumer, beyond history a gap.
+			const window = 256
+			credit := make(chan struct{}, window)
+			for range window {
+				credit <- struct{}{}
+			}
+			b.ResetTimer()
+			go func() {
+				for i := range b.N {
+					select {
+					case <-credit:
+					case <-ctx.Done():
+						return
+					}
+					srv.publish("item.reported", "item-1", "", map[string]int{"n": i}, "reports")
+				}
+			}()
+			for range b.N {
+				select {
+				case ev := <-s.Events():
+					if ev.Gap {
+						b.Fatal("gap")
+					}
+					credit <- struct{}{}
+				case <-time.After(waitFor):
+					b.Fatal("no event in time")
+				}
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+		})
+	}
+}
