@@ -50,5 +50,5 @@ func decode(m kafka.Message) (Command, error) {
 	if err != nil {
 		return Command{}, err
 	}
-	return Command{ID: ev.ID, Source: ev.Source, Type: ev.Type, Subject: ev.Subject, CorrelationID: ev.CorrelationID, JSON: ev.JSON}, nil
+	return Command{ID: ev.ID, Source: ev.Source, Type: ev.Type, Subject: ev.Subject, CorrelationID: ev.CorrelationID, JSON: ev.JSON, ItemID: consumers.DataItemID(ev)}, nil
 }

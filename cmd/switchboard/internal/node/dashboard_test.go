@@ -370,8 +370,8 @@ func saveScreenshot(t *testing.T, ctx context.Context, name string) {
 	}
 }
 
-// confirmTakedown asks for the open item's takedown and confirms it.
-func confirmTakedown(t *testing.T, ctx context.Context) {
+// confirmPageTakedown asks for the open item's takedown and confirms it.
+func confirmPageTakedown(t *testing.T, ctx context.Context) {
 	t.Helper()
 	pageDo(t, ctx, chromedp.Click(chromedp.CSS("#td-submit")))
 	waitPage(t, ctx, "the takedown confirmation", `document.getElementById("confirm").open`)
@@ -452,7 +452,7 @@ func TestDashboard(t *testing.T) {
 	// row goes to confirmed listing every container.
 	pageDo(t, ctx,
 		chromedp.SetValue(chromedp.CSS("#td-reason"), "counterfeit goods, confirmed by trust & safety"))
-	confirmTakedown(t, ctx)
+	confirmPageTakedown(t, ctx)
 	waitPage(t, ctx, "the takedown confirmed in the panel", `document.getElementById("td-progress").dataset.status === "confirmed"`)
 	corr := pageEval[string](t, ctx, `document.getElementById("td-progress").dataset.correlationId`)
 	boardRow := `#board li[data-correlation-id="` + corr + `"]`
@@ -483,7 +483,7 @@ func TestDashboard(t *testing.T) {
 	// An unknown item's takedown ends rejected.
 	pageDo(t, ctx, chromedp.Click(chromedp.CSS(`#feed li[data-item="`+unknown+`"] button`)))
 	waitPage(t, ctx, "the unknown item's panel", `document.getElementById("item").open && document.getElementById("item").dataset.item === "`+unknown+`"`)
-	confirmTakedown(t, ctx)
+	confirmPageTakedown(t, ctx)
 	waitPage(t, ctx, "the rejection on the board", `document.querySelector('#board li[data-item="`+unknown+`"]')?.dataset.status === "rejected"`)
 	pageDo(t, ctx, chromedp.KeyEvent(kb.Escape))
 	waitPage(t, ctx, "the panel closed", `!document.getElementById("item").open`)
@@ -651,7 +651,7 @@ func testDashboardGap(t *testing.T, browser context.Context) {
 	// still turns confirmed when the outcome comes later.
 	pageDo(t, ctx, chromedp.Click(chromedp.CSS(`#feed li[data-event-id="gap-09"] button`)))
 	waitPage(t, ctx, "the item panel", `document.getElementById("item").open`)
-	confirmTakedown(t, ctx)
+	confirmPageTakedown(t, ctx)
 	waitPage(t, ctx, "the takedown timed out", `document.querySelector('#board li[data-item="item-9"]')?.dataset.status === "timed-out" &&
 		document.getElementById("td-progress").dataset.status === "timed-out"`)
 	corr := pageEval[string](t, ctx, `document.querySelector('#board li[data-item="item-9"]').dataset.correlationId`)

@@ -198,7 +198,7 @@ func TestDashboardTools(t *testing.T) {
 	if n := pageEval[int](t, ctx, `window.__posts`); n != 0 || !pageEval[bool](t, ctx, `document.getElementById("td-progress").hidden`) {
 		t.Fatalf("a cancelled takedown was posted (%d)", n)
 	}
-	confirmTakedown(t, ctx)
+	confirmPageTakedown(t, ctx)
 	waitPage(t, ctx, "the confirmed takedown", `document.getElementById("td-progress").dataset.status === "confirmed"`)
 	if n := pageEval[int](t, ctx, `window.__posts`); n != 1 {
 		t.Fatalf("%d takedowns posted, want 1", n)
