@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 )
@@ -33,8 +34,17 @@ var HarnessEnv = []string{
 	"SWITCHBOARD_TEST_HELPER_*",
 }
 
-// harnessVar reports whether name is one of HarnessEnv.
+// ClientEnv are the SWITCHBOARD_* environment variables of the client
+// commands ("switchboard tail" and "switchboard call"): the node's URL and
+// the bearer token, so a token need not be on the command line. They are
+// not configuration: Load neither reads nor refuses them.
+var ClientEnv = []string{"SWITCHBOARD_URL", "SWITCHBOARD_TOKEN"}
+
+// harnessVar reports whether name is one of HarnessEnv or ClientEnv.
 func harnessVar(name string) bool {
+	if slices.Contains(ClientEnv, name) {
+		return true
+	}
 	for _, h := range HarnessEnv {
 		if p, ok := strings.CutSuffix(h, "*"); ok && strings.HasPrefix(name, p) || name == h {
 			return true
@@ -66,11 +76,26 @@ func unknownEnv(environ []string) error {
 		if _, ok := known[name]; ok {
 			continue
 		}
+		if k, ok := v1Env[name]; ok {
+			e := v1Error(k)
+			e.Err = fmt.Errorf("(%s) %w", name, e.Err)
+			errs = append(errs, e)
+			continue
+		}
 		errs = append(errs, &EnvError{Name: name, Key: likelyKey(name)})
 	}
 	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 	return errors.Join(errs...)
 }
+
+// v1Env maps the environment variable of each v1 key to the key.
+var v1Env = func() map[string]string {
+	m := make(map[string]string, len(v1Keys))
+	for k := range v1Keys {
+		m[envName(k)] = k
+	}
+	return m
+}()
 
 // likelyKey returns the key whose variable name is closest to name, when
 // one is close enough to be a likely typo (a few letters off, the wrong

@@ -202,11 +202,10 @@ func benchTakedown(b *testing.B, backplane string, n int, rs *redistest.Server) 
 	if err != nil {
 		b.Fatal(err)
 	}
-	t := defaults.Kafka.Topics
 	partitions := defaults.Kafka.Embedded.Partitions
 	child := startTakedownClient(b, takedownClientSpec{
 		Partitions: partitions,
-		Topics:     []string{t.Reports, t.Commands, t.Events, t.DLQ, rawCommandsTopic, rawRepliesTopic},
+		Topics:     append(defaults.Topics(), rawCommandsTopic, rawRepliesTopic),
 		CPUs:       loadCPUs(),
 	})
 	pinned := len(child.ready.CPUs) > 0

@@ -70,20 +70,25 @@ type Node struct {
 	hub       *hub.Hub
 	consumer  *consumers.Consumer
 	lag       *lagSampler      // the consumer's lag, sampled for /metrics
+	stats     *reportStats     // reports per minute and by reason, for the page
 	itemsvc   *itemsvc.Service // nil unless itemsvc.enabled
 	store     takedownStore
 	recorder  *takedown.Recorder
-	takedowns *takedown.Adapter
-	auth      *auth.Auth
-	devTokens map[auth.Role]string
-	metrics   *metrics
-	backplane string
-	guard     *hub.HTTPGuard
-	cert      *auth.Certificate // nil without http.tls.cert_file
-	proxies   *auth.TrustedProxies
-	stopHUP   func() // stops reloading cert on SIGHUP
-	srv       *http.Server
-	ln        net.Listener
+	takedowns *takedown.Adapter // every declared command, the takedown built in
+	// commands are the declared commands (SPEC §5.1); extraCommands
+	// are declared by an Option.
+	commands      []config.Command
+	extraCommands []config.Command
+	auth          *auth.Auth
+	devTokens     map[auth.Role]string
+	metrics       *metrics
+	backplane     string
+	guard         *hub.HTTPGuard
+	cert          *auth.Certificate // nil without http.tls.cert_file
+	proxies       *auth.TrustedProxies
+	stopHUP       func() // stops reloading cert on SIGHUP
+	srv           *http.Server
+	ln            net.Listener
 	// redisPrefix starts every Redis key of the backplane and the outcome
 	// store; redisbus.DefaultPrefix unless an Option changed it.
 	redisPrefix string
@@ -117,6 +122,11 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Opt
 	for _, o := range opts {
 		o(a)
 	}
+	a.commands = a.declaredCommands()
+	cmds, err := compileCommands(a.commands)
+	if err != nil {
+		return nil, err
+	}
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	a.cancel = cancel
 	defer func() {
@@ -148,28 +158,25 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Opt
 	if err := a.startAuth(); err != nil {
 		return nil, err
 	}
-	t := cfg.Kafka.Topics
-	trust := takedown.Trust{Topic: t.Events, Sources: cfg.Takedown.OutcomeSources}
-	a.recorder = &takedown.Recorder{Store: a.store, Next: a.hub, Trust: trust}
+	commandsTopic, outcomesTopic := cfg.TakedownTopics()
+	trust := takedown.Trust{Topic: outcomesTopic, Sources: cfg.Takedown.OutcomeSources}
+	a.recorder = &takedown.Recorder{Store: a.store, Next: a.hub, Trust: trust, Commands: cmds}
 	a.consumer, err = consumers.New(consumers.Config{
 		Brokers:           brokers,
 		Conn:              cfg.KafkaConn(),
 		GroupID:           cfg.Kafka.GroupID,
-		DLQTopic:          t.DLQ,
+		DLQTopic:          cfg.Kafka.DLQ,
 		SessionTimeout:    cfg.Kafka.SessionTimeout,
 		HeartbeatInterval: cfg.Kafka.HeartbeatInterval,
 		RebalanceTimeout:  cfg.Kafka.RebalanceTimeout,
-		Routes: []consumers.Route{
-			{Topic: t.Reports, Channels: cfg.Routing.Reports},
-			{Topic: t.Commands, Channels: cfg.Routing.Commands},
-			{Topic: t.Events, Channels: cfg.Routing.Events},
-		},
+		Routes:            commandRoutes(cfg.Routes(), cmds),
 	}, a.recorder, a.producer, log)
 	if err != nil {
 		return nil, err
 	}
 	a.takedowns, err = takedown.New(takedown.Config{
-		CommandsTopic: t.Commands,
+		Commands:      cmds,
+		CommandsTopic: commandsTopic,
 		Timeout:       cfg.Takedown.Timeout,
 		MaxWait:       cfg.Takedown.MaxWait,
 		MaxBodyBytes:  cfg.HTTP.MaxBodyBytes,
@@ -180,6 +187,13 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Opt
 	if err != nil {
 		return nil, err
 	}
+	// The moderator page's chart counts the reports channel, following it
+	// before the consumer runs.
+	a.stats = newReportStats(a.hub, "reports", log)
+	if err := a.stats.follow(ctx); err != nil {
+		log.Warn("report stats: cannot follow yet", "err", err)
+	}
+	a.goRun("report stats", a.stats.Run, bg)
 	a.goRun("consumer", a.consumer.Run, bg)
 	a.lag = &lagSampler{lag: a.consumer.Lag, interval: lagSampleInterval, log: log}
 	for _, o := range a.lagOpts {
@@ -188,14 +202,14 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Opt
 	a.goRun("lag sampler", a.lag.Run, bg)
 	a.goRun("takedown sweep", a.takedowns.Run, bg)
 	if cfg.ItemSvc.Enabled {
-		a.itemsvc, err = newItemService(cfg, brokers, a.producer, log)
+		a.itemsvc, err = itemServiceFor(cfg, restoreCommand(cmds), brokers, a.producer, log)
 		if err != nil {
 			return nil, err
 		}
 		a.goRun("itemsvc", a.itemsvc.Run, bg)
 	}
 	if cfg.Demo.Enabled {
-		a.goRun("demo", producers.NewDemo(a.producer, t.Reports, cfg.Demo.Rate, log).Run, bg)
+		a.goRun("demo", newDemo(cfg, a.producer, log).Run, bg)
 	}
 
 	a.metrics = newMetrics(a)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -96,12 +97,17 @@ func (a *Node) startBroker() error {
 	}
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	p, _ := strconv.Atoi(port)
-	t := a.cfg.Kafka.Topics
+	topics := a.cfg.Topics()
+	for _, topic := range commandTopics(a.commands) {
+		if !slices.Contains(topics, topic) {
+			topics = append(topics, topic)
+		}
+	}
 	c, err := kfake.NewCluster(
 		kfake.NumBrokers(1),
 		kfake.Ports(p),
 		kfake.ListenFn(func(string, string) (net.Listener, error) { return ln, nil }),
-		kfake.SeedTopics(int32(a.cfg.Kafka.Embedded.Partitions), t.Reports, t.Commands, t.Events, t.DLQ),
+		kfake.SeedTopics(int32(a.cfg.Kafka.Embedded.Partitions), topics...),
 	)
 	if err != nil {
 		ln.Close()
@@ -110,6 +116,6 @@ func (a *Node) startBroker() error {
 	a.broker = c
 	a.kafkaAddr = ln.Addr().String()
 	a.log.Info("embedded Kafka-protocol broker listening", "addr", a.kafkaAddr,
-		"topics", []string{t.Reports, t.Commands, t.Events, t.DLQ}, "partitions", a.cfg.Kafka.Embedded.Partitions)
+		"topics", topics, "partitions", a.cfg.Kafka.Embedded.Partitions)
 	return nil
 }
