@@ -327,6 +327,22 @@ test("call: takedowns confirmed, not found, one command per idempotency key, acr
       small.close();
     }
 
+    // A partner calls takedowns too, and follows its own corr: channel.
+    const partner = new Client(URL_, { ...fast, token: env("SB_PARTNER_TOKEN") });
+    try {
+      let corr = "";
+      const pr = await partner.call("takedowns", { item_id: "item-14", reason: "scam" }, { onAck: (c) => (corr = c) });
+      assert.equal(pr.status, "confirmed");
+      assert.equal(pr.correlation_id, corr);
+      const seen = [];
+      const own = partner.subscribe("corr:" + corr, { from: "oldest", onEvent: (ev) => seen.push(ev.type) });
+      await own.ready;
+      await until("its takedown's events", () => seen.includes("takedown.confirmed"));
+      await assert.rejects(partner.subscribe("takedowns", {}).ready, (err) => err.code === "forbidden");
+    } finally {
+      partner.close();
+    }
+
     // An aborted wait rejects at once.
     const ac = new AbortController();
     const p = sb.call("takedowns", { item_id: "item-12", reason: "scam" }, { signal: ac.signal });
