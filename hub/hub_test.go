@@ -1094,3 +1094,49 @@ func TestFollowHearsResyncGaps(t *testing.T) {
 		})
 	}
 }
+
+// TestMemoryPublishIdempotentPastSmallLog: a log of a few entries finds a
+// repeated event by searching its ring; past smallLog entries it keeps a
+// key map, made from what the ring holds; either way a repeat is not
+// appended while history holds it, and an event that left history is new
+// again.
+func TestMemoryPublishIdempotentPastSmallLog(t *testing.T) {
+	const size = 3 * smallLog
+	mem := NewMemory(MemoryConfig{HistorySize: size})
+	defer mem.Close()
+	ctx := t.Context()
+	ev := func(n int) *Event { return testEvent(n, "item.reported", "item-1", "") }
+	top := func() uint64 {
+		r, err := mem.Read(ctx, "c", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Top.Offset
+	}
+	for n := 1; n <= size+5; n++ {
+		if err := mem.Publish(ctx, []string{"c"}, ev(n)); err != nil {
+			t.Fatal(err)
+		}
+		// Every event still held, published again: no new entry.
+		for _, again := range []int{1, n / 2, n} {
+			if again < 1 || again <= n-size {
+				continue
+			}
+			before := top()
+			if err := mem.Publish(ctx, []string{"c"}, ev(again)); err != nil {
+				t.Fatal(err)
+			}
+			if after := top(); after != before {
+				t.Fatalf("after %d events, event %d again moved the top %d -> %d", n, again, before, after)
+			}
+		}
+	}
+	// Event 1 left history (size+5 events): it is new again.
+	before := top()
+	if err := mem.Publish(ctx, []string{"c"}, ev(1)); err != nil {
+		t.Fatal(err)
+	}
+	if after := top(); after != before+1 {
+		t.Fatalf("an event that left history was not appended: top %d -> %d", before, after)
+	}
+}

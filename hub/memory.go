@@ -65,13 +65,16 @@ type memShard struct {
 // finds it idle. Whoever found it before then and locks it afterwards sees
 // gone and looks the channel up again (lockLog).
 type memLog struct {
-	mu       sync.Mutex
-	gone     bool
-	epoch    string
-	top      uint64
-	ring     []memEntry // ring[(head+i)%len] for i < n, oldest first
-	head, n  int
-	keys     map[string]uint64 // event key -> offset, for what ring holds
+	mu      sync.Mutex
+	gone    bool
+	epoch   string
+	top     uint64
+	ring    []memEntry // ring[(head+i)%len] for i < n, oldest first
+	head, n int
+	// keys maps an event key to its offset, for what ring holds, once it
+	// holds more than smallLog entries; a smaller log is searched instead,
+	// so a channel with a few events (a command's corr:) has no map.
+	keys     map[string]uint64
 	deliver  []*listener
 	lastUsed time.Time
 }
@@ -208,9 +211,9 @@ func (m *Memory) Publish(_ context.Context, channels []string, ev *Event) error 
 	logs := m.lockLogs(channels)
 	sib := make([]ChannelPos, len(channels))
 	fresh := make([]bool, len(channels))
-	key := ev.key()
+	key := "" // ev.key(), made when a log with a map needs it
 	for i, l := range logs {
-		if off, ok := l.keys[key]; ok {
+		if off, ok := l.held(ev, &key); ok {
 			// Held already (Kafka delivers at least once): not again.
 			sib[i] = ChannelPos{Channel: channels[i], Pos: Position{Epoch: l.epoch, Offset: off}}
 			continue
@@ -218,10 +221,7 @@ func (m *Memory) Publish(_ context.Context, channels []string, ev *Event) error 
 		l.top++
 		sib[i] = ChannelPos{Channel: channels[i], Pos: Position{Epoch: l.epoch, Offset: l.top}}
 		l.push(memEntry{off: l.top, at: now, ev: ev, sib: sib}, m.cfg.HistorySize)
-		if l.keys == nil {
-			l.keys = make(map[string]uint64)
-		}
-		l.keys[key] = l.top
+		l.index(ev, &key)
 		l.lastUsed = now
 		fresh[i] = true
 	}
@@ -248,8 +248,9 @@ func (l *memLog) push(e memEntry, size int) {
 			l.head = (l.head + 1) % len(l.ring)
 			return
 		}
-		// Grow towards the bound: most channels hold a few events.
-		grown := make([]memEntry, min(max(2*len(l.ring), 8), size))
+		// Grow towards the bound: most channels hold a few events (a
+		// command's corr: channel, one to four).
+		grown := make([]memEntry, min(max(2*len(l.ring), 2), size))
 		for i := 0; i < l.n; i++ {
 			grown[i] = l.ring[(l.head+i)%len(l.ring)]
 		}
@@ -259,9 +260,52 @@ func (l *memLog) push(e memEntry, size int) {
 	l.n++
 }
 
+// smallLog is the most entries a log keeps without a key map.
+const smallLog = 8
+
+// held reports the offset of the entry of ev's key, if the ring holds one.
+// *key is ev.key(), made on first use.
+func (l *memLog) held(ev *Event, key *string) (uint64, bool) {
+	if l.keys != nil {
+		if *key == "" {
+			*key = ev.key()
+		}
+		off, ok := l.keys[*key]
+		return off, ok
+	}
+	for i := 0; i < l.n; i++ {
+		e := l.ring[(l.head+i)%len(l.ring)]
+		if e.ev != nil && e.ev.Source == ev.Source && e.ev.ID == ev.ID {
+			return e.off, true
+		}
+	}
+	return 0, false
+}
+
+// index records the newest entry, ev's, in the key map; past smallLog
+// entries it makes the map from what the ring holds.
+func (l *memLog) index(ev *Event, key *string) {
+	if l.keys == nil {
+		if l.n <= smallLog {
+			return
+		}
+		l.keys = make(map[string]uint64, l.n)
+		for i := 0; i < l.n; i++ {
+			if e := l.ring[(l.head+i)%len(l.ring)]; e.ev != nil {
+				l.keys[e.ev.key()] = e.off
+			}
+		}
+		return
+	}
+	if *key == "" {
+		*key = ev.key()
+	}
+	l.keys[*key] = l.top
+}
+
 // forget drops a leaving entry's event key.
 func (l *memLog) forget(e memEntry) {
-	if e.ev != nil {
+	if l.keys != nil && e.ev != nil {
 		if k := e.ev.key(); l.keys[k] == e.off {
 			delete(l.keys, k)
 		}

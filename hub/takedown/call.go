@@ -136,13 +136,16 @@ func (c *call) run(ctx context.Context, l listener, d time.Duration, answer func
 		return &failure{stage: listening, kept: kept, err: fmt.Errorf("%w: %v", errUnavailable, err)}
 	}
 	// From here the listener may wake the call: c.rec is c.mu's.
+	own := false // rec is not c.rec: the store's Get gives a copy
 	if cur, err := c.a.store.Get(ctx, c.id); err == nil {
-		rec = cur
+		rec, own = cur, true
 	}
 	if c.publishes && rec.needsPublish() {
 		// A new takedown, or a retry of one not known to be on the topic:
 		// the same command either way.
-		rec = clone(rec)
+		if !own {
+			rec = clone(rec)
+		}
 		if err := c.a.publish(ctx, rec); err != nil {
 			l.stop()
 			c.log.Warn(c.cmd.noun()+" command not confirmed by Kafka; kept to publish again", "correlation_id", c.id, "err", err)

@@ -778,7 +778,16 @@ func blockProfileTakedown(b *testing.B, name string) func() {
 // after that: the takedown's record in the outcome store and its corr:
 // channel's history, kept for takedown.result_ttl and hub.history.ttl.
 func BenchmarkHeldTakedowns(b *testing.B) {
+	// The broker runs in the child of BenchmarkTakedown (not pinned here),
+	// as a deployment's brokers run elsewhere: its copy of the 10k
+	// commands is not the server's memory.
+	defaults, err := config.Load("", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	broker := startTakedownClient(b, takedownClientSpec{Partitions: defaults.Kafka.Embedded.Partitions, Topics: defaults.Topics()})
 	a := startTakedownApp(b, func(c *config.Config) {
+		c.Kafka.Brokers = []string{broker.ready.Broker}
 		c.ItemSvc.Enabled = false
 		c.Takedown.Timeout = 30 * time.Minute
 		c.Takedown.MaxWait = 30 * time.Minute
