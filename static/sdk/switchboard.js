@@ -229,7 +229,7 @@ export class Client {
   }
 
   /**
-   * Calls a declared command (SPEC §5.1) and resolves with its result
+   * Calls a declared command (docs/commands.md) and resolves with its result
    * frame. A call in flight when the connection drops is sent again, with
    * the same idempotency key, when it is back: the server does it once.
    * It rejects with a SwitchboardError on an error frame, on close(), when
@@ -598,7 +598,7 @@ export class Client {
   }
 }
 
-// v1Takedown is a takedowns call as the v1 "takedown" frame (SPEC §4).
+// v1Takedown is a takedowns call as the v1 "takedown" frame (docs/contract.md).
 function v1Takedown(f) {
   const { item_id, reason, authority_ref } = f.data || {};
   return { type: "takedown", id: f.id, item_id, reason, authority_ref, idempotency_key: f.idempotency_key };

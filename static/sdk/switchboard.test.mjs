@@ -49,6 +49,55 @@ test("wsURL", () => {
   assert.throws(() => wsURL("ftp://h"));
 });
 
+// FakeV1 is a WebSocket to a v1 node, which knows no "call" frame: the
+// only stand-in here, since every node this repository builds knows it.
+class FakeV1 {
+  static sent = [];
+  static dialed = [];
+  constructor(url, protocol) {
+    FakeV1.dialed.push({ url, protocol });
+    this.url = url;
+    this.protocol = protocol;
+    this.readyState = 0;
+    this.bufferedAmount = 0;
+    setTimeout(() => {
+      this.readyState = 1;
+      this.onopen?.({});
+    });
+  }
+  send(text) {
+    const f = JSON.parse(text);
+    FakeV1.sent.push(f);
+    const reply = (g) => setTimeout(() => this.onmessage?.({ data: JSON.stringify(g) }));
+    if (f.type === "call") reply({ type: "error", id: f.id, code: "bad_request", message: 'unknown frame type "call"' });
+    if (f.type === "takedown") {
+      reply({ type: "ack", id: f.id, correlation_id: "c-1" });
+      reply({ type: "result", id: f.id, correlation_id: "c-1", status: "confirmed", event: { specversion: "1.0", id: "e", source: "/s", type: "takedown.confirmed" } });
+    }
+  }
+  close() {
+    this.readyState = 3;
+  }
+}
+
+test("against a v1 node, a takedowns call goes as the v1 takedown frame, with its key", async () => {
+  const sb = new Client("http://v1.invalid", { WebSocket: /** @type {any} */ (FakeV1), token: "t" });
+  try {
+    const res = await sb.call("takedowns", { item_id: "item-1", reason: "scam", authority_ref: "A-1" }, { idempotencyKey: "k-v1" });
+    assert.equal(res.status, "confirmed");
+    assert.equal(res.correlation_id, "c-1");
+    assert.equal(sb.v1, true);
+    const again = await sb.call("takedowns", { item_id: "item-2", reason: "scam" });
+    assert.equal(again.status, "confirmed");
+    assert.deepEqual(FakeV1.dialed, [{ url: "ws://v1.invalid/v1/ws?access_token=t&pack=1", protocol: "switchboard.v1" }]);
+    const types = FakeV1.sent.map((f) => f.type);
+    assert.deepEqual(types, ["call", "takedown", "takedown"]);
+    assert.deepEqual(FakeV1.sent[1], { type: "takedown", id: FakeV1.sent[0].id, item_id: "item-1", reason: "scam", authority_ref: "A-1", idempotency_key: "k-v1" });
+  } finally {
+    sb.close();
+  }
+});
+
 test("subscribe, then resume after dropped connections: every event once, in order", async () => {
   let tokenCalls = 0;
   const states = [];
@@ -276,6 +325,22 @@ test("call: takedowns confirmed, not found, one command per idempotency key, acr
       assert.equal((await first).status, "confirmed");
     } finally {
       small.close();
+    }
+
+    // A partner calls takedowns too, and follows its own corr: channel.
+    const partner = new Client(URL_, { ...fast, token: env("SB_PARTNER_TOKEN") });
+    try {
+      let corr = "";
+      const pr = await partner.call("takedowns", { item_id: "item-14", reason: "scam" }, { onAck: (c) => (corr = c) });
+      assert.equal(pr.status, "confirmed");
+      assert.equal(pr.correlation_id, corr);
+      const seen = [];
+      const own = partner.subscribe("corr:" + corr, { from: "oldest", onEvent: (ev) => seen.push(ev.type) });
+      await own.ready;
+      await until("its takedown's events", () => seen.includes("takedown.confirmed"));
+      await assert.rejects(partner.subscribe("takedowns", {}).ready, (err) => err.code === "forbidden");
+    } finally {
+      partner.close();
     }
 
     // An aborted wait rejects at once.

@@ -59,10 +59,10 @@ func (a *Node) routes() http.Handler {
 	return a.metrics.http.wrap(mux, api)
 }
 
-// observeTakedown feeds the metrics, which exist once the node is up.
-func (a *Node) observeTakedown(outcome string, d time.Duration) {
+// observeCommand feeds the metrics, which exist once the node is up.
+func (a *Node) observeCommand(command, outcome string, d time.Duration) {
 	if a.metrics != nil {
-		a.metrics.observe(outcome, d)
+		a.metrics.observe(command, outcome, d)
 	}
 }
 
