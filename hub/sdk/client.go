@@ -98,6 +98,9 @@ type Client struct {
 	nextID  uint64
 	err     error // why the client ended
 	lastErr error // of the last connection attempt, for Dial
+	// retrySub: the connection was dropped because the node could not
+	// subscribe (unavailable); the backoff goes on growing.
+	retrySub bool
 }
 
 // request is what an answered frame id belongs to: one of them is set.
@@ -231,7 +234,11 @@ func (c *Client) run() {
 			return
 		default:
 			admitted, err := c.connect(tok)
-			if admitted {
+			c.mu.Lock()
+			retrySub := c.retrySub
+			c.retrySub = false
+			c.mu.Unlock()
+			if admitted && !retrySub {
 				attempt = 0
 				refused = ""
 			}
@@ -542,8 +549,15 @@ func (c *Client) handle(b []byte) {
 		switch {
 		case !ok:
 			c.opts.Logger.Warn("switchboard: server error", "code", serr.Code, "message", f.Message)
+		case r.sub != nil && serr.Code == "unavailable" && c.conn != nil:
+			// The node could not subscribe now (its backplane): a new
+			// connection, after a backoff, subscribes again.
+			c.retrySub = true
+			c.conn.CloseNow()
 		case r.sub != nil:
-			delete(c.subs, r.sub.channel)
+			if c.subs[r.sub.channel] == r.sub {
+				delete(c.subs, r.sub.channel)
+			}
 			r.sub.close(serr)
 		case r.call != nil:
 			if r.call.legacyFallback(serr) && c.conn != nil {
@@ -562,8 +576,10 @@ func (c *Client) handle(b []byte) {
 // Subscribe subscribes to channel: live when cursor is "", after cursor
 // when it is one the server made, or from the oldest event history holds
 // when it is Oldest. It returns once the server has accepted the
-// subscription (a refusal is a *ServerError), or ctx ends. A channel has
-// at most one subscription per client.
+// subscription, or ctx ends. A refusal (forbidden, bad_request) is a
+// *ServerError; unavailable (the node's backplane could not be read) is
+// not: the client reconnects, after a backoff, and subscribes again. A
+// channel has at most one subscription per client.
 func (c *Client) Subscribe(ctx context.Context, channel, cursor string) (*Subscription, error) {
 	if channel == "" {
 		return nil, errors.New("sdk: subscribe: no channel")

@@ -375,3 +375,20 @@ func BenchmarkDeliver(b *testing.B) {
 		})
 	}
 }
+
+// TestSubscribeUnavailable: a subscription the node cannot make now
+// (unavailable: its backplane) is made again on a new connection.
+func TestSubscribeUnavailable(t *testing.T) {
+	srv := start(t)
+	c := dial(t, srv.URL(), sdk.Options{})
+	srv.readFails.Store(2)
+	s, err := c.Subscribe(t.Context(), "reports", sdk.Oldest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := srv.readFails.Load(); n >= 0 {
+		t.Fatalf("subscribed with %d failures to go", n)
+	}
+	srv.publish("item.reported", "item-1", "", map[string]int{"n": 0}, "reports")
+	numbered(t, s, 1)
+}

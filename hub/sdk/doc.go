@@ -48,9 +48,9 @@
 // Every buffer is bounded. Each subscription queues at most
 // [Options.QueueSize] events (default [DefaultQueueSize]); while a queue is
 // full the client stops reading the connection, so a subscriber that does
-// not keep up is in time disconnected by the server as a slow consumer
-// (4000) and resumed from its cursor: events are delayed, never lost or
-// repeated. At most [Options.MaxPendingCalls] calls are in flight (default
+// not keep up is in time disconnected (by the server as a slow consumer,
+// 4000, or by the client's own unanswered ping) and resumed from its
+// cursor: events are delayed, never lost or repeated. At most [Options.MaxPendingCalls] calls are in flight (default
 // [DefaultMaxPendingCalls]); one more fails at once with
 // [ErrTooManyCalls]. A server message over [Options.MaxMessageBytes]
 // (default [DefaultMaxMessageBytes]) ends the client with

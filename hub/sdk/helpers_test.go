@@ -3,12 +3,14 @@ package sdk_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,6 +36,22 @@ type testServer struct {
 	tokens map[string]bool
 	seq    int
 	held   chan struct{} // a hold call arrived
+
+	readFails atomic.Int32 // how many backplane reads fail from now
+}
+
+// flaky is the memory backplane whose next reads fail while fails > 0, as
+// a Redis backplane's do while Redis is unreachable.
+type flaky struct {
+	*hub.Memory
+	fails *atomic.Int32
+}
+
+func (f *flaky) Read(ctx context.Context, ch string, after *hub.Position) (hub.Replay, error) {
+	if f.fails.Add(-1) >= 0 {
+		return hub.Replay{}, errors.New("backplane unreachable")
+	}
+	return f.Memory.Read(ctx, ch, after)
 }
 
 // newServer starts a server admitting tokens (none: everyone) until
@@ -45,11 +63,12 @@ func newServer(tokens ...string) *testServer { return newServerWith(false, token
 // "echo" whose data is the frame's item_id and reason.
 func newServerWith(legacy bool, tokens ...string) *testServer {
 	mem := hub.NewMemory(hub.MemoryConfig{HistorySize: 1000})
-	h, err := hub.New(hub.Config{}, mem, slog.New(slog.DiscardHandler))
+	s := &testServer{mem: mem, tokens: map[string]bool{}, held: make(chan struct{}, 16)}
+	h, err := hub.New(hub.Config{}, &flaky{Memory: mem, fails: &s.readFails}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		panic(err)
 	}
-	s := &testServer{hub: h, mem: mem, tokens: map[string]bool{}, held: make(chan struct{}, 16)}
+	s.hub = h
 	for _, t := range tokens {
 		s.tokens[t] = true
 	}
