@@ -70,44 +70,101 @@ func (s *RedisStore) wrap(err error) error {
 
 // Reserve implements Store: SET NX on the idempotency key arbitrates between
 // concurrent requests with the same key, on any node.
+//
+// The publishing set is written before the record, so a record is never
+// publishing without being found by the sweep: with the key's SET NX in
+// one round trip (a member whose record was never made is dropped by the
+// next claim, or at once when the key was taken), then the record. With
+// no key on one server (not a Cluster, where the two are in different
+// slots and a pipeline's commands to different servers have no order),
+// the set and the record are one pipeline, which the server runs in
+// order.
 func (s *RedisStore) Reserve(ctx context.Context, rec *Record) (*Record, error) {
+	publish := rec.needsPublish()
+	member := redis.Z{Score: unixMs(time.Now()), Member: rec.CorrelationID}
+	js := mustJSON(rec)
+	rk := s.recKey(rec.CorrelationID)
 	if rec.IdempotencyKey != "" {
 		ik := s.idemKey(rec)
-		ok, err := s.rdb.SetNX(ctx, ik, rec.CorrelationID, s.ttl).Result()
+		var setNX *redis.BoolCmd
+		var zadd *redis.IntCmd
+		_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			setNX = p.SetNX(ctx, ik, rec.CorrelationID, s.ttl)
+			if publish {
+				zadd = p.ZAdd(ctx, s.publishingKey(), member)
+			}
+			return nil
+		})
+		if setNX.Err() != nil {
+			return nil, s.wrap(setNX.Err())
+		}
+		if !setNX.Val() {
+			existing, err := s.joinKey(ctx, rec, ik, zadd != nil)
+			if existing != nil || err != nil {
+				return existing, err
+			}
+			if publish { // the key is taken again: the set first, once more
+				if err := s.rdb.ZAdd(ctx, s.publishingKey(), member).Err(); err != nil {
+					return nil, s.wrap(err)
+				}
+			}
+		} else if err != nil {
+			return nil, s.wrap(err) // the ZADD failed
+		}
+	} else if _, single := s.rdb.(*redis.Client); single && publish {
+		var zadd *redis.IntCmd
+		var set *redis.StatusCmd
+		_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			zadd = p.ZAdd(ctx, s.publishingKey(), member)
+			set = p.Set(ctx, rk, js, s.ttl)
+			return nil
+		})
 		if err != nil {
+			if zadd.Err() != nil && set.Err() == nil {
+				s.rdb.Del(ctx, rk) // not found by the sweep: not kept either
+			}
 			return nil, s.wrap(err)
 		}
-		if !ok {
-			id, err := s.rdb.Get(ctx, ik).Result()
-			if err != nil && !errors.Is(err, redis.Nil) {
-				return nil, s.wrap(err)
-			}
-			if existing, err := s.Get(ctx, id); err == nil {
-				return existing, nil
-			} else if !errors.Is(err, ErrNotFound) {
-				return nil, err
-			}
-			// The key outlived its record (released or expired): take it.
-			if err := s.rdb.Set(ctx, ik, rec.CorrelationID, s.ttl).Err(); err != nil {
-				return nil, s.wrap(err)
-			}
-		}
-	}
-	// Into the publishing set first: a record is never publishing without
-	// being found by the sweep. (The set and the record are in different
-	// slots on a Cluster, so they cannot be written in one step.)
-	if rec.needsPublish() {
-		if err := s.rdb.ZAdd(ctx, s.publishingKey(), redis.Z{Score: unixMs(time.Now()), Member: rec.CorrelationID}).Err(); err != nil {
+		s.seen.put(rec.CorrelationID, js)
+		return nil, nil
+	} else if publish {
+		if err := s.rdb.ZAdd(ctx, s.publishingKey(), member).Err(); err != nil {
 			return nil, s.wrap(err)
 		}
 	}
-	js := mustJSON(rec)
-	if err := s.rdb.Set(ctx, s.recKey(rec.CorrelationID), js, s.ttl).Err(); err != nil {
+	if err := s.rdb.Set(ctx, rk, js, s.ttl).Err(); err != nil {
 		s.seen.forget(rec.CorrelationID)
 		return nil, s.wrap(err)
 	}
 	s.seen.put(rec.CorrelationID, js)
 	return nil, nil
+}
+
+// joinKey is Reserve when rec's idempotency key ik was taken: the record
+// it names, or nil when the key outlived its record (released or
+// expired), which rec then takes. added says rec's correlation ID went
+// into the publishing set; it is taken out again.
+func (s *RedisStore) joinKey(ctx context.Context, rec *Record, ik string, added bool) (*Record, error) {
+	var get *redis.StringCmd
+	// A failed ZREM is left to the next claim, which drops a member
+	// without a record.
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		get = p.Get(ctx, ik)
+		if added {
+			p.ZRem(ctx, s.publishingKey(), rec.CorrelationID)
+		}
+		return nil
+	})
+	id, err := get.Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, s.wrap(err)
+	}
+	if existing, err := s.Get(ctx, id); err == nil {
+		return existing, nil
+	} else if !errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	return nil, s.wrap(s.rdb.Set(ctx, ik, rec.CorrelationID, s.ttl).Err())
 }
 
 func unixMs(t time.Time) float64 { return float64(t.UnixMilli()) }

@@ -93,9 +93,29 @@ func TestRedisStoreRoundTrips(t *testing.T) {
 				t.Fatal(err)
 			}
 
+			// Reserve: the publishing set and the record in one pipeline
+			// on one server; with an idempotency key, its SET NX and the
+			// set, then the record.
 			rec := pendingRecord("rt-1")
-			if _, err := n.s.Reserve(ctx, rec); err != nil {
-				t.Fatal(err)
+			var err error
+			if got := n.rt.count(func() { _, err = n.s.Reserve(ctx, rec) }); err != nil || got != 1 {
+				t.Fatalf("Reserve: %d round trips (%v), want 1", got, err)
+			}
+			keyed := pendingRecord("rt-k1")
+			keyed.Principal, keyed.IdempotencyKey = "p", "rt-key"
+			if got := n.rt.count(func() { _, err = n.s.Reserve(ctx, keyed) }); err != nil || got != 2 {
+				t.Fatalf("Reserve with a key: %d round trips (%v), want 2", got, err)
+			}
+			joined := *keyed
+			joined.CorrelationID = "rt-k2"
+			if ex, err := n.s.Reserve(ctx, &joined); err != nil || ex == nil || ex.CorrelationID != "rt-k1" {
+				t.Fatalf("Reserve with a taken key: %+v %v", ex, err)
+			}
+			if err := n.s.rdb.ZScore(ctx, n.s.publishingKey(), "rt-k2").Err(); !errors.Is(err, redis.Nil) {
+				t.Fatalf("a request that joined a key left its correlation ID publishing: %v", err)
+			}
+			if claimed, err := n.s.ClaimUnpublished(ctx, time.Now().Add(time.Hour), 10); err != nil || len(claimed) != 2 {
+				t.Fatalf("claim: %+v %v, want rt-1 and rt-k1", claimed, err)
 			}
 			steps := []struct {
 				name string
@@ -110,7 +130,6 @@ func TestRedisStoreRoundTrips(t *testing.T) {
 				}},
 			}
 			for _, st := range steps {
-				var err error
 				if got := n.rt.count(func() { err = st.f() }); err != nil || got != 1 {
 					t.Fatalf("%s: %d round trips (%v), want 1", st.name, got, err)
 				}
@@ -118,6 +137,9 @@ func TestRedisStoreRoundTrips(t *testing.T) {
 			got, err := n.s.Get(ctx, "rt-1")
 			if err != nil || !got.Published || got.Status != StatusConfirmed || fmt.Sprint(got.RemovedFrom) != "[g1]" {
 				t.Fatalf("%+v %v", got, err)
+			}
+			if err := n.s.MarkPublished(ctx, "rt-k1"); err != nil {
+				t.Fatal(err)
 			}
 			if claimed, _ := n.s.ClaimUnpublished(ctx, time.Now().Add(time.Hour), 10); len(claimed) != 0 {
 				t.Fatalf("still publishing: %+v", claimed)
