@@ -347,8 +347,14 @@ func (s *RedisStore) swap(ctx context.Context, key, id string, old, out []byte) 
 	return nil, true, nil // not reached
 }
 
-// seenSize bounds each generation of seenRecords.
-const seenSize = 2048
+// seenSize bounds each generation of seenRecords, and seenMaxBytes the
+// JSON of a record it keeps (a bigger one is read before it is changed):
+// at most 2 × 2048 × 4 KiB = 16 MiB; a takedown's record is well under
+// 1 KiB.
+const (
+	seenSize     = 2048
+	seenMaxBytes = 4 << 10
+)
 
 // seenRecords is the JSON a node last read or wrote of each record, in two
 // generations of at most seenSize records each: a record not used for a
@@ -371,6 +377,11 @@ func (c *seenRecords) get(id string) []byte {
 func (c *seenRecords) put(id string, b []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if len(b) > seenMaxBytes {
+		delete(c.cur, id)
+		delete(c.prev, id)
+		return
+	}
 	if _, ok := c.cur[id]; !ok && (c.cur == nil || len(c.cur) >= seenSize) {
 		c.prev, c.cur = c.cur, make(map[string][]byte, seenSize)
 	}

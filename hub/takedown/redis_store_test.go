@@ -317,4 +317,9 @@ func TestSeenRecordsBounded(t *testing.T) {
 	if string(c.get("keep")) != "k" {
 		t.Fatal("a record in use was forgotten")
 	}
+	// A big record is not kept, and forgets what was kept of it.
+	c.put("keep", make([]byte, seenMaxBytes+1))
+	if c.get("keep") != nil {
+		t.Fatal("kept a record bigger than seenMaxBytes")
+	}
 }
