@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -27,10 +28,16 @@ import (
 // Records and keys expire takedown.result_ttl after the record was made; an
 // entry of the publishing set goes when its command is acknowledged, its
 // outcome arrives, or its record is gone.
+//
+// Each node keeps the last JSON it read or wrote of its most recent records
+// (seen), so a change it makes (MarkPublished, Apply) is one round trip:
+// the compare-and-set against what it last saw, which hands back the
+// record as it is when another node wrote it meanwhile.
 type RedisStore struct {
 	rdb    redis.UniversalClient
 	ttl    time.Duration
 	prefix string
+	seen   seenRecords
 }
 
 var _ Store = (*RedisStore)(nil)
@@ -63,38 +70,101 @@ func (s *RedisStore) wrap(err error) error {
 
 // Reserve implements Store: SET NX on the idempotency key arbitrates between
 // concurrent requests with the same key, on any node.
+//
+// The publishing set is written before the record, so a record is never
+// publishing without being found by the sweep: with the key's SET NX in
+// one round trip (a member whose record was never made is dropped by the
+// next claim, or at once when the key was taken), then the record. With
+// no key on one server (not a Cluster, where the two are in different
+// slots and a pipeline's commands to different servers have no order),
+// the set and the record are one pipeline, which the server runs in
+// order.
 func (s *RedisStore) Reserve(ctx context.Context, rec *Record) (*Record, error) {
+	publish := rec.needsPublish()
+	member := redis.Z{Score: unixMs(time.Now()), Member: rec.CorrelationID}
+	js := mustJSON(rec)
+	rk := s.recKey(rec.CorrelationID)
 	if rec.IdempotencyKey != "" {
 		ik := s.idemKey(rec)
-		ok, err := s.rdb.SetNX(ctx, ik, rec.CorrelationID, s.ttl).Result()
+		var setNX *redis.BoolCmd
+		var zadd *redis.IntCmd
+		_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			setNX = p.SetNX(ctx, ik, rec.CorrelationID, s.ttl)
+			if publish {
+				zadd = p.ZAdd(ctx, s.publishingKey(), member)
+			}
+			return nil
+		})
+		if setNX.Err() != nil {
+			return nil, s.wrap(setNX.Err())
+		}
+		if !setNX.Val() {
+			existing, err := s.joinKey(ctx, rec, ik, zadd != nil)
+			if existing != nil || err != nil {
+				return existing, err
+			}
+			if publish { // the key is taken again: the set first, once more
+				if err := s.rdb.ZAdd(ctx, s.publishingKey(), member).Err(); err != nil {
+					return nil, s.wrap(err)
+				}
+			}
+		} else if err != nil {
+			return nil, s.wrap(err) // the ZADD failed
+		}
+	} else if _, single := s.rdb.(*redis.Client); single && publish {
+		var zadd *redis.IntCmd
+		var set *redis.StatusCmd
+		_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			zadd = p.ZAdd(ctx, s.publishingKey(), member)
+			set = p.Set(ctx, rk, js, s.ttl)
+			return nil
+		})
 		if err != nil {
+			if zadd.Err() != nil && set.Err() == nil {
+				s.rdb.Del(ctx, rk) // not found by the sweep: not kept either
+			}
 			return nil, s.wrap(err)
 		}
-		if !ok {
-			id, err := s.rdb.Get(ctx, ik).Result()
-			if err != nil && !errors.Is(err, redis.Nil) {
-				return nil, s.wrap(err)
-			}
-			if existing, err := s.Get(ctx, id); err == nil {
-				return existing, nil
-			} else if !errors.Is(err, ErrNotFound) {
-				return nil, err
-			}
-			// The key outlived its record (released or expired): take it.
-			if err := s.rdb.Set(ctx, ik, rec.CorrelationID, s.ttl).Err(); err != nil {
-				return nil, s.wrap(err)
-			}
-		}
-	}
-	// Into the publishing set first: a record is never publishing without
-	// being found by the sweep. (The set and the record are in different
-	// slots on a Cluster, so they cannot be written in one step.)
-	if rec.needsPublish() {
-		if err := s.rdb.ZAdd(ctx, s.publishingKey(), redis.Z{Score: unixMs(time.Now()), Member: rec.CorrelationID}).Err(); err != nil {
+		s.seen.put(rec.CorrelationID, js)
+		return nil, nil
+	} else if publish {
+		if err := s.rdb.ZAdd(ctx, s.publishingKey(), member).Err(); err != nil {
 			return nil, s.wrap(err)
 		}
 	}
-	return nil, s.wrap(s.rdb.Set(ctx, s.recKey(rec.CorrelationID), mustJSON(rec), s.ttl).Err())
+	if err := s.rdb.Set(ctx, rk, js, s.ttl).Err(); err != nil {
+		s.seen.forget(rec.CorrelationID)
+		return nil, s.wrap(err)
+	}
+	s.seen.put(rec.CorrelationID, js)
+	return nil, nil
+}
+
+// joinKey is Reserve when rec's idempotency key ik was taken: the record
+// it names, or nil when the key outlived its record (released or
+// expired), which rec then takes. added says rec's correlation ID went
+// into the publishing set; it is taken out again.
+func (s *RedisStore) joinKey(ctx context.Context, rec *Record, ik string, added bool) (*Record, error) {
+	var get *redis.StringCmd
+	// A failed ZREM is left to the next claim, which drops a member
+	// without a record.
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		get = p.Get(ctx, ik)
+		if added {
+			p.ZRem(ctx, s.publishingKey(), rec.CorrelationID)
+		}
+		return nil
+	})
+	id, err := get.Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, s.wrap(err)
+	}
+	if existing, err := s.Get(ctx, id); err == nil {
+		return existing, nil
+	} else if !errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	return nil, s.wrap(s.rdb.Set(ctx, ik, rec.CorrelationID, s.ttl).Err())
 }
 
 func unixMs(t time.Time) float64 { return float64(t.UnixMilli()) }
@@ -152,61 +222,95 @@ func (s *RedisStore) ClaimUnpublished(ctx context.Context, before time.Time, max
 }
 
 // casScript sets KEYS[1] to ARGV[2], keeping its TTL, if it still holds
-// ARGV[1]; it returns 1 if it did.
+// ARGV[1], and returns 1; otherwise it returns what KEYS[1] holds (nil when
+// nothing), so a caller that guessed wrong retries without reading again.
 var casScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local cur = redis.call('GET', KEYS[1])
+if not cur then return false end
+if cur ~= ARGV[1] then return cur end
 redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
 return 1
 `)
 
 // update runs fn on the record of id and stores what it returns (nil:
-// nothing), unless another node wrote the record meanwhile: then it reads
-// and runs fn again. Unless fn fails, it takes id out of the publishing
-// set, in the same round trip as the write: the caller knows the command
-// is on the topic. A record that is not there is left alone, and found is
-// false. Two round trips, where WATCH, GET, MULTI/EXEC and ZREM take four
-// on a connection of their own: the consumer applies outcomes one at a
-// time, so this is its pace.
+// nothing), unless another node wrote the record meanwhile: then it runs
+// fn again on the record as the compare-and-set found it. Unless fn
+// fails, it takes id out of the publishing set, in the same round trip as
+// the write: the caller knows the command is on the topic. A record that
+// is not there is left alone, and found is false.
+//
+// The first try is against what this node last saw of the record (seen),
+// without reading it: one round trip when no other node wrote it since,
+// which is the common case (the node that reserved a takedown marks it
+// published; the node that consumes its outcome read or wrote it last);
+// a record this node never saw is read first, as is one that fn would
+// leave as it is (nothing is written then, so nothing would check that
+// the record is still there and still so). The consumer applies outcomes
+// one at a time, so this is its pace.
 func (s *RedisStore) update(ctx context.Context, id string, fn func(r *Record) (*Record, error)) (found bool, err error) {
 	key := s.recKey(id)
+	old, verified := s.seen.get(id), false
 	for range 16 {
-		old, err := s.rdb.Get(ctx, key).Bytes()
-		if errors.Is(err, redis.Nil) {
-			return false, nil
-		}
-		if err != nil {
-			return true, s.wrap(err)
+		if old == nil {
+			b, err := s.rdb.Get(ctx, key).Bytes()
+			if errors.Is(err, redis.Nil) {
+				s.seen.forget(id)
+				return false, nil
+			}
+			if err != nil {
+				return true, s.wrap(err)
+			}
+			old, verified = b, true
+			s.seen.put(id, old)
 		}
 		var cur Record
 		if err := json.Unmarshal(old, &cur); err != nil {
+			s.seen.forget(id)
 			return true, s.wrap(err)
 		}
 		next, err := fn(&cur)
 		if err != nil {
+			if !verified {
+				// Judged on what this node saw: judge what is there.
+				old = nil
+				continue
+			}
 			return true, err
 		}
 		if next == nil {
+			if !verified {
+				old = nil
+				continue
+			}
 			return true, s.wrap(s.rdb.ZRem(ctx, s.publishingKey(), id).Err())
 		}
 		out, err := json.Marshal(next)
 		if err != nil {
 			return true, s.wrap(err)
 		}
-		swapped, err := s.swap(ctx, key, id, old, out)
-		if err != nil {
+		now, found, err := s.swap(ctx, key, id, old, out)
+		switch {
+		case err != nil:
+			s.seen.forget(id)
 			return true, s.wrap(err)
-		}
-		if swapped {
+		case !found:
+			s.seen.forget(id)
+			return false, nil
+		case now == nil:
+			s.seen.put(id, out)
 			return true, nil
 		}
+		old, verified = now, true // another node wrote it: fold into that
+		s.seen.put(id, old)
 	}
 	return true, s.wrap(errors.New("too much contention on " + key))
 }
 
 // swap writes out to key if it still holds old, and takes id out of the
 // publishing set, in one round trip (the two keys are in different slots
-// on a Cluster: a pipeline, not one script).
-func (s *RedisStore) swap(ctx context.Context, key, id string, old, out []byte) (bool, error) {
+// on a Cluster: a pipeline, not one script). When key holds something
+// else, cur is that; when it holds nothing, found is false.
+func (s *RedisStore) swap(ctx context.Context, key, id string, old, out []byte) (cur []byte, found bool, err error) {
 	keys, args := []string{key}, []any{old, out}
 	for _, load := range []bool{false, true} {
 		var cas *redis.Cmd
@@ -222,18 +326,86 @@ func (s *RedisStore) swap(ctx context.Context, key, id string, old, out []byte) 
 		if !load && redis.HasErrorPrefix(cas.Err(), "NOSCRIPT") {
 			continue // the script is not cached there yet: send it whole
 		}
-		if err != nil {
-			return false, err
+		v, cerr := cas.Result()
+		if errors.Is(cerr, redis.Nil) {
+			return nil, false, nil
 		}
-		n, err := cas.Int()
-		return n == 1, err
+		if cerr != nil {
+			return nil, true, cerr
+		}
+		if err != nil {
+			return nil, true, err // the ZREM failed
+		}
+		switch v := v.(type) {
+		case int64:
+			return nil, true, nil
+		case string:
+			return []byte(v), true, nil
+		}
+		return nil, true, fmt.Errorf("compare-and-set answered %T", v)
 	}
-	return false, nil // not reached
+	return nil, true, nil // not reached
+}
+
+// seenSize bounds each generation of seenRecords, and seenMaxBytes the
+// JSON of a record it keeps (a bigger one is read before it is changed):
+// at most 2 × 2048 × 4 KiB = 16 MiB; a takedown's record is well under
+// 1 KiB.
+const (
+	seenSize     = 2048
+	seenMaxBytes = 4 << 10
+)
+
+// seenRecords is the JSON a node last read or wrote of each record, in two
+// generations of at most seenSize records each: a record not used for a
+// generation is forgotten. It is a guess, never trusted: every write
+// compares it with what is in Redis.
+type seenRecords struct {
+	mu        sync.Mutex
+	cur, prev map[string][]byte
+}
+
+func (c *seenRecords) get(id string) []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if b, ok := c.cur[id]; ok {
+		return b
+	}
+	return c.prev[id]
+}
+
+func (c *seenRecords) put(id string, b []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(b) > seenMaxBytes {
+		delete(c.cur, id)
+		delete(c.prev, id)
+		return
+	}
+	if _, ok := c.cur[id]; !ok && (c.cur == nil || len(c.cur) >= seenSize) {
+		c.prev, c.cur = c.cur, make(map[string][]byte, seenSize)
+	}
+	c.cur[id] = b
+	delete(c.prev, id)
+}
+
+func (c *seenRecords) forget(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.cur, id)
+	delete(c.prev, id)
+}
+
+func (c *seenRecords) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.cur) + len(c.prev)
 }
 
 // Release implements Store.
 func (s *RedisStore) Release(ctx context.Context, rec *Record) error {
 	if r, err := s.Get(ctx, rec.CorrelationID); err == nil && r.needsPublish() {
+		s.seen.forget(rec.CorrelationID)
 		if err := s.rdb.Del(ctx, s.recKey(rec.CorrelationID)).Err(); err != nil {
 			return s.wrap(err)
 		}
@@ -254,6 +426,7 @@ func (s *RedisStore) Release(ctx context.Context, rec *Record) error {
 func (s *RedisStore) Get(ctx context.Context, id string) (*Record, error) {
 	b, err := s.rdb.Get(ctx, s.recKey(id)).Bytes()
 	if errors.Is(err, redis.Nil) {
+		s.seen.forget(id)
 		return nil, ErrNotFound
 	}
 	if err != nil {
@@ -263,6 +436,7 @@ func (s *RedisStore) Get(ctx context.Context, id string) (*Record, error) {
 	if err := json.Unmarshal(b, &r); err != nil {
 		return nil, s.wrap(err)
 	}
+	s.seen.put(id, b)
 	return &r, nil
 }
 

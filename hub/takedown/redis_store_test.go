@@ -1,0 +1,325 @@
+package takedown
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/switchboard/switchboard/hub/redisbus/redistest"
+)
+
+// roundTrips counts a client's round trips to Redis: each command sent
+// alone and each pipeline is one (a new connection's handshake is not
+// counted).
+type roundTrips struct{ n atomic.Int64 }
+
+func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if !handshake(cmd) {
+			h.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if !slices.ContainsFunc(cmds, handshake) {
+			h.n.Add(1)
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// handshake reports whether cmd is part of a new connection's handshake.
+func handshake(cmd redis.Cmder) bool {
+	switch cmd.Name() {
+	case "hello", "client", "auth", "select", "readonly":
+		return true
+	}
+	return false
+}
+
+// count is how many round trips f made.
+func (h *roundTrips) count(f func()) int64 {
+	before := h.n.Load()
+	f()
+	return h.n.Load() - before
+}
+
+// node is one node's view of a shared Redis store: its own client (so its
+// own connections) and its own store, with the round trips it makes.
+type storeNode struct {
+	s  *RedisStore
+	rt *roundTrips
+}
+
+func newStoreNode(t *testing.T, srv redistest.Server) storeNode {
+	c := srv.Client()
+	t.Cleanup(func() { c.Close() })
+	rt := &roundTrips{}
+	c.AddHook(rt)
+	return storeNode{s: NewRedisStore(c, time.Hour, srv.Prefix), rt: rt}
+}
+
+func pendingRecord(id string) *Record {
+	return &Record{CorrelationID: id, ItemID: "item-1", Status: StatusPending, CreatedAt: time.Now(), EventID: "ev-" + id}
+}
+
+// TestRedisStoreRoundTrips: on the node that reserved a takedown, marking
+// it published and folding in its outcomes are one round trip each (the
+// compare-and-set pipelined with the publishing set's ZREM), not a read
+// and then a write.
+func TestRedisStoreRoundTrips(t *testing.T) {
+	for _, srv := range redistest.Servers(t) {
+		t.Run(srv.Name, func(t *testing.T) {
+			ctx := t.Context()
+			n := newStoreNode(t, srv)
+			// The first compare-and-set may load the script.
+			warm := pendingRecord("rt-warm")
+			if _, err := n.s.Reserve(ctx, warm); err != nil {
+				t.Fatal(err)
+			}
+			if err := n.s.MarkPublished(ctx, warm.CorrelationID); err != nil {
+				t.Fatal(err)
+			}
+
+			// Reserve: the publishing set and the record in one pipeline
+			// on one server; with an idempotency key, its SET NX and the
+			// set, then the record.
+			rec := pendingRecord("rt-1")
+			var err error
+			if got := n.rt.count(func() { _, err = n.s.Reserve(ctx, rec) }); err != nil || got != 1 {
+				t.Fatalf("Reserve: %d round trips (%v), want 1", got, err)
+			}
+			keyed := pendingRecord("rt-k1")
+			keyed.Principal, keyed.IdempotencyKey = "p", "rt-key"
+			if got := n.rt.count(func() { _, err = n.s.Reserve(ctx, keyed) }); err != nil || got != 2 {
+				t.Fatalf("Reserve with a key: %d round trips (%v), want 2", got, err)
+			}
+			joined := *keyed
+			joined.CorrelationID = "rt-k2"
+			if ex, err := n.s.Reserve(ctx, &joined); err != nil || ex == nil || ex.CorrelationID != "rt-k1" {
+				t.Fatalf("Reserve with a taken key: %+v %v", ex, err)
+			}
+			if err := n.s.rdb.ZScore(ctx, n.s.publishingKey(), "rt-k2").Err(); !errors.Is(err, redis.Nil) {
+				t.Fatalf("a request that joined a key left its correlation ID publishing: %v", err)
+			}
+			if claimed, err := n.s.ClaimUnpublished(ctx, time.Now().Add(time.Hour), 10); err != nil || len(claimed) != 2 {
+				t.Fatalf("claim: %+v %v, want rt-1 and rt-k1", claimed, err)
+			}
+			steps := []struct {
+				name string
+				f    func() error
+			}{
+				{"MarkPublished", func() error { return n.s.MarkPublished(ctx, "rt-1") }},
+				{"Apply item.removed", func() error {
+					return n.s.Apply(ctx, outcomeEvent(TypeRemoved, "rt-1", `{"item_id":"item-1","container_id":"g1"}`))
+				}},
+				{"Apply takedown.confirmed", func() error {
+					return n.s.Apply(ctx, outcomeEvent(TypeConfirmed, "rt-1", `{"item_id":"item-1","removed_from":["g1"],"confirmed_at":"2026-01-01T00:00:00Z"}`))
+				}},
+			}
+			for _, st := range steps {
+				if got := n.rt.count(func() { err = st.f() }); err != nil || got != 1 {
+					t.Fatalf("%s: %d round trips (%v), want 1", st.name, got, err)
+				}
+			}
+			got, err := n.s.Get(ctx, "rt-1")
+			if err != nil || !got.Published || got.Status != StatusConfirmed || fmt.Sprint(got.RemovedFrom) != "[g1]" {
+				t.Fatalf("%+v %v", got, err)
+			}
+			if err := n.s.MarkPublished(ctx, "rt-k1"); err != nil {
+				t.Fatal(err)
+			}
+			if claimed, _ := n.s.ClaimUnpublished(ctx, time.Now().Add(time.Hour), 10); len(claimed) != 0 {
+				t.Fatalf("still publishing: %+v", claimed)
+			}
+
+			// Another node that never saw the record reads it first, once.
+			other := newStoreNode(t, srv)
+			rec2 := pendingRecord("rt-2")
+			if _, err := n.s.Reserve(ctx, rec2); err != nil {
+				t.Fatal(err)
+			}
+			if got := other.rt.count(func() { err = other.s.MarkPublished(ctx, "rt-2") }); err != nil || got != 2 {
+				t.Fatalf("MarkPublished of a record never seen: %d round trips (%v), want 2 (GET, then the compare-and-set)", got, err)
+			}
+		})
+	}
+}
+
+// TestRedisStoreStaleSeen: a node whose last sight of a record is stale
+// (another node wrote it since) still folds its change into the record as
+// it is, keeping the other node's, at the cost of one more round trip (the
+// failed compare-and-set hands back the current record; no extra read).
+func TestRedisStoreStaleSeen(t *testing.T) {
+	for _, srv := range redistest.Servers(t) {
+		t.Run(srv.Name, func(t *testing.T) {
+			ctx := t.Context()
+			a, b := newStoreNode(t, srv), newStoreNode(t, srv)
+			if _, err := a.s.Reserve(ctx, pendingRecord("st-1")); err != nil {
+				t.Fatal(err)
+			}
+			// b marks it published: a's sight (unpublished) is stale.
+			if err := b.s.MarkPublished(ctx, "st-1"); err != nil {
+				t.Fatal(err)
+			}
+			var err error
+			if got := a.rt.count(func() {
+				err = a.s.Apply(ctx, outcomeEvent(TypeRemoved, "st-1", `{"item_id":"item-1","container_id":"g1"}`))
+			}); err != nil || got != 2 {
+				t.Fatalf("apply on a stale sight: %d round trips (%v), want 2 (the compare-and-set that fails and hands back the record, the one that holds)", got, err)
+			}
+			// b's sight (published, no container) is stale now: its progress
+			// and a's are both kept.
+			if err := b.s.Apply(ctx, outcomeEvent(TypeRemoved, "st-1", `{"item_id":"item-1","container_id":"g2"}`)); err != nil {
+				t.Fatal(err)
+			}
+			got, err := a.s.Get(ctx, "st-1")
+			if err != nil || !got.Published || fmt.Sprint(got.RemovedFrom) != "[g1 g2]" {
+				t.Fatalf("%+v %v: want published, [g1 g2]", got, err)
+			}
+			// An untrusted event judged on a stale sight is judged again on
+			// the record, and changes nothing.
+			if err := b.s.Apply(ctx, outcomeEvent(TypeConfirmed, "st-1", `{"item_id":"item-1","removed_from":["g1","g2"],"confirmed_at":"2026-01-01T00:00:00Z"}`)); err != nil {
+				t.Fatal(err)
+			}
+			if err := a.s.Apply(ctx, outcomeEvent(TypeRejected, "st-1", `{"item_id":"item-1","reason":"late"}`)); err != nil {
+				t.Fatal(err)
+			}
+			got, err = a.s.Get(ctx, "st-1")
+			if err != nil || got.Status != StatusConfirmed {
+				t.Fatalf("%+v %v: want confirmed (the first outcome stays)", got, err)
+			}
+
+			// A record gone (released or expired) is gone for a node that
+			// still remembers it: its outcome is untrusted and makes nothing.
+			if _, err := a.s.Reserve(ctx, pendingRecord("st-2")); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.s.Release(ctx, pendingRecord("st-2")); err != nil {
+				t.Fatal(err)
+			}
+			var ue *UntrustedError
+			if err := a.s.Apply(ctx, outcomeEvent(TypeConfirmed, "st-2", `{"item_id":"item-1"}`)); !errors.As(err, &ue) || ue.Reason != ReasonUnknown {
+				t.Fatalf("outcome of a released record: %v", err)
+			}
+			if err := a.s.MarkPublished(ctx, "st-2"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := a.s.Get(ctx, "st-2"); err == nil {
+				t.Fatal("a write on a stale sight made a released record again")
+			}
+		})
+	}
+}
+
+// TestRedisStoreTwoNodesConcurrent: two nodes' stores folding outcomes of
+// one takedown at once, each from its own (soon stale) sight of it, lose
+// none: every progress event is kept, then the outcome.
+func TestRedisStoreTwoNodesConcurrent(t *testing.T) {
+	for _, srv := range redistest.Servers(t) {
+		t.Run(srv.Name, func(t *testing.T) {
+			ctx := t.Context()
+			nodes := []storeNode{newStoreNode(t, srv), newStoreNode(t, srv)}
+			if _, err := nodes[0].s.Reserve(ctx, pendingRecord("cn-1")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := nodes[1].s.Get(ctx, "cn-1"); err != nil { // both have seen it
+				t.Fatal(err)
+			}
+			const per = 12
+			var wg sync.WaitGroup
+			var want []string
+			for i, n := range nodes {
+				for j := range per {
+					want = append(want, fmt.Sprintf("n%d-g%d", i, j))
+				}
+				wg.Go(func() {
+					for j := range per {
+						ev := outcomeEvent(TypeRemoved, "cn-1", fmt.Sprintf(`{"item_id":"item-1","container_id":"n%d-g%d"}`, i, j))
+						if err := n.s.Apply(ctx, ev); err != nil {
+							t.Error(err)
+						}
+					}
+				})
+			}
+			wg.Go(func() {
+				if err := nodes[0].s.MarkPublished(ctx, "cn-1"); err != nil {
+					t.Error(err)
+				}
+			})
+			wg.Wait()
+			got, err := nodes[1].s.Get(ctx, "cn-1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			have := slices.Sorted(slices.Values(got.RemovedFrom))
+			slices.Sort(want)
+			if !got.Published || !slices.Equal(have, want) {
+				t.Fatalf("published %v, containers %v: want published, %v", got.Published, have, want)
+			}
+			// The outcome from one node while the other still folds progress.
+			wg.Go(func() {
+				if err := nodes[0].s.Apply(ctx, outcomeEvent(TypeConfirmed, "cn-1", `{"item_id":"item-1","confirmed_at":"2026-01-01T00:00:00Z"}`)); err != nil {
+					t.Error(err)
+				}
+			})
+			wg.Go(func() {
+				if err := nodes[1].s.Apply(ctx, outcomeEvent(TypeRemoved, "cn-1", `{"item_id":"item-1","container_id":"late"}`)); err != nil {
+					t.Error(err)
+				}
+			})
+			wg.Wait()
+			got, err = nodes[1].s.Get(ctx, "cn-1")
+			if err != nil || got.Status != StatusConfirmed || got.ConfirmedAt == "" || len(got.Event) == 0 {
+				t.Fatalf("%+v %v: want confirmed", got, err)
+			}
+			if n := len(got.RemovedFrom); n != 2*per && n != 2*per+1 {
+				t.Fatalf("the outcome lost progress: %v", got.RemovedFrom)
+			}
+		})
+	}
+}
+
+// TestSeenRecordsBounded: a node's sight of records stays bounded however
+// many it sees.
+func TestSeenRecordsBounded(t *testing.T) {
+	var c seenRecords
+	for i := range 5 * seenSize {
+		c.put(fmt.Sprint(i), []byte("x"))
+		if n := c.len(); n > 2*seenSize {
+			t.Fatalf("%d records seen after %d", n, i+1)
+		}
+	}
+	// The newest are kept; the oldest are forgotten.
+	if c.get(fmt.Sprint(5*seenSize-1)) == nil || c.get("0") != nil {
+		t.Fatal("kept the wrong records")
+	}
+	// A record used again stays.
+	c.put("keep", []byte("k"))
+	for i := range 3 * seenSize {
+		c.put(fmt.Sprint("y", i), []byte("y"))
+		if i%(seenSize/2) == 0 {
+			c.put("keep", c.get("keep"))
+		}
+	}
+	if string(c.get("keep")) != "k" {
+		t.Fatal("a record in use was forgotten")
+	}
+	// A big record is not kept, and forgets what was kept of it.
+	c.put("keep", make([]byte, seenMaxBytes+1))
+	if c.get("keep") != nil {
+		t.Fatal("kept a record bigger than seenMaxBytes")
+	}
+}
