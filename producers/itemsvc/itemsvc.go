@@ -13,10 +13,13 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/switchboard/switchboard/consumers/kafkaconn"
 	"github.com/switchboard/switchboard/consumers/kafkagroup"
 	"github.com/switchboard/switchboard/producers"
+	"github.com/switchboard/switchboard/tracing"
 )
 
 // Defaults that New applies to zero fields of Config.
@@ -143,6 +146,10 @@ type Config struct {
 // item ID in its data).
 type Command struct {
 	ID, Source, Type, Subject, CorrelationID string
+	// TraceParent and TraceState are the command's distributed-tracing
+	// extension (SPEC §10), copied onto every answer; empty when it has
+	// none.
+	TraceParent, TraceState string
 	// JSON is the event in the CloudEvents structured JSON format.
 	JSON []byte
 }
@@ -489,6 +496,18 @@ func (s *Service) handle(ctx, pubCtx context.Context, m kafka.Message, readAt ti
 		return true
 	}
 	s.commands.Add(1)
+	// The answers carry the command's trace context: the command's own
+	// traceparent, or, while tracing is on, this span's, its child.
+	tctx, span := tracing.Start(tracing.Remote(pubCtx, ev.TraceParent, ev.TraceState), "process "+s.cfg.CommandsTopic, trace.SpanKindConsumer)
+	defer span.End()
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String("messaging.system", "kafka"),
+			attribute.String("messaging.destination.name", s.cfg.CommandsTopic),
+			attribute.String("messaging.message.id", ev.ID),
+			attribute.String("switchboard.correlation_id", ev.CorrelationID),
+			attribute.String("switchboard.item_id", itemID))
+	}
+	ev.TraceParent, ev.TraceState = tracing.Propagated(tctx)
 
 	if d := s.cfg.Latency - time.Since(readAt); d > 0 {
 		t := time.NewTimer(d)
@@ -511,7 +530,7 @@ func (s *Service) handle(ctx, pubCtx context.Context, m kafka.Message, readAt ti
 		s.log.Debug("item service: skipping a command already answered", at, "source", ev.Source, "id", ev.ID, "correlationid", ev.CorrelationID)
 		return true
 	}
-	if !s.answer(pubCtx, ev, itemID) {
+	if !s.answer(tctx, ev, itemID) {
 		return false
 	}
 	s.answered.add(cmd)
@@ -523,6 +542,7 @@ func (s *Service) handle(ctx, pubCtx context.Context, m kafka.Message, readAt ti
 func answerEvent(cmd Command, typ, itemID, container string, data any) producers.CloudEvent {
 	ev := producers.NewEvent(producers.ItemServiceSource, typ, itemID, cmd.CorrelationID, data)
 	ev.ID = answerID(cmd.Source, cmd.ID, typ, container)
+	ev.TraceParent, ev.TraceState = cmd.TraceParent, cmd.TraceState
 	return ev
 }
 

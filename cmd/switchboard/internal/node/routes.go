@@ -14,6 +14,7 @@ import (
 	"github.com/switchboard/switchboard/hub"
 	"github.com/switchboard/switchboard/hub/auth"
 	"github.com/switchboard/switchboard/static"
+	"github.com/switchboard/switchboard/tracing"
 )
 
 func (a *Node) routes() http.Handler {
@@ -29,7 +30,7 @@ func (a *Node) routes() http.Handler {
 		Guard:           a.auth,
 		Frames:          map[string]hub.FrameHandler{"takedown": a.takedowns.Frame},
 	}))
-	api.Handle("POST /v1/takedowns", a.auth.Require(http.HandlerFunc(a.takedowns.Post), auth.RolePolice, auth.RoleModerator))
+	api.Handle("POST /v1/takedowns", tracing.Handler("POST /v1/takedowns", a.auth.Require(http.HandlerFunc(a.takedowns.Post), auth.RolePolice, auth.RoleModerator)))
 	api.Handle("GET /v1/takedowns/{correlation_id}", a.auth.Require(http.HandlerFunc(a.takedowns.Get)))
 	api.Handle("/v1/session", a.auth.SessionHandler())
 
