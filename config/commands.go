@@ -1,8 +1,11 @@
 package config
 
 import (
+	"maps"
+	"slices"
 	"time"
 
+	"github.com/switchboard/switchboard/consumers"
 	"github.com/switchboard/switchboard/hub/takedown"
 	"github.com/switchboard/switchboard/producers"
 )
@@ -99,4 +102,146 @@ func DefaultCommands() []Command {
 		},
 		Timeout: takedown.DefaultTimeout,
 	}}
+}
+
+// DefaultServiceName is otel.service_name by default.
+const DefaultServiceName = "switchboard"
+
+// DemoPostsTopic is where the demo generator posts items (SPEC §2.1's
+// example); demo.enabled routes it when kafka.topics does not name it.
+const DemoPostsTopic = producers.DemoPostsTopic
+
+// DemoRoute is the route demo.enabled adds when kafka.topics has no
+// DemoPostsTopic: posts and updates fanned out to the item's group, its
+// author's followers' feed and the item.
+func DemoRoute() TopicRoute {
+	return TopicRoute{
+		Name:     DemoPostsTopic,
+		Types:    []string{producers.TypeItemPosted, producers.TypeItemUpdated},
+		Channels: []string{"group:{data.group_id}", "feed:{data.author_id}", "item:{subject}"},
+	}
+}
+
+// TopicRoutes returns the routes the hub consumes: kafka.topics, plus
+// DemoRoute when demo.enabled is set and kafka.topics does not name its
+// topic. The slices are the caller's.
+func (c Config) TopicRoutes() []TopicRoute {
+	out := cloneRoutes(c.Kafka.Topics)
+	if c.Demo.Enabled {
+		if _, ok := c.Route(DemoPostsTopic); !ok {
+			out = append(out, DemoRoute())
+		}
+	}
+	return out
+}
+
+// Route returns the entry of kafka.topics for topic.
+func (c Config) Route(topic string) (TopicRoute, bool) {
+	for _, r := range c.Kafka.Topics {
+		if r.Name == topic {
+			return cloneRoutes([]TopicRoute{r})[0], true
+		}
+	}
+	return TopicRoute{}, false
+}
+
+// Command returns the declared command called name.
+func (c Config) Command(name string) (Command, bool) {
+	for _, cmd := range c.Commands {
+		if cmd.Name == name {
+			return cloneCommands([]Command{cmd})[0], true
+		}
+	}
+	return Command{}, false
+}
+
+// TakedownCommand is the name of the built-in police takedown command.
+const TakedownCommand = "takedowns"
+
+// TakedownTopics returns the topic the takedown command is published to
+// and the topic its outcomes are read from: those of the "takedowns"
+// command, or the default topics when it is not declared.
+func (c Config) TakedownTopics() (commands, outcomes string) {
+	if cmd, ok := c.Command(TakedownCommand); ok {
+		return cmd.Topic, cmd.OutcomeTopic
+	}
+	return producers.DefaultCommandsTopic, producers.DefaultEventsTopic
+}
+
+// ReportsTopic returns the topic item.reported events go to (the demo
+// generator's): the first of kafka.topics with a "reports" channel, else
+// the default reports topic.
+func (c Config) ReportsTopic() string {
+	for _, r := range c.Kafka.Topics {
+		if slices.Contains(r.Channels, "reports") {
+			return r.Name
+		}
+	}
+	return producers.DefaultReportsTopic
+}
+
+// Topics returns every topic the deployment uses, each once: those
+// consumed (TopicRoutes), those of the commands and their outcomes, and
+// kafka.dlq. The embedded broker creates them.
+func (c Config) Topics() []string {
+	var out []string
+	add := func(t string) {
+		if t != "" && !slices.Contains(out, t) {
+			out = append(out, t)
+		}
+	}
+	for _, r := range c.TopicRoutes() {
+		add(r.Name)
+	}
+	for _, cmd := range c.Commands {
+		add(cmd.Topic)
+		add(cmd.OutcomeTopic)
+	}
+	add(c.Kafka.DLQ)
+	return out
+}
+
+func cloneRoutes(rs []TopicRoute) []TopicRoute {
+	if rs == nil {
+		return nil
+	}
+	out := make([]TopicRoute, len(rs))
+	for i, r := range rs {
+		out[i] = TopicRoute{Name: r.Name, Types: slices.Clone(r.Types), Channels: slices.Clone(r.Channels)}
+	}
+	return out
+}
+
+func cloneCommands(cs []Command) []Command {
+	if cs == nil {
+		return nil
+	}
+	out := make([]Command, len(cs))
+	for i, c := range cs {
+		c.Roles = slices.Clone(c.Roles)
+		c.Fields = CommandFields{Required: slices.Clone(c.Fields.Required), Optional: slices.Clone(c.Fields.Optional)}
+		c.OutcomeSources = slices.Clone(c.OutcomeSources)
+		c.Progress = slices.Clone(c.Progress)
+		outcomes := make([]CommandOutcome, len(c.Outcomes))
+		for j, o := range c.Outcomes {
+			o.When = maps.Clone(o.When)
+			outcomes[j] = o
+		}
+		if c.Outcomes == nil {
+			outcomes = nil
+		}
+		c.Outcomes = outcomes
+		out[i] = c
+	}
+	return out
+}
+
+// Routes returns TopicRoutes as the consumer's routes.
+func (c Config) Routes() []consumers.Route {
+	rs := c.TopicRoutes()
+	out := make([]consumers.Route, len(rs))
+	for i, r := range rs {
+		out[i] = consumers.Route{Topic: r.Name, Types: r.Types, Channels: r.Channels}
+	}
+	return out
 }

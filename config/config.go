@@ -27,17 +27,19 @@ import (
 type Config struct {
 	HTTP     HTTP     `mapstructure:"http"`
 	Kafka    Kafka    `mapstructure:"kafka"`
-	Routing  Routing  `mapstructure:"routing"`
 	Redis    Redis    `mapstructure:"redis"`
 	Hub      Hub      `mapstructure:"hub"`
 	SSE      SSE      `mapstructure:"sse"`
 	WS       WS       `mapstructure:"ws"`
 	Takedown Takedown `mapstructure:"takedown"`
-	ItemSvc  ItemSvc  `mapstructure:"itemsvc"`
-	Demo     Demo     `mapstructure:"demo"`
-	Auth     Auth     `mapstructure:"auth"`
-	Limits   Limits   `mapstructure:"limits"`
-	Log      Log      `mapstructure:"log"`
+	// Commands are the declared synchronous commands (SPEC §5.1).
+	Commands []Command `mapstructure:"commands"`
+	ItemSvc  ItemSvc   `mapstructure:"itemsvc"`
+	Demo     Demo      `mapstructure:"demo"`
+	Auth     Auth      `mapstructure:"auth"`
+	Limits   Limits    `mapstructure:"limits"`
+	OTel     OTel      `mapstructure:"otel"`
+	Log      Log       `mapstructure:"log"`
 }
 
 // HTTP configures the HTTP server (keys http.*).
@@ -70,8 +72,12 @@ type Kafka struct {
 	Embedded KafkaEmbedded `mapstructure:"embedded"`
 	// GroupID is the consumer group shared by all nodes.
 	GroupID string `mapstructure:"group_id"`
-	// Topics names the topics by role.
-	Topics Topics `mapstructure:"topics"`
+	// Topics are the consumed topics and the channels their events are
+	// fanned out to (SPEC §2.1).
+	Topics []TopicRoute `mapstructure:"topics"`
+	// DLQ is the dead-letter topic of records that are not valid
+	// CloudEvents.
+	DLQ string `mapstructure:"dlq"`
 	// SessionTimeout is how long the group coordinator waits without a
 	// heartbeat before it drops a member (a node that died, or lost its
 	// connection and rejoined) and moves its partitions. It applies to the
@@ -99,24 +105,6 @@ type KafkaEmbedded struct {
 	Addr string `mapstructure:"addr"`
 	// Partitions is the partition count of each topic it creates.
 	Partitions int `mapstructure:"partitions"`
-}
-
-// Topics names the Kafka topics by role (keys kafka.topics.*).
-type Topics struct {
-	Reports  string `mapstructure:"reports"`
-	Commands string `mapstructure:"commands"`
-	Events   string `mapstructure:"events"`
-	DLQ      string `mapstructure:"dlq"`
-}
-
-// Routing holds, per topic role, the channel templates an event is published
-// to (keys routing.*). A template may hold the placeholders {subject},
-// {correlationid} and {type}; a template whose placeholder the event lacks is
-// skipped by the consumer.
-type Routing struct {
-	Reports  []string `mapstructure:"reports"`
-	Commands []string `mapstructure:"commands"`
-	Events   []string `mapstructure:"events"`
 }
 
 // Redis configures the Redis backplane (keys redis.*): one of URL,
@@ -250,7 +238,8 @@ type Takedown struct {
 	// answered 503.
 	PublishTimeout time.Duration `mapstructure:"publish_timeout"`
 	// OutcomeSources are the CloudEvents sources whose outcome events may
-	// change a takedown (read from kafka.topics.events only).
+	// change a takedown (read from the takedowns command's outcome_topic
+	// only).
 	OutcomeSources []string `mapstructure:"outcome_sources"`
 }
 
@@ -264,10 +253,13 @@ type ItemSvc struct {
 	Latency time.Duration `mapstructure:"latency"`
 }
 
-// Demo configures the generator of item.reported events (keys demo.*).
+// Demo configures the generator of item.reported and item.posted events
+// (keys demo.*).
 type Demo struct {
+	// Enabled runs the generator, and routes DemoPostsTopic unless
+	// kafka.topics names it (see TopicRoutes).
 	Enabled bool `mapstructure:"enabled"`
-	// Rate is in reports per second.
+	// Rate is in reports (and item posts) per second.
 	Rate float64 `mapstructure:"rate"`
 }
 
@@ -368,10 +360,8 @@ var defaults = map[string]any{
 	"kafka.embedded.addr":       "127.0.0.1:9092",
 	"kafka.embedded.partitions": 3,
 	"kafka.group_id":            consumers.DefaultGroupID,
-	"kafka.topics.reports":      producers.DefaultReportsTopic,
-	"kafka.topics.commands":     producers.DefaultCommandsTopic,
-	"kafka.topics.events":       producers.DefaultEventsTopic,
-	"kafka.topics.dlq":          producers.DefaultDLQTopic,
+	"kafka.topics":              DefaultTopicRoutes(),
+	"kafka.dlq":                 producers.DefaultDLQTopic,
 	"kafka.session_timeout":     consumers.DefaultSessionTimeout,
 	"kafka.heartbeat_interval":  consumers.DefaultHeartbeatInterval,
 	"kafka.rebalance_timeout":   consumers.DefaultRebalanceTimeout,
@@ -386,10 +376,6 @@ var defaults = map[string]any{
 	"kafka.sasl.mechanism":           "",
 	"kafka.sasl.username":            "",
 	"kafka.sasl.password":            "",
-
-	"routing.reports":  defaultRoutes[0].Channels,
-	"routing.commands": defaultRoutes[1].Channels,
-	"routing.events":   defaultRoutes[2].Channels,
 
 	"redis.url":               "",
 	"redis.sentinel.master":   "",
@@ -421,6 +407,8 @@ var defaults = map[string]any{
 	"takedown.publish_timeout": takedown.DefaultPublishWait,
 	"takedown.outcome_sources": takedown.DefaultOutcomeSources,
 
+	"commands": DefaultCommands(),
+
 	"itemsvc.enabled": nil,
 	"itemsvc.latency": itemsvc.DefaultLatency,
 
@@ -451,6 +439,9 @@ var defaults = map[string]any{
 	"limits.auth_failure_burst":          auth.DefaultFailureBurst,
 	"limits.auth_failure_sources":        auth.DefaultFailureSources,
 
+	"otel.endpoint":     "",
+	"otel.service_name": DefaultServiceName,
+
 	"log.level":  "info",
 	"log.format": "text",
 }
@@ -466,10 +457,21 @@ func Keys() []string {
 func Defaults() map[string]any {
 	out := make(map[string]any, len(defaults))
 	for k, v := range defaults {
-		if s, ok := v.([]string); ok {
-			v = slices.Clone(s)
-		}
-		out[k] = v
+		out[k] = cloneDefault(v)
 	}
 	return out
+}
+
+// cloneDefault returns a copy of a default that shares no slice or map
+// with it, so no caller can change the defaults.
+func cloneDefault(v any) any {
+	switch d := v.(type) {
+	case []string:
+		return slices.Clone(d)
+	case []TopicRoute:
+		return cloneRoutes(d)
+	case []Command:
+		return cloneCommands(d)
+	}
+	return v
 }

@@ -60,21 +60,16 @@ func wantDefaults() Config {
 			Brokers:  []string{},
 			Embedded: KafkaEmbedded{Addr: "127.0.0.1:9092", Partitions: 3},
 			GroupID:  "switchboard",
-			Topics: Topics{
-				Reports:  "items.reported",
-				Commands: "takedown.commands",
-				Events:   "takedown.events",
-				DLQ:      "switchboard.dlq",
+			Topics: []TopicRoute{
+				{Name: "items.reported", Channels: []string{"reports", "item:{subject}", "corr:{correlationid}"}},
+				{Name: "takedown.commands", Channels: []string{"takedowns", "item:{subject}", "corr:{correlationid}"}},
+				{Name: "takedown.events", Channels: []string{"takedowns", "item:{subject}", "corr:{correlationid}"}},
 			},
+			DLQ:               "switchboard.dlq",
 			SessionTimeout:    6 * time.Second,
 			HeartbeatInterval: time.Second,
 			RebalanceTimeout:  10 * time.Second,
 			DialTimeout:       10 * time.Second,
-		},
-		Routing: Routing{
-			Reports:  []string{"reports", "item:{subject}", "corr:{correlationid}"},
-			Commands: []string{"takedowns", "item:{subject}", "corr:{correlationid}"},
-			Events:   []string{"takedowns", "item:{subject}", "corr:{correlationid}"},
 		},
 		Redis: Redis{Sentinel: RedisSentinel{Addrs: []string{}}, Cluster: RedisCluster{Addrs: []string{}}},
 		Hub: Hub{
@@ -86,6 +81,7 @@ func wantDefaults() Config {
 		SSE:      SSE{Heartbeat: 15 * time.Second, Retry: 3 * time.Second},
 		WS:       WS{PingInterval: 25 * time.Second, MaxMessageBytes: 65536, WriteTimeout: 10 * time.Second},
 		Takedown: Takedown{Timeout: 10 * time.Second, MaxWait: 55 * time.Second, ResultTTL: 24 * time.Hour, PublishTimeout: 2 * time.Second, OutcomeSources: []string{"/switchboard/itemsvc"}},
+		Commands: DefaultCommands(),
 		ItemSvc:  ItemSvc{Enabled: true, Latency: 50 * time.Millisecond},
 		Demo:     Demo{Enabled: false, Rate: 3},
 		Auth: Auth{Principals: []Principal{}, SessionTTL: 12 * time.Hour, JWT: JWT{
@@ -93,7 +89,8 @@ func wantDefaults() Config {
 			RoleClaim: "role", ChannelsClaim: "channels", NameClaim: "sub", Leeway: 30 * time.Second}},
 		Limits: Limits{Connections: 100, TakedownRate: 5, TakedownBurst: 10, UnauthenticatedConnections: 1024,
 			AuthFailureRate: 10, AuthFailureBurst: 20, AuthFailureSources: 10000},
-		Log: Log{Level: "info", Format: "text"},
+		OTel: OTel{ServiceName: "switchboard"},
+		Log:  Log{Level: "info", Format: "text"},
 	}
 }
 
@@ -118,8 +115,7 @@ http:
   allowed_origins: ["https://mod.example.com"]
 kafka:
   brokers: ["k1:9092", "k2:9092"]
-  topics:
-    dlq: my.dlq
+  dlq: my.dlq
 hub:
   history:
     size: 50
@@ -137,7 +133,7 @@ log:
 				c.HTTP.Addr = "127.0.0.1:9000"
 				c.HTTP.AllowedOrigins = []string{"https://mod.example.com"}
 				c.Kafka.Brokers = []string{"k1:9092", "k2:9092"}
-				c.Kafka.Topics.DLQ = "my.dlq"
+				c.Kafka.DLQ = "my.dlq"
 				c.Hub.History = History{Size: 50, TTL: 90 * time.Second}
 				c.SSE.Heartbeat = 5 * time.Second
 				c.Demo = Demo{Enabled: true, Rate: 0.5}
@@ -237,9 +233,64 @@ log:
 			want: func(c *Config) { c.ItemSvc.Enabled = false },
 		},
 		{
-			name: "routing from env",
-			env:  map[string]string{"SWITCHBOARD_ROUTING_REPORTS": "reports,type:{type}"},
-			want: func(c *Config) { c.Routing.Reports = []string{"reports", "type:{type}"} },
+			name: "topics from env as YAML",
+			env:  map[string]string{"SWITCHBOARD_KAFKA_TOPICS": "[{name: a, channels: [x, 'item:{subject}']}, {name: b, types: [t.one], channels: ['g:{data.group_id}']}]"},
+			want: func(c *Config) {
+				c.Kafka.Topics = []TopicRoute{
+					{Name: "a", Channels: []string{"x", "item:{subject}"}},
+					{Name: "b", Types: []string{"t.one"}, Channels: []string{"g:{data.group_id}"}},
+				}
+				c.Commands[0].OutcomeTopic = "b"
+			},
+			yaml: "commands:\n  - {name: takedowns, roles: [police, moderator, partner], topic: takedown.commands, type: takedown.requested, key: item_id, fields: {required: [item_id, reason], optional: [authority_ref]}, outcome_topic: b, progress: [item.removed], outcomes: [{type: takedown.confirmed, status: 200}, {type: takedown.rejected, when: {reason: not_found}, status: 404}, {type: takedown.rejected, status: 422}], timeout: 10s}\n",
+		},
+		{
+			name: "commands from env as JSON",
+			env: map[string]string{"SWITCHBOARD_COMMANDS": `[{"name":"holds","roles":["partner"],"topic":"hold.commands","type":"hold.requested","key":"item_id",` +
+				`"fields":{"required":["item_id"]},"outcome_topic":"takedown.events","outcomes":[{"type":"hold.placed","status":200}],"timeout":"3s"}]`},
+			want: func(c *Config) {
+				c.Commands = []Command{{Name: "holds", Roles: []string{"partner"}, Topic: "hold.commands", Type: "hold.requested", Key: "item_id",
+					Fields: CommandFields{Required: []string{"item_id"}}, OutcomeTopic: "takedown.events",
+					Outcomes: []CommandOutcome{{Type: "hold.placed", Status: 200}}, Timeout: 3 * time.Second}}
+			},
+		},
+		{
+			name: "topics and commands from file",
+			yaml: `
+kafka:
+  topics:
+    - name: items.posted
+      types: ["item.posted", "item.updated"]
+      channels: ["group:{data.group_id}", "feed:{data.author_id}", "item:{subject}"]
+    - name: takedown.events
+      channels: ["takedowns", "corr:{correlationid}"]
+commands:
+  - name: holds
+    roles: [moderator]
+    topic: hold.commands
+    type: hold.requested
+    key: item_id
+    fields: {required: [item_id], optional: [note]}
+    outcome_topic: takedown.events
+    progress: [hold.progress]
+    outcomes:
+      - {type: hold.placed, status: 200}
+      - {type: hold.refused, when: {reason: gone}, status: 410}
+otel:
+  endpoint: http://collector:4318
+  service_name: sb-eu
+`,
+			want: func(c *Config) {
+				c.Kafka.Topics = []TopicRoute{
+					{Name: "items.posted", Types: []string{"item.posted", "item.updated"}, Channels: []string{"group:{data.group_id}", "feed:{data.author_id}", "item:{subject}"}},
+					{Name: "takedown.events", Channels: []string{"takedowns", "corr:{correlationid}"}},
+				}
+				c.Commands = []Command{{Name: "holds", Roles: []string{"moderator"}, Topic: "hold.commands", Type: "hold.requested", Key: "item_id",
+					Fields: CommandFields{Required: []string{"item_id"}, Optional: []string{"note"}}, OutcomeTopic: "takedown.events",
+					Progress: []string{"hold.progress"},
+					Outcomes: []CommandOutcome{{Type: "hold.placed", Status: 200}, {Type: "hold.refused", When: map[string]string{"reason": "gone"}, Status: 410}}}}
+				c.OTel = OTel{Endpoint: "http://collector:4318", ServiceName: "sb-eu"}
+			},
 		},
 		{
 			name: "principals from file",
@@ -395,6 +446,69 @@ func TestLoadErrors(t *testing.T) {
 			want: `config: auth.principals[0]: expected a map or struct, got "string"`,
 		},
 		{
+			name: "v1 topic key in file",
+			yaml: "kafka:\n  topics:\n    reports: my.reports\n",
+			want: `config: kafka.topics.reports: is a v1 key; v2 replaced it by kafka.topics, a list of {name, types, channels}: the entry with the "reports" channel`,
+		},
+		{
+			name: "v1 dlq key in file",
+			yaml: "kafka:\n  topics:\n    dlq: my.dlq\n",
+			want: `config: kafka.topics.dlq: is a v1 key; v2 replaced it by kafka.dlq`,
+		},
+		{
+			name: "v1 routing keys in file",
+			yaml: "routing:\n  events: [takedowns]\n  commands: [takedowns]\n",
+			want: "config: routing.commands: is a v1 key; v2 replaced it by kafka.topics[].channels (the entry of takedown.commands)\n" +
+				"config: routing.events: is a v1 key; v2 replaced it by kafka.topics[].channels (the entry of takedown.events)",
+		},
+		{
+			name: "v1 key in env",
+			env:  map[string]string{"SWITCHBOARD_ROUTING_EVENTS": "takedowns"},
+			want: `config: routing.events: (SWITCHBOARD_ROUTING_EVENTS) is a v1 key; v2 replaced it by kafka.topics[].channels (the entry of takedown.events)`,
+		},
+		{
+			name: "v1 topic key in env",
+			env:  map[string]string{"SWITCHBOARD_KAFKA_TOPICS_COMMANDS": "cmds"},
+			want: `config: kafka.topics.commands: (SWITCHBOARD_KAFKA_TOPICS_COMMANDS) is a v1 key; v2 replaced it by commands[].topic (the "takedowns" command's) and its entry in kafka.topics`,
+		},
+		{
+			name: "unknown key in a topic",
+			yaml: "kafka:\n  topics:\n    - name: a\n      chanels: [x]\n",
+			want: `config: unknown key "kafka.topics[0].chanels"`,
+		},
+		{
+			name: "unknown key in a command outcome",
+			yaml: "commands:\n  - name: a\n    outcomes:\n      - {type: x, code: 200}\n",
+			want: `config: unknown key "commands[0].outcomes[0].code"`,
+		},
+		{
+			name: "topics in env not YAML",
+			env:  map[string]string{"SWITCHBOARD_KAFKA_TOPICS": "[{name: a"},
+			want: `config: kafka.topics: not a YAML or JSON list: line 1: did not find expected ',' or '}'`,
+		},
+		{
+			name: "topics in env not a list",
+			env:  map[string]string{"SWITCHBOARD_KAFKA_TOPICS": "items.reported"},
+			want: `config: kafka.topics: not a YAML or JSON list, but string "items.reported"`,
+		},
+		{
+			name: "unknown key in a command from env",
+			env:  map[string]string{"SWITCHBOARD_COMMANDS": `[{"name":"a","topik":"t"}]`},
+			want: `config: unknown key "commands[0].topik"`,
+		},
+		{
+			name: "bad command timeout in env",
+			env:  map[string]string{"SWITCHBOARD_COMMANDS": `[{"name":"a","timeout":"soon"}]`},
+			want: `config: commands[0].timeout: time: invalid duration "soon"`,
+		},
+		{
+			name: "topics and commands validated after load",
+			env: map[string]string{
+				"SWITCHBOARD_KAFKA_TOPICS": `[{name: items.posted, channels: ["group:{data.group_id}"]}]`,
+			},
+			want: `config: commands[0].outcome_topic: "takedown.events" is not one of kafka.topics (command "takedowns"): its outcomes would never be read`,
+		},
+		{
 			name: "map where a value belongs",
 			yaml: "http:\n  addr:\n    port: 1\n",
 			want: `config: http.addr: expected string, got a map`,
@@ -482,16 +596,54 @@ func TestValidate(t *testing.T) {
 		{"embedded addr", func(c *Config) { c.Kafka.Embedded.Addr = "127.0.0.1:99999" }, `config: kafka.embedded.addr: "127.0.0.1:99999": port "99999" is not a number from 0 to 65535`},
 		{"partitions", func(c *Config) { c.Kafka.Embedded.Partitions = 0 }, `config: kafka.embedded.partitions: must be > 0, got 0`},
 		{"group", func(c *Config) { c.Kafka.GroupID = "" }, `config: kafka.group_id: must not be empty`},
-		{"topic", func(c *Config) { c.Kafka.Topics.Reports = "a b" }, `config: kafka.topics.reports: "a b" is not a Kafka topic name ([a-zA-Z0-9._-], 1 to 249)`},
-		{"same topic twice", func(c *Config) { c.Kafka.Topics.DLQ = "takedown.events" }, `config: kafka.topics.dlq: topic "takedown.events" is also kafka.topics.events`},
+		{"topic", func(c *Config) { c.Kafka.Topics[0].Name = "a b" }, `config: kafka.topics[0].name: "a b" is not a Kafka topic name ([a-zA-Z0-9._-], 1 to 249)`},
+		{"dlq topic", func(c *Config) { c.Kafka.DLQ = "" }, `config: kafka.dlq: "" is not a Kafka topic name ([a-zA-Z0-9._-], 1 to 249)`},
+		{"dlq is a routed topic", func(c *Config) { c.Kafka.DLQ = "takedown.events" }, `config: kafka.topics[2].name: topic "takedown.events" is also kafka.dlq`},
+		{"same topic twice", func(c *Config) { c.Kafka.Topics[1].Name = "items.reported" }, `config: kafka.topics[1].name: topic "items.reported" is also kafka.topics[0]; name each topic once`},
+		{"no topics", func(c *Config) { c.Kafka.Topics = nil; c.Commands = nil }, `config: kafka.topics: needs at least one topic: the hub would consume nothing`},
+		{"empty type", func(c *Config) { c.Kafka.Topics[0].Types = []string{"item.reported", " "} },
+			`config: kafka.topics[0].types[1]: must be a non-empty event type (topic "items.reported")`},
 		{"session timeout", func(c *Config) { c.Kafka.SessionTimeout = 0 }, `config: kafka.session_timeout: must be > 0, got 0s`},
 		{"heartbeat interval", func(c *Config) { c.Kafka.HeartbeatInterval = -time.Second }, `config: kafka.heartbeat_interval: must be > 0, got -1s`},
 		{"rebalance timeout", func(c *Config) { c.Kafka.RebalanceTimeout = 0 }, `config: kafka.rebalance_timeout: must be > 0, got 0s`},
 		{"heartbeat not below session", func(c *Config) { c.Kafka.HeartbeatInterval = 6 * time.Second },
 			`config: kafka.heartbeat_interval: 6s must be below kafka.session_timeout 6s (a third of it or less)`},
-		{"no routing", func(c *Config) { c.Routing.Events = nil }, `config: routing.events: needs at least one channel template`},
-		{"routing placeholder", func(c *Config) { c.Routing.Reports = []string{"item:{item}"} }, `config: routing.reports[0]: "item:{item}": unknown placeholder {item}; use {subject}, {correlationid} or {type}`},
-		{"routing channel", func(c *Config) { c.Routing.Commands = []string{"Take Downs"} }, `config: routing.commands[0]: "Take Downs" is not a channel template like item:{subject}`},
+		{"no channels", func(c *Config) { c.Kafka.Topics[2].Channels = nil }, `config: kafka.topics[2].channels: needs at least one channel template (topic "takedown.events")`},
+		{"unknown placeholder", func(c *Config) { c.Kafka.Topics[0].Channels = []string{"item:{item}"} },
+			`config: kafka.topics[0].channels[0]: channel template "item:{item}": unknown placeholder {item} (known: {subject}, {correlationid}, {type}, {source}, {data.<field>}) (topic "items.reported")`},
+		{"bad data field", func(c *Config) { c.Kafka.Topics[0].Channels = []string{"g:{data.a.b}"} },
+			`config: kafka.topics[0].channels[0]: channel template "g:{data.a.b}": {data.a.b}: a data field is 1 to 64 of [A-Za-z0-9_-] (topic "items.reported")`},
+		{"bad channel template", func(c *Config) { c.Kafka.Topics[1].Channels = []string{"Take Downs"} },
+			`config: kafka.topics[1].channels[0]: channel template "Take Downs": hub: bad channel name: "Take Downs": the namespace may hold only a-z 0-9 . _ - (topic "takedown.commands")`},
+		{"unmatched brace", func(c *Config) { c.Kafka.Topics[1].Channels = []string{"item:{subject"} },
+			`config: kafka.topics[1].channels[0]: channel template "item:{subject": unmatched '{' (topic "takedown.commands")`},
+		{"command name", func(c *Config) { c.Commands[0].Name = "Take/Downs" }, `config: commands[0].name: "Take/Downs" is not a path segment of 1 to 64 of [a-z0-9-]`},
+		{"command name empty", func(c *Config) { c.Commands[0].Name = "" }, `config: commands[0].name: "" is not a path segment of 1 to 64 of [a-z0-9-]`},
+		{"command name twice", func(c *Config) { c.Commands = append(c.Commands, DefaultCommands()...) }, `config: commands[1].name: "takedowns" is also commands[0]`},
+		{"command name reserved", func(c *Config) { c.Commands[0].Name = "sse" }, `config: commands[0].name: "sse" is a built-in route, /v1/sse; reserved: sse, ws, session, commands, sdk`},
+		{"command name reserved commands", func(c *Config) { c.Commands[0].Name = "commands" }, `config: commands[0].name: "commands" is a built-in route, /v1/commands; reserved: sse, ws, session, commands, sdk`},
+		{"command role", func(c *Config) { c.Commands[0].Roles = []string{"police", "admin"} }, `config: commands[0].roles[1]: "admin" is not one of moderator, partner, police (command "takedowns")`},
+		{"command no role", func(c *Config) { c.Commands[0].Roles = nil }, `config: commands[0].roles: needs at least one role (command "takedowns"): nobody could call it`},
+		{"command topic", func(c *Config) { c.Commands[0].Topic = "" }, `config: commands[0].topic: must not be empty (command "takedowns")`},
+		{"command topic name", func(c *Config) { c.Commands[0].Topic = "a/b" }, `config: commands[0].topic: "a/b" is not a Kafka topic name ([a-zA-Z0-9._-], 1 to 249)`},
+		{"command type", func(c *Config) { c.Commands[0].Type = "" }, `config: commands[0].type: must not be empty (command "takedowns")`},
+		{"command key", func(c *Config) { c.Commands[0].Key = "" }, `config: commands[0].key: must not be empty (command "takedowns")`},
+		{"command key not required", func(c *Config) { c.Commands[0].Key = "authority_ref" },
+			`config: commands[0].key: "authority_ref" is not in fields.required (command "takedowns"): every command needs its key`},
+		{"command field twice", func(c *Config) { c.Commands[0].Fields.Optional = []string{"reason"} },
+			`config: commands[0].fields.optional[0]: "reason" is also commands[0].fields.required[1] (command "takedowns")`},
+		{"command no outcomes", func(c *Config) { c.Commands[0].Outcomes = nil }, `config: commands[0].outcomes: needs at least one outcome (command "takedowns"): no request could ever be answered`},
+		{"command status low", func(c *Config) { c.Commands[0].Outcomes[0].Status = 199 }, `config: commands[0].outcomes[0].status: 199 is not an HTTP status from 200 to 599 (command "takedowns")`},
+		{"command status high", func(c *Config) { c.Commands[0].Outcomes[2].Status = 600 }, `config: commands[0].outcomes[2].status: 600 is not an HTTP status from 200 to 599 (command "takedowns")`},
+		{"command outcome type empty", func(c *Config) { c.Commands[0].Outcomes[1].Type = "" }, `config: commands[0].outcomes[1].type: must not be empty (command "takedowns")`},
+		{"command outcome is progress", func(c *Config) { c.Commands[0].Progress = []string{"item.removed", "takedown.confirmed"} },
+			`config: commands[0].outcomes[0].type: "takedown.confirmed" is also in progress (command "takedowns"): an event type is progress or an outcome, not both`},
+		{"command outcome topic not consumed", func(c *Config) { c.Commands[0].OutcomeTopic = "takedown.answers" },
+			`config: commands[0].outcome_topic: "takedown.answers" is not one of kafka.topics (command "takedowns"): its outcomes would never be read`},
+		{"command outcome topic empty", func(c *Config) { c.Commands[0].OutcomeTopic = "" }, `config: commands[0].outcome_topic: must not be empty (command "takedowns")`},
+		{"command timeout", func(c *Config) { c.Commands[0].Timeout = -time.Second }, `config: commands[0].timeout: must not be negative, got -1s (command "takedowns")`},
+		{"otel endpoint", func(c *Config) { c.OTel.Endpoint = "collector:4318" }, `config: otel.endpoint: "collector:4318" is not an OTLP/HTTP URL like http://collector:4318`},
+		{"otel service name", func(c *Config) { c.OTel.ServiceName = "" }, `config: otel.service_name: must not be empty`},
 		{"redis scheme", func(c *Config) { c.Redis.URL = "http://r:6379" }, `config: redis.url: scheme "http" is not redis, rediss or unix`},
 		{"redis host", func(c *Config) { c.Redis.URL = "redis://" }, `config: redis.url: needs a host, like redis://localhost:6379/0`},
 		{"redis url and sentinel", func(c *Config) {
@@ -609,7 +761,14 @@ func TestValidateAccepts(t *testing.T) {
 		}},
 		{"timeout equals max wait", func(c *Config) { c.Takedown.Timeout = c.Takedown.MaxWait }},
 		{"no latency", func(c *Config) { c.ItemSvc.Latency = 0 }},
-		{"type routing", func(c *Config) { c.Routing.Events = []string{"{type}", "type:{type}"} }},
+		{"type routing", func(c *Config) { c.Kafka.Topics[2].Channels = []string{"{type}", "type:{type}"} }},
+		{"data and source routing", func(c *Config) {
+			c.Kafka.Topics = append(c.Kafka.Topics, TopicRoute{Name: "items.posted", Types: []string{"item.posted"},
+				Channels: []string{"group:{data.group_id}", "src:{source}", "{data.kind}:{data.id}"}})
+		}},
+		{"no commands", func(c *Config) { c.Commands = nil }},
+		{"command timeout zero", func(c *Config) { c.Commands[0].Timeout = 0 }},
+		{"otel endpoint", func(c *Config) { c.OTel.Endpoint = "https://otel.example.com:4318" }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

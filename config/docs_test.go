@@ -24,7 +24,7 @@ type docRow struct {
 
 var (
 	backticked = regexp.MustCompile("`([^`]*)`")
-	docKeyRe   = regexp.MustCompile(`^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$`)
+	docKeyRe   = regexp.MustCompile(`^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$`)
 )
 
 // readConfigDoc parses the rows of every table of configDoc whose header's
@@ -221,6 +221,23 @@ func checkDocDefault(def any, cell string) error {
 		}
 		if want := strconv.FormatBool(d); v != want {
 			return fmt.Errorf("want `%s`", want)
+		}
+	case []TopicRoute:
+		// The table names the topics; a section shows the whole list.
+		var names []string
+		for _, r := range d {
+			names = append(names, r.Name)
+		}
+		if !slices.Equal(vals, names) {
+			return fmt.Errorf("want the backticked topic names %q, got %q", names, vals)
+		}
+	case []Command:
+		var names []string
+		for _, c := range d {
+			names = append(names, c.Name)
+		}
+		if !slices.Equal(vals, names) {
+			return fmt.Errorf("want the backticked command names %q, got %q", names, vals)
 		}
 	default:
 		return fmt.Errorf("no rule to document a default of type %T", def)

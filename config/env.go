@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 )
@@ -66,11 +67,26 @@ func unknownEnv(environ []string) error {
 		if _, ok := known[name]; ok {
 			continue
 		}
+		if k, ok := v1Env[name]; ok {
+			e := v1Error(k)
+			e.Err = fmt.Errorf("(%s) %w", name, e.Err)
+			errs = append(errs, e)
+			continue
+		}
 		errs = append(errs, &EnvError{Name: name, Key: likelyKey(name)})
 	}
 	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 	return errors.Join(errs...)
 }
+
+// v1Env maps the environment variable of each v1 key to the key.
+var v1Env = func() map[string]string {
+	m := make(map[string]string, len(v1Keys))
+	for k := range v1Keys {
+		m[envName(k)] = k
+	}
+	return m
+}()
 
 // likelyKey returns the key whose variable name is closest to name, when
 // one is close enough to be a likely typo (a few letters off, the wrong

@@ -20,10 +20,8 @@ var help = map[string]string{
 	"kafka.heartbeat_interval":  "How often a group member heartbeats; below kafka.session_timeout (a third of it or less).",
 	"kafka.rebalance_timeout":   "How long the coordinator waits for the members to rejoin during a rebalance.",
 	"kafka.dial_timeout":        "The longest opening one connection to a broker may take: TCP, TLS and SASL together.",
-	"kafka.topics.reports":      "Topic of item.reported.",
-	"kafka.topics.commands":     "Topic of takedown.requested, which Switchboard publishes and the item service reads.",
-	"kafka.topics.events":       "Topic of item.removed, takedown.confirmed and takedown.rejected.",
-	"kafka.topics.dlq":          "Dead-letter topic for records that are not valid CloudEvents.",
+	"kafka.topics":              "Topics the hub consumes: name, types (only these are routed; none: all), channels (templates with {subject}, {correlationid}, {type}, {source}, {data.<field>}).",
+	"kafka.dlq":                 "Dead-letter topic for records that are not valid CloudEvents.",
 
 	"kafka.tls.enabled":              "Connects to the brokers over TLS; the other kafka.tls keys need it. External clusters only.",
 	"kafka.tls.ca_file":              "PEM file of the CAs that sign the brokers' certificates; none: the system's.",
@@ -34,10 +32,6 @@ var help = map[string]string{
 	"kafka.sasl.mechanism":           "SASL mechanism: plain (over TLS only), scram-sha-256 or scram-sha-512; none: no SASL.",
 	"kafka.sasl.username":            "SASL username; needed with kafka.sasl.mechanism.",
 	"kafka.sasl.password":            "SASL password; set SWITCHBOARD_KAFKA_SASL_PASSWORD rather than this. Never logged.",
-
-	"routing.reports":  "Channels an event of kafka.topics.reports is published to ({subject}, {correlationid}, {type}).",
-	"routing.commands": "Channels an event of kafka.topics.commands is published to.",
-	"routing.events":   "Channels an event of kafka.topics.events is published to.",
 
 	"redis.url":               "Redis URL of the shared backplane (redis://, rediss://, unix://); none (and no redis.sentinel or redis.cluster): the in-memory backplane, one node.",
 	"redis.sentinel.master":   "Name the sentinels know the Redis primary by; with redis.sentinel.addrs, instead of redis.url.",
@@ -69,11 +63,13 @@ var help = map[string]string{
 	"takedown.publish_timeout": "The longest a request waits for Kafka to acknowledge its command before 503.",
 	"takedown.outcome_sources": "CloudEvents sources whose outcome events may change a takedown: your item service's.",
 
+	"commands": "Declared synchronous commands, POST /v1/<name> (name, roles, topic, type, key, fields, outcome_topic, outcome_sources, progress, outcomes, timeout); the default declares takedowns.",
+
 	"itemsvc.enabled": "Runs the simulated item service; unset: on with the embedded broker, off with kafka.brokers.",
 	"itemsvc.latency": "Delay before the simulated item service answers a command.",
 
-	"demo.enabled": "Generates item.reported events for demo items (--demo).",
-	"demo.rate":    "Reports per second of the demo generator.",
+	"demo.enabled": "Generates item.reported and item.posted events for demo items, and routes items.posted unless kafka.topics names it (--demo).",
+	"demo.rate":    "Reports (and item posts) per second of the demo generator.",
 
 	"auth.principals":     "The known callers: name, role, token_sha256 (or token), channels; none: development tokens. File only.",
 	"auth.session_ttl":    "How long the moderator page's session cookie lasts.",
@@ -98,6 +94,9 @@ var help = map[string]string{
 	"limits.auth_failure_rate":           "Failed authentications per second one source address may make before it is refused unchecked (429).",
 	"limits.auth_failure_burst":          "The failed authentications one source address may make at once.",
 	"limits.auth_failure_sources":        "How many source addresses the failure limit remembers.",
+
+	"otel.endpoint":     "OTLP/HTTP endpoint traces are exported to, like http://collector:4318; none: no traces.",
+	"otel.service_name": "Service name of this process in traces.",
 
 	"log.level":  "debug, info, warn or error.",
 	"log.format": "text or json (on stderr).",

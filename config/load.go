@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
+	"go.yaml.in/yaml/v3"
 )
 
 // EnvPrefix is the prefix of environment variables: key hub.history.ttl is
@@ -34,7 +36,7 @@ const EnvPrefix = "SWITCHBOARD"
 func Load(path string, flags *pflag.FlagSet) (Config, error) {
 	v := viper.New()
 	for k, d := range defaults {
-		v.SetDefault(k, d)
+		v.SetDefault(k, cloneDefault(d))
 	}
 
 	if path == "" && flags != nil && flags.Changed(flagConfig) {
@@ -72,9 +74,13 @@ func Load(path string, flags *pflag.FlagSet) (Config, error) {
 	if err := envSections(); err != nil {
 		return Config{}, errors.Join(envErr, err)
 	}
+	if err := v1KeysInFile(v); err != nil {
+		return Config{}, errors.Join(envErr, err)
+	}
 
 	var c Config
 	err := v.UnmarshalExact(&c, viper.DecodeHook(mapstructure.ComposeDecodeHookFunc(
+		listHook,
 		durationHook,
 		stringSliceHook,
 		intHook,
@@ -170,6 +176,32 @@ func intHook(from, to reflect.Type, data any) (any, error) {
 }
 
 var stringSliceType = reflect.TypeFor[[]string]()
+
+// listKeys are the list-of-map keys that may be set from one environment
+// variable (or flag) holding a YAML (or JSON) list. auth.principals is not
+// one of them: tokens belong in a file.
+var listTypes = []reflect.Type{reflect.TypeFor[[]TopicRoute](), reflect.TypeFor[[]Command]()}
+
+// listHook parses a string given for kafka.topics or commands, which only
+// the environment can give, as a YAML list (JSON is YAML), so
+// SWITCHBOARD_KAFKA_TOPICS='[{name: a, channels: [x]}]' works. The list is
+// then decoded like the file's, unknown keys and all.
+func listHook(from, to reflect.Type, data any) (any, error) {
+	if from.Kind() != reflect.String || !slices.Contains(listTypes, to) {
+		return data, nil
+	}
+	var out any
+	if err := yaml.Unmarshal([]byte(data.(string)), &out); err != nil {
+		return nil, fmt.Errorf("not a YAML or JSON list: %s", strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	if out == nil {
+		return []any{}, nil
+	}
+	if _, ok := out.([]any); !ok {
+		return nil, fmt.Errorf("not a YAML or JSON list, but %s", kindName(out))
+	}
+	return out, nil
+}
 
 // stringSliceHook splits a comma-separated string into a []string, trimming
 // spaces and dropping empty items, so "a, b," is ["a" "b"].

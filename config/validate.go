@@ -42,24 +42,8 @@ func (c Config) Validate() error {
 		v.fail("kafka.heartbeat_interval", "%s must be below kafka.session_timeout %s (a third of it or less)", c.Kafka.HeartbeatInterval, c.Kafka.SessionTimeout)
 	}
 	v.kafkaConn(c)
-	topics := []struct{ key, name string }{
-		{"kafka.topics.reports", c.Kafka.Topics.Reports},
-		{"kafka.topics.commands", c.Kafka.Topics.Commands},
-		{"kafka.topics.events", c.Kafka.Topics.Events},
-		{"kafka.topics.dlq", c.Kafka.Topics.DLQ},
-	}
-	seenTopic := map[string]string{}
-	for _, t := range topics {
-		v.topic(t.key, t.name)
-		if other, ok := seenTopic[t.name]; ok && t.name != "" {
-			v.fail(t.key, "topic %q is also %s", t.name, other)
-		}
-		seenTopic[t.name] = t.key
-	}
-
-	v.templates("routing.reports", c.Routing.Reports)
-	v.templates("routing.commands", c.Routing.Commands)
-	v.templates("routing.events", c.Routing.Events)
+	v.topic("kafka.dlq", c.Kafka.DLQ)
+	v.routes(c)
 
 	v.redis(c)
 
@@ -92,6 +76,8 @@ func (c Config) Validate() error {
 		v.fail("takedown.timeout", "%s is longer than takedown.max_wait %s", c.Takedown.Timeout, c.Takedown.MaxWait)
 	}
 
+	v.commands(c)
+
 	if c.ItemSvc.Latency < 0 {
 		v.fail("itemsvc.latency", "must not be negative, got %s", c.ItemSvc.Latency)
 	}
@@ -115,6 +101,8 @@ func (c Config) Validate() error {
 	}
 	v.positive("limits.auth_failure_burst", int64(c.Limits.AuthFailureBurst))
 	v.positive("limits.auth_failure_sources", int64(c.Limits.AuthFailureSources))
+
+	v.otel(c.OTel)
 
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "text", "json")
@@ -240,37 +228,7 @@ func (v *validator) topic(key, s string) {
 	}
 }
 
-var (
-	placeholderRe = regexp.MustCompile(`\{([^{}]*)\}`)
-	channelRe     = regexp.MustCompile(`^[a-z0-9._-]{1,64}(:[A-Za-z0-9._~-]{1,128})?$`)
-)
-
-// placeholders are the event attributes a routing template may use.
-var placeholders = map[string]bool{"subject": true, "correlationid": true, "type": true}
-
-// templates checks channel templates: with each placeholder filled in, a
-// template must be a valid channel name.
-func (v *validator) templates(key string, ts []string) {
-	if len(ts) == 0 {
-		v.fail(key, "needs at least one channel template")
-	}
-	for i, t := range ts {
-		k := fmt.Sprintf("%s[%d]", key, i)
-		bad := ""
-		filled := placeholderRe.ReplaceAllStringFunc(t, func(m string) string {
-			if name := m[1 : len(m)-1]; !placeholders[name] && bad == "" {
-				bad = name
-			}
-			return "x"
-		})
-		switch {
-		case bad != "":
-			v.fail(k, "%q: unknown placeholder {%s}; use {subject}, {correlationid} or {type}", t, bad)
-		case !channelRe.MatchString(filled):
-			v.fail(k, "%q is not a channel template like item:{subject}", t)
-		}
-	}
-}
+var channelRe = regexp.MustCompile(`^[a-z0-9._-]{1,64}(:[A-Za-z0-9._~-]{1,128})?$`)
 
 // principals checks names, roles, tokens and channel grants. A grant may use
 // "*" as a wildcard.

@@ -116,8 +116,9 @@ type Stats struct {
 	Fetched uint64
 	// Published is the number of events the hub accepted.
 	Published uint64
-	// Unrouted is the number of valid events no channel carries; they are
-	// committed without reaching the hub.
+	// Unrouted is the number of valid events no channel carries (those
+	// of a type the route filters out among them); they are committed
+	// without reaching the hub.
 	Unrouted uint64
 	// DeadLettered is the number of records written to the dead-letter topic.
 	DeadLettered uint64
@@ -173,6 +174,11 @@ func (c *Consumer) TopicStats() map[string]TopicStats {
 	}
 	return out
 }
+
+// RouteStats returns, per routed topic, the events and channel templates
+// routing left out: filtered by type, missing a placeholder's value, or
+// making an invalid channel name.
+func (c *Consumer) RouteStats() map[string]RouteStats { return c.router.Stats() }
 
 // New checks cfg, fills its zero fields and returns a Consumer that hands
 // events to pub and dead letters to dlq. It does not contact the brokers.
@@ -303,9 +309,11 @@ func (c *Consumer) readerConfig() kafka.ReaderConfig {
 
 // Run joins the consumer group and hands records to the hub until ctx is
 // done. Then it leaves the group, commits what was accepted, and returns
-// nil. A record is handled fully (accepted by the hub, or dead-lettered)
-// before the next one of the consumer is read, so each partition keeps its
-// order; a failing hub is retried without end, and a record it never
+// nil. Each partition has a lane of its own (see lanes): a record is
+// handled fully (accepted by the hub, or dead-lettered) and its offset
+// queued for commit before the next one of its partition, so each
+// partition keeps its order, while the partitions' records reach the hub
+// side by side. A failing hub is retried without end, and a record it never
 // accepted is read again by whichever member owns its partition next.
 //
 // Broker errors (a reset or refused connection, a timeout) never stop Run:
@@ -332,6 +340,20 @@ func (c *Consumer) Run(ctx context.Context) error {
 		c.log.Info("consumer stopped")
 	}()
 
+	lanes := newLanes(ctx, func(lctx context.Context, m kafka.Message) bool {
+		if !c.handle(lctx, m) {
+			return false // ctx ended before the record was handled: not committed
+		}
+		c.commit(lctx, r, m)
+		if n := c.byTopic[m.Topic]; n != nil {
+			n.consumed.Add(1)
+		}
+		return true
+	})
+	// Before the reader closes (deferred above): it flushes the commits
+	// the lanes queued.
+	defer lanes.close()
+
 	for {
 		began := time.Now()
 		m, err := r.FetchMessage(ctx)
@@ -347,12 +369,8 @@ func (c *Consumer) Run(ctx context.Context) error {
 		}
 		c.streak.Succeed()
 		c.fetched.Add(1)
-		if !c.handle(ctx, m) {
-			return nil // ctx ended before the record was handled: not committed
-		}
-		c.commit(ctx, r, m)
-		if n := c.byTopic[m.Topic]; n != nil {
-			n.consumed.Add(1)
+		if !lanes.add(ctx, m) {
+			return nil
 		}
 	}
 }

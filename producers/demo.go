@@ -39,13 +39,35 @@ type ItemReported struct {
 	ReportedAt string `json:"reported_at"`
 }
 
+// ItemPosted is the data of an item.posted event: an item posted to a
+// group, or to its author's followers' feed (then GroupID is empty and
+// left out).
+type ItemPosted struct {
+	ItemID   string `json:"item_id"`
+	GroupID  string `json:"group_id,omitempty"`
+	AuthorID string `json:"author_id"`
+	Title    string `json:"title"`
+	PostedAt string `json:"posted_at"`
+}
+
+// DemoPlace is one place a demo item is posted to: a group, by its
+// author, or (GroupID empty) the author's followers' feed.
+type DemoPlace struct {
+	GroupID  string
+	AuthorID string
+}
+
 // Demo publishes random item.reported events at a steady rate, so the
-// dashboard has something to show at once (switchboard --demo).
+// dashboard has something to show at once (switchboard --demo), and, with
+// WithPosts, as many item.posted events.
 type Demo struct {
 	pub   Publisher
 	topic string
 	rate  float64
 	log   *slog.Logger
+
+	postsTopic string
+	places     func(itemID string) []DemoPlace
 }
 
 // NewDemo returns a Demo that publishes to topic through p at perSecond
@@ -58,6 +80,14 @@ func NewDemo(p Publisher, topic string, perSecond float64, log *slog.Logger) *De
 		log = slog.Default()
 	}
 	return &Demo{pub: p, topic: topic, rate: perSecond, log: log}
+}
+
+// WithPosts makes d also post, after each report, a random demo item to
+// topic: one item.posted per place places returns for it (none when it
+// returns none). It returns d.
+func (d *Demo) WithPosts(topic string, places func(itemID string) []DemoPlace) *Demo {
+	d.postsTopic, d.places = topic, places
+	return d
 }
 
 // Run publishes reports until ctx is done, then returns nil. A report that
@@ -83,7 +113,37 @@ func (d *Demo) Run(ctx context.Context) error {
 			}
 			d.log.Warn("demo report not published", "err", err)
 		}
+		if d.places == nil || d.postsTopic == "" {
+			continue
+		}
+		for _, ev := range d.posts() {
+			if err := d.pub.Publish(ctx, d.postsTopic, ev.Subject, ev); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				d.log.Warn("demo post not published", "err", err)
+			}
+		}
 	}
+}
+
+// demoTitles are what demo items are.
+var demoTitles = []string{"Bike", "Sofa", "Guitar", "Lamp", "Camera", "Desk", "Kettle", "Jacket", "Pram", "Tent"}
+
+// posts makes the item.posted events of one random demo item: one per
+// place it is in.
+func (d *Demo) posts() []CloudEvent {
+	n := 1 + rand.IntN(DemoItems)
+	item := fmt.Sprintf("item-%d", n)
+	now := time.Now().UTC().Format(time.RFC3339)
+	title := fmt.Sprintf("%s #%d", demoTitles[n%len(demoTitles)], n)
+	var out []CloudEvent
+	for _, pl := range d.places(item) {
+		out = append(out, NewEvent(DemoSource, TypeItemPosted, item, "", ItemPosted{
+			ItemID: item, GroupID: pl.GroupID, AuthorID: pl.AuthorID, Title: title, PostedAt: now,
+		}))
+	}
+	return out
 }
 
 // report makes one random item.reported event.

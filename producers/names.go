@@ -16,7 +16,7 @@ const (
 	TypeTakedownRejected = "takedown.rejected"
 )
 
-// The default topics (kafka.topics.*). Every package that needs a default
+// The default topics (kafka.topics, kafka.dlq). Every package that needs a default
 // topic uses these constants.
 const (
 	// DefaultReportsTopic carries item.reported.
@@ -33,3 +33,14 @@ const (
 // ItemServiceSource is the CloudEvents source of the item service's
 // events, which the sync adapter trusts by default.
 const ItemServiceSource = "/switchboard/itemsvc"
+
+// The types of the demo's item posts (SPEC §2.1's example of any other
+// domain topic), and their topic.
+const (
+	// TypeItemPosted is an item posted to a group or its author's feed.
+	TypeItemPosted = "item.posted"
+	// TypeItemUpdated is a change to a posted item.
+	TypeItemUpdated = "item.updated"
+	// DemoPostsTopic carries item.posted and item.updated.
+	DemoPostsTopic = "items.posted"
+)

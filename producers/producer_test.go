@@ -505,3 +505,52 @@ func TestHealthy(t *testing.T) {
 		t.Fatalf("after a success: %v", err)
 	}
 }
+
+// TestDemoPosts: WithPosts adds, after each report, one item.posted per
+// place of a demo item, to the posts topic, through a real broker.
+func TestDemoPosts(t *testing.T) {
+	const reports, posts = "items.reported", "items.posted"
+	brokers := newCluster(t, reports, posts)
+	p := newProducer(t, brokers)
+	places := func(item string) []DemoPlace {
+		return []DemoPlace{{GroupID: "group-" + item, AuthorID: "user-1"}, {AuthorID: "user-1"}}
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- NewDemo(p, reports, 200, quietLog()).WithPosts(posts, places).Run(ctx) }()
+
+	msgs := readN(t, brokers, posts, 4)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v, want nil", err)
+	}
+	var groups, feeds int
+	for _, m := range msgs {
+		h := headerMap(t, m)
+		if h["ce_source"] != DemoSource || h["ce_type"] != TypeItemPosted {
+			t.Errorf("headers %v", h)
+		}
+		var d map[string]any
+		if err := json.Unmarshal(m.Value, &d); err != nil {
+			t.Fatalf("value %q: %v", m.Value, err)
+		}
+		item, _ := d["item_id"].(string)
+		if h["ce_subject"] != item || string(m.Key) != item || d["author_id"] != "user-1" || d["title"] == "" {
+			t.Errorf("post %s: subject %q, key %q", m.Value, h["ce_subject"], m.Key)
+		}
+		if _, err := time.Parse(time.RFC3339, fmt.Sprint(d["posted_at"])); err != nil {
+			t.Errorf("posted_at: %v", err)
+		}
+		switch g, ok := d["group_id"]; {
+		case !ok:
+			feeds++ // a feed post has no group_id member at all
+		case g == "group-"+item:
+			groups++
+		default:
+			t.Errorf("group_id %v, want group-%s", g, item)
+		}
+	}
+	if groups == 0 || feeds == 0 {
+		t.Errorf("%d group posts and %d feed posts, want both", groups, feeds)
+	}
+}

@@ -30,18 +30,12 @@ var packageDefaults = []struct {
 	{"http.body_timeout", takedown.DefaultBodyTimeout, "takedown.DefaultBodyTimeout"},
 
 	{"kafka.group_id", consumers.DefaultGroupID, "consumers.DefaultGroupID"},
-	{"kafka.topics.reports", producers.DefaultReportsTopic, "producers.DefaultReportsTopic"},
-	{"kafka.topics.commands", producers.DefaultCommandsTopic, "producers.DefaultCommandsTopic"},
-	{"kafka.topics.events", producers.DefaultEventsTopic, "producers.DefaultEventsTopic"},
-	{"kafka.topics.dlq", producers.DefaultDLQTopic, "producers.DefaultDLQTopic"},
+	{"kafka.topics", defaultTopicRoutes(), "consumers.DefaultRoutes(producers.Default...Topic)"},
+	{"kafka.dlq", producers.DefaultDLQTopic, "producers.DefaultDLQTopic"},
 	{"kafka.session_timeout", consumers.DefaultSessionTimeout, "consumers.DefaultSessionTimeout"},
 	{"kafka.heartbeat_interval", consumers.DefaultHeartbeatInterval, "consumers.DefaultHeartbeatInterval"},
 	{"kafka.rebalance_timeout", consumers.DefaultRebalanceTimeout, "consumers.DefaultRebalanceTimeout"},
 	{"kafka.dial_timeout", kafkaconn.DefaultDialTimeout, "kafkaconn.DefaultDialTimeout"},
-
-	{"routing.reports", defaultRoute(0), "consumers.DefaultRoutes(...)[0].Channels"},
-	{"routing.commands", defaultRoute(1), "consumers.DefaultRoutes(...)[1].Channels"},
-	{"routing.events", defaultRoute(2), "consumers.DefaultRoutes(...)[2].Channels"},
 
 	{"hub.history.size", hub.DefaultHistorySize, "hub.DefaultHistorySize"},
 	{"hub.history.ttl", hub.DefaultHistoryTTL, "hub.DefaultHistoryTTL"},
@@ -95,14 +89,21 @@ var configOwnedDefaults = []string{
 	"takedown.result_ttl",
 	"itemsvc.enabled",
 	"demo.enabled",
+	"commands", // config.DefaultCommands, from the producers' and takedown's constants
+	"otel.endpoint", "otel.service_name",
 	"auth.principals", "auth.session_secret",
 	"auth.jwt.jwks_url", "auth.jwt.public_key_files", "auth.jwt.hmac_secret",
 	"auth.jwt.issuer", "auth.jwt.audience", "auth.jwt.algorithms",
 	"log.level", "log.format",
 }
 
-func defaultRoute(i int) []string {
-	return consumers.DefaultRoutes(producers.DefaultReportsTopic, producers.DefaultCommandsTopic, producers.DefaultEventsTopic)[i].Channels
+// defaultTopicRoutes is the consumers' default routing as kafka.topics.
+func defaultTopicRoutes() []config.TopicRoute {
+	var out []config.TopicRoute
+	for _, r := range consumers.DefaultRoutes(producers.DefaultReportsTopic, producers.DefaultCommandsTopic, producers.DefaultEventsTopic) {
+		out = append(out, config.TopicRoute{Name: r.Topic, Types: r.Types, Channels: r.Channels})
+	}
+	return out
 }
 
 // TestConfigDefaultsArePackageDefaults: every configuration default that a

@@ -44,7 +44,20 @@ type Config struct {
 	Prefix string
 	// ListenTimeout bounds waiting for Redis to confirm a subscription.
 	ListenTimeout time.Duration
+	// SharedNamespaces are the channel namespaces announced on one
+	// node-level pub/sub channel that every node listens to from its start,
+	// instead of one pub/sub channel each: listening to such a channel
+	// costs no Redis command. It fits short-lived channels with few events,
+	// like a command's corr:<id>, which would otherwise cost a SUBSCRIBE
+	// and an UNSUBSCRIBE each; every node then receives every
+	// announcement of those namespaces. Nil means
+	// DefaultSharedNamespaces; empty means none.
+	SharedNamespaces []string
 }
+
+// DefaultSharedNamespaces is Config.SharedNamespaces by default: the
+// correlation channels that each synchronous command opens and closes.
+var DefaultSharedNamespaces = []string{"corr"}
 
 // Bus is the Redis backplane. One pub/sub connection per node (per shard
 // on a Cluster) carries the channels its clients hold, and only those.
@@ -60,6 +73,16 @@ type Bus struct {
 	mu       sync.Mutex
 	channels map[string]*listening // by pub/sub name
 	shards   map[string]*shard     // by node address, on a Cluster
+
+	// shared is the pub/sub connection of the node-level channel
+	// sharedName, which carries the announcements of every channel in
+	// Config.SharedNamespaces; sharedL holds this node's listeners of those
+	// channels by channel (guarded by mu). sharedUp is closed once Redis
+	// confirmed the subscription the first time.
+	shared     *redis.PubSub
+	sharedName string
+	sharedL    map[string]*listening
+	sharedUp   chan struct{}
 
 	// known is the newest position this node saw of each channel it
 	// published to or heard from, to catch a log that lost writes. Its
@@ -89,6 +112,9 @@ type listening struct {
 	deliver   func(hub.Entry)
 	confirmed chan struct{} // closed when Redis confirmed the subscription
 	ok        bool
+	// shared: the channel's announcements come on the node-level
+	// channel (Config.SharedNamespaces).
+	shared bool
 	// shard carries the channel on a Cluster (nil while it is being
 	// subscribed again); resync asks for a Resync entry at the next
 	// confirmation.
@@ -139,6 +165,9 @@ func New(ctx context.Context, rdb redis.UniversalClient, cfg Config, log *slog.L
 	if cfg.ListenTimeout <= 0 {
 		cfg.ListenTimeout = DefaultListenTimeout
 	}
+	if cfg.SharedNamespaces == nil {
+		cfg.SharedNamespaces = DefaultSharedNamespaces
+	}
 	if log == nil {
 		log = slog.Default()
 	}
@@ -151,7 +180,17 @@ func New(ctx context.Context, rdb redis.UniversalClient, cfg Config, log *slog.L
 	}
 	rctx, stop := context.WithCancel(context.Background())
 	b := &Bus{cfg: cfg, rdb: rdb, log: log, channels: map[string]*listening{}, shards: map[string]*shard{},
-		now: time.Now, rctx: rctx, stop: stop, done: make(chan struct{}), pubCmd: "PUBLISH"}
+		now: time.Now, rctx: rctx, stop: stop, done: make(chan struct{}), pubCmd: "PUBLISH",
+		sharedName: cfg.Prefix + "shared", sharedL: map[string]*listening{}, sharedUp: make(chan struct{})}
+	if len(cfg.SharedNamespaces) > 0 {
+		// Classic pub/sub on every form, a Cluster included: the
+		// node-level channel is no key of any slot, and every node
+		// listens to it.
+		b.shared = rdb.Subscribe(rctx, b.sharedName)
+		b.Commands.Add(1)
+		b.tasks.Add(1)
+		go b.receiveShared()
+	}
 	if cc, ok := rdb.(*redis.ClusterClient); ok {
 		b.cc, b.pubCmd = cc, "SPUBLISH"
 		close(b.done)
@@ -182,6 +221,9 @@ func (b *Bus) Close() error {
 		b.stop()
 		if b.ps != nil {
 			err = b.ps.Close()
+		}
+		if b.shared != nil {
+			err = errors.Join(err, b.shared.Close())
 		}
 		b.mu.Lock()
 		for _, sh := range b.shards {
@@ -267,7 +309,11 @@ func (b *Bus) Publish(ctx context.Context, channels []string, ev *hub.Event) err
 		seen := b.known.get(ch)
 		p := &pubs[i]
 		p.keys = []string{meta, log, live, b.idsKey(ch)}
-		p.args = []any{h, ev.JSON, b.cfg.HistorySize, ttl, now, newEpoch(), key, b.pubCmd, seen.Epoch, seen.Offset}
+		pubCmd, target, lead := b.pubCmd, "", ""
+		if b.isShared(ch) {
+			pubCmd, target, lead = "PUBLISH", b.sharedName, ch+" "
+		}
+		p.args = []any{h, ev.JSON, b.cfg.HistorySize, ttl, now, newEpoch(), key, pubCmd, seen.Epoch, seen.Offset, target, lead}
 		p.seen = seen
 		p.cmd = publishScript.EvalSha(ctx, pipe, p.keys, p.args...)
 		b.Commands.Add(1)
@@ -368,6 +414,9 @@ func streamEntry(ch, epoch string, raw any) (hub.Entry, error) {
 // Listen subscribes this node to ch's announcements and returns once Redis
 // confirmed the subscription, so nothing appended afterwards is missed.
 func (b *Bus) Listen(ctx context.Context, ch string, deliver func(hub.Entry)) (func(), error) {
+	if b.isShared(ch) {
+		return b.listenShared(ctx, ch, deliver)
+	}
 	name := b.liveName(ch)
 	l := &listening{channel: ch, name: name, deliver: deliver, confirmed: make(chan struct{})}
 	b.mu.Lock()
@@ -488,6 +537,11 @@ func (b *Bus) announced(name, payload string) {
 	if l == nil {
 		return
 	}
+	b.announcedTo(l, payload)
+}
+
+// announcedTo delivers an announcement of l's channel to l.
+func (b *Bus) announcedTo(l *listening, payload string) {
 	e, err := announcement(l.channel, payload)
 	if err != nil {
 		b.log.Error("bad announcement", "channel", l.channel, "err", err)
@@ -546,6 +600,9 @@ func (b *Bus) fence(l *listening, epoch string) {
 	b.mu.Lock()
 	l.fencing = false
 	live := b.channels[l.name] == l
+	if l.shared {
+		live = b.sharedL[l.channel] == l
+	}
 	b.mu.Unlock()
 	switch {
 	case !live:

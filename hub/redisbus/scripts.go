@@ -52,7 +52,10 @@ end
 //
 // KEYS: meta, log, live, ids. ARGV: header, json, maxlen, ttl ms, now ms,
 // new epoch, event key, the announcing command (PUBLISH, or SPUBLISH on a
-// Cluster), the epoch and top the publisher saw last ("" and 0 for none).
+// Cluster), the epoch and top the publisher saw last ("" and 0 for none),
+// and for a channel of a shared namespace the node-level pub/sub channel
+// to announce on instead of live and the text that starts its
+// announcements (the channel and a space); "" and "" otherwise.
 // Returns {epoch, offset, 1 if it moved the log to a new epoch else 0}.
 var publishScript = redis.NewScript(trimLua + `
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
@@ -79,7 +82,9 @@ end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 redis.call('PEXPIRE', KEYS[4], ARGV[4])
-redis.call(ARGV[8], KEYS[3], epoch .. ' ' .. top .. ' ' .. string.len(ARGV[1]) .. ' ' .. ARGV[1] .. ARGV[2])
+local target = KEYS[3]
+if ARGV[11] ~= '' then target = ARGV[11] end
+redis.call(ARGV[8], target, ARGV[12] .. epoch .. ' ' .. top .. ' ' .. string.len(ARGV[1]) .. ' ' .. ARGV[1] .. ARGV[2])
 return {epoch, top, fenced}
 `)
 

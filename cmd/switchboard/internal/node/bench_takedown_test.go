@@ -295,9 +295,10 @@ type rawTakedown struct {
 func newRawTakedown(b *testing.B, a *Node) *rawTakedown {
 	b.Helper()
 	tr := &kafka.Transport{}
+	commandsTopic, outcomesTopic := a.cfg.TakedownTopics()
 	r := &rawTakedown{
 		tr:    tr,
-		topic: a.cfg.Kafka.Topics.Commands,
+		topic: commandsTopic,
 		w: &kafka.Writer{
 			Addr:         kafka.TCP(a.kafkaAddr),
 			Balancer:     &kafka.Hash{},
@@ -314,7 +315,7 @@ func newRawTakedown(b *testing.B, a *Node) *rawTakedown {
 	for p := range a.cfg.Kafka.Embedded.Partitions {
 		rd := kafka.NewReader(kafka.ReaderConfig{
 			Brokers:   []string{a.kafkaAddr},
-			Topic:     a.cfg.Kafka.Topics.Events,
+			Topic:     outcomesTopic,
 			Partition: p,
 			MaxWait:   consumers.DefaultMaxWait,
 		})

@@ -45,11 +45,12 @@ func RunItemService(ctx context.Context, cfg config.Config) error {
 
 // newItemService builds the simulated item service of the contract.
 func newItemService(cfg config.Config, brokers []string, p *producers.Producer, log *slog.Logger) (*itemsvc.Service, error) {
+	commands, events := cfg.TakedownTopics()
 	return itemsvc.New(itemsvc.Config{
 		Brokers:           brokers,
 		Conn:              cfg.KafkaConn(),
-		CommandsTopic:     cfg.Kafka.Topics.Commands,
-		EventsTopic:       cfg.Kafka.Topics.Events,
+		CommandsTopic:     commands,
+		EventsTopic:       events,
 		Latency:           cfg.ItemSvc.Latency,
 		Decode:            decodeCommand,
 		SessionTimeout:    cfg.Kafka.SessionTimeout,

@@ -23,6 +23,7 @@ var (
 	queueDesc         = prometheus.NewDesc("switchboard_client_queue_depth", "Queue depth of each connected client, at scrape time.", nil, nil)
 	consumedDesc      = prometheus.NewDesc("switchboard_consumed_total", "Kafka records handled and committed, by topic.", []string{"topic"}, nil)
 	deadDesc          = prometheus.NewDesc("switchboard_dead_lettered_total", "Kafka records sent to the dead-letter topic, by source topic.", []string{"topic"}, nil)
+	routeSkippedDesc  = prometheus.NewDesc("switchboard_route_skipped_total", "What routing left out, by topic and reason: type (events of a type the route does not list), missing (channel templates whose placeholder had no value), invalid (channel templates that made no valid channel name).", []string{"topic", "reason"}, nil)
 	lagDesc           = prometheus.NewDesc("switchboard_consumer_lag", "Records the consumer group has not committed, by partition.", []string{"topic", "partition"}, nil)
 	backplaneErrDesc  = prometheus.NewDesc("switchboard_backplane_errors_total", "Failed backplane calls.", nil, nil)
 	heldDesc          = prometheus.NewDesc("switchboard_takedowns_held", "Takedown requests held open now.", nil, nil)
@@ -81,7 +82,7 @@ func (m *metrics) observe(outcome string, d time.Duration) {
 // Describe implements prometheus.Collector.
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{connectionsDesc, subscriptionsDesc, deliveriesDesc, publishedDesc, slowDesc,
-		queueDesc, consumedDesc, deadDesc, lagDesc, backplaneErrDesc, heldDesc, untrustedDesc, republishedDesc,
+		queueDesc, consumedDesc, deadDesc, routeSkippedDesc, lagDesc, backplaneErrDesc, heldDesc, untrustedDesc, republishedDesc,
 		authFailuresDesc, authThrottledDesc, unauthConnsDesc, httpGuardDesc, socketWritesDesc, lostWritesDesc} {
 		ch <- d
 	}
@@ -145,6 +146,11 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	for topic, ts := range a.consumer.TopicStats() {
 		counter(consumedDesc, float64(ts.Consumed), topic)
 		counter(deadDesc, float64(ts.DeadLettered), topic)
+	}
+	for topic, rs := range a.consumer.RouteStats() {
+		counter(routeSkippedDesc, float64(rs.Filtered), topic, "type")
+		counter(routeSkippedDesc, float64(rs.Missing), topic, "missing")
+		counter(routeSkippedDesc, float64(rs.Invalid), topic, "invalid")
 	}
 	for _, l := range a.lag.Last() {
 		gauge(lagDesc, float64(l.Lag), l.Topic, strconv.Itoa(l.Partition))

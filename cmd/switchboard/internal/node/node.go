@@ -153,28 +153,24 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Opt
 	if err := a.startAuth(); err != nil {
 		return nil, err
 	}
-	t := cfg.Kafka.Topics
-	trust := takedown.Trust{Topic: t.Events, Sources: cfg.Takedown.OutcomeSources}
+	commandsTopic, outcomesTopic := cfg.TakedownTopics()
+	trust := takedown.Trust{Topic: outcomesTopic, Sources: cfg.Takedown.OutcomeSources}
 	a.recorder = &takedown.Recorder{Store: a.store, Next: a.hub, Trust: trust}
 	a.consumer, err = consumers.New(consumers.Config{
 		Brokers:           brokers,
 		Conn:              cfg.KafkaConn(),
 		GroupID:           cfg.Kafka.GroupID,
-		DLQTopic:          t.DLQ,
+		DLQTopic:          cfg.Kafka.DLQ,
 		SessionTimeout:    cfg.Kafka.SessionTimeout,
 		HeartbeatInterval: cfg.Kafka.HeartbeatInterval,
 		RebalanceTimeout:  cfg.Kafka.RebalanceTimeout,
-		Routes: []consumers.Route{
-			{Topic: t.Reports, Channels: cfg.Routing.Reports},
-			{Topic: t.Commands, Channels: cfg.Routing.Commands},
-			{Topic: t.Events, Channels: cfg.Routing.Events},
-		},
+		Routes:            cfg.Routes(),
 	}, a.recorder, a.producer, log)
 	if err != nil {
 		return nil, err
 	}
 	a.takedowns, err = takedown.New(takedown.Config{
-		CommandsTopic: t.Commands,
+		CommandsTopic: commandsTopic,
 		Timeout:       cfg.Takedown.Timeout,
 		MaxWait:       cfg.Takedown.MaxWait,
 		MaxBodyBytes:  cfg.HTTP.MaxBodyBytes,
@@ -200,7 +196,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Opt
 		a.goRun("itemsvc", a.itemsvc.Run, bg)
 	}
 	if cfg.Demo.Enabled {
-		a.goRun("demo", producers.NewDemo(a.producer, t.Reports, cfg.Demo.Rate, log).Run, bg)
+		a.goRun("demo", newDemo(cfg, a.producer, log).Run, bg)
 	}
 
 	a.metrics = newMetrics(a)

@@ -96,12 +96,12 @@ func (a *Node) startBroker() error {
 	}
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	p, _ := strconv.Atoi(port)
-	t := a.cfg.Kafka.Topics
+	topics := a.cfg.Topics()
 	c, err := kfake.NewCluster(
 		kfake.NumBrokers(1),
 		kfake.Ports(p),
 		kfake.ListenFn(func(string, string) (net.Listener, error) { return ln, nil }),
-		kfake.SeedTopics(int32(a.cfg.Kafka.Embedded.Partitions), t.Reports, t.Commands, t.Events, t.DLQ),
+		kfake.SeedTopics(int32(a.cfg.Kafka.Embedded.Partitions), topics...),
 	)
 	if err != nil {
 		ln.Close()
@@ -110,6 +110,6 @@ func (a *Node) startBroker() error {
 	a.broker = c
 	a.kafkaAddr = ln.Addr().String()
 	a.log.Info("embedded Kafka-protocol broker listening", "addr", a.kafkaAddr,
-		"topics", []string{t.Reports, t.Commands, t.Events, t.DLQ}, "partitions", a.cfg.Kafka.Embedded.Partitions)
+		"topics", topics, "partitions", a.cfg.Kafka.Embedded.Partitions)
 	return nil
 }
