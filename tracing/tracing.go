@@ -131,16 +131,20 @@ func exportURL(endpoint string) (string, error) {
 
 // Start starts a span named name of kind kind, a child of the span ctx
 // holds (local or remote), and returns it with ctx carrying it. While
-// tracing is off it returns ctx and the span ctx holds, which does
-// nothing, allocating nothing: set attributes under span.IsRecording(),
-// so that their values are not built for nothing.
+// tracing is off it returns ctx as it is and a span that does nothing,
+// allocating nothing: set attributes under span.IsRecording(), so that
+// their values are not built for nothing.
 func Start(ctx context.Context, name string, kind trace.SpanKind) (context.Context, trace.Span) {
 	t := current.Load()
 	if t == nil {
-		return ctx, trace.SpanFromContext(ctx)
+		return ctx, noop
 	}
 	return (*t).Start(ctx, name, trace.WithSpanKind(kind))
 }
+
+// noop is the span Start returns while tracing is off: it does nothing,
+// and ending it never ends the span of the caller's context.
+var noop = trace.SpanFromContext(context.Background())
 
 // End ends span, marking it failed with err when err is not nil.
 func End(span trace.Span, err error) {

@@ -17,7 +17,7 @@ const tracingFlushTimeout = 5 * time.Second
 // §10): nothing at all without otel.endpoint. stop flushes what is not
 // exported yet, within tracingFlushTimeout, and ends the export.
 func startTracing(ctx context.Context, cfg config.Config, log *slog.Logger) (stop func(), err error) {
-	o := otelConfig(cfg)
+	o := cfg.OTel
 	shutdown, err := tracing.Setup(ctx, o.Endpoint, o.ServiceName)
 	if err != nil {
 		return nil, err
@@ -33,9 +33,3 @@ func startTracing(ctx context.Context, cfg config.Config, log *slog.Logger) (sto
 		}
 	}, nil
 }
-
-// otelConfig is the otel.* section of cfg.
-//
-// TODO(lead): once config.Config has the OTel field (h-routing), this is
-// `return cfg.OTel`.
-func otelConfig(cfg config.Config) config.OTel { return config.OTel{} }
