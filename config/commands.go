@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/switchboard/switchboard/consumers"
-	"github.com/switchboard/switchboard/hub/takedown"
 	"github.com/switchboard/switchboard/producers"
 	"github.com/switchboard/switchboard/tracing"
 )
@@ -101,7 +100,8 @@ func DefaultCommands() []Command {
 			{Type: producers.TypeTakedownRejected, When: map[string]string{"reason": "not_found"}, Status: 404},
 			{Type: producers.TypeTakedownRejected, Status: 422},
 		},
-		Timeout: takedown.DefaultTimeout,
+		// Zero: takedown.timeout, so that key keeps setting the
+		// takedown's wait.
 	}}
 }
 

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestTopicRoutesAndDemo(t *testing.T) {
@@ -97,7 +98,7 @@ func TestDefaultsFileWithLists(t *testing.T) {
 	edited := out
 	for _, r := range [][2]string{
 		{"  dlq: \"switchboard.dlq\"\n", "    - name: \"items.posted\"\n      types: [\"item.posted\"]\n      channels: [\"group:{data.group_id}\"]\n  dlq: \"switchboard.dlq\"\n"},
-		{"    timeout: 10s\n", "    timeout: 20s\n"},
+		{"      - {type: \"takedown.rejected\", status: 422}\n", "      - {type: \"takedown.rejected\", status: 422}\n    timeout: 20s\n"},
 	} {
 		if strings.Count(edited, r[0]) != 1 {
 			t.Fatalf("%q is not in the defaults file exactly once", r[0])
@@ -110,7 +111,7 @@ func TestDefaultsFileWithLists(t *testing.T) {
 	}
 	want := wantDefaults()
 	want.Kafka.Topics = append(want.Kafka.Topics, TopicRoute{Name: "items.posted", Types: []string{"item.posted"}, Channels: []string{"group:{data.group_id}"}})
-	want.Commands[0].Timeout *= 2
+	want.Commands[0].Timeout = 20 * time.Second
 	if !reflect.DeepEqual(c.Kafka.Topics, want.Kafka.Topics) || !reflect.DeepEqual(c.Commands, want.Commands) {
 		t.Errorf("loaded\n%+v\n%+v\nwant\n%+v\n%+v", c.Kafka.Topics, c.Commands, want.Kafka.Topics, want.Commands)
 	}

@@ -242,7 +242,7 @@ log:
 				}
 				c.Commands[0].OutcomeTopic = "b"
 			},
-			yaml: "commands:\n  - {name: takedowns, roles: [police, moderator, partner], topic: takedown.commands, type: takedown.requested, key: item_id, fields: {required: [item_id, reason], optional: [authority_ref]}, outcome_topic: b, progress: [item.removed], outcomes: [{type: takedown.confirmed, status: 200}, {type: takedown.rejected, when: {reason: not_found}, status: 404}, {type: takedown.rejected, status: 422}], timeout: 10s}\n",
+			yaml: "commands:\n  - {name: takedowns, roles: [police, moderator, partner], topic: takedown.commands, type: takedown.requested, key: item_id, fields: {required: [item_id, reason], optional: [authority_ref]}, outcome_topic: b, progress: [item.removed], outcomes: [{type: takedown.confirmed, status: 200}, {type: takedown.rejected, when: {reason: not_found}, status: 404}, {type: takedown.rejected, status: 422}]}\n",
 		},
 		{
 			name: "commands from env as JSON",

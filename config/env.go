@@ -34,8 +34,17 @@ var HarnessEnv = []string{
 	"SWITCHBOARD_TEST_HELPER_*",
 }
 
-// harnessVar reports whether name is one of HarnessEnv.
+// ClientEnv are the SWITCHBOARD_* environment variables of the client
+// commands ("switchboard tail" and "switchboard call"): the node's URL and
+// the bearer token, so a token need not be on the command line. They are
+// not configuration: Load neither reads nor refuses them.
+var ClientEnv = []string{"SWITCHBOARD_URL", "SWITCHBOARD_TOKEN"}
+
+// harnessVar reports whether name is one of HarnessEnv or ClientEnv.
 func harnessVar(name string) bool {
+	if slices.Contains(ClientEnv, name) {
+		return true
+	}
 	for _, h := range HarnessEnv {
 		if p, ok := strings.CutSuffix(h, "*"); ok && strings.HasPrefix(name, p) || name == h {
 			return true

@@ -450,6 +450,20 @@ func isJSONRaw(ct []byte) bool {
 	return string(ct) == `"application/json"` || isJSONType(jsonText(ct))
 }
 
+// DataItemID returns the string member item_id of ev's data, ev an event
+// that Decode returned, when the data is a JSON object with one; else "".
+// It walks the compact JSON Decode made instead of decoding it again: the
+// item service asks it of every command.
+func DataItemID(ev *hub.Event) string {
+	var id string
+	for k, v := range members(ev.JSON) {
+		if string(k) == "data" {
+			id = itemID(v)
+		}
+	}
+	return id
+}
+
 // itemID returns the string member item_id of data, a valid compact JSON
 // value, if it is an object; else "".
 func itemID(data []byte) string {

@@ -1097,3 +1097,83 @@ func BenchmarkDecode(b *testing.B) {
 		})
 	}
 }
+
+// jsonDataItemID is what the item service did before DataItemID: decode
+// the whole event for data.item_id. The oracle of TestDataItemID, and the
+// "before" of BenchmarkDataItemID.
+func jsonDataItemID(event []byte) string {
+	var ev struct {
+		Data struct {
+			ItemID string `json:"item_id"`
+		} `json:"data"`
+	}
+	_ = json.Unmarshal(event, &ev)
+	return ev.Data.ItemID
+}
+
+func TestDataItemID(t *testing.T) {
+	structured := func(data string) kafka.Message {
+		return kafka.Message{Headers: hdrs("content-type", "application/cloudevents+json"),
+			Value: []byte(`{ "specversion": "1.0", "id": "e1", "source": "/platform", "type": "takedown.requested", "subject": "item-9",` + "\n" + ` "data": ` + data + ` }`)}
+	}
+	binary := func(data string) kafka.Message {
+		return kafka.Message{Headers: binaryHeaders("ce_subject", "item-9", "content-type", "application/json"), Value: []byte(data)}
+	}
+	tests := []struct {
+		name string
+		msg  kafka.Message
+		want string
+	}{
+		{"binary", binary(`{"item_id":"item-1","reason":"spam"}`), "item-1"},
+		{"structured, spaces", structured(`{ "reason": "spam", "item_id" : "item-2" }`), "item-2"},
+		{"escaped key and value", binary(`{"item\u005fid":"item-\u0033"}`), "item-3"},
+		{"the last of two", binary(`{"item_id":"item-4","item_id":"item-5"}`), "item-5"},
+		{"nested only", binary(`{"item":{"item_id":"item-6"}}`), ""},
+		{"not a string", binary(`{"item_id":7}`), ""},
+		{"null", binary(`{"item_id":null}`), ""},
+		{"data an array", binary(`[{"item_id":"item-8"}]`), ""},
+		{"data a string", structured(`"item-8"`), ""},
+		{"no data", kafka.Message{Headers: binaryHeaders("ce_subject", "item-9")}, ""},
+		{"an attribute named like it", kafka.Message{Headers: binaryHeaders("ce_itemid", "item-10")}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ev, err := Decode(tt.msg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := DataItemID(ev); got != tt.want {
+				t.Errorf("DataItemID = %q, want %q (JSON %s)", got, tt.want, ev.JSON)
+			}
+			if oracle := jsonDataItemID(ev.JSON); oracle != tt.want {
+				t.Errorf("encoding/json reads %q, want %q (JSON %s)", oracle, tt.want, ev.JSON)
+			}
+		})
+	}
+}
+
+// BenchmarkDataItemID: data.item_id of a decoded takedown command, by
+// DataItemID and by decoding the whole event as the item service did.
+func BenchmarkDataItemID(b *testing.B) {
+	ev, err := Decode(kafka.Message{
+		Headers: binaryHeaders("ce_subject", "item-42", "ce_time", "2026-01-02T03:04:05Z", "ce_correlationid", "0b6a2c1e-5d1f-4bd5-9d7c-2f1c7d7c8e11",
+			"content-type", "application/json"),
+		Value: []byte(`{"item_id":"item-42","reason":"counterfeit","requested_by":"police-1","authority_ref":"REF-2026-1"}`),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for name, f := range map[string]func() string{
+		"scan":           func() string { return DataItemID(ev) },
+		"json.Unmarshal": func() string { return jsonDataItemID(ev.JSON) },
+	} {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if f() != "item-42" {
+					b.Fatal("wrong item ID")
+				}
+			}
+		})
+	}
+}

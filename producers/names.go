@@ -14,6 +14,13 @@ const (
 	TypeTakedownConfirmed = "takedown.confirmed"
 	// TypeTakedownRejected is emitted when a takedown cannot be done.
 	TypeTakedownRejected = "takedown.rejected"
+	// TypeItemRestore is the demo restores command (SPEC §5.1): put an
+	// item back where it was posted.
+	TypeItemRestore = "item.restore"
+	// TypeItemRestored answers an item.restore that was done.
+	TypeItemRestored = "item.restored"
+	// TypeItemRestoreRejected answers an item.restore that cannot be done.
+	TypeItemRestoreRejected = "item.restore_rejected"
 )
 
 // The default topics (kafka.topics, kafka.dlq). Every package that needs a default
@@ -28,6 +35,11 @@ const (
 	DefaultEventsTopic = "takedown.events"
 	// DefaultDLQTopic receives the records that are not valid CloudEvents.
 	DefaultDLQTopic = "switchboard.dlq"
+	// DemoItemCommandsTopic carries the demo restores command's
+	// item.restore.
+	DemoItemCommandsTopic = "item.commands"
+	// DemoItemEventsTopic carries item.restored and item.restore_rejected.
+	DemoItemEventsTopic = "item.events"
 )
 
 // ItemServiceSource is the CloudEvents source of the item service's

@@ -29,14 +29,19 @@ func main() {
 // wrong; execute then only exits 1.
 var errReported = errors.New("reported")
 
-// execute runs the command line args and returns the exit status: 0, or 1
-// after saying why on stderr.
+// execute runs the command line args and returns the exit status: 0, a
+// command's own (switchboard call's by outcome), or 1 after saying why on
+// stderr.
 func execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cmd := newRootCmd()
 	cmd.SetArgs(append([]string{}, args...)) // never nil: cobra would read os.Args
 	cmd.SetOut(stdout)
 	cmd.SetErr(stderr)
 	if err := cmd.ExecuteContext(ctx); err != nil {
+		var ee *exitError
+		if errors.As(err, &ee) {
+			return ee.code
+		}
 		if !errors.Is(err, errReported) {
 			fmt.Fprintln(stderr, "switchboard:", err)
 		}
@@ -78,7 +83,7 @@ generator of item.reported events.
 	cmd.SetVersionTemplate(`{{index .Annotations "buildinfo"}}`)
 	cmd.CompletionOptions.DisableDefaultCmd = true
 	config.BindFlags(cmd.Flags())
-	cmd.AddCommand(newItemSvcCmd(), newVersionCmd(info), newConfigCmd())
+	cmd.AddCommand(newItemSvcCmd(), newVersionCmd(info), newConfigCmd(), newTailCmd(), newCallCmd())
 	return cmd
 }
 

@@ -42,7 +42,12 @@ const (
 
 // Config configures the adapter.
 type Config struct {
-	// CommandsTopic is where takedown.requested commands go.
+	// Commands are the declared commands (SPEC §5.1), each with its own
+	// topics, trust and timeout. Nil means the built-in takedown alone,
+	// on CommandsTopic, trusted as Trust says, waiting Timeout.
+	Commands *Commands
+	// CommandsTopic is where takedown.requested commands go when Commands
+	// is nil.
 	CommandsTopic string
 	// Timeout is the default wait; MaxWait caps a client's Prefer: wait.
 	Timeout, MaxWait time.Duration
@@ -113,6 +118,8 @@ type Limiter interface {
 // WebSocket takedown frame.
 type Adapter struct {
 	cfg   Config
+	cmds  *Commands
+	td    *Command // the built-in takedown, nil if not declared
 	hub   *hub.Hub
 	store Store
 	cmd   Commander
@@ -151,8 +158,21 @@ func New(cfg Config, h *hub.Hub, store Store, cmd Commander, limit Limiter, log 
 	if cfg.Trust.Sources == nil {
 		cfg.Trust.Sources = DefaultOutcomeSources
 	}
-	if cfg.CommandsTopic == "" {
-		return nil, errors.New("takedown: no commands topic")
+	cmds := cfg.Commands
+	if cmds == nil {
+		if cfg.CommandsTopic == "" {
+			return nil, errors.New("takedown: no commands topic")
+		}
+		td := Takedowns()
+		td.Topic, td.OutcomeTopic, td.OutcomeSources, td.Timeout = cfg.CommandsTopic, cfg.Trust.Topic, cfg.Trust.Sources, cfg.Timeout
+		if td.OutcomeTopic == "" {
+			td.OutcomeTopic = "-" // the zero Trust: no topic is the outcome topic
+		}
+		var err error
+		if cmds, err = NewCommands([]Command{td}); err != nil {
+			return nil, fmt.Errorf("takedown: %w", err)
+		}
+		cmds.list[0].trust = cfg.Trust
 	}
 	if h == nil || store == nil || cmd == nil || limit == nil {
 		return nil, errors.New("takedown: hub, store, commander and limiter are required")
@@ -160,8 +180,15 @@ func New(cfg Config, h *hub.Hub, store Store, cmd Commander, limit Limiter, log 
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Adapter{cfg: cfg, hub: h, store: store, cmd: cmd, limit: limit, log: log}, nil
+	a := &Adapter{cfg: cfg, cmds: cmds, hub: h, store: store, cmd: cmd, limit: limit, log: log}
+	if td := cmds.Lookup(TakedownsName); td != nil && td.builtin {
+		a.td = td
+	}
+	return a, nil
 }
+
+// Commands returns the adapter's commands.
+func (a *Adapter) Commands() *Commands { return a.cmds }
 
 // Held returns how many requests are held open now.
 func (a *Adapter) Held() int64 { return a.held.Load() }
@@ -198,21 +225,26 @@ func (r *Request) hash() string {
 // StatusURL is where a takedown's state is read.
 func StatusURL(id string) string { return "/v1/takedowns/" + id }
 
-// newRecord is a new takedown of req for principal, publishing.
-func newRecord(principal string, req *Request, key string) *Record {
-	return &Record{
+// newRecord is a new call of in for principal, publishing.
+func newRecord(principal string, in *input, key string) *Record {
+	rec := &Record{
 		CorrelationID:  uuid.NewString(),
 		Principal:      principal,
 		IdempotencyKey: key,
-		BodyHash:       req.hash(),
-		ItemID:         req.ItemID,
-		Reason:         req.Reason,
-		AuthorityRef:   req.AuthorityRef,
+		BodyHash:       in.hash,
+		ItemID:         in.key,
 		Status:         StatusPending,
 		RemovedFrom:    []string{},
 		CreatedAt:      time.Now(),
 		EventID:        uuid.NewString(),
 	}
+	if in.req != nil {
+		rec.Reason, rec.AuthorityRef = in.req.Reason, in.req.AuthorityRef
+	}
+	if in.cmd.Name != TakedownsName {
+		rec.Command, rec.Data, rec.RemovedFrom = in.cmd.Name, in.data, nil
+	}
+	return rec
 }
 
 var (
@@ -220,18 +252,30 @@ var (
 	errUnavailable = errors.New("takedown: unavailable")
 )
 
-// command is the takedown.requested event of rec. It is made from the
-// record alone, so every publish of one takedown, on any node, carries the
-// same correlation ID, CloudEvents id, time and data.
-func command(rec *Record) producers.CloudEvent {
-	data := map[string]string{"item_id": rec.ItemID, "reason": rec.Reason, "requested_by": rec.Principal}
-	if rec.AuthorityRef != "" {
-		data["authority_ref"] = rec.AuthorityRef
+// command is the command event of rec, a call of cmd. It is made from the
+// record alone, so every publish of one call, on any node, carries the
+// same correlation ID, CloudEvents id, time and data: the request's
+// members and requested_by.
+func command(cmd *Command, rec *Record) producers.CloudEvent {
+	var data map[string]string
+	if len(rec.Data) > 0 {
+		_ = json.Unmarshal(rec.Data, &data) // written by newRecord
+	}
+	if data == nil {
+		data = map[string]string{"item_id": rec.ItemID, "reason": rec.Reason}
+		if rec.AuthorityRef != "" {
+			data["authority_ref"] = rec.AuthorityRef
+		}
+	}
+	data["requested_by"] = rec.Principal
+	source := Source
+	if rec.Command != "" {
+		source = "/switchboard/" + rec.Command
 	}
 	return producers.CloudEvent{
 		ID:            rec.EventID,
-		Source:        Source,
-		Type:          TypeRequested,
+		Source:        source,
+		Type:          cmd.Type,
 		Subject:       rec.ItemID,
 		Time:          rec.CreatedAt.UTC().Format(time.RFC3339Nano),
 		CorrelationID: rec.CorrelationID,
@@ -246,9 +290,13 @@ func command(rec *Record) producers.CloudEvent {
 // sweep of any node, publishes the same command again, and its consumers
 // apply it once.
 func (a *Adapter) publish(ctx context.Context, rec *Record) error {
+	cmd := a.cmds.ofRecord(rec)
+	if cmd == nil {
+		return fmt.Errorf("%w: the command %q is not declared", errUnavailable, rec.Command)
+	}
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.PublishWait)
 	defer cancel()
-	if err := a.cmd.Publish(pctx, a.cfg.CommandsTopic, rec.ItemID, command(rec)); err != nil {
+	if err := a.cmd.Publish(pctx, cmd.Topic, rec.ItemID, command(cmd, rec)); err != nil {
 		return fmt.Errorf("%w: %v", errUnavailable, err)
 	}
 	if err := a.store.MarkPublished(context.WithoutCancel(ctx), rec.CorrelationID); err != nil {
@@ -256,7 +304,7 @@ func (a *Adapter) publish(ctx context.Context, rec *Record) error {
 		hub.LoggerFrom(ctx, a.log).Warn("takedown published but not marked so", "correlation_id", rec.CorrelationID, "err", err)
 	}
 	rec.Published = true
-	hub.LoggerFrom(ctx, a.log).Info("takedown requested", "correlation_id", rec.CorrelationID, "item_id", rec.ItemID, "principal", rec.Principal)
+	hub.LoggerFrom(ctx, a.log).Info(cmd.noun()+" requested", "correlation_id", rec.CorrelationID, cmd.Key, rec.ItemID, "principal", rec.Principal)
 	return nil
 }
 
@@ -311,10 +359,40 @@ func (a *Adapter) Republished() (ok, failed uint64) {
 }
 
 // Post serves POST /v1/takedowns (wrap it in auth.Require).
-func (a *Adapter) Post(w http.ResponseWriter, r *http.Request) {
+func (a *Adapter) Post(w http.ResponseWriter, r *http.Request) { a.post(a.td, w, r) }
+
+// PostHandler serves POST /v1/<name> of the declared command name (wrap
+// it in auth.Require with its HTTPRoles); nil if there is none.
+func (a *Adapter) PostHandler(name string) http.Handler {
+	cmd := a.cmds.Lookup(name)
+	if cmd == nil {
+		return nil
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { a.post(cmd, w, r) })
+}
+
+// GetHandler serves GET /v1/<name>/{correlation_id} of the declared
+// command name (wrap it in auth.Require); nil if there is none.
+func (a *Adapter) GetHandler(name string) http.Handler {
+	cmd := a.cmds.Lookup(name)
+	if cmd == nil {
+		return nil
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { a.get(cmd, w, r) })
+}
+
+func (a *Adapter) post(cmd *Command, w http.ResponseWriter, r *http.Request) {
 	p := auth.FromContext(r.Context())
 	if p == nil {
 		hub.WriteRefusal(w, hub.ErrUnauthenticated)
+		return
+	}
+	if cmd == nil {
+		problem(w, hub.ProblemNotFound, "no such command is declared", nil)
+		return
+	}
+	if !cmd.allows(p, false) {
+		hub.WriteRefusal(w, fmt.Errorf("%w: role %s may not call %s", hub.ErrForbidden, p.Role, cmd.Name))
 		return
 	}
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
@@ -337,12 +415,8 @@ func (a *Adapter) Post(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_ = rc.SetReadDeadline(time.Time{})
-	var req Request
-	if err := hub.DecodeStrict(body, &req); err != nil {
-		problem(w, hub.ProblemBadRequest, err.Error()+": the body is a JSON object of item_id, reason and authority_ref", nil)
-		return
-	}
-	if err := req.validate(); err != nil {
+	in, err := cmd.read(body)
+	if err != nil {
 		problem(w, hub.ProblemBadRequest, err.Error(), nil)
 		return
 	}
@@ -356,7 +430,7 @@ func (a *Adapter) Post(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	prefs := ParsePrefer(r.Header)
-	wait := a.cfg.Timeout
+	wait := cmd.timeout(a.cfg.Timeout)
 	if prefs.Wait > 0 {
 		wait = min(prefs.Wait, a.cfg.MaxWait)
 	}
@@ -378,13 +452,13 @@ func (a *Adapter) Post(w http.ResponseWriter, r *http.Request) {
 
 	start := time.Now()
 	log := hub.LoggerFrom(r.Context(), a.log)
-	c, err := a.begin(r.Context(), p, &req, key)
+	c, err := a.begin(r.Context(), p, in, key)
 	if err != nil {
 		release()
 		if !errors.Is(err, errKeyReused) {
-			a.observe("unavailable", start)
+			a.observeCmd(cmd, "unavailable", start)
 		}
-		a.refuse(w, err)
+		a.refuse(cmd, w, err)
 		return
 	}
 	if prefs.Wait > 0 {
@@ -392,18 +466,18 @@ func (a *Adapter) Post(w http.ResponseWriter, r *http.Request) {
 	}
 	respond := func(w http.ResponseWriter, rec *Record) {
 		outcome := outcomeOf(rec, prefs.RespondAsync)
-		a.observe(outcome, start)
-		log.Info("takedown answered", "correlation_id", rec.CorrelationID, "outcome", outcome, "duration", time.Since(start))
-		a.respond(w, rec, prefs)
+		a.observeCmd(cmd, outcome, start)
+		log.Info(cmd.noun()+" answered", "correlation_id", rec.CorrelationID, "outcome", outcome, "duration", time.Since(start))
+		a.respond(cmd, w, rec, prefs)
 	}
 	gone := func() {
-		log.Info("takedown client hung up; the takedown goes on", "correlation_id", c.id)
+		log.Info(cmd.noun()+" client hung up; the "+cmd.noun()+" goes on", "correlation_id", c.id)
 	}
 	rec, handedOff, err := a.hold(w, r, c, wait, release, respond, gone)
 	switch {
 	case err != nil:
-		a.observe("unavailable", start)
-		a.refuse(w, err)
+		a.observeCmd(cmd, "unavailable", start)
+		a.refuse(cmd, w, err)
 	case handedOff: // the answer is written on the connection
 	case rec == nil:
 		gone() // the takedown goes on, readable later
@@ -416,13 +490,17 @@ func (a *Adapter) Post(w http.ResponseWriter, r *http.Request) {
 // item worth reading the store for: an outcome type from a trusted source
 // whose subject, if any, is that item. It spares the store a read for most
 // forgeries without decoding the event's data; the store decides.
-func (a *Adapter) plausible(ev *hub.Event, id, item string) bool {
-	return IsOutcome(ev.Type) && ev.CorrelationID == id && (ev.Subject == "" || ev.Subject == item) &&
-		a.cfg.Trust.check(ev, false) == nil
+func (a *Adapter) plausible(cmd *Command, ev *hub.Event, id, item string) bool {
+	return cmd.moves(ev.Type) && ev.CorrelationID == id && (ev.Subject == "" || ev.Subject == item) &&
+		cmd.trust.check(ev, false) == nil
 }
 
-// respond answers from a takedown's state, per the contract's table.
-func (a *Adapter) respond(w http.ResponseWriter, rec *Record, prefs Preferences) {
+// respond answers from a call's state, per the contract's table.
+func (a *Adapter) respond(cmd *Command, w http.ResponseWriter, rec *Record, prefs Preferences) {
+	if !cmd.builtin {
+		a.respondCommand(cmd, w, rec, prefs)
+		return
+	}
 	id := rec.CorrelationID
 	switch {
 	case rec.Status == StatusConfirmed:
@@ -458,7 +536,11 @@ func (a *Adapter) respond(w http.ResponseWriter, rec *Record, prefs Preferences)
 
 // refuse answers a request that could not be carried out: a *failure
 // may name the takedown kept to be published again.
-func (a *Adapter) refuse(w http.ResponseWriter, err error) {
+func (a *Adapter) refuse(cmd *Command, w http.ResponseWriter, err error) {
+	if !cmd.builtin {
+		a.refuseCommand(cmd, w, err)
+		return
+	}
 	var rec *Record
 	var f *failure
 	if errors.As(err, &f) {
@@ -482,14 +564,22 @@ func (a *Adapter) refuse(w http.ResponseWriter, err error) {
 
 // Get serves GET /v1/takedowns/{correlation_id} (wrap it in auth.Require):
 // the current state; with Prefer: wait=N it holds until the state is final.
-func (a *Adapter) Get(w http.ResponseWriter, r *http.Request) {
+func (a *Adapter) Get(w http.ResponseWriter, r *http.Request) { a.get(a.td, w, r) }
+
+func (a *Adapter) get(cmd *Command, w http.ResponseWriter, r *http.Request) {
 	p := auth.FromContext(r.Context())
 	id := r.PathValue("correlation_id")
 	rec, err := a.store.Get(r.Context(), id)
-	// Another principal's takedown is answered like one that does not
-	// exist: a correlation ID's existence is not told to who may not read it.
-	if errors.Is(err, ErrNotFound) || (err == nil && (p == nil || (p.Role != auth.RoleModerator && p.Name != rec.Principal))) {
-		problem(w, hub.ProblemNotFound, "no takedown of yours has this correlation ID (or it expired)", map[string]any{"correlation_id": id})
+	// Another principal's call (or another command's) is answered like one
+	// that does not exist: a correlation ID's existence is not told to who
+	// may not read it.
+	if errors.Is(err, ErrNotFound) || (err == nil && (cmd == nil || a.cmds.ofRecord(rec) != cmd ||
+		p == nil || (p.Role != auth.RoleModerator && p.Name != rec.Principal))) {
+		noun := "takedown"
+		if cmd != nil && !cmd.builtin {
+			noun = cmd.Name + " call"
+		}
+		problem(w, hub.ProblemNotFound, "no "+noun+" of yours has this correlation ID (or it expired)", map[string]any{"correlation_id": id})
 		return
 	}
 	if err != nil {
@@ -507,8 +597,8 @@ func (a *Adapter) Get(w http.ResponseWriter, r *http.Request) {
 			hub.WriteRefusal(w, err)
 			return
 		}
-		respond := func(w http.ResponseWriter, rec *Record) { writeJSON(w, http.StatusOK, stateBody(rec)) }
-		cur, handedOff, err := a.hold(w, r, a.follow(r.Context(), rec), min(prefs.Wait, a.cfg.MaxWait), release, respond, func() {})
+		respond := func(w http.ResponseWriter, rec *Record) { writeJSON(w, http.StatusOK, stateBody(cmd, rec)) }
+		cur, handedOff, err := a.hold(w, r, a.follow(r.Context(), cmd, rec), min(prefs.Wait, a.cfg.MaxWait), release, respond, func() {})
 		switch {
 		case handedOff:
 			return // the answer is written on the connection
@@ -519,10 +609,13 @@ func (a *Adapter) Get(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	writeJSON(w, http.StatusOK, stateBody(rec))
+	writeJSON(w, http.StatusOK, stateBody(cmd, rec))
 }
 
-func stateBody(rec *Record) map[string]any {
+func stateBody(cmd *Command, rec *Record) map[string]any {
+	if !cmd.builtin {
+		return commandState(cmd, rec)
+	}
 	body := map[string]any{
 		"correlation_id": rec.CorrelationID, "item_id": rec.ItemID, "status": rec.Status,
 		"removed_from": nonNil(rec.RemovedFrom),

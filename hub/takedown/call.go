@@ -25,11 +25,13 @@ import (
 //
 // An event on corr: only says when to read the store: outcomes are believed
 // from the store alone, which only trusted outcomes change (Recorder).
-// Declared commands (SPEC §5.1) would give a call their own topic, type,
-// outcomes and timeout; the takedown is the built-in declaration.
+// Every declared command (SPEC §5.1) runs it: its Command gives the
+// topic, type, trust, outcomes and timeout; the takedown is the built-in
+// declaration.
 type call struct {
 	a         *Adapter
-	id, item  string // the takedown's correlation ID and item; fixed
+	cmd       *Command
+	id, item  string // the call's correlation ID and key (the takedown's item); fixed
 	fresh     bool   // reserved by this call, not joined
 	publishes bool   // a GET follows a takedown without publishing it
 	ctx       context.Context
@@ -67,8 +69,8 @@ type listener interface {
 // begin reserves a takedown for p: a new record, or the one p's
 // idempotency key already names. A different request under the same key
 // is errKeyReused.
-func (a *Adapter) begin(ctx context.Context, p *auth.Principal, req *Request, key string) (*call, error) {
-	rec := newRecord(p.Name, req, key)
+func (a *Adapter) begin(ctx context.Context, p *auth.Principal, in *input, key string) (*call, error) {
+	rec := newRecord(p.Name, in, key)
 	existing, err := a.store.Reserve(ctx, rec)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errUnavailable, err)
@@ -80,15 +82,15 @@ func (a *Adapter) begin(ctx context.Context, p *auth.Principal, req *Request, ke
 		}
 		rec = existing
 	}
-	c := a.follow(ctx, rec)
+	c := a.follow(ctx, in.cmd, rec)
 	c.fresh, c.publishes = fresh, true
 	return c, nil
 }
 
 // follow makes a call that waits for an existing takedown and publishes
 // nothing (GET with Prefer: wait).
-func (a *Adapter) follow(ctx context.Context, rec *Record) *call {
-	return &call{a: a, id: rec.CorrelationID, item: rec.ItemID, rec: rec,
+func (a *Adapter) follow(ctx context.Context, cmd *Command, rec *Record) *call {
+	return &call{a: a, cmd: cmd, id: rec.CorrelationID, item: rec.ItemID, rec: rec,
 		ctx: context.WithoutCancel(ctx), log: hub.LoggerFrom(ctx, a.log)}
 }
 
@@ -185,7 +187,7 @@ func (c *call) wait(d time.Duration) {
 // terminal event that may be this takedown's outcome, or a gap (the outcome
 // may be among what was missed), sends the store a look.
 func (c *call) hear(ev *hub.Event) {
-	if ev == nil || ((ev.Type == TypeConfirmed || ev.Type == TypeRejected) && c.a.plausible(ev, c.id, c.item)) {
+	if ev == nil || (c.cmd.terminal(ev.Type) && c.a.plausible(c.cmd, ev, c.id, c.item)) {
 		c.wake()
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/switchboard/switchboard/hub"
 )
@@ -25,17 +26,46 @@ type Publisher interface {
 type Recorder struct {
 	Store Store
 	Next  Publisher
-	Trust Trust
+	// Commands are the declared commands whose outcomes are recorded,
+	// each trusted from its own outcome topic and sources; nil means the
+	// built-in takedown alone, trusted as Trust says.
+	Commands *Commands
+	Trust    Trust
 
+	once      sync.Once
+	cmds      *Commands
 	untrusted untrustedCounts
+}
+
+func (r *Recorder) commands() *Commands {
+	r.once.Do(func() {
+		r.cmds = r.Commands
+		if r.cmds == nil {
+			cs, _ := NewCommands([]Command{Takedowns()}) // the built-in is valid
+			cs.list[0].trust = r.Trust                   // as given: the zero Trust accepts nothing
+			r.cmds = cs
+		}
+	})
+	return r.cmds
 }
 
 // Publish implements the consumer's Publisher.
 func (r *Recorder) Publish(ctx context.Context, channels []string, ev *hub.Event) error {
-	if ev.CorrelationID != "" && IsOutcome(ev.Type) {
-		err := r.Trust.check(ev, true)
+	if ev.CorrelationID == "" {
+		return r.Next.Publish(ctx, channels, ev)
+	}
+	cs := r.commands()
+	if cands := cs.byType[ev.Type]; len(cands) > 0 {
+		// Topic and source first: one of the commands this type may move
+		// must trust them; the store then checks the record's own.
+		var err error
+		for _, c := range cands {
+			if err = c.trust.check(ev, true); err == nil {
+				break
+			}
+		}
 		if err == nil {
-			err = r.Store.Apply(ctx, ev)
+			err = r.Store.apply(ctx, ev, cs.judge)
 		}
 		var ue *UntrustedError
 		switch {

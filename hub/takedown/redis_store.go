@@ -44,8 +44,13 @@ func NewRedisStore(rdb redis.UniversalClient, ttl time.Duration, prefix string) 
 
 func (s *RedisStore) recKey(id string) string { return s.prefix + "td:{" + id + "}" }
 func (s *RedisStore) publishingKey() string   { return s.prefix + "td:publishing" }
-func (s *RedisStore) idemKey(principal, key string) string {
-	return s.prefix + "idem:{" + principal + "}:" + key
+
+// idemKey scopes an idempotency key to its principal and command.
+func (s *RedisStore) idemKey(r *Record) string {
+	if r.Command == "" {
+		return s.prefix + "idem:{" + r.Principal + "}:" + r.IdempotencyKey
+	}
+	return s.prefix + "idem:{" + r.Principal + "}/" + r.Command + ":" + r.IdempotencyKey
 }
 
 func (s *RedisStore) wrap(err error) error {
@@ -59,7 +64,7 @@ func (s *RedisStore) wrap(err error) error {
 // concurrent requests with the same key, on any node.
 func (s *RedisStore) Reserve(ctx context.Context, rec *Record) (*Record, error) {
 	if rec.IdempotencyKey != "" {
-		ik := s.idemKey(rec.Principal, rec.IdempotencyKey)
+		ik := s.idemKey(rec)
 		ok, err := s.rdb.SetNX(ctx, ik, rec.CorrelationID, s.ttl).Result()
 		if err != nil {
 			return nil, s.wrap(err)
@@ -236,7 +241,7 @@ func (s *RedisStore) Release(ctx context.Context, rec *Record) error {
 		}
 	}
 	if rec.IdempotencyKey != "" {
-		ik := s.idemKey(rec.Principal, rec.IdempotencyKey)
+		ik := s.idemKey(rec)
 		if id, err := s.rdb.Get(ctx, ik).Result(); err == nil && id == rec.CorrelationID {
 			return s.wrap(s.rdb.Del(ctx, ik).Err())
 		}
@@ -262,18 +267,22 @@ func (s *RedisStore) Get(ctx context.Context, id string) (*Record, error) {
 
 // Apply implements Store.
 func (s *RedisStore) Apply(ctx context.Context, ev *hub.Event) error {
-	o, err := ParseOutcome(ev)
-	if err != nil {
-		return &UntrustedError{Reason: ReasonMalformed}
-	}
+	return s.apply(ctx, ev, applyTakedown)
+}
+
+func (s *RedisStore) apply(ctx context.Context, ev *hub.Event, judge judgeFunc) error {
 	found, err := s.update(ctx, ev.CorrelationID, func(r *Record) (*Record, error) {
-		if err := o.about(r.ItemID); err != nil {
+		cmd, err := judge(r, ev)
+		if err != nil {
 			return nil, err // untrusted: it changes nothing, not even the outbox
 		}
 		if r.Final() {
-			return nil, nil
+			// Still checked: an untrusted event is counted as such.
+			return nil, fold(r, cmd, ev)
 		}
-		fold(r, o, ev.JSON)
+		if err := fold(r, cmd, ev); err != nil {
+			return nil, err
+		}
 		return r, nil
 	})
 	if err == nil && !found {

@@ -37,7 +37,9 @@ const (
 
 // Record is one takedown as the outcome store keeps it.
 type Record struct {
-	CorrelationID  string    `json:"correlation_id"`
+	CorrelationID string `json:"correlation_id"`
+	// Command names the declared command; empty for the takedown.
+	Command        string    `json:"command,omitempty"`
 	Principal      string    `json:"principal,omitempty"`
 	IdempotencyKey string    `json:"idempotency_key,omitempty"`
 	BodyHash       string    `json:"body_hash,omitempty"`
@@ -60,7 +62,20 @@ type Record struct {
 	Published bool `json:"published,omitempty"`
 	// Event is the terminal event (structured CloudEvents JSON), once final.
 	Event json.RawMessage `json:"event,omitempty"`
+	// Code is the HTTP status of the outcome rule the terminal event
+	// matched, once final.
+	Code int `json:"code,omitempty"`
+	// Data is a declared command's request members, a JSON object (the
+	// takedown keeps ItemID, Reason and AuthorityRef).
+	Data json.RawMessage `json:"data,omitempty"`
+	// Progress are a declared command's progress events so far: each
+	// {"type","id","data"}, at most maxProgress (the takedown keeps
+	// RemovedFrom).
+	Progress []json.RawMessage `json:"progress,omitempty"`
 }
+
+// maxProgress bounds the progress events a record keeps.
+const maxProgress = 64
 
 // needsPublish reports whether the command is not known to be on the topic.
 func (r *Record) needsPublish() bool { return !r.Published && !r.Final() }
@@ -97,7 +112,13 @@ type Store interface {
 	// changes nothing and is an *UntrustedError. The caller checks topic
 	// and source first (Trust).
 	Apply(ctx context.Context, ev *hub.Event) error
+	// apply is Apply for any declared command: judge names the record's
+	// command if ev may move it, or says why not.
+	apply(ctx context.Context, ev *hub.Event, judge judgeFunc) error
 }
+
+// judgeFunc decides whether ev may move rec, and by which command.
+type judgeFunc func(rec *Record, ev *hub.Event) (*Command, error)
 
 // Outcome is what a takedown event says.
 type Outcome struct {
@@ -134,30 +155,142 @@ func IsOutcome(typ string) bool {
 	return typ == TypeRemoved || typ == TypeConfirmed || typ == TypeRejected
 }
 
-// fold applies an outcome to rec. A final record stays as it is. An
-// outcome implies the command was on the topic.
-func fold(rec *Record, o Outcome, eventJSON []byte) {
+// fold applies an event of cmd to rec: progress is kept, the first
+// outcome rule the event matches makes rec final (confirmed for a 2xx
+// status, rejected otherwise); a terminal type no rule matches leaves rec
+// pending. A final record stays as it is. An event implies the command
+// was on the topic. It returns an *UntrustedError when the event cannot be
+// read or names another key than rec's.
+func fold(rec *Record, cmd *Command, ev *hub.Event) error {
+	if cmd.builtin {
+		o, err := ParseOutcome(ev)
+		if err != nil {
+			return &UntrustedError{Reason: ReasonMalformed}
+		}
+		if err := o.about(rec.ItemID); err != nil {
+			return err
+		}
+		if rec.Final() {
+			return nil
+		}
+		rec.Published = true
+		if !cmd.terminal(o.Type) {
+			if slices.Contains(cmd.Progress, o.Type) && o.ContainerID != "" && !slices.Contains(rec.RemovedFrom, o.ContainerID) {
+				rec.RemovedFrom = append(rec.RemovedFrom, o.ContainerID)
+			}
+			return nil
+		}
+		r := cmd.rule(o.Type, o.member)
+		if r == nil {
+			return nil
+		}
+		rec.Code, rec.Event = r.Status, slices.Clone(ev.JSON)
+		if r.Status < 300 {
+			rec.Status = StatusConfirmed
+			if o.RemovedFrom != nil {
+				rec.RemovedFrom = o.RemovedFrom
+			}
+			rec.ConfirmedAt = o.ConfirmedAt
+		} else {
+			rec.Status = StatusRejected
+			rec.RejectReason = o.Reason
+		}
+		return nil
+	}
+	data, err := eventData(ev.JSON)
+	if err != nil {
+		return &UntrustedError{Reason: ReasonMalformed}
+	}
+	key := stringMember(data, cmd.Key)
+	if key == "" {
+		key = ev.Subject
+	}
+	if key != rec.ItemID || (ev.Subject != "" && ev.Subject != rec.ItemID) {
+		return &UntrustedError{Reason: ReasonItem}
+	}
 	if rec.Final() {
-		return
+		return nil
 	}
 	rec.Published = true
-	switch o.Type {
-	case TypeRemoved:
-		if o.ContainerID != "" && !slices.Contains(rec.RemovedFrom, o.ContainerID) {
-			rec.RemovedFrom = append(rec.RemovedFrom, o.ContainerID)
+	if !cmd.terminal(ev.Type) {
+		if len(rec.Progress) < maxProgress {
+			p, _ := json.Marshal(struct {
+				Type string          `json:"type"`
+				ID   string          `json:"id"`
+				Data json.RawMessage `json:"data,omitempty"`
+			}{ev.Type, ev.ID, data.raw})
+			if !slices.ContainsFunc(rec.Progress, func(q json.RawMessage) bool { return string(q) == string(p) }) {
+				rec.Progress = append(rec.Progress, p)
+			}
 		}
-	case TypeConfirmed:
-		rec.Status = StatusConfirmed
-		if o.RemovedFrom != nil {
-			rec.RemovedFrom = o.RemovedFrom
-		}
-		rec.ConfirmedAt = o.ConfirmedAt
-		rec.Event = slices.Clone(eventJSON)
-	case TypeRejected:
-		rec.Status = StatusRejected
-		rec.RejectReason = o.Reason
-		rec.Event = slices.Clone(eventJSON)
+		return nil
 	}
+	r := cmd.rule(ev.Type, func(k string) string { return stringMember(data, k) })
+	if r == nil {
+		return nil
+	}
+	rec.Code, rec.Event = r.Status, slices.Clone(ev.JSON)
+	if r.Status < 300 {
+		rec.Status = StatusConfirmed
+	} else {
+		rec.Status = StatusRejected
+		rec.RejectReason = stringMember(data, "reason")
+	}
+	return nil
+}
+
+// member is an outcome rule's view of a takedown event's data.
+func (o Outcome) member(k string) string {
+	switch k {
+	case "reason":
+		return o.Reason
+	case "item_id":
+		return o.ItemID
+	case "container_id":
+		return o.ContainerID
+	case "confirmed_at":
+		return o.ConfirmedAt
+	}
+	return ""
+}
+
+// dataMembers is an event's data: its members, and the whole object.
+type dataMembers struct {
+	m   map[string]json.RawMessage
+	raw json.RawMessage
+}
+
+// eventData reads the data of a structured JSON event: an object, or
+// none.
+func eventData(event []byte) (dataMembers, error) {
+	var body struct {
+		Data json.RawMessage `json:"data"`
+	}
+	if err := json.Unmarshal(event, &body); err != nil {
+		return dataMembers{}, err
+	}
+	d := dataMembers{raw: body.Data}
+	if len(body.Data) == 0 || string(body.Data) == "null" {
+		d.raw = nil
+		return d, nil
+	}
+	if err := json.Unmarshal(body.Data, &d.m); err != nil {
+		return dataMembers{}, err
+	}
+	return d, nil
+}
+
+// stringMember is data's member k when it is a string, else "".
+func stringMember(d dataMembers, k string) string {
+	raw, ok := d.m[k]
+	if !ok {
+		return ""
+	}
+	var s string
+	if json.Unmarshal(raw, &s) != nil {
+		return ""
+	}
+	return s
 }
 
 // MemoryStore is the single-node Store.
@@ -167,7 +300,7 @@ type MemoryStore struct {
 
 	mu         sync.Mutex
 	recs       map[string]*Record
-	keys       map[string]string    // principal + "\x00" + idempotency key -> correlation ID
+	keys       map[string]string    // idemKey(record) -> correlation ID
 	publishing map[string]time.Time // correlation ID -> start of the last publish attempt
 	swept      time.Time
 }
@@ -179,7 +312,13 @@ func NewMemoryStore(ttl time.Duration) *MemoryStore {
 	return &MemoryStore{ttl: ttl, now: time.Now, recs: map[string]*Record{}, keys: map[string]string{}, publishing: map[string]time.Time{}}
 }
 
-func idemKey(principal, key string) string { return principal + "\x00" + key }
+// idemKey scopes an idempotency key to its principal and command.
+func idemKey(r *Record) string {
+	if r.Command == "" {
+		return r.Principal + "\x00" + r.IdempotencyKey
+	}
+	return r.Principal + "\x01" + r.Command + "\x00" + r.IdempotencyKey
+}
 
 // sweepLocked drops expired records, at most once a minute.
 func (m *MemoryStore) sweepLocked() {
@@ -198,8 +337,8 @@ func (m *MemoryStore) sweepLocked() {
 
 func (m *MemoryStore) forgetLocked(r *Record) {
 	delete(m.publishing, r.CorrelationID)
-	if r.IdempotencyKey != "" && m.keys[idemKey(r.Principal, r.IdempotencyKey)] == r.CorrelationID {
-		delete(m.keys, idemKey(r.Principal, r.IdempotencyKey))
+	if r.IdempotencyKey != "" && m.keys[idemKey(r)] == r.CorrelationID {
+		delete(m.keys, idemKey(r))
 	}
 }
 
@@ -211,12 +350,12 @@ func (m *MemoryStore) Reserve(_ context.Context, rec *Record) (*Record, error) {
 	defer m.mu.Unlock()
 	m.sweepLocked()
 	if rec.IdempotencyKey != "" {
-		if id, ok := m.keys[idemKey(rec.Principal, rec.IdempotencyKey)]; ok {
+		if id, ok := m.keys[idemKey(rec)]; ok {
 			if r := m.recs[id]; m.live(r) {
 				return clone(r), nil
 			}
 		}
-		m.keys[idemKey(rec.Principal, rec.IdempotencyKey)] = rec.CorrelationID
+		m.keys[idemKey(rec)] = rec.CorrelationID
 	}
 	m.recs[rec.CorrelationID] = clone(rec)
 	if rec.needsPublish() {
@@ -281,21 +420,24 @@ func (m *MemoryStore) Get(_ context.Context, id string) (*Record, error) {
 }
 
 // Apply implements Store.
-func (m *MemoryStore) Apply(_ context.Context, ev *hub.Event) error {
-	o, err := ParseOutcome(ev)
-	if err != nil {
-		return &UntrustedError{Reason: ReasonMalformed}
-	}
+func (m *MemoryStore) Apply(ctx context.Context, ev *hub.Event) error {
+	return m.apply(ctx, ev, applyTakedown)
+}
+
+func (m *MemoryStore) apply(_ context.Context, ev *hub.Event, judge judgeFunc) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r := m.recs[ev.CorrelationID]
 	if !m.live(r) {
 		return &UntrustedError{Reason: ReasonUnknown}
 	}
-	if err := o.about(r.ItemID); err != nil {
+	cmd, err := judge(r, ev)
+	if err != nil {
 		return err
 	}
-	fold(r, o, ev.JSON)
+	if err := fold(r, cmd, ev); err != nil {
+		return err
+	}
 	delete(m.publishing, r.CorrelationID)
 	return nil
 }
@@ -314,5 +456,6 @@ func (m *MemoryStore) Owner(_ context.Context, id string) (string, bool) {
 func clone(r *Record) *Record {
 	c := *r
 	c.RemovedFrom = slices.Clone(r.RemovedFrom)
+	c.Progress = slices.Clone(r.Progress)
 	return &c
 }

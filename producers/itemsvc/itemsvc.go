@@ -102,6 +102,22 @@ type TakedownRejected struct {
 	Reason string `json:"reason"`
 }
 
+// ItemRestored is the data of an item.restored event: the item is back
+// in every container it was posted to.
+type ItemRestored struct {
+	ItemID     string   `json:"item_id"`
+	RestoredTo []string `json:"restored_to"`
+	// WasRemoved says whether a takedown had removed it.
+	WasRemoved bool   `json:"was_removed"`
+	RestoredAt string `json:"restored_at"`
+}
+
+// ItemRestoreRejected is the data of an item.restore_rejected event.
+type ItemRestoreRejected struct {
+	ItemID string `json:"item_id"`
+	Reason string `json:"reason"`
+}
+
 // Config configures a Service. Zero fields take the
 // Default... values, except Latency, where zero means answer at
 // once.
@@ -120,6 +136,11 @@ type Config struct {
 	// EventsTopic receives item.removed, takedown.confirmed and
 	// takedown.rejected.
 	EventsTopic string
+	// RestoreTopic, when set, is read for item.restore commands (the demo
+	// restores command, SPEC §5.1) too; RestoreEventsTopic receives their
+	// answers, item.restored and item.restore_rejected
+	// (producers.DemoItemEventsTopic when empty).
+	RestoreTopic, RestoreEventsTopic string
 	// Latency is how long after a command is read its answer is published,
 	// to make the simulation feel like a real service. Must not be negative.
 	Latency time.Duration
@@ -152,11 +173,15 @@ type Command struct {
 	TraceParent, TraceState string
 	// JSON is the event in the CloudEvents structured JSON format.
 	JSON []byte
+	// ItemID is the string data.item_id, when the decoder read it
+	// (consumers.DataItemID); empty, the Service reads it from JSON.
+	ItemID string
 }
 
 // Stats counts what a Service did since it was made.
 type Stats struct {
-	// Commands is the takedown.requested commands taken into work.
+	// Commands is the commands (takedown.requested, and item.restore when
+	// RestoreTopic is set) taken into work.
 	Commands int64
 	// Confirmed is the takedown.confirmed events published.
 	Confirmed int64
@@ -164,6 +189,9 @@ type Stats struct {
 	Rejected int64
 	// Removed is the item.removed events published.
 	Removed int64
+	// Restored and RestoreRejected are the item.restored and
+	// item.restore_rejected events published.
+	Restored, RestoreRejected int64
 	// Skipped is the records that were not a usable command: not a
 	// CloudEvent, another type, or no item ID. They are committed unanswered.
 	Skipped int64
@@ -214,6 +242,7 @@ type Service struct {
 	removed map[string]itemRemoval
 
 	commands, confirmed, rejected, removedN, skipped, duplicates, fetchErrors atomic.Int64
+	restored, restoreRejected                                                 atomic.Int64
 
 	// streak follows the errors against the broker: it paces the read
 	// retries and answers Healthy.
@@ -269,6 +298,9 @@ func New(cfg Config, pub producers.Publisher, log *slog.Logger) (*Service, error
 	if cfg.EventsTopic == "" {
 		cfg.EventsTopic = DefaultEventsTopic
 	}
+	if cfg.RestoreTopic != "" && cfg.RestoreEventsTopic == "" {
+		cfg.RestoreEventsTopic = producers.DemoItemEventsTopic
+	}
 	if cfg.Catalogue == nil {
 		cfg.Catalogue = DemoCatalogue()
 	}
@@ -294,13 +326,15 @@ func New(cfg Config, pub producers.Publisher, log *slog.Logger) (*Service, error
 // Stats returns the service's counters.
 func (s *Service) Stats() Stats {
 	return Stats{
-		Commands:    s.commands.Load(),
-		Confirmed:   s.confirmed.Load(),
-		Rejected:    s.rejected.Load(),
-		Removed:     s.removedN.Load(),
-		Skipped:     s.skipped.Load(),
-		Duplicates:  s.duplicates.Load(),
-		FetchErrors: s.fetchErrors.Load(),
+		Commands:        s.commands.Load(),
+		Confirmed:       s.confirmed.Load(),
+		Rejected:        s.rejected.Load(),
+		Removed:         s.removedN.Load(),
+		Restored:        s.restored.Load(),
+		RestoreRejected: s.restoreRejected.Load(),
+		Skipped:         s.skipped.Load(),
+		Duplicates:      s.duplicates.Load(),
+		FetchErrors:     s.fetchErrors.Load(),
 	}
 }
 
@@ -444,6 +478,9 @@ func (s *Service) readerConfig() kafka.ReaderConfig {
 		// retry.
 		ErrorLogger: s.streak.KafkaLogger(),
 	}
+	if t := s.cfg.RestoreTopic; t != "" && t != s.cfg.CommandsTopic {
+		rc.Topic, rc.GroupTopics = "", []string{s.cfg.CommandsTopic, t}
+	}
 	kafkagroup.Timing{
 		SessionTimeout:    s.cfg.SessionTimeout,
 		HeartbeatInterval: s.cfg.HeartbeatInterval,
@@ -481,12 +518,16 @@ func (s *Service) handle(ctx, pubCtx context.Context, m kafka.Message, readAt ti
 		s.log.Warn("item service: skipping a record that is not a CloudEvent", at, "err", err)
 		return true
 	}
-	if ev.Type != producers.TypeTakedownRequested {
+	restore := ev.Type == producers.TypeItemRestore && s.cfg.RestoreTopic != ""
+	if ev.Type != producers.TypeTakedownRequested && !restore {
 		s.skipped.Add(1)
 		s.log.Debug("item service: skipping an event that is not a command", at, "type", ev.Type, "id", ev.ID)
 		return true
 	}
-	itemID := dataItemID(ev.JSON)
+	itemID := ev.ItemID
+	if itemID == "" {
+		itemID = dataItemID(ev.JSON)
+	}
 	if itemID == "" {
 		itemID = ev.Subject
 	}
@@ -498,11 +539,11 @@ func (s *Service) handle(ctx, pubCtx context.Context, m kafka.Message, readAt ti
 	s.commands.Add(1)
 	// The answers carry the command's trace context: the command's own
 	// traceparent, or, while tracing is on, this span's, its child.
-	tctx, span := tracing.Start(tracing.Remote(pubCtx, ev.TraceParent, ev.TraceState), "process "+s.cfg.CommandsTopic, trace.SpanKindConsumer)
+	tctx, span := tracing.Start(tracing.Remote(pubCtx, ev.TraceParent, ev.TraceState), "process "+m.Topic, trace.SpanKindConsumer)
 	defer span.End()
 	if span.IsRecording() {
 		span.SetAttributes(attribute.String("messaging.system", "kafka"),
-			attribute.String("messaging.destination.name", s.cfg.CommandsTopic),
+			attribute.String("messaging.destination.name", m.Topic),
 			attribute.String("messaging.message.id", ev.ID),
 			attribute.String("switchboard.correlation_id", ev.CorrelationID),
 			attribute.String("switchboard.item_id", itemID))
@@ -530,7 +571,11 @@ func (s *Service) handle(ctx, pubCtx context.Context, m kafka.Message, readAt ti
 		s.log.Debug("item service: skipping a command already answered", at, "source", ev.Source, "id", ev.ID, "correlationid", ev.CorrelationID)
 		return true
 	}
-	if !s.answer(tctx, ev, itemID) {
+	answer := s.answer
+	if restore {
+		answer = s.restore
+	}
+	if !answer(tctx, ev, itemID) {
 		return false
 	}
 	s.answered.add(cmd)
@@ -564,7 +609,7 @@ func answerID(source, id, typ, container string) string {
 func (s *Service) answer(ctx context.Context, cmd Command, itemID string) bool {
 	containers, known := s.cfg.Catalogue.Containers(itemID)
 	if !known {
-		ok := s.publish(ctx, answerEvent(cmd, producers.TypeTakedownRejected, itemID, "",
+		ok := s.publish(ctx, s.cfg.EventsTopic, answerEvent(cmd, producers.TypeTakedownRejected, itemID, "",
 			TakedownRejected{ItemID: itemID, Reason: RejectNotFound}))
 		if ok {
 			s.rejected.Add(1)
@@ -580,7 +625,7 @@ func (s *Service) answer(ctx context.Context, cmd Command, itemID string) bool {
 		for _, c := range containers {
 			ev := answerEvent(cmd, producers.TypeItemRemoved, itemID, c.ID,
 				ItemRemoved{ItemID: itemID, ContainerID: c.ID, ContainerKind: c.Kind})
-			if !s.publish(ctx, ev) {
+			if !s.publish(ctx, s.cfg.EventsTopic, ev) {
 				return false
 			}
 			s.removedN.Add(1)
@@ -588,7 +633,7 @@ func (s *Service) answer(ctx context.Context, cmd Command, itemID string) bool {
 		}
 		rm.confirmedAt = time.Now().UTC().Format(time.RFC3339)
 	}
-	ok := s.publish(ctx, answerEvent(cmd, producers.TypeTakedownConfirmed, itemID, "",
+	ok := s.publish(ctx, s.cfg.EventsTopic, answerEvent(cmd, producers.TypeTakedownConfirmed, itemID, "",
 		TakedownConfirmed{ItemID: itemID, RemovedFrom: rm.removedFrom, ConfirmedAt: rm.confirmedAt}))
 	if !ok {
 		return false
@@ -602,17 +647,50 @@ func (s *Service) answer(ctx context.Context, cmd Command, itemID string) bool {
 	return true
 }
 
-// publish writes ev to the events topic, keyed by its subject, retrying
+// restore publishes the outcome of cmd, a restore of itemID: an item of
+// the catalogue is put back in every container it was posted to (and a
+// later takedown removes it again); an unknown one is rejected with
+// not_found. It reports whether the answer was published.
+func (s *Service) restore(ctx context.Context, cmd Command, itemID string) bool {
+	containers, known := s.cfg.Catalogue.Containers(itemID)
+	if !known {
+		ok := s.publish(ctx, s.cfg.RestoreEventsTopic, answerEvent(cmd, producers.TypeItemRestoreRejected, itemID, "",
+			ItemRestoreRejected{ItemID: itemID, Reason: RejectNotFound}))
+		if ok {
+			s.restoreRejected.Add(1)
+		}
+		return ok
+	}
+	s.mu.Lock()
+	_, wasRemoved := s.removed[itemID]
+	s.mu.Unlock()
+	to := make([]string, 0, len(containers))
+	for _, c := range containers {
+		to = append(to, c.ID)
+	}
+	ok := s.publish(ctx, s.cfg.RestoreEventsTopic, answerEvent(cmd, producers.TypeItemRestored, itemID, "",
+		ItemRestored{ItemID: itemID, RestoredTo: to, WasRemoved: wasRemoved, RestoredAt: time.Now().UTC().Format(time.RFC3339)}))
+	if !ok {
+		return false
+	}
+	s.restored.Add(1)
+	s.mu.Lock()
+	delete(s.removed, itemID)
+	s.mu.Unlock()
+	return true
+}
+
+// publish writes ev to topic, keyed by its subject, retrying
 // with backoff (50 ms doubling to 1 s) until it is written or ctx ends.
 // Giving up would leave the command's offset uncommitted and hold back
 // every later offset of its partition, so a broker outage is waited out
 // instead. A retry sends the same event ID, so readers can drop a
 // duplicate. Failures count in the service's error streak, which logs
 // them.
-func (s *Service) publish(ctx context.Context, ev producers.CloudEvent) bool {
+func (s *Service) publish(ctx context.Context, topic string, ev producers.CloudEvent) bool {
 	backoff := 50 * time.Millisecond
 	for {
-		err := s.pub.Publish(ctx, s.cfg.EventsTopic, ev.Subject, ev)
+		err := s.pub.Publish(ctx, topic, ev.Subject, ev)
 		if err == nil {
 			s.streak.Succeed()
 			return true

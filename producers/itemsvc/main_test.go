@@ -52,5 +52,5 @@ func decode(m kafka.Message) (Command, error) {
 	}
 	tp, ts := consumers.TraceContext(ev)
 	return Command{ID: ev.ID, Source: ev.Source, Type: ev.Type, Subject: ev.Subject, CorrelationID: ev.CorrelationID,
-		TraceParent: tp, TraceState: ts, JSON: ev.JSON}, nil
+		TraceParent: tp, TraceState: ts, JSON: ev.JSON, ItemID: consumers.DataItemID(ev)}, nil
 }

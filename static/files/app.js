@@ -1,17 +1,25 @@
 // The moderator page. One EventSource on reports + takedowns feeds the live
 // feed, the most-reported list and the takedown board; the item panel opens
 // its own on item:<id> (whole history) and, after "Take down", one on
-// corr:<id> until the outcome. Updates are applied to small models at once
-// and drawn once per animation frame.
+// corr:<id> until the outcome; the group panel one on group:<id>. The chart
+// draws the server's counts (stats.js). Updates are applied to small models
+// at once and drawn once per animation frame. The feed itself is not a live
+// region: a polite summary ("3 new reports") is announced at most every
+// ANNOUNCE_EVERY.
 import { $, h, when, label, num, validItem, shortID, eventTime } from "./dom.js";
 import { Stream } from "./stream.js";
 import { ItemPanel } from "./item.js";
 import { Verifier, isOutcome, strings } from "./verify.js";
+import { StatsPanel } from "./stats.js";
+import { GroupPanel } from "./group.js";
 
 const FEED_CAP = 500; // rows kept in the feed
 const TOP_SHOWN = 25; // items shown in the most-reported list
 const BOARD_CAP = 200; // takedowns kept on the board
 const TAKEDOWN_TIMEOUT = 15000; // ms without an outcome: "timed out"
+const ANNOUNCE_EVERY = 10000; // ms between two summaries of new reports
+const ANNOUNCE_GATHER = 2000; // ms a summary waits for more reports
+const REASONS_LISTED = 50; // reasons offered by the filter
 
 const STATE_TEXT = {
   connecting: "Connecting…",
@@ -45,6 +53,11 @@ const model = {
   boardDirty: new Set(),
   frame: 0,
   tick: 0,
+  filter: "", // the reason shown, or "" for all
+  reasons: new Set(), // reasons offered by the filter
+  unannounced: 0, // reports since the last summary
+  announceTimer: 0,
+  lastAnnounce: 0,
 };
 
 function schedule() {
@@ -69,6 +82,10 @@ function onMainEvent(ev) {
     it.last = eventTime(ev);
     model.topDirty = true;
     (model.paused ? model.held : model.feedQueue).push(ev);
+    if (typeof d.reason === "string" && d.reason) offerReason(d.reason);
+    model.unannounced++;
+    scheduleAnnounce();
+    stats.reported();
   } else {
     applyTakedown(ev);
   }
@@ -180,12 +197,58 @@ function flush() {
   panel.flush();
 }
 
+// ---- reason filter and summary ---------------------------------------------
+
+// offerReason adds a reason to the filter's choices, in order.
+function offerReason(r) {
+  if (model.reasons.has(r) || model.reasons.size >= REASONS_LISTED) return;
+  model.reasons.add(r);
+  const sel = $("reason-filter");
+  const opt = h("option", { value: r }, label(r));
+  const after = [...sel.options].slice(1).find((o) => o.value > r);
+  sel.insertBefore(opt, after || null);
+}
+
+function shownBy(li) {
+  return !model.filter || li.dataset.reason === model.filter;
+}
+
+function setFilter(r) {
+  model.filter = r;
+  $("reason-filter").value = r;
+  for (const li of $("feed").children) li.hidden = !shownBy(li);
+  $("feed").dataset.filter = r;
+  drawFeed();
+}
+
+function scheduleAnnounce() {
+  if (model.announceTimer) return;
+  const wait = Math.max(ANNOUNCE_GATHER, model.lastAnnounce + ANNOUNCE_EVERY - Date.now());
+  model.announceTimer = setTimeout(announce, wait);
+}
+
+// announce says, politely, how many reports came since it last spoke.
+function announce() {
+  model.announceTimer = 0;
+  const n = model.unannounced;
+  if (!n) return;
+  model.unannounced = 0;
+  model.lastAnnounce = Date.now();
+  let text = `${num(n)} new report${n === 1 ? "" : "s"}`;
+  if (model.paused) text += ", held while the feed is paused";
+  else if (model.filter) text += `; the feed shows ${label(model.filter)} only`;
+  const region = $("feed-summary");
+  // Cleared first, so the same words are announced again.
+  region.textContent = "";
+  setTimeout(() => (region.textContent = text), 100);
+}
+
 function feedRow(ev) {
   const d = ev.data || {};
   const item = d.item_id || ev.subject || "";
   return h(
     "li",
-    { class: "report", "data-event-id": ev.id, "data-item": item },
+    { class: "report", "data-event-id": ev.id, "data-item": item, "data-reason": typeof d.reason === "string" ? d.reason : "" },
     when(eventTime(ev)),
     h("button", { type: "button", class: "item-link", "data-open-item": item, "aria-label": `Open ${item}` }, item),
     h("span", { class: "chip", "data-reason": d.reason || "" }, label(d.reason) || "no reason"),
@@ -200,16 +263,28 @@ function drawFeed() {
     model.feedQueue = [];
     const frag = document.createDocumentFragment();
     // Newest first: the last event received goes on top.
-    for (let i = q.length - 1, n = 0; i >= 0 && n < FEED_CAP; i--, n++) frag.append(feedRow(q[i]));
+    for (let i = q.length - 1, n = 0; i >= 0 && n < FEED_CAP; i--, n++) {
+      const li = feedRow(q[i]);
+      li.hidden = !shownBy(li);
+      frag.append(li);
+    }
     feed.prepend(frag);
     let extra = feed.childElementCount - FEED_CAP;
     while (extra-- > 0) feed.lastElementChild.remove();
     $("feed-empty").hidden = true;
   }
   const shown = feed.childElementCount;
-  $("feed-meta").textContent = model.received
-    ? `${num(model.received)} received${model.received > shown ? ` · newest ${num(shown)} shown` : ""}`
+  let meta = model.received
+    ? `${num(model.received)} received${model.received > shown ? ` · newest ${num(shown)} kept` : ""}`
     : "";
+  let hidden = false;
+  if (model.filter && shown) {
+    const visible = feed.querySelectorAll(":scope > li:not([hidden])").length;
+    meta += ` · ${num(visible)} ${label(model.filter)}`;
+    hidden = visible === 0;
+  }
+  $("feed-meta").textContent = meta;
+  $("feed-filtered").hidden = !hidden;
   const pending = $("feed-pending");
   pending.hidden = !model.paused;
   pending.textContent = model.held.length
@@ -381,6 +456,9 @@ const panel = new ItemPanel({
   onAuthLost: () => signedOut("Your session has ended. Sign in again."),
 });
 
+const stats = new StatsPanel({ onAuthLost: () => signedOut("Your session has ended. Sign in again.") });
+const group = new GroupPanel({ onAuthLost: () => signedOut("Your session has ended. Sign in again.") });
+
 // ---- session --------------------------------------------------------------
 
 async function session(token) {
@@ -410,14 +488,24 @@ function signedIn(who) {
   });
   model.main.open();
   model.tick = setInterval(checkTimeouts, 1000);
+  stats.start();
+  group.resume();
 }
 
 function reset() {
   model.main?.close();
   model.main = null;
   clearInterval(model.tick);
+  clearTimeout(model.announceTimer);
   panel.close();
-  Object.assign(model, { feedQueue: [], held: [], paused: false, received: 0, topDirty: false });
+  stats.stop();
+  group.unfollow();
+  Object.assign(model, { feedQueue: [], held: [], paused: false, received: 0, topDirty: false, unannounced: 0, announceTimer: 0 });
+  model.reasons.clear();
+  const sel = $("reason-filter");
+  while (sel.options.length > 1) sel.lastElementChild.remove();
+  setFilter("");
+  $("feed-summary").textContent = "";
   model.items.clear();
   model.takedowns.clear();
   model.boardDirty.clear();
@@ -475,6 +563,21 @@ function wire() {
     setState(model.state);
   });
   $("pause").addEventListener("click", () => setPaused(!model.paused));
+  $("reason-filter").addEventListener("change", (e) => setFilter(e.target.value));
+  $("search").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const input = $("search-item");
+    const id = input.value.trim();
+    if (!validItem(id)) {
+      $("search-error").textContent = id ? "An item ID is 1 to 128 letters, digits, or . _ ~ -" : "Enter an item ID.";
+      input.setAttribute("aria-invalid", "true");
+      input.focus();
+      return;
+    }
+    $("search-error").textContent = "";
+    input.removeAttribute("aria-invalid");
+    panel.open(id);
+  });
   $("feed-pending").addEventListener("click", () => setPaused(false));
   // One listener opens any item, wherever its button is.
   document.addEventListener("click", (e) => {

@@ -47,6 +47,6 @@ export const shortID = (id) => (id && id.length > 13 ? id.slice(0, 8) + "…" : 
 // eventTime is when an event happened, as far as it says.
 export function eventTime(ev) {
   const d = ev.data || {};
-  const t = new Date(d.reported_at || ev.time || d.confirmed_at || Date.now());
+  const t = new Date(d.reported_at || d.posted_at || ev.time || d.confirmed_at || Date.now());
   return Number.isNaN(t.getTime()) ? new Date() : t;
 }

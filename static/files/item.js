@@ -1,7 +1,8 @@
 // The item panel: a modal <dialog> (Esc closes it) with the item's whole
 // history from its own channel, item:<id> with from=oldest, and the
-// "Take down" action, whose progress it follows on corr:<id> until the
-// outcome.
+// "Take down" action, which asks for confirmation in a second modal dialog
+// (an alertdialog; Esc or Cancel step back) before it posts, and whose
+// progress it follows on corr:<id> until the outcome.
 import { $, h, when, label, num, shortID, eventTime } from "./dom.js";
 import { Stream } from "./stream.js";
 import { Verifier, isOutcome, strings } from "./verify.js";
@@ -21,7 +22,10 @@ export class ItemPanel {
     this.timer = 0;
     // open() may reopen the dialog before this (queued) event runs.
     this.dlg.addEventListener("close", () => {
-      if (!this.dlg.open) this.stop();
+      if (!this.dlg.open) {
+        this.closeConfirm();
+        this.stop();
+      }
     });
     $("item-close").addEventListener("click", () => this.dlg.close());
     // A click on the backdrop (outside the dialog's box) closes it too.
@@ -30,11 +34,51 @@ export class ItemPanel {
     });
     $("takedown-form").addEventListener("submit", (e) => {
       e.preventDefault();
-      this.takeDown();
+      this.askConfirm();
+    });
+    // The confirmation: only "Yes" posts; Cancel, Esc and a click beside
+    // it go back to the panel with nothing sent.
+    this.confirmDlg = $("confirm");
+    this.confirmFor = null; // {id, reason} while the confirmation is open
+    $("confirm-cancel").addEventListener("click", () => this.confirmDlg.close("cancel"));
+    $("confirm-ok").addEventListener("click", () => this.confirmDlg.close("ok"));
+    this.confirmDlg.addEventListener("click", (e) => {
+      if (e.target === this.confirmDlg) this.confirmDlg.close("cancel");
+    });
+    this.confirmDlg.addEventListener("close", () => {
+      const asked = this.confirmFor;
+      this.confirmFor = null;
+      if (!asked || !this.dlg.open || asked.id !== this.id) return;
+      if (this.confirmDlg.returnValue === "ok") this.takeDown(asked.reason);
+      else $("td-submit").focus();
     });
   }
 
+  // askConfirm checks the reason, then asks to confirm the takedown.
+  askConfirm() {
+    const reason = $("td-reason").value.trim();
+    if (!reason) {
+      $("td-error").textContent = "Give a reason: it goes to the item service and the audit trail.";
+      $("td-reason").focus();
+      return;
+    }
+    $("td-error").textContent = "";
+    if (this.confirmDlg.open) return;
+    this.confirmFor = { id: this.id, reason };
+    $("confirm-item").textContent = this.id;
+    $("confirm-reason").textContent = reason;
+    this.confirmDlg.returnValue = "";
+    this.confirmDlg.showModal();
+    $("confirm-cancel").focus(); // the safe choice first
+  }
+
+  closeConfirm() {
+    this.confirmFor = null;
+    if (this.confirmDlg.open) this.confirmDlg.close("cancel");
+  }
+
   open(id) {
+    this.closeConfirm();
     if (this.dlg.open) this.dlg.close();
     this.stop();
     this.id = id;
@@ -81,6 +125,7 @@ export class ItemPanel {
   }
 
   close() {
+    this.closeConfirm();
     if (this.dlg.open) this.dlg.close();
     this.stop();
   }
@@ -118,14 +163,9 @@ export class ItemPanel {
     this.summary();
   }
 
-  async takeDown() {
+  // takeDown posts the confirmed takedown.
+  async takeDown(reason) {
     const id = this.id;
-    const reason = $("td-reason").value.trim();
-    if (!reason) {
-      $("td-error").textContent = "Give a reason: it goes to the item service and the audit trail.";
-      $("td-reason").focus();
-      return;
-    }
     $("td-error").textContent = "";
     $("td-submit").disabled = true;
     let res;

@@ -5,8 +5,9 @@
 // node's shutdown) does Stream open a new one, carrying the last id it saw
 // as ?last_event_id= so that resume is exact there too.
 
-// The event types the hub forwards (SPEC §1), plus the gap notice.
-export const TYPES = ["item.reported", "takedown.requested", "item.removed", "takedown.confirmed", "takedown.rejected"];
+// The event types the page listens for (SPEC §1, and the posts of a
+// group's channel), plus the gap notice.
+export const TYPES = ["item.reported", "takedown.requested", "item.removed", "takedown.confirmed", "takedown.rejected", "item.posted", "item.updated"];
 
 export class Stream {
   // channels: channel names; opts: {fromOldest, onEvent(ev, msg),

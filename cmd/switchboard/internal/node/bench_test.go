@@ -271,7 +271,7 @@ func benchIdle(b *testing.B, transport string) {
 		Channel:   "reports",
 		Token:     benchToken,
 	})
-	if n := a.hub.Clients(); n != idleConns {
+	if n := a.doorClients(); n != idleConns {
 		b.Fatalf("hub has %d clients, want %d", n, idleConns)
 	}
 	// Idle means no traffic: the writers that sent the subscription acks

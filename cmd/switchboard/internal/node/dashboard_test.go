@@ -364,10 +364,19 @@ func saveScreenshot(t *testing.T, ctx context.Context, name string) {
 	}
 	t.Logf("screenshot: %s", path)
 	if name == "dashboard.png" && os.Getenv("SWITCHBOARD_UPDATE_SCREENSHOT") != "" {
-		if err := os.WriteFile(filepath.Join("..", "..", "docs", name), png, 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join("..", "..", "..", "..", "docs", name), png, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
+}
+
+// confirmPageTakedown asks for the open item's takedown and confirms it.
+func confirmPageTakedown(t *testing.T, ctx context.Context) {
+	t.Helper()
+	pageDo(t, ctx, chromedp.Click(chromedp.CSS("#td-submit")))
+	waitPage(t, ctx, "the takedown confirmation", `document.getElementById("confirm").open`)
+	pageDo(t, ctx, chromedp.Click(chromedp.CSS("#confirm-ok")))
+	waitPage(t, ctx, "the confirmation closed", `!document.getElementById("confirm").open`)
 }
 
 // TestDashboard drives the moderator page end to end: sign-in, the live
@@ -442,8 +451,8 @@ func TestDashboard(t *testing.T) {
 	// Take down: 202 at once, then the progress on corr:<id>, and the board
 	// row goes to confirmed listing every container.
 	pageDo(t, ctx,
-		chromedp.SetValue(chromedp.CSS("#td-reason"), "counterfeit goods, confirmed by trust & safety"),
-		chromedp.Click(chromedp.CSS("#td-submit")))
+		chromedp.SetValue(chromedp.CSS("#td-reason"), "counterfeit goods, confirmed by trust & safety"))
+	confirmPageTakedown(t, ctx)
 	waitPage(t, ctx, "the takedown confirmed in the panel", `document.getElementById("td-progress").dataset.status === "confirmed"`)
 	corr := pageEval[string](t, ctx, `document.getElementById("td-progress").dataset.correlationId`)
 	boardRow := `#board li[data-correlation-id="` + corr + `"]`
@@ -474,7 +483,7 @@ func TestDashboard(t *testing.T) {
 	// An unknown item's takedown ends rejected.
 	pageDo(t, ctx, chromedp.Click(chromedp.CSS(`#feed li[data-item="`+unknown+`"] button`)))
 	waitPage(t, ctx, "the unknown item's panel", `document.getElementById("item").open && document.getElementById("item").dataset.item === "`+unknown+`"`)
-	pageDo(t, ctx, chromedp.Click(chromedp.CSS("#td-submit")))
+	confirmPageTakedown(t, ctx)
 	waitPage(t, ctx, "the rejection on the board", `document.querySelector('#board li[data-item="`+unknown+`"]')?.dataset.status === "rejected"`)
 	pageDo(t, ctx, chromedp.KeyEvent(kb.Escape))
 	waitPage(t, ctx, "the panel closed", `!document.getElementById("item").open`)
@@ -547,6 +556,14 @@ func TestDashboard(t *testing.T) {
 	time.Sleep(300 * time.Millisecond) // let one more frame draw
 	assertFeedOnce(t, ctx, want)
 
+	// A group followed, for the picture.
+	pageDo(t, ctx, chromedp.SetValue(chromedp.CSS("#group-id"), "group-11"), chromedp.Click(chromedp.CSS("#group-follow")))
+	waitPage(t, ctx, "the group followed", `document.getElementById("group-posts").dataset.state === "live"`)
+	publishPost(t, a, "post-a", "group-11", "item-640", "user-3021", "Mountain bike, 21 gears")
+	publishPost(t, a, "post-b", "group-11", "item-77", "user-1187", "Designer handbag, new with tags")
+	publishPost(t, a, "post-c", "group-11", "item-131", "user-2210", "Concert tickets, two seats")
+	waitPage(t, ctx, "the group's posts", `document.querySelectorAll("#group-posts li").length === 3 && document.getElementById("stats").dataset.total`)
+	pageEval[bool](t, ctx, `(window.scrollTo(0, 0), document.activeElement?.blur(), true)`)
 	saveScreenshot(t, ctx, "dashboard.png")
 	pageDo(t, ctx, colorScheme("dark"))
 	saveScreenshot(t, ctx, "dashboard-dark.png")
@@ -555,8 +572,10 @@ func TestDashboard(t *testing.T) {
 	// The same page at a phone's width: no horizontal scrolling.
 	pageDo(t, ctx, chromedp.EmulateViewport(375, 812, chromedp.EmulateScale(2)))
 	if w := pageEval[int](t, ctx, `document.documentElement.scrollWidth`); w > 375 {
-		t.Fatalf("the page is %d px wide at a 375 px viewport", w)
+		wide := pageEval[[]string](t, ctx, `[...document.querySelectorAll("body *")].filter(e => e.getBoundingClientRect().right > 376 && e.getClientRects().length).slice(0, 8).map(e => e.tagName + "#" + e.id + "." + e.className + " " + Math.round(e.getBoundingClientRect().right))`)
+		t.Fatalf("the page is %d px wide at a 375 px viewport: %v", w, wide)
 	}
+	pageEval[bool](t, ctx, `(window.scrollTo(0, 0), true)`)
 	saveScreenshot(t, ctx, "dashboard-phone.png")
 	pageDo(t, ctx, chromedp.EmulateViewport(1440, 900))
 
@@ -632,7 +651,7 @@ func testDashboardGap(t *testing.T, browser context.Context) {
 	// still turns confirmed when the outcome comes later.
 	pageDo(t, ctx, chromedp.Click(chromedp.CSS(`#feed li[data-event-id="gap-09"] button`)))
 	waitPage(t, ctx, "the item panel", `document.getElementById("item").open`)
-	pageDo(t, ctx, chromedp.Click(chromedp.CSS("#td-submit")))
+	confirmPageTakedown(t, ctx)
 	waitPage(t, ctx, "the takedown timed out", `document.querySelector('#board li[data-item="item-9"]')?.dataset.status === "timed-out" &&
 		document.getElementById("td-progress").dataset.status === "timed-out"`)
 	corr := pageEval[string](t, ctx, `document.querySelector('#board li[data-item="item-9"]').dataset.correlationId`)

@@ -83,10 +83,10 @@ func startTestNode(tb testing.TB, spec nodeSpec) *Node {
 }
 
 // runItemService runs the simulated item service of a's configuration
-// against broker, publishing through a's producer, until the test ends.
+// (answering the restores command too when a declares it) against broker, publishing through a's producer, until the test ends.
 func runItemService(t *testing.T, a *Node, broker string) {
 	t.Helper()
-	svc, err := newItemService(a.cfg, []string{broker}, a.producer, slog.New(slog.DiscardHandler))
+	svc, err := itemServiceFor(a.cfg, restoreCommand(a.takedowns.Commands()), []string{broker}, a.producer, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,6 +101,10 @@ func startTestApp(t *testing.T, mutate func(*config.Config)) *Node {
 	t.Helper()
 	return startTestNode(t, nodeSpec{config: mutate})
 }
+
+// doorClients is how many hub clients the node has besides its own
+// report-stats follower: the connections and held requests.
+func (a *Node) doorClients() int { return a.hub.Clients() - a.stats.following() }
 
 // base is the node's URL without the trailing slash.
 func (a *Node) base() string { return strings.TrimSuffix(a.URL(), "/") }

@@ -12,6 +12,7 @@ import (
 	"github.com/switchboard/switchboard/config"
 	"github.com/switchboard/switchboard/consumers"
 	"github.com/switchboard/switchboard/consumers/kafkaconn"
+	"github.com/switchboard/switchboard/hub/takedown"
 	"github.com/switchboard/switchboard/producers"
 	"github.com/switchboard/switchboard/producers/itemsvc"
 )
@@ -43,19 +44,47 @@ func RunItemService(ctx context.Context, cfg config.Config) error {
 	return svc.Run(ctx)
 }
 
-// newItemService builds the simulated item service of the contract.
+// newItemService builds the simulated item service of the contract; with
+// --demo it answers the demo restores command too.
 func newItemService(cfg config.Config, brokers []string, p *producers.Producer, log *slog.Logger) (*itemsvc.Service, error) {
+	cmds, err := compileCommands(declaredCommands(cfg, nil))
+	if err != nil {
+		return nil, err
+	}
+	return itemServiceFor(cfg, restoreCommand(cmds), brokers, p, log)
+}
+
+// restoreCommand is the declared command the item service answers
+// besides takedowns: the first of type item.restore, or nil.
+func restoreCommand(cmds *takedown.Commands) *takedown.Command {
+	for _, c := range cmds.List() {
+		if c.Type == producers.TypeItemRestore {
+			return c
+		}
+	}
+	return nil
+}
+
+// itemServiceFor builds the simulated item service, answering restores
+// (if not nil) too.
+func itemServiceFor(cfg config.Config, restores *takedown.Command, brokers []string, p *producers.Producer, log *slog.Logger) (*itemsvc.Service, error) {
+	var restoreTopic, restoreEvents string
+	if restores != nil {
+		restoreTopic, restoreEvents = restores.Topic, restores.OutcomeTopic
+	}
 	commands, events := cfg.TakedownTopics()
 	return itemsvc.New(itemsvc.Config{
-		Brokers:           brokers,
-		Conn:              cfg.KafkaConn(),
-		CommandsTopic:     commands,
-		EventsTopic:       events,
-		Latency:           cfg.ItemSvc.Latency,
-		Decode:            decodeCommand,
-		SessionTimeout:    cfg.Kafka.SessionTimeout,
-		HeartbeatInterval: cfg.Kafka.HeartbeatInterval,
-		RebalanceTimeout:  cfg.Kafka.RebalanceTimeout,
+		Brokers:            brokers,
+		Conn:               cfg.KafkaConn(),
+		CommandsTopic:      commands,
+		EventsTopic:        events,
+		RestoreTopic:       restoreTopic,
+		RestoreEventsTopic: restoreEvents,
+		Latency:            cfg.ItemSvc.Latency,
+		Decode:             decodeCommand,
+		SessionTimeout:     cfg.Kafka.SessionTimeout,
+		HeartbeatInterval:  cfg.Kafka.HeartbeatInterval,
+		RebalanceTimeout:   cfg.Kafka.RebalanceTimeout,
 	}, p, log) // itemsvc.New adds component=itemsvc
 }
 
@@ -68,5 +97,5 @@ func decodeCommand(m kafka.Message) (itemsvc.Command, error) {
 	}
 	tp, ts := consumers.TraceContext(ev)
 	return itemsvc.Command{ID: ev.ID, Source: ev.Source, Type: ev.Type, Subject: ev.Subject, CorrelationID: ev.CorrelationID,
-		TraceParent: tp, TraceState: ts, JSON: ev.JSON}, nil
+		TraceParent: tp, TraceState: ts, JSON: ev.JSON, ItemID: consumers.DataItemID(ev)}, nil
 }

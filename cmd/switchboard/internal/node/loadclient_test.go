@@ -586,6 +586,7 @@ type loadClient struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	lines  chan string
+	ready  string       // the rest of the child's READY line
 	output bytes.Buffer // everything else the child printed, for errors
 	mu     sync.Mutex
 	once   sync.Once
@@ -642,7 +643,7 @@ func spawnChild(b testing.TB, args []string, env string) *loadClient {
 		}
 	}()
 	b.Cleanup(func() { lc.stop() })
-	if _, err := lc.next("READY", 2*time.Minute); err != nil {
+	if lc.ready, err = lc.next("READY", 2*time.Minute); err != nil {
 		b.Fatal(err)
 	}
 	return lc

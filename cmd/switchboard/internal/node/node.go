@@ -75,20 +75,25 @@ type Node struct {
 	hub       *hub.Hub
 	consumer  *consumers.Consumer
 	lag       *lagSampler      // the consumer's lag, sampled for /metrics
+	stats     *reportStats     // reports per minute and by reason, for the page
 	itemsvc   *itemsvc.Service // nil unless itemsvc.enabled
 	store     takedownStore
 	recorder  *takedown.Recorder
-	takedowns *takedown.Adapter
-	auth      *auth.Auth
-	devTokens map[auth.Role]string
-	metrics   *metrics
-	backplane string
-	guard     *hub.HTTPGuard
-	cert      *auth.Certificate // nil without http.tls.cert_file
-	proxies   *auth.TrustedProxies
-	stopHUP   func() // stops reloading cert on SIGHUP
-	srv       *http.Server
-	ln        net.Listener
+	takedowns *takedown.Adapter // every declared command, the takedown built in
+	// commands are the declared commands (SPEC §5.1); extraCommands
+	// are declared by an Option.
+	commands      []config.Command
+	extraCommands []config.Command
+	auth          *auth.Auth
+	devTokens     map[auth.Role]string
+	metrics       *metrics
+	backplane     string
+	guard         *hub.HTTPGuard
+	cert          *auth.Certificate // nil without http.tls.cert_file
+	proxies       *auth.TrustedProxies
+	stopHUP       func() // stops reloading cert on SIGHUP
+	srv           *http.Server
+	ln            net.Listener
 	// redisPrefix starts every Redis key of the backplane and the outcome
 	// store; redisbus.DefaultPrefix unless an Option changed it.
 	redisPrefix string
@@ -121,6 +126,11 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Opt
 	a := &Node{cfg: cfg, log: log, redisPrefix: redisbus.DefaultPrefix}
 	for _, o := range opts {
 		o(a)
+	}
+	a.commands = a.declaredCommands()
+	cmds, err := compileCommands(a.commands)
+	if err != nil {
+		return nil, err
 	}
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	a.cancel = cancel
@@ -155,7 +165,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Opt
 	}
 	commandsTopic, outcomesTopic := cfg.TakedownTopics()
 	trust := takedown.Trust{Topic: outcomesTopic, Sources: cfg.Takedown.OutcomeSources}
-	a.recorder = &takedown.Recorder{Store: a.store, Next: a.hub, Trust: trust}
+	a.recorder = &takedown.Recorder{Store: a.store, Next: a.hub, Trust: trust, Commands: cmds}
 	a.consumer, err = consumers.New(consumers.Config{
 		Brokers:           brokers,
 		Conn:              cfg.KafkaConn(),
@@ -164,12 +174,13 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Opt
 		SessionTimeout:    cfg.Kafka.SessionTimeout,
 		HeartbeatInterval: cfg.Kafka.HeartbeatInterval,
 		RebalanceTimeout:  cfg.Kafka.RebalanceTimeout,
-		Routes:            cfg.Routes(),
+		Routes:            commandRoutes(cfg.Routes(), cmds),
 	}, a.recorder, a.producer, log)
 	if err != nil {
 		return nil, err
 	}
 	a.takedowns, err = takedown.New(takedown.Config{
+		Commands:      cmds,
 		CommandsTopic: commandsTopic,
 		Timeout:       cfg.Takedown.Timeout,
 		MaxWait:       cfg.Takedown.MaxWait,
@@ -181,6 +192,13 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Opt
 	if err != nil {
 		return nil, err
 	}
+	// The moderator page's chart counts the reports channel, following it
+	// before the consumer runs.
+	a.stats = newReportStats(a.hub, "reports", log)
+	if err := a.stats.follow(ctx); err != nil {
+		log.Warn("report stats: cannot follow yet", "err", err)
+	}
+	a.goRun("report stats", a.stats.Run, bg)
 	a.goRun("consumer", a.consumer.Run, bg)
 	a.lag = &lagSampler{lag: a.consumer.Lag, interval: lagSampleInterval, log: log}
 	for _, o := range a.lagOpts {
@@ -189,7 +207,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Opt
 	a.goRun("lag sampler", a.lag.Run, bg)
 	a.goRun("takedown sweep", a.takedowns.Run, bg)
 	if cfg.ItemSvc.Enabled {
-		a.itemsvc, err = newItemService(cfg, brokers, a.producer, log)
+		a.itemsvc, err = itemServiceFor(cfg, restoreCommand(cmds), brokers, a.producer, log)
 		if err != nil {
 			return nil, err
 		}

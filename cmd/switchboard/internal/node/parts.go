@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -97,6 +98,11 @@ func (a *Node) startBroker() error {
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
 	p, _ := strconv.Atoi(port)
 	topics := a.cfg.Topics()
+	for _, topic := range commandTopics(a.commands) {
+		if !slices.Contains(topics, topic) {
+			topics = append(topics, topic)
+		}
+	}
 	c, err := kfake.NewCluster(
 		kfake.NumBrokers(1),
 		kfake.Ports(p),

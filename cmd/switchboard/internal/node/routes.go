@@ -28,11 +28,22 @@ func (a *Node) routes() http.Handler {
 		WriteTimeout:    a.cfg.WS.WriteTimeout,
 		OriginPatterns:  a.cfg.HTTP.AllowedOrigins,
 		Guard:           a.auth,
-		Frames:          map[string]hub.FrameHandler{"takedown": a.takedowns.Frame},
+		Frames:          map[string]hub.FrameHandler{"takedown": a.takedowns.Frame, "call": a.takedowns.Call},
 	}))
-	api.Handle("POST /v1/takedowns", tracing.Handler("POST /v1/takedowns", a.auth.Require(http.HandlerFunc(a.takedowns.Post), auth.RolePolice, auth.RoleModerator)))
-	api.Handle("GET /v1/takedowns/{correlation_id}", a.auth.Require(http.HandlerFunc(a.takedowns.Get)))
+	// Every declared command (SPEC §5.1), the takedown among them. A POST
+	// carries the request's trace context to the command (SPEC §10).
+	for _, c := range a.takedowns.Commands().List() {
+		roles := c.HTTPRoles()
+		if len(roles) == 0 {
+			roles = []auth.Role{auth.Role("-")} // over WebSocket only: HTTP refuses every role
+		}
+		post := "POST /v1/" + c.Name
+		api.Handle(post, tracing.Handler(post, a.auth.Require(a.takedowns.PostHandler(c.Name), roles...)))
+		api.Handle("GET /v1/"+c.Name+"/{correlation_id}", a.auth.Require(a.takedowns.GetHandler(c.Name)))
+	}
+	api.Handle("GET /v1/commands", a.auth.Require(http.HandlerFunc(a.listCommands)))
 	api.Handle("/v1/session", a.auth.SessionHandler())
+	api.Handle("GET /v1/stats/reports", a.auth.Require(a.stats, auth.RoleModerator))
 
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", auth.CORS(a.cfg.HTTP.AllowedOrigins, a.auth.Throttle(hub.ProblemMux(api))))

@@ -228,10 +228,17 @@ func countCommands(t *testing.T, a *Node, corr string) int {
 // match accepts.
 func countCommandsWhere(t *testing.T, a *Node, match func(*hub.Event) bool) int {
 	t.Helper()
+	return countRecords(t, a, "takedown.commands", match)
+}
+
+// countRecords reads the whole of topic and counts the events match
+// accepts.
+func countRecords(t *testing.T, a *Node, topic string, match func(*hub.Event) bool) int {
+	t.Helper()
 	n := 0
 	for part := range 3 {
-		r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{a.kafkaAddr}, Topic: "takedown.commands", Partition: part, MaxWait: 50 * time.Millisecond})
-		conn, err := kafka.DialLeader(t.Context(), "tcp", a.kafkaAddr, "takedown.commands", part)
+		r := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{a.kafkaAddr}, Topic: topic, Partition: part, MaxWait: 50 * time.Millisecond})
+		conn, err := kafka.DialLeader(t.Context(), "tcp", a.kafkaAddr, topic, part)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -361,10 +368,10 @@ func TestTakedownClientHangsUp(t *testing.T) {
 		_, _, err := call(ctx, nil, http.MethodPost, a.base()+"/v1/takedowns", jsonHeader(policeToken), `{"item_id":"item-9","reason":"test"}`)
 		errc <- err
 	}()
-	eventually(t, "a held request", func() bool { return a.takedowns.Held() == 1 && a.hub.Clients() == 1 })
+	eventually(t, "a held request", func() bool { return a.takedowns.Held() == 1 && a.doorClients() == 1 })
 	cancel()
 	<-errc
-	eventually(t, "the wait freed", func() bool { return a.takedowns.Held() == 0 && a.hub.Clients() == 0 })
+	eventually(t, "the wait freed", func() bool { return a.takedowns.Held() == 0 && a.doorClients() == 0 })
 }
 
 // TestTakedownKafkaDown: with the broker stopped, POST answers 503 with
