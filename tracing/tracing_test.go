@@ -333,3 +333,35 @@ func hasAttr(s tracetest.SpanStub, key, value string) bool {
 	}
 	return false
 }
+
+// BenchmarkHandler is what the trace context adds to a command's request
+// while tracing is off (a made trace context, or the client's read) and on.
+func BenchmarkHandler(b *testing.B) {
+	h := Handler("POST /v1/takedowns", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if tp, _ := Propagated(r.Context()); tp == "" {
+			b.Fatal("no trace context")
+		}
+	}))
+	run := func(hdr string) func(b *testing.B) {
+		return func(b *testing.B) {
+			r := httptest.NewRequest(http.MethodPost, "/v1/takedowns", nil)
+			if hdr != "" {
+				r.Header.Set("Traceparent", hdr)
+			}
+			w := httptest.NewRecorder()
+			b.ReportAllocs()
+			for b.Loop() {
+				h.ServeHTTP(w, r)
+			}
+		}
+	}
+	b.Run("off/made", run(""))
+	b.Run("off/client", run(clientParent))
+	b.Run("on/client", func(b *testing.B) {
+		tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(sdktrace.NewSimpleSpanProcessor(tracetest.NewNoopExporter())))
+		prev := otel.GetTracerProvider()
+		SetProvider(tp)
+		defer func() { SetProvider(nil); otel.SetTracerProvider(prev); tp.Shutdown(context.Background()) }()
+		run(clientParent)(b)
+	})
+}
