@@ -95,8 +95,9 @@ func (a *Adapter) begin(ctx context.Context, p *auth.Principal, in *input, key s
 // follow makes a call that waits for an existing takedown and publishes
 // nothing (GET with Prefer: wait).
 func (a *Adapter) follow(ctx context.Context, cmd *Command, rec *Record) *call {
+	// A held GET's spans join the takedown's trace.
 	return &call{a: a, cmd: cmd, id: rec.CorrelationID, item: rec.ItemID, rec: rec,
-		ctx: context.WithoutCancel(ctx), log: hub.LoggerFrom(ctx, a.log)}
+		ctx: tracing.Continue(context.WithoutCancel(ctx), rec.TraceParent, rec.TraceState), log: hub.LoggerFrom(ctx, a.log)}
 }
 
 func (c *call) channel() string { return "corr:" + c.id }

@@ -159,6 +159,25 @@ func TestTraceContextThroughATakedown(t *testing.T) {
 			t.Errorf("%s ce_traceparent %q, want %q", typ, got, want)
 		}
 	}
+
+	// A held GET of the takedown answers in the takedown's trace too.
+	exp.Reset()
+	resp, m := post(t, t.Context(), a, policeToken, `{"item_id":"item-9","reason":"court order"}`, "Traceparent", clientParent, "Prefer", "respond-async")
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("respond-async: %d %v", resp.StatusCode, m)
+	}
+	if resp, m := get(t, a, policeToken, resp.Header.Get("Location"), "Prefer", "wait=10"); resp.StatusCode != http.StatusOK || m["status"] != "confirmed" {
+		t.Fatalf("GET: %d %v", resp.StatusCode, m)
+	}
+	eventually(t, "the POST's and the GET's answer spans in the client's trace", func() bool {
+		n := 0
+		for _, s := range exp.GetSpans() {
+			if s.Name == "takedowns answer" && s.SpanContext.TraceID().String() == clientTraceID {
+				n++
+			}
+		}
+		return n == 2
+	})
 }
 
 // TestTracingOffByDefault: without otel.endpoint nothing is installed (no
