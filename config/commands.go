@@ -41,7 +41,7 @@ type Command struct {
 	// OutcomeTopic is the only topic whose events may change the command.
 	OutcomeTopic string `mapstructure:"outcome_topic" yaml:"outcome_topic"`
 	// OutcomeSources are the CloudEvents sources trusted to answer; empty
-	// means the built-in simulated services' sources.
+	// means takedown.outcome_sources.
 	OutcomeSources []string `mapstructure:"outcome_sources" yaml:"outcome_sources,omitempty"`
 	// Progress are event types shown on corr: and stored, never final.
 	Progress []string `mapstructure:"progress" yaml:"progress,omitempty"`

@@ -247,11 +247,11 @@ log:
 		{
 			name: "commands from env as JSON",
 			env: map[string]string{"SWITCHBOARD_COMMANDS": `[{"name":"holds","roles":["partner"],"topic":"hold.commands","type":"hold.requested","key":"item_id",` +
-				`"fields":{"required":["item_id"]},"outcome_topic":"takedown.events","outcomes":[{"type":"hold.placed","status":200}],"timeout":"3s"}]`},
+				`"fields":{"required":["item_id"]},"outcome_topic":"takedown.events","outcomes":[{"type":"hold.placed","when":{"holdState":"on"},"status":200}],"timeout":"3s"}]`},
 			want: func(c *Config) {
 				c.Commands = []Command{{Name: "holds", Roles: []string{"partner"}, Topic: "hold.commands", Type: "hold.requested", Key: "item_id",
 					Fields: CommandFields{Required: []string{"item_id"}}, OutcomeTopic: "takedown.events",
-					Outcomes: []CommandOutcome{{Type: "hold.placed", Status: 200}}, Timeout: 3 * time.Second}}
+					Outcomes: []CommandOutcome{{Type: "hold.placed", When: map[string]string{"holdState": "on"}, Status: 200}}, Timeout: 3 * time.Second}}
 			},
 		},
 		{
@@ -275,7 +275,7 @@ commands:
     progress: [hold.progress]
     outcomes:
       - {type: hold.placed, status: 200}
-      - {type: hold.refused, when: {reason: gone}, status: 410}
+      - {type: hold.refused, when: {reasonCode: gone}, status: 410}
 otel:
   endpoint: http://collector:4318
   service_name: sb-eu
@@ -288,7 +288,7 @@ otel:
 				c.Commands = []Command{{Name: "holds", Roles: []string{"moderator"}, Topic: "hold.commands", Type: "hold.requested", Key: "item_id",
 					Fields: CommandFields{Required: []string{"item_id"}, Optional: []string{"note"}}, OutcomeTopic: "takedown.events",
 					Progress: []string{"hold.progress"},
-					Outcomes: []CommandOutcome{{Type: "hold.placed", Status: 200}, {Type: "hold.refused", When: map[string]string{"reason": "gone"}, Status: 410}}}}
+					Outcomes: []CommandOutcome{{Type: "hold.placed", Status: 200}, {Type: "hold.refused", When: map[string]string{"reasonCode": "gone"}, Status: 410}}}}
 				c.OTel = OTel{Endpoint: "http://collector:4318", ServiceName: "sb-eu"}
 			},
 		},
@@ -507,6 +507,11 @@ func TestLoadErrors(t *testing.T) {
 				"SWITCHBOARD_KAFKA_TOPICS": `[{name: items.posted, channels: ["group:{data.group_id}"]}]`,
 			},
 			want: `config: commands[0].outcome_topic: "takedown.events" is not one of kafka.topics (command "takedowns"): its outcomes would never be read`,
+		},
+		{
+			name: "when members that differ only in case",
+			yaml: "commands:\n  - name: a\n    roles: [police]\n    topic: a.cmd\n    type: a.req\n    key: id\n    fields: {required: [id]}\n    outcome_topic: takedown.events\n    outcomes:\n      - {type: a.ok, when: {Code: x, code: y}, status: 200}\n",
+			want: `config: commands[0].outcomes[0].when: has members whose names differ only in case`,
 		},
 		{
 			name: "map where a value belongs",

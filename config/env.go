@@ -19,9 +19,10 @@ import (
 //     docs/dashboard.png.
 //   - SWITCHBOARD_BENCH_*: profiles of the benchmarks.
 //   - SWITCHBOARD_LOADCLIENT, SWITCHBOARD_LOADCLIENT_*, SWITCHBOARD_HOLDCLIENT,
-//     SWITCHBOARD_CHILD_NODE, SWITCHBOARD_TEST_HELPER_*: set by a test for
-//     the child process it starts (load clients, nodes killed in the fault
-//     drills, helper consumers).
+//     SWITCHBOARD_TAKEDOWNCLIENT, SWITCHBOARD_CHILD_NODE,
+//     SWITCHBOARD_TEST_HELPER_*: set by a test for the child process it
+//     starts (load clients, nodes killed in the fault drills, helper
+//     consumers).
 var HarnessEnv = []string{
 	"SWITCHBOARD_CI",
 	"SWITCHBOARD_ARTIFACTS",
@@ -30,6 +31,7 @@ var HarnessEnv = []string{
 	"SWITCHBOARD_LOADCLIENT",
 	"SWITCHBOARD_LOADCLIENT_*",
 	"SWITCHBOARD_HOLDCLIENT",
+	"SWITCHBOARD_TAKEDOWNCLIENT",
 	"SWITCHBOARD_CHILD_NODE",
 	"SWITCHBOARD_TEST_HELPER_*",
 }

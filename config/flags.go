@@ -29,7 +29,7 @@ var flagUsage = map[string]string{
 	"redis-url":           "Redis URL for the backplane; none keeps it in memory",
 	"log-level":           "log level: debug, info, warn or error",
 	"log-format":          "log format: text or json",
-	"demo":                "generate item.reported events for a live dashboard",
+	"demo":                "generate item.reported and item.posted events for a live dashboard",
 }
 
 // BindFlags defines the flags for the common keys on fs: --config (the YAML

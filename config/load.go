@@ -96,6 +96,12 @@ func Load(path string, flags *pflag.FlagSet) (Config, error) {
 		return Config{}, err
 	}
 
+	if path != "" && v.InConfig("commands") && os.Getenv(envName("commands")) == "" {
+		if err := restoreWhenCase(path, c.Commands); err != nil {
+			return Config{}, err
+		}
+	}
+
 	// itemsvc.enabled defaults to nil, so Get returns nil unless a source set it.
 	if v.Get("itemsvc.enabled") == nil {
 		c.ItemSvc.Enabled = c.Embedded()

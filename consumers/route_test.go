@@ -2,6 +2,7 @@ package consumers
 
 import (
 	"errors"
+	"log/slog"
 	"slices"
 	"strings"
 	"testing"
@@ -212,4 +213,41 @@ func BenchmarkRouterChannelsData(b *testing.B) {
 			b.Fatal("want 3 channels")
 		}
 	}
+}
+
+// FuzzRouterData routes decoded structured-mode events by data members:
+// no input makes Channels panic or return an invalid channel, and every
+// channel of a data template holds the member's text.
+func FuzzRouterData(f *testing.F) {
+	for _, d := range []string{
+		`{"group_id":"group-3","author_id":"user-42"}`,
+		`{"group_id":3,"author_id":-42,"group_id":"g2"}`,
+		`{"group_id":"g\u002d1","author_id":null}`,
+		`{"group_id":{"group_id":"x"},"author_id":["a"]}`,
+		`{"group_id":"a b","author_id":1.5e3}`,
+		`{"s":"}{\"group_id\":1","group_id":"\u00e9"}`,
+		`"group_id"`, `[{"group_id":"g"}]`, `null`, `{}`,
+	} {
+		f.Add(d)
+	}
+	r, err := NewRouter([]Route{{Topic: "t", Channels: []string{"group:{data.group_id}", "feed.{data.author_id}:{data.group_id}", "all"}}}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, data string) {
+		v := `{"specversion":"1.0","id":"e1","source":"/s","type":"t","data":` + data + `}`
+		ev, err := Decode(kafka.Message{Value: []byte(v), Headers: []kafka.Header{{Key: "content-type", Value: []byte("application/cloudevents+json")}}})
+		if err != nil {
+			return
+		}
+		chs := r.Channels("t", ev)
+		if !slices.Contains(chs, "all") {
+			t.Errorf("Channels = %q: the literal template is missing", chs)
+		}
+		for _, ch := range chs {
+			if err := hub.ValidateChannel(ch); err != nil {
+				t.Errorf("Channels returned %q: %v", ch, err)
+			}
+		}
+	})
 }

@@ -216,6 +216,14 @@ func TestTailResumes(t *testing.T) {
 	for range lines {
 	}
 
+	// A refused token ends tail at once with 1; so does a refused channel.
+	if code, out, errOut := runCLI(t, "tail", "--url", baseOf(a), "--token", "wrong-token-0123456789", "--channel", "reports"); code != 1 || out != "" || !strings.Contains(errOut, "not authorised") {
+		t.Fatalf("bad token: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if code, _, errOut := runCLI(t, "tail", "--url", baseOf(a), "--token", policeToken, "--channel", "reports"); code != 1 || !strings.Contains(errOut, "forbidden") {
+		t.Fatalf("police on reports: exit %d, stderr %q", code, errOut)
+	}
+
 	// What tail printed is the channel's history, whole and in order.
 	c, err := sdk.Dial(t.Context(), baseOf(a), sdk.Options{Token: modToken})
 	if err != nil {

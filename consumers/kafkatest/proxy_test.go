@@ -261,9 +261,19 @@ func TestStartBroker(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), waitLong)
 	defer cancel()
-	if err := write(ctx, "1"); err != nil {
-		t.Fatalf("write: %v", err)
+	// writeEventually retries: one attempt has 300 ms, which a loaded
+	// host can take to schedule the broker.
+	writeEventually := func(v string) {
+		t.Helper()
+		deadline := time.Now().Add(waitLong)
+		for err := write(ctx, v); err != nil; err = write(ctx, v) {
+			if time.Now().After(deadline) {
+				t.Fatalf("write %s: %v", v, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 	}
+	writeEventually("1")
 
 	b.Proxy.Blackhole()
 	short, scancel := context.WithTimeout(ctx, time.Second)
@@ -273,13 +283,7 @@ func TestStartBroker(t *testing.T) {
 	scancel()
 
 	b.Proxy.Heal()
-	deadline := time.Now().Add(waitLong)
-	for err := write(ctx, "2"); err != nil; err = write(ctx, "2") {
-		if time.Now().After(deadline) {
-			t.Fatalf("write after heal: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	writeEventually("2")
 
 	r := kafka.NewReader(kafka.ReaderConfig{Brokers: b.Brokers(), GroupID: "g", Topic: topic, StartOffset: kafka.FirstOffset, MaxWait: 100 * time.Millisecond})
 	defer r.Close()

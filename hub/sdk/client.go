@@ -33,6 +33,7 @@ const (
 	DefaultMinBackoff      = 100 * time.Millisecond
 	DefaultMaxBackoff      = 30 * time.Second
 	DefaultWriteTimeout    = 10 * time.Second
+	DefaultPingInterval    = 30 * time.Second
 	// maxProgress caps Result.Progress.
 	maxProgress = 256
 )
@@ -65,6 +66,10 @@ type Options struct {
 	MinBackoff, MaxBackoff time.Duration
 	// WriteTimeout bounds one write to the server.
 	WriteTimeout time.Duration
+	// PingInterval is how often the client sends a protocol ping; one not
+	// answered within the interval ends the connection, which is then
+	// resumed. It also bounds the WebSocket handshake.
+	PingInterval time.Duration
 	// Logger gets a line per reconnection; nil discards.
 	Logger *slog.Logger
 }
@@ -93,7 +98,6 @@ type Client struct {
 	nextID  uint64
 	err     error // why the client ended
 	lastErr error // of the last connection attempt, for Dial
-	dials   int   // connections made, for tests
 }
 
 // request is what an answered frame id belongs to: one of them is set.
@@ -132,6 +136,9 @@ func Dial(ctx context.Context, rawURL string, opts Options) (*Client, error) {
 	}
 	if opts.WriteTimeout <= 0 {
 		opts.WriteTimeout = DefaultWriteTimeout
+	}
+	if opts.PingInterval <= 0 {
+		opts.PingInterval = DefaultPingInterval
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -293,8 +300,10 @@ func (c *Client) connect(tok string) (admitted bool, err error) {
 	if tok != "" {
 		hdr.Set("Authorization", "Bearer "+tok)
 	}
-	conn, resp, err := websocket.Dial(c.ctx, c.url, &websocket.DialOptions{
+	dctx, cancel := context.WithTimeout(c.ctx, c.opts.PingInterval)
+	conn, resp, err := websocket.Dial(dctx, c.url, &websocket.DialOptions{
 		HTTPClient: c.opts.HTTPClient, HTTPHeader: hdr, Subprotocols: []string{Subprotocol}})
+	cancel()
 	if err != nil {
 		if resp != nil && (resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden) {
 			return false, fmt.Errorf("%w: %s", ErrUnauthorized, resp.Status)
@@ -304,8 +313,32 @@ func (c *Client) connect(tok string) (admitted bool, err error) {
 	defer conn.CloseNow()
 	conn.SetReadLimit(c.opts.MaxMessageBytes)
 
+	// Protocol pings find a connection the network has silently dropped
+	// (no FIN, no RST): a ping not answered in an interval ends it.
+	stop := make(chan struct{})
+	pinged := make(chan struct{})
+	go func() {
+		defer close(pinged)
+		t := time.NewTicker(c.opts.PingInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				ctx, cancel := context.WithTimeout(c.ctx, c.opts.PingInterval)
+				err := conn.Ping(ctx)
+				cancel()
+				if err != nil {
+					conn.CloseNow()
+					return
+				}
+			}
+		}
+	}()
+	defer func() { conn.CloseNow(); close(stop); <-pinged }()
+
 	c.mu.Lock()
-	c.dials++
 	c.conn = conn
 	// A ping first: its pong (or any answer) says the token was accepted.
 	c.writeLocked(conn, map[string]string{"type": "ping", "id": c.newIDLocked()})
@@ -404,16 +437,32 @@ func (c *Client) writeLocked(conn *websocket.Conn, frame any) {
 
 // frame is any server frame, as far as the client reads it.
 type frame struct {
-	Type          string            `json:"type"`
-	ID            string            `json:"id"`
-	Channel       string            `json:"channel"`
-	Cursor        string            `json:"cursor"`
-	CorrelationID string            `json:"correlation_id"`
-	Status        string            `json:"status"`
-	Event         json.RawMessage   `json:"event"`
-	Code          string            `json:"code"`
-	Message       string            `json:"message"`
-	Frames        []json.RawMessage `json:"frames"`
+	Type          string          `json:"type"`
+	ID            string          `json:"id"`
+	Channel       string          `json:"channel"`
+	Cursor        string          `json:"cursor"`
+	CorrelationID string          `json:"correlation_id"`
+	Status        string          `json:"status"`
+	Event         json.RawMessage `json:"event"`
+	// Code is an error frame's code (a string) or a result frame's HTTP
+	// status (a number).
+	Code    json.RawMessage   `json:"code"`
+	Message string            `json:"message"`
+	Frames  []json.RawMessage `json:"frames"`
+}
+
+// status is a result frame's HTTP status, or 0.
+func (f *frame) status() int {
+	var n int
+	json.Unmarshal(f.Code, &n)
+	return n
+}
+
+// errorCode is an error frame's code, or "".
+func (f *frame) errorCode() string {
+	var s string
+	json.Unmarshal(f.Code, &s)
+	return s
 }
 
 // handle dispatches one server message.
@@ -482,17 +531,17 @@ func (c *Client) handle(b []byte) {
 					ev = &e
 				}
 			}
-			r.call.finish(&Result{Status: f.Status, CorrelationID: f.CorrelationID, Event: ev, Progress: r.call.events}, nil)
+			r.call.finish(&Result{Status: f.Status, Code: f.status(), CorrelationID: f.CorrelationID, Event: ev, Progress: r.call.events}, nil)
 		}
 		c.mu.Unlock()
 	case "error":
 		c.mu.Lock()
 		r, ok := c.reqs[f.ID]
 		delete(c.reqs, f.ID)
-		serr := &ServerError{Code: f.Code, Message: f.Message}
+		serr := &ServerError{Code: f.errorCode(), Message: f.Message}
 		switch {
 		case !ok:
-			c.opts.Logger.Warn("switchboard: server error", "code", f.Code, "message", f.Message)
+			c.opts.Logger.Warn("switchboard: server error", "code", serr.Code, "message", f.Message)
 		case r.sub != nil:
 			delete(c.subs, r.sub.channel)
 			r.sub.close(serr)

@@ -97,6 +97,15 @@ func TestOldest(t *testing.T) {
 		t.Fatal(err)
 	}
 	numbered(t, s, 3)
+
+	got := make(chan sdk.Event, 3)
+	if _, err := c.SubscribeFunc(t.Context(), "other", sdk.Oldest, func(ev sdk.Event) { got <- ev }); err != nil {
+		t.Fatal(err)
+	}
+	srv.publish("item.reported", "item-2", "", map[string]int{"n": 0}, "other")
+	if ev := next(t, got); ev.Channel != "other" || ev.Subject != "item-2" {
+		t.Fatalf("SubscribeFunc got %+v", ev)
+	}
 }
 
 // TestGap: a cursor of a lost epoch is a gap, then live events.
@@ -244,5 +253,125 @@ func TestGoingAway(t *testing.T) {
 	}
 	if !errors.Is(s.Err(), sdk.ErrClosed) {
 		t.Fatalf("subscription error %v", s.Err())
+	}
+}
+
+// TestCallLegacyTakedown: a node that refuses call frames gets a takedowns
+// call as the v1 takedown frame.
+func TestCallLegacyTakedown(t *testing.T) {
+	srv := newServerWith(true)
+	t.Cleanup(srv.stop)
+	c := dial(t, srv.URL(), sdk.Options{})
+	res, err := c.Call(t.Context(), "takedowns", map[string]any{"item_id": "item-7", "reason": "x"}, "k2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != "confirmed" || res.CorrelationID != "c-k2" || string(res.Event.Data) != `{"item_id":"item-7","reason":"x"}` {
+		t.Fatalf("result %+v", res)
+	}
+	var se *sdk.ServerError
+	if _, err := c.Call(t.Context(), "restores", nil, ""); !errors.As(err, &se) || se.Code != "bad_request" {
+		t.Fatalf("another command on a v1 node: %v", err)
+	}
+}
+
+// TestStalledNetwork: a connection the network stalls without closing it
+// is found by the client's protocol pings and replaced; the subscription
+// resumes once the network flows again.
+func TestStalledNetwork(t *testing.T) {
+	srv := start(t)
+	p := newProxy(t, srv.URL())
+	redial := make(chan struct{}, 100)
+	var calls atomic.Int32
+	tok := func(context.Context) (string, error) {
+		if calls.Add(1) > 1 {
+			redial <- struct{}{}
+		}
+		return "", nil
+	}
+	c := dial(t, "http://"+p.Addr(), sdk.Options{TokenFunc: tok, PingInterval: 50 * time.Millisecond})
+	s, err := c.Subscribe(t.Context(), "reports", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Pause()
+	srv.publish("item.reported", "item-1", "", map[string]int{"n": 0}, "reports")
+	next(t, redial) // the stalled connection was given up
+	p.Resume()
+	numbered(t, s, 1)
+}
+
+// TestCallBounds: past MaxPendingCalls a call fails at once; Close ends the
+// calls in flight with ErrClosed.
+func TestCallBounds(t *testing.T) {
+	srv := start(t)
+	c := dial(t, srv.URL(), sdk.Options{MaxPendingCalls: 1})
+	held := make(chan error, 1)
+	go func() {
+		_, err := c.Call(context.Background(), "hold", nil, "")
+		held <- err
+	}()
+	next(t, srv.held)
+	if _, err := c.Call(t.Context(), "echo", nil, ""); !errors.Is(err, sdk.ErrTooManyCalls) {
+		t.Fatalf("a second call: %v", err)
+	}
+	c.Close()
+	if err := next(t, held); !errors.Is(err, sdk.ErrClosed) {
+		t.Fatalf("held call after Close: %v", err)
+	}
+	if _, err := c.Call(t.Context(), "echo", nil, ""); !errors.Is(err, sdk.ErrClosed) {
+		t.Fatalf("call after Close: %v", err)
+	}
+}
+
+// BenchmarkDeliver: events per second from a hub's WebSocket door through
+// the client to a subscriber, over loopback, with and without packing.
+func BenchmarkDeliver(b *testing.B) {
+	for _, pack := range []bool{false, true} {
+		b.Run(map[bool]string{false: "plain", true: "packed"}[pack], func(b *testing.B) {
+			srv := newServer()
+			defer srv.stop()
+			ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+			defer cancel()
+			c, err := sdk.Dial(ctx, srv.URL(), sdk.Options{Pack: pack})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			s, err := c.Subscribe(ctx, "reports", "")
+			if err != nil {
+				b.Fatal(err)
+			}
+			// At most window events in flight: a burst beyond the hub's
+			// client queue would be a slow consumer, beyond history a gap.
+			const window = 256
+			credit := make(chan struct{}, window)
+			for range window {
+				credit <- struct{}{}
+			}
+			b.ResetTimer()
+			go func() {
+				for i := range b.N {
+					select {
+					case <-credit:
+					case <-ctx.Done():
+						return
+					}
+					srv.publish("item.reported", "item-1", "", map[string]int{"n": i}, "reports")
+				}
+			}()
+			for range b.N {
+				select {
+				case ev := <-s.Events():
+					if ev.Gap {
+						b.Fatal("gap")
+					}
+					credit <- struct{}{}
+				case <-time.After(waitFor):
+					b.Fatal("no event in time")
+				}
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+		})
 	}
 }

@@ -15,7 +15,7 @@
 //
 // [Client.Subscribe] subscribes to a channel, live, after a cursor, or
 // from the oldest event history holds ([Oldest]). Its [Subscription]
-// delivers [Event] values in order on [Subscription.Events]; a [Event]
+// delivers [Event] values in order on [Subscription.Events]; an [Event]
 // with Gap set says history could not cover a resume, and live events
 // follow. The client remembers the cursor of the last event it queued for
 // each subscription.
@@ -24,7 +24,8 @@
 //
 // When the connection ends with close code 1001 (the node is going away),
 // 4000 (slow consumer), 1011, 1012, 1013, or abnormally (1006, a network
-// error), the client reconnects after an exponential backoff with full
+// error, a protocol ping not answered within [Options.PingInterval]), the
+// client reconnects after an exponential backoff with full
 // jitter ([Options.MinBackoff], [Options.MaxBackoff]) and resubscribes
 // every subscription after its last cursor: each event arrives exactly
 // once, in order, as long as the channel's history still holds what was
@@ -35,7 +36,7 @@
 //
 // # Calls
 //
-// [Client.Call] runs a declared command (SPEC §5.1) such as "takedowns":
+// [Client.Call] runs a declared command (docs/commands.md) such as "takedowns":
 // the server acknowledges it with a correlation ID, sends the command's
 // progress events on its corr: channel and then one result. A call carries
 // an idempotency key (made up when none is given), so a call in flight

@@ -59,7 +59,11 @@ type Event struct {
 type Result struct {
 	// Status is the outcome the server reports: "confirmed", "rejected" or
 	// "timeout" for takedowns, or a declared command's own.
-	Status        string
+	Status string
+	// Code is the outcome's HTTP status for the same command over POST
+	// /v1/<command>: 200, 404 (not found), 422 (rejected), 504 (timeout);
+	// 0 from a node that predates call frames.
+	Code          int
 	CorrelationID string
 	// Event is the terminal event (nil on timeout).
 	Event *CloudEvent

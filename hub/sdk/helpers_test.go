@@ -19,7 +19,8 @@ import (
 // The tests' server: a real hub with the memory backplane behind its own
 // WebSocket door, over real sockets. It admits the tokens of tokens and
 // answers "call" frames of the command "echo" with an ack, one progress
-// event on the call's corr: channel and a confirmed result.
+// event on the call's corr: channel and a confirmed result; those of
+// "hold" never.
 
 const waitFor = 15 * time.Second
 
@@ -32,21 +33,31 @@ type testServer struct {
 	mu     sync.Mutex
 	tokens map[string]bool
 	seq    int
+	held   chan struct{} // a hold call arrived
 }
 
-// newServer starts a server admitting tokens ("" admits everyone) until
-// stopped (tb nil: the caller stops it).
-func newServer(tokens ...string) *testServer {
+// newServer starts a server admitting tokens (none: everyone) until
+// stopped.
+func newServer(tokens ...string) *testServer { return newServerWith(false, tokens...) }
+
+// newServerWith is newServer; legacy makes it a node that predates call
+// frames: it knows only the v1 takedown frame, answered like a call of
+// "echo" whose data is the frame's item_id and reason.
+func newServerWith(legacy bool, tokens ...string) *testServer {
 	mem := hub.NewMemory(hub.MemoryConfig{HistorySize: 1000})
 	h, err := hub.New(hub.Config{}, mem, slog.New(slog.DiscardHandler))
 	if err != nil {
 		panic(err)
 	}
-	s := &testServer{hub: h, mem: mem, tokens: map[string]bool{}}
+	s := &testServer{hub: h, mem: mem, tokens: map[string]bool{}, held: make(chan struct{}, 16)}
 	for _, t := range tokens {
 		s.tokens[t] = true
 	}
-	ws := h.WSHandler(hub.WSConfig{Guard: s, Frames: map[string]hub.FrameHandler{"call": s.call}})
+	frames := map[string]hub.FrameHandler{"call": s.call}
+	if legacy {
+		frames = map[string]hub.FrameHandler{"takedown": s.takedown}
+	}
+	ws := h.WSHandler(hub.WSConfig{Guard: s, Frames: frames})
 	mux := http.NewServeMux()
 	mux.Handle("/v1/ws", ws)
 	s.srv = httptest.NewServer(mux)
@@ -118,6 +129,20 @@ func (s *testServer) publish(typ, subject, corr string, data any, channels ...st
 	}
 }
 
+// takedown answers a v1 takedown frame like a call of echo.
+func (s *testServer) takedown(ctx context.Context, ss *hub.Session, raw []byte) {
+	var f struct {
+		ID     json.RawMessage `json:"id"`
+		ItemID string          `json:"item_id"`
+		Reason string          `json:"reason"`
+		Key    string          `json:"idempotency_key"`
+	}
+	json.Unmarshal(raw, &f)
+	call, _ := json.Marshal(map[string]any{"type": "call", "id": f.ID, "command": "echo",
+		"data": map[string]string{"item_id": f.ItemID, "reason": f.Reason}, "idempotency_key": f.Key})
+	s.call(ctx, ss, call)
+}
+
 // call answers {"type":"call","command":"echo",...}: the connection is
 // subscribed to corr:<key>, then acked, then gets one progress event and a
 // confirmed result whose event's data is the call's data.
@@ -129,6 +154,10 @@ func (s *testServer) call(ctx context.Context, ss *hub.Session, raw []byte) {
 		Key     string          `json:"idempotency_key"`
 	}
 	json.Unmarshal(raw, &f)
+	if f.Command == "hold" {
+		s.held <- struct{}{}
+		return // never answered
+	}
 	if f.Command != "echo" {
 		ss.SendError(f.ID, hub.CodeNotFound, "no command "+f.Command)
 		return

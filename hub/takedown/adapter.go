@@ -72,16 +72,11 @@ type Config struct {
 	// SweepInterval is how often Run looks for takedowns whose command is
 	// not known to be on the topic; 0 means half of PublishWait.
 	SweepInterval time.Duration
-	// Observe, if set, is told each takedown answer: its outcome
-	// ("confirmed", "not_found", "rejected", "timeout", "accepted",
-	// "unavailable") and how long the request took. Metrics hook in here.
-	Observe func(outcome string, d time.Duration)
-}
-
-func (a *Adapter) observe(outcome string, start time.Time) {
-	if a.cfg.Observe != nil {
-		a.cfg.Observe(outcome, time.Since(start))
-	}
+	// Observe, if set, is told each answer of every command: the
+	// command's name, its outcome ("confirmed", "not_found", "rejected",
+	// "timeout", "accepted", "unavailable") and how long the request took.
+	// Metrics hook in here.
+	Observe func(command, outcome string, d time.Duration)
 }
 
 // outcomeOf names the answer a record gets.
@@ -116,8 +111,10 @@ type Limiter interface {
 	Hold(p *auth.Principal) (release func(), err error)
 }
 
-// Adapter serves POST /v1/takedowns, GET /v1/takedowns/{id} and the
-// WebSocket takedown frame.
+// Adapter serves every declared command: POST /v1/<name>, GET
+// /v1/<name>/{id} and the WebSocket call frame, and for the built-in
+// takedown POST /v1/takedowns, GET /v1/takedowns/{id} and the WebSocket
+// takedown frame.
 type Adapter struct {
 	cfg   Config
 	cmds  *Commands

@@ -25,11 +25,10 @@ func (c *Command) noun() string {
 	return c.Name + " call"
 }
 
-// observeCmd is observe for the built-in takedown, whose metrics these
-// are.
+// observeCmd tells Config.Observe of an answer of c.
 func (a *Adapter) observeCmd(c *Command, outcome string, start time.Time) {
-	if c.builtin {
-		a.observe(outcome, start)
+	if a.cfg.Observe != nil {
+		a.cfg.Observe(c.Name, outcome, time.Since(start))
 	}
 }
 

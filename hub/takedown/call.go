@@ -151,7 +151,7 @@ func (c *call) run(ctx context.Context, l listener, d time.Duration, answer func
 		rec = clone(rec)
 		if err := c.a.publish(ctx, rec); err != nil {
 			l.stop()
-			c.log.Warn("takedown command not confirmed by Kafka; kept to publish again", "correlation_id", c.id, "err", err)
+			c.log.Warn(c.cmd.noun()+" command not confirmed by Kafka; kept to publish again", "correlation_id", c.id, "err", err)
 			return &failure{stage: publishing, kept: rec, err: err}
 		}
 	}

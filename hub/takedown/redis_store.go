@@ -18,7 +18,8 @@ import (
 // its idempotency key. Keys (hash-tagged, one slot each):
 //
 //	<prefix>td:{<correlation id>}            the record as JSON
-//	<prefix>idem:{<principal>}:<key>          the correlation ID of a key
+//	<prefix>idem:{<principal>}:<key>          the correlation ID of a takedown's key
+//	<prefix>idem:{<principal>}/<command>:<key> the same for a declared command
 //	<prefix>td:publishing                     the takedowns not known to be
 //	                                          published, scored by their last
 //	                                          publish attempt (Unix ms)

@@ -1,7 +1,9 @@
 // Package takedown is the sync adapter: it turns a takedown request (police
 // HTTP, partner WebSocket frame, moderator page) into a takedown.requested
 // command on Kafka and answers from the hub subscription on the request's
-// corr: channel. The hub itself knows nothing of takedowns.
+// corr: channel. Every declared sync command (SPEC §5.1, Command) runs the
+// same protocol; the takedown is the built-in one (Takedowns). The hub
+// itself knows nothing of takedowns.
 package takedown
 
 import (

@@ -37,7 +37,7 @@ export const label = (s) => String(s || "").replaceAll("_", " ");
 const nf = new Intl.NumberFormat();
 export const num = (n) => nf.format(n);
 
-// itemKey reports whether id fits a channel key (SPEC §2), so item:<id> is
+// itemKey reports whether id fits a channel key (docs/contract.md), so item:<id> is
 // a channel the page may open.
 export const validItem = (id) => typeof id === "string" && /^[A-Za-z0-9._~-]{1,128}$/.test(id);
 

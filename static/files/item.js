@@ -6,6 +6,7 @@
 import { $, h, when, label, num, shortID, eventTime } from "./dom.js";
 import { Stream } from "./stream.js";
 import { Verifier, isOutcome, strings } from "./verify.js";
+import { callHTTP } from "/v1/sdk/switchboard.js";
 
 const TIMEOUT = 15000; // ms without an outcome: "timed out", still listening
 
@@ -169,15 +170,9 @@ export class ItemPanel {
     $("td-error").textContent = "";
     $("td-submit").disabled = true;
     let res;
-    let body = {};
     try {
-      res = await fetch("/v1/takedowns", {
-        method: "POST",
-        credentials: "same-origin",
-        headers: { "Content-Type": "application/json", Prefer: "respond-async" },
-        body: JSON.stringify({ item_id: id, reason }),
-      });
-      body = await res.json().catch(() => ({}));
+      // The SDK's HTTP call; the session cookie goes with it (same origin).
+      res = await callHTTP(location.origin, "takedowns", { item_id: id, reason }, { respondAsync: true });
     } catch {
       $("td-error").textContent = "The server could not be reached. Try again.";
       $("td-submit").disabled = false;
@@ -185,7 +180,8 @@ export class ItemPanel {
     }
     if (this.id !== id) return; // the panel moved on
     if (res.status === 401) return this.deps.onAuthLost();
-    if (!res.ok || !body.correlation_id) {
+    const body = res.body && typeof res.body === "object" ? res.body : {};
+    if (res.status < 200 || res.status > 299 || !body.correlation_id) {
       const why =
         res.status === 429
           ? "Too many takedowns in a short time: wait a moment and try again."

@@ -5,7 +5,7 @@
 // node's shutdown) does Stream open a new one, carrying the last id it saw
 // as ?last_event_id= so that resume is exact there too.
 
-// The event types the page listens for (SPEC §1, and the posts of a
+// The event types the page listens for (docs/contract.md, and the posts of a
 // group's channel), plus the gap notice.
 export const TYPES = ["item.reported", "takedown.requested", "item.removed", "takedown.confirmed", "takedown.rejected", "item.posted", "item.updated"];
 

@@ -7,6 +7,8 @@
 // Verifier asks GET /v1/takedowns/{correlation_id} at most once at a time
 // per takedown; events that arrive meanwhile cause one more read after it.
 
+import { statusHTTP } from "/v1/sdk/switchboard.js";
+
 const OUTCOMES = new Set(["item.removed", "takedown.confirmed", "takedown.rejected"]);
 
 /** @param {string} type */
@@ -56,20 +58,13 @@ export class Verifier {
   async read(corr) {
     let res;
     try {
-      res = await fetch(`/v1/takedowns/${encodeURIComponent(corr)}`, {
-        credentials: "same-origin",
-        headers: { Accept: "application/json" },
-      });
+      // The SDK's HTTP status read; the session cookie goes with it.
+      res = await statusHTTP(location.origin, "takedowns", corr);
     } catch {
       return; // offline: the next event, or the stream's resume, asks again
     }
-    if (!res.ok) return; // 404: not a takedown of this deployment
-    let st;
-    try {
-      st = await res.json();
-    } catch {
-      return;
-    }
+    if (res.status !== 200) return; // 404: not a takedown of this deployment
+    const st = res.body;
     if (!st || typeof st !== "object" || typeof st.status !== "string") return;
     st.removed_from = strings(st.removed_from);
     this.onState(corr, st);

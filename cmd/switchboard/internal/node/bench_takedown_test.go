@@ -170,7 +170,7 @@ func BenchmarkTakedown(b *testing.B) {
 						srv := redistest.Real(b)
 						rs = &srv
 					}
-					rps := benchTakedown(b, backplane, n, rs)
+					rps := benchTakedown(b, backplane, takedown.TakedownsName, n, rs)
 					if rs == nil {
 						memory[n] = rps
 					} else if m := memory[n]; m > 0 {
@@ -184,20 +184,55 @@ func BenchmarkTakedown(b *testing.B) {
 	}
 }
 
+// BenchmarkCommands is BenchmarkTakedown's memory cases for the built-in
+// takedowns and for a declared command, the demo's restores (SPEC §5.1,
+// answered by the same simulated item service with one item.restored, as
+// a repeat takedown is with one takedown.confirmed): the declared-command
+// path against the takedown path, in one table.
+func BenchmarkCommands(b *testing.B) {
+	for _, cmd := range []string{takedown.TakedownsName, demoRestoresName} {
+		b.Run("command="+cmd, func(b *testing.B) {
+			for _, n := range []int{1, 64, 512} {
+				b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
+					benchTakedown(b, "memory", cmd, n, nil)
+				})
+			}
+		})
+	}
+}
+
 // confirmTakedown is one adapter round trip: POST /v1/takedowns for item,
 // which must be answered 200 with "status":"confirmed".
 func confirmTakedown(ctx context.Context, hc *http.Client, base, item string) error {
-	status, body, err := postTakedown(ctx, hc, base, item)
+	return confirmCommand(ctx, hc, base, takedown.TakedownsName, item)
+}
+
+// confirmCommand is one round trip of command (takedowns, or the demo's
+// restores) for item, which must be answered 200 with
+// "status":"confirmed".
+func confirmCommand(ctx context.Context, hc *http.Client, base, command, item string) error {
+	var status int
+	var body []byte
+	var err error
+	if command == "" || command == takedown.TakedownsName {
+		status, body, err = postTakedown(ctx, hc, base, item)
+	} else {
+		var resp *http.Response
+		resp, body, err = call(ctx, hc, http.MethodPost, base+"/v1/"+command, jsonHeader(benchPoliceToken), `{"item_id":"`+item+`","reason":"bench"}`)
+		if resp != nil {
+			status = resp.StatusCode
+		}
+	}
 	if err != nil {
 		return err
 	}
 	if status != http.StatusOK || !bytes.Contains(body, []byte(`"status":"confirmed"`)) {
-		return fmt.Errorf("POST /v1/takedowns %s: %d %s", item, status, body)
+		return fmt.Errorf("POST /v1/%s %s: %d %s", command, item, status, body)
 	}
 	return nil
 }
 
-func benchTakedown(b *testing.B, backplane string, n int, rs *redistest.Server) float64 {
+func benchTakedown(b *testing.B, backplane, command string, n int, rs *redistest.Server) float64 {
 	defaults, err := config.Load("", nil)
 	if err != nil {
 		b.Fatal(err)
@@ -205,7 +240,7 @@ func benchTakedown(b *testing.B, backplane string, n int, rs *redistest.Server) 
 	partitions := defaults.Kafka.Embedded.Partitions
 	child := startTakedownClient(b, takedownClientSpec{
 		Partitions: partitions,
-		Topics:     append(defaults.Topics(), rawCommandsTopic, rawRepliesTopic),
+		Topics:     append(defaults.Topics(), rawCommandsTopic, rawRepliesTopic, producers.DemoItemCommandsTopic, producers.DemoItemEventsTopic),
 		CPUs:       loadCPUs(),
 	})
 	pinned := len(child.ready.CPUs) > 0
@@ -220,6 +255,9 @@ func benchTakedown(b *testing.B, backplane string, n int, rs *redistest.Server) 
 	var opts []Option
 	if rs != nil {
 		opts = append(opts, withRedisPrefix(rs.Prefix))
+	}
+	if command == demoRestoresName {
+		opts = append(opts, withCommands(demoRestores()))
 	}
 	a := startTakedownApp(b, func(c *config.Config) {
 		c.Kafka.Brokers = []string{child.ready.Broker}
@@ -238,6 +276,13 @@ func benchTakedown(b *testing.B, backplane string, n int, rs *redistest.Server) 
 	// Take every catalogue item down once; from here on each command is
 	// answered with takedown.confirmed alone.
 	child.run(b, takedownRun{URL: base, Clients: 64, Items: catalogueItems, Duration: time.Minute})
+	if command != takedown.TakedownsName {
+		// The first call of the command: the item service's reader of
+		// its topic may still be joining.
+		if err := confirmCommandWait(base, command); err != nil {
+			b.Fatal(err)
+		}
+	}
 
 	raw := newRawReqReply(b, child.ready.Broker, n, partitions)
 	defer raw.close()
@@ -246,13 +291,13 @@ func benchTakedown(b *testing.B, backplane string, n int, rs *redistest.Server) 
 	if _, err := loadLoop(n, 500*time.Millisecond, raw.op); err != nil {
 		b.Fatal(err)
 	}
-	child.run(b, takedownRun{URL: base, Clients: n, Duration: 500 * time.Millisecond})
+	child.run(b, takedownRun{URL: base, Command: command, Clients: n, Duration: 500 * time.Millisecond})
 
-	name := fmt.Sprintf("%s-clients%d", backplane, n)
+	name := fmt.Sprintf("%s-%s-clients%d", backplane, command, n)
 	stopProfile := profileTakedown(b, "takedown-"+name)
 	b.ResetTimer()
 	cpu0, wait0, t0 := processCPU(), runQueueWait(), time.Now()
-	ad := child.run(b, takedownRun{URL: base, Clients: n, Duration: takedownSteady})
+	ad := child.run(b, takedownRun{URL: base, Command: command, Clients: n, Duration: takedownSteady})
 	adCPU, adWait, adWall := processCPU()-cpu0, runQueueWait()-wait0, time.Since(t0)
 	stopProfile()
 
@@ -495,7 +540,9 @@ type takedownClientReady struct {
 
 // takedownRun is one phase of closed-loop clients.
 type takedownRun struct {
-	URL      string
+	URL string
+	// Command is the command called: takedowns when empty.
+	Command  string
 	Clients  int
 	Duration time.Duration
 	// Items, when set, takes item-1 … item-Items down once each and
@@ -592,7 +639,7 @@ func runTakedownLoad(hc *http.Client, r takedownRun) takedownRunResult {
 		if r.Items > 0 && seq >= r.Items {
 			return errStop
 		}
-		return confirmTakedown(ctx, hc, r.URL, benchItem(seq))
+		return confirmCommand(ctx, hc, r.URL, r.Command, benchItem(seq))
 	})
 	out := takedownRunResult{
 		RoundTrips: len(res.lat),
@@ -933,4 +980,17 @@ func (h *holdClient) finish() (holdSummary, error) {
 	err = json.Unmarshal([]byte(rest), &s)
 	h.lc.stop()
 	return s, err
+}
+
+// confirmCommandWait calls command once for the first catalogue item,
+// retrying a 504 for up to a minute (the first call waits for the item
+// service's reader of the command's topic to join its group).
+func confirmCommandWait(base, command string) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		err := confirmCommand(context.Background(), http.DefaultClient, base, command, benchItem(0))
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+	}
 }

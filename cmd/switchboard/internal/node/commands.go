@@ -42,7 +42,7 @@ func withCommands(cmds ...config.Command) Option {
 }
 
 // declaredCommands is the running configuration's commands: commands
-// (the built-in takedowns by default; a takedowns declaration without
+// (the built-in takedowns by default; a declaration without
 // outcome_sources or timeout takes takedown.outcome_sources and
 // takedown.timeout), then any declared by an Option, then, with --demo,
 // restores unless one is declared.
@@ -58,9 +58,6 @@ func declaredCommands(cfg config.Config, extra []config.Command) []config.Comman
 		cmds = config.DefaultCommands()
 	}
 	for i := range cmds {
-		if cmds[i].Name != takedown.TakedownsName {
-			continue
-		}
 		if len(cmds[i].OutcomeSources) == 0 {
 			cmds[i].OutcomeSources = cfg.Takedown.OutcomeSources
 		}

@@ -389,6 +389,7 @@ func TestDashboard(t *testing.T) {
 		c.ItemSvc.Enabled = true
 		c.ItemSvc.Latency = 150 * time.Millisecond
 		c.Limits.TakedownBurst = 100
+		c.Kafka.Topics = append(c.Kafka.Topics, postsRoute)
 	})
 	waitReady(t, a)
 	px := newCutProxy(t, a.ln.Addr().String())

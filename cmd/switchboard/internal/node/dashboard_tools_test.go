@@ -1,7 +1,6 @@
 package node
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
@@ -14,28 +13,17 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/switchboard/switchboard/config"
-	"github.com/switchboard/switchboard/hub"
 )
 
-// publishPost puts an item.posted event, as the platform's posting service
-// would send it, on group:<group> through the node's hub.
-// TODO(after the merge of the any-topic routing, SPEC §2.1): produce it to
-// a topic routed to group:{data.group_id} instead.
+// publishPost produces an item.posted event, as the platform's posting
+// service would, to items.posted, which the node (with postsRoute) routes
+// to group:<group_id> and feed:<author_id>.
 func publishPost(t *testing.T, a *Node, id, group, item, author, title string) {
 	t.Helper()
-	at := time.Now().UTC().Format(time.RFC3339Nano)
-	b, err := json.Marshal(map[string]any{
-		"specversion": "1.0", "id": id, "source": "/test/posting", "type": "item.posted", "subject": item,
-		"time": at, "datacontenttype": "application/json",
-		"data": map[string]any{"item_id": item, "group_id": group, "author_id": author, "title": title, "posted_at": at},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ev := &hub.Event{ID: id, Source: "/test/posting", Type: "item.posted", Subject: item, JSON: b}
-	if err := a.hub.Publish(t.Context(), []string{"group:" + group, "feed:" + author}, ev); err != nil {
-		t.Fatal(err)
-	}
+	produce(t, a.kafkaAddr, binaryMsg("items.posted", id, "item.posted", item, "", map[string]any{
+		"item_id": item, "group_id": group, "author_id": author, "title": title,
+		"posted_at": time.Now().UTC().Format(time.RFC3339Nano),
+	}))
 }
 
 // TestDashboardTools drives the page's tools: the polite summary instead
@@ -49,6 +37,7 @@ func TestDashboardTools(t *testing.T) {
 		c.Hub.History.Size = 5 // the feed gets back less than the counts hold
 		c.ItemSvc.Enabled = true
 		c.ItemSvc.Latency = 50 * time.Millisecond
+		c.Kafka.Topics = append(c.Kafka.Topics, postsRoute)
 	})
 	waitReady(t, a)
 	px := newCutProxy(t, a.ln.Addr().String())

@@ -10,6 +10,7 @@ import (
 	"github.com/switchboard/switchboard/hub"
 	"github.com/switchboard/switchboard/hub/auth"
 	"github.com/switchboard/switchboard/hub/redisbus"
+	"github.com/switchboard/switchboard/hub/takedown"
 )
 
 // Label sets stay bounded: transports, topics, partitions and outcomes;
@@ -47,7 +48,11 @@ type metrics struct {
 	reg       *prometheus.Registry
 	takedowns *prometheus.CounterVec
 	latency   prometheus.Histogram
-	http      *httpMetrics // requests by route and status; wraps the routes
+	// commands and commandLatency are the same for every declared
+	// command (the takedowns included), by command.
+	commands       *prometheus.CounterVec
+	commandLatency *prometheus.HistogramVec
+	http           *httpMetrics // requests by route and status; wraps the routes
 }
 
 func newMetrics(a *Node) *metrics {
@@ -63,20 +68,35 @@ func newMetrics(a *Node) *metrics {
 			Buckets: secondsBuckets(0.005, a.cfg.Takedown.MaxWait),
 		}),
 	}
+	m.commands = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "switchboard_commands_total", Help: "Answers of declared commands (takedowns included) by command and outcome.",
+	}, []string{"command", "outcome"})
+	m.commandLatency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "switchboard_command_duration_seconds", Help: "Time from a declared command's request to its answer, by command.",
+		Buckets: secondsBuckets(0.005, a.cfg.Takedown.MaxWait),
+	}, []string{"command"})
 	for _, o := range []string{"confirmed", "not_found", "rejected", "timeout", "accepted", "unavailable"} {
 		m.takedowns.WithLabelValues(o)
+		for _, c := range a.commands {
+			m.commands.WithLabelValues(c.Name, o)
+		}
 	}
-	m.reg.MustRegister(m, m.takedowns, m.latency,
+	m.reg.MustRegister(m, m.takedowns, m.latency, m.commands, m.commandLatency,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.http = newHTTPMetrics(a.cfg.Takedown.MaxWait)
 	m.reg.MustRegister(m.http, ReadBuildInfo().collector())
 	return m
 }
 
-// observe is the takedown adapter's Observe.
-func (m *metrics) observe(outcome string, d time.Duration) {
-	m.takedowns.WithLabelValues(outcome).Inc()
-	m.latency.Observe(d.Seconds())
+// observe is the adapter's Observe: every command's answer, and the
+// takedown metrics of the built-in takedowns.
+func (m *metrics) observe(command, outcome string, d time.Duration) {
+	m.commands.WithLabelValues(command, outcome).Inc()
+	m.commandLatency.WithLabelValues(command).Observe(d.Seconds())
+	if command == takedown.TakedownsName {
+		m.takedowns.WithLabelValues(outcome).Inc()
+		m.latency.Observe(d.Seconds())
+	}
 }
 
 // Describe implements prometheus.Collector.

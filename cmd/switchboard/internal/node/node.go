@@ -187,7 +187,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Opt
 		MaxBodyBytes:  cfg.HTTP.MaxBodyBytes,
 		PublishWait:   cfg.Takedown.PublishTimeout,
 		Trust:         trust,
-		Observe:       a.observeTakedown,
+		Observe:       a.observeCommand,
 	}, a.hub, a.store, a.producer, a.auth, log)
 	if err != nil {
 		return nil, err

@@ -32,6 +32,8 @@ type openAPIValidator struct {
 }
 
 func newOpenAPIValidator() (*openAPIValidator, error) {
+	// The JavaScript SDK's body is text, checked as a string.
+	openapi3filter.RegisterBodyDecoder("text/javascript", openapi3filter.FileBodyDecoder)
 	loader := openapi3.NewLoader()
 	doc, err := loader.LoadFromData(docs.OpenAPI)
 	if err != nil {

@@ -28,14 +28,18 @@ const (
 	// statsOther and statsNoReason name the folded and the missing reasons.
 	statsOther    = "other"
 	statsNoReason = "unspecified"
+	// statsQueue is how many reports may wait for Run to count them.
+	statsQueue = 1024
 )
 
 // reportStats counts the item.reported events of the reports channel per
 // minute over the last hour and by reason since the node started, for the
 // moderator page's chart, so the counts outlive a page. It follows the
-// channel with Hub.Follow: no queue, no goroutine per event; each event
-// costs one small JSON decode and a few increments. Memory is bounded: a
-// ring of statsMinutes buckets and at most statsMaxReasons+2 reasons.
+// channel with Hub.Follow (no client queue, no goroutine per event): the
+// follow's callback passes each report to Run's one goroutine through a
+// bounded channel, so the JSON decode stays off the channel's lock. Memory
+// is bounded: that channel, a ring of statsMinutes buckets and at most
+// statsMaxReasons+2 reasons.
 //
 // Each node counts every report (every node follows the channel through
 // the backplane), so any node answers the same. The first follow starts
@@ -54,6 +58,7 @@ type reportStats struct {
 	done     <-chan struct{}
 	followed bool
 	live     atomic.Bool
+	in       chan *hub.Event // reports for Run to count
 
 	mu      sync.Mutex
 	since   time.Time
@@ -70,7 +75,7 @@ type minuteCount struct {
 }
 
 func newReportStats(h *hub.Hub, channel string, log *slog.Logger) *reportStats {
-	return &reportStats{hub: h, channel: channel, log: log, now: time.Now, reasons: map[string]uint64{}}
+	return &reportStats{hub: h, channel: channel, log: log, now: time.Now, reasons: map[string]uint64{}, in: make(chan *hub.Event, statsQueue)}
 }
 
 // follow starts following the channel: the first time from the oldest
@@ -121,12 +126,18 @@ func (s *reportStats) Run(ctx context.Context) error {
 	defer s.end()
 	pause := time.Second
 	wait := func() bool {
-		select {
-		case <-time.After(pause):
-			pause = min(2*pause, time.Minute)
-			return true
-		case <-ctx.Done():
-			return false
+		t := time.NewTimer(pause)
+		defer t.Stop()
+		for {
+			select {
+			case ev := <-s.in:
+				s.count(ev)
+			case <-t.C:
+				pause = min(2*pause, time.Minute)
+				return true
+			case <-ctx.Done():
+				return false
+			}
 		}
 	}
 	for {
@@ -144,10 +155,16 @@ func (s *reportStats) Run(ctx context.Context) error {
 			}
 		}
 		began := time.Now()
-		select {
-		case <-s.done:
-		case <-ctx.Done():
-			return nil
+	counting:
+		for {
+			select {
+			case ev := <-s.in:
+				s.count(ev)
+			case <-s.done:
+				break counting
+			case <-ctx.Done():
+				return nil
+			}
 		}
 		s.end()
 		if time.Since(began) >= pause {
@@ -158,33 +175,56 @@ func (s *reportStats) Run(ctx context.Context) error {
 	}
 }
 
-// observe counts one event of the channel. It runs under the hub's lock:
-// it only decodes and counts.
+// observe takes one event of the channel. It runs under the hub's lock,
+// so it hands the report to Run to decode and count; only when Run is
+// statsQueue reports behind does it count one itself, so none is lost.
 func (s *reportStats) observe(ev *hub.Event) {
 	if ev == nil || ev.Type != "item.reported" {
 		return // a gap notice, or another type routed here
 	}
+	select {
+	case s.in <- ev:
+	default:
+		s.count(ev)
+	}
+}
+
+// count decodes a report's reason and time and counts it.
+func (s *reportStats) count(ev *hub.Event) {
+	// One typed pass; only data that is not an object of the usual shape
+	// takes the slower way.
 	var ce struct {
-		Time string          `json:"time"`
-		Data json.RawMessage `json:"data"`
+		Time string `json:"time"`
+		Data struct {
+			Reason     json.RawMessage `json:"reason"`
+			ReportedAt string          `json:"reported_at"`
+		} `json:"data"`
 	}
-	var data struct {
-		Reason     any    `json:"reason"`
-		ReportedAt string `json:"reported_at"`
-	}
-	if json.Unmarshal(ev.JSON, &ce) == nil && len(ce.Data) > 0 {
-		if json.Unmarshal(ce.Data, &data) != nil {
-			data.Reason, data.ReportedAt = nil, ""
+	if json.Unmarshal(ev.JSON, &ce) != nil {
+		var loose struct {
+			Time string          `json:"time"`
+			Data json.RawMessage `json:"data"`
+		}
+		ce.Data.Reason, ce.Data.ReportedAt = nil, ""
+		if json.Unmarshal(ev.JSON, &loose) == nil {
+			ce.Time = loose.Time
+			var d map[string]json.RawMessage
+			if json.Unmarshal(loose.Data, &d) == nil {
+				ce.Data.Reason = d["reason"]
+			}
 		}
 	}
 	at := s.now()
-	for _, v := range []string{data.ReportedAt, ce.Time} {
+	for _, v := range []string{ce.Data.ReportedAt, ce.Time} {
 		if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
 			at = t
 			break
 		}
 	}
-	reason, _ := data.Reason.(string)
+	var reason string
+	if len(ce.Data.Reason) > 0 && ce.Data.Reason[0] == '"' {
+		json.Unmarshal(ce.Data.Reason, &reason)
+	}
 	s.add(at, reason)
 }
 

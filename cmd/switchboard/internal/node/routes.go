@@ -57,14 +57,15 @@ func (a *Node) routes() http.Handler {
 		w.Header().Set("Content-Type", "application/yaml")
 		w.Write(docs.OpenAPI)
 	})
+	mux.Handle("GET /v1/sdk/switchboard.js", static.SDKHandler()) // public: outside the API's Origin check
 	mux.Handle("/", static.Handler())
 	return a.metrics.http.wrap(mux, api)
 }
 
-// observeTakedown feeds the metrics, which exist once the node is up.
-func (a *Node) observeTakedown(outcome string, d time.Duration) {
+// observeCommand feeds the metrics, which exist once the node is up.
+func (a *Node) observeCommand(command, outcome string, d time.Duration) {
 	if a.metrics != nil {
-		a.metrics.observe(outcome, d)
+		a.metrics.observe(command, outcome, d)
 	}
 }
 

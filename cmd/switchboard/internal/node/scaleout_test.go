@@ -24,6 +24,7 @@ import (
 
 	"github.com/switchboard/switchboard/config"
 	"github.com/switchboard/switchboard/hub/redisbus/redistest"
+	"github.com/switchboard/switchboard/producers"
 )
 
 // Scale-out: several nodes in one test process share one Kafka-protocol
@@ -46,7 +47,8 @@ type scaleEnv struct {
 func newScaleEnv(t testing.TB, name, redisURL, prefix string) *scaleEnv {
 	t.Helper()
 	kc, err := kfake.NewCluster(kfake.Ports(0),
-		kfake.SeedTopics(3, "items.reported", "takedown.commands", "takedown.events", "switchboard.dlq"))
+		kfake.SeedTopics(3, "items.reported", "takedown.commands", "takedown.events", "switchboard.dlq",
+			producers.DemoItemCommandsTopic, producers.DemoItemEventsTopic))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +88,7 @@ const (
 	consumingWithItemSvc
 )
 
-func startNode(t *testing.T, env *scaleEnv, name string, kind nodeKind) *node {
+func startNode(t *testing.T, env *scaleEnv, name string, kind nodeKind, opts ...Option) *node {
 	t.Helper()
 	n := &node{name: name}
 	n.Node = startTestNode(t, nodeSpec{
@@ -100,7 +102,7 @@ func startNode(t *testing.T, env *scaleEnv, name string, kind nodeKind) *node {
 				cfg.Kafka.GroupID = "door-only-" + name
 			}
 		},
-		opts:     []Option{withRedisPrefix(env.prefix)},
+		opts:     append([]Option{withRedisPrefix(env.prefix)}, opts...),
 		stopWait: scaleWait,
 		stopped: func(err error) {
 			if err != nil && !n.crashed {
@@ -619,6 +621,49 @@ func TestScaleOutTakedownRetryOnAnotherNode(t *testing.T) {
 			t.Fatalf("retry on C: %d %v (correlation %s)", resp.StatusCode, m, corr)
 		}
 		if n := countCommands(t, &Node{kafkaAddr: env.broker}, corr); n != 1 {
+			t.Fatalf("%d commands for the key, want 1", n)
+		}
+	})
+}
+
+// TestScaleOutCommandRetryOnAnotherNode is TestScaleOutTakedownRetryOnAnotherNode
+// for a declared command: a restore held on node A, whose node crashes
+// once its command is on the topic, is retried with its Idempotency-Key
+// on node C, which follows the same call: one command on the topic.
+func TestScaleOutCommandRetryOnAnotherNode(t *testing.T) {
+	forEachRedis(t, func(t *testing.T, env *scaleEnv) {
+		restores := withCommands(demoRestores())
+		a := startNode(t, env, "A", consuming, restores)
+		b := startNode(t, env, "B", consuming, restores)
+		c := startNode(t, env, "C", consuming, restores)
+		body := `{"item_id":"item-7"}`
+		errc := make(chan error, 1)
+		go func() {
+			resp, _, err := call(t.Context(), nil, http.MethodPost, a.base()+"/v1/restores",
+				jsonHeader(policeToken, "Idempotency-Key", "scale-r1", "Prefer", "wait=50"), body)
+			if resp != nil {
+				err = fmt.Errorf("answered %d", resp.StatusCode)
+			}
+			errc <- err
+		}()
+		waitUntil(t, "the request held on A", func() bool { return a.takedowns.Held() == 1 })
+		var corr string
+		broker := &Node{kafkaAddr: env.broker}
+		waitUntil(t, "the command published", func() bool {
+			id, err := c.bus().Client().Get(t.Context(), env.prefix+"idem:{police}/restores:scale-r1").Result()
+			corr = id
+			return err == nil && restoresOf(t, broker, corr) == 1
+		})
+		a.crash()
+		if err := <-errc; err == nil || strings.HasPrefix(err.Error(), "answered") {
+			t.Fatalf("the client of the crashed node got %v, want a broken connection", err)
+		}
+		runItemService(t, b.Node, env.broker)
+		resp, m := postCommand(t, c.Node, "restores", policeToken, body, "Idempotency-Key", "scale-r1", "Prefer", "wait=50")
+		if resp.StatusCode != 200 || m["status"] != "confirmed" || m["correlation_id"] != corr {
+			t.Fatalf("retry on C: %d %v (correlation %s)", resp.StatusCode, m, corr)
+		}
+		if n := restoresOf(t, broker, corr); n != 1 {
 			t.Fatalf("%d commands for the key, want 1", n)
 		}
 	})

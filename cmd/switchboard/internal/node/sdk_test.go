@@ -157,7 +157,7 @@ func TestSDKCallTakedowns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Status != "confirmed" || res.CorrelationID == "" || res.Event == nil || res.Event.Type != "takedown.confirmed" {
+	if res.Status != "confirmed" || res.Code != 200 || res.CorrelationID == "" || res.Event == nil || res.Event.Type != "takedown.confirmed" {
 		t.Fatalf("item-5: %+v", res)
 	}
 	removed := 0
@@ -181,8 +181,8 @@ func TestSDKCallTakedowns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Status != "rejected" || res.Reason() != "not_found" {
-		t.Fatalf("unknown item: status %q reason %q", res.Status, res.Reason())
+	if res.Status != "rejected" || res.Code != 404 || res.Reason() != "not_found" {
+		t.Fatalf("unknown item: status %q code %d reason %q", res.Status, res.Code, res.Reason())
 	}
 	var se *sdk.ServerError
 	if _, err := c.Call(t.Context(), "takedowns", map[string]any{"reason": "no item"}, ""); !errors.As(err, &se) || se.Code != "bad_request" {
