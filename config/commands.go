@@ -7,6 +7,7 @@ import (
 
 	"github.com/switchboard/switchboard/consumers"
 	"github.com/switchboard/switchboard/producers"
+	"github.com/switchboard/switchboard/tracing"
 )
 
 // TopicRoute is one entry of kafka.topics (SPEC §2.1): a Kafka topic the
@@ -105,7 +106,7 @@ func DefaultCommands() []Command {
 }
 
 // DefaultServiceName is otel.service_name by default.
-const DefaultServiceName = "switchboard"
+const DefaultServiceName = tracing.DefaultServiceName
 
 // DemoPostsTopic is where the demo generator posts items (SPEC §2.1's
 // example); demo.enabled routes it when kafka.topics does not name it.

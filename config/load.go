@@ -236,6 +236,9 @@ func decodeErrors(err error) error {
 			continue
 		}
 		name, cause := de.Name(), de.Unwrap()
+		if name == rootName { // mapstructure v2.5 names the root by its type
+			name = ""
+		}
 		if list, ok := strings.CutPrefix(cause.Error(), "has invalid keys: "); ok {
 			for k := range strings.SplitSeq(list, ", ") {
 				out = append(out, &KeyError{Key: joinKey(name, k), Err: ErrUnknownKey})
@@ -246,6 +249,9 @@ func decodeErrors(err error) error {
 	}
 	return errors.Join(out...)
 }
+
+// rootName is what mapstructure calls the configuration's root in errors.
+var rootName = reflect.TypeFor[Config]().String()
 
 // leaves flattens joined and wrapped errors down to the DecodeErrors, or to
 // errors that hold none.

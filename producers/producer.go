@@ -158,6 +158,10 @@ type CloudEvent struct {
 	// CorrelationID is the extension attribute correlationid, which ties a
 	// takedown command to its events.
 	CorrelationID string
+	// TraceParent and TraceState are the CloudEvents distributed-tracing
+	// extension (W3C Trace Context): the trace the event belongs to, if
+	// any. Empty means none.
+	TraceParent, TraceState string
 	// Data is marshalled with encoding/json; nil means no data.
 	Data any
 }
@@ -185,6 +189,8 @@ const (
 	headerSubject       = "ce_subject"
 	headerTime          = "ce_time"
 	headerCorrelationID = "ce_correlationid"
+	headerTraceParent   = "ce_traceparent"
+	headerTraceState    = "ce_tracestate"
 	headerContentType   = "content-type"
 	contentTypeJSON     = "application/json"
 )
@@ -211,7 +217,7 @@ func Message(topic, key string, ev CloudEvent) (kafka.Message, error) {
 		}
 		value = b
 	}
-	h := make([]kafka.Header, 0, 8)
+	h := make([]kafka.Header, 0, 10)
 	h = append(h,
 		kafka.Header{Key: headerSpecVersion, Value: []byte("1.0")},
 		kafka.Header{Key: headerID, Value: []byte(ev.ID)},
@@ -226,6 +232,12 @@ func Message(topic, key string, ev CloudEvent) (kafka.Message, error) {
 	}
 	if ev.CorrelationID != "" {
 		h = append(h, kafka.Header{Key: headerCorrelationID, Value: []byte(ev.CorrelationID)})
+	}
+	if ev.TraceParent != "" {
+		h = append(h, kafka.Header{Key: headerTraceParent, Value: []byte(ev.TraceParent)})
+		if ev.TraceState != "" {
+			h = append(h, kafka.Header{Key: headerTraceState, Value: []byte(ev.TraceState)})
+		}
 	}
 	h = append(h, kafka.Header{Key: headerContentType, Value: []byte(contentTypeJSON)})
 	m := kafka.Message{Topic: topic, Value: value, Headers: h}

@@ -109,6 +109,18 @@ func TestPublishBinaryMode(t *testing.T) {
 			wantValue: `{"item_id":"item-7","reason":"spam"}`,
 		},
 		{
+			name: "trace context",
+			key:  "item-10",
+			ev: CloudEvent{ID: "e-4", Source: "/test", Type: "takedown.requested",
+				TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", TraceState: "congo=t61rcWkgMzE"},
+			wantHeaders: map[string]string{
+				"ce_specversion": "1.0", "ce_id": "e-4", "ce_source": "/test", "ce_type": "takedown.requested",
+				"ce_traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "ce_tracestate": "congo=t61rcWkgMzE",
+				"content-type": "application/json",
+			},
+			wantValue: ``,
+		},
+		{
 			name: "optional attributes left out",
 			key:  "item-8",
 			ev:   CloudEvent{ID: "e-2", Source: "/test", Type: "takedown.rejected", Data: json.RawMessage(`{"item_id": "item-8"}`)},

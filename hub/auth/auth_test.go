@@ -795,7 +795,8 @@ func TestCORS(t *testing.T) {
 				}
 			}
 			if tt.preflight && tt.status == 204 &&
-				(!strings.Contains(resp.Header.Get("Access-Control-Allow-Headers"), "Authorization") || resp.Header.Get("Access-Control-Allow-Methods") == "") {
+				(!strings.Contains(resp.Header.Get("Access-Control-Allow-Headers"), "Authorization") ||
+					!strings.Contains(resp.Header.Get("Access-Control-Allow-Headers"), "traceparent") || resp.Header.Get("Access-Control-Allow-Methods") == "") {
 				t.Fatalf("preflight headers %v", resp.Header)
 			}
 			if tt.status == 403 && resp.Header.Get("Content-Type") != "application/problem+json" {

@@ -17,10 +17,12 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/switchboard/switchboard/hub"
 	"github.com/switchboard/switchboard/hub/auth"
 	"github.com/switchboard/switchboard/producers"
+	"github.com/switchboard/switchboard/tracing"
 )
 
 // Defaults for Config.
@@ -291,9 +293,16 @@ func (a *Adapter) publish(ctx context.Context, rec *Record) error {
 	if cmd == nil {
 		return fmt.Errorf("%w: the command %q is not declared", errUnavailable, rec.Command)
 	}
+	// The command carries the trace context (SPEC §10): the producer
+	// span's, which continues the request's, or the record's on a republish.
+	ctx, span := tracing.Start(tracing.Continue(ctx, rec.TraceParent, rec.TraceState), "publish "+cmd.Topic, trace.SpanKindProducer)
+	ev := command(cmd, rec)
+	ev.TraceParent, ev.TraceState = tracing.Propagated(ctx)
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.PublishWait)
 	defer cancel()
-	if err := a.cmd.Publish(pctx, cmd.Topic, rec.ItemID, command(cmd, rec)); err != nil {
+	err := a.cmd.Publish(pctx, cmd.Topic, rec.ItemID, ev)
+	tracing.End(span, err)
+	if err != nil {
 		return fmt.Errorf("%w: %v", errUnavailable, err)
 	}
 	if err := a.store.MarkPublished(context.WithoutCancel(ctx), rec.CorrelationID); err != nil {

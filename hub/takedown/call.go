@@ -7,8 +7,11 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/switchboard/switchboard/hub"
 	"github.com/switchboard/switchboard/hub/auth"
+	"github.com/switchboard/switchboard/tracing"
 )
 
 // call is one takedown request in flight. Its protocol is the one POST
@@ -51,6 +54,7 @@ type call struct {
 	reread  bool // woken again while it was
 	over    bool // answered or closed
 	timer   *time.Timer
+	waiting trace.Span // the wait's span, from the deadline's arming to the answer
 }
 
 // A listener is how a call hears of its corr: channel: a hub follower for
@@ -71,6 +75,7 @@ type listener interface {
 // is errKeyReused.
 func (a *Adapter) begin(ctx context.Context, p *auth.Principal, in *input, key string) (*call, error) {
 	rec := newRecord(p.Name, in, key)
+	rec.TraceParent, rec.TraceState = tracing.Propagated(ctx)
 	existing, err := a.store.Reserve(ctx, rec)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errUnavailable, err)
@@ -90,8 +95,9 @@ func (a *Adapter) begin(ctx context.Context, p *auth.Principal, in *input, key s
 // follow makes a call that waits for an existing takedown and publishes
 // nothing (GET with Prefer: wait).
 func (a *Adapter) follow(ctx context.Context, cmd *Command, rec *Record) *call {
+	// A held GET's spans join the takedown's trace.
 	return &call{a: a, cmd: cmd, id: rec.CorrelationID, item: rec.ItemID, rec: rec,
-		ctx: context.WithoutCancel(ctx), log: hub.LoggerFrom(ctx, a.log)}
+		ctx: tracing.Continue(context.WithoutCancel(ctx), rec.TraceParent, rec.TraceState), log: hub.LoggerFrom(ctx, a.log)}
 }
 
 func (c *call) channel() string { return "corr:" + c.id }
@@ -178,6 +184,7 @@ func (c *call) wait(d time.Duration) {
 	}
 	rec := c.rec
 	if !rec.Final() && d > 0 {
+		_, c.waiting = tracing.Start(c.ctx, c.cmd.Name+" wait", trace.SpanKindInternal)
 		c.timer = time.AfterFunc(d, c.expire)
 		c.mu.Unlock()
 		return
@@ -291,8 +298,19 @@ func (c *call) finish(rec *Record, deadline bool) {
 	if c.timer != nil {
 		c.timer.Stop()
 	}
+	c.endWait()
 	c.mu.Unlock()
+	_, span := tracing.Start(c.ctx, c.cmd.Name+" answer", trace.SpanKindInternal)
 	c.answer(rec, deadline)
+	span.End()
+}
+
+// endWait ends the wait's span, if any; c.mu is held.
+func (c *call) endWait() {
+	if c.waiting != nil {
+		c.waiting.End()
+		c.waiting = nil
+	}
 }
 
 // close ends the call without answering (the client hung up, or it was
@@ -303,6 +321,7 @@ func (c *call) close() {
 	if c.timer != nil {
 		c.timer.Stop()
 	}
+	c.endWait()
 	c.mu.Unlock()
 	if c.l != nil {
 		c.l.stop()

@@ -58,6 +58,10 @@ type Record struct {
 	// item service and the hub apply the command once however often it is
 	// written.
 	EventID string `json:"event_id,omitempty"`
+	// TraceParent and TraceState are the trace context of the request
+	// that made the call (SPEC §10), for a republish without it.
+	TraceParent string `json:"traceparent,omitempty"`
+	TraceState  string `json:"tracestate,omitempty"`
 	// Published is set once a broker acknowledged the command. Until then
 	// the takedown is "publishing": a retry of its key, or a node's sweep,
 	// publishes the same command again.

@@ -13,10 +13,13 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/switchboard/switchboard/consumers/kafkaconn"
 	"github.com/switchboard/switchboard/consumers/kafkagroup"
 	"github.com/switchboard/switchboard/producers"
+	"github.com/switchboard/switchboard/tracing"
 )
 
 // Defaults that New applies to zero fields of Config.
@@ -164,6 +167,10 @@ type Config struct {
 // item ID in its data).
 type Command struct {
 	ID, Source, Type, Subject, CorrelationID string
+	// TraceParent and TraceState are the command's distributed-tracing
+	// extension (SPEC §10), copied onto every answer; empty when it has
+	// none.
+	TraceParent, TraceState string
 	// JSON is the event in the CloudEvents structured JSON format.
 	JSON []byte
 	// ItemID is the string data.item_id, when the decoder read it
@@ -530,6 +537,18 @@ func (s *Service) handle(ctx, pubCtx context.Context, m kafka.Message, readAt ti
 		return true
 	}
 	s.commands.Add(1)
+	// The answers carry the command's trace context: the command's own
+	// traceparent, or, while tracing is on, this span's, its child.
+	tctx, span := tracing.Start(tracing.Remote(pubCtx, ev.TraceParent, ev.TraceState), "process "+m.Topic, trace.SpanKindConsumer)
+	defer span.End()
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String("messaging.system", "kafka"),
+			attribute.String("messaging.destination.name", m.Topic),
+			attribute.String("messaging.message.id", ev.ID),
+			attribute.String("switchboard.correlation_id", ev.CorrelationID),
+			attribute.String("switchboard.item_id", itemID))
+	}
+	ev.TraceParent, ev.TraceState = tracing.Propagated(tctx)
 
 	if d := s.cfg.Latency - time.Since(readAt); d > 0 {
 		t := time.NewTimer(d)
@@ -556,7 +575,7 @@ func (s *Service) handle(ctx, pubCtx context.Context, m kafka.Message, readAt ti
 	if restore {
 		answer = s.restore
 	}
-	if !answer(pubCtx, ev, itemID) {
+	if !answer(tctx, ev, itemID) {
 		return false
 	}
 	s.answered.add(cmd)
@@ -568,6 +587,7 @@ func (s *Service) handle(ctx, pubCtx context.Context, m kafka.Message, readAt ti
 func answerEvent(cmd Command, typ, itemID, container string, data any) producers.CloudEvent {
 	ev := producers.NewEvent(producers.ItemServiceSource, typ, itemID, cmd.CorrelationID, data)
 	ev.ID = answerID(cmd.Source, cmd.ID, typ, container)
+	ev.TraceParent, ev.TraceState = cmd.TraceParent, cmd.TraceState
 	return ev
 }
 

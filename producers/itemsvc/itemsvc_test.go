@@ -345,6 +345,7 @@ func (h *isvcHarness) eventReader() *kafka.Reader {
 // isvcAnswer is one event the item service published, as a consumer sees it.
 type isvcAnswer struct {
 	ID, Type, Subject, CorrID, Source, Key string
+	TraceParent, TraceState                string
 	Partition                              int
 	Offset                                 int64
 	Data                                   json.RawMessage
@@ -370,7 +371,8 @@ func isvcNext(t testing.TB, r *kafka.Reader, n int) []isvcAnswer {
 			t.Fatal(err)
 		}
 		out = append(out, isvcAnswer{ID: ev.ID, Type: ev.Type, Subject: ev.Subject, CorrID: ev.CorrelationID, Source: ev.Source,
-			Key: string(m.Key), Partition: m.Partition, Offset: m.Offset, Data: whole.Data})
+			Key: string(m.Key), TraceParent: ev.TraceParent, TraceState: ev.TraceState,
+			Partition: m.Partition, Offset: m.Offset, Data: whole.Data})
 	}
 	return out
 }

@@ -50,5 +50,7 @@ func decode(m kafka.Message) (Command, error) {
 	if err != nil {
 		return Command{}, err
 	}
-	return Command{ID: ev.ID, Source: ev.Source, Type: ev.Type, Subject: ev.Subject, CorrelationID: ev.CorrelationID, JSON: ev.JSON, ItemID: consumers.DataItemID(ev)}, nil
+	tp, ts := consumers.TraceContext(ev)
+	return Command{ID: ev.ID, Source: ev.Source, Type: ev.Type, Subject: ev.Subject, CorrelationID: ev.CorrelationID,
+		TraceParent: tp, TraceState: ts, JSON: ev.JSON, ItemID: consumers.DataItemID(ev)}, nil
 }

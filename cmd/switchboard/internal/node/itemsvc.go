@@ -24,6 +24,11 @@ func RunItemService(ctx context.Context, cfg config.Config) error {
 	if cfg.Embedded() {
 		return errors.New("itemsvc: set kafka.brokers (--kafka-brokers) to the cluster to serve")
 	}
+	stopTracing, err := startTracing(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	if err := kafkaconn.Check(ctx, cfg.KafkaConn(), cfg.Kafka.Brokers); err != nil {
 		return fmt.Errorf("kafka.brokers: %w", err)
 	}
@@ -90,5 +95,7 @@ func decodeCommand(m kafka.Message) (itemsvc.Command, error) {
 	if err != nil {
 		return itemsvc.Command{}, err
 	}
-	return itemsvc.Command{ID: ev.ID, Source: ev.Source, Type: ev.Type, Subject: ev.Subject, CorrelationID: ev.CorrelationID, JSON: ev.JSON, ItemID: consumers.DataItemID(ev)}, nil
+	tp, ts := consumers.TraceContext(ev)
+	return itemsvc.Command{ID: ev.ID, Source: ev.Source, Type: ev.Type, Subject: ev.Subject, CorrelationID: ev.CorrelationID,
+		TraceParent: tp, TraceState: ts, JSON: ev.JSON, ItemID: consumers.DataItemID(ev)}, nil
 }

@@ -35,6 +35,11 @@ import (
 // http.shutdown_timeout.
 func Run(ctx context.Context, cfg config.Config, out io.Writer) error {
 	log := newLogger(cfg.Log, os.Stderr)
+	stopTracing, err := startTracing(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	a, err := Start(ctx, cfg, log)
 	if err != nil {
 		return err

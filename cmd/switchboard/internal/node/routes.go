@@ -14,6 +14,7 @@ import (
 	"github.com/switchboard/switchboard/hub"
 	"github.com/switchboard/switchboard/hub/auth"
 	"github.com/switchboard/switchboard/static"
+	"github.com/switchboard/switchboard/tracing"
 )
 
 func (a *Node) routes() http.Handler {
@@ -29,13 +30,15 @@ func (a *Node) routes() http.Handler {
 		Guard:           a.auth,
 		Frames:          map[string]hub.FrameHandler{"takedown": a.takedowns.Frame, "call": a.takedowns.Call},
 	}))
-	// Every declared command (SPEC §5.1), the takedown among them.
+	// Every declared command (SPEC §5.1), the takedown among them. A POST
+	// carries the request's trace context to the command (SPEC §10).
 	for _, c := range a.takedowns.Commands().List() {
 		roles := c.HTTPRoles()
 		if len(roles) == 0 {
 			roles = []auth.Role{auth.Role("-")} // over WebSocket only: HTTP refuses every role
 		}
-		api.Handle("POST /v1/"+c.Name, a.auth.Require(a.takedowns.PostHandler(c.Name), roles...))
+		post := "POST /v1/" + c.Name
+		api.Handle(post, tracing.Handler(post, a.auth.Require(a.takedowns.PostHandler(c.Name), roles...)))
 		api.Handle("GET /v1/"+c.Name+"/{correlation_id}", a.auth.Require(a.takedowns.GetHandler(c.Name)))
 	}
 	api.Handle("GET /v1/commands", a.auth.Require(http.HandlerFunc(a.listCommands)))
