@@ -543,9 +543,10 @@ func (a *Adapter) respond(cmd *Command, w http.ResponseWriter, rec *Record, pref
 // refuse answers a request that could not be carried out: a *failure
 // may name the takedown kept to be published again.
 func (a *Adapter) refuse(cmd *Command, w http.ResponseWriter, err error) {
-	if !cmd.builtin {
-		a.refuseCommand(cmd, w, err)
-		return
+	// The takedown keeps its v1 wording.
+	what, follow := cmd.Name, "it"
+	if cmd.builtin {
+		what, follow = "takedown", "this takedown"
 	}
 	var rec *Record
 	var f *failure
@@ -557,14 +558,14 @@ func (a *Adapter) refuse(cmd *Command, w http.ResponseWriter, err error) {
 		problem(w, ProblemKeyReused, err.Error(), nil)
 	case rec != nil:
 		// The command may still reach Kafka: it is kept, and published
-		// again until a broker acknowledges it, always as this one takedown.
+		// again until a broker acknowledges it, always as this one call.
 		w.Header().Set("Retry-After", "2")
 		problem(w, hub.ProblemUnavailable,
-			"Kafka did not acknowledge the takedown command in time; it is kept and published again until it is: retry with the same Idempotency-Key to follow this takedown",
-			map[string]any{"correlation_id": rec.CorrelationID, "status_url": StatusURL(rec.CorrelationID)})
+			"Kafka did not acknowledge the "+what+" command in time; it is kept and published again until it is: retry with the same Idempotency-Key to follow "+follow,
+			map[string]any{"correlation_id": rec.CorrelationID, "status_url": cmd.StatusURL(rec.CorrelationID)})
 	default:
 		w.Header().Set("Retry-After", "2")
-		problem(w, hub.ProblemUnavailable, "the takedown could not be accepted; nothing was recorded: retry", nil)
+		problem(w, hub.ProblemUnavailable, "the "+cmd.noun()+" could not be accepted; nothing was recorded: retry", nil)
 	}
 }
 

@@ -2,7 +2,6 @@ package takedown
 
 import (
 	"encoding/json"
-	"errors"
 	"net/http"
 	"strconv"
 	"time"
@@ -110,27 +109,6 @@ func (a *Adapter) respondCommand(c *Command, w http.ResponseWriter, rec *Record,
 		problem(w, ProblemNoOutcome,
 			"no outcome yet; the "+c.Name+" call goes on: read status_url, or retry with the same Idempotency-Key",
 			map[string]any{"correlation_id": id, c.Key: rec.ItemID, "command": c.Name, "status_url": c.StatusURL(id)})
-	}
-}
-
-// refuseCommand is refuse for a declared command.
-func (a *Adapter) refuseCommand(c *Command, w http.ResponseWriter, err error) {
-	var rec *Record
-	var f *failure
-	if errors.As(err, &f) {
-		rec = f.kept
-	}
-	switch {
-	case errors.Is(err, errKeyReused):
-		problem(w, ProblemKeyReused, err.Error(), nil)
-	case rec != nil:
-		w.Header().Set("Retry-After", "2")
-		problem(w, hub.ProblemUnavailable,
-			"Kafka did not acknowledge the "+c.Name+" command in time; it is kept and published again until it is: retry with the same Idempotency-Key to follow it",
-			map[string]any{"correlation_id": rec.CorrelationID, "status_url": c.StatusURL(rec.CorrelationID)})
-	default:
-		w.Header().Set("Retry-After", "2")
-		problem(w, hub.ProblemUnavailable, "the "+c.Name+" call could not be accepted; nothing was recorded: retry", nil)
 	}
 }
 
