@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
@@ -345,12 +346,24 @@ const maxMember = 2000
 // decode reads and checks body, a JSON object of exactly c's members
 // (strings), for a declared command.
 func (c *Command) decode(body []byte) (*input, error) {
-	var m map[string]string
-	if err := hub.DecodeStrict(body, &m); err != nil {
+	var raw map[string]json.RawMessage
+	if err := hub.DecodeStrict(body, &raw); err != nil {
 		return nil, fmt.Errorf("%w: the body is a JSON object of the string members %s", err, c.members())
 	}
-	if m == nil {
+	if raw == nil {
 		return nil, errors.New("the body must be a JSON object")
+	}
+	// An unknown member is named as such, whatever its value.
+	m := make(map[string]string, len(raw))
+	for _, k := range slices.Sorted(maps.Keys(raw)) {
+		if !slices.Contains(c.Required, k) && !slices.Contains(c.Optional, k) {
+			return nil, fmt.Errorf("%w: unknown member %q: the members are %s", hub.ErrBadJSON, hub.Clip(k, 64), c.members())
+		}
+		var v string
+		if err := json.Unmarshal(raw[k], &v); err != nil || string(raw[k]) == "null" {
+			return nil, fmt.Errorf("%w: member %q must be a string: the body is a JSON object of the string members %s", hub.ErrBadJSON, k, c.members())
+		}
+		m[k] = v
 	}
 	return c.accept(m)
 }

@@ -117,6 +117,8 @@ func TestCommandDecode(t *testing.T) {
 	c := testCommands(t).Lookup("restores")
 	for body, want := range map[string]string{
 		`{"item_id":"i-1","x":"y"}`:         `unknown member "x"`,
+		`{"item_id":"i-1","x":1}`:           `unknown member "x"`,
+		`{"item_id":"i-1","reason":null}`:   `"reason" must be a string`,
 		`{"item_id":"i-1","item_id":"i-2"}`: `"item_id" appears more than once`,
 		`{"item_id":1}`:                     `"item_id" must be a string`,
 		`{"reason":"r"}`:                    `"item_id" is required`,
