@@ -458,10 +458,22 @@ func (b *Bus) Listen(ctx context.Context, ch string, deliver func(hub.Entry)) (f
 		cancel()
 		return nil, fmt.Errorf("redisbus: subscribe %s: %w", ch, err)
 	}
+	return b.confirmed(ctx, ch, l.confirmed, cancel)
+}
+
+// confirmed waits until up is closed (Redis confirmed the subscription
+// that carries ch), and returns cancel; if ctx ends or ListenTimeout
+// passes first, it calls cancel and fails.
+func (b *Bus) confirmed(ctx context.Context, ch string, up <-chan struct{}, cancel func()) (func(), error) {
+	select {
+	case <-up:
+		return cancel, nil
+	default:
+	}
 	t := time.NewTimer(b.cfg.ListenTimeout)
 	defer t.Stop()
 	select {
-	case <-l.confirmed:
+	case <-up:
 		return cancel, nil
 	case <-ctx.Done():
 		cancel()

@@ -57,23 +57,7 @@ func (b *Bus) listenShared(ctx context.Context, ch string, deliver func(hub.Entr
 		}
 		b.mu.Unlock()
 	}
-	select {
-	case <-b.sharedUp:
-		return cancel, nil
-	default:
-	}
-	t := time.NewTimer(b.cfg.ListenTimeout)
-	defer t.Stop()
-	select {
-	case <-b.sharedUp:
-		return cancel, nil
-	case <-ctx.Done():
-		cancel()
-		return nil, ctx.Err()
-	case <-t.C:
-		cancel()
-		return nil, fmt.Errorf("redisbus: subscribe %s: %s not confirmed in %s", ch, b.sharedName, b.cfg.ListenTimeout)
-	}
+	return b.confirmed(ctx, ch, b.sharedUp, cancel)
 }
 
 // receiveShared reads the node-level channel's connection until Close.
