@@ -108,6 +108,9 @@ type subState struct {
 	pending   []*delivery
 	epoch     string
 	last      uint64
+	// adopt: no history was read (a follower, live only), so the first
+	// entry heard sets where the subscription stands, with no gap.
+	adopt bool
 }
 
 // Client is one connection of a door (a WebSocket or an SSE stream): its
@@ -197,13 +200,30 @@ func (c *Client) Subscribe(ctx context.Context, channel string, o SubscribeOptio
 		c.mu.Unlock()
 		return SubscribeResult{}, ErrTooManyChannels
 	}
-	st := &subState{buffering: true, onEvent: o.OnEvent}
+	// A follower that starts live (Hub.Follow with no cursor) reads no
+	// history: it queues nothing, and what it needs from a read, where
+	// the channel stands, the first entry it hears says as well. On a
+	// shared backplane that read is a round trip per follow (a command's
+	// corr: channel, brand new, one per request).
+	live := c.follower && after == nil && ack == nil
+	st := &subState{buffering: !live, adopt: live, onEvent: o.OnEvent}
 	c.subs[channel] = st
 	c.mu.Unlock()
 
 	if err := c.h.attach(ctx, channel, c); err != nil {
 		c.dropSub(channel, st)
 		return SubscribeResult{}, err
+	}
+	if live {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.subs[channel] != st {
+			c.mu.Unlock()
+			c.h.detach(channel, c)
+			c.mu.Lock()
+			return SubscribeResult{}, ErrClosed
+		}
+		return SubscribeResult{}, nil
 	}
 	rep, err := c.h.bp.Read(ctx, channel, after)
 	fromOldest := after != nil && *after == Oldest
@@ -331,6 +351,7 @@ func (c *Client) resyncLater(channel string) {
 // backplane that is down for a while (a Redis restart) delays the
 // subscription, it does not end it. It runs under c.mu.
 func (c *Client) startResync(channel string, st *subState) {
+	st.adopt = false // a live follower that heard nothing yet: the read below says where it stands
 	after := Position{Epoch: st.epoch, Offset: st.last}
 	c.tasks.Add(1)
 	go func() {
@@ -489,6 +510,10 @@ func (c *Client) offer(d *delivery) {
 // A hole (an offset past the next one) means announcements were lost: the
 // subscription buffers and re-reads history to fill it.
 func (c *Client) queueLocked(st *subState, d *delivery) {
+	if st.adopt {
+		st.adopt = false
+		st.epoch, st.last = d.Pos.Epoch, d.Pos.Offset-1
+	}
 	if d.Pos.Epoch != st.epoch {
 		// The log lost its continuity: the client is told, then gets the
 		// new epoch from its start (the hole check below fetches what came

@@ -1050,8 +1050,8 @@ func TestFollowHearsResyncGaps(t *testing.T) {
 		reply Replay
 		want  string
 	}{
-		{"new epoch", Replay{Top: Position{Epoch: "new", Offset: 1}, Gap: true}, "[gap]"},
-		{"same epoch", Replay{Top: Position{Epoch: "old", Offset: 30}, Gap: true}, "[gap]"},
+		{"new epoch", Replay{Top: Position{Epoch: "new", Offset: 1}, Gap: true}, "[e10 gap]"},
+		{"same epoch", Replay{Top: Position{Epoch: "old", Offset: 30}, Gap: true}, "[e10 gap]"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			bp := &scriptedBackplane{reads: make(chan Replay, 4), deliver: make(chan func(Entry), 1)}
@@ -1063,7 +1063,6 @@ func TestFollowHearsResyncGaps(t *testing.T) {
 			var mu sync.Mutex
 			var got []string
 			heard := make(chan struct{}, 16)
-			bp.reads <- Replay{Top: Position{Epoch: "old", Offset: 10}}
 			stop, _, err := h.Follow(t.Context(), "reports", nil, func(ev *Event) {
 				mu.Lock()
 				if ev == nil {
@@ -1079,6 +1078,12 @@ func TestFollowHearsResyncGaps(t *testing.T) {
 			}
 			defer stop()
 			deliver := <-bp.deliver
+			// A live follower reads no history: the first entry it hears
+			// says where it stands.
+			ev := testEvent(10, "item.reported", "item-1", "")
+			ev.ID = "e10"
+			deliver(Entry{Channel: "reports", Pos: Position{Epoch: "old", Offset: 10}, Event: ev})
+			<-heard
 			bp.reads <- tc.reply
 			bp.reads <- Replay{Top: tc.reply.Top} // the new epoch read from its start: nothing yet
 			deliver(Entry{Channel: "reports", Resync: true})
@@ -1138,5 +1143,101 @@ func TestMemoryPublishIdempotentPastSmallLog(t *testing.T) {
 	}
 	if after := top(); after != before+1 {
 		t.Fatalf("an event that left history was not appended: top %d -> %d", before, after)
+	}
+}
+
+// readCounter is a backplane that counts its history reads, and loses
+// the announcement of the event whose ID is drop.
+type readCounter struct {
+	Backplane
+	reads atomic.Int64
+	drop  atomic.Value // string
+}
+
+func (r *readCounter) Listen(ctx context.Context, ch string, deliver func(Entry)) (func(), error) {
+	return r.Backplane.Listen(ctx, ch, func(e Entry) {
+		if d, _ := r.drop.Load().(string); e.Event != nil && e.Event.ID == d {
+			return
+		}
+		deliver(e)
+	})
+}
+
+func (r *readCounter) Read(ctx context.Context, ch string, after *Position) (Replay, error) {
+	r.reads.Add(1)
+	return r.Backplane.Read(ctx, ch, after)
+}
+
+// TestFollowLiveReadsNoHistory: a follower that starts live (Hub.Follow
+// with no cursor) reads no history at its start: on a shared backplane
+// that read was a round trip per synchronous command. It still hears every
+// event published after Follow returned, in order, even on a channel that
+// had events before (the first one it hears says where it stands); a hole
+// after that is still filled from history, in order.
+func TestFollowLiveReadsNoHistory(t *testing.T) {
+	mem := NewMemory(MemoryConfig{})
+	defer mem.Close()
+	bp := &readCounter{Backplane: mem}
+	h, err := New(Config{}, bp, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Shutdown(context.Background())
+	ctx := t.Context()
+	for i := 1; i <= 3; i++ { // before the follow: not heard
+		if err := h.Publish(ctx, []string{"corr:c1"}, testEvent(i, "takedown.requested", "item-1", "c1")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	heard := make(chan string, 16)
+	stop, _, err := h.Follow(ctx, "corr:c1", nil, func(ev *Event) {
+		if ev == nil {
+			heard <- "gap"
+			return
+		}
+		heard <- ev.ID
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	if n := bp.reads.Load(); n != 0 {
+		t.Fatalf("a live follow read history %d times, want 0", n)
+	}
+	next := func() string {
+		select {
+		case id := <-heard:
+			return id
+		case <-time.After(waitFor):
+			return "nothing"
+		}
+	}
+	for i := 4; i <= 5; i++ {
+		if err := h.Publish(ctx, []string{"corr:c1"}, testEvent(i, "takedown.confirmed", "item-1", "c1")); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := next(), fmt.Sprintf("ev-%d", i); got != want {
+			t.Fatalf("heard %s, want %s", got, want)
+		}
+	}
+	if n := bp.reads.Load(); n != 0 {
+		t.Fatalf("the follow read history %d times for events in order, want 0", n)
+	}
+	// A hole: event 6 is appended without an announcement (as when one is
+	// lost), then 7 is announced; the follower reads 6 from history first.
+	bp.drop.Store("ev-6")
+	if err := h.Publish(ctx, []string{"corr:c1"}, testEvent(6, "takedown.confirmed", "item-1", "c1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Publish(ctx, []string{"corr:c1"}, testEvent(7, "takedown.confirmed", "item-1", "c1")); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"ev-6", "ev-7"} {
+		if got := next(); got != want {
+			t.Fatalf("heard %s, want %s", got, want)
+		}
+	}
+	if bp.reads.Load() == 0 {
+		t.Fatal("the hole was not filled from history")
 	}
 }
