@@ -164,6 +164,50 @@ func TestBusExpiry(t *testing.T) {
 	}
 }
 
+// TestBusExpiryTrimsHead: an append drops every expired entry at the head
+// of history, however many (the trim looks at the head alone first, then
+// goes on in batches), keeps the entries that are still fresh, and forgets
+// the keys of what it dropped: an expired event published again is new.
+func TestBusExpiryTrimsHead(t *testing.T) {
+	for _, srv := range redistest.Servers(t) {
+		t.Run(srv.Name, func(t *testing.T) {
+			ctx := t.Context()
+			b := newBus(t, srv, Config{HistorySize: 100, HistoryTTL: time.Hour})
+			now := time.Now()
+			b.now = func() time.Time { return now }
+			for i := 1; i <= 40; i++ {
+				if err := b.Publish(ctx, []string{"c"}, ev(i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			now = now.Add(30 * time.Minute)
+			for i := 41; i <= 42; i++ {
+				b.Publish(ctx, []string{"c"}, ev(i))
+			}
+			now = now.Add(45 * time.Minute) // 1-40 expired, 41-42 not
+			b.Publish(ctx, []string{"c"}, ev(43))
+			r, err := b.Read(ctx, "c", &hub.Oldest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var offs []uint64
+			for _, e := range r.Entries {
+				offs = append(offs, e.Pos.Offset)
+			}
+			if fmt.Sprint(offs) != "[41 42 43]" {
+				t.Fatalf("history holds %v, want [41 42 43]", offs)
+			}
+			if r2, _ := b.Read(ctx, "c", &hub.Position{Epoch: r.Top.Epoch, Offset: 39}); !r2.Gap {
+				t.Fatalf("an expired entry still covers a resume: %+v", r2)
+			}
+			b.Publish(ctx, []string{"c"}, ev(1)) // left history: new again
+			if r3, _ := b.Read(ctx, "c", nil); r3.Top.Offset != 44 {
+				t.Fatalf("top %v after publishing an expired event again, want 44", r3.Top)
+			}
+		})
+	}
+}
+
 // TestBusLostAnnouncement: an entry whose announcement never arrived (as
 // after a dropped connection) is filled in from history by the hub's
 // subscribers, in order, once.
