@@ -125,7 +125,7 @@ func (s *RedisStore) Reserve(ctx context.Context, rec *Record) (*Record, error) 
 			}
 			return nil, s.wrap(err)
 		}
-		s.seen.put(rec.CorrelationID, js)
+		s.seen.put(rec.CorrelationID, js, rec.Final())
 		return nil, nil
 	} else if publish {
 		if err := s.rdb.ZAdd(ctx, s.publishingKey(), member).Err(); err != nil {
@@ -136,7 +136,7 @@ func (s *RedisStore) Reserve(ctx context.Context, rec *Record) (*Record, error) 
 		s.seen.forget(rec.CorrelationID)
 		return nil, s.wrap(err)
 	}
-	s.seen.put(rec.CorrelationID, js)
+	s.seen.put(rec.CorrelationID, js, rec.Final())
 	return nil, nil
 }
 
@@ -261,7 +261,7 @@ func (s *RedisStore) update(ctx context.Context, id string, fn func(r *Record) (
 				return true, s.wrap(err)
 			}
 			old, verified = b, true
-			s.seen.put(id, old)
+			s.seen.put(id, old, false)
 		}
 		var cur Record
 		if err := json.Unmarshal(old, &cur); err != nil {
@@ -297,11 +297,11 @@ func (s *RedisStore) update(ctx context.Context, id string, fn func(r *Record) (
 			s.seen.forget(id)
 			return false, nil
 		case now == nil:
-			s.seen.put(id, out)
+			s.seen.put(id, out, next.Final())
 			return true, nil
 		}
 		old, verified = now, true // another node wrote it: fold into that
-		s.seen.put(id, old)
+		s.seen.put(id, old, false)
 	}
 	return true, s.wrap(errors.New("too much contention on " + key))
 }
@@ -358,23 +358,39 @@ const (
 
 // seenRecords is the JSON a node last read or wrote of each record, in two
 // generations of at most seenSize records each: a record not used for a
-// generation is forgotten. It is a guess, never trusted: every write
-// compares it with what is in Redis.
+// generation is forgotten. It is a guess, never trusted for a change:
+// every write compares it with what is in Redis. Only a record known to be
+// final (it changes no more) is answered from it (Get).
 type seenRecords struct {
 	mu        sync.Mutex
-	cur, prev map[string][]byte
+	cur, prev map[string]seenRecord
 }
 
-func (c *seenRecords) get(id string) []byte {
+type seenRecord struct {
+	js    []byte
+	final bool // js was read or written as a final record
+}
+
+func (c *seenRecords) lookup(id string) seenRecord {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if b, ok := c.cur[id]; ok {
-		return b
+	if r, ok := c.cur[id]; ok {
+		return r
 	}
 	return c.prev[id]
 }
 
-func (c *seenRecords) put(id string, b []byte) {
+func (c *seenRecords) get(id string) []byte { return c.lookup(id).js }
+
+// final returns the record's JSON if it is known to be final, else nil.
+func (c *seenRecords) final(id string) []byte {
+	if r := c.lookup(id); r.final {
+		return r.js
+	}
+	return nil
+}
+
+func (c *seenRecords) put(id string, b []byte, final bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(b) > seenMaxBytes {
@@ -383,9 +399,9 @@ func (c *seenRecords) put(id string, b []byte) {
 		return
 	}
 	if _, ok := c.cur[id]; !ok && (c.cur == nil || len(c.cur) >= seenSize) {
-		c.prev, c.cur = c.cur, make(map[string][]byte, seenSize)
+		c.prev, c.cur = c.cur, make(map[string]seenRecord, seenSize)
 	}
-	c.cur[id] = b
+	c.cur[id] = seenRecord{js: b, final: final}
 	delete(c.prev, id)
 }
 
@@ -422,8 +438,21 @@ func (s *RedisStore) Release(ctx context.Context, rec *Record) error {
 	return nil
 }
 
-// Get implements Store.
+// Get implements Store. A final record this node wrote or read is
+// answered from what it saw, with no round trip: a final record changes no
+// more (an outcome folded into it changes nothing, a publish mark changes
+// nothing a reader acts on, and it is never released), so what the node
+// saw is what Redis holds, until it expires. That is the read of a call
+// woken by its outcome on the node that consumed the outcome, the common
+// case. It is not trusted past half the record's TTL (the TTL runs from
+// its making, on another node's clock perhaps).
 func (s *RedisStore) Get(ctx context.Context, id string) (*Record, error) {
+	if b := s.seen.final(id); b != nil {
+		var r Record
+		if json.Unmarshal(b, &r) == nil && r.Final() && (s.ttl <= 0 || time.Since(r.CreatedAt) < s.ttl/2) {
+			return &r, nil
+		}
+	}
 	b, err := s.rdb.Get(ctx, s.recKey(id)).Bytes()
 	if errors.Is(err, redis.Nil) {
 		s.seen.forget(id)
@@ -436,7 +465,7 @@ func (s *RedisStore) Get(ctx context.Context, id string) (*Record, error) {
 	if err := json.Unmarshal(b, &r); err != nil {
 		return nil, s.wrap(err)
 	}
-	s.seen.put(id, b)
+	s.seen.put(id, b, r.Final())
 	return &r, nil
 }
 

@@ -297,7 +297,7 @@ func TestRedisStoreTwoNodesConcurrent(t *testing.T) {
 func TestSeenRecordsBounded(t *testing.T) {
 	var c seenRecords
 	for i := range 5 * seenSize {
-		c.put(fmt.Sprint(i), []byte("x"))
+		c.put(fmt.Sprint(i), []byte("x"), false)
 		if n := c.len(); n > 2*seenSize {
 			t.Fatalf("%d records seen after %d", n, i+1)
 		}
@@ -307,19 +307,73 @@ func TestSeenRecordsBounded(t *testing.T) {
 		t.Fatal("kept the wrong records")
 	}
 	// A record used again stays.
-	c.put("keep", []byte("k"))
+	c.put("keep", []byte("k"), false)
 	for i := range 3 * seenSize {
-		c.put(fmt.Sprint("y", i), []byte("y"))
+		c.put(fmt.Sprint("y", i), []byte("y"), false)
 		if i%(seenSize/2) == 0 {
-			c.put("keep", c.get("keep"))
+			c.put("keep", c.get("keep"), false)
 		}
 	}
 	if string(c.get("keep")) != "k" {
 		t.Fatal("a record in use was forgotten")
 	}
 	// A big record is not kept, and forgets what was kept of it.
-	c.put("keep", make([]byte, seenMaxBytes+1))
+	c.put("keep", make([]byte, seenMaxBytes+1), false)
 	if c.get("keep") != nil {
 		t.Fatal("kept a record bigger than seenMaxBytes")
+	}
+}
+
+// TestRedisStoreFinalFromSeen: the node that folded in a takedown's outcome
+// answers a read of it with no round trip (a final record changes no more);
+// a node that never saw it final reads Redis, once, then answers from what
+// it read; a pending record is always read from Redis (an outcome may come
+// from another node meanwhile), and so is a final one past half its TTL.
+func TestRedisStoreFinalFromSeen(t *testing.T) {
+	for _, srv := range redistest.Servers(t) {
+		t.Run(srv.Name, func(t *testing.T) {
+			ctx := t.Context()
+			n, other := newStoreNode(t, srv), newStoreNode(t, srv)
+			rec := pendingRecord("fs-1")
+			if _, err := n.s.Reserve(ctx, rec); err != nil {
+				t.Fatal(err)
+			}
+			if err := n.s.MarkPublished(ctx, "fs-1"); err != nil {
+				t.Fatal(err)
+			}
+			var got *Record
+			var err error
+			if rt := n.rt.count(func() { got, err = n.s.Get(ctx, "fs-1") }); err != nil || rt != 1 || got.Final() {
+				t.Fatalf("Get of a pending record: %d round trips, %+v %v; want 1, pending", rt, got, err)
+			}
+			if err := n.s.Apply(ctx, outcomeEvent(TypeConfirmed, "fs-1", `{"item_id":"item-1","removed_from":["g1"],"confirmed_at":"2026-01-01T00:00:00Z"}`)); err != nil {
+				t.Fatal(err)
+			}
+			if rt := n.rt.count(func() { got, err = n.s.Get(ctx, "fs-1") }); err != nil || rt != 0 || got.Status != StatusConfirmed || fmt.Sprint(got.RemovedFrom) != "[g1]" {
+				t.Fatalf("Get of the record this node made final: %d round trips, %+v %v; want 0, confirmed from g1", rt, got, err)
+			}
+			// A copy: changing it changes nothing the node keeps.
+			got.Status = StatusPending
+			if again, _ := n.s.Get(ctx, "fs-1"); again.Status != StatusConfirmed {
+				t.Fatalf("the node's copy changed: %+v", again)
+			}
+			for i, want := range []int64{1, 0} {
+				if rt := other.rt.count(func() { got, err = other.s.Get(ctx, "fs-1") }); err != nil || rt != want || got.Status != StatusConfirmed {
+					t.Fatalf("Get %d on another node: %d round trips, %+v %v; want %d", i+1, rt, got, err, want)
+				}
+			}
+			// Past half the TTL: read from Redis.
+			old := pendingRecord("fs-2")
+			old.CreatedAt = time.Now().Add(-40 * time.Minute) // the TTL is an hour
+			if _, err := n.s.Reserve(ctx, old); err != nil {
+				t.Fatal(err)
+			}
+			if err := n.s.Apply(ctx, outcomeEvent(TypeConfirmed, "fs-2", `{"item_id":"item-1","removed_from":["g1"],"confirmed_at":"2026-01-01T00:00:00Z"}`)); err != nil {
+				t.Fatal(err)
+			}
+			if rt := n.rt.count(func() { got, err = n.s.Get(ctx, "fs-2") }); err != nil || rt != 1 || got.Status != StatusConfirmed {
+				t.Fatalf("Get of a final record past half its TTL: %d round trips, %+v %v; want 1", rt, got, err)
+			}
+		})
 	}
 }
