@@ -62,6 +62,22 @@ type Backplane interface {
 	Listen(ctx context.Context, channel string, deliver func(Entry)) (cancel func(), err error)
 }
 
+// Publication is one event and the channels it goes to.
+type Publication struct {
+	Channels []string
+	Event    *Event
+}
+
+// BatchPublisher is an optional ability of a Backplane (and of what passes
+// events on to one): it publishes several events at once, in order, each as
+// Publish would, so that a shared backplane takes them in one round trip.
+// Each channel's log gets the batch's events in the batch's order. On an
+// error some of the events may be in already: publishing the batch again
+// is safe (Publish is idempotent).
+type BatchPublisher interface {
+	PublishBatch(ctx context.Context, batch []Publication) error
+}
+
 // HealthChecker is an optional ability of a Backplane: it reports whether the
 // backplane is reachable (for /readyz).
 type HealthChecker interface {

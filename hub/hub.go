@@ -234,6 +234,36 @@ func (h *Hub) Publish(ctx context.Context, channels []string, ev *Event) error {
 	return nil
 }
 
+// PublishBatch publishes the events of batch in order, in one call to a
+// backplane that takes batches (BatchPublisher), else one after another.
+// It returns once the backplane holds them all.
+func (h *Hub) PublishBatch(ctx context.Context, batch []Publication) error {
+	bb, ok := h.bp.(BatchPublisher)
+	if !ok {
+		for _, p := range batch {
+			if err := h.Publish(ctx, p.Channels, p.Event); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var n int
+	for _, p := range batch {
+		if len(p.Channels) > 0 {
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	if err := bb.PublishBatch(ctx, batch); err != nil {
+		h.stats.BackplaneErrors.Add(1)
+		return fmt.Errorf("hub: publish: %w", err)
+	}
+	h.stats.Published.Add(uint64(n))
+	return nil
+}
+
 // Healthy reports whether the backplane is reachable.
 func (h *Hub) Healthy(ctx context.Context) error {
 	if hc, ok := h.bp.(HealthChecker); ok {

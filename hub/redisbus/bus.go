@@ -288,53 +288,72 @@ func event(h string, js []byte) (*hub.Event, error) {
 // whose history already holds ev (same source and id) keeps it once, so a
 // record Kafka delivers again, or a retried Publish, reaches nobody twice.
 func (b *Bus) Publish(ctx context.Context, channels []string, ev *hub.Event) error {
-	h := header(ev)
-	key := ev.Source + "\x00" + ev.ID
+	return b.PublishBatch(ctx, []hub.Publication{{Channels: channels, Event: ev}})
+}
+
+var _ hub.BatchPublisher = (*Bus)(nil)
+
+// PublishBatch implements hub.BatchPublisher: the scripts of every event of
+// batch (one per channel, as Publish) go in one pipeline, in the batch's
+// order, which one server runs in that order; on a Cluster each master
+// gets its part in order, and a channel's keys are on one master. So a
+// consumer's queued records cost one round trip (per master), not one
+// each.
+func (b *Bus) PublishBatch(ctx context.Context, batch []hub.Publication) error {
 	now := b.now().UnixMilli()
 	ttl := b.cfg.HistoryTTL.Milliseconds()
-	// One script per channel (a Cluster keeps each channel's keys in its
-	// own slot), all sent in one pipeline: one round trip per event (per
-	// master on a Cluster) instead of one per channel. A script the
-	// server does not hold yet (NOSCRIPT) is sent whole, alone.
+	// A script the server does not hold yet (NOSCRIPT) is sent whole,
+	// alone, in order.
 	type pub struct {
+		ch   string
 		keys []string
 		args []any
 		seen hub.Position
 		cmd  *redis.Cmd
 	}
-	pubs := make([]pub, len(channels))
-	pipe := b.rdb.Pipeline()
-	for i, ch := range channels {
-		meta, log, live := b.keys(ch)
-		seen := b.known.get(ch)
-		p := &pubs[i]
-		p.keys = []string{meta, log, live, b.idsKey(ch)}
-		pubCmd, target, lead := b.pubCmd, "", ""
-		if b.isShared(ch) {
-			pubCmd, target, lead = "PUBLISH", b.sharedName, ch+" "
+	var pubs []pub
+	for _, p := range batch {
+		if len(p.Channels) == 0 {
+			continue
 		}
-		p.args = []any{h, ev.JSON, b.cfg.HistorySize, ttl, now, newEpoch(), key, pubCmd, seen.Epoch, seen.Offset, target, lead}
-		p.seen = seen
-		p.cmd = publishScript.EvalSha(ctx, pipe, p.keys, p.args...)
-		b.Commands.Add(1)
+		h := header(p.Event)
+		key := p.Event.Source + "\x00" + p.Event.ID
+		for _, ch := range p.Channels {
+			meta, log, live := b.keys(ch)
+			seen := b.known.get(ch)
+			pubCmd, target, lead := b.pubCmd, "", ""
+			if b.isShared(ch) {
+				pubCmd, target, lead = "PUBLISH", b.sharedName, ch+" "
+			}
+			pubs = append(pubs, pub{ch: ch, seen: seen, keys: []string{meta, log, live, b.idsKey(ch)},
+				args: []any{h, p.Event.JSON, b.cfg.HistorySize, ttl, now, newEpoch(), key, pubCmd, seen.Epoch, seen.Offset, target, lead}})
+		}
 	}
+	if len(pubs) == 0 {
+		return nil
+	}
+	pipe := b.rdb.Pipeline()
+	for i := range pubs {
+		pubs[i].cmd = publishScript.EvalSha(ctx, pipe, pubs[i].keys, pubs[i].args...)
+	}
+	b.Commands.Add(uint64(len(pubs)))
 	_, _ = pipe.Exec(ctx) // each command's own error is read below
-	for i, ch := range channels {
+	for i := range pubs {
 		p := &pubs[i]
 		res, err := p.cmd.Slice()
 		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
 			res, err = publishScript.Run(ctx, b.rdb, p.keys, p.args...).Slice()
 		}
 		if err != nil {
-			return fmt.Errorf("redisbus: publish to %s: %w", ch, err)
+			return fmt.Errorf("redisbus: publish to %s: %w", p.ch, err)
 		}
 		if len(res) == 3 {
 			ep, _ := res[0].(string)
 			off, _ := res[1].(int64)
-			b.known.see(ch, hub.Position{Epoch: ep, Offset: uint64(off)})
+			b.known.see(p.ch, hub.Position{Epoch: ep, Offset: uint64(off)})
 			if fenced, _ := res[2].(int64); fenced == 1 {
 				b.LostWrites.Add(1)
-				b.log.Warn("redis log went backwards: it lost writes in a failover; moved it to a new epoch", "channel", ch, "published", p.seen, "now", ep)
+				b.log.Warn("redis log went backwards: it lost writes in a failover; moved it to a new epoch", "channel", p.ch, "published", p.seen, "now", ep)
 			}
 		}
 	}
