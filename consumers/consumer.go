@@ -340,13 +340,15 @@ func (c *Consumer) Run(ctx context.Context) error {
 		c.log.Info("consumer stopped")
 	}()
 
-	lanes := newLanes(ctx, func(lctx context.Context, m kafka.Message) bool {
-		if !c.handle(lctx, m) {
-			return false // ctx ended before the record was handled: not committed
+	lanes := newLanes(ctx, func(lctx context.Context, ms []kafka.Message) bool {
+		if !c.handleAll(lctx, ms) {
+			return false // ctx ended before the records were handled: not committed
 		}
-		c.commit(lctx, r, m)
-		if n := c.byTopic[m.Topic]; n != nil {
-			n.consumed.Add(1)
+		c.commit(lctx, r, ms...)
+		for _, m := range ms {
+			if n := c.byTopic[m.Topic]; n != nil {
+				n.consumed.Add(1)
+			}
 		}
 		return true
 	})
@@ -371,6 +373,68 @@ func (c *Consumer) Run(ctx context.Context) error {
 		c.fetched.Add(1)
 		if !lanes.add(ctx, m) {
 			return nil
+		}
+	}
+}
+
+// handleAll delivers records of one partition to the hub, in order. A hub
+// that takes batches (hub.BatchPublisher) gets the valid ones in one call,
+// up to the first invalid record, which is dead-lettered before what
+// follows it goes on. It reports false if ctx ended first.
+func (c *Consumer) handleAll(ctx context.Context, ms []kafka.Message) bool {
+	bp, ok := c.pub.(hub.BatchPublisher)
+	if !ok || len(ms) == 1 {
+		for _, m := range ms {
+			if !c.handle(ctx, m) {
+				return false
+			}
+		}
+		return true
+	}
+	batch := make([]hub.Publication, 0, len(ms))
+	for _, m := range ms {
+		ev, err := Decode(m)
+		if err != nil {
+			if !c.publishBatch(ctx, bp, batch) {
+				return false
+			}
+			batch = batch[:0]
+			if !c.deadLetter(ctx, m, err) {
+				return false
+			}
+			continue
+		}
+		channels := c.router.Channels(m.Topic, ev)
+		if len(channels) == 0 {
+			c.unrouted.Add(1)
+			c.log.Debug("event carried by no channel", "topic", m.Topic, "id", ev.ID, "type", ev.Type)
+			continue
+		}
+		batch = append(batch, hub.Publication{Channels: channels, Event: ev})
+	}
+	return c.publishBatch(ctx, bp, batch)
+}
+
+// publishBatch hands batch to the hub, retrying it whole until it is
+// accepted (publishing is idempotent) or ctx ends (false).
+func (c *Consumer) publishBatch(ctx context.Context, bp hub.BatchPublisher, batch []hub.Publication) bool {
+	if len(batch) == 0 {
+		return true
+	}
+	backoff := c.newBackoff()
+	for {
+		err := bp.PublishBatch(ctx, batch)
+		if err == nil {
+			c.published.Add(uint64(len(batch)))
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		c.publishErrors.Add(1)
+		c.log.Warn("hub refused a batch of events; retrying", "err", err, "events", len(batch), "first", batch[0].Event.ID, "retry_in", backoff.next)
+		if !backoff.wait(ctx) {
+			return false
 		}
 	}
 }
@@ -441,12 +505,12 @@ func (c *Consumer) deadLetter(ctx context.Context, m kafka.Message, reason error
 // commit queues m's offset for the next batched commit. The record was
 // accepted, so it is queued even when ctx has just ended: the reader's
 // Close flushes it.
-func (c *Consumer) commit(ctx context.Context, r *kafka.Reader, m kafka.Message) {
+func (c *Consumer) commit(ctx context.Context, r *kafka.Reader, ms ...kafka.Message) {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.RetryMax)
 	defer cancel()
-	if err := r.CommitMessages(cctx, m); err != nil {
+	if err := r.CommitMessages(cctx, ms...); err != nil {
 		c.commitErr.Add(1)
-		c.log.Warn("offset not committed; the record will be delivered again", "source", origin(m), "err", err)
+		c.log.Warn("offset not committed; the record will be delivered again", "source", origin(ms[len(ms)-1]), "err", err)
 	}
 }
 

@@ -51,8 +51,42 @@ func (r *Recorder) commands() *Commands {
 
 // Publish implements the consumer's Publisher.
 func (r *Recorder) Publish(ctx context.Context, channels []string, ev *hub.Event) error {
+	if err := r.record(ctx, ev); err != nil {
+		return err
+	}
+	return r.Next.Publish(ctx, channels, ev)
+}
+
+var _ hub.BatchPublisher = (*Recorder)(nil)
+
+// PublishBatch implements hub.BatchPublisher: every outcome of the batch is
+// folded into the store, in order, before any event of the batch is passed
+// on, so a waiter woken by one finds the store up to date; then the batch
+// goes on in one call when Next takes batches. A failure leaves the batch
+// to be published again whole: folding an outcome in twice changes the
+// record once.
+func (r *Recorder) PublishBatch(ctx context.Context, batch []hub.Publication) error {
+	for _, p := range batch {
+		if err := r.record(ctx, p.Event); err != nil {
+			return err
+		}
+	}
+	if nb, ok := r.Next.(hub.BatchPublisher); ok {
+		return nb.PublishBatch(ctx, batch)
+	}
+	for _, p := range batch {
+		if err := r.Next.Publish(ctx, p.Channels, p.Event); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// record folds ev into the store when it is an outcome the store may
+// trust; an untrusted one is counted, and changes nothing.
+func (r *Recorder) record(ctx context.Context, ev *hub.Event) error {
 	if ev.CorrelationID == "" {
-		return r.Next.Publish(ctx, channels, ev)
+		return nil
 	}
 	cs := r.commands()
 	if cands := cs.byType[ev.Type]; len(cands) > 0 {
@@ -75,7 +109,7 @@ func (r *Recorder) Publish(ctx context.Context, channels []string, ev *hub.Event
 			return fmt.Errorf("takedown: outcome store: %w", err)
 		}
 	}
-	return r.Next.Publish(ctx, channels, ev)
+	return nil
 }
 
 // Untrusted returns how many outcome events were not trusted, by reason.
