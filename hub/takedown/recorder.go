@@ -60,15 +60,34 @@ func (r *Recorder) Publish(ctx context.Context, channels []string, ev *hub.Event
 var _ hub.BatchPublisher = (*Recorder)(nil)
 
 // PublishBatch implements hub.BatchPublisher: every outcome of the batch is
-// folded into the store, in order, before any event of the batch is passed
-// on, so a waiter woken by one finds the store up to date; then the batch
-// goes on in one call when Next takes batches. A failure leaves the batch
-// to be published again whole: folding an outcome in twice changes the
-// record once.
+// folded into the store before any event of the batch is passed on, so a
+// waiter woken by one finds the store up to date (a store that can, the
+// Redis one, folds them in one round trip); then the batch goes on in one
+// call when Next takes batches. A failure leaves the batch to be published
+// again whole: folding an outcome in twice changes the record once.
 func (r *Recorder) PublishBatch(ctx context.Context, batch []hub.Publication) error {
+	ba, ok := r.Store.(batchApplier)
+	var evs []*hub.Event
 	for _, p := range batch {
-		if err := r.record(ctx, p.Event); err != nil {
-			return err
+		switch err := r.trusted(p.Event); {
+		case err != nil:
+			if err := r.outcome(err); err != nil {
+				return err
+			}
+		case p.Event.CorrelationID == "" || len(r.commands().byType[p.Event.Type]) == 0:
+		case ok:
+			evs = append(evs, p.Event)
+		default:
+			if err := r.outcome(r.Store.apply(ctx, p.Event, r.commands().judge)); err != nil {
+				return err
+			}
+		}
+	}
+	if len(evs) > 0 {
+		for _, err := range ba.applyAll(ctx, evs, r.commands().judge) {
+			if err := r.outcome(err); err != nil {
+				return err
+			}
 		}
 	}
 	if nb, ok := r.Next.(hub.BatchPublisher); ok {
@@ -82,32 +101,48 @@ func (r *Recorder) PublishBatch(ctx context.Context, batch []hub.Publication) er
 	return nil
 }
 
+// batchApplier is a Store that folds several outcomes in at once.
+type batchApplier interface {
+	applyAll(ctx context.Context, evs []*hub.Event, judge judgeFunc) []error
+}
+
 // record folds ev into the store when it is an outcome the store may
 // trust; an untrusted one is counted, and changes nothing.
 func (r *Recorder) record(ctx context.Context, ev *hub.Event) error {
+	if ev.CorrelationID == "" || len(r.commands().byType[ev.Type]) == 0 {
+		return nil
+	}
+	err := r.trusted(ev)
+	if err == nil {
+		err = r.Store.apply(ctx, ev, r.commands().judge)
+	}
+	return r.outcome(err)
+}
+
+// trusted checks an outcome's topic and source: one of the commands its
+// type may move must trust them (the store then checks the record's own).
+// Nil for an event that is no outcome.
+func (r *Recorder) trusted(ev *hub.Event) error {
 	if ev.CorrelationID == "" {
 		return nil
 	}
-	cs := r.commands()
-	if cands := cs.byType[ev.Type]; len(cands) > 0 {
-		// Topic and source first: one of the commands this type may move
-		// must trust them; the store then checks the record's own.
-		var err error
-		for _, c := range cands {
-			if err = c.trust.check(ev, true); err == nil {
-				break
-			}
+	var err error
+	for _, c := range r.commands().byType[ev.Type] {
+		if err = c.trust.check(ev, true); err == nil {
+			return nil
 		}
-		if err == nil {
-			err = r.Store.apply(ctx, ev, cs.judge)
-		}
-		var ue *UntrustedError
-		switch {
-		case errors.As(err, &ue):
-			r.untrusted.add(ue.Reason)
-		case err != nil:
-			return fmt.Errorf("takedown: outcome store: %w", err)
-		}
+	}
+	return err
+}
+
+// outcome counts an untrusted outcome (nil), or says the store failed.
+func (r *Recorder) outcome(err error) error {
+	var ue *UntrustedError
+	switch {
+	case errors.As(err, &ue):
+		r.untrusted.add(ue.Reason)
+	case err != nil:
+		return fmt.Errorf("takedown: outcome store: %w", err)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -475,7 +476,16 @@ func (s *RedisStore) Apply(ctx context.Context, ev *hub.Event) error {
 }
 
 func (s *RedisStore) apply(ctx context.Context, ev *hub.Event, judge judgeFunc) error {
-	found, err := s.update(ctx, ev.CorrelationID, func(r *Record) (*Record, error) {
+	found, err := s.update(ctx, ev.CorrelationID, applying(ev, judge))
+	if err == nil && !found {
+		err = &UntrustedError{Reason: ReasonUnknown}
+	}
+	return err
+}
+
+// applying is the change an outcome event makes to its record.
+func applying(ev *hub.Event, judge judgeFunc) func(r *Record) (*Record, error) {
+	return func(r *Record) (*Record, error) {
 		cmd, err := judge(r, ev)
 		if err != nil {
 			return nil, err // untrusted: it changes nothing, not even the outbox
@@ -488,11 +498,87 @@ func (s *RedisStore) apply(ctx context.Context, ev *hub.Event, judge judgeFunc) 
 			return nil, err
 		}
 		return r, nil
-	})
-	if err == nil && !found {
-		err = &UntrustedError{Reason: ReasonUnknown}
 	}
-	return err
+}
+
+// applyAll is apply for several events, with one error each: the
+// compare-and-sets of those whose record this node saw, and which change
+// it, go in one pipeline (with the publishing set's ZREMs), so a consumer's
+// batch of outcomes costs one round trip, not one each. Every other event
+// (a record never seen, a second event of one record, a compare-and-set
+// that found the record changed, a change to verify first) is then
+// applied one at a time, as apply does, in the batch's order: records are
+// independent of each other, and each record's events keep their order.
+func (s *RedisStore) applyAll(ctx context.Context, evs []*hub.Event, judge judgeFunc) []error {
+	errs := make([]error, len(evs))
+	type try struct {
+		i       int
+		id      string
+		old     []byte
+		out     []byte
+		final   bool
+		cas     *redis.Cmd
+		zrem    *redis.IntCmd
+		changed bool
+	}
+	var tries []try
+	var rest []int
+	ids := make(map[string]bool, len(evs))
+	for i, ev := range evs {
+		id := ev.CorrelationID
+		old := s.seen.get(id)
+		if old == nil || ids[id] {
+			ids[id] = true
+			rest = append(rest, i)
+			continue
+		}
+		ids[id] = true
+		var cur Record
+		if json.Unmarshal(old, &cur) != nil {
+			rest = append(rest, i)
+			continue
+		}
+		next, err := applying(ev, judge)(&cur)
+		if err != nil || next == nil {
+			rest = append(rest, i) // judged on what this node saw: judge what is there
+			continue
+		}
+		out, err := json.Marshal(next)
+		if err != nil {
+			rest = append(rest, i)
+			continue
+		}
+		tries = append(tries, try{i: i, id: id, old: old, out: out, final: next.Final()})
+	}
+	if len(tries) > 1 {
+		pipe := s.rdb.Pipeline()
+		for k := range tries {
+			t := &tries[k]
+			t.cas = casScript.EvalSha(ctx, pipe, []string{s.recKey(t.id)}, t.old, t.out)
+			t.zrem = pipe.ZRem(ctx, s.publishingKey(), t.id)
+		}
+		_, _ = pipe.Exec(ctx) // each command's own error is read below
+		for _, t := range tries {
+			v, err := t.cas.Result()
+			if n, ok := v.(int64); err == nil && ok && n == 1 && t.zrem.Err() == nil {
+				s.seen.put(t.id, t.out, t.final)
+				continue
+			}
+			if cur, ok := v.(string); err == nil && ok {
+				s.seen.put(t.id, []byte(cur), false) // another node wrote it: fold into that
+			}
+			rest = append(rest, t.i)
+		}
+	} else {
+		for _, t := range tries {
+			rest = append(rest, t.i)
+		}
+	}
+	slices.Sort(rest)
+	for _, i := range rest {
+		errs[i] = s.apply(ctx, evs[i], judge)
+	}
+	return errs
 }
 
 // Owner implements auth.Owners.

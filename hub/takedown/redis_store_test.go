@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/switchboard/switchboard/hub"
 	"github.com/switchboard/switchboard/hub/redisbus/redistest"
 )
 
@@ -373,6 +374,70 @@ func TestRedisStoreFinalFromSeen(t *testing.T) {
 			}
 			if rt := n.rt.count(func() { got, err = n.s.Get(ctx, "fs-2") }); err != nil || rt != 1 || got.Status != StatusConfirmed {
 				t.Fatalf("Get of a final record past half its TTL: %d round trips, %+v %v; want 1", rt, got, err)
+			}
+		})
+	}
+}
+
+// TestRedisStoreApplyAll: a batch of outcomes of records this node saw is
+// folded in with one round trip; in a batch that also holds a record never
+// seen, a second outcome of one record, a record another node changed
+// meanwhile and an unknown correlation ID, each is still folded in as
+// apply would (the other node's change kept), and the unknown one is
+// untrusted.
+func TestRedisStoreApplyAll(t *testing.T) {
+	for _, srv := range redistest.Servers(t) {
+		t.Run(srv.Name, func(t *testing.T) {
+			ctx := t.Context()
+			n, other := newStoreNode(t, srv), newStoreNode(t, srv)
+			// The first compare-and-set may load the script.
+			if _, err := n.s.Reserve(ctx, pendingRecord("aa-warm")); err != nil {
+				t.Fatal(err)
+			}
+			if err := n.s.MarkPublished(ctx, "aa-warm"); err != nil {
+				t.Fatal(err)
+			}
+			for _, id := range []string{"aa-1", "aa-2", "aa-3", "aa-4"} {
+				if _, err := n.s.Reserve(ctx, pendingRecord(id)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := other.s.Reserve(ctx, pendingRecord("aa-5")); err != nil {
+				t.Fatal(err)
+			}
+			confirmed := func(id string) *hub.Event {
+				return outcomeEvent(TypeConfirmed, id, `{"item_id":"item-1","removed_from":["g1"],"confirmed_at":"2026-01-01T00:00:00Z"}`)
+			}
+			removed := func(id, g string) *hub.Event {
+				return outcomeEvent(TypeRemoved, id, `{"item_id":"item-1","container_id":"`+g+`"}`)
+			}
+			var errs []error
+			if rt := n.rt.count(func() {
+				errs = n.s.applyAll(ctx, []*hub.Event{confirmed("aa-1"), removed("aa-2", "g1"), confirmed("aa-3")}, applyTakedown)
+			}); rt != 1 || errors.Join(errs...) != nil {
+				t.Fatalf("three outcomes of records this node saw: %d round trips (%v), want 1", rt, errs)
+			}
+			for id, want := range map[string]Status{"aa-1": StatusConfirmed, "aa-2": StatusPending, "aa-3": StatusConfirmed} {
+				if r, err := other.s.Get(ctx, id); err != nil || r.Status != want || fmt.Sprint(r.RemovedFrom) != "[g1]" {
+					t.Fatalf("%s: %+v %v, want %s from g1", id, r, err, want)
+				}
+			}
+			// aa-4: another node folds in g2 first; this node does not know.
+			if err := other.s.Apply(ctx, removed("aa-4", "g2")); err != nil {
+				t.Fatal(err)
+			}
+			errs = n.s.applyAll(ctx, []*hub.Event{
+				removed("aa-2", "g3"), removed("aa-4", "g3"), confirmed("aa-5"),
+				confirmed("aa-2"), confirmed("aa-unknown"),
+			}, applyTakedown)
+			var ue *UntrustedError
+			if errors.Join(errs[:4]...) != nil || !errors.As(errs[4], &ue) || ue.Reason != ReasonUnknown {
+				t.Fatalf("errors %v, want none but an unknown correlation ID for the last", errs)
+			}
+			for id, want := range map[string]string{"aa-2": "confirmed [g1]", "aa-4": "pending [g2 g3]", "aa-5": "confirmed [g1]"} {
+				if r, err := other.s.Get(ctx, id); err != nil || fmt.Sprint(r.Status, " ", r.RemovedFrom) != want {
+					t.Fatalf("%s: %+v %v, want %s", id, r, err, want)
+				}
 			}
 		})
 	}
