@@ -915,3 +915,52 @@ func TestDrillItemServiceThroughReset(t *testing.T) {
 	t.Logf("item service through a broker reset: 6 takedowns, %d confirmed, %d commands read (%d duplicates skipped), %d fetch errors",
 		st.Confirmed, st.Commands, st.Duplicates, st.FetchErrors)
 }
+
+// TestDrillItemServiceAloneThroughReset: the item service run alone, as
+// `switchboard itemsvc` runs it, answers a node's takedowns; every
+// connection to the broker is reset; it keeps running (before, it
+// returned and the command exited 1), and the takedowns after the reset
+// are answered 200.
+func TestDrillItemServiceAloneThroughReset(t *testing.T) {
+	srv := realRedis(t)
+	br := kafkatest.StartBroker(t, 3, drillTopics)
+	a := startDrillNode(t, br.Brokers(), srv, nil)
+	cfg, err := config.Load("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Kafka.Brokers = br.Brokers()
+	cfg.Log.Level = "error"
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- RunItemService(ctx, cfg) }()
+	t.Cleanup(func() { cancel(); <-ran })
+	waitReady(t, a)
+	running := func() {
+		t.Helper()
+		select {
+		case err := <-ran:
+			ran <- err
+			t.Fatalf("the item service returned %v", err)
+		default:
+		}
+	}
+	if got := settleAll(t, []*Node{a}, map[string]string{"alone-0": "item-1"})["alone-0"]; got.status != 200 {
+		t.Fatalf("before the reset: %d %v", got.status, got.body)
+	}
+	br.Proxy.Reset()
+	keys := map[string]string{}
+	for i := 1; i <= 5; i++ {
+		keys[fmt.Sprintf("alone-%d", i)] = fmt.Sprintf("item-%d", 1+i)
+	}
+	answers := settleAll(t, []*Node{a}, keys)
+	statuses := map[int]int{}
+	for key, got := range answers {
+		statuses[got.status]++
+		if got.status != 200 {
+			t.Errorf("%s after the reset: %d %v", key, got.status, got.body)
+		}
+	}
+	running()
+	t.Logf("item service alone through a broker reset: 1 takedown before, 5 after, answered by status %v; still running", statuses)
+}
