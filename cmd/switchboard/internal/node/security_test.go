@@ -577,16 +577,7 @@ func (n *securityNode) refuse(t *testing.T, method, path string, hdr http.Header
 	if resp.StatusCode != status {
 		t.Fatalf("%s %s: status %d, want %d: %s", method, path, resp.StatusCode, status, b)
 	}
-	if ct := resp.Header.Get("Content-Type"); ct != "application/problem+json" {
-		t.Fatalf("%s %s: content type %q, want application/problem+json", method, path, ct)
-	}
-	var p struct {
-		Status int    `json:"status"`
-		Detail string `json:"detail"`
-	}
-	if err := json.Unmarshal([]byte(b), &p); err != nil || p.Status != status || p.Detail == "" {
-		t.Fatalf("%s %s: problem %s", method, path, b)
-	}
+	checkProblem(t, resp, b, status)
 	n.noSecret(t, b)
 	return resp
 }
