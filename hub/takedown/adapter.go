@@ -289,9 +289,22 @@ func command(cmd *Command, rec *Record) producers.CloudEvent {
 // sweep of any node, publishes the same command again, and its consumers
 // apply it once.
 func (a *Adapter) publish(ctx context.Context, rec *Record) error {
+	_, err := a.publishRead(ctx, rec)
+	return err
+}
+
+// markReader is a Store whose mark of a published command reads the
+// record too (the Redis store: the compare-and-set hands it back).
+type markReader interface {
+	markPublished(ctx context.Context, id string) (*Record, error)
+}
+
+// publishRead is publish, and returns the record as the store holds it
+// once marked published, when the store says (a markReader), else nil.
+func (a *Adapter) publishRead(ctx context.Context, rec *Record) (*Record, error) {
 	cmd := a.cmds.ofRecord(rec)
 	if cmd == nil {
-		return fmt.Errorf("%w: the command %q is not declared", errUnavailable, rec.Command)
+		return nil, fmt.Errorf("%w: the command %q is not declared", errUnavailable, rec.Command)
 	}
 	// The command carries the trace context (SPEC §10): the producer
 	// span's, which continues the request's, or the record's on a republish.
@@ -303,15 +316,21 @@ func (a *Adapter) publish(ctx context.Context, rec *Record) error {
 	err := a.cmd.Publish(pctx, cmd.Topic, rec.ItemID, ev)
 	tracing.End(span, err)
 	if err != nil {
-		return fmt.Errorf("%w: %v", errUnavailable, err)
+		return nil, fmt.Errorf("%w: %v", errUnavailable, err)
 	}
-	if err := a.store.MarkPublished(context.WithoutCancel(ctx), rec.CorrelationID); err != nil {
+	var stored *Record
+	if mr, ok := a.store.(markReader); ok {
+		stored, err = mr.markPublished(context.WithoutCancel(ctx), rec.CorrelationID)
+	} else {
+		err = a.store.MarkPublished(context.WithoutCancel(ctx), rec.CorrelationID)
+	}
+	if err != nil {
 		// The sweep will publish it again: same identity, one effect.
 		hub.LoggerFrom(ctx, a.log).Warn("takedown published but not marked so", "correlation_id", rec.CorrelationID, "err", err)
 	}
 	rec.Published = true
 	hub.LoggerFrom(ctx, a.log).Info(cmd.noun()+" requested", "correlation_id", rec.CorrelationID, cmd.Key, rec.ItemID, "principal", rec.Principal)
-	return nil
+	return stored, nil
 }
 
 // sweepBatch bounds the takedowns one sweep republishes.

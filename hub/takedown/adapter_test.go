@@ -91,12 +91,20 @@ func (admitAs) Allow(context.Context, string) error { return nil }
 
 func newRig(t *testing.T, cfg Config) *rig {
 	t.Helper()
+	store := NewMemoryStore(time.Hour)
+	r := newRigOn(t, cfg, store)
+	r.store = store
+	return r
+}
+
+// newRigOn is newRig on the given store (rig.store is then nil).
+func newRigOn(t *testing.T, cfg Config, store Store) *rig {
+	t.Helper()
 	mem := hub.NewMemory(hub.MemoryConfig{})
 	h, err := hub.New(hub.Config{}, mem, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	store := NewMemoryStore(time.Hour)
 	cmd := &commander{}
 	cfg.CommandsTopic = "takedown.commands"
 	cfg.Trust = testTrust
@@ -104,7 +112,7 @@ func newRig(t *testing.T, cfg Config) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rg := &rig{store: store, rec: &Recorder{Store: store, Next: h, Trust: testTrust}, cmd: cmd, a: a}
+	rg := &rig{rec: &Recorder{Store: store, Next: h, Trust: testTrust}, cmd: cmd, a: a}
 	rg.who.Store(&auth.Principal{Name: "police", Role: auth.RolePolice})
 	rg.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a.Post(w, r.WithContext(auth.WithPrincipal(r.Context(), rg.who.Load())))

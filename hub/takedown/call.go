@@ -142,9 +142,20 @@ func (c *call) run(ctx context.Context, l listener, d time.Duration, answer func
 		return &failure{stage: listening, kept: kept, err: fmt.Errorf("%w: %v", errUnavailable, err)}
 	}
 	// From here the listener may wake the call: c.rec is c.mu's.
+	//
+	// The store is read now, so an outcome already in is never missed.
+	// A takedown this call reserved is the exception on a store whose mark
+	// of the published command reads the record (markReader): its command
+	// is published at once (a retry of its key, or the sweep, may have
+	// published it meanwhile: the same command, applied once), and the
+	// mark's read, after registering too, stands for this one.
+	_, markReads := c.a.store.(markReader)
+	readLater := c.fresh && c.publishes && markReads && rec.needsPublish()
 	own := false // rec is not c.rec: the store's Get gives a copy
-	if cur, err := c.a.store.Get(ctx, c.id); err == nil {
-		rec, own = cur, true
+	if !readLater {
+		if cur, err := c.a.store.Get(ctx, c.id); err == nil {
+			rec, own = cur, true
+		}
 	}
 	if c.publishes && rec.needsPublish() {
 		// A new takedown, or a retry of one not known to be on the topic:
@@ -152,10 +163,20 @@ func (c *call) run(ctx context.Context, l listener, d time.Duration, answer func
 		if !own {
 			rec = clone(rec)
 		}
-		if err := c.a.publish(ctx, rec); err != nil {
+		stored, err := c.a.publishRead(ctx, rec)
+		if err != nil {
 			l.stop()
 			c.log.Warn(c.cmd.noun()+" command not confirmed by Kafka; kept to publish again", "correlation_id", c.id, "err", err)
 			return &failure{stage: publishing, kept: rec, err: err}
+		}
+		switch {
+		case stored != nil:
+			rec = stored
+		case readLater:
+			// The mark failed, or found no record: read it as usual.
+			if cur, err := c.a.store.Get(ctx, c.id); err == nil {
+				rec = cur
+			}
 		}
 	}
 	c.mu.Lock()

@@ -177,7 +177,16 @@ func mustJSON(r *Record) []byte {
 
 // MarkPublished implements Store.
 func (s *RedisStore) MarkPublished(ctx context.Context, id string) error {
-	found, err := s.update(ctx, id, func(r *Record) (*Record, error) {
+	_, err := s.markPublished(ctx, id)
+	return err
+}
+
+// markPublished is MarkPublished, and returns the record as Redis holds it
+// once marked (nil when it is not there): the compare-and-set that marks
+// it reads it too, so a call that reserved the record needs no read of its
+// own after registering its wait (readAfterMark).
+func (s *RedisStore) markPublished(ctx context.Context, id string) (*Record, error) {
+	rec, found, err := s.updateRec(ctx, id, func(r *Record) (*Record, error) {
 		if r.Published {
 			return nil, nil
 		}
@@ -187,7 +196,7 @@ func (s *RedisStore) MarkPublished(ctx context.Context, id string) error {
 	if err == nil && !found {
 		err = s.wrap(s.rdb.ZRem(ctx, s.publishingKey(), id).Err())
 	}
-	return err
+	return rec, err // decoded for this call: the caller's own
 }
 
 // claimScript takes the members of the publishing set scored at or below
@@ -249,6 +258,13 @@ return 1
 // the record is still there and still so). The consumer applies outcomes
 // one at a time, so this is its pace.
 func (s *RedisStore) update(ctx context.Context, id string, fn func(r *Record) (*Record, error)) (found bool, err error) {
+	_, found, err = s.updateRec(ctx, id, fn)
+	return found, err
+}
+
+// updateRec is update, and returns the record as Redis holds it after
+// the change (nil when it failed or the record is not there).
+func (s *RedisStore) updateRec(ctx context.Context, id string, fn func(r *Record) (*Record, error)) (stored *Record, found bool, err error) {
 	key := s.recKey(id)
 	old, verified := s.seen.get(id), false
 	for range 16 {
@@ -256,10 +272,10 @@ func (s *RedisStore) update(ctx context.Context, id string, fn func(r *Record) (
 			b, err := s.rdb.Get(ctx, key).Bytes()
 			if errors.Is(err, redis.Nil) {
 				s.seen.forget(id)
-				return false, nil
+				return nil, false, nil
 			}
 			if err != nil {
-				return true, s.wrap(err)
+				return nil, true, s.wrap(err)
 			}
 			old, verified = b, true
 			s.seen.put(id, old, false)
@@ -267,7 +283,7 @@ func (s *RedisStore) update(ctx context.Context, id string, fn func(r *Record) (
 		var cur Record
 		if err := json.Unmarshal(old, &cur); err != nil {
 			s.seen.forget(id)
-			return true, s.wrap(err)
+			return nil, true, s.wrap(err)
 		}
 		next, err := fn(&cur)
 		if err != nil {
@@ -276,35 +292,38 @@ func (s *RedisStore) update(ctx context.Context, id string, fn func(r *Record) (
 				old = nil
 				continue
 			}
-			return true, err
+			return nil, true, err
 		}
 		if next == nil {
 			if !verified {
 				old = nil
 				continue
 			}
-			return true, s.wrap(s.rdb.ZRem(ctx, s.publishingKey(), id).Err())
+			if err := s.rdb.ZRem(ctx, s.publishingKey(), id).Err(); err != nil {
+				return nil, true, s.wrap(err)
+			}
+			return &cur, true, nil
 		}
 		out, err := json.Marshal(next)
 		if err != nil {
-			return true, s.wrap(err)
+			return nil, true, s.wrap(err)
 		}
 		now, found, err := s.swap(ctx, key, id, old, out)
 		switch {
 		case err != nil:
 			s.seen.forget(id)
-			return true, s.wrap(err)
+			return nil, true, s.wrap(err)
 		case !found:
 			s.seen.forget(id)
-			return false, nil
+			return nil, false, nil
 		case now == nil:
 			s.seen.put(id, out, next.Final())
-			return true, nil
+			return next, true, nil
 		}
 		old, verified = now, true // another node wrote it: fold into that
 		s.seen.put(id, old, false)
 	}
-	return true, s.wrap(errors.New("too much contention on " + key))
+	return nil, true, s.wrap(errors.New("too much contention on " + key))
 }
 
 // swap writes out to key if it still holds old, and takes id out of the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/switchboard/switchboard/hub"
 	"github.com/switchboard/switchboard/hub/redisbus/redistest"
+	"github.com/switchboard/switchboard/producers"
 )
 
 // roundTrips counts a client's round trips to Redis: each command sent
@@ -438,6 +440,48 @@ func TestRedisStoreApplyAll(t *testing.T) {
 				if r, err := other.s.Get(ctx, id); err != nil || fmt.Sprint(r.Status, " ", r.RemovedFrom) != want {
 					t.Fatalf("%s: %+v %v, want %s", id, r, err, want)
 				}
+			}
+		})
+	}
+}
+
+// TestFreshTakedownReadByMark: on the Redis store a takedown the request
+// reserved is not read again before its command is published: the mark of
+// the published command reads it (its compare-and-set hands the record
+// back), so the request costs the reservation and the mark, two round
+// trips, not three. An outcome stored meanwhile, whose event this node never
+// hears, is still found by that read: the request is answered with it at
+// once, not at its deadline.
+func TestFreshTakedownReadByMark(t *testing.T) {
+	for _, srv := range redistest.Servers(t) {
+		t.Run(srv.Name, func(t *testing.T) {
+			n := newStoreNode(t, srv)
+			r := newRigOn(t, Config{Timeout: time.Hour}, n.s)
+			// The first compare-and-set may load the script.
+			if _, err := n.s.Reserve(t.Context(), pendingRecord("fr-warm")); err != nil {
+				t.Fatal(err)
+			}
+			if err := n.s.MarkPublished(t.Context(), "fr-warm"); err != nil {
+				t.Fatal(err)
+			}
+			var resp *http.Response
+			if rt := n.rt.count(func() {
+				resp, _ = r.post(t, `{"item_id":"item-1","reason":"r"}`, "Prefer", "respond-async")
+			}); rt != 2 || resp.StatusCode != http.StatusAccepted {
+				t.Fatalf("a fresh takedown: %d round trips, status %d; want 2 (reserve, mark), 202", rt, resp.StatusCode)
+			}
+			// The outcome is stored while the command is published, and its
+			// event never reaches this node's hub.
+			other := newStoreNode(t, srv)
+			r.cmd.answer = func(cmd producers.CloudEvent) {
+				ev := outcome(TypeConfirmed, cmd, `{"item_id":"item-1","removed_from":["g1"],"confirmed_at":"2026-01-01T00:00:00Z"}`)
+				if err := other.s.Apply(context.Background(), ev); err != nil {
+					t.Error(err)
+				}
+			}
+			resp, body := r.post(t, `{"item_id":"item-1","reason":"r"}`)
+			if resp.StatusCode != http.StatusOK || body["status"] != "confirmed" {
+				t.Fatalf("status %d %v, want 200 confirmed at once", resp.StatusCode, body)
 			}
 		})
 	}
