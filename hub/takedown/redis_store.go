@@ -39,6 +39,7 @@ type RedisStore struct {
 	ttl    time.Duration
 	prefix string
 	seen   seenRecords
+	marks  marks
 }
 
 var _ Store = (*RedisStore)(nil)
@@ -185,18 +186,78 @@ func (s *RedisStore) MarkPublished(ctx context.Context, id string) error {
 // once marked (nil when it is not there): the compare-and-set that marks
 // it reads it too, so a call that reserved the record needs no read of its
 // own after registering its wait (readAfterMark).
+//
+// The marks of concurrent requests go together (a group commit): a mark
+// that finds none in flight is sent at once; those that come meanwhile
+// wait for it and then go in one pipeline (updateAll), so under load the
+// request's last round trip is shared.
 func (s *RedisStore) markPublished(ctx context.Context, id string) (*Record, error) {
-	rec, found, err := s.updateRec(ctx, id, func(r *Record) (*Record, error) {
-		if r.Published {
-			return nil, nil
-		}
-		r.Published = true
-		return r, nil
-	})
-	if err == nil && !found {
-		err = s.wrap(s.rdb.ZRem(ctx, s.publishingKey(), id).Err())
+	m := &mark{id: id, done: make(chan struct{})}
+	s.marks.mu.Lock()
+	s.marks.queue = append(s.marks.queue, m)
+	if s.marks.busy {
+		s.marks.mu.Unlock()
+		<-m.done
+		return m.rec, m.err
 	}
-	return rec, err // decoded for this call: the caller's own
+	s.marks.busy = true
+	s.marks.mu.Unlock()
+	s.markQueued(ctx)
+	<-m.done
+	return m.rec, m.err
+}
+
+// marks are the marks of published commands waiting for the one in flight.
+type marks struct {
+	mu    sync.Mutex
+	busy  bool // a goroutine is sending marks
+	queue []*mark
+}
+
+type mark struct {
+	id   string
+	rec  *Record
+	err  error
+	done chan struct{}
+}
+
+func markOne(r *Record) (*Record, error) {
+	if r.Published {
+		return nil, nil
+	}
+	r.Published = true
+	return r, nil
+}
+
+// markQueued sends the queued marks, one batch, then hands what queued
+// meanwhile to a goroutine of its own, so no request waits for others'
+// batches after its own.
+func (s *RedisStore) markQueued(ctx context.Context) {
+	s.marks.mu.Lock()
+	batch := s.marks.queue
+	s.marks.queue = nil
+	s.marks.mu.Unlock()
+	ids := make([]string, len(batch))
+	fns := make([]func(*Record) (*Record, error), len(batch))
+	for i, m := range batch {
+		ids[i], fns[i] = m.id, markOne
+	}
+	stored, found, errs := s.updateAll(ctx, ids, fns)
+	for i, m := range batch {
+		m.rec, m.err = stored[i], errs[i]
+		if m.err == nil && !found[i] {
+			m.err = s.wrap(s.rdb.ZRem(ctx, s.publishingKey(), m.id).Err())
+		}
+		close(m.done)
+	}
+	s.marks.mu.Lock()
+	if len(s.marks.queue) == 0 {
+		s.marks.busy = false
+		s.marks.mu.Unlock()
+		return
+	}
+	s.marks.mu.Unlock()
+	go s.markQueued(context.WithoutCancel(ctx))
 }
 
 // claimScript takes the members of the publishing set scored at or below
@@ -520,44 +581,57 @@ func applying(ev *hub.Event, judge judgeFunc) func(r *Record) (*Record, error) {
 	}
 }
 
-// applyAll is apply for several events, with one error each: the
-// compare-and-sets of those whose record this node saw, and which change
-// it, go in one pipeline (with the publishing set's ZREMs), so a consumer's
-// batch of outcomes costs one round trip, not one each. Every other event
-// (a record never seen, a second event of one record, a compare-and-set
-// that found the record changed, a change to verify first) is then
-// applied one at a time, as apply does, in the batch's order: records are
-// independent of each other, and each record's events keep their order.
+// applyAll is apply for several events, with one error each (updateAll).
 func (s *RedisStore) applyAll(ctx context.Context, evs []*hub.Event, judge judgeFunc) []error {
-	errs := make([]error, len(evs))
+	ids := make([]string, len(evs))
+	fns := make([]func(*Record) (*Record, error), len(evs))
+	for i, ev := range evs {
+		ids[i], fns[i] = ev.CorrelationID, applying(ev, judge)
+	}
+	_, found, errs := s.updateAll(ctx, ids, fns)
+	for i := range errs {
+		if errs[i] == nil && !found[i] {
+			errs[i] = &UntrustedError{Reason: ReasonUnknown}
+		}
+	}
+	return errs
+}
+
+// updateAll is updateRec for several records at once: the compare-and-sets
+// of those this node saw, and which fn changes, go in one pipeline (with
+// the publishing set's ZREMs), so a batch costs one round trip, not one
+// each. Every other change (a record never seen, a second change of one
+// record, a compare-and-set that found the record changed, a change to
+// verify first) is then made one at a time, as updateRec does, in the
+// given order: records are independent of each other, and each record's
+// changes keep their order.
+func (s *RedisStore) updateAll(ctx context.Context, ids []string, fns []func(*Record) (*Record, error)) (stored []*Record, found []bool, errs []error) {
+	stored, found, errs = make([]*Record, len(ids)), make([]bool, len(ids)), make([]error, len(ids))
 	type try struct {
-		i       int
-		id      string
-		old     []byte
-		out     []byte
-		final   bool
-		cas     *redis.Cmd
-		zrem    *redis.IntCmd
-		changed bool
+		i    int
+		out  []byte
+		old  []byte
+		next *Record
+		cas  *redis.Cmd
+		zrem *redis.IntCmd
 	}
 	var tries []try
 	var rest []int
-	ids := make(map[string]bool, len(evs))
-	for i, ev := range evs {
-		id := ev.CorrelationID
+	taken := make(map[string]bool, len(ids))
+	for i, id := range ids {
 		old := s.seen.get(id)
-		if old == nil || ids[id] {
-			ids[id] = true
+		first := !taken[id]
+		taken[id] = true
+		if old == nil || !first {
 			rest = append(rest, i)
 			continue
 		}
-		ids[id] = true
 		var cur Record
 		if json.Unmarshal(old, &cur) != nil {
 			rest = append(rest, i)
 			continue
 		}
-		next, err := applying(ev, judge)(&cur)
+		next, err := fns[i](&cur)
 		if err != nil || next == nil {
 			rest = append(rest, i) // judged on what this node saw: judge what is there
 			continue
@@ -567,24 +641,26 @@ func (s *RedisStore) applyAll(ctx context.Context, evs []*hub.Event, judge judge
 			rest = append(rest, i)
 			continue
 		}
-		tries = append(tries, try{i: i, id: id, old: old, out: out, final: next.Final()})
+		tries = append(tries, try{i: i, old: old, out: out, next: next})
 	}
 	if len(tries) > 1 {
 		pipe := s.rdb.Pipeline()
 		for k := range tries {
 			t := &tries[k]
-			t.cas = casScript.EvalSha(ctx, pipe, []string{s.recKey(t.id)}, t.old, t.out)
-			t.zrem = pipe.ZRem(ctx, s.publishingKey(), t.id)
+			t.cas = casScript.EvalSha(ctx, pipe, []string{s.recKey(ids[t.i])}, t.old, t.out)
+			t.zrem = pipe.ZRem(ctx, s.publishingKey(), ids[t.i])
 		}
 		_, _ = pipe.Exec(ctx) // each command's own error is read below
 		for _, t := range tries {
+			id := ids[t.i]
 			v, err := t.cas.Result()
 			if n, ok := v.(int64); err == nil && ok && n == 1 && t.zrem.Err() == nil {
-				s.seen.put(t.id, t.out, t.final)
+				s.seen.put(id, t.out, t.next.Final())
+				stored[t.i], found[t.i] = t.next, true
 				continue
 			}
 			if cur, ok := v.(string); err == nil && ok {
-				s.seen.put(t.id, []byte(cur), false) // another node wrote it: fold into that
+				s.seen.put(id, []byte(cur), false) // another node wrote it: fold into that
 			}
 			rest = append(rest, t.i)
 		}
@@ -595,9 +671,9 @@ func (s *RedisStore) applyAll(ctx context.Context, evs []*hub.Event, judge judge
 	}
 	slices.Sort(rest)
 	for _, i := range rest {
-		errs[i] = s.apply(ctx, evs[i], judge)
+		stored[i], found[i], errs[i] = s.updateRec(ctx, ids[i], fns[i])
 	}
-	return errs
+	return stored, found, errs
 }
 
 // Owner implements auth.Owners.

@@ -486,3 +486,96 @@ func TestFreshTakedownReadByMark(t *testing.T) {
 		})
 	}
 }
+
+// holdFirst holds the first command or pipeline a client sends until
+// release is closed.
+type holdFirst struct {
+	once    sync.Once
+	held    chan struct{}
+	release chan struct{}
+}
+
+func (h *holdFirst) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *holdFirst) hold() {
+	h.once.Do(func() {
+		close(h.held)
+		<-h.release
+	})
+}
+
+func (h *holdFirst) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if !handshake(cmd) {
+			h.hold()
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h *holdFirst) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if !slices.ContainsFunc(cmds, handshake) {
+			h.hold()
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// TestRedisStoreMarksTogether: the marks of published commands that come
+// while one is in flight wait for it and then go together, in one round
+// trip; each gets its own record back, marked.
+func TestRedisStoreMarksTogether(t *testing.T) {
+	for _, srv := range redistest.Servers(t) {
+		t.Run(srv.Name, func(t *testing.T) {
+			ctx := t.Context()
+			n := newStoreNode(t, srv)
+			// The first compare-and-set may load the script.
+			if _, err := n.s.Reserve(ctx, pendingRecord("mt-warm")); err != nil {
+				t.Fatal(err)
+			}
+			if err := n.s.MarkPublished(ctx, "mt-warm"); err != nil {
+				t.Fatal(err)
+			}
+			ids := []string{"mt-0", "mt-1", "mt-2", "mt-3", "mt-4", "mt-5"}
+			for _, id := range ids {
+				if _, err := n.s.Reserve(ctx, pendingRecord(id)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			h := &holdFirst{held: make(chan struct{}), release: make(chan struct{})}
+			n.s.rdb.AddHook(h)
+			before := n.rt.n.Load()
+			var wg sync.WaitGroup
+			recs := make([]*Record, len(ids))
+			errs := make([]error, len(ids))
+			wg.Go(func() { recs[0], errs[0] = n.s.markPublished(ctx, ids[0]) })
+			<-h.held
+			for i := 1; i < len(ids); i++ {
+				wg.Go(func() { recs[i], errs[i] = n.s.markPublished(ctx, ids[i]) })
+			}
+			for {
+				n.s.marks.mu.Lock()
+				queued := len(n.s.marks.queue)
+				n.s.marks.mu.Unlock()
+				if queued == len(ids)-1 {
+					break
+				}
+				time.Sleep(time.Millisecond)
+			}
+			close(h.release)
+			wg.Wait()
+			if rt := n.rt.n.Load() - before; rt != 2 {
+				t.Fatalf("%d marks, one in flight when the rest came: %d round trips, want 2", len(ids), rt)
+			}
+			for i, id := range ids {
+				if errs[i] != nil || recs[i] == nil || recs[i].CorrelationID != id || !recs[i].Published {
+					t.Fatalf("mark of %s: %+v %v", id, recs[i], errs[i])
+				}
+				if r, err := newStoreNode(t, srv).s.Get(ctx, id); err != nil || !r.Published {
+					t.Fatalf("%s in Redis: %+v %v", id, r, err)
+				}
+			}
+		})
+	}
+}
