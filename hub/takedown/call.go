@@ -57,7 +57,7 @@ type call struct {
 	waiting trace.Span // the wait's span, from the deadline's arming to the answer
 }
 
-// A listener is how a call hears of its corr: channel: a hub follower for
+// A listener is how a call hears of its corr: channel: a hub watch for
 // HTTP, the connection's own subscription for a WebSocket. It calls
 // c.hear with each event, and with nil for a gap.
 type listener interface {
@@ -328,10 +328,11 @@ func (c *call) close() {
 	}
 }
 
-// follower listens with a hub follower (Hub.Follow): registered before the
-// command is published, no queue, no goroutine. The request's goroutine,
-// in await, reads the store when woken, until the request is handed off
-// from net/http (handoff).
+// follower listens with a hub watch (Hub.Watch): registered before the
+// command is published, no client, no queue, no goroutine; an event only
+// says when to read the store, and a nil (events may have been missed)
+// does too. The request's goroutine, in await, reads the store when woken,
+// until the request is handed off from net/http (handoff).
 type follower struct {
 	end  func()
 	done <-chan struct{}
@@ -339,7 +340,7 @@ type follower struct {
 
 func (f *follower) listen(ctx context.Context, c *call) (err error) {
 	c.kick = make(chan struct{}, 1)
-	f.end, f.done, err = c.a.hub.Follow(ctx, c.channel(), nil, c.hear)
+	f.end, f.done, err = c.a.hub.Watch(ctx, c.channel(), c.hear)
 	return err
 }
 

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -325,8 +326,9 @@ func TestHandOffHeldRead(t *testing.T) {
 }
 
 // TestHandOffHubShutdown: when the hub shuts down, a handed-off request
-// (its follow ended with the hub) reads the store instead, and is
-// answered with the outcome stored then; the hub's shutdown waits for it.
+// (its watch ended with the hub) reads the store instead, and is answered
+// with the outcome stored then; WaitHeld, which a stopping node calls
+// after the hub's shutdown, returns once it is answered.
 func TestHandOffHubShutdown(t *testing.T) {
 	r := newRig(t, Config{Timeout: time.Hour})
 	cmds := make(chan producers.CloudEvent, 1)
@@ -337,6 +339,11 @@ func TestHandOffHubShutdown(t *testing.T) {
 	shut := make(chan error, 1)
 	go func() { shut <- r.a.hub.Shutdown(context.Background()) }()
 	waitFor(t, func() bool { r.a.handoffs.mu.Lock(); defer r.a.handoffs.mu.Unlock(); return r.a.handoffs.down })
+	ended, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := r.a.WaitHeld(ended); !errors.Is(err, context.Canceled) {
+		t.Fatalf("WaitHeld with a request held: %v", err)
+	}
 	if err := r.store.Apply(t.Context(), outcome(TypeConfirmed, cmd, `{"item_id":"item-1","removed_from":[],"confirmed_at":"2026-11-22T00:00:00Z"}`)); err != nil {
 		t.Fatal(err)
 	}
@@ -345,6 +352,9 @@ func TestHandOffHubShutdown(t *testing.T) {
 		t.Fatalf("%d %v", resp.StatusCode, m)
 	}
 	if err := <-shut; err != nil {
+		t.Fatal(err)
+	}
+	if err := r.a.WaitHeld(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 }

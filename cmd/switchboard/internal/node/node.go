@@ -263,9 +263,12 @@ func (a *Node) Shutdown(ctx context.Context) error {
 				errs = append(errs, err)
 			}
 			if a.takedowns != nil {
-				// Past the deadline: the held requests handed off from
-				// net/http (which srv.Shutdown does not wait for) are
-				// dropped, as the process's exit would.
+				// The held requests, in their handlers or handed off
+				// from net/http (which srv.Shutdown does not wait for),
+				// are answered while the consumers run; past the
+				// deadline they are dropped, as the process's exit
+				// would.
+				_ = a.takedowns.WaitHeld(ctx)
 				a.takedowns.DropHeld()
 			}
 			if err := <-done; err != nil {
