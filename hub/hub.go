@@ -365,14 +365,16 @@ func (h *Hub) start(ctx context.Context, s *hubShard, hc *hubChannel, c subscrib
 	cancel, err := h.bp.Listen(ctx, hc.name, hc.dispatchFunc(h))
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	defer close(hc.done)
+	close(hc.done)
 	if err != nil {
 		h.stats.BackplaneErrors.Add(1)
 		delete(s.chans, hc.name)
 		hc.err, hc.retry = err, ctx.Err() != nil
 		return fmt.Errorf("hub: listen %q: %w", hc.name, err)
 	}
-	hc.state, hc.cancel = chanLive, cancel
+	// Waiters took done before; a live channel has none (one per
+	// command's corr: channel adds up).
+	hc.state, hc.cancel, hc.done = chanLive, cancel, nil
 	hc.add(h, c)
 	return nil
 }

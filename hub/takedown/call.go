@@ -97,7 +97,19 @@ func (a *Adapter) begin(ctx context.Context, p *auth.Principal, in *input, key s
 func (a *Adapter) follow(ctx context.Context, cmd *Command, rec *Record) *call {
 	// A held GET's spans join the takedown's trace.
 	return &call{a: a, cmd: cmd, id: rec.CorrelationID, item: rec.ItemID, rec: rec,
-		ctx: tracing.Continue(context.WithoutCancel(ctx), rec.TraceParent, rec.TraceState), log: hub.LoggerFrom(ctx, a.log)}
+		ctx: tracing.Continue(detached(ctx), rec.TraceParent, rec.TraceState), log: hub.LoggerFrom(ctx, a.log)}
+}
+
+// detached is a context that carries ctx's span context and nothing else
+// of ctx: the call outlives its request (a held request handed off from
+// net/http), and must not keep the request's contexts, their values and
+// the connection's alive while it waits; its spans still continue the
+// request's.
+func detached(ctx context.Context) context.Context {
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		return trace.ContextWithSpanContext(context.Background(), sc)
+	}
+	return context.Background()
 }
 
 func (c *call) channel() string { return "corr:" + c.id }

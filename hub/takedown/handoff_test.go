@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"weak"
 
 	"github.com/switchboard/switchboard/hub/auth"
 	"github.com/switchboard/switchboard/producers"
@@ -380,5 +381,41 @@ func TestAnsweredBeforeHandOffKeepsConnection(t *testing.T) {
 	}
 	if n := r.a.handedOff(); n != 0 {
 		t.Fatalf("%d handed off", n)
+	}
+}
+
+// ctxPayload is a value a middleware puts in a request's context.
+type ctxPayload struct{ _ [64]byte }
+
+type ctxPayloadKey struct{}
+
+// TestHandOffLetsGoOfTheRequest: once a held request is handed off from
+// net/http, nothing keeps its request's context (and what the
+// middlewares put there) alive while it waits; it is still answered.
+func TestHandOffLetsGoOfTheRequest(t *testing.T) {
+	r := newRig(t, Config{Timeout: time.Hour})
+	cmds := make(chan producers.CloudEvent, 1)
+	r.cmd.answer = func(cmd producers.CloudEvent) { cmds <- cmd }
+	payloads := make(chan weak.Pointer[ctxPayload], 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		p := &ctxPayload{}
+		payloads <- weak.Make(p)
+		ctx := context.WithValue(auth.WithPrincipal(req.Context(), r.who.Load()), ctxPayloadKey{}, p)
+		r.a.Post(w, req.WithContext(ctx))
+	}))
+	t.Cleanup(srv.Close)
+	conn := rawPost(t, srv.URL, `{"item_id":"item-1","reason":"x"}`)
+	waitFor(t, func() bool { return r.a.handedOff() == 1 })
+	cmd := <-cmds
+	payload := <-payloads
+	waitFor(t, func() bool { runtime.GC(); return payload.Value() == nil })
+	if r.a.Held() != 1 {
+		t.Fatalf("held %d, want 1", r.a.Held())
+	}
+	r.rec.Publish(context.Background(), []string{"corr:" + cmd.CorrelationID},
+		outcome(TypeConfirmed, cmd, `{"item_id":"item-1","removed_from":["g"],"confirmed_at":"2026-11-22T00:00:00Z"}`))
+	resp, m := readAnswer(t, conn)
+	if resp.StatusCode != 200 || m["status"] != "confirmed" {
+		t.Fatalf("%d %v", resp.StatusCode, m)
 	}
 }
