@@ -153,21 +153,29 @@ func (c *call) run(ctx context.Context, l listener, d time.Duration, answer func
 		}
 		return &failure{stage: listening, kept: kept, err: fmt.Errorf("%w: %v", errUnavailable, err)}
 	}
-	// From here the listener may wake the call: c.rec is c.mu's.
-	own := false // rec is not c.rec: the store's Get gives a copy
+	// From here the listener may wake the call: c.rec is c.mu's. The
+	// store's record may be its own (never changed, MemoryStore): the call
+	// publishes from a copy.
 	if cur, err := c.a.store.Get(ctx, c.id); err == nil {
-		rec, own = cur, true
+		rec = cur
 	}
 	if c.publishes && rec.needsPublish() {
 		// A new takedown, or a retry of one not known to be on the topic:
-		// the same command either way.
-		if !own {
-			rec = clone(rec)
-		}
-		if err := c.a.publish(ctx, rec); err != nil {
+		// the same command either way. publish marks its copy published;
+		// the store knows it too, and the call needs only rec's state.
+		pub := clone(rec)
+		if err := c.a.publish(ctx, pub); err != nil {
 			l.stop()
 			c.log.Warn(c.cmd.noun()+" command not confirmed by Kafka; kept to publish again", "correlation_id", c.id, "err", err)
-			return &failure{stage: publishing, kept: rec, err: err}
+			return &failure{stage: publishing, kept: pub, err: err}
+		}
+		rec = pub
+		if m, ok := c.a.store.(*MemoryStore); ok {
+			// Its record, now published, is shared and costs no read:
+			// the call keeps it instead of a copy of its own.
+			if cur, err := m.Get(ctx, c.id); err == nil {
+				rec = cur
+			}
 		}
 	}
 	c.mu.Lock()
