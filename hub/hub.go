@@ -365,17 +365,19 @@ func (h *Hub) start(ctx context.Context, s *hubShard, hc *hubChannel, c subscrib
 	cancel, err := h.bp.Listen(ctx, hc.name, hc.dispatchFunc(h))
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	close(hc.done)
 	if err != nil {
 		h.stats.BackplaneErrors.Add(1)
 		delete(s.chans, hc.name)
 		hc.err, hc.retry = err, ctx.Err() != nil
+		close(hc.done) // after err: waiters read it
 		return fmt.Errorf("hub: listen %q: %w", hc.name, err)
 	}
-	// Waiters took done before; a live channel has none (one per
-	// command's corr: channel adds up).
-	hc.state, hc.cancel, hc.done = chanLive, cancel, nil
+	hc.state, hc.cancel = chanLive, cancel
 	hc.add(h, c)
+	// Waiters took done before; a live channel keeps none (one per
+	// command's corr: channel adds up).
+	close(hc.done)
+	hc.done = nil
 	return nil
 }
 
