@@ -25,26 +25,37 @@ func managedKafka(t *testing.T) (*kafkaconntest.Broker, func(*config.Config)) {
 
 // managedKafkaWith starts a broker that requires TLS (a CA made for the
 // test) and SASL, with the default topics, and returns a config mutation
-// that points a node at it with mechanism. kcat makes the broker list
-// SaslHandshake version 0, as Kafka does (see kafkaconntest.Options).
+// that points a node at it with mechanism. With mechanism mtls the broker
+// requires a client certificate instead of SASL. kcat makes the broker
+// list SaslHandshake version 0, as Kafka does (see kafkaconntest.Options).
 func managedKafkaWith(t *testing.T, mechanism string, kcat bool) (*kafkaconntest.Broker, func(*config.Config)) {
 	t.Helper()
-	b := kafkaconntest.Start(t, kafkaconntest.Options{TLS: true, SASL: true, Partitions: 3, AdvertiseSASLHandshakeV0: kcat,
+	mtls := mechanism == mechanismMTLS
+	b := kafkaconntest.Start(t, kafkaconntest.Options{TLS: true, SASL: !mtls, ClientCert: mtls, Partitions: 3, AdvertiseSASLHandshakeV0: kcat,
 		Topics: []string{"items.reported", "takedown.commands", "takedown.events", "switchboard.dlq"}})
 	return b, func(c *config.Config) {
 		c.Kafka.Brokers = b.Brokers()
 		c.Kafka.TLS = config.KafkaTLS{Enabled: true, CAFile: b.CA.File}
-		c.Kafka.SASL = config.KafkaSASL{Mechanism: mechanism, Username: kafkaconntest.Username, Password: kafkaconntest.Password}
+		if mtls {
+			c.Kafka.TLS.CertFile, c.Kafka.TLS.KeyFile = b.ClientCertFile, b.ClientKeyFile
+		} else {
+			c.Kafka.SASL = config.KafkaSASL{Mechanism: mechanism, Username: kafkaconntest.Username, Password: kafkaconntest.Password}
+		}
 		c.ItemSvc.Enabled = true
 	}
 }
 
+// mechanismMTLS stands, for managedKafkaWith, for a client certificate
+// in place of SASL.
+const mechanismMTLS = "mtls"
+
 // TestManagedKafka: a node against a broker that requires TLS and each
-// SASL mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) becomes ready and
-// answers a takedown: the producer writes the command, the item service
-// reads and answers it, the consumer brings the answer.
+// SASL mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512), or a client
+// certificate (mTLS), becomes ready and answers a takedown: the producer
+// writes the command, the item service reads and answers it, the consumer
+// brings the answer.
 func TestManagedKafka(t *testing.T) {
-	for _, mech := range kafkaconn.Mechanisms() {
+	for _, mech := range append(kafkaconn.Mechanisms(), mechanismMTLS) {
 		t.Run(mech, func(t *testing.T) {
 			_, managed := managedKafkaWith(t, mech, false)
 			a := startTestApp(t, managed)
