@@ -74,6 +74,9 @@ var faults = []struct {
 }{
 	// Every connection reset at once; new ones work.
 	{"reset", func(p *kafkatest.Proxy) { p.Reset() }},
+	// Every connection closed by the broker's side (FIN): the client
+	// reads EOF; new ones work.
+	{"eof", func(p *kafkatest.Proxy) { p.Hangup() }},
 	// Connections reset and refused for 5 s, then accepted again. The
 	// consumer rejoins the group as a new member, and the group waits for
 	// the old member's session to expire: with kafka-go's 30 s default,

@@ -26,8 +26,8 @@ const (
 )
 
 // Proxy forwards TCP connections from its own address on 127.0.0.1 to a
-// target, and injects faults on command: Pause, Reset, Blackhole, and
-// Resume or Heal back to normal. It is safe for concurrent use. Close ends
+// target, and injects faults on command: Pause, Reset, Hangup, Blackhole, Refuse,
+// and Resume or Heal back to normal. It is safe for concurrent use. Close ends
 // every goroutine it started.
 type Proxy struct {
 	addr   string // fixed at NewProxy: Refuse and Heal listen on it again
@@ -146,6 +146,21 @@ func (p *Proxy) Reset() {
 	p.mu.Unlock()
 	for _, l := range links {
 		l.reset()
+	}
+}
+
+// Hangup closes every current connection gracefully (a FIN to both
+// sides), as a broker that closes idle or unwanted connections does: a
+// client reads EOF. New connections work as before.
+func (p *Proxy) Hangup() {
+	p.mu.Lock()
+	links := make([]*link, 0, len(p.links))
+	for l := range p.links {
+		links = append(links, l)
+	}
+	p.mu.Unlock()
+	for _, l := range links {
+		l.close()
 	}
 }
 

@@ -168,6 +168,23 @@ func TestProxyReset(t *testing.T) {
 	again.expect("y")
 }
 
+func TestProxyHangup(t *testing.T) {
+	p := newProxy(t, echoServer(t))
+	c := dial(t, p)
+	c.send("x")
+	c.expect("x")
+
+	p.Hangup()
+	if got, err := c.read(waitLong); !errors.Is(err, io.EOF) {
+		t.Fatalf("after hangup: read %q, %v; want EOF (a FIN, not an RST)", got, err)
+	}
+
+	// New connections still work.
+	again := dial(t, p)
+	again.send("y")
+	again.expect("y")
+}
+
 func TestProxyBlackholeHeal(t *testing.T) {
 	p := newProxy(t, echoServer(t))
 	old := dial(t, p)

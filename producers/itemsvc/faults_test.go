@@ -74,6 +74,7 @@ func TestItemServiceRidesOutBrokerFaults(t *testing.T) {
 		fault func(*kafkatest.Proxy)
 	}{
 		{"reset", func(p *kafkatest.Proxy) { p.Reset() }},
+		{"eof", func(p *kafkatest.Proxy) { p.Hangup() }},
 		{"broker restart", func(p *kafkatest.Proxy) { p.Refuse(); time.Sleep(5 * time.Second); p.Heal() }},
 		{"blackhole", func(p *kafkatest.Proxy) { p.Blackhole(); time.Sleep(5 * time.Second); p.Heal() }},
 	}

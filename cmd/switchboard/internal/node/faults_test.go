@@ -8,8 +8,11 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -313,11 +316,18 @@ func checkOneIdentity(t *testing.T, brokers []string, answers map[string]answer,
 	if st.Commands-st.Duplicates != int64(len(answers)) || st.Confirmed != int64(known) || st.Rejected != int64(len(answers)-known) || st.Removed != int64(removed) {
 		t.Errorf("item service effects %+v: want %d commands applied, %d confirmed, %d rejected, %d item.removed", st, len(answers), known, len(answers)-known, removed)
 	}
-	dup := 0
-	for _, n := range records {
-		dup += n - 1
+	dup, recs, statuses := 0, 0, map[int]int{}
+	for corr, n := range records {
+		if corrs[corr] {
+			dup += n - 1
+			recs += n
+		}
 	}
-	t.Logf("%d takedowns: %d command records beyond one per takedown, item service %+v", len(answers), dup, st)
+	for _, a := range answers {
+		statuses[a.status]++
+	}
+	t.Logf("%d takedowns: answers by status %v; %d correlation IDs, %d command records (%d beyond one per takedown), one identity each; item service %d commands read, %d duplicates skipped, %d applied (%d confirmed, %d rejected), %d item.removed",
+		len(answers), statuses, len(corrs), recs, dup, st.Commands, st.Duplicates, st.Commands-st.Duplicates, st.Confirmed, st.Rejected, st.Removed)
 }
 
 // TestDrillBlackholeThenKill: twenty takedowns on node A while its path to
@@ -325,7 +335,15 @@ func checkOneIdentity(t *testing.T, brokers []string, answers map[string]answer,
 // could time out; the same requests are retried with the same keys on B and
 // C. Every key ends confirmed or rejected, with exactly one command identity
 // on the topic and one effect in the item service.
-func TestDrillBlackholeThenKill(t *testing.T) {
+func TestDrillBlackholeThenKill(t *testing.T) { blackholeDrill(t, true) }
+
+// TestDrillBlackholeThenKillSwept is TestDrillBlackholeThenKill with no
+// client retrying: B's and C's sweeps publish the commands A reserved and
+// never saw acknowledged, and the item service answers them all; only then
+// are the keys asked again, and each answers its outcome.
+func TestDrillBlackholeThenKillSwept(t *testing.T) { blackholeDrill(t, false) }
+
+func blackholeDrill(t *testing.T, retry bool) {
 	srv := realRedis(t)
 	br := kafkatest.StartBroker(t, 3, drillTopics)
 	svc := drillItemService(t, br.Brokers(), 0)
@@ -351,6 +369,16 @@ func TestDrillBlackholeThenKill(t *testing.T) {
 		wg.Go(func() { postKeyed(t.Context(), nodeA.base, item, fmt.Sprintf("bh-%d", i)) })
 	}
 	time.Sleep(700 * time.Millisecond)
+	if !retry {
+		// Nobody retries: only what A reserved can be swept. On a loaded
+		// host A may not have reserved all twenty within 0.7 s.
+		rdb := srv.Client()
+		defer rdb.Close()
+		waitUntil(t, "A reserved every takedown", func() bool {
+			keys, err := rdb.Keys(t.Context(), srv.Prefix+"td:{*").Result()
+			return err == nil && len(keys) == len(items)
+		})
+	}
 	nodeA.kill()
 	wg.Wait()
 	br.Proxy.Heal()
@@ -363,6 +391,15 @@ func TestDrillBlackholeThenKill(t *testing.T) {
 			known++
 			removed += len(containersOf(t, item))
 		}
+	}
+	if !retry {
+		waitUntil(t, "the sweeps published every command and the item service answered it", func() bool {
+			st := svc.Stats()
+			return st.Confirmed+st.Rejected >= int64(len(items))
+		})
+		swept, _ := b.takedowns.Republished()
+		sweptC, _ := c.takedowns.Republished()
+		t.Logf("with no retry, B's and C's sweeps republished %d+%d commands", swept, sweptC)
 	}
 	answers := settleAll(t, []*Node{b, c}, keys)
 	for i, item := range items {
@@ -411,6 +448,29 @@ func TestDrillPauseThen503(t *testing.T) {
 func TestDrillForgedOutcomes(t *testing.T) {
 	a := startTestApp(t, func(c *config.Config) { c.ItemSvc.Enabled = false })
 	waitReady(t, a)
+	forgedDrill(t, a, a, a.kafkaAddr)
+}
+
+// TestDrillForgedOutcomesAcrossNodes is TestDrillForgedOutcomes on two
+// nodes sharing the real Redis: the requests wait on node B, which
+// consumes nothing; node A consumes every outcome, forged or real, and
+// both reach B through the backplane, where the record in the shared
+// outcome store decides.
+func TestDrillForgedOutcomesAcrossNodes(t *testing.T) {
+	srv := realRedis(t)
+	env := newScaleEnv(t, "redis", srv.URL(), srv.Prefix)
+	a := startNode(t, env, "A", consuming)
+	b := startNode(t, env, "B", doorOnly)
+	a.readyIs(t, http.StatusOK)
+	forgedDrill(t, b.Node, a.Node, env.broker)
+}
+
+// forgedDrill holds a police request and a partner's WebSocket takedown on
+// door, produces the forgeries and then the real outcomes to broker, and
+// checks what door answers; consumer is the node that consumes them.
+func forgedDrill(t *testing.T, door, consumer *Node, broker string) {
+	t.Helper()
+	a := door
 	type result struct {
 		resp *http.Response
 		body map[string]any
@@ -430,7 +490,7 @@ func TestDrillForgedOutcomes(t *testing.T) {
 	}
 	var corr string
 	waitUntil(t, "the police command on the topic", func() bool {
-		ids, _ := commandIdentities(t, []string{a.kafkaAddr})
+		ids, _ := commandIdentities(t, []string{broker})
 		for c := range ids {
 			if c != wsCorr {
 				corr = c
@@ -454,9 +514,9 @@ func TestDrillForgedOutcomes(t *testing.T) {
 	}
 	msgs := append(forge("police", "item-1", "item-2", corr), forge("partner", "item-4", "item-5", wsCorr)...)
 	msgs = append(msgs, forged("takedown.events", "unknown-1", src, "item-1", "item-1", "never-published"))
-	produce(t, a.kafkaAddr, msgs...)
+	produce(t, broker, msgs...)
 	waitUntil(t, "seven untrusted outcomes counted", func() bool {
-		n := a.recorder.Untrusted()
+		n := consumer.recorder.Untrusted()
 		return n[takedown.ReasonTopic] == 2 && n[takedown.ReasonSource] == 2 && n[takedown.ReasonItem] == 2 && n[takedown.ReasonUnknown] == 1
 	})
 
@@ -496,7 +556,7 @@ func TestDrillForgedOutcomes(t *testing.T) {
 		return withSource(binaryMsg("takedown.events", id, "takedown.confirmed", item, c,
 			map[string]any{"item_id": item, "removed_from": []string{"group-1"}, "confirmed_at": "2026-12-01T00:00:00Z"}), src)
 	}
-	produce(t, a.kafkaAddr, real("real-1", "item-1", corr), real("real-2", "item-4", wsCorr))
+	produce(t, broker, real("real-1", "item-1", corr), real("real-2", "item-4", wsCorr))
 	r := <-done
 	if r.resp.StatusCode != 200 || fmt.Sprint(r.body["removed_from"]) != "[group-1]" || r.body["correlation_id"] != corr {
 		t.Fatalf("the real outcome must decide: %d %v", r.resp.StatusCode, r.body)
@@ -511,6 +571,8 @@ func TestDrillForgedOutcomes(t *testing.T) {
 		}
 		break
 	}
+	t.Logf("forged outcomes: %d forgeries produced, untrusted by reason %v; 0 answered a request, sent a result or changed a record; the 2 real outcomes decided",
+		len(msgs), consumer.recorder.Untrusted())
 }
 
 // TestDrillReadyzNamesKafka: with the broker path a black hole, /readyz is
@@ -549,7 +611,7 @@ func TestDrillReadyzNamesKafka(t *testing.T) {
 func TestDrillKilledNodeHeldTakedowns(t *testing.T) {
 	srv := realRedis(t)
 	br := kafkatest.StartBroker(t, 3, drillTopics)
-	drillItemService(t, br.Brokers(), 2*time.Second)
+	svc := drillItemService(t, br.Brokers(), 2*time.Second)
 	nodeA := startChildNode(t, childSpec{Brokers: br.Brokers(), Redis: srv.URL(), Prefix: srv.Prefix})
 	b := startDrillNode(t, br.Brokers(), srv, nil)
 	waitUntil(t, "A ready", func() bool {
@@ -588,12 +650,20 @@ func TestDrillKilledNodeHeldTakedowns(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	t.Logf("every retry answered %v after the kill", time.Since(killed).Round(time.Millisecond))
+	statuses := map[int]int{}
 	for i, a := range answers {
+		statuses[a.status]++
 		if a.err != nil || a.status != 200 {
 			t.Errorf("retry %d on B: %d %v %v, want 200 within takedown.timeout", i, a.status, a.body, a.err)
 		}
 	}
+	t.Logf("%d takedowns held on the killed node; retries on B answered by status %v, every one %v after the kill", n, statuses, time.Since(killed).Round(time.Millisecond))
+	byKey, removed := map[string]answer{}, 0
+	for i, a := range answers {
+		byKey[fmt.Sprintf("kill-%d", i)] = a
+		removed += len(containersOf(t, fmt.Sprintf("item-%d", 200+i)))
+	}
+	checkOneIdentity(t, br.Brokers(), byKey, svc, n, removed)
 }
 
 // ownersOf is how many members of the consumer group "switchboard" own a
@@ -637,4 +707,260 @@ func logGroup(t *testing.T, brokers []string) {
 			t.Logf("  member %s %s: %+v", m.MemberID, m.ClientHost, m.MemberAssignments.Topics)
 		}
 	}
+}
+
+// watchedSub is a subscriber read to the end of the test: every event
+// counted, gap notices counted apart, and whether its node ended it.
+type watchedSub struct {
+	s        *subscriber
+	tl       *tally
+	gaps     atomic.Int32
+	ended    atomic.Bool // the connection ended before the test stopped it
+	stopping atomic.Bool
+	done     chan struct{}
+}
+
+func watchSub(t *testing.T, a *Node, s *subscriber) *watchedSub {
+	t.Helper()
+	if err := s.connect(t.Context(), a); err != nil {
+		t.Fatalf("%v: %v", s, err)
+	}
+	w := &watchedSub{s: s, tl: newTally(), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		for _, ev := range s.pending {
+			w.tl.add(ev)
+		}
+		s.pending = nil
+		for {
+			f, ok, _ := s.read(time.Hour)
+			switch {
+			case !ok:
+				w.ended.Store(!w.stopping.Load())
+				return
+			case f.kind == "gap":
+				w.gaps.Add(1)
+			case f.kind == "event":
+				w.tl.add(f.ev)
+			}
+		}
+	}()
+	t.Cleanup(w.stop)
+	return w
+}
+
+// stop ends the subscriber's connection and waits for its reader.
+func (w *watchedSub) stop() {
+	if w.stopping.CompareAndSwap(false, true) {
+		w.s.stop()
+	}
+	<-w.done
+}
+
+// TestDrillRedisRestartedEmpty: the Redis of two consuming nodes is killed
+// (SIGKILL) while WebSocket and SSE subscribers are connected to both, and
+// started again empty, as a Redis without persistence comes back. Events
+// are produced before, during and after the outage. No subscriber is ended;
+// each gets one gap notice for the new epoch, then every event consumed
+// during and after the outage exactly once; a new subscriber reading the
+// new epoch from its oldest event gets those too.
+func TestDrillRedisRestartedEmpty(t *testing.T) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("SWITCHBOARD_CI") != "" {
+			t.Fatal("redis-server is required in CI")
+		}
+		t.Skip("redis-server not installed")
+	}
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "redis.sock")
+	rs := &ownRedis{bin: bin, dir: dir, sock: sock} // no dump, no AOF: it restarts empty
+	rs.start(t)
+	t.Cleanup(rs.kill)
+	env := newScaleEnv(t, "redis-own", "unix://"+sock, "sbtest:empty:")
+	a := startNode(t, env, "A", consuming)
+	b := startNode(t, env, "B", consuming)
+	nodes := []*node{a, b}
+	itemOf := func(n int) string { return fmt.Sprintf("item-%d", 1+n%3) }
+	msgs := func(ns []int) []kafka.Message {
+		var out []kafka.Message
+		for _, n := range ns {
+			out = append(out, scaleMsg(n, itemOf(n)))
+		}
+		return out
+	}
+
+	waitUntil(t, "both nodes own partitions of items.reported", func() bool { return ownersOf(t, []string{env.broker}, "items.reported") == 2 })
+
+	const perKind = 5 // per node: WebSocket and SSE subscribers of reports
+	var subs []*watchedSub
+	for _, n := range nodes {
+		for range perKind {
+			subs = append(subs, watchSub(t, n.Node, newSubscriber(true, "reports")), watchSub(t, n.Node, newSubscriber(false, "reports")))
+		}
+	}
+	has := func(w *watchedSub, ns []int) bool { return w.tl.has(expected(w.s.ws, w.s.channels, ns, itemOf)) }
+	published := func() uint64 { return a.consumer.Stats().Published + b.consumer.Stats().Published }
+	failures := func() uint64 { return a.consumer.Stats().PublishErrors + b.consumer.Stats().PublishErrors }
+
+	produce(t, env.broker, msgs(seq(1, 10))...)
+	for _, w := range subs {
+		waitUntil(t, fmt.Sprintf("%v got events 1-10", w.s), func() bool { return has(w, seq(1, 10)) })
+	}
+	// Committed: a record handed to Redis but not committed would be read
+	// again after the restart, a second time for these subscribers.
+	waitUntil(t, "the group committed events 1-10", func() bool {
+		lag, err := a.consumer.Lag(t.Context())
+		if err != nil {
+			return false
+		}
+		for _, l := range lag {
+			if l.Lag != 0 {
+				return false
+			}
+		}
+		return true
+	})
+
+	before := published() // 10, or more if a rebalance handed an uncommitted record to the other node
+	rs.kill()
+	for _, n := range nodes {
+		n.readyIs(t, http.StatusServiceUnavailable)
+	}
+	produce(t, env.broker, msgs(seq(11, 20))...)
+	waitUntil(t, "the consumers retrying", func() bool { return failures() > 0 })
+	if n := published(); n != before {
+		t.Fatalf("%d events published while Redis was down", n-before)
+	}
+	rs.start(t) // empty
+	for _, n := range nodes {
+		n.readyIs(t, http.StatusOK)
+	}
+	produce(t, env.broker, msgs(seq(21, 30))...)
+
+	all := seq(1, 30)
+	for _, w := range subs {
+		waitUntil(t, fmt.Sprintf("%v got events 1-30 or ended", w.s), func() bool { return w.ended.Load() || has(w, all) })
+	}
+	ended, gaps, delivered := 0, 0, 0
+	for _, w := range subs {
+		w.stop()
+		if w.ended.Load() {
+			ended++
+			t.Errorf("%v ended by the Redis restart", w.s)
+			continue
+		}
+		w.tl.exactlyOnce(t, w.s.String(), expected(w.s.ws, w.s.channels, all, itemOf))
+		if g := w.gaps.Load(); g != 1 {
+			t.Errorf("%v: %d gap notices, want 1 for the new epoch", w.s, g)
+		}
+		gaps += int(w.gaps.Load())
+		delivered += w.tl.events
+	}
+	// A new subscriber from the oldest event reads the new epoch: what was
+	// consumed during and after the outage.
+	fresh := newSubscriber(false, "reports")
+	fresh.from = "oldest"
+	tl := newTally()
+	if err := fresh.connect(t.Context(), b.Node); err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.stop()
+	want := expected(false, fresh.channels, seq(11, 30), itemOf)
+	drain(t, fresh, tl, want)
+	tl.exactlyOnce(t, "fresh SSE from=oldest", want)
+	t.Logf("redis restarted empty: 30 events produced (10 during the outage), %d subscribers, %d ended, %d deliveries (want %d), %d gap notices; %d hand-offs to Redis before the kill, consumer hand-offs retried %d times",
+		len(subs), ended, delivered, 30*len(subs), gaps, before, failures())
+}
+
+// TestDrillItemServiceThroughReset: a node with its own item service (in
+// process) answers takedowns; every connection to the broker is reset;
+// the item service keeps running, and takedowns after the reset are
+// answered 200, each applied once.
+func TestDrillItemServiceThroughReset(t *testing.T) {
+	srv := realRedis(t)
+	br := kafkatest.StartBroker(t, 3, drillTopics)
+	a := startDrillNode(t, br.Brokers(), srv, func(c *config.Config) { c.ItemSvc.Enabled = true })
+	waitReady(t, a)
+	if got := postKeyed(t.Context(), a.base(), "item-1", "reset-0"); got.status != 200 {
+		t.Fatalf("before the reset: %d %v %v", got.status, got.body, got.err)
+	}
+	br.Proxy.Reset()
+	keys := map[string]string{}
+	for i := 1; i <= 5; i++ {
+		keys[fmt.Sprintf("reset-%d", i)] = fmt.Sprintf("item-%d", 1+i)
+	}
+	answers := settleAll(t, []*Node{a}, keys)
+	for key, got := range answers {
+		if got.status != 200 {
+			t.Errorf("%s after the reset: %d %v", key, got.status, got.body)
+		}
+	}
+	var last string
+	eventuallyWithin(t, scaleWait, "/readyz 200 after the reset", func() bool {
+		resp, b, err := call(t.Context(), nil, http.MethodGet, a.base()+"/readyz", nil, "")
+		if err != nil {
+			return false
+		}
+		if last != string(b) {
+			last = string(b)
+			t.Logf("%s /readyz %d %s", time.Now().Format("15:04:05.000"), resp.StatusCode, b)
+		}
+		return resp.StatusCode == 200
+	})
+	st := a.itemsvc.Stats()
+	if st.Commands-st.Duplicates != 6 || st.Confirmed != 6 {
+		t.Errorf("item service %+v: want 6 commands applied and confirmed", st)
+	}
+	t.Logf("item service through a broker reset: 6 takedowns, %d confirmed, %d commands read (%d duplicates skipped), %d fetch errors",
+		st.Confirmed, st.Commands, st.Duplicates, st.FetchErrors)
+}
+
+// TestDrillItemServiceAloneThroughReset: the item service run alone, as
+// `switchboard itemsvc` runs it, answers a node's takedowns; every
+// connection to the broker is reset; it keeps running (before, it
+// returned and the command exited 1), and the takedowns after the reset
+// are answered 200.
+func TestDrillItemServiceAloneThroughReset(t *testing.T) {
+	srv := realRedis(t)
+	br := kafkatest.StartBroker(t, 3, drillTopics)
+	a := startDrillNode(t, br.Brokers(), srv, nil)
+	cfg, err := config.Load("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Kafka.Brokers = br.Brokers()
+	cfg.Log.Level = "error"
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- RunItemService(ctx, cfg) }()
+	t.Cleanup(func() { cancel(); <-ran })
+	waitReady(t, a)
+	running := func() {
+		t.Helper()
+		select {
+		case err := <-ran:
+			ran <- err
+			t.Fatalf("the item service returned %v", err)
+		default:
+		}
+	}
+	if got := settleAll(t, []*Node{a}, map[string]string{"alone-0": "item-1"})["alone-0"]; got.status != 200 {
+		t.Fatalf("before the reset: %d %v", got.status, got.body)
+	}
+	br.Proxy.Reset()
+	keys := map[string]string{}
+	for i := 1; i <= 5; i++ {
+		keys[fmt.Sprintf("alone-%d", i)] = fmt.Sprintf("item-%d", 1+i)
+	}
+	answers := settleAll(t, []*Node{a}, keys)
+	statuses := map[int]int{}
+	for key, got := range answers {
+		statuses[got.status]++
+		if got.status != 200 {
+			t.Errorf("%s after the reset: %d %v", key, got.status, got.body)
+		}
+	}
+	running()
+	t.Logf("item service alone through a broker reset: 1 takedown before, 5 after, answered by status %v; still running", statuses)
 }

@@ -320,6 +320,7 @@ func (n *securityNode) upgradeRefused(t *testing.T, subprotocols []string) {
 		t.Fatalf("offering %q: %v (%v), want 400 problem+json", subprotocols, resp, err)
 	}
 	b, _ := io.ReadAll(resp.Body)
+	checkProblem(t, resp, string(b), http.StatusBadRequest)
 	var p struct {
 		Status int    `json:"status"`
 		Detail string `json:"detail"`
