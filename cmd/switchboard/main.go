@@ -42,6 +42,10 @@ func execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if errors.As(err, &ee) {
 			return ee.code
 		}
+		var le *node.LoggedError
+		if errors.As(err, &le) {
+			return 1 // the node's log said why, in its format
+		}
 		if !errors.Is(err, errReported) {
 			fmt.Fprintln(stderr, "switchboard:", err)
 		}
