@@ -17,12 +17,14 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"go.uber.org/goleak"
 
+	"github.com/switchboard/switchboard/consumers/kafkatest"
+
 	"github.com/switchboard/switchboard/hub"
 	"github.com/switchboard/switchboard/producers"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, kafkatest.IgnoreBrokerGoroutines()...)
 }
 
 // waitLong bounds every wait on the broker. Tests wait for conditions; this

@@ -52,7 +52,10 @@ type Hub struct {
 	mu      sync.Mutex
 	clients map[*Client]struct{}
 	closed  bool
+	down    chan struct{} // closed by Shutdown: every watch's done
 	wg      sync.WaitGroup
+
+	watching atomic.Int64 // watches in place (Watch)
 
 	stats counters
 }
@@ -91,9 +94,25 @@ type hubChannel struct {
 	retry  bool          // starting failed on its subscriber's context
 	cancel func()
 
-	mu    sync.RWMutex
-	subs  []*Client
-	index map[*Client]int
+	mu   sync.RWMutex
+	subs []subscriber
+	// index finds a subscriber in subs once they are more than
+	// smallChannel; a channel with a few (a command's corr:, watched by
+	// its call) is searched instead and has no map.
+	index map[subscriber]int
+}
+
+// smallChannel is the most local subscribers a channel holds without an
+// index map.
+const smallChannel = 8
+
+// subscriber is what a channel's fan-out offers its entries to: a client,
+// or a watch (Hub.Watch). Neither call may block.
+type subscriber interface {
+	// offer gives the subscriber a new entry of the channel.
+	offer(d *delivery)
+	// resyncLater says announcements of channel may have been lost.
+	resyncLater(channel string)
 }
 
 // chanState is where a hubChannel's backplane listener is.
@@ -164,7 +183,7 @@ func New(cfg Config, bp Backplane, log *slog.Logger) (*Hub, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	h := &Hub{cfg: cfg, bp: bp, log: log, seed: maphash.MakeSeed(), clients: make(map[*Client]struct{})}
+	h := &Hub{cfg: cfg, bp: bp, log: log, seed: maphash.MakeSeed(), clients: make(map[*Client]struct{}), down: make(chan struct{})}
 	for i := range h.shards {
 		h.shards[i].chans = make(map[string]*hubChannel)
 	}
@@ -313,6 +332,9 @@ func (h *Hub) Clients() int {
 // has closed its client, or ctx ends.
 func (h *Hub) Shutdown(ctx context.Context) error {
 	h.mu.Lock()
+	if !h.closed {
+		close(h.down)
+	}
 	h.closed = true
 	cs := make([]*Client, 0, len(h.clients))
 	for c := range h.clients {
@@ -338,14 +360,14 @@ func (h *Hub) shard(ch string) *hubShard {
 
 // attach adds c to channel's local subscribers, listening on the backplane
 // when c is the channel's first. Listen runs outside the shard's lock.
-func (h *Hub) attach(ctx context.Context, ch string, c *Client) error {
+func (h *Hub) attach(ctx context.Context, ch string, c subscriber) error {
 	s := h.shard(ch)
 	for {
 		s.mu.Lock()
 		hc := s.chans[ch]
 		switch {
 		case hc == nil:
-			hc = &hubChannel{name: ch, index: map[*Client]int{}, state: chanStarting, done: make(chan struct{})}
+			hc = &hubChannel{name: ch, state: chanStarting, done: make(chan struct{})}
 			s.chans[ch] = hc
 			s.mu.Unlock()
 			return h.start(ctx, s, hc, c)
@@ -369,38 +391,65 @@ func (h *Hub) attach(ctx context.Context, ch string, c *Client) error {
 
 // start listens on the backplane for hc, which is starting, and adds c as
 // its first subscriber, or makes hc absent again when Listen fails.
-func (h *Hub) start(ctx context.Context, s *hubShard, hc *hubChannel, c *Client) error {
+func (h *Hub) start(ctx context.Context, s *hubShard, hc *hubChannel, c subscriber) error {
 	cancel, err := h.bp.Listen(ctx, hc.name, hc.dispatchFunc(h))
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	defer close(hc.done)
 	if err != nil {
 		h.stats.BackplaneErrors.Add(1)
 		delete(s.chans, hc.name)
 		hc.err, hc.retry = err, ctx.Err() != nil
+		close(hc.done) // after err: waiters read it
 		return fmt.Errorf("hub: listen %q: %w", hc.name, err)
 	}
 	hc.state, hc.cancel = chanLive, cancel
 	hc.add(h, c)
+	// Waiters took done before; a live channel keeps none (one per
+	// command's corr: channel adds up).
+	close(hc.done)
+	hc.done = nil
 	return nil
 }
 
 // add makes c a subscriber of hc. The caller holds the shard's lock.
-func (hc *hubChannel) add(h *Hub, c *Client) {
+func (hc *hubChannel) add(h *Hub, c subscriber) {
 	hc.mu.Lock()
-	if _, ok := hc.index[c]; !ok {
-		hc.index[c] = len(hc.subs)
+	if hc.find(c) < 0 {
 		hc.subs = append(hc.subs, c)
+		if hc.index != nil {
+			hc.index[c] = len(hc.subs) - 1
+		} else if len(hc.subs) > smallChannel {
+			hc.index = make(map[subscriber]int, len(hc.subs))
+			for i, s := range hc.subs {
+				hc.index[s] = i
+			}
+		}
 		h.stats.Subscriptions.Add(1)
 	}
 	hc.mu.Unlock()
+}
+
+// find returns c's index in hc.subs, or -1. hc.mu is held.
+func (hc *hubChannel) find(c subscriber) int {
+	if hc.index != nil {
+		if i, ok := hc.index[c]; ok {
+			return i
+		}
+		return -1
+	}
+	for i, s := range hc.subs {
+		if s == c {
+			return i
+		}
+	}
+	return -1
 }
 
 // detach removes c from channel's local subscribers and stops listening when
 // no local subscriber is left. The backplane's cancel runs with no hub lock
 // held: the channel is stopping meanwhile, and a new subscriber waits for
 // the cancel to return before it listens again.
-func (h *Hub) detach(ch string, c *Client) {
+func (h *Hub) detach(ch string, c subscriber) {
 	s := h.shard(ch)
 	s.mu.Lock()
 	hc := s.chans[ch]
@@ -410,13 +459,16 @@ func (h *Hub) detach(ch string, c *Client) {
 		return
 	}
 	hc.mu.Lock()
-	if i, ok := hc.index[c]; ok {
+	if i := hc.find(c); i >= 0 {
 		last := len(hc.subs) - 1
-		hc.subs[i] = hc.subs[last]
-		hc.index[hc.subs[i]] = i
+		moved := hc.subs[last]
+		hc.subs[i] = moved
 		hc.subs[last] = nil
 		hc.subs = hc.subs[:last]
-		delete(hc.index, c)
+		if hc.index != nil {
+			hc.index[moved] = i
+			delete(hc.index, c) // after: moved may be c
+		}
 		h.stats.Subscriptions.Add(-1)
 	}
 	empty := len(hc.subs) == 0

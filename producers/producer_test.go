@@ -14,10 +14,12 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"go.uber.org/goleak"
+
+	"github.com/switchboard/switchboard/consumers/kafkatest"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, kafkatest.IgnoreBrokerGoroutines()...)
 }
 
 // waitLong bounds every wait for the broker; tests wait for conditions, not

@@ -237,6 +237,10 @@ func TestHelp(t *testing.T) {
 		if tt.args[0] == "itemsvc" && !strings.Contains(out, "docs/configuration.md") {
 			t.Errorf("itemsvc --help does not name docs/configuration.md")
 		}
+		// itemsvc starts no embedded broker: its help must not promise one.
+		if tt.args[0] == "itemsvc" && (strings.Contains(out, "embedded") || !strings.Contains(out, "required (kafka.brokers)")) {
+			t.Errorf("itemsvc --help speaks of an embedded broker, or not of kafka.brokers as required:\n%s", out)
+		}
 	}
 }
 

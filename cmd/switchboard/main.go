@@ -42,6 +42,10 @@ func execute(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if errors.As(err, &ee) {
 			return ee.code
 		}
+		var le *node.LoggedError
+		if errors.As(err, &le) {
+			return 1 // the node's log said why, in its format
+		}
 		if !errors.Is(err, errReported) {
 			fmt.Fprintln(stderr, "switchboard:", err)
 		}
@@ -99,7 +103,8 @@ func newItemSvcCmd() *cobra.Command {
 platform's item service would: one item.removed per container the item was
 posted to, then takedown.confirmed; takedown.rejected (not_found) for an
 unknown item. It needs kafka.brokers (--kafka-brokers). Of the configuration
-it uses kafka.*, itemsvc.latency and log.*.
+it uses kafka.*, itemsvc.latency, commands and demo.enabled (to answer a
+declared item.restore command too), otel.* and log.*.
 ` + configHelp,
 		Args: cobra.NoArgs,
 		RunE: withConfig(func(cmd *cobra.Command, cfg config.Config) error {
@@ -107,6 +112,8 @@ it uses kafka.*, itemsvc.latency and log.*.
 		}),
 	}
 	config.BindFlags(cmd.Flags(), itemSvcKeys...)
+	// itemsvc starts no embedded broker: without brokers it refuses to run.
+	cmd.Flags().Lookup("kafka-brokers").Usage = "Kafka brokers to serve, comma-separated; required (kafka.brokers)"
 	return cmd
 }
 

@@ -17,12 +17,14 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/goleak"
 
+	"github.com/switchboard/switchboard/consumers/kafkatest"
+
 	"github.com/switchboard/switchboard/consumers/kafkaconn"
 	"github.com/switchboard/switchboard/consumers/kafkaconn/kafkaconntest"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, kafkatest.IgnoreBrokerGoroutines()...)
 }
 
 // waitLong bounds a wait on the broker; it only decides how long a broken

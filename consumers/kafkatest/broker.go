@@ -4,6 +4,8 @@ import (
 	"net"
 	"testing"
 
+	"go.uber.org/goleak"
+
 	"github.com/twmb/franz-go/pkg/kfake"
 )
 
@@ -70,3 +72,16 @@ type advertised struct {
 }
 
 func (a advertised) Addr() net.Addr { return a.addr }
+
+// IgnoreBrokerGoroutines are goleak options for a test binary that starts
+// kfake brokers: a broker's per-connection goroutines end shortly after its
+// Close, on their own schedule (on a loaded host after goleak's last retry),
+// and they are the broker's, not the code under test.
+func IgnoreBrokerGoroutines() []goleak.Option {
+	return []goleak.Option{
+		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*clientConn).read"),
+		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*clientConn).read.func1"),
+		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*clientConn).write"),
+		goleak.IgnoreAnyFunction("github.com/twmb/franz-go/pkg/kfake.(*clientConn).write.func1"),
+	}
+}

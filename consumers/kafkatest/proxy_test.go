@@ -17,7 +17,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, IgnoreBrokerGoroutines()...)
 }
 
 // waitLong bounds every wait; tests wait for conditions, so this only

@@ -220,6 +220,7 @@ func TestJWTFromJWKS(t *testing.T) {
 		name, tok string
 	}{
 		{"expired", sign(t, jwt.SigningMethodRS256, "k1", keys[0], with("exp", time.Now().Add(-time.Minute).Unix()))},
+		{"not valid yet (nbf)", sign(t, jwt.SigningMethodRS256, "k1", keys[0], with("nbf", time.Now().Add(time.Minute).Unix()))},
 		{"no exp", sign(t, jwt.SigningMethodRS256, "k1", keys[0], with("exp", nil))},
 		{"wrong aud", sign(t, jwt.SigningMethodRS256, "k1", keys[0], with("aud", "other"))},
 		{"wrong iss", sign(t, jwt.SigningMethodRS256, "k1", keys[0], with("iss", "https://evil.example"))},
@@ -246,6 +247,62 @@ func TestJWTFromJWKS(t *testing.T) {
 				if strings.Contains(err.Error(), tc.tok) {
 					t.Errorf("the error holds the token: %v", err)
 				}
+			}
+		})
+	}
+}
+
+// TestJWTClaimsMapping: the claims mapping of docs/deployment.md's
+// identity-provider example (name_claim preferred_username, role_claim
+// realm_access.roles, a list with other roles, channels_claim
+// switchboard_channels) makes a partner named acme with its grant; the
+// leeway admits a token expired or not yet valid by less than it, and no
+// more.
+func TestJWTClaimsMapping(t *testing.T) {
+	keys := testRSAKeys(t)
+	s := newJWKSServer(t)
+	s.add(t, "k1", keys[0], jwkset.AlgRS256)
+	a := newJWTAuth(t, s, func(c *JWTConfig) {
+		c.NameClaim, c.RoleClaim, c.ChannelsClaim = "preferred_username", "realm_access.roles", "switchboard_channels"
+		c.Leeway = 30 * time.Second
+	})
+	idp := func(mutate func(jwt.MapClaims)) string {
+		now := time.Now()
+		c := jwt.MapClaims{"iss": testIssuer, "aud": []any{testAudience, "account"}, "sub": "f81d4fae-7dec",
+			"exp": now.Add(time.Minute).Unix(), "preferred_username": "acme",
+			"realm_access": map[string]any{"roles": []any{"offline_access", "partner"}}, "switchboard_channels": []any{"item:*"}}
+		if mutate != nil {
+			mutate(c)
+		}
+		return sign(t, jwt.SigningMethodRS256, "k1", keys[0], c)
+	}
+	p, err := a.Authenticate(bearer(idp(nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Name != "acme" || p.Role != RolePartner || strings.Join(p.Grants, ",") != "item:*" {
+		t.Errorf("principal = %+v, want the partner acme granted item:*", p)
+	}
+	for _, tc := range []struct {
+		name   string
+		mutate func(jwt.MapClaims)
+		ok     bool
+	}{
+		{"expired within the leeway", func(c jwt.MapClaims) { c["exp"] = time.Now().Add(-10 * time.Second).Unix() }, true},
+		{"valid from within the leeway", func(c jwt.MapClaims) { c["nbf"] = time.Now().Add(10 * time.Second).Unix() }, true},
+		{"expired beyond the leeway", func(c jwt.MapClaims) { c["exp"] = time.Now().Add(-2 * time.Minute).Unix() }, false},
+		{"valid from beyond the leeway", func(c jwt.MapClaims) { c["nbf"] = time.Now().Add(2 * time.Minute).Unix() }, false},
+		{"two of the roles", func(c jwt.MapClaims) { c["realm_access"] = map[string]any{"roles": []any{"partner", "police"}} }, false},
+		{"the role at the top level only", func(c jwt.MapClaims) { delete(c, "realm_access"); c["role"] = "partner" }, false},
+		{"no name claim", func(c jwt.MapClaims) { delete(c, "preferred_username") }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := a.Authenticate(bearer(idp(tc.mutate)))
+			if tc.ok && err != nil {
+				t.Fatal(err)
+			}
+			if !tc.ok && !errors.Is(err, hub.ErrUnauthenticated) {
+				t.Fatalf("err = %v, want unauthenticated", err)
 			}
 		})
 	}

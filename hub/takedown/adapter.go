@@ -192,6 +192,26 @@ func (a *Adapter) Commands() *Commands { return a.cmds }
 // Held returns how many requests are held open now.
 func (a *Adapter) Held() int64 { return a.held.Load() }
 
+// heldPoll is how often WaitHeld looks at Held.
+const heldPoll = 10 * time.Millisecond
+
+// WaitHeld returns once no request is held, or with ctx's error when ctx
+// ends first. A node that stops calls it after its hub's Shutdown (held
+// requests then read the store themselves) and before DropHeld, while its
+// consumers still record outcomes, so the held requests are answered.
+func (a *Adapter) WaitHeld(ctx context.Context) error {
+	t := time.NewTicker(heldPoll)
+	defer t.Stop()
+	for a.held.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
 // Request is the body of POST /v1/takedowns.
 type Request struct {
 	ItemID       string `json:"item_id"`

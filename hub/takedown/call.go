@@ -57,7 +57,7 @@ type call struct {
 	waiting trace.Span // the wait's span, from the deadline's arming to the answer
 }
 
-// A listener is how a call hears of its corr: channel: a hub follower for
+// A listener is how a call hears of its corr: channel: a hub watch for
 // HTTP, the connection's own subscription for a WebSocket. It calls
 // c.hear with each event, and with nil for a gap.
 type listener interface {
@@ -97,7 +97,19 @@ func (a *Adapter) begin(ctx context.Context, p *auth.Principal, in *input, key s
 func (a *Adapter) follow(ctx context.Context, cmd *Command, rec *Record) *call {
 	// A held GET's spans join the takedown's trace.
 	return &call{a: a, cmd: cmd, id: rec.CorrelationID, item: rec.ItemID, rec: rec,
-		ctx: tracing.Continue(context.WithoutCancel(ctx), rec.TraceParent, rec.TraceState), log: hub.LoggerFrom(ctx, a.log)}
+		ctx: tracing.Continue(detached(ctx), rec.TraceParent, rec.TraceState), log: hub.LoggerFrom(ctx, a.log)}
+}
+
+// detached is a context that carries ctx's span context and nothing else
+// of ctx: the call outlives its request (a held request handed off from
+// net/http), and must not keep the request's contexts, their values and
+// the connection's alive while it waits; its spans still continue the
+// request's.
+func detached(ctx context.Context) context.Context {
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		return trace.ContextWithSpanContext(context.Background(), sc)
+	}
+	return context.Background()
 }
 
 func (c *call) channel() string { return "corr:" + c.id }
@@ -141,7 +153,9 @@ func (c *call) run(ctx context.Context, l listener, d time.Duration, answer func
 		}
 		return &failure{stage: listening, kept: kept, err: fmt.Errorf("%w: %v", errUnavailable, err)}
 	}
-	// From here the listener may wake the call: c.rec is c.mu's.
+	// From here the listener may wake the call: c.rec is c.mu's. The
+	// store's record may be its own (never changed, MemoryStore): the call
+	// publishes from a copy.
 	//
 	// The store is read now, so an outcome already in is never missed.
 	// A takedown this call reserved is the exception on a store whose mark
@@ -151,27 +165,32 @@ func (c *call) run(ctx context.Context, l listener, d time.Duration, answer func
 	// mark's read, after registering too, stands for this one.
 	_, markReads := c.a.store.(markReader)
 	readLater := c.fresh && c.publishes && markReads && rec.needsPublish()
-	own := false // rec is not c.rec: the store's Get gives a copy
 	if !readLater {
 		if cur, err := c.a.store.Get(ctx, c.id); err == nil {
-			rec, own = cur, true
+			rec = cur
 		}
 	}
 	if c.publishes && rec.needsPublish() {
 		// A new takedown, or a retry of one not known to be on the topic:
-		// the same command either way.
-		if !own {
-			rec = clone(rec)
-		}
-		stored, err := c.a.publishRead(ctx, rec)
+		// the same command either way. publish marks its copy published;
+		// the store knows it too, and the call needs only rec's state.
+		pub := clone(rec)
+		stored, err := c.a.publishRead(ctx, pub)
 		if err != nil {
 			l.stop()
 			c.log.Warn(c.cmd.noun()+" command not confirmed by Kafka; kept to publish again", "correlation_id", c.id, "err", err)
-			return &failure{stage: publishing, kept: rec, err: err}
+			return &failure{stage: publishing, kept: pub, err: err}
 		}
-		switch {
+		rec = pub
+		switch m, ok := c.a.store.(*MemoryStore); {
+		case ok:
+			// Its record, now published, is shared and costs no read:
+			// the call keeps it instead of a copy of its own.
+			if cur, err := m.Get(ctx, c.id); err == nil {
+				rec = cur
+			}
 		case stored != nil:
-			rec = stored
+			rec = stored // the mark's read
 		case readLater:
 			// The mark failed, or found no record: read it as usual.
 			if cur, err := c.a.store.Get(ctx, c.id); err == nil {
@@ -349,10 +368,11 @@ func (c *call) close() {
 	}
 }
 
-// follower listens with a hub follower (Hub.Follow): registered before the
-// command is published, no queue, no goroutine. The request's goroutine,
-// in await, reads the store when woken, until the request is handed off
-// from net/http (handoff).
+// follower listens with a hub watch (Hub.Watch): registered before the
+// command is published, no client, no queue, no goroutine; an event only
+// says when to read the store, and a nil (events may have been missed)
+// does too. The request's goroutine, in await, reads the store when woken,
+// until the request is handed off from net/http (handoff).
 type follower struct {
 	end  func()
 	done <-chan struct{}
@@ -360,7 +380,7 @@ type follower struct {
 
 func (f *follower) listen(ctx context.Context, c *call) (err error) {
 	c.kick = make(chan struct{}, 1)
-	f.end, f.done, err = c.a.hub.Follow(ctx, c.channel(), nil, c.hear)
+	f.end, f.done, err = c.a.hub.Watch(ctx, c.channel(), c.hear)
 	return err
 }
 

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"weak"
 
 	"github.com/switchboard/switchboard/hub/auth"
 	"github.com/switchboard/switchboard/producers"
@@ -325,8 +327,9 @@ func TestHandOffHeldRead(t *testing.T) {
 }
 
 // TestHandOffHubShutdown: when the hub shuts down, a handed-off request
-// (its follow ended with the hub) reads the store instead, and is
-// answered with the outcome stored then; the hub's shutdown waits for it.
+// (its watch ended with the hub) reads the store instead, and is answered
+// with the outcome stored then; WaitHeld, which a stopping node calls
+// after the hub's shutdown, returns once it is answered.
 func TestHandOffHubShutdown(t *testing.T) {
 	r := newRig(t, Config{Timeout: time.Hour})
 	cmds := make(chan producers.CloudEvent, 1)
@@ -337,6 +340,11 @@ func TestHandOffHubShutdown(t *testing.T) {
 	shut := make(chan error, 1)
 	go func() { shut <- r.a.hub.Shutdown(context.Background()) }()
 	waitFor(t, func() bool { r.a.handoffs.mu.Lock(); defer r.a.handoffs.mu.Unlock(); return r.a.handoffs.down })
+	ended, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := r.a.WaitHeld(ended); !errors.Is(err, context.Canceled) {
+		t.Fatalf("WaitHeld with a request held: %v", err)
+	}
 	if err := r.store.Apply(t.Context(), outcome(TypeConfirmed, cmd, `{"item_id":"item-1","removed_from":[],"confirmed_at":"2026-11-22T00:00:00Z"}`)); err != nil {
 		t.Fatal(err)
 	}
@@ -345,6 +353,9 @@ func TestHandOffHubShutdown(t *testing.T) {
 		t.Fatalf("%d %v", resp.StatusCode, m)
 	}
 	if err := <-shut; err != nil {
+		t.Fatal(err)
+	}
+	if err := r.a.WaitHeld(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -370,5 +381,41 @@ func TestAnsweredBeforeHandOffKeepsConnection(t *testing.T) {
 	}
 	if n := r.a.handedOff(); n != 0 {
 		t.Fatalf("%d handed off", n)
+	}
+}
+
+// ctxPayload is a value a middleware puts in a request's context.
+type ctxPayload struct{ _ [64]byte }
+
+type ctxPayloadKey struct{}
+
+// TestHandOffLetsGoOfTheRequest: once a held request is handed off from
+// net/http, nothing keeps its request's context (and what the
+// middlewares put there) alive while it waits; it is still answered.
+func TestHandOffLetsGoOfTheRequest(t *testing.T) {
+	r := newRig(t, Config{Timeout: time.Hour})
+	cmds := make(chan producers.CloudEvent, 1)
+	r.cmd.answer = func(cmd producers.CloudEvent) { cmds <- cmd }
+	payloads := make(chan weak.Pointer[ctxPayload], 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		p := &ctxPayload{}
+		payloads <- weak.Make(p)
+		ctx := context.WithValue(auth.WithPrincipal(req.Context(), r.who.Load()), ctxPayloadKey{}, p)
+		r.a.Post(w, req.WithContext(ctx))
+	}))
+	t.Cleanup(srv.Close)
+	conn := rawPost(t, srv.URL, `{"item_id":"item-1","reason":"x"}`)
+	waitFor(t, func() bool { return r.a.handedOff() == 1 })
+	cmd := <-cmds
+	payload := <-payloads
+	waitFor(t, func() bool { runtime.GC(); return payload.Value() == nil })
+	if r.a.Held() != 1 {
+		t.Fatalf("held %d, want 1", r.a.Held())
+	}
+	r.rec.Publish(context.Background(), []string{"corr:" + cmd.CorrelationID},
+		outcome(TypeConfirmed, cmd, `{"item_id":"item-1","removed_from":["g"],"confirmed_at":"2026-11-22T00:00:00Z"}`))
+	resp, m := readAnswer(t, conn)
+	if resp.StatusCode != 200 || m["status"] != "confirmed" {
+		t.Fatalf("%d %v", resp.StatusCode, m)
 	}
 }

@@ -110,7 +110,9 @@ type Store interface {
 	// last attempt began before before, and moves their attempt to now, so
 	// nodes sweeping at the same time take different ones.
 	ClaimUnpublished(ctx context.Context, before time.Time, max int) ([]*Record, error)
-	// Get returns the takedown of correlationID, or ErrNotFound.
+	// Get returns the takedown of correlationID, or ErrNotFound. The
+	// record may be the store's own (MemoryStore): the caller must not
+	// change it (clone it first).
 	Get(ctx context.Context, correlationID string) (*Record, error)
 	// Apply folds an outcome event (item.removed, takedown.confirmed,
 	// takedown.rejected) into the takedown it names. An event for a
@@ -299,7 +301,9 @@ func stringMember(d dataMembers, k string) string {
 	return s
 }
 
-// MemoryStore is the single-node Store.
+// MemoryStore is the single-node Store. A record it holds is never
+// changed: a change stores a changed copy, so Get gives the record itself,
+// which a held call keeps while it waits (no copy of its own).
 type MemoryStore struct {
 	ttl time.Duration
 	now func() time.Time
@@ -386,8 +390,10 @@ func (m *MemoryStore) MarkPublished(_ context.Context, id string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	delete(m.publishing, id)
-	if r := m.recs[id]; r != nil {
-		r.Published = true
+	if r := m.recs[id]; r != nil && !r.Published {
+		c := clone(r)
+		c.Published = true
+		m.recs[id] = c
 	}
 	return nil
 }
@@ -422,7 +428,7 @@ func (m *MemoryStore) Get(_ context.Context, id string) (*Record, error) {
 	if !m.live(r) {
 		return nil, ErrNotFound
 	}
-	return clone(r), nil
+	return r, nil
 }
 
 // Apply implements Store.
@@ -441,9 +447,11 @@ func (m *MemoryStore) apply(_ context.Context, ev *hub.Event, judge judgeFunc) e
 	if err != nil {
 		return err
 	}
-	if err := fold(r, cmd, ev); err != nil {
+	c := clone(r)
+	if err := fold(c, cmd, ev); err != nil {
 		return err
 	}
+	m.recs[r.CorrelationID] = c
 	delete(m.publishing, r.CorrelationID)
 	return nil
 }

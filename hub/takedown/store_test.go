@@ -90,6 +90,13 @@ func TestStoresConcurrentApply(t *testing.T) {
 					t.Error(err)
 				}
 			})
+			// Readers meanwhile (held calls) read what Get gave them
+			// without the store's lock (-race checks it).
+			wg.Go(func() {
+				if got, err := s.Get(ctx, "cc"); err != nil || len(got.RemovedFrom) > n || got.Published && got.Status == "" {
+					t.Errorf("%+v %v", got, err)
+				}
+			})
 		}
 		wg.Wait()
 		got, err := s.Get(ctx, "cc")
@@ -141,12 +148,21 @@ func testStore(t *testing.T, s ownerStore) {
 		t.Fatalf("owner %q %v", owner, ok)
 	}
 
+	// A record Get gave stays as it was when the takedown moves on (the
+	// memory store shares its own, and changes a copy).
+	before, err := s.Get(ctx, "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
 	s.Apply(ctx, outcomeEvent(TypeRemoved, "c1", `{"item_id":"item-1","container_id":"g1"}`))
 	s.Apply(ctx, outcomeEvent(TypeRemoved, "c1", `{"item_id":"item-1","container_id":"g1"}`))
 	s.Apply(ctx, outcomeEvent(TypeRemoved, "c1", `{"item_id":"item-1","container_id":"g2"}`))
 	got, _ := s.Get(ctx, "c1")
 	if got.Status != StatusPending || fmt.Sprint(got.RemovedFrom) != "[g1 g2]" {
 		t.Fatalf("progress %+v", got)
+	}
+	if before.Published || len(before.RemovedFrom) != 0 {
+		t.Fatalf("a record Get gave changed with the store: %+v", before)
 	}
 	s.Apply(ctx, outcomeEvent(TypeConfirmed, "c1", `{"item_id":"item-1","removed_from":["g1","g2"],"confirmed_at":"2026-01-01T00:00:00Z"}`))
 	s.Apply(ctx, outcomeEvent(TypeRejected, "c1", `{"item_id":"item-1","reason":"late"}`))

@@ -9,12 +9,14 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"go.uber.org/goleak"
 
+	"github.com/switchboard/switchboard/consumers/kafkatest"
+
 	"github.com/switchboard/switchboard/consumers"
 	"github.com/switchboard/switchboard/producers"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, kafkatest.IgnoreBrokerGoroutines()...)
 }
 
 // waitLong bounds every wait for the broker; tests wait for conditions, not

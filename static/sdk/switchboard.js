@@ -10,8 +10,8 @@
 //   sb.subscribe("item:item-42", { onEvent: (ev, f) => console.log(ev.type, f.cursor) });
 //   const res = await sb.call("takedowns", { item_id: "item-42", reason: "counterfeit" });
 //
-// The wire protocol is docs/contract.md §4 (WebSocket, subprotocol
-// switchboard.v1) and §5.1 (declared commands).
+// The wire protocol is docs/contract.md ("WebSocket", subprotocol
+// switchboard.v1) and docs/commands.md (declared commands).
 
 /** The WebSocket subprotocol the SDK speaks. */
 export const SUBPROTOCOL = "switchboard.v1";

@@ -840,9 +840,9 @@ func BenchmarkHeldTakedowns(b *testing.B) {
 	b.ReportMetric(float64(after.goroutines-before.goroutines)/n, "goroutines/held")
 	b.ReportMetric(float64(released.inuse-before.inuse)/n, "residual-bytes/takedown")
 	b.ReportMetric(0, "ns/op")
-	b.Logf("held %d: +%d goroutines, +%d B heap, +%d B stack; after release: %d goroutines over the start, %d B over the start; hub clients now %d",
+	b.Logf("held %d: +%d goroutines, +%d B heap, +%d B stack; after release: %d goroutines over the start, %d B over the start; hub clients now %d, watches %d",
 		heldTarget, after.goroutines-before.goroutines, after.heap-before.heap, after.stack-before.stack,
-		released.goroutines-before.goroutines, released.inuse-before.inuse, a.hub.Clients())
+		released.goroutines-before.goroutines, released.inuse-before.inuse, a.hub.Clients(), a.hub.Watchers())
 }
 
 // writeHeapProfile writes the heap profile to name in the directory

@@ -22,24 +22,24 @@ import (
 func RunItemService(ctx context.Context, cfg config.Config) error {
 	log := newLogger(cfg.Log, os.Stderr)
 	if cfg.Embedded() {
-		return errors.New("itemsvc: set kafka.brokers (--kafka-brokers) to the cluster to serve")
+		return logged(log, errors.New("itemsvc: set kafka.brokers (--kafka-brokers) to the cluster to serve"))
 	}
 	stopTracing, err := startTracing(ctx, cfg, log)
 	if err != nil {
-		return err
+		return logged(log, err)
 	}
 	defer stopTracing()
 	if err := kafkaconn.Check(ctx, cfg.KafkaConn(), cfg.Kafka.Brokers); err != nil {
-		return fmt.Errorf("kafka.brokers: %w", err)
+		return logged(log, fmt.Errorf("kafka.brokers: %w", err))
 	}
 	p, err := producers.New(producers.Config{Brokers: cfg.Kafka.Brokers, Conn: cfg.KafkaConn()}, log)
 	if err != nil {
-		return err
+		return logged(log, err)
 	}
 	defer p.Close()
 	svc, err := newItemService(cfg, cfg.Kafka.Brokers, p, log)
 	if err != nil {
-		return err
+		return logged(log, err)
 	}
 	return svc.Run(ctx)
 }

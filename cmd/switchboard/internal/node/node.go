@@ -37,12 +37,12 @@ func Run(ctx context.Context, cfg config.Config, out io.Writer) error {
 	log := newLogger(cfg.Log, os.Stderr)
 	stopTracing, err := startTracing(ctx, cfg, log)
 	if err != nil {
-		return err
+		return logged(log, err)
 	}
 	defer stopTracing()
 	a, err := Start(ctx, cfg, log)
 	if err != nil {
-		return err
+		return logged(log, err)
 	}
 	if len(a.devTokens) > 0 {
 		// The link signs the browser in; the page swaps the token for a
@@ -62,6 +62,21 @@ func Run(ctx context.Context, cfg config.Config, out io.Writer) error {
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.HTTP.ShutdownTimeout)
 	defer cancel()
 	return a.Shutdown(sctx)
+}
+
+// LoggedError is an error that Run or RunItemService has already written to
+// the node's log (in its format, JSON included); the command line only exits
+// with status 1 after it.
+type LoggedError struct{ Err error }
+
+func (e *LoggedError) Error() string { return e.Err.Error() }
+func (e *LoggedError) Unwrap() error { return e.Err }
+
+// logged writes why the node could not start to its log and returns it as
+// a LoggedError.
+func logged(log *slog.Logger, err error) error {
+	log.Error("switchboard could not start", "err", err)
+	return &LoggedError{Err: err}
 }
 
 // Node is one running Switchboard node: its parts in the order they start.
@@ -263,9 +278,12 @@ func (a *Node) Shutdown(ctx context.Context) error {
 				errs = append(errs, err)
 			}
 			if a.takedowns != nil {
-				// Past the deadline: the held requests handed off from
-				// net/http (which srv.Shutdown does not wait for) are
-				// dropped, as the process's exit would.
+				// The held requests, in their handlers or handed off
+				// from net/http (which srv.Shutdown does not wait for),
+				// are answered while the consumers run; past the
+				// deadline they are dropped, as the process's exit
+				// would.
+				_ = a.takedowns.WaitHeld(ctx)
 				a.takedowns.DropHeld()
 			}
 			if err := <-done; err != nil {
@@ -290,7 +308,11 @@ func (a *Node) Shutdown(ctx context.Context) error {
 			a.broker.Close()
 		}
 		a.err = errors.Join(errs...)
-		a.log.Info("switchboard stopped", "err", a.err)
+		if a.err != nil {
+			a.log.Warn("switchboard stopped", "err", a.err)
+		} else {
+			a.log.Info("switchboard stopped")
+		}
 	})
 	return a.err
 }

@@ -357,8 +357,8 @@ func TestTakedownConcurrent(t *testing.T) {
 }
 
 // TestTakedownClientHangsUp: a client that disconnects mid-wait frees its
-// wait at once: no held request and no hub client is left; the takedown
-// goes on and its outcome stays readable.
+// wait at once: no held request, no hub watch on its corr: channel and no
+// hub client is left; the takedown goes on and its outcome stays readable.
 func TestTakedownClientHangsUp(t *testing.T) {
 	a := startTestApp(t, func(c *config.Config) { c.ItemSvc.Enabled = false })
 	waitReady(t, a)
@@ -368,10 +368,12 @@ func TestTakedownClientHangsUp(t *testing.T) {
 		_, _, err := call(ctx, nil, http.MethodPost, a.base()+"/v1/takedowns", jsonHeader(policeToken), `{"item_id":"item-9","reason":"test"}`)
 		errc <- err
 	}()
-	eventually(t, "a held request", func() bool { return a.takedowns.Held() == 1 && a.doorClients() == 1 })
+	eventually(t, "a held request", func() bool { return a.takedowns.Held() == 1 && a.hub.Watchers() == 1 })
 	cancel()
 	<-errc
-	eventually(t, "the wait freed", func() bool { return a.takedowns.Held() == 0 && a.doorClients() == 0 })
+	eventually(t, "the wait freed", func() bool {
+		return a.takedowns.Held() == 0 && a.hub.Watchers() == 0 && a.doorClients() == 0
+	})
 }
 
 // TestTakedownKafkaDown: with the broker stopped, POST answers 503 with

@@ -171,7 +171,8 @@ func sessionCookie(resp *http.Response) *http.Cookie {
 
 // TestTrustedProxyHeaders: X-Forwarded-Proto makes the sign-in cookie
 // Secure only from a peer in http.trusted_proxies; X-Forwarded-For from
-// such a peer is the address failed authentications are counted by.
+// such a peer is the address failed authentications are counted by, and
+// the client the request log line names.
 func TestTrustedProxyHeaders(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
@@ -183,10 +184,11 @@ func TestTrustedProxyHeaders(t *testing.T) {
 		{"none", nil, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			a := startTestApp(t, func(c *config.Config) {
+			var logs logBuffer
+			a := startTestNode(t, nodeSpec{config: func(c *config.Config) {
 				c.HTTP.TrustedProxies = tc.proxies
 				c.Limits.AuthFailureRate, c.Limits.AuthFailureBurst = 0.001, 1
-			})
+			}, log: newLogger(config.Log{Level: "info", Format: "json"}, &logs)})
 			resp, _, err := call(t.Context(), nil, http.MethodPost, a.base()+"/v1/session", headers(modToken, "X-Forwarded-Proto", "https"), "")
 			if err != nil {
 				t.Fatal(err)
@@ -213,6 +215,23 @@ func TestTrustedProxyHeaders(t *testing.T) {
 			}
 			if got := fail("198.51.100.2"); got != want {
 				t.Errorf("a failure from another forwarded client: %d, want %d", got, want)
+			}
+			// The request lines name the forwarded client only from a
+			// trusted proxy.
+			wantClient := map[string]bool{"127.0.0.1": !tc.secure, "198.51.100.1": tc.secure, "198.51.100.2": tc.secure}
+			var clients []string
+			for _, line := range logs.lines() {
+				var m map[string]any
+				if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "http request" && m["path"] == "/v1/session" && m["method"] == "GET" {
+					c, _ := m["client"].(string)
+					clients = append(clients, c)
+					if !wantClient[c] {
+						t.Errorf("request line names client %q: %s", c, line)
+					}
+				}
+			}
+			if len(clients) != 2 {
+				t.Errorf("%d request lines for GET /v1/session, want 2: %v", len(clients), clients)
 			}
 		})
 	}
