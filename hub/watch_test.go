@@ -132,7 +132,6 @@ func TestWatchSaysLookAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer h.Shutdown(context.Background())
-	bp.reads <- Replay{Top: Position{Epoch: "old", Offset: 10}}
 	hd := &heard{}
 	stop, _, err := h.Watch(t.Context(), "corr:x", hd.fn)
 	if err != nil {
@@ -143,49 +142,59 @@ func TestWatchSaysLookAgain(t *testing.T) {
 	entry := func(epoch string, off uint64) Entry {
 		return Entry{Channel: "corr:x", Pos: Position{Epoch: epoch, Offset: off}, Event: testEvent(int(off), "item.removed", "item-1", "x")}
 	}
-	deliver(entry("old", 10)) // the top the watch started from: not heard
+	deliver(entry("old", 10)) // the first heard: where the channel stands
 	deliver(entry("old", 11))
 	deliver(entry("old", 13)) // 12 was lost
 	deliver(entry("old", 13)) // twice
 	deliver(entry("new", 1))  // another epoch
 	deliver(Entry{Channel: "corr:x", Resync: true})
 	deliver(entry("new", 2))
-	if want := "[ev-11 nil ev-13 nil ev-1 nil ev-2]"; hd.String() != want {
+	if want := "[ev-10 ev-11 nil ev-13 nil ev-1 nil ev-2]"; hd.String() != want {
 		t.Fatalf("heard %s, want %s", hd, want)
 	}
 }
 
-// TestWatchBeforeItsRead: an event that arrives between the watch's
-// listener going live and its read of the channel's top is heard, and the
-// top the read gives (older than that event) is no hole.
-func TestWatchBeforeItsRead(t *testing.T) {
-	bp := &scriptedBackplane{reads: make(chan Replay), deliver: make(chan func(Entry), 1)}
+// TestWatchReadsNoHistory: a watch reads nothing from the backplane (on
+// Redis that read was a round trip per command's call): the first event it
+// hears says where the channel stands, even on a channel with events
+// before it, and a hole after that is still one.
+func TestWatchReadsNoHistory(t *testing.T) {
+	mem := NewMemory(MemoryConfig{})
+	defer mem.Close()
+	bp := &readCounter{Backplane: mem}
 	h, err := New(Config{}, bp, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer h.Shutdown(context.Background())
+	ctx := t.Context()
+	for i := 1; i <= 4; i++ { // before the watch: not heard
+		if err := h.Publish(ctx, []string{"corr:x"}, testEvent(i, "item.removed", "item-1", "x")); err != nil {
+			t.Fatal(err)
+		}
+	}
 	hd := &heard{}
-	type result struct {
-		stop func()
-		err  error
+	stop, _, err := h.Watch(ctx, "corr:x", hd.fn)
+	if err != nil {
+		t.Fatal(err)
 	}
-	res := make(chan result, 1)
-	go func() {
-		stop, _, err := h.Watch(t.Context(), "corr:x", hd.fn)
-		res <- result{stop, err}
-	}()
-	deliver := <-bp.deliver
-	deliver(Entry{Channel: "corr:x", Pos: Position{Epoch: "e", Offset: 5}, Event: testEvent(5, "takedown.confirmed", "item-1", "x")})
-	bp.reads <- Replay{Top: Position{Epoch: "e", Offset: 4}}
-	r := <-res
-	if r.err != nil {
-		t.Fatal(r.err)
+	defer stop()
+	for _, i := range []int{5, 6, 8} {
+		if i == 8 {
+			bp.drop.Store("ev-7")
+			if err := h.Publish(ctx, []string{"corr:x"}, testEvent(7, "item.removed", "item-1", "x")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := h.Publish(ctx, []string{"corr:x"}, testEvent(i, "item.removed", "item-1", "x")); err != nil {
+			t.Fatal(err)
+		}
 	}
-	defer r.stop()
-	deliver(Entry{Channel: "corr:x", Pos: Position{Epoch: "e", Offset: 6}, Event: testEvent(6, "item.removed", "item-1", "x")})
-	if want := "[ev-5 ev-6]"; hd.String() != want {
+	if want := "[ev-5 ev-6 nil ev-8]"; hd.String() != want {
 		t.Fatalf("heard %s, want %s", hd, want)
+	}
+	if n := bp.reads.Load(); n != 0 {
+		t.Fatalf("a watch read history %d times, want 0", n)
 	}
 }
 
