@@ -1,49 +1,13 @@
 package redisbus
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
-	"slices"
-	"sync/atomic"
 	"testing"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/switchboard/switchboard/hub"
 	"github.com/switchboard/switchboard/hub/redisbus/redistest"
 )
-
-// roundTrips counts the commands and pipelines a client sends.
-type roundTrips struct{ n atomic.Int64 }
-
-func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if !handshake(cmd) {
-			h.n.Add(1)
-		}
-		return next(ctx, cmd)
-	}
-}
-
-func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		if !slices.ContainsFunc(cmds, handshake) {
-			h.n.Add(1)
-		}
-		return next(ctx, cmds)
-	}
-}
-
-func handshake(cmd redis.Cmder) bool {
-	switch cmd.Name() {
-	case "hello", "client", "auth", "select", "readonly":
-		return true
-	}
-	return false
-}
 
 // TestBusPublishBatch: a batch of events, each to its own channels (a
 // shared corr: one among them), goes to Redis in one round trip; every
@@ -57,7 +21,7 @@ func TestBusPublishBatch(t *testing.T) {
 		t.Run(srv.Name, func(t *testing.T) {
 			ctx := t.Context()
 			rdb := srv.Client()
-			rt := &roundTrips{}
+			rt := &redistest.RoundTrips{}
 			rdb.AddHook(rt)
 			a, err := New(ctx, rdb, Config{Prefix: srv.Prefix}, slog.New(slog.DiscardHandler))
 			if err != nil {
@@ -84,11 +48,11 @@ func TestBusPublishBatch(t *testing.T) {
 				{Channels: []string{"item:1", "corr:c-9"}, Event: ev(1)}, // again
 				{Channels: []string{"corr:c-9"}, Event: ev(4)},
 			}
-			before := rt.n.Load()
+			before := rt.N()
 			if err := a.PublishBatch(ctx, batch); err != nil {
 				t.Fatal(err)
 			}
-			if n := rt.n.Load() - before; n != 1 {
+			if n := rt.N() - before; n != 1 {
 				t.Fatalf("a batch of %d events took %d round trips, want 1", len(batch), n)
 			}
 			ids := func(es []hub.Entry) string {

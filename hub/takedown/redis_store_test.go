@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,58 +17,17 @@ import (
 	"github.com/switchboard/switchboard/producers"
 )
 
-// roundTrips counts a client's round trips to Redis: each command sent
-// alone and each pipeline is one (a new connection's handshake is not
-// counted).
-type roundTrips struct{ n atomic.Int64 }
-
-func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if !handshake(cmd) {
-			h.n.Add(1)
-		}
-		return next(ctx, cmd)
-	}
-}
-
-func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		if !slices.ContainsFunc(cmds, handshake) {
-			h.n.Add(1)
-		}
-		return next(ctx, cmds)
-	}
-}
-
-// handshake reports whether cmd is part of a new connection's handshake.
-func handshake(cmd redis.Cmder) bool {
-	switch cmd.Name() {
-	case "hello", "client", "auth", "select", "readonly":
-		return true
-	}
-	return false
-}
-
-// count is how many round trips f made.
-func (h *roundTrips) count(f func()) int64 {
-	before := h.n.Load()
-	f()
-	return h.n.Load() - before
-}
-
 // node is one node's view of a shared Redis store: its own client (so its
 // own connections) and its own store, with the round trips it makes.
 type storeNode struct {
 	s  *RedisStore
-	rt *roundTrips
+	rt *redistest.RoundTrips
 }
 
 func newStoreNode(t *testing.T, srv redistest.Server) storeNode {
 	c := srv.Client()
 	t.Cleanup(func() { c.Close() })
-	rt := &roundTrips{}
+	rt := &redistest.RoundTrips{}
 	c.AddHook(rt)
 	return storeNode{s: NewRedisStore(c, time.Hour, srv.Prefix), rt: rt}
 }
@@ -101,12 +59,12 @@ func TestRedisStoreRoundTrips(t *testing.T) {
 			// set, then the record.
 			rec := pendingRecord("rt-1")
 			var err error
-			if got := n.rt.count(func() { _, err = n.s.Reserve(ctx, rec) }); err != nil || got != 1 {
+			if got := n.rt.Count(func() { _, err = n.s.Reserve(ctx, rec) }); err != nil || got != 1 {
 				t.Fatalf("Reserve: %d round trips (%v), want 1", got, err)
 			}
 			keyed := pendingRecord("rt-k1")
 			keyed.Principal, keyed.IdempotencyKey = "p", "rt-key"
-			if got := n.rt.count(func() { _, err = n.s.Reserve(ctx, keyed) }); err != nil || got != 2 {
+			if got := n.rt.Count(func() { _, err = n.s.Reserve(ctx, keyed) }); err != nil || got != 2 {
 				t.Fatalf("Reserve with a key: %d round trips (%v), want 2", got, err)
 			}
 			joined := *keyed
@@ -133,7 +91,7 @@ func TestRedisStoreRoundTrips(t *testing.T) {
 				}},
 			}
 			for _, st := range steps {
-				if got := n.rt.count(func() { err = st.f() }); err != nil || got != 1 {
+				if got := n.rt.Count(func() { err = st.f() }); err != nil || got != 1 {
 					t.Fatalf("%s: %d round trips (%v), want 1", st.name, got, err)
 				}
 			}
@@ -154,7 +112,7 @@ func TestRedisStoreRoundTrips(t *testing.T) {
 			if _, err := n.s.Reserve(ctx, rec2); err != nil {
 				t.Fatal(err)
 			}
-			if got := other.rt.count(func() { err = other.s.MarkPublished(ctx, "rt-2") }); err != nil || got != 2 {
+			if got := other.rt.Count(func() { err = other.s.MarkPublished(ctx, "rt-2") }); err != nil || got != 2 {
 				t.Fatalf("MarkPublished of a record never seen: %d round trips (%v), want 2 (GET, then the compare-and-set)", got, err)
 			}
 		})
@@ -178,7 +136,7 @@ func TestRedisStoreStaleSeen(t *testing.T) {
 				t.Fatal(err)
 			}
 			var err error
-			if got := a.rt.count(func() {
+			if got := a.rt.Count(func() {
 				err = a.s.Apply(ctx, outcomeEvent(TypeRemoved, "st-1", `{"item_id":"item-1","container_id":"g1"}`))
 			}); err != nil || got != 2 {
 				t.Fatalf("apply on a stale sight: %d round trips (%v), want 2 (the compare-and-set that fails and hands back the record, the one that holds)", got, err)
@@ -346,13 +304,13 @@ func TestRedisStoreFinalFromSeen(t *testing.T) {
 			}
 			var got *Record
 			var err error
-			if rt := n.rt.count(func() { got, err = n.s.Get(ctx, "fs-1") }); err != nil || rt != 1 || got.Final() {
+			if rt := n.rt.Count(func() { got, err = n.s.Get(ctx, "fs-1") }); err != nil || rt != 1 || got.Final() {
 				t.Fatalf("Get of a pending record: %d round trips, %+v %v; want 1, pending", rt, got, err)
 			}
 			if err := n.s.Apply(ctx, outcomeEvent(TypeConfirmed, "fs-1", `{"item_id":"item-1","removed_from":["g1"],"confirmed_at":"2026-01-01T00:00:00Z"}`)); err != nil {
 				t.Fatal(err)
 			}
-			if rt := n.rt.count(func() { got, err = n.s.Get(ctx, "fs-1") }); err != nil || rt != 0 || got.Status != StatusConfirmed || fmt.Sprint(got.RemovedFrom) != "[g1]" {
+			if rt := n.rt.Count(func() { got, err = n.s.Get(ctx, "fs-1") }); err != nil || rt != 0 || got.Status != StatusConfirmed || fmt.Sprint(got.RemovedFrom) != "[g1]" {
 				t.Fatalf("Get of the record this node made final: %d round trips, %+v %v; want 0, confirmed from g1", rt, got, err)
 			}
 			// A copy: changing it changes nothing the node keeps.
@@ -361,7 +319,7 @@ func TestRedisStoreFinalFromSeen(t *testing.T) {
 				t.Fatalf("the node's copy changed: %+v", again)
 			}
 			for i, want := range []int64{1, 0} {
-				if rt := other.rt.count(func() { got, err = other.s.Get(ctx, "fs-1") }); err != nil || rt != want || got.Status != StatusConfirmed {
+				if rt := other.rt.Count(func() { got, err = other.s.Get(ctx, "fs-1") }); err != nil || rt != want || got.Status != StatusConfirmed {
 					t.Fatalf("Get %d on another node: %d round trips, %+v %v; want %d", i+1, rt, got, err, want)
 				}
 			}
@@ -374,7 +332,7 @@ func TestRedisStoreFinalFromSeen(t *testing.T) {
 			if err := n.s.Apply(ctx, outcomeEvent(TypeConfirmed, "fs-2", `{"item_id":"item-1","removed_from":["g1"],"confirmed_at":"2026-01-01T00:00:00Z"}`)); err != nil {
 				t.Fatal(err)
 			}
-			if rt := n.rt.count(func() { got, err = n.s.Get(ctx, "fs-2") }); err != nil || rt != 1 || got.Status != StatusConfirmed {
+			if rt := n.rt.Count(func() { got, err = n.s.Get(ctx, "fs-2") }); err != nil || rt != 1 || got.Status != StatusConfirmed {
 				t.Fatalf("Get of a final record past half its TTL: %d round trips, %+v %v; want 1", rt, got, err)
 			}
 		})
@@ -414,7 +372,7 @@ func TestRedisStoreApplyAll(t *testing.T) {
 				return outcomeEvent(TypeRemoved, id, `{"item_id":"item-1","container_id":"`+g+`"}`)
 			}
 			var errs []error
-			if rt := n.rt.count(func() {
+			if rt := n.rt.Count(func() {
 				errs = n.s.applyAll(ctx, []*hub.Event{confirmed("aa-1"), removed("aa-2", "g1"), confirmed("aa-3")}, applyTakedown)
 			}); rt != 1 || errors.Join(errs...) != nil {
 				t.Fatalf("three outcomes of records this node saw: %d round trips (%v), want 1", rt, errs)
@@ -465,7 +423,7 @@ func TestFreshTakedownReadByMark(t *testing.T) {
 				t.Fatal(err)
 			}
 			var resp *http.Response
-			if rt := n.rt.count(func() {
+			if rt := n.rt.Count(func() {
 				resp, _ = r.post(t, `{"item_id":"item-1","reason":"r"}`, "Prefer", "respond-async")
 			}); rt != 2 || resp.StatusCode != http.StatusAccepted {
 				t.Fatalf("a fresh takedown: %d round trips, status %d; want 2 (reserve, mark), 202", rt, resp.StatusCode)
@@ -506,7 +464,7 @@ func (h *holdFirst) hold() {
 
 func (h *holdFirst) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if !handshake(cmd) {
+		if !redistest.Handshake(cmd) {
 			h.hold()
 		}
 		return next(ctx, cmd)
@@ -515,7 +473,7 @@ func (h *holdFirst) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 
 func (h *holdFirst) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		if !slices.ContainsFunc(cmds, handshake) {
+		if !slices.ContainsFunc(cmds, redistest.Handshake) {
 			h.hold()
 		}
 		return next(ctx, cmds)
@@ -545,7 +503,7 @@ func TestRedisStoreMarksTogether(t *testing.T) {
 			}
 			h := &holdFirst{held: make(chan struct{}), release: make(chan struct{})}
 			n.s.rdb.AddHook(h)
-			before := n.rt.n.Load()
+			before := n.rt.N()
 			var wg sync.WaitGroup
 			recs := make([]*Record, len(ids))
 			errs := make([]error, len(ids))
@@ -565,7 +523,7 @@ func TestRedisStoreMarksTogether(t *testing.T) {
 			}
 			close(h.release)
 			wg.Wait()
-			if rt := n.rt.n.Load() - before; rt != 2 {
+			if rt := n.rt.N() - before; rt != 2 {
 				t.Fatalf("%d marks, one in flight when the rest came: %d round trips, want 2", len(ids), rt)
 			}
 			for i, id := range ids {
