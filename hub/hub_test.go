@@ -1148,6 +1148,21 @@ func TestMemoryPublishIdempotentPastSmallLog(t *testing.T) {
 
 // readCounter is a backplane that counts its history reads, and loses
 // the announcement of the event whose ID is drop.
+// newReadCountingHub is a hub on a memory backplane that counts its
+// history reads; both are closed when the test ends.
+func newReadCountingHub(t *testing.T) (*Hub, *readCounter) {
+	t.Helper()
+	mem := NewMemory(MemoryConfig{})
+	t.Cleanup(func() { mem.Close() })
+	bp := &readCounter{Backplane: mem}
+	h, err := New(Config{}, bp, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Shutdown(context.Background()) })
+	return h, bp
+}
+
 type readCounter struct {
 	Backplane
 	reads atomic.Int64
@@ -1175,14 +1190,7 @@ func (r *readCounter) Read(ctx context.Context, ch string, after *Position) (Rep
 // had events before (the first one it hears says where it stands); a hole
 // after that is still filled from history, in order.
 func TestFollowLiveReadsNoHistory(t *testing.T) {
-	mem := NewMemory(MemoryConfig{})
-	defer mem.Close()
-	bp := &readCounter{Backplane: mem}
-	h, err := New(Config{}, bp, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Shutdown(context.Background())
+	h, bp := newReadCountingHub(t)
 	ctx := t.Context()
 	for i := 1; i <= 3; i++ { // before the follow: not heard
 		if err := h.Publish(ctx, []string{"corr:c1"}, testEvent(i, "takedown.requested", "item-1", "c1")); err != nil {

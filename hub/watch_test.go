@@ -159,14 +159,7 @@ func TestWatchSaysLookAgain(t *testing.T) {
 // hears says where the channel stands, even on a channel with events
 // before it, and a hole after that is still one.
 func TestWatchReadsNoHistory(t *testing.T) {
-	mem := NewMemory(MemoryConfig{})
-	defer mem.Close()
-	bp := &readCounter{Backplane: mem}
-	h, err := New(Config{}, bp, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Shutdown(context.Background())
+	h, bp := newReadCountingHub(t)
 	ctx := t.Context()
 	for i := 1; i <= 4; i++ { // before the watch: not heard
 		if err := h.Publish(ctx, []string{"corr:x"}, testEvent(i, "item.removed", "item-1", "x")); err != nil {
