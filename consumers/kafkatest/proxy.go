@@ -138,13 +138,7 @@ func (p *Proxy) Heal() {
 // connections. The proxy goes on accepting new ones, in whatever mode it
 // is in.
 func (p *Proxy) Reset() {
-	p.mu.Lock()
-	links := make([]*link, 0, len(p.links))
-	for l := range p.links {
-		links = append(links, l)
-	}
-	p.mu.Unlock()
-	for _, l := range links {
+	for _, l := range p.openLinks() {
 		l.reset()
 	}
 }
@@ -153,15 +147,20 @@ func (p *Proxy) Reset() {
 // sides), as a broker that closes idle or unwanted connections does: a
 // client reads EOF. New connections work as before.
 func (p *Proxy) Hangup() {
+	for _, l := range p.openLinks() {
+		l.close()
+	}
+}
+
+// openLinks is a copy of the proxy's current connections.
+func (p *Proxy) openLinks() []*link {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	links := make([]*link, 0, len(p.links))
 	for l := range p.links {
 		links = append(links, l)
 	}
-	p.mu.Unlock()
-	for _, l := range links {
-		l.close()
-	}
+	return links
 }
 
 // Close stops accepting, resets every connection and waits for the

@@ -8,8 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -765,16 +763,8 @@ func (w *watchedSub) stop() {
 // during and after the outage exactly once; a new subscriber reading the
 // new epoch from its oldest event gets those too.
 func TestDrillRedisRestartedEmpty(t *testing.T) {
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("SWITCHBOARD_CI") != "" {
-			t.Fatal("redis-server is required in CI")
-		}
-		t.Skip("redis-server not installed")
-	}
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "redis.sock")
-	rs := &ownRedis{bin: bin, dir: dir, sock: sock} // no dump, no AOF: it restarts empty
+	rs := newOwnRedis(t) // no dump, no AOF: it restarts empty
+	sock := rs.sock
 	rs.start(t)
 	t.Cleanup(rs.kill)
 	env := newScaleEnv(t, "redis-own", "unix://"+sock, "sbtest:empty:")

@@ -896,16 +896,8 @@ func TestScaleOutRollingRestart(t *testing.T) {
 // does (SHUTDOWN SAVE, then a start on the same dump): without persistence
 // history is lost and resumes get a gap notice instead (docs/deployment.md).
 func TestScaleOutRedisRestart(t *testing.T) {
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("SWITCHBOARD_CI") != "" {
-			t.Fatal("redis-server is required in CI")
-		}
-		t.Skip("redis-server not installed")
-	}
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "redis.sock")
-	rs := &ownRedis{bin: bin, dir: dir, sock: sock}
+	rs := newOwnRedis(t)
+	sock := rs.sock
 	rs.start(t)
 	t.Cleanup(rs.kill)
 	env := newScaleEnv(t, "redis-own", "unix://"+sock, "sbtest:restart:")
@@ -972,6 +964,21 @@ func TestScaleOutRedisRestart(t *testing.T) {
 
 // ownRedis is a redis-server child process on a Unix socket, which a test
 // may stop and start again.
+// newOwnRedis is an ownRedis in a temporary directory, not yet started;
+// without redis-server the test is skipped, or fails in CI.
+func newOwnRedis(t *testing.T) *ownRedis {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("SWITCHBOARD_CI") != "" {
+			t.Fatal("redis-server is required in CI")
+		}
+		t.Skip("redis-server not installed")
+	}
+	dir := t.TempDir()
+	return &ownRedis{bin: bin, dir: dir, sock: filepath.Join(dir, "redis.sock")}
+}
+
 type ownRedis struct {
 	bin, dir, sock string
 	cmd            *exec.Cmd
