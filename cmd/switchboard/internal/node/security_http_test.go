@@ -64,11 +64,7 @@ func TestSecurityAttemptsHTTP(t *testing.T) {
 	}
 	var thCookie string // a valid cookie of the throttle node, taken before the flood
 
-	attempts := []struct {
-		name    string
-		allowed bool // a control: a legitimate use next to the attacks
-		run     func(t *testing.T)
-	}{
+	attempts := []attempt{
 		// Withheld bodies: each held a connection for minutes before.
 		{"withheld body, GET /healthz", false, func(t *testing.T) {
 			c := dialHTTP(t, addr)
@@ -424,17 +420,7 @@ func TestSecurityAttemptsHTTP(t *testing.T) {
 		}},
 	}
 
-	refused, allowed := 0, 0
-	for _, at := range attempts {
-		if at.allowed {
-			allowed++
-		} else {
-			refused++
-		}
-		if !t.Run(at.name, at.run) {
-			t.FailNow() // later attempts build on earlier ones
-		}
-	}
+	runAttempts(t, attempts) // in order: later attempts build on earlier ones
 
 	t.Run("no credential in the log", func(t *testing.T) {
 		out := n.log.String()
@@ -447,7 +433,6 @@ func TestSecurityAttemptsHTTP(t *testing.T) {
 			}
 		}
 	})
-	t.Logf("%d attempts: %d refused attacks, %d allowed controls", len(attempts), refused, allowed)
 }
 
 // throttled sends a request that must be refused, unchecked, because its

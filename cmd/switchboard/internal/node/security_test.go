@@ -27,6 +27,33 @@ import (
 // that stay open are then shown, with events produced to Kafka on every
 // channel involved, to have received nothing they were refused, while a
 // moderator received everything. Last, the captured log holds no token.
+// attempt is one row of a security suite: an attack that must be refused,
+// or a control (allowed) that must still work beside them.
+type attempt struct {
+	name    string
+	allowed bool // a control: a legitimate use next to the attacks
+	run     func(t *testing.T)
+}
+
+// runAttempts runs the attempts in order, stopping at the first that fails
+// (later attempts build on earlier ones: their connections, their
+// dead-letter offsets), and logs their count.
+func runAttempts(t *testing.T, attempts []attempt) {
+	t.Helper()
+	refused, allowed := 0, 0
+	for _, at := range attempts {
+		if at.allowed {
+			allowed++
+		} else {
+			refused++
+		}
+		if !t.Run(at.name, at.run) {
+			t.FailNow()
+		}
+	}
+	t.Logf("%d attempts: %d refused attacks, %d allowed controls", len(attempts), refused, allowed)
+}
+
 func TestSecurityAttempts(t *testing.T) {
 	n := startSecurityNode(t, func(c *config.Config) {
 		c.Limits.Connections = 2
@@ -76,11 +103,7 @@ func TestSecurityAttempts(t *testing.T) {
 	n.secrets = append(n.secrets, wrongToken, auth.HashToken(modToken))
 	huge := longToken + strings.Repeat("z", 5000)
 
-	attempts := []struct {
-		name    string
-		allowed bool // a control: a legitimate use next to the attacks
-		run     func(t *testing.T)
-	}{
+	attempts := []attempt{
 		// Authentication.
 		{"no token, SSE", false, func(t *testing.T) {
 			resp := n.refuse(t, "GET", "/v1/sse?channel=reports", nil, "", 401)
@@ -447,17 +470,7 @@ func TestSecurityAttempts(t *testing.T) {
 		}},
 	}
 
-	refused, allowed := 0, 0
-	for _, at := range attempts {
-		if at.allowed {
-			allowed++
-		} else {
-			refused++
-		}
-		if !t.Run(at.name, at.run) {
-			t.FailNow() // later attempts build on this one's connections
-		}
-	}
+	runAttempts(t, attempts) // in order: later attempts build on earlier ones
 
 	t.Run("no event reached an attacker", func(t *testing.T) {
 		// What the attackers were refused, and what they hold.
@@ -499,7 +512,6 @@ func TestSecurityAttempts(t *testing.T) {
 			}
 		}
 	})
-	t.Logf("%d attempts: %d refused attacks, %d allowed controls", len(attempts), refused, allowed)
 }
 
 // securityNode is a running node with a captured log and the credentials
@@ -783,11 +795,7 @@ func TestHeldRequestsCountAgainstLimits(t *testing.T) {
 	defer cancel()
 	var held sync.WaitGroup
 
-	attempts := []struct {
-		name    string
-		allowed bool // a control: a legitimate use next to the attacks
-		run     func(t *testing.T)
-	}{
+	attempts := []attempt{
 		{"two held reads take the two slots", true, func(t *testing.T) {
 			for range 2 {
 				held.Go(func() {
@@ -833,16 +841,5 @@ func TestHeldRequestsCountAgainstLimits(t *testing.T) {
 		}},
 	}
 
-	refused, allowed := 0, 0
-	for _, at := range attempts {
-		if at.allowed {
-			allowed++
-		} else {
-			refused++
-		}
-		if !t.Run(at.name, at.run) {
-			t.FailNow() // later attempts build on earlier ones
-		}
-	}
-	t.Logf("%d attempts: %d refused attacks, %d allowed controls", len(attempts), refused, allowed)
+	runAttempts(t, attempts) // in order: later attempts build on earlier ones
 }
