@@ -962,8 +962,6 @@ func TestScaleOutRedisRestart(t *testing.T) {
 	t.Logf("consumer retries while Redis was down: %d", failures())
 }
 
-// ownRedis is a redis-server child process on a Unix socket, which a test
-// may stop and start again.
 // newOwnRedis is an ownRedis in a temporary directory, not yet started;
 // without redis-server the test is skipped, or fails in CI.
 func newOwnRedis(t *testing.T) *ownRedis {
@@ -979,6 +977,8 @@ func newOwnRedis(t *testing.T) *ownRedis {
 	return &ownRedis{bin: bin, dir: dir, sock: filepath.Join(dir, "redis.sock")}
 }
 
+// ownRedis is a redis-server child process on a Unix socket, which a test
+// may stop and start again.
 type ownRedis struct {
 	bin, dir, sock string
 	cmd            *exec.Cmd
