@@ -232,11 +232,24 @@ func waitPage(t *testing.T, ctx context.Context, what, cond string) {
 		}
 		if time.Now().After(deadline) {
 			text, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body.innerText.slice(0, 3000)`))
-			t.Fatalf("waiting for %s (%s): %v\npage:\n%s", what, cond, err, text)
+			state, _ := chromedp.Run(ctx, chromedp.Evaluate[string](pageState))
+			t.Fatalf("waiting for %s (%s): %v\nstate: %s\npage:\n%s", what, cond, err, state, text)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// pageState is what a failed wait reports of the takedown controls, beside
+// the page's text: enough to tell a takedown never posted from one posted
+// and never answered.
+const pageState = `JSON.stringify({
+	posts: window.__posts,
+	confirm: document.getElementById("confirm")?.returnValue,
+	submitDisabled: document.getElementById("td-submit")?.disabled,
+	error: document.getElementById("td-error")?.textContent,
+	progress: {...(document.getElementById("td-progress")?.dataset || {})},
+	progressHidden: document.getElementById("td-progress")?.hidden,
+})`
 
 func pageDo(t *testing.T, ctx context.Context, actions ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
@@ -375,8 +388,12 @@ func confirmPageTakedown(t *testing.T, ctx context.Context) {
 	t.Helper()
 	pageDo(t, ctx, chromedp.Click(chromedp.CSS("#td-submit")))
 	waitPage(t, ctx, "the takedown confirmation", `document.getElementById("confirm").open`)
-	pageDo(t, ctx, chromedp.Click(chromedp.CSS("#confirm-ok")))
+	// The button's own click (the handler a pointer click reaches): on a
+	// loaded host a pointer click at coordinates taken a moment before can
+	// land beside it, on the dialog's backdrop, which cancels.
+	pageEval[bool](t, ctx, `(document.getElementById("confirm-ok").click(), true)`)
 	waitPage(t, ctx, "the confirmation closed", `!document.getElementById("confirm").open`)
+	waitPage(t, ctx, "the takedown posted or refused", `!document.getElementById("td-progress").hidden || document.getElementById("td-error").textContent !== ""`)
 }
 
 // TestDashboard drives the moderator page end to end: sign-in, the live
