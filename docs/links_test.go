@@ -25,7 +25,7 @@ var outside = []*regexp.Regexp{
 // into the repository. Each relative link names a file or directory that
 // exists in the repository (the README's own links and the pages' alike),
 // none climbs out of it, and no page names the contract kept outside it
-// (SPEC.md, ../shared, its section numbers): what a user needs of the
+// (its file, its folder, its section numbers): what a user needs of the
 // contract is in docs/contract.md.
 func TestDocsStandAlone(t *testing.T) {
 	root, err := filepath.Abs("..")
