@@ -392,10 +392,17 @@ func (c *Consumer) handleAll(ctx context.Context, ms []kafka.Message) bool {
 		return true
 	}
 	batch := make([]hub.Publication, 0, len(ms))
+	publish := func() bool {
+		if len(batch) == 0 {
+			return true
+		}
+		return c.retry(ctx, len(batch), func() error { return bp.PublishBatch(ctx, batch) },
+			"hub refused a batch of events; retrying", "events", len(batch), "first", batch[0].Event.ID)
+	}
 	for _, m := range ms {
-		ev, err := Decode(m)
+		p, err := c.prepare(m)
 		if err != nil {
-			if !c.publishBatch(ctx, bp, batch) {
+			if !publish() {
 				return false
 			}
 			batch = batch[:0]
@@ -404,66 +411,61 @@ func (c *Consumer) handleAll(ctx context.Context, ms []kafka.Message) bool {
 			}
 			continue
 		}
-		channels := c.router.Channels(m.Topic, ev)
-		if len(channels) == 0 {
-			c.unrouted.Add(1)
-			c.log.Debug("event carried by no channel", "topic", m.Topic, "id", ev.ID, "type", ev.Type)
-			continue
-		}
-		batch = append(batch, hub.Publication{Channels: channels, Event: ev})
-	}
-	return c.publishBatch(ctx, bp, batch)
-}
-
-// publishBatch hands batch to the hub, retrying it whole until it is
-// accepted (publishing is idempotent) or ctx ends (false).
-func (c *Consumer) publishBatch(ctx context.Context, bp hub.BatchPublisher, batch []hub.Publication) bool {
-	if len(batch) == 0 {
-		return true
-	}
-	backoff := c.newBackoff()
-	for {
-		err := bp.PublishBatch(ctx, batch)
-		if err == nil {
-			c.published.Add(uint64(len(batch)))
-			return true
-		}
-		if ctx.Err() != nil {
-			return false
-		}
-		c.publishErrors.Add(1)
-		c.log.Warn("hub refused a batch of events; retrying", "err", err, "events", len(batch), "first", batch[0].Event.ID, "retry_in", backoff.next)
-		if !backoff.wait(ctx) {
-			return false
+		if p.Event != nil {
+			batch = append(batch, p)
 		}
 	}
+	return publish()
 }
 
 // handle delivers one record to the hub, or to the dead-letter topic when
 // it is not a valid event. It reports false if ctx ended first.
 func (c *Consumer) handle(ctx context.Context, m kafka.Message) bool {
-	ev, err := Decode(m)
+	p, err := c.prepare(m)
 	if err != nil {
 		return c.deadLetter(ctx, m, err)
+	}
+	if p.Event == nil {
+		return true
+	}
+	return c.retry(ctx, 1, func() error { return c.pub.Publish(ctx, p.Channels, p.Event) },
+		"hub refused an event; retrying", "source", origin(m), "id", p.Event.ID)
+}
+
+// prepare decodes m and names its channels: an error for a record that is
+// not a valid event, an empty Publication for an event that no channel
+// carries (counted as unrouted).
+func (c *Consumer) prepare(m kafka.Message) (hub.Publication, error) {
+	ev, err := Decode(m)
+	if err != nil {
+		return hub.Publication{}, err
 	}
 	channels := c.router.Channels(m.Topic, ev)
 	if len(channels) == 0 {
 		c.unrouted.Add(1)
 		c.log.Debug("event carried by no channel", "topic", m.Topic, "id", ev.ID, "type", ev.Type)
-		return true
+		return hub.Publication{}, nil
 	}
+	return hub.Publication{Channels: channels, Event: ev}, nil
+}
+
+// retry calls publish until the hub accepts its n events (publishing is
+// idempotent, so a refused call is made again whole) and reports true, or
+// until ctx ends (false); each refusal is counted and logged with msg and
+// attrs.
+func (c *Consumer) retry(ctx context.Context, n int, publish func() error, msg string, attrs ...any) bool {
 	backoff := c.newBackoff()
 	for {
-		err := c.pub.Publish(ctx, channels, ev)
+		err := publish()
 		if err == nil {
-			c.published.Add(1)
+			c.published.Add(uint64(n))
 			return true
 		}
 		if ctx.Err() != nil {
 			return false
 		}
 		c.publishErrors.Add(1)
-		c.log.Warn("hub refused an event; retrying", "err", err, "source", origin(m), "id", ev.ID, "retry_in", backoff.next)
+		c.log.Warn(msg, append(attrs, "err", err, "retry_in", backoff.next)...)
 		if !backoff.wait(ctx) {
 			return false
 		}
