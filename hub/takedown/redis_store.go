@@ -428,12 +428,12 @@ func (s *RedisStore) updateRec(ctx context.Context, id string, fn func(r *Record
 			old, verified = b, true
 			s.seen.put(id, old, false)
 		}
-		var cur Record
-		if err := json.Unmarshal(old, &cur); err != nil {
+		cur, err := s.seen.parse(id, old)
+		if err != nil {
 			s.seen.forget(id)
 			return nil, true, s.wrap(err)
 		}
-		next, err := fn(&cur)
+		next, err := fn(cur)
 		if err != nil {
 			if !verified {
 				// Judged on what this node saw: judge what is there.
@@ -467,7 +467,7 @@ func (s *RedisStore) updateRec(ctx context.Context, id string, fn func(r *Record
 				}
 			}
 			s.seen.put(id, old, cur.Final())
-			return &cur, true, nil
+			return cur, true, nil
 		}
 		out, err := json.Marshal(next)
 		if err != nil {
@@ -482,7 +482,7 @@ func (s *RedisStore) updateRec(ctx context.Context, id string, fn func(r *Record
 			s.seen.forget(id)
 			return nil, false, nil
 		case now == nil:
-			s.seen.put(id, out, next.Final())
+			s.seen.putRec(id, out, next)
 			return next, true, nil
 		}
 		old, verified = now, true // another node wrote it: fold into that
@@ -498,11 +498,11 @@ func (s *RedisStore) seenFinal(id string) *Record {
 	if b == nil {
 		return nil
 	}
-	var r Record
-	if json.Unmarshal(b, &r) != nil || !r.Final() || (s.ttl > 0 && time.Since(r.CreatedAt) >= s.ttl/2) {
+	r, err := s.seen.parse(id, b)
+	if err != nil || !r.Final() || (s.ttl > 0 && time.Since(r.CreatedAt) >= s.ttl/2) {
 		return nil
 	}
-	return &r
+	return r
 }
 
 // readUnqueue reads key and takes id out of the publishing set, in one
@@ -588,6 +588,9 @@ type seenRecords struct {
 type seenRecord struct {
 	js    []byte
 	final bool // js was read or written as a final record
+	// rec is js parsed, once it was (parse, putRec); never handed out,
+	// only copies of it.
+	rec *Record
 }
 
 func (c *seenRecords) lookup(id string) seenRecord {
@@ -617,11 +620,56 @@ func (c *seenRecords) put(id string, b []byte, final bool) {
 		delete(c.prev, id)
 		return
 	}
-	if _, ok := c.cur[id]; !ok && (c.cur == nil || len(c.cur) >= seenSize) {
-		c.prev, c.cur = c.cur, make(map[string]seenRecord, seenSize)
+	was, ok := c.cur[id]
+	if !ok {
+		was = c.prev[id]
+		if c.cur == nil || len(c.cur) >= seenSize {
+			c.prev, c.cur = c.cur, make(map[string]seenRecord, seenSize)
+		}
 	}
-	c.cur[id] = seenRecord{js: b, final: final}
+	r := seenRecord{js: b, final: final}
+	if sameBytes(was.js, b) {
+		r.rec = was.rec // the same JSON: the same parse
+	}
+	c.cur[id] = r
 	delete(c.prev, id)
+}
+
+// putRec is put of a record known parsed: b is rec's JSON.
+func (c *seenRecords) putRec(id string, b []byte, rec *Record) {
+	c.put(id, b, rec.Final())
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if r, ok := c.cur[id]; ok && sameBytes(r.js, b) {
+		r.rec = clone(rec)
+		c.cur[id] = r
+	}
+}
+
+// parse returns b, a JSON of id's record, parsed: a copy of the parse
+// this node keeps while b is what it saw of the record, so a record is
+// parsed once however often it is looked at.
+func (c *seenRecords) parse(id string, b []byte) (*Record, error) {
+	if r := c.lookup(id); r.rec != nil && sameBytes(r.js, b) {
+		return clone(r.rec), nil
+	}
+	var rec Record
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if r, ok := c.cur[id]; ok && sameBytes(r.js, b) {
+		r.rec = clone(&rec)
+		c.cur[id] = r
+	}
+	return &rec, nil
+}
+
+// sameBytes reports whether a and b are the same bytes in memory, not
+// merely equal.
+func sameBytes(a, b []byte) bool {
+	return len(a) == len(b) && len(a) > 0 && &a[0] == &b[0]
 }
 
 func (c *seenRecords) forget(id string) {
@@ -771,12 +819,12 @@ func (s *RedisStore) updateAll(ctx context.Context, ids []string, fns []func(*Re
 				continue
 			}
 		}
-		var cur Record
-		if json.Unmarshal(old, &cur) != nil {
+		cur, err := s.seen.parse(id, old)
+		if err != nil {
 			rest = append(rest, i)
 			continue
 		}
-		next, err := fns[i](&cur)
+		next, err := fns[i](cur)
 		if err != nil {
 			rest = append(rest, i) // judged on what this node saw: judge what is there
 			continue
@@ -829,7 +877,7 @@ func (s *RedisStore) updateAll(ctx context.Context, ids []string, fns []func(*Re
 			}
 			v, err := t.cas.Result()
 			if n, ok := v.(int64); err == nil && ok && n == 1 && t.zrem.Err() == nil {
-				s.seen.put(id, t.out, t.next.Final())
+				s.seen.putRec(id, t.out, t.next)
 				stored[t.i], found[t.i] = t.next, true
 				continue
 			}

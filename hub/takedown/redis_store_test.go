@@ -672,3 +672,40 @@ func TestRedisStoreMarkAfterOutcome(t *testing.T) {
 		})
 	}
 }
+
+// TestRedisStoreSeenParsedOnce: the records a node answers from what it
+// saw are copies of the one parse it keeps: changing one changes neither
+// what the node answers next nor what it writes.
+func TestRedisStoreSeenParsedOnce(t *testing.T) {
+	for _, srv := range redistest.Servers(t) {
+		t.Run(srv.Name, func(t *testing.T) {
+			ctx := t.Context()
+			n := newStoreNode(t, srv)
+			if _, err := n.s.Reserve(ctx, pendingRecord("sp-1")); err != nil {
+				t.Fatal(err)
+			}
+			if err := n.s.Apply(ctx, outcomeEvent(TypeConfirmed, "sp-1", `{"item_id":"item-1","removed_from":["g1"],"confirmed_at":"2026-01-01T00:00:00Z"}`)); err != nil {
+				t.Fatal(err)
+			}
+			for range 2 {
+				var r *Record
+				var err error
+				if got := n.rt.Count(func() { r, err = n.s.Get(ctx, "sp-1") }); err != nil || got != 0 {
+					t.Fatalf("Get of a record seen final: %d round trips (%v), want 0", got, err)
+				}
+				if r.Status != StatusConfirmed || fmt.Sprint(r.RemovedFrom) != "[g1]" {
+					t.Fatalf("Get: %+v", r)
+				}
+				r.Status, r.RemovedFrom[0] = StatusPending, "changed"
+				r.RemovedFrom = append(r.RemovedFrom, "g2")
+			}
+			m, err := n.s.markPublished(ctx, "sp-1")
+			if err != nil || m.Status != StatusConfirmed || fmt.Sprint(m.RemovedFrom) != "[g1]" {
+				t.Fatalf("mark: %+v %v", m, err)
+			}
+			if r, err := newStoreNode(t, srv).s.Get(ctx, "sp-1"); err != nil || r.Status != StatusConfirmed || fmt.Sprint(r.RemovedFrom) != "[g1]" {
+				t.Fatalf("in Redis: %+v %v", r, err)
+			}
+		})
+	}
+}
