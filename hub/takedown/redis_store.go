@@ -780,42 +780,81 @@ func (s *RedisStore) applyAll(ctx context.Context, evs []*hub.Event, judge judge
 	return errs
 }
 
+// try is one record's compare-and-set (or read) in updateAll.
+type try struct {
+	i      int
+	riders []rider // later changes of the same record, folded into next
+	out    []byte  // nil: a read (fn changes nothing in what was seen)
+	old    []byte
+	next   *Record
+	cas    *redis.Cmd
+	get    *redis.StringCmd
+	zrem   *redis.IntCmd
+}
+
+// rider is a later change of a try's record: its index, and the error it
+// was judged with (the record unchanged by it).
+type rider struct {
+	i   int
+	err error
+}
+
+// all is the indices of t's changes, in order.
+func (t *try) all() []int {
+	out := []int{t.i}
+	for _, r := range t.riders {
+		out = append(out, r.i)
+	}
+	return out
+}
+
 // updateAll is updateRec for several records at once: the compare-and-sets
 // of those this node saw, and which fn changes, go in one pipeline (with
 // the publishing set's ZREMs), so a batch costs one round trip, not one
-// each. A record fn leaves as this node saw it is answered from what was
-// seen when that is final (updateRec); otherwise its read, and its ZREM,
-// go in the same pipeline. Every other change (a record never seen, a
-// second change of one record, a compare-and-set that found the record
-// changed, a read that fn then changes) is then made one at a time, as
-// updateRec does, in the given order: records are independent of each
-// other, and each record's changes keep their order.
+// each; the later changes of a record in the batch are folded into its
+// one compare-and-set, in order. A record fn leaves as this node saw it is
+// answered from what was seen when that is final (updateRec); otherwise
+// its read, and its ZREM, go in the same pipeline. Every other change (a
+// record never seen, a compare-and-set that found the record changed, a
+// change to judge on what is there, a read that fn then changes) is then
+// made one at a time, as updateRec does, in the given order: records are
+// independent of each other, and each record's changes keep their order.
 func (s *RedisStore) updateAll(ctx context.Context, ids []string, fns []func(*Record) (*Record, error)) (stored []*Record, found []bool, errs []error) {
 	stored, found, errs = make([]*Record, len(ids)), make([]bool, len(ids)), make([]error, len(ids))
-	type try struct {
-		i    int
-		out  []byte // nil: a read (fn changes nothing in what was seen)
-		old  []byte
-		next *Record
-		cas  *redis.Cmd
-		get  *redis.StringCmd
-		zrem *redis.IntCmd
-	}
 	var tries []try
 	var rest []int
 	reads := 0
-	taken := make(map[string]bool, len(ids))
+	// by is the try that carries each record's changes; a record whose
+	// changes go one at a time (rest) is -1 from then on.
+	by := make(map[string]int, len(ids))
 	for i, id := range ids {
+		if k, ok := by[id]; ok {
+			// A later change of a record in the batch: folded into the
+			// same compare-and-set, judged on the record as the changes
+			// before it leave it, which is what Redis holds if the
+			// compare-and-set succeeds (a refusal changes nothing).
+			if k >= 0 && tries[k].next != nil {
+				next, err := fns[i](clone(tries[k].next))
+				if err == nil && next != nil {
+					tries[k].next = next
+				}
+				tries[k].riders = append(tries[k].riders, rider{i, err})
+				continue
+			}
+			by[id] = -1
+			rest = append(rest, i)
+			continue
+		}
+		by[id] = -1
 		old := s.seen.get(id)
-		first := !taken[id]
-		taken[id] = true
-		if old == nil || !first {
+		if old == nil {
 			rest = append(rest, i)
 			continue
 		}
 		if cur := s.seenFinal(id); cur != nil {
 			if next, err := fns[i](cur); err == nil && next == nil {
 				stored[i], found[i] = cur, true // final: nothing to change, nothing to check
+				delete(by, id)
 				continue
 			}
 		}
@@ -829,6 +868,7 @@ func (s *RedisStore) updateAll(ctx context.Context, ids []string, fns []func(*Re
 			rest = append(rest, i) // judged on what this node saw: judge what is there
 			continue
 		}
+		by[id] = len(tries)
 		if next == nil {
 			// Published or final as seen, so as stored too (updateRec):
 			// read what is there.
@@ -836,14 +876,23 @@ func (s *RedisStore) updateAll(ctx context.Context, ids []string, fns []func(*Re
 			reads++
 			continue
 		}
-		out, err := json.Marshal(next)
-		if err != nil {
-			rest = append(rest, i)
+		tries = append(tries, try{i: i, old: old, next: next})
+	}
+	for k := range tries {
+		t := &tries[k]
+		if t.next == nil {
 			continue
 		}
-		tries = append(tries, try{i: i, old: old, out: out, next: next})
+		out, err := json.Marshal(t.next)
+		if err != nil {
+			t.next = nil
+			rest = append(rest, t.all()...)
+			continue
+		}
+		t.out = out
 	}
-	if len(tries) > 1 || reads > 0 {
+	tries = slices.DeleteFunc(tries, func(t try) bool { return t.old != nil && t.out == nil })
+	if len(tries) > 1 || reads > 0 || (len(tries) == 1 && len(tries[0].riders) > 0) {
 		pipe := s.rdb.Pipeline()
 		for k := range tries {
 			t := &tries[k]
@@ -879,16 +928,22 @@ func (s *RedisStore) updateAll(ctx context.Context, ids []string, fns []func(*Re
 			if n, ok := v.(int64); err == nil && ok && n == 1 && t.zrem.Err() == nil {
 				s.seen.putRec(id, t.out, t.next)
 				stored[t.i], found[t.i] = t.next, true
+				for _, r := range t.riders {
+					if errs[r.i] = r.err; r.err == nil {
+						stored[r.i] = clone(t.next)
+					}
+					found[r.i] = true
+				}
 				continue
 			}
 			if cur, ok := v.(string); err == nil && ok {
 				s.seen.put(id, []byte(cur), false) // another node wrote it: fold into that
 			}
-			rest = append(rest, t.i)
+			rest = append(rest, t.all()...)
 		}
 	} else {
 		for _, t := range tries {
-			rest = append(rest, t.i)
+			rest = append(rest, t.all()...)
 		}
 	}
 	slices.Sort(rest)

@@ -709,3 +709,57 @@ func TestRedisStoreSeenParsedOnce(t *testing.T) {
 		})
 	}
 }
+
+// TestRedisStoreApplyAllOneRecord: the outcomes of one record in a batch
+// are folded into one compare-and-set, in order (one round trip, not one
+// each); one not trusted is refused alone. When another node wrote the
+// record meanwhile, they are folded into what it wrote, one at a time.
+func TestRedisStoreApplyAllOneRecord(t *testing.T) {
+	for _, srv := range redistest.Servers(t) {
+		t.Run(srv.Name, func(t *testing.T) {
+			ctx := t.Context()
+			n, other := newStoreNode(t, srv), newStoreNode(t, srv)
+			// The first compare-and-set may load the script.
+			if _, err := n.s.Reserve(ctx, pendingRecord("ao-warm")); err != nil {
+				t.Fatal(err)
+			}
+			if err := n.s.MarkPublished(ctx, "ao-warm"); err != nil {
+				t.Fatal(err)
+			}
+			for _, id := range []string{"ao-1", "ao-2"} {
+				if _, err := n.s.Reserve(ctx, pendingRecord(id)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			removed := func(id, item, g string) *hub.Event {
+				return outcomeEvent(TypeRemoved, id, `{"item_id":"`+item+`","container_id":"`+g+`"}`)
+			}
+			var errs []error
+			if rt := n.rt.Count(func() {
+				errs = n.s.applyAll(ctx, []*hub.Event{
+					removed("ao-1", "item-1", "g1"), removed("ao-1", "item-other", "gx"), removed("ao-1", "item-1", "g2"),
+					outcomeEvent(TypeConfirmed, "ao-1", `{"item_id":"item-1","removed_from":["g1","g2"],"confirmed_at":"2026-01-01T00:00:00Z"}`),
+				}, applyTakedown)
+			}); rt != 1 {
+				t.Fatalf("four outcomes of one record: %d round trips, want 1", rt)
+			}
+			if errs[0] != nil || errs[2] != nil || errs[3] != nil || errs[1] == nil {
+				t.Fatalf("errors %v, want one for the other item's alone", errs)
+			}
+			if r, err := other.s.Get(ctx, "ao-1"); err != nil || fmt.Sprint(r.Status, " ", r.RemovedFrom) != "confirmed [g1 g2]" {
+				t.Fatalf("ao-1: %+v %v", r, err)
+			}
+			// ao-2: another node folds in g9 first; this node does not know.
+			if err := other.s.Apply(ctx, removed("ao-2", "item-1", "g9")); err != nil {
+				t.Fatal(err)
+			}
+			errs = n.s.applyAll(ctx, []*hub.Event{removed("ao-2", "item-1", "g1"), removed("ao-2", "item-1", "g2")}, applyTakedown)
+			if errors.Join(errs...) != nil {
+				t.Fatal(errs)
+			}
+			if r, err := other.s.Get(ctx, "ao-2"); err != nil || fmt.Sprint(r.Status, " ", r.RemovedFrom) != "pending [g9 g1 g2]" {
+				t.Fatalf("ao-2: %+v %v, want pending from g9, g1, g2", r, err)
+			}
+		})
+	}
+}
