@@ -5,7 +5,8 @@ import "github.com/redis/go-redis/v9"
 // Every key of one channel carries the channel in a hash tag, so a script
 // touches one slot and runs on Redis Cluster too:
 //
-//	<prefix>{<channel>}:meta  hash: epoch, top (the newest offset)
+//	<prefix>{<channel>}:meta  hash: epoch, top (the newest offset),
+//	                          ht (no later than the oldest entry's t)
 //	<prefix>{<channel>}:log   stream: one entry per event, ID "<offset>-0",
 //	                          fields h (header), j (event JSON), t (ms)
 //	<prefix>{<channel>}:live  pub/sub channel of new entries (a shard
