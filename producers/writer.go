@@ -1,10 +1,12 @@
 package producers
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -24,6 +26,12 @@ const (
 
 	writeBackoffMin = 100 * time.Millisecond
 	writeBackoffMax = time.Second
+
+	// partitionsTTL is how long the writer keeps a topic's partition
+	// count before it asks the transport again, whose own metadata
+	// cache is refreshed every few seconds: asking it on every write cost a
+	// context, a request and a filtered copy of the metadata per record.
+	partitionsTTL = time.Second
 )
 
 // errWriterClosed is what a write to a closed writer returns.
@@ -51,8 +59,21 @@ type writer struct {
 
 	mu     sync.Mutex
 	parts  map[topicPartition]*partWriter
+	counts map[string]partitionCount // by topic, for partitionsTTL
 	closed bool
 	wg     sync.WaitGroup
+}
+
+// topicCount is a topic's partition count within one write.
+type topicCount struct {
+	topic string
+	n     int
+}
+
+// partitionCount is a topic's partition count as the transport gave it.
+type partitionCount struct {
+	n  int
+	at time.Time
 }
 
 type topicPartition struct {
@@ -71,6 +92,7 @@ func newWriter(tr kafka.RoundTripper, addr net.Addr, acks kafka.RequiredAcks, ti
 		maxBatch: DefaultMaxBatchBytes,
 		maxQueue: DefaultMaxQueuedBytes,
 		parts:    map[topicPartition]*partWriter{},
+		counts:   map[string]partitionCount{},
 		sleep:    sleepCtx,
 	}
 	client := &kafka.Client{Addr: addr, Transport: tr}
@@ -82,6 +104,7 @@ func newWriter(tr kafka.RoundTripper, addr net.Addr, acks kafka.RequiredAcks, ti
 // its outcome.
 type batch struct {
 	msgs  []kafka.Message
+	first [1]kafka.Message // msgs' array while it holds one record
 	bytes int64
 	done  chan struct{}
 	err   error
@@ -98,6 +121,10 @@ type partWriter struct {
 	closed bool
 	wake   chan struct{} // cap 1: the queue has a batch, or the writer closes
 	room   chan struct{} // closed and replaced when bytes leave the queue
+
+	// recs and bytes are the partition goroutine's (sendOnce).
+	recs  []kafka.Record
+	bytes []recordBytes
 }
 
 // write sends msgs, each to the partition the balancer picks for its key,
@@ -119,20 +146,27 @@ func (w *writer) write(ctx context.Context, msgs ...kafka.Message) error {
 			return kafka.MessageTooLargeError{Message: msgs[i]}
 		}
 	}
-	counts := map[string]int{}
+	var one [1]topicCount
+	counts := one[:0] // each topic of msgs once
 	for _, m := range msgs {
-		if _, ok := counts[m.Topic]; ok {
+		if slices.ContainsFunc(counts, func(c topicCount) bool { return c.topic == m.Topic }) {
 			continue
 		}
-		n, err := w.partitions(ctx, m.Topic)
+		n, err := w.partitionsOf(ctx, m.Topic)
 		if err != nil {
 			return err
 		}
-		counts[m.Topic] = n
+		counts = append(counts, topicCount{m.Topic, n})
 	}
 	batches := make([]*batch, 0, 1)
 	for _, m := range msgs {
-		n := counts[m.Topic]
+		var n int
+		for _, c := range counts {
+			if c.topic == m.Topic {
+				n = c.n
+				break
+			}
+		}
 		p := w.balancer.Balance(m, partitionList(n)...)
 		pw, err := w.partWriter(topicPartition{m.Topic, p})
 		if err != nil {
@@ -179,6 +213,27 @@ var partitionIDs = func() []int {
 	}
 	return out
 }()
+
+// partitionsOf returns how many partitions topic has: what partitions
+// said less than partitionsTTL ago, or else partitions again. A failure is
+// not kept.
+func (w *writer) partitionsOf(ctx context.Context, topic string) (int, error) {
+	now := time.Now()
+	w.mu.Lock()
+	c, ok := w.counts[topic]
+	w.mu.Unlock()
+	if ok && now.Sub(c.at) < partitionsTTL {
+		return c.n, nil
+	}
+	n, err := w.partitions(ctx, topic)
+	if err != nil {
+		return 0, err
+	}
+	w.mu.Lock()
+	w.counts[topic] = partitionCount{n: n, at: now}
+	w.mu.Unlock()
+	return n, nil
+}
 
 // partitions returns how many partitions topic has, from the transport's
 // metadata cache, as kafka.Writer does.
@@ -272,6 +327,7 @@ func (pw *partWriter) add(ctx context.Context, m kafka.Message) (*batch, error) 
 		b = pw.queue[n-1]
 	} else {
 		b = &batch{done: make(chan struct{})}
+		b.msgs = b.first[:0]
 		pw.queue = append(pw.queue, b)
 	}
 	b.msgs = append(b.msgs, m)
@@ -332,16 +388,25 @@ func (pw *partWriter) sendOnce(b *batch) error {
 	w := pw.w
 	ctx, cancel := context.WithTimeout(context.Background(), w.timeout)
 	defer cancel()
-	recs := make([]kafka.Record, len(b.msgs))
-	for i, m := range b.msgs {
-		recs[i] = kafka.Record{Time: m.Time, Headers: m.Headers}
+	// The records and their keys' and values' readers are the partition
+	// goroutine's, used again by the next request once this one has been
+	// answered; a request that failed in the transport (which may still
+	// hold it) leaves them to that request.
+	recs := pw.recs[:0]
+	bs := pw.bytes[:0]
+	for _, m := range b.msgs {
+		r := kafka.Record{Time: m.Time, Headers: m.Headers}
 		if m.Key != nil {
-			recs[i].Key = kafka.NewBytes(m.Key)
+			bs = append(bs, recordBytes{})
+			r.Key = bs[len(bs)-1].reset(m.Key)
 		}
 		if m.Value != nil {
-			recs[i].Value = kafka.NewBytes(m.Value)
+			bs = append(bs, recordBytes{})
+			r.Value = bs[len(bs)-1].reset(m.Value)
 		}
+		recs = append(recs, r)
 	}
+	pw.recs, pw.bytes = nil, nil
 	res, err := w.produce(ctx, &kafka.ProduceRequest{
 		Topic:        pw.key.topic,
 		Partition:    pw.key.partition,
@@ -350,6 +415,11 @@ func (pw *partWriter) sendOnce(b *batch) error {
 	})
 	if err != nil {
 		return err
+	}
+	if cap(recs) <= maxReusedRecords {
+		clear(recs)
+		clear(bs)
+		pw.recs, pw.bytes = recs, bs
 	}
 	if res != nil {
 		if res.Error != nil {
@@ -363,6 +433,23 @@ func (pw *partWriter) sendOnce(b *batch) error {
 	}
 	return nil
 }
+
+// maxReusedRecords bounds the records a partition goroutine keeps for its
+// next request.
+const maxReusedRecords = 1024
+
+// recordBytes is a record's key or value for a produce request: kafka-go's
+// own (kafka.NewBytes) is allocated for each.
+type recordBytes struct{ bytes.Reader }
+
+// reset points r at b and returns it.
+func (r *recordBytes) reset(b []byte) *recordBytes {
+	r.Reset(b)
+	return r
+}
+
+// Close implements kafka.Bytes.
+func (*recordBytes) Close() error { return nil }
 
 // messageSize is the bytes a record costs the queue, about its size on the
 // wire.
