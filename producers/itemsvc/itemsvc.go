@@ -77,6 +77,9 @@ const (
 	// itemSvcCommitRetry is the pause before a failed commit is tried
 	// again, when no finished command asks for a commit before.
 	itemSvcCommitRetry = 500 * time.Millisecond
+	// workerIdle is how long a worker waits for another command before it
+	// ends.
+	workerIdle = 10 * time.Second
 )
 
 // answerNamespace is the UUID namespace of the ids of the service's
@@ -419,8 +422,39 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 	}
 
+	// Commands are handled by workers that stay for the next command
+	// (up to MaxInFlight of them, each leaving after workerIdle without
+	// one): a goroutine per command paid for growing its stack and, while
+	// the GC marks, for its first allocation's assist, every time.
+	type job struct {
+		m      kafka.Message
+		readAt time.Time
+	}
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, s.cfg.MaxInFlight)
+	work := make(chan job)
+	do := func(j job) {
+		defer func() { <-sem }()
+		if s.handle(ctx, pubCtx, j.m, j.readAt) {
+			finished(j.m)
+		}
+	}
+	worker := func(j job) {
+		do(j)
+		idle := time.NewTimer(workerIdle)
+		defer idle.Stop()
+		for {
+			select {
+			case j := <-work:
+				do(j)
+				idle.Reset(workerIdle)
+			case <-idle.C:
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
 fetch:
 	for {
 		select {
@@ -442,14 +476,13 @@ fetch:
 			continue
 		}
 		s.streak.Succeed()
-		readAt := time.Now()
+		j := job{m: m, readAt: time.Now()}
 		tr.add(m)
-		wg.Go(func() {
-			defer func() { <-sem }()
-			if s.handle(ctx, pubCtx, m, readAt) {
-				finished(m)
-			}
-		})
+		select {
+		case work <- j: // an idle worker takes it
+		default:
+			wg.Go(func() { worker(j) })
+		}
 	}
 	cancel()
 	drain := time.AfterFunc(itemSvcDrainTimeout, pubCancel)
