@@ -278,6 +278,33 @@ func (p *Producer) Publish(ctx context.Context, topic, key string, ev CloudEvent
 	return nil
 }
 
+// PublishEvents writes evs to topic in the CloudEvents binary mode, all
+// keyed by key and so on one partition, in order, and returns once every
+// in-sync replica has all of them, or with the reason it could not. They
+// go out together: in one produce request when they fit in one, where
+// Publish after Publish waits for each acknowledgement before the next
+// record is sent.
+func (p *Producer) PublishEvents(ctx context.Context, topic, key string, evs ...CloudEvent) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	msgs := make([]kafka.Message, len(evs))
+	for i, ev := range evs {
+		m, err := Message(topic, key, ev)
+		if err != nil {
+			return err
+		}
+		msgs[i] = m
+	}
+	if err := p.w.write(ctx, msgs...); err != nil {
+		err = fmt.Errorf("producers: publish %d events (%s %s first) to %q: %w", len(evs), evs[0].Type, evs[0].ID, topic, unwrapWriteErrors(err))
+		p.note(err)
+		return err
+	}
+	p.note(nil)
+	return nil
+}
+
 // PublishRaw writes records as they are, each to its own Topic, and returns
 // once the brokers acknowledged all of them. The consumer writes dead
 // letters with it. Partition and Offset of the messages are ignored.

@@ -158,8 +158,7 @@ func (w *writer) write(ctx context.Context, msgs ...kafka.Message) error {
 		}
 		counts = append(counts, topicCount{m.Topic, n})
 	}
-	batches := make([]*batch, 0, 1)
-	for _, m := range msgs {
+	partWriterOf := func(m kafka.Message) (*partWriter, error) {
 		var n int
 		for _, c := range counts {
 			if c.topic == m.Topic {
@@ -167,18 +166,30 @@ func (w *writer) write(ctx context.Context, msgs ...kafka.Message) error {
 				break
 			}
 		}
-		p := w.balancer.Balance(m, partitionList(n)...)
-		pw, err := w.partWriter(topicPartition{m.Topic, p})
+		return w.partWriter(topicPartition{m.Topic, w.balancer.Balance(m, partitionList(n)...)})
+	}
+	// Consecutive records of one partition are queued together, so they
+	// go out in one request when they fit in one batch.
+	batches := make([]*batch, 0, 1)
+	for i := 0; i < len(msgs); {
+		pw, err := partWriterOf(msgs[i])
 		if err != nil {
 			return err
 		}
-		b, err := pw.add(ctx, m)
-		if err != nil {
+		j := i + 1
+		for ; j < len(msgs); j++ {
+			next, err := partWriterOf(msgs[j])
+			if err != nil {
+				return err
+			}
+			if next != pw {
+				break
+			}
+		}
+		if batches, err = pw.add(ctx, batches, msgs[i:j]...); err != nil {
 			return err
 		}
-		if len(batches) == 0 || batches[len(batches)-1] != b {
-			batches = append(batches, b)
-		}
+		i = j
 	}
 	for _, b := range batches {
 		select {
@@ -303,10 +314,15 @@ func (pw *partWriter) signal() {
 	}
 }
 
-// add queues m on the gathering batch and returns that batch. It waits for
-// room while the partition's queue is full.
-func (pw *partWriter) add(ctx context.Context, m kafka.Message) (*batch, error) {
-	size := messageSize(m)
+// add queues ms, in order, on the gathering batch (and on new ones when
+// they do not fit), and appends to bs each batch it used that is not
+// already bs's last. It waits for room while the partition's queue is
+// full.
+func (pw *partWriter) add(ctx context.Context, bs []*batch, ms ...kafka.Message) ([]*batch, error) {
+	var size int64
+	for _, m := range ms {
+		size += messageSize(m)
+	}
 	pw.mu.Lock()
 	for pw.queued > 0 && pw.queued+size > pw.w.maxQueue {
 		room := pw.room
@@ -314,28 +330,34 @@ func (pw *partWriter) add(ctx context.Context, m kafka.Message) (*batch, error) 
 		select {
 		case <-room:
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return bs, ctx.Err()
 		}
 		pw.mu.Lock()
 	}
 	if pw.closed {
 		pw.mu.Unlock()
-		return nil, errWriterClosed
+		return bs, errWriterClosed
 	}
-	var b *batch
-	if n := len(pw.queue); n > 0 && pw.queue[n-1].bytes+size <= pw.w.maxBatch {
-		b = pw.queue[n-1]
-	} else {
-		b = &batch{done: make(chan struct{})}
-		b.msgs = b.first[:0]
-		pw.queue = append(pw.queue, b)
+	for _, m := range ms {
+		size := messageSize(m)
+		var b *batch
+		if n := len(pw.queue); n > 0 && pw.queue[n-1].bytes+size <= pw.w.maxBatch {
+			b = pw.queue[n-1]
+		} else {
+			b = &batch{done: make(chan struct{})}
+			b.msgs = b.first[:0]
+			pw.queue = append(pw.queue, b)
+		}
+		b.msgs = append(b.msgs, m)
+		b.bytes += size
+		pw.queued += size
+		if len(bs) == 0 || bs[len(bs)-1] != b {
+			bs = append(bs, b)
+		}
 	}
-	b.msgs = append(b.msgs, m)
-	b.bytes += size
-	pw.queued += size
 	pw.mu.Unlock()
 	pw.signal()
-	return b, nil
+	return bs, nil
 }
 
 // run sends the partition's batches one at a time, oldest first, until the

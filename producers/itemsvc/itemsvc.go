@@ -686,22 +686,35 @@ func (s *Service) answer(ctx context.Context, cmd Command, itemID string) bool {
 	s.mu.Lock()
 	rm, done := s.removed[itemID]
 	s.mu.Unlock()
+	bp, together := s.pub.(eventsPublisher)
+	var removals []producers.CloudEvent
 	if !done {
 		rm.removedFrom = make([]string, 0, len(containers))
 		for _, c := range containers {
 			ev := answerEvent(cmd, producers.TypeItemRemoved, itemID, c.ID,
 				ItemRemoved{ItemID: itemID, ContainerID: c.ID, ContainerKind: c.Kind})
-			if !s.publish(ctx, s.cfg.EventsTopic, ev) {
-				return false
+			if together {
+				removals = append(removals, ev)
+			} else {
+				if !s.publish(ctx, s.cfg.EventsTopic, ev) {
+					return false
+				}
+				s.removedN.Add(1)
 			}
-			s.removedN.Add(1)
 			rm.removedFrom = append(rm.removedFrom, c.ID)
 		}
 		rm.confirmedAt = time.Now().UTC().Format(time.RFC3339)
 	}
-	ok := s.publish(ctx, s.cfg.EventsTopic, answerEvent(cmd, producers.TypeTakedownConfirmed, itemID, "",
-		TakedownConfirmed{ItemID: itemID, RemovedFrom: rm.removedFrom, ConfirmedAt: rm.confirmedAt}))
-	if !ok {
+	confirmation := answerEvent(cmd, producers.TypeTakedownConfirmed, itemID, "",
+		TakedownConfirmed{ItemID: itemID, RemovedFrom: rm.removedFrom, ConfirmedAt: rm.confirmedAt})
+	if together {
+		// The removals and the confirmation in one write: on one
+		// partition (one key), in this order, in one produce request.
+		if !s.publishEvents(ctx, bp, s.cfg.EventsTopic, append(removals, confirmation)) {
+			return false
+		}
+		s.removedN.Add(int64(len(removals)))
+	} else if !s.publish(ctx, s.cfg.EventsTopic, confirmation) {
 		return false
 	}
 	s.confirmed.Add(1)
@@ -757,6 +770,33 @@ func (s *Service) publish(ctx context.Context, topic string, ev producers.CloudE
 	backoff := 50 * time.Millisecond
 	for {
 		err := s.pub.Publish(ctx, topic, ev.Subject, ev)
+		if err == nil {
+			s.streak.Succeed()
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		s.streak.Fail(err, backoff)
+		if !sleep(ctx, backoff) {
+			return false
+		}
+		backoff = min(2*backoff, itemSvcPublishRetryMax)
+	}
+}
+
+// eventsPublisher is a Publisher that writes several events of one key
+// at once; *producers.Producer is one.
+type eventsPublisher interface {
+	PublishEvents(ctx context.Context, topic, key string, evs ...producers.CloudEvent) error
+}
+
+// publishEvents writes evs, all keyed by the first one's subject, to topic
+// as publish writes one event: retried whole until written or ctx ends.
+func (s *Service) publishEvents(ctx context.Context, pub eventsPublisher, topic string, evs []producers.CloudEvent) bool {
+	backoff := 50 * time.Millisecond
+	for {
+		err := pub.PublishEvents(ctx, topic, evs[0].Subject, evs...)
 		if err == nil {
 			s.streak.Succeed()
 			return true
