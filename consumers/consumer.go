@@ -396,8 +396,9 @@ func (c *Consumer) handleAll(ctx context.Context, ms []kafka.Message) bool {
 		if len(batch) == 0 {
 			return true
 		}
-		return c.retry(ctx, len(batch), func() error { return bp.PublishBatch(ctx, batch) },
-			"hub refused a batch of events; retrying", "events", len(batch), "first", batch[0].Event.ID)
+		return c.retry(ctx, len(batch), func() error { return bp.PublishBatch(ctx, batch) }, func(err error, retryIn time.Duration) {
+			c.log.Warn("hub refused a batch of events; retrying", "events", len(batch), "first", batch[0].Event.ID, "err", err, "retry_in", retryIn)
+		})
 	}
 	for _, m := range ms {
 		p, err := c.prepare(m)
@@ -428,8 +429,9 @@ func (c *Consumer) handle(ctx context.Context, m kafka.Message) bool {
 	if p.Event == nil {
 		return true
 	}
-	return c.retry(ctx, 1, func() error { return c.pub.Publish(ctx, p.Channels, p.Event) },
-		"hub refused an event; retrying", "source", origin(m), "id", p.Event.ID)
+	return c.retry(ctx, 1, func() error { return c.pub.Publish(ctx, p.Channels, p.Event) }, func(err error, retryIn time.Duration) {
+		c.log.Warn("hub refused an event; retrying", "source", origin(m), "id", p.Event.ID, "err", err, "retry_in", retryIn)
+	})
 }
 
 // prepare decodes m and names its channels: an error for a record that is
@@ -451,9 +453,10 @@ func (c *Consumer) prepare(m kafka.Message) (hub.Publication, error) {
 
 // retry calls publish until the hub accepts its n events (publishing is
 // idempotent, so a refused call is made again whole) and reports true, or
-// until ctx ends (false); each refusal is counted and logged with msg and
-// attrs.
-func (c *Consumer) retry(ctx context.Context, n int, publish func() error, msg string, attrs ...any) bool {
+// until ctx ends (false); each refusal is counted and logged by refused
+// (only then are the log line's values made: retry is on every record's
+// path).
+func (c *Consumer) retry(ctx context.Context, n int, publish func() error, refused func(err error, retryIn time.Duration)) bool {
 	backoff := c.newBackoff()
 	for {
 		err := publish()
@@ -465,7 +468,7 @@ func (c *Consumer) retry(ctx context.Context, n int, publish func() error, msg s
 			return false
 		}
 		c.publishErrors.Add(1)
-		c.log.Warn(msg, append(attrs, "err", err, "retry_in", backoff.next)...)
+		refused(err, backoff.next)
 		if !backoff.wait(ctx) {
 			return false
 		}
@@ -566,8 +569,8 @@ type backoff struct {
 	min, max, next time.Duration
 }
 
-func (c *Consumer) newBackoff() *backoff {
-	return &backoff{min: c.cfg.RetryMin, max: c.cfg.RetryMax, next: c.cfg.RetryMin}
+func (c *Consumer) newBackoff() backoff {
+	return backoff{min: c.cfg.RetryMin, max: c.cfg.RetryMax, next: c.cfg.RetryMin}
 }
 
 // wait pauses for the next interval; false means ctx ended first.

@@ -508,7 +508,11 @@ func rank(name string) int {
 // decodeBinary decodes a binary-mode record whose content-type header is
 // contentType.
 func decodeBinary(hs []kafka.Header, contentType, v []byte) (*hub.Event, error) {
-	attrs := make([]attr, 0, len(hs))
+	var inline [16]attr
+	attrs := inline[:0]
+	if len(hs) > len(inline) {
+		attrs = make([]attr, 0, len(hs))
+	}
 	// The content type and the attribute values share one allocation:
 	// decoding is on the hot path. A Builder never changes what it has
 	// written, so the strings cut from it stay as they are.
@@ -585,44 +589,25 @@ func decodeBinary(hs []kafka.Header, contentType, v []byte) (*hub.Event, error) 
 		}
 	}
 
-	// The data.
-	var data []byte
-	dataMember := memberData
-	if len(v) > 0 {
-		if isJSONType(ct) {
-			if !utf8.Valid(v) {
-				return nil, invalid("value is not valid UTF-8")
-			}
-			var buf bytes.Buffer
-			buf.Grow(len(v))
-			if err := json.Compact(&buf, v); err != nil {
-				if ct == "" {
-					return nil, invalid(`value is not valid JSON, which no "datacontenttype" means: %v`, err)
-				}
-				return nil, invalid(`value is not valid JSON, which "datacontenttype" %q declares: %v`, clip(ct), err)
-			}
-			data = buf.Bytes()
-			if ev.Subject == "" {
-				ev.Subject = itemID(data)
-			}
-		} else {
-			dataMember = memberDataBase64
-			data = make([]byte, 0, base64.StdEncoding.EncodedLen(len(v))+2)
-			data = append(data, '"')
-			data = base64.StdEncoding.AppendEncode(data, v)
-			data = append(data, '"')
-		}
-	}
-
 	// The structured JSON: known attributes in a fixed order (rank),
-	// extensions sorted by name, then the data.
+	// extensions sorted by name, then the data, compacted in place (it is
+	// never longer compacted).
 	slices.SortFunc(attrs, func(a, b attr) int {
 		if ra, rb := rank(a.name), rank(b.name); ra != rb {
 			return ra - rb
 		}
 		return strings.Compare(a.name, b.name)
 	})
-	size := len(data) + len(dataMember) + 8
+	jsonData := len(v) > 0 && isJSONType(ct)
+	dataMember := memberData
+	size := len(dataMember) + 8
+	switch {
+	case jsonData:
+		size += len(v)
+	case len(v) > 0:
+		dataMember = memberDataBase64
+		size = len(dataMember) + 8 + base64.StdEncoding.EncodedLen(len(v)) + 2
+	}
 	for _, a := range attrs {
 		size += len(a.name) + len(a.value) + 8
 	}
@@ -636,11 +621,31 @@ func decodeBinary(hs []kafka.Header, contentType, v []byte) (*hub.Event, error) 
 		out = append(out, ':')
 		out = appendJSONString(out, a.value)
 	}
-	if data != nil {
+	if len(v) > 0 {
 		out = append(out, ',')
 		out = appendJSONString(out, dataMember)
 		out = append(out, ':')
-		out = append(out, data...)
+		if jsonData {
+			if !utf8.Valid(v) {
+				return nil, invalid("value is not valid UTF-8")
+			}
+			start := len(out)
+			buf := bytes.NewBuffer(out)
+			if err := json.Compact(buf, v); err != nil {
+				if ct == "" {
+					return nil, invalid(`value is not valid JSON, which no "datacontenttype" means: %v`, err)
+				}
+				return nil, invalid(`value is not valid JSON, which "datacontenttype" %q declares: %v`, clip(ct), err)
+			}
+			out = buf.Bytes()
+			if ev.Subject == "" {
+				ev.Subject = itemID(out[start:])
+			}
+		} else {
+			out = append(out, '"')
+			out = base64.StdEncoding.AppendEncode(out, v)
+			out = append(out, '"')
+		}
 	}
 	out = append(out, '}')
 	ev.JSON = out

@@ -255,9 +255,19 @@ func (r *Router) Channels(topic string, ev *hub.Event) []string {
 		read   bool
 		b      strings.Builder
 	)
+	// The channels share one allocation: a Builder never changes what it
+	// has written, so the names cut from it stay as they are. A template
+	// that is one literal (checked when it was parsed) is its own name.
+	b.Grow(64 + len(ev.Subject) + len(ev.CorrelationID))
 next:
 	for _, t := range tr.templates {
-		b.Reset()
+		if len(t.parts) == 1 && t.parts[0].attr == nil && t.parts[0].data == 0 {
+			if !slices.Contains(out, t.parts[0].lit) {
+				out = append(out, t.parts[0].lit)
+			}
+			continue
+		}
+		start := b.Len()
 		for _, p := range t.parts {
 			switch {
 			case p.attr != nil:
@@ -286,7 +296,7 @@ next:
 				b.WriteString(p.lit)
 			}
 		}
-		ch := b.String()
+		ch := b.String()[start:]
 		if err := hub.ValidateChannel(ch); err != nil {
 			tr.invalid.Add(1)
 			r.log.Debug("channel skipped", "template", t.src, "event_id", ev.ID, "err", err)

@@ -23,7 +23,8 @@ type Event struct {
 func (e *Event) key() string { return e.Source + "\x00" + e.ID }
 
 // keyHash is the FNV-1a hash of key(), computed without building it: the
-// SSE writer takes it for every event of a multi-channel stream.
+// SSE writer takes it for every event of a multi-channel stream, and the
+// memory backplane's logs index their events by it.
 func (e *Event) keyHash() uint64 {
 	h := uint64(14695981039346656037)
 	for i := 0; i < len(e.Source); i++ {

@@ -71,10 +71,14 @@ type memLog struct {
 	top     uint64
 	ring    []memEntry // ring[(head+i)%len] for i < n, oldest first
 	head, n int
-	// keys maps an event key to its offset, for what ring holds, once it
-	// holds more than smallLog entries; a smaller log is searched instead,
-	// so a channel with a few events (a command's corr:) has no map.
-	keys     map[string]uint64
+	// keys maps the hash of an event key (Event.keyHash) to the offset of
+	// the newest entry with it, for what ring holds, once it holds more
+	// than smallLog entries; a smaller log is searched instead, so a
+	// channel with a few events (a command's corr:) has no map. The ring
+	// is in offset order, so while an entry is held the map has its hash;
+	// a hit is checked against the entry, and two keys of one hash (a
+	// collision) fall back to a search.
+	keys     map[uint64]uint64
 	deliver  []*listener
 	lastUsed time.Time
 }
@@ -164,11 +168,18 @@ func (m *Memory) lockLog(ch string) *memLog {
 	}
 }
 
+// sortedChannels appends channels to dst, sorted.
+func sortedChannels(dst, channels []string) []string {
+	dst = append(dst, channels...)
+	slices.Sort(dst)
+	return dst
+}
+
 // lockLogs returns the logs of channels (sorted), created if need be,
 // locked in that order: never one that was dropped meanwhile. No shard lock
-// is taken while a log is locked.
-func (m *Memory) lockLogs(channels []string) []*memLog {
-	logs := make([]*memLog, len(channels))
+// is taken while a log is locked. The logs are appended to dst.
+func (m *Memory) lockLogs(dst []*memLog, channels []string) []*memLog {
+	logs := append(dst, make([]*memLog, len(channels))...)
 	for {
 		for i, ch := range channels {
 			logs[i] = m.log(ch, true)
@@ -206,14 +217,22 @@ func (s *memShard) dropLocked(ch string, l *memLog) {
 // name order) throughout, so listeners see each channel's entries in offset
 // order and every entry knows its siblings' positions.
 func (m *Memory) Publish(_ context.Context, channels []string, ev *Event) error {
-	channels = slices.Compact(slices.Sorted(slices.Values(channels)))
+	// A few channels (an event has three by default) are sorted, and their
+	// logs found, on the stack: Publish is on the path of every event.
+	var sorted [8]string
+	channels = slices.Compact(sortedChannels(sorted[:0], channels))
 	now := m.now()
-	logs := m.lockLogs(channels)
+	var inline [len(sorted)]*memLog
+	logs := m.lockLogs(inline[:0], channels)
 	sib := make([]ChannelPos, len(channels))
-	fresh := make([]bool, len(channels))
-	key := "" // ev.key(), made when a log with a map needs it
+	var freshInline [len(sorted)]bool
+	fresh := freshInline[:0]
+	if len(channels) > len(freshInline) {
+		fresh = make([]bool, len(channels))
+	}
+	fresh = fresh[:len(channels)]
 	for i, l := range logs {
-		if off, ok := l.held(ev, &key); ok {
+		if off, ok := l.held(ev); ok {
 			// Held already (Kafka delivers at least once): not again.
 			sib[i] = ChannelPos{Channel: channels[i], Pos: Position{Epoch: l.epoch, Offset: off}}
 			continue
@@ -221,7 +240,7 @@ func (m *Memory) Publish(_ context.Context, channels []string, ev *Event) error 
 		l.top++
 		sib[i] = ChannelPos{Channel: channels[i], Pos: Position{Epoch: l.epoch, Offset: l.top}}
 		l.push(memEntry{off: l.top, at: now, ev: ev, sib: sib}, m.cfg.HistorySize)
-		l.index(ev, &key)
+		l.index(ev)
 		l.lastUsed = now
 		fresh[i] = true
 	}
@@ -250,7 +269,7 @@ func (l *memLog) push(e memEntry, size int) {
 		}
 		// Grow towards the bound: most channels hold a few events (a
 		// command's corr: channel, one to four).
-		grown := make([]memEntry, min(max(2*len(l.ring), 2), size))
+		grown := make([]memEntry, min(max(2*len(l.ring), 4), size))
 		for i := 0; i < l.n; i++ {
 			grown[i] = l.ring[(l.head+i)%len(l.ring)]
 		}
@@ -264,14 +283,16 @@ func (l *memLog) push(e memEntry, size int) {
 const smallLog = 8
 
 // held reports the offset of the entry of ev's key, if the ring holds one.
-// *key is ev.key(), made on first use.
-func (l *memLog) held(ev *Event, key *string) (uint64, bool) {
+func (l *memLog) held(ev *Event) (uint64, bool) {
 	if l.keys != nil {
-		if *key == "" {
-			*key = ev.key()
+		off, ok := l.keys[ev.keyHash()]
+		if !ok {
+			return 0, false
 		}
-		off, ok := l.keys[*key]
-		return off, ok
+		if e := l.entry(off); e != nil && e.ev != nil && e.ev.Source == ev.Source && e.ev.ID == ev.ID {
+			return off, true
+		}
+		// Another key of the same hash: search.
 	}
 	for i := 0; i < l.n; i++ {
 		e := l.ring[(l.head+i)%len(l.ring)]
@@ -282,31 +303,36 @@ func (l *memLog) held(ev *Event, key *string) (uint64, bool) {
 	return 0, false
 }
 
+// entry returns the entry at offset off, nil if the ring does not hold it.
+func (l *memLog) entry(off uint64) *memEntry {
+	if off > l.top || l.top-off >= uint64(l.n) {
+		return nil
+	}
+	return &l.ring[(l.head+l.n-1-int(l.top-off))%len(l.ring)]
+}
+
 // index records the newest entry, ev's, in the key map; past smallLog
 // entries it makes the map from what the ring holds.
-func (l *memLog) index(ev *Event, key *string) {
+func (l *memLog) index(ev *Event) {
 	if l.keys == nil {
 		if l.n <= smallLog {
 			return
 		}
-		l.keys = make(map[string]uint64, l.n)
+		l.keys = make(map[uint64]uint64, l.n)
 		for i := 0; i < l.n; i++ {
 			if e := l.ring[(l.head+i)%len(l.ring)]; e.ev != nil {
-				l.keys[e.ev.key()] = e.off
+				l.keys[e.ev.keyHash()] = e.off
 			}
 		}
 		return
 	}
-	if *key == "" {
-		*key = ev.key()
-	}
-	l.keys[*key] = l.top
+	l.keys[ev.keyHash()] = l.top
 }
 
-// forget drops a leaving entry's event key.
+// forget drops a leaving entry's event key, the oldest entry's.
 func (l *memLog) forget(e memEntry) {
 	if l.keys != nil && e.ev != nil {
-		if k := e.ev.key(); l.keys[k] == e.off {
+		if k := e.ev.keyHash(); l.keys[k] == e.off {
 			delete(l.keys, k)
 		}
 	}

@@ -217,32 +217,45 @@ func Message(topic, key string, ev CloudEvent) (kafka.Message, error) {
 		}
 		value = b
 	}
-	h := make([]kafka.Header, 0, 10)
-	h = append(h,
-		kafka.Header{Key: headerSpecVersion, Value: []byte("1.0")},
-		kafka.Header{Key: headerID, Value: []byte(ev.ID)},
-		kafka.Header{Key: headerSource, Value: []byte(ev.Source)},
-		kafka.Header{Key: headerType, Value: []byte(ev.Type)},
-	)
-	if ev.Subject != "" {
-		h = append(h, kafka.Header{Key: headerSubject, Value: []byte(ev.Subject)})
+	// The header values and the key share one allocation, the headers
+	// another: Message is on the path of every command and answer.
+	attrs := [...]struct{ key, value string }{
+		{headerSpecVersion, "1.0"},
+		{headerID, ev.ID},
+		{headerSource, ev.Source},
+		{headerType, ev.Type},
+		{headerSubject, ev.Subject},
+		{headerTime, ev.Time},
+		{headerCorrelationID, ev.CorrelationID},
+		{headerTraceParent, ev.TraceParent},
+		{headerTraceState, ev.TraceState},
+		{headerContentType, contentTypeJSON},
 	}
-	if ev.Time != "" {
-		h = append(h, kafka.Header{Key: headerTime, Value: []byte(ev.Time)})
+	if ev.TraceParent == "" {
+		attrs[8].value = "" // a tracestate goes only with a traceparent
 	}
-	if ev.CorrelationID != "" {
-		h = append(h, kafka.Header{Key: headerCorrelationID, Value: []byte(ev.CorrelationID)})
-	}
-	if ev.TraceParent != "" {
-		h = append(h, kafka.Header{Key: headerTraceParent, Value: []byte(ev.TraceParent)})
-		if ev.TraceState != "" {
-			h = append(h, kafka.Header{Key: headerTraceState, Value: []byte(ev.TraceState)})
+	n, size := 0, len(key)
+	for _, a := range attrs {
+		if a.value != "" {
+			n++
+			size += len(a.value)
 		}
 	}
-	h = append(h, kafka.Header{Key: headerContentType, Value: []byte(contentTypeJSON)})
+	buf := make([]byte, 0, size)
+	h := make([]kafka.Header, 0, n)
+	for _, a := range attrs {
+		if a.value == "" {
+			continue
+		}
+		start := len(buf)
+		buf = append(buf, a.value...)
+		h = append(h, kafka.Header{Key: a.key, Value: buf[start:len(buf):len(buf)]})
+	}
 	m := kafka.Message{Topic: topic, Value: value, Headers: h}
 	if key != "" {
-		m.Key = []byte(key)
+		start := len(buf)
+		buf = append(buf, key...)
+		m.Key = buf[start:len(buf):len(buf)]
 	}
 	return m, nil
 }
@@ -258,6 +271,33 @@ func (p *Producer) Publish(ctx context.Context, topic, key string, ev CloudEvent
 	}
 	if err := p.w.write(ctx, m); err != nil {
 		err = fmt.Errorf("producers: publish %s event %s to %q: %w", ev.Type, ev.ID, topic, unwrapWriteErrors(err))
+		p.note(err)
+		return err
+	}
+	p.note(nil)
+	return nil
+}
+
+// PublishEvents writes evs to topic in the CloudEvents binary mode, all
+// keyed by key and so on one partition, in order, and returns once every
+// in-sync replica has all of them, or with the reason it could not. They
+// go out together: in one produce request when they fit in one, where
+// Publish after Publish waits for each acknowledgement before the next
+// record is sent.
+func (p *Producer) PublishEvents(ctx context.Context, topic, key string, evs ...CloudEvent) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	msgs := make([]kafka.Message, len(evs))
+	for i, ev := range evs {
+		m, err := Message(topic, key, ev)
+		if err != nil {
+			return err
+		}
+		msgs[i] = m
+	}
+	if err := p.w.write(ctx, msgs...); err != nil {
+		err = fmt.Errorf("producers: publish %d events (%s %s first) to %q: %w", len(evs), evs[0].Type, evs[0].ID, topic, unwrapWriteErrors(err))
 		p.note(err)
 		return err
 	}

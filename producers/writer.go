@@ -1,10 +1,12 @@
 package producers
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -24,6 +26,12 @@ const (
 
 	writeBackoffMin = 100 * time.Millisecond
 	writeBackoffMax = time.Second
+
+	// partitionsTTL is how long the writer keeps a topic's partition
+	// count before it asks the transport again, whose own metadata
+	// cache is refreshed every few seconds: asking it on every write cost a
+	// context, a request and a filtered copy of the metadata per record.
+	partitionsTTL = time.Second
 )
 
 // errWriterClosed is what a write to a closed writer returns.
@@ -51,8 +59,21 @@ type writer struct {
 
 	mu     sync.Mutex
 	parts  map[topicPartition]*partWriter
+	counts map[string]partitionCount // by topic, for partitionsTTL
 	closed bool
 	wg     sync.WaitGroup
+}
+
+// topicCount is a topic's partition count within one write.
+type topicCount struct {
+	topic string
+	n     int
+}
+
+// partitionCount is a topic's partition count as the transport gave it.
+type partitionCount struct {
+	n  int
+	at time.Time
 }
 
 type topicPartition struct {
@@ -71,6 +92,7 @@ func newWriter(tr kafka.RoundTripper, addr net.Addr, acks kafka.RequiredAcks, ti
 		maxBatch: DefaultMaxBatchBytes,
 		maxQueue: DefaultMaxQueuedBytes,
 		parts:    map[topicPartition]*partWriter{},
+		counts:   map[string]partitionCount{},
 		sleep:    sleepCtx,
 	}
 	client := &kafka.Client{Addr: addr, Transport: tr}
@@ -82,6 +104,7 @@ func newWriter(tr kafka.RoundTripper, addr net.Addr, acks kafka.RequiredAcks, ti
 // its outcome.
 type batch struct {
 	msgs  []kafka.Message
+	first [1]kafka.Message // msgs' array while it holds one record
 	bytes int64
 	done  chan struct{}
 	err   error
@@ -98,6 +121,10 @@ type partWriter struct {
 	closed bool
 	wake   chan struct{} // cap 1: the queue has a batch, or the writer closes
 	room   chan struct{} // closed and replaced when bytes leave the queue
+
+	// recs and bytes are the partition goroutine's (sendOnce).
+	recs  []kafka.Record
+	bytes []recordBytes
 }
 
 // write sends msgs, each to the partition the balancer picks for its key,
@@ -119,32 +146,50 @@ func (w *writer) write(ctx context.Context, msgs ...kafka.Message) error {
 			return kafka.MessageTooLargeError{Message: msgs[i]}
 		}
 	}
-	counts := map[string]int{}
+	var one [1]topicCount
+	counts := one[:0] // each topic of msgs once
 	for _, m := range msgs {
-		if _, ok := counts[m.Topic]; ok {
+		if slices.ContainsFunc(counts, func(c topicCount) bool { return c.topic == m.Topic }) {
 			continue
 		}
-		n, err := w.partitions(ctx, m.Topic)
+		n, err := w.partitionsOf(ctx, m.Topic)
 		if err != nil {
 			return err
 		}
-		counts[m.Topic] = n
+		counts = append(counts, topicCount{m.Topic, n})
 	}
+	partWriterOf := func(m kafka.Message) (*partWriter, error) {
+		var n int
+		for _, c := range counts {
+			if c.topic == m.Topic {
+				n = c.n
+				break
+			}
+		}
+		return w.partWriter(topicPartition{m.Topic, w.balancer.Balance(m, partitionList(n)...)})
+	}
+	// Consecutive records of one partition are queued together, so they
+	// go out in one request when they fit in one batch.
 	batches := make([]*batch, 0, 1)
-	for _, m := range msgs {
-		n := counts[m.Topic]
-		p := w.balancer.Balance(m, partitionList(n)...)
-		pw, err := w.partWriter(topicPartition{m.Topic, p})
+	for i := 0; i < len(msgs); {
+		pw, err := partWriterOf(msgs[i])
 		if err != nil {
 			return err
 		}
-		b, err := pw.add(ctx, m)
-		if err != nil {
+		j := i + 1
+		for ; j < len(msgs); j++ {
+			next, err := partWriterOf(msgs[j])
+			if err != nil {
+				return err
+			}
+			if next != pw {
+				break
+			}
+		}
+		if batches, err = pw.add(ctx, batches, msgs[i:j]...); err != nil {
 			return err
 		}
-		if len(batches) == 0 || batches[len(batches)-1] != b {
-			batches = append(batches, b)
-		}
+		i = j
 	}
 	for _, b := range batches {
 		select {
@@ -179,6 +224,27 @@ var partitionIDs = func() []int {
 	}
 	return out
 }()
+
+// partitionsOf returns how many partitions topic has: what partitions
+// said less than partitionsTTL ago, or else partitions again. A failure is
+// not kept.
+func (w *writer) partitionsOf(ctx context.Context, topic string) (int, error) {
+	now := time.Now()
+	w.mu.Lock()
+	c, ok := w.counts[topic]
+	w.mu.Unlock()
+	if ok && now.Sub(c.at) < partitionsTTL {
+		return c.n, nil
+	}
+	n, err := w.partitions(ctx, topic)
+	if err != nil {
+		return 0, err
+	}
+	w.mu.Lock()
+	w.counts[topic] = partitionCount{n: n, at: now}
+	w.mu.Unlock()
+	return n, nil
+}
 
 // partitions returns how many partitions topic has, from the transport's
 // metadata cache, as kafka.Writer does.
@@ -248,10 +314,15 @@ func (pw *partWriter) signal() {
 	}
 }
 
-// add queues m on the gathering batch and returns that batch. It waits for
-// room while the partition's queue is full.
-func (pw *partWriter) add(ctx context.Context, m kafka.Message) (*batch, error) {
-	size := messageSize(m)
+// add queues ms, in order, on the gathering batch (and on new ones when
+// they do not fit), and appends to bs each batch it used that is not
+// already bs's last. It waits for room while the partition's queue is
+// full.
+func (pw *partWriter) add(ctx context.Context, bs []*batch, ms ...kafka.Message) ([]*batch, error) {
+	var size int64
+	for _, m := range ms {
+		size += messageSize(m)
+	}
 	pw.mu.Lock()
 	for pw.queued > 0 && pw.queued+size > pw.w.maxQueue {
 		room := pw.room
@@ -259,27 +330,34 @@ func (pw *partWriter) add(ctx context.Context, m kafka.Message) (*batch, error) 
 		select {
 		case <-room:
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return bs, ctx.Err()
 		}
 		pw.mu.Lock()
 	}
 	if pw.closed {
 		pw.mu.Unlock()
-		return nil, errWriterClosed
+		return bs, errWriterClosed
 	}
-	var b *batch
-	if n := len(pw.queue); n > 0 && pw.queue[n-1].bytes+size <= pw.w.maxBatch {
-		b = pw.queue[n-1]
-	} else {
-		b = &batch{done: make(chan struct{})}
-		pw.queue = append(pw.queue, b)
+	for _, m := range ms {
+		size := messageSize(m)
+		var b *batch
+		if n := len(pw.queue); n > 0 && pw.queue[n-1].bytes+size <= pw.w.maxBatch {
+			b = pw.queue[n-1]
+		} else {
+			b = &batch{done: make(chan struct{})}
+			b.msgs = b.first[:0]
+			pw.queue = append(pw.queue, b)
+		}
+		b.msgs = append(b.msgs, m)
+		b.bytes += size
+		pw.queued += size
+		if len(bs) == 0 || bs[len(bs)-1] != b {
+			bs = append(bs, b)
+		}
 	}
-	b.msgs = append(b.msgs, m)
-	b.bytes += size
-	pw.queued += size
 	pw.mu.Unlock()
 	pw.signal()
-	return b, nil
+	return bs, nil
 }
 
 // run sends the partition's batches one at a time, oldest first, until the
@@ -332,16 +410,25 @@ func (pw *partWriter) sendOnce(b *batch) error {
 	w := pw.w
 	ctx, cancel := context.WithTimeout(context.Background(), w.timeout)
 	defer cancel()
-	recs := make([]kafka.Record, len(b.msgs))
-	for i, m := range b.msgs {
-		recs[i] = kafka.Record{Time: m.Time, Headers: m.Headers}
+	// The records and their keys' and values' readers are the partition
+	// goroutine's, used again by the next request once this one has been
+	// answered; a request that failed in the transport (which may still
+	// hold it) leaves them to that request.
+	recs := pw.recs[:0]
+	bs := pw.bytes[:0]
+	for _, m := range b.msgs {
+		r := kafka.Record{Time: m.Time, Headers: m.Headers}
 		if m.Key != nil {
-			recs[i].Key = kafka.NewBytes(m.Key)
+			bs = append(bs, recordBytes{})
+			r.Key = bs[len(bs)-1].reset(m.Key)
 		}
 		if m.Value != nil {
-			recs[i].Value = kafka.NewBytes(m.Value)
+			bs = append(bs, recordBytes{})
+			r.Value = bs[len(bs)-1].reset(m.Value)
 		}
+		recs = append(recs, r)
 	}
+	pw.recs, pw.bytes = nil, nil
 	res, err := w.produce(ctx, &kafka.ProduceRequest{
 		Topic:        pw.key.topic,
 		Partition:    pw.key.partition,
@@ -350,6 +437,11 @@ func (pw *partWriter) sendOnce(b *batch) error {
 	})
 	if err != nil {
 		return err
+	}
+	if cap(recs) <= maxReusedRecords {
+		clear(recs)
+		clear(bs)
+		pw.recs, pw.bytes = recs, bs
 	}
 	if res != nil {
 		if res.Error != nil {
@@ -363,6 +455,23 @@ func (pw *partWriter) sendOnce(b *batch) error {
 	}
 	return nil
 }
+
+// maxReusedRecords bounds the records a partition goroutine keeps for its
+// next request.
+const maxReusedRecords = 1024
+
+// recordBytes is a record's key or value for a produce request: kafka-go's
+// own (kafka.NewBytes) is allocated for each.
+type recordBytes struct{ bytes.Reader }
+
+// reset points r at b and returns it.
+func (r *recordBytes) reset(b []byte) *recordBytes {
+	r.Reset(b)
+	return r
+}
+
+// Close implements kafka.Bytes.
+func (*recordBytes) Close() error { return nil }
 
 // messageSize is the bytes a record costs the queue, about its size on the
 // wire.

@@ -8,6 +8,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -424,4 +425,25 @@ func newClusterHandle(t testing.TB, topics ...string) *kfake.Cluster {
 	}
 	t.Cleanup(c.Close)
 	return c
+}
+
+// TestWriterSendsOneWriteTogether: the records of one write for one
+// partition, written to an idle partition, go out in one request, in order
+// (the item service's answers to a command: one item.removed per
+// container and the confirmation).
+func TestWriterSendsOneWriteTogether(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w, reqs := stubWriter(1)
+		defer w.close()
+		errc := make(chan error, 1)
+		go func() { errc <- w.write(t.Context(), msg("a"), msg("b"), msg("c")) }()
+		p := <-reqs
+		if got := strings.Join(p.keys, ","); got != "a,b,c" {
+			t.Fatalf("first request has %q, want a,b,c", got)
+		}
+		p.answer <- nil
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	})
 }

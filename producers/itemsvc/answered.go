@@ -13,14 +13,16 @@ type commandKey [16]byte
 
 // commandOf returns the key of the command with source and id.
 func commandOf(source, id string) commandKey {
-	h := sha256.New()
-	// Length-prefixed, so no two (source, id) pairs share an input.
-	h.Write(strconv.AppendInt(nil, int64(len(source)), 10))
-	h.Write([]byte{':'})
-	h.Write([]byte(source))
-	h.Write([]byte(id))
+	// Length-prefixed, so no two (source, id) pairs share an input; on
+	// the stack when short, as it is for every command.
+	var buf [256]byte
+	b := strconv.AppendInt(buf[:0], int64(len(source)), 10)
+	b = append(b, ':')
+	b = append(b, source...)
+	b = append(b, id...)
+	sum := sha256.Sum256(b)
 	var k commandKey
-	copy(k[:], h.Sum(nil))
+	copy(k[:], sum[:])
 	return k
 }
 

@@ -2,6 +2,7 @@ package itemsvc
 
 import (
 	"context"
+	"crypto/sha1"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -76,6 +77,9 @@ const (
 	// itemSvcCommitRetry is the pause before a failed commit is tried
 	// again, when no finished command asks for a commit before.
 	itemSvcCommitRetry = 500 * time.Millisecond
+	// workerIdle is how long a worker waits for another command before it
+	// ends.
+	workerIdle = 10 * time.Second
 )
 
 // answerNamespace is the UUID namespace of the ids of the service's
@@ -249,6 +253,8 @@ type Service struct {
 	streak *kafkagroup.Streak
 
 	started atomic.Bool
+
+	commandsSpan string // the span name of a command (spanName)
 }
 
 // itemRemoval records a finished takedown of a known item.
@@ -320,6 +326,8 @@ func New(cfg Config, pub producers.Publisher, log *slog.Logger) (*Service, error
 		answered: newAnsweredSet(cfg.Remember),
 		removed:  make(map[string]itemRemoval),
 		streak:   kafkagroup.NewStreak(log, "item service: kafka"),
+
+		commandsSpan: "process " + cfg.CommandsTopic,
 	}, nil
 }
 
@@ -414,8 +422,39 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 	}
 
+	// Commands are handled by workers that stay for the next command
+	// (up to MaxInFlight of them, each leaving after workerIdle without
+	// one): a goroutine per command paid for growing its stack and, while
+	// the GC marks, for its first allocation's assist, every time.
+	type job struct {
+		m      kafka.Message
+		readAt time.Time
+	}
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, s.cfg.MaxInFlight)
+	work := make(chan job)
+	do := func(j job) {
+		defer func() { <-sem }()
+		if s.handle(ctx, pubCtx, j.m, j.readAt) {
+			finished(j.m)
+		}
+	}
+	worker := func(j job) {
+		do(j)
+		idle := time.NewTimer(workerIdle)
+		defer idle.Stop()
+		for {
+			select {
+			case j := <-work:
+				do(j)
+				idle.Reset(workerIdle)
+			case <-idle.C:
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
 fetch:
 	for {
 		select {
@@ -437,14 +476,13 @@ fetch:
 			continue
 		}
 		s.streak.Succeed()
-		readAt := time.Now()
+		j := job{m: m, readAt: time.Now()}
 		tr.add(m)
-		wg.Go(func() {
-			defer func() { <-sem }()
-			if s.handle(ctx, pubCtx, m, readAt) {
-				finished(m)
-			}
-		})
+		select {
+		case work <- j: // an idle worker takes it
+		default:
+			wg.Go(func() { worker(j) })
+		}
 	}
 	cancel()
 	drain := time.AfterFunc(itemSvcDrainTimeout, pubCancel)
@@ -511,17 +549,16 @@ func (s *Service) commit(ctx context.Context, r *kafka.Reader, tr *offsetTracker
 // publishes under pubCtx. It reports whether the record is finished with,
 // so its offset may be committed: false only when a context ended first.
 func (s *Service) handle(ctx, pubCtx context.Context, m kafka.Message, readAt time.Time) bool {
-	at := slog.Group("record", "partition", m.Partition, "offset", m.Offset)
 	ev, err := s.cfg.Decode(m)
 	if err != nil {
 		s.skipped.Add(1)
-		s.log.Warn("item service: skipping a record that is not a CloudEvent", at, "err", err)
+		s.log.Warn("item service: skipping a record that is not a CloudEvent", recordAttr(m), "err", err)
 		return true
 	}
 	restore := ev.Type == producers.TypeItemRestore && s.cfg.RestoreTopic != ""
 	if ev.Type != producers.TypeTakedownRequested && !restore {
 		s.skipped.Add(1)
-		s.log.Debug("item service: skipping an event that is not a command", at, "type", ev.Type, "id", ev.ID)
+		s.log.Debug("item service: skipping an event that is not a command", recordAttr(m), "type", ev.Type, "id", ev.ID)
 		return true
 	}
 	itemID := ev.ItemID
@@ -533,13 +570,13 @@ func (s *Service) handle(ctx, pubCtx context.Context, m kafka.Message, readAt ti
 	}
 	if itemID == "" {
 		s.skipped.Add(1)
-		s.log.Warn("item service: skipping a command without an item ID", at, "id", ev.ID, "correlationid", ev.CorrelationID)
+		s.log.Warn("item service: skipping a command without an item ID", recordAttr(m), "id", ev.ID, "correlationid", ev.CorrelationID)
 		return true
 	}
 	s.commands.Add(1)
 	// The answers carry the command's trace context: the command's own
 	// traceparent, or, while tracing is on, this span's, its child.
-	tctx, span := tracing.Start(tracing.Remote(pubCtx, ev.TraceParent, ev.TraceState), "process "+m.Topic, trace.SpanKindConsumer)
+	tctx, span := tracing.Start(tracing.Remote(pubCtx, ev.TraceParent, ev.TraceState), s.spanName(m.Topic), trace.SpanKindConsumer)
 	defer span.End()
 	if span.IsRecording() {
 		span.SetAttributes(attribute.String("messaging.system", "kafka"),
@@ -563,12 +600,12 @@ func (s *Service) handle(ctx, pubCtx context.Context, m kafka.Message, readAt ti
 	// One command per item at a time, so a second takedown of an item sees
 	// the first one's outcome, a repeated command sees that the first was
 	// answered, and the item's events do not interleave.
-	unlock := s.locks.lock(itemID)
-	defer unlock()
+	il := s.locks.lock(itemID)
+	defer s.locks.unlock(itemID, il)
 	cmd := commandOf(ev.Source, ev.ID)
 	if s.answered.has(cmd) {
 		s.duplicates.Add(1)
-		s.log.Debug("item service: skipping a command already answered", at, "source", ev.Source, "id", ev.ID, "correlationid", ev.CorrelationID)
+		s.log.Debug("item service: skipping a command already answered", recordAttr(m), "source", ev.Source, "id", ev.ID, "correlationid", ev.CorrelationID)
 		return true
 	}
 	answer := s.answer
@@ -582,32 +619,61 @@ func (s *Service) handle(ctx, pubCtx context.Context, m kafka.Message, readAt ti
 	return true
 }
 
+// recordAttr names m in a log line.
+func recordAttr(m kafka.Message) slog.Attr {
+	return slog.Group("record", "partition", m.Partition, "offset", m.Offset)
+}
+
+// spanName is the name of the span of a record of topic.
+func (s *Service) spanName(topic string) string {
+	if topic == s.cfg.CommandsTopic {
+		return s.commandsSpan // made once: a record of it is every command
+	}
+	return "process " + topic
+}
+
 // answerEvent is an answer to cmd, with an id derived from cmd's source
-// and id, the answer's type and its container (if any).
+// and id, the answer's type and its container (if any), and the current
+// UTC time.
 func answerEvent(cmd Command, typ, itemID, container string, data any) producers.CloudEvent {
-	ev := producers.NewEvent(producers.ItemServiceSource, typ, itemID, cmd.CorrelationID, data)
-	ev.ID = answerID(cmd.Source, cmd.ID, typ, container)
-	ev.TraceParent, ev.TraceState = cmd.TraceParent, cmd.TraceState
-	return ev
+	return producers.CloudEvent{
+		ID:            answerID(cmd.Source, cmd.ID, typ, container),
+		Source:        producers.ItemServiceSource,
+		Type:          typ,
+		Subject:       itemID,
+		Time:          time.Now().UTC().Format(time.RFC3339Nano),
+		CorrelationID: cmd.CorrelationID,
+		TraceParent:   cmd.TraceParent,
+		TraceState:    cmd.TraceState,
+		Data:          data,
+	}
 }
 
 // answerID is the id of the answer of type typ (for container, if it is
 // one per container) to the command with source and id: a name-based
-// UUID, the same every time the command is answered.
+// UUID (version 5, uuid.NewSHA1 in answerNamespace), the same every time
+// the command is answered. It is made on the stack: it is on the path of
+// every answer.
 func answerID(source, id, typ, container string) string {
-	var b []byte
-	for _, part := range []string{source, id, typ, container} {
+	var buf [256]byte
+	b := append(buf[:0], answerNamespace[:]...)
+	for _, part := range [...]string{source, id, typ, container} {
 		b = strconv.AppendInt(b, int64(len(part)), 10)
 		b = append(b, ':')
 		b = append(b, part...)
 	}
-	return uuid.NewSHA1(answerNamespace, b).String()
+	sum := sha1.Sum(b)
+	var u uuid.UUID
+	copy(u[:], sum[:])
+	u[6] = u[6]&0x0f | 0x50 // version 5
+	u[8] = u[8]&0x3f | 0x80 // RFC 4122 variant
+	return u.String()
 }
 
 // answer publishes the outcome of cmd, a takedown of itemID. It reports
 // whether every event was published.
 func (s *Service) answer(ctx context.Context, cmd Command, itemID string) bool {
-	containers, known := s.cfg.Catalogue.Containers(itemID)
+	containers, known := s.cfg.Catalogue.items[itemID] // read only
 	if !known {
 		ok := s.publish(ctx, s.cfg.EventsTopic, answerEvent(cmd, producers.TypeTakedownRejected, itemID, "",
 			TakedownRejected{ItemID: itemID, Reason: RejectNotFound}))
@@ -620,22 +686,35 @@ func (s *Service) answer(ctx context.Context, cmd Command, itemID string) bool {
 	s.mu.Lock()
 	rm, done := s.removed[itemID]
 	s.mu.Unlock()
+	bp, together := s.pub.(eventsPublisher)
+	var removals []producers.CloudEvent
 	if !done {
 		rm.removedFrom = make([]string, 0, len(containers))
 		for _, c := range containers {
 			ev := answerEvent(cmd, producers.TypeItemRemoved, itemID, c.ID,
 				ItemRemoved{ItemID: itemID, ContainerID: c.ID, ContainerKind: c.Kind})
-			if !s.publish(ctx, s.cfg.EventsTopic, ev) {
-				return false
+			if together {
+				removals = append(removals, ev)
+			} else {
+				if !s.publish(ctx, s.cfg.EventsTopic, ev) {
+					return false
+				}
+				s.removedN.Add(1)
 			}
-			s.removedN.Add(1)
 			rm.removedFrom = append(rm.removedFrom, c.ID)
 		}
 		rm.confirmedAt = time.Now().UTC().Format(time.RFC3339)
 	}
-	ok := s.publish(ctx, s.cfg.EventsTopic, answerEvent(cmd, producers.TypeTakedownConfirmed, itemID, "",
-		TakedownConfirmed{ItemID: itemID, RemovedFrom: rm.removedFrom, ConfirmedAt: rm.confirmedAt}))
-	if !ok {
+	confirmation := answerEvent(cmd, producers.TypeTakedownConfirmed, itemID, "",
+		TakedownConfirmed{ItemID: itemID, RemovedFrom: rm.removedFrom, ConfirmedAt: rm.confirmedAt})
+	if together {
+		// The removals and the confirmation in one write: on one
+		// partition (one key), in this order, in one produce request.
+		if !s.publishEvents(ctx, bp, s.cfg.EventsTopic, append(removals, confirmation)) {
+			return false
+		}
+		s.removedN.Add(int64(len(removals)))
+	} else if !s.publish(ctx, s.cfg.EventsTopic, confirmation) {
 		return false
 	}
 	s.confirmed.Add(1)
@@ -706,6 +785,33 @@ func (s *Service) publish(ctx context.Context, topic string, ev producers.CloudE
 	}
 }
 
+// eventsPublisher is a Publisher that writes several events of one key
+// at once; *producers.Producer is one.
+type eventsPublisher interface {
+	PublishEvents(ctx context.Context, topic, key string, evs ...producers.CloudEvent) error
+}
+
+// publishEvents writes evs, all keyed by the first one's subject, to topic
+// as publish writes one event: retried whole until written or ctx ends.
+func (s *Service) publishEvents(ctx context.Context, pub eventsPublisher, topic string, evs []producers.CloudEvent) bool {
+	backoff := 50 * time.Millisecond
+	for {
+		err := pub.PublishEvents(ctx, topic, evs[0].Subject, evs...)
+		if err == nil {
+			s.streak.Succeed()
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		s.streak.Fail(err, backoff)
+		if !sleep(ctx, backoff) {
+			return false
+		}
+		backoff = min(2*backoff, itemSvcPublishRetryMax)
+	}
+}
+
 // sleep pauses for d; false means ctx ended first.
 func sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
@@ -744,8 +850,8 @@ type itemLock struct {
 	refs int
 }
 
-// lock locks id and returns its unlock.
-func (l *itemLocks) lock(id string) (unlock func()) {
+// lock locks id and returns its lock, for unlock.
+func (l *itemLocks) lock(id string) *itemLock {
 	l.mu.Lock()
 	il := l.m[id]
 	if il == nil {
@@ -756,14 +862,17 @@ func (l *itemLocks) lock(id string) (unlock func()) {
 	l.mu.Unlock()
 
 	il.mu.Lock()
-	return func() {
-		il.mu.Unlock()
-		l.mu.Lock()
-		if il.refs--; il.refs == 0 {
-			delete(l.m, id)
-		}
-		l.mu.Unlock()
+	return il
+}
+
+// unlock unlocks il, id's lock as lock returned it.
+func (l *itemLocks) unlock(id string, il *itemLock) {
+	il.mu.Unlock()
+	l.mu.Lock()
+	if il.refs--; il.refs == 0 {
+		delete(l.m, id)
 	}
+	l.mu.Unlock()
 }
 
 // offsetTracker knows, per partition, which fetched offsets are still in
