@@ -349,7 +349,7 @@ type takedownData struct {
 // sweep of any node, publishes the same command again, and its consumers
 // apply it once.
 func (a *Adapter) publish(ctx context.Context, rec *Record) error {
-	_, err := a.publishRead(ctx, rec)
+	_, err := a.publishRead(ctx, rec, nil)
 	return err
 }
 
@@ -361,8 +361,9 @@ type markReader interface {
 
 // publishRead is publish, and returns the record as the store holds it
 // once marked published, when the store says (a markReader), else nil.
-// rec itself is not changed (it may be the store's own).
-func (a *Adapter) publishRead(ctx context.Context, rec *Record) (*Record, error) {
+// rec itself is not changed (it may be the store's own). known, if not
+// nil, is the trace context the request already propagated.
+func (a *Adapter) publishRead(ctx context.Context, rec *Record, known *propagated) (*Record, error) {
 	cmd := a.cmds.ofRecord(rec)
 	if cmd == nil {
 		return nil, fmt.Errorf("%w: the command %q is not declared", errUnavailable, rec.Command)
@@ -375,7 +376,7 @@ func (a *Adapter) publishRead(ctx context.Context, rec *Record) (*Record, error)
 	}
 	ctx, span := tracing.Start(tracing.Continue(ctx, rec.TraceParent, rec.TraceState), name, trace.SpanKindProducer)
 	ev := command(cmd, rec)
-	ev.TraceParent, ev.TraceState = tracing.Propagated(ctx)
+	ev.TraceParent, ev.TraceState = known.of(ctx)
 	kept := context.WithoutCancel(ctx)
 	pctx, cancel := context.WithTimeout(kept, a.cfg.PublishWait)
 	defer cancel()

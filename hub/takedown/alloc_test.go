@@ -1,11 +1,15 @@
 package takedown
 
 import (
+	"context"
 	"encoding/json"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/switchboard/switchboard/tracing"
 )
 
 // TestAnswerBytes: the structs that write the confirmed answer and the
@@ -72,5 +76,26 @@ func TestMemoryStoreKeepsReserved(t *testing.T) {
 	got, _ := m.Get(t.Context(), "c-1")
 	if rec.Published || !got.Published || got == rec {
 		t.Fatalf("marked in place: %v %v", rec.Published, got.Published)
+	}
+}
+
+// TestPropagatedOnce: the trace context begin propagated is used again
+// for the command only while the context holds the same span context;
+// otherwise it is propagated anew.
+func TestPropagatedOnce(t *testing.T) {
+	a := tracing.Remote(context.Background(), "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "k=v")
+	b := tracing.Remote(context.Background(), "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-00", "")
+	parent, state := tracing.Propagated(a)
+	p := propagated{sc: trace.SpanContextFromContext(a), parent: parent, state: state}
+	if gp, gs := p.of(a); gp != parent || gs != state {
+		t.Fatalf("same span context: %q %q, want %q %q", gp, gs, parent, state)
+	}
+	wp, ws := tracing.Propagated(b)
+	if gp, gs := p.of(b); gp != wp || gs != ws || gp == parent {
+		t.Fatalf("another span context: %q %q, want %q %q", gp, gs, wp, ws)
+	}
+	var none *propagated
+	if gp, _ := none.of(a); gp != parent {
+		t.Fatalf("no known context: %q", gp)
 	}
 }

@@ -56,6 +56,7 @@ type call struct {
 	timer   *time.Timer
 	due     time.Time  // the deadline, once armed
 	waiting trace.Span // the wait's span, from the deadline's arming to the answer
+	prop    propagated // the request's trace context, as begin propagated it
 }
 
 // A listener is how a call hears of its corr: channel: a hub watch for
@@ -77,6 +78,7 @@ type listener interface {
 func (a *Adapter) begin(ctx context.Context, p *auth.Principal, in *input, key string) (*call, error) {
 	rec := newRecord(p.Name, in, key)
 	rec.TraceParent, rec.TraceState = tracing.Propagated(ctx)
+	prop := propagated{sc: trace.SpanContextFromContext(ctx), parent: rec.TraceParent, state: rec.TraceState}
 	existing, err := a.store.Reserve(ctx, rec)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errUnavailable, err)
@@ -89,8 +91,24 @@ func (a *Adapter) begin(ctx context.Context, p *auth.Principal, in *input, key s
 		rec = existing
 	}
 	c := a.follow(ctx, in.cmd, rec)
-	c.fresh, c.publishes = fresh, true
+	c.fresh, c.publishes, c.prop = fresh, true, prop
 	return c, nil
+}
+
+// propagated is what tracing.Propagated gives for the span context sc,
+// kept so that it is not written twice for one request.
+type propagated struct {
+	sc            trace.SpanContext
+	parent, state string
+}
+
+// of returns what tracing.Propagated(ctx) returns, from p when ctx holds
+// p's span context: that is all it depends on.
+func (p *propagated) of(ctx context.Context) (traceparent, tracestate string) {
+	if p != nil && p.sc.IsValid() && trace.SpanContextFromContext(ctx).Equal(p.sc) {
+		return p.parent, p.state
+	}
+	return tracing.Propagated(ctx)
 }
 
 // follow makes a call that waits for an existing takedown and publishes
@@ -175,7 +193,7 @@ func (c *call) run(ctx context.Context, l listener, d time.Duration, answer func
 		// A new takedown, or a retry of one not known to be on the topic:
 		// the same command either way. The store knows it is published
 		// once publish returns; the call needs only the record's state.
-		stored, err := c.a.publishRead(ctx, rec)
+		stored, err := c.a.publishRead(ctx, rec, &c.prop)
 		if err != nil {
 			l.stop()
 			c.log.Warn(c.cmd.noun()+" command not confirmed by Kafka; kept to publish again", "correlation_id", c.id, "err", err)
