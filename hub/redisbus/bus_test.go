@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -205,6 +206,60 @@ func TestBusExpiryTrimsHead(t *testing.T) {
 				t.Fatalf("top %v after publishing an expired event again, want 44", r3.Top)
 			}
 		})
+	}
+}
+
+// TestBusAppendReadsNoEntry: while the oldest entry of a log is within
+// its TTL, an append reads no entry (each read copies an event into the
+// script); the entries MAXLEN drops still leave the keys of history, so
+// such an event published again is new.
+func TestBusAppendReadsNoEntry(t *testing.T) {
+	n := redistest.StartServer(t)
+	b, err := New(t.Context(), n.Client(), Config{HistorySize: 5, HistoryTTL: time.Hour}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx := t.Context()
+	c := n.Client()
+	defer c.Close()
+	if err := b.Publish(ctx, []string{"c"}, ev(1)); err != nil { // makes the log
+		t.Fatal(err)
+	}
+	if err := c.ConfigResetStat(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 2; i <= 8; i++ {
+		if err := b.Publish(ctx, []string{"c"}, ev(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stats, err := c.Info(ctx, "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(stats, "cmdstat_xrange:") {
+		t.Fatalf("appends to a log whose head is fresh read entries:\n%s", stats)
+	}
+	r, err := b.Read(ctx, "c", &hub.Oldest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var offs []uint64
+	for _, e := range r.Entries {
+		offs = append(offs, e.Pos.Offset)
+	}
+	if fmt.Sprint(offs) != "[4 5 6 7 8]" {
+		t.Fatalf("history holds %v, want [4 5 6 7 8]", offs)
+	}
+	if err := b.Publish(ctx, []string{"c"}, ev(3)); err != nil { // dropped by MAXLEN: new again
+		t.Fatal(err)
+	}
+	if err := b.Publish(ctx, []string{"c"}, ev(7)); err != nil { // still held: kept once
+		t.Fatal(err)
+	}
+	if r, _ := b.Read(ctx, "c", nil); r.Top.Offset != 9 {
+		t.Fatalf("top %v, want 9 (event 3 appended again, event 7 not)", r.Top)
 	}
 }
 

@@ -5,7 +5,8 @@ import "github.com/redis/go-redis/v9"
 // Every key of one channel carries the channel in a hash tag, so a script
 // touches one slot and runs on Redis Cluster too:
 //
-//	<prefix>{<channel>}:meta  hash: epoch, top (the newest offset)
+//	<prefix>{<channel>}:meta  hash: epoch, top (the newest offset),
+//	                          ht (no later than the oldest entry's t)
 //	<prefix>{<channel>}:log   stream: one entry per event, ID "<offset>-0",
 //	                          fields h (header), j (event JSON), t (ms)
 //	<prefix>{<channel>}:live  pub/sub channel of new entries (a shard
@@ -24,10 +25,11 @@ import "github.com/redis/go-redis/v9"
 // reach subscribers twice.
 
 // trimLua drops entries older than the cutoff from the stream's head, and
-// returns the ID of the oldest entry left (nil when none). It looks at the
-// head alone first: on a log that grows it is nearly always current, and
-// each entry read is copied into the script (a command event is about half
-// a kilobyte), so reading 16 at a time cost more than the rest of an append.
+// returns the ID of the oldest entry left and its time (nil when none). It
+// looks at the head alone first: on a log that grows it is nearly always
+// current, and each entry read is copied into the script (a command event
+// is about half a kilobyte), so reading 16 at a time cost more than the
+// rest of an append.
 const trimLua = `
 local function trim(log, cutoff)
   local n = 1
@@ -37,7 +39,7 @@ local function trim(log, cutoff)
     for _, e in ipairs(head) do
       local t = 0
       for i = 1, #e[2], 2 do if e[2][i] == 't' then t = tonumber(e[2][i+1]) end end
-      if t < cutoff then redis.call('XDEL', log, e[1]) else return e[1] end
+      if t < cutoff then redis.call('XDEL', log, e[1]) else return e[1], t end
     end
     n = 16
   end
@@ -54,6 +56,13 @@ end
 // it is moved to a new epoch before it grows again, so cursors past its top
 // get a gap, never a silent skip.
 //
+// The meta hash's ht is the time of the log's oldest entry, or earlier
+// (an entry trimmed by MAXLEN or by a read leaves it behind): while it is
+// within the TTL nothing at the head has expired, and the append reads no
+// entry; an entry trimmed by MAXLEN takes its key out of ids by offset
+// (the offsets of a log run on without holes). A log without ht (made by
+// a read, or by an older version) is trimmed as before, which sets it.
+//
 // KEYS: meta, log, live, ids. ARGV: header, json, maxlen, ttl ms, now ms,
 // new epoch, event key, the announcing command (PUBLISH, or SPUBLISH on a
 // Cluster), the epoch and top the publisher saw last ("" and 0 for none),
@@ -62,13 +71,15 @@ end
 // announcements (the channel and a space); "" and "" otherwise.
 // Returns {epoch, offset, 1 if it moved the log to a new epoch else 0}.
 var publishScript = redis.NewScript(trimLua + `
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local m = redis.call('HMGET', KEYS[1], 'epoch', 'top', 'ht')
+local epoch, ht = m[1], tonumber(m[3])
 local fenced = 0
 if not epoch then
   epoch = ARGV[6]
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', 0)
+  ht = tonumber(ARGV[5])
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', 0, 'ht', ht)
   redis.call('DEL', KEYS[4])
-elseif epoch == ARGV[9] and tonumber(redis.call('HGET', KEYS[1], 'top')) < tonumber(ARGV[10]) then
+elseif epoch == ARGV[9] and tonumber(m[2]) < tonumber(ARGV[10]) then
   epoch = ARGV[6]
   fenced = 1
   redis.call('HSET', KEYS[1], 'epoch', epoch)
@@ -77,10 +88,21 @@ local seen = redis.call('ZSCORE', KEYS[4], ARGV[7])
 if seen then return {epoch, tonumber(seen), fenced} end
 local top = redis.call('HINCRBY', KEYS[1], 'top', 1)
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], top .. '-0', 'h', ARGV[1], 'j', ARGV[2], 't', ARGV[5])
-local first = trim(KEYS[2], tonumber(ARGV[5]) - tonumber(ARGV[4]))
 redis.call('ZADD', KEYS[4], top, ARGV[7])
-if first then
-  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. string.match(first, '^(%d+)'))
+local cutoff = tonumber(ARGV[5]) - tonumber(ARGV[4])
+if ht and ht >= cutoff then
+  local maxlen = tonumber(ARGV[3])
+  if top > maxlen then
+    redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. (top - maxlen + 1))
+  end
+else
+  local first, t = trim(KEYS[2], cutoff)
+  if first then
+    redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. string.match(first, '^(%d+)'))
+    redis.call('HSET', KEYS[1], 'ht', t)
+  else
+    redis.call('HDEL', KEYS[1], 'ht')
+  end
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])

@@ -39,7 +39,9 @@ type RedisStore struct {
 	ttl    time.Duration
 	prefix string
 	seen   seenRecords
-	marks  marks
+	// Reservations and marks of concurrent requests go together.
+	reserves group[*reservation]
+	marks    group[*mark]
 }
 
 var _ Store = (*RedisStore)(nil)
@@ -81,65 +83,175 @@ func (s *RedisStore) wrap(err error) error {
 // slots and a pipeline's commands to different servers have no order),
 // the set and the record are one pipeline, which the server runs in
 // order.
+//
+// The reservations of concurrent requests go together (a group commit,
+// as the marks): one that finds none in flight is sent at once; those
+// that come meanwhile wait for it and then go in one pipeline (and the
+// records that must wait for their key or set, in a second one), so
+// under load the request's first round trip is shared. A key found taken
+// is then joined by its own request (joinKey).
 func (s *RedisStore) Reserve(ctx context.Context, rec *Record) (*Record, error) {
-	publish := rec.needsPublish()
-	member := redis.Z{Score: unixMs(time.Now()), Member: rec.CorrelationID}
-	js := mustJSON(rec)
-	rk := s.recKey(rec.CorrelationID)
-	if rec.IdempotencyKey != "" {
-		ik := s.idemKey(rec)
-		var setNX *redis.BoolCmd
-		var zadd *redis.IntCmd
-		_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			setNX = p.SetNX(ctx, ik, rec.CorrelationID, s.ttl)
-			if publish {
-				zadd = p.ZAdd(ctx, s.publishingKey(), member)
-			}
-			return nil
-		})
-		if setNX.Err() != nil {
-			return nil, s.wrap(setNX.Err())
-		}
-		if !setNX.Val() {
-			existing, err := s.joinKey(ctx, rec, ik, zadd != nil)
-			if existing != nil || err != nil {
-				return existing, err
-			}
-			if publish { // the key is taken again: the set first, once more
-				if err := s.rdb.ZAdd(ctx, s.publishingKey(), member).Err(); err != nil {
-					return nil, s.wrap(err)
-				}
-			}
-		} else if err != nil {
-			return nil, s.wrap(err) // the ZADD failed
-		}
-	} else if _, single := s.rdb.(*redis.Client); single && publish {
-		var zadd *redis.IntCmd
-		var set *redis.StatusCmd
-		_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			zadd = p.ZAdd(ctx, s.publishingKey(), member)
-			set = p.Set(ctx, rk, js, s.ttl)
-			return nil
-		})
-		if err != nil {
-			if zadd.Err() != nil && set.Err() == nil {
-				s.rdb.Del(ctx, rk) // not found by the sweep: not kept either
-			}
-			return nil, s.wrap(err)
-		}
-		s.seen.put(rec.CorrelationID, js, rec.Final())
-		return nil, nil
-	} else if publish {
-		if err := s.rdb.ZAdd(ctx, s.publishingKey(), member).Err(); err != nil {
+	if err := ctx.Err(); err != nil {
+		return nil, s.wrap(err)
+	}
+	r := &reservation{rec: rec, publish: rec.needsPublish(), js: mustJSON(rec), done: make(chan struct{}),
+		member: redis.Z{Score: unixMs(time.Now()), Member: rec.CorrelationID}}
+	// A reservation is not abandoned once queued: the batch runs to its
+	// end whatever becomes of ctx, so a caller never walks away from a
+	// record made after it failed.
+	s.reserves.commit(context.WithoutCancel(ctx), r, s.reserveAll)
+	<-r.done
+	if !r.join {
+		return nil, r.err
+	}
+	existing, err := s.joinKey(ctx, rec, s.idemKey(rec), r.zadd != nil)
+	if existing != nil || err != nil {
+		return existing, err
+	}
+	if r.publish { // the key is taken again: the set first, once more
+		if err := s.rdb.ZAdd(ctx, s.publishingKey(), r.member).Err(); err != nil {
 			return nil, s.wrap(err)
 		}
 	}
-	if err := s.rdb.Set(ctx, rk, js, s.ttl).Err(); err != nil {
+	rk := s.recKey(rec.CorrelationID)
+	if err := s.rdb.Set(ctx, rk, r.js, s.ttl).Err(); err != nil {
 		s.seen.forget(rec.CorrelationID)
 		return nil, s.wrap(err)
 	}
-	s.seen.put(rec.CorrelationID, js, rec.Final())
+	s.seen.put(rec.CorrelationID, r.js, rec.Final())
 	return nil, nil
+}
+
+// reservation is one Reserve in a group commit.
+type reservation struct {
+	rec     *Record
+	js      []byte
+	publish bool
+	member  redis.Z
+	setNX   *redis.BoolCmd
+	zadd    *redis.IntCmd
+	set     *redis.StatusCmd
+	// Set by reserveAll before done is closed: join says the key was
+	// taken (the request joins it); otherwise err is the outcome.
+	join bool
+	err  error
+	done chan struct{}
+}
+
+// reserveAll makes the reservations of batch: the keys' SET NX and the
+// publishing set's ZADDs in one pipeline (with the records that need
+// nothing before them), then the records that had to wait for those in
+// a second one. Each reservation's done is closed with its outcome.
+func (s *RedisStore) reserveAll(ctx context.Context, batch []*reservation) {
+	_, single := s.rdb.(*redis.Client)
+	pipe := s.rdb.Pipeline()
+	for _, r := range batch {
+		switch {
+		case r.rec.IdempotencyKey != "":
+			r.setNX = pipe.SetNX(ctx, s.idemKey(r.rec), r.rec.CorrelationID, s.ttl)
+			if r.publish {
+				r.zadd = pipe.ZAdd(ctx, s.publishingKey(), r.member)
+			}
+		case r.publish && single:
+			r.zadd = pipe.ZAdd(ctx, s.publishingKey(), r.member)
+			r.set = pipe.Set(ctx, s.recKey(r.rec.CorrelationID), r.js, s.ttl)
+		case r.publish:
+			r.zadd = pipe.ZAdd(ctx, s.publishingKey(), r.member)
+		}
+	}
+	if pipe.Len() > 0 {
+		_, _ = pipe.Exec(ctx) // each command's own error is read below
+	}
+	// The records that wait for their key or set go next; the requests
+	// that found their key taken join it after those, so one that found it
+	// taken in this very batch finds its record.
+	var then, joins []*reservation
+	for _, r := range batch {
+		var err error
+		switch {
+		case r.setNX != nil && r.setNX.Err() != nil:
+			err = r.setNX.Err()
+		case r.setNX != nil && !r.setNX.Val():
+			r.join = true
+			joins = append(joins, r)
+			continue
+		case r.set != nil:
+			if err = r.zadd.Err(); err == nil {
+				err = r.set.Err()
+			} else if r.set.Err() == nil {
+				s.rdb.Del(ctx, s.recKey(r.rec.CorrelationID)) // not found by the sweep: not kept either
+			}
+			if err == nil {
+				s.seen.put(r.rec.CorrelationID, r.js, r.rec.Final())
+			}
+		case r.zadd != nil && r.zadd.Err() != nil:
+			err = r.zadd.Err()
+		default:
+			then = append(then, r)
+			continue
+		}
+		r.err = s.wrap(err)
+		close(r.done)
+	}
+	if len(then) > 0 {
+		pipe = s.rdb.Pipeline()
+		for _, r := range then {
+			r.set = pipe.Set(ctx, s.recKey(r.rec.CorrelationID), r.js, s.ttl)
+		}
+		_, _ = pipe.Exec(ctx)
+		for _, r := range then {
+			if err := r.set.Err(); err != nil {
+				s.seen.forget(r.rec.CorrelationID)
+				r.err = s.wrap(err)
+			} else {
+				s.seen.put(r.rec.CorrelationID, r.js, r.rec.Final())
+			}
+			close(r.done)
+		}
+	}
+	for _, r := range joins {
+		close(r.done)
+	}
+}
+
+// group is a group commit: what comes while a batch is in flight waits
+// for it and then goes in the next batch, together.
+type group[T any] struct {
+	mu    sync.Mutex
+	busy  bool // a goroutine is sending a batch
+	queue []T
+}
+
+// commit queues it; when no batch is in flight, it sends the queue with
+// send, then hands what queued meanwhile to a goroutine of its own, so no
+// caller waits for others' batches after its own. The caller then waits
+// for send to say it is done with it.
+func (g *group[T]) commit(ctx context.Context, it T, send func(context.Context, []T)) {
+	g.mu.Lock()
+	g.queue = append(g.queue, it)
+	if g.busy {
+		g.mu.Unlock()
+		return
+	}
+	g.busy = true
+	g.mu.Unlock()
+	g.drain(ctx, send)
+}
+
+func (g *group[T]) drain(ctx context.Context, send func(context.Context, []T)) {
+	g.mu.Lock()
+	batch := g.queue
+	g.queue = nil
+	g.mu.Unlock()
+	send(ctx, batch)
+	g.mu.Lock()
+	if len(g.queue) == 0 {
+		g.busy = false
+		g.mu.Unlock()
+		return
+	}
+	g.mu.Unlock()
+	go g.drain(context.WithoutCancel(ctx), send)
 }
 
 // joinKey is Reserve when rec's idempotency key ik was taken: the record
@@ -193,25 +305,9 @@ func (s *RedisStore) MarkPublished(ctx context.Context, id string) error {
 // request's last round trip is shared.
 func (s *RedisStore) markPublished(ctx context.Context, id string) (*Record, error) {
 	m := &mark{id: id, done: make(chan struct{})}
-	s.marks.mu.Lock()
-	s.marks.queue = append(s.marks.queue, m)
-	if s.marks.busy {
-		s.marks.mu.Unlock()
-		<-m.done
-		return m.rec, m.err
-	}
-	s.marks.busy = true
-	s.marks.mu.Unlock()
-	s.markQueued(ctx)
+	s.marks.commit(ctx, m, s.markAll)
 	<-m.done
 	return m.rec, m.err
-}
-
-// marks are the marks of published commands waiting for the one in flight.
-type marks struct {
-	mu    sync.Mutex
-	busy  bool // a goroutine is sending marks
-	queue []*mark
 }
 
 type mark struct {
@@ -229,14 +325,8 @@ func markOne(r *Record) (*Record, error) {
 	return r, nil
 }
 
-// markQueued sends the queued marks, one batch, then hands what queued
-// meanwhile to a goroutine of its own, so no request waits for others'
-// batches after its own.
-func (s *RedisStore) markQueued(ctx context.Context) {
-	s.marks.mu.Lock()
-	batch := s.marks.queue
-	s.marks.queue = nil
-	s.marks.mu.Unlock()
+// markAll sends the marks of batch in one go (updateAll).
+func (s *RedisStore) markAll(ctx context.Context, batch []*mark) {
 	ids := make([]string, len(batch))
 	fns := make([]func(*Record) (*Record, error), len(batch))
 	for i, m := range batch {
@@ -250,14 +340,6 @@ func (s *RedisStore) markQueued(ctx context.Context) {
 		}
 		close(m.done)
 	}
-	s.marks.mu.Lock()
-	if len(s.marks.queue) == 0 {
-		s.marks.busy = false
-		s.marks.mu.Unlock()
-		return
-	}
-	s.marks.mu.Unlock()
-	go s.markQueued(context.WithoutCancel(ctx))
 }
 
 // claimScript takes the members of the publishing set scored at or below
@@ -327,7 +409,12 @@ func (s *RedisStore) update(ctx context.Context, id string, fn func(r *Record) (
 // the change (nil when it failed or the record is not there).
 func (s *RedisStore) updateRec(ctx context.Context, id string, fn func(r *Record) (*Record, error)) (stored *Record, found bool, err error) {
 	key := s.recKey(id)
-	old, verified := s.seen.get(id), false
+	if cur := s.seenFinal(id); cur != nil {
+		if next, err := fn(cur); err == nil && next == nil {
+			return cur, true, nil // final: nothing to change, nothing to check
+		}
+	}
+	old, verified, unqueued := s.seen.get(id), false, false
 	for range 16 {
 		if old == nil {
 			b, err := s.rdb.Get(ctx, key).Bytes()
@@ -341,12 +428,12 @@ func (s *RedisStore) updateRec(ctx context.Context, id string, fn func(r *Record
 			old, verified = b, true
 			s.seen.put(id, old, false)
 		}
-		var cur Record
-		if err := json.Unmarshal(old, &cur); err != nil {
+		cur, err := s.seen.parse(id, old)
+		if err != nil {
 			s.seen.forget(id)
 			return nil, true, s.wrap(err)
 		}
-		next, err := fn(&cur)
+		next, err := fn(cur)
 		if err != nil {
 			if !verified {
 				// Judged on what this node saw: judge what is there.
@@ -357,13 +444,30 @@ func (s *RedisStore) updateRec(ctx context.Context, id string, fn func(r *Record
 		}
 		if next == nil {
 			if !verified {
-				old = nil
+				// Judged on what this node saw: read what is there, and
+				// take id out of the publishing set in the same round
+				// trip. fn left the record as it saw it, so it is
+				// published or final, and stays so: the set has no use
+				// for it whatever the read finds.
+				b, found, err := s.readUnqueue(ctx, key, id)
+				if err != nil {
+					return nil, true, s.wrap(err)
+				}
+				if !found {
+					s.seen.forget(id)
+					return nil, false, nil
+				}
+				old, verified, unqueued = b, true, true
+				s.seen.put(id, old, false)
 				continue
 			}
-			if err := s.rdb.ZRem(ctx, s.publishingKey(), id).Err(); err != nil {
-				return nil, true, s.wrap(err)
+			if !unqueued {
+				if err := s.rdb.ZRem(ctx, s.publishingKey(), id).Err(); err != nil {
+					return nil, true, s.wrap(err)
+				}
 			}
-			return &cur, true, nil
+			s.seen.put(id, old, cur.Final())
+			return cur, true, nil
 		}
 		out, err := json.Marshal(next)
 		if err != nil {
@@ -378,13 +482,47 @@ func (s *RedisStore) updateRec(ctx context.Context, id string, fn func(r *Record
 			s.seen.forget(id)
 			return nil, false, nil
 		case now == nil:
-			s.seen.put(id, out, next.Final())
+			s.seen.putRec(id, out, next)
 			return next, true, nil
 		}
 		old, verified = now, true // another node wrote it: fold into that
 		s.seen.put(id, old, false)
 	}
 	return nil, true, s.wrap(errors.New("too much contention on " + key))
+}
+
+// seenFinal is the record of id as this node saw it when it is final and
+// may be answered from what was seen (Get), else nil.
+func (s *RedisStore) seenFinal(id string) *Record {
+	b := s.seen.final(id)
+	if b == nil {
+		return nil
+	}
+	r, err := s.seen.parse(id, b)
+	if err != nil || !r.Final() || (s.ttl > 0 && time.Since(r.CreatedAt) >= s.ttl/2) {
+		return nil
+	}
+	return r
+}
+
+// readUnqueue reads key and takes id out of the publishing set, in one
+// round trip. found is false when key holds nothing.
+func (s *RedisStore) readUnqueue(ctx context.Context, key, id string) (b []byte, found bool, err error) {
+	var get *redis.StringCmd
+	var zrem *redis.IntCmd
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		get = p.Get(ctx, key)
+		zrem = p.ZRem(ctx, s.publishingKey(), id)
+		return nil
+	})
+	b, err = get.Bytes()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return nil, false, zrem.Err()
+	case err != nil:
+		return nil, true, err
+	}
+	return b, true, zrem.Err()
 }
 
 // swap writes out to key if it still holds old, and takes id out of the
@@ -450,6 +588,9 @@ type seenRecords struct {
 type seenRecord struct {
 	js    []byte
 	final bool // js was read or written as a final record
+	// rec is js parsed, once it was (parse, putRec); never handed out,
+	// only copies of it.
+	rec *Record
 }
 
 func (c *seenRecords) lookup(id string) seenRecord {
@@ -479,11 +620,56 @@ func (c *seenRecords) put(id string, b []byte, final bool) {
 		delete(c.prev, id)
 		return
 	}
-	if _, ok := c.cur[id]; !ok && (c.cur == nil || len(c.cur) >= seenSize) {
-		c.prev, c.cur = c.cur, make(map[string]seenRecord, seenSize)
+	was, ok := c.cur[id]
+	if !ok {
+		was = c.prev[id]
+		if c.cur == nil || len(c.cur) >= seenSize {
+			c.prev, c.cur = c.cur, make(map[string]seenRecord, seenSize)
+		}
 	}
-	c.cur[id] = seenRecord{js: b, final: final}
+	r := seenRecord{js: b, final: final}
+	if sameBytes(was.js, b) {
+		r.rec = was.rec // the same JSON: the same parse
+	}
+	c.cur[id] = r
 	delete(c.prev, id)
+}
+
+// putRec is put of a record known parsed: b is rec's JSON.
+func (c *seenRecords) putRec(id string, b []byte, rec *Record) {
+	c.put(id, b, rec.Final())
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if r, ok := c.cur[id]; ok && sameBytes(r.js, b) {
+		r.rec = clone(rec)
+		c.cur[id] = r
+	}
+}
+
+// parse returns b, a JSON of id's record, parsed: a copy of the parse
+// this node keeps while b is what it saw of the record, so a record is
+// parsed once however often it is looked at.
+func (c *seenRecords) parse(id string, b []byte) (*Record, error) {
+	if r := c.lookup(id); r.rec != nil && sameBytes(r.js, b) {
+		return clone(r.rec), nil
+	}
+	var rec Record
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if r, ok := c.cur[id]; ok && sameBytes(r.js, b) {
+		r.rec = clone(&rec)
+		c.cur[id] = r
+	}
+	return &rec, nil
+}
+
+// sameBytes reports whether a and b are the same bytes in memory, not
+// merely equal.
+func sameBytes(a, b []byte) bool {
+	return len(a) == len(b) && len(a) > 0 && &a[0] == &b[0]
 }
 
 func (c *seenRecords) forget(id string) {
@@ -528,11 +714,8 @@ func (s *RedisStore) Release(ctx context.Context, rec *Record) error {
 // case. It is not trusted past half the record's TTL (the TTL runs from
 // its making, on another node's clock perhaps).
 func (s *RedisStore) Get(ctx context.Context, id string) (*Record, error) {
-	if b := s.seen.final(id); b != nil {
-		var r Record
-		if json.Unmarshal(b, &r) == nil && r.Final() && (s.ttl <= 0 || time.Since(r.CreatedAt) < s.ttl/2) {
-			return &r, nil
-		}
+	if r := s.seenFinal(id); r != nil {
+		return r, nil
 	}
 	b, err := s.rdb.Get(ctx, s.recKey(id)).Bytes()
 	if errors.Is(err, redis.Nil) {
@@ -597,76 +780,170 @@ func (s *RedisStore) applyAll(ctx context.Context, evs []*hub.Event, judge judge
 	return errs
 }
 
+// try is one record's compare-and-set (or read) in updateAll.
+type try struct {
+	i      int
+	riders []rider // later changes of the same record, folded into next
+	out    []byte  // nil: a read (fn changes nothing in what was seen)
+	old    []byte
+	next   *Record
+	cas    *redis.Cmd
+	get    *redis.StringCmd
+	zrem   *redis.IntCmd
+}
+
+// rider is a later change of a try's record: its index, and the error it
+// was judged with (the record unchanged by it).
+type rider struct {
+	i   int
+	err error
+}
+
+// all is the indices of t's changes, in order.
+func (t *try) all() []int {
+	out := []int{t.i}
+	for _, r := range t.riders {
+		out = append(out, r.i)
+	}
+	return out
+}
+
 // updateAll is updateRec for several records at once: the compare-and-sets
 // of those this node saw, and which fn changes, go in one pipeline (with
 // the publishing set's ZREMs), so a batch costs one round trip, not one
-// each. Every other change (a record never seen, a second change of one
-// record, a compare-and-set that found the record changed, a change to
-// verify first) is then made one at a time, as updateRec does, in the
-// given order: records are independent of each other, and each record's
-// changes keep their order.
+// each; the later changes of a record in the batch are folded into its
+// one compare-and-set, in order. A record fn leaves as this node saw it is
+// answered from what was seen when that is final (updateRec); otherwise
+// its read, and its ZREM, go in the same pipeline. Every other change (a
+// record never seen, a compare-and-set that found the record changed, a
+// change to judge on what is there, a read that fn then changes) is then
+// made one at a time, as updateRec does, in the given order: records are
+// independent of each other, and each record's changes keep their order.
 func (s *RedisStore) updateAll(ctx context.Context, ids []string, fns []func(*Record) (*Record, error)) (stored []*Record, found []bool, errs []error) {
 	stored, found, errs = make([]*Record, len(ids)), make([]bool, len(ids)), make([]error, len(ids))
-	type try struct {
-		i    int
-		out  []byte
-		old  []byte
-		next *Record
-		cas  *redis.Cmd
-		zrem *redis.IntCmd
-	}
 	var tries []try
 	var rest []int
-	taken := make(map[string]bool, len(ids))
+	reads := 0
+	// by is the try that carries each record's changes; a record whose
+	// changes go one at a time (rest) is -1 from then on.
+	by := make(map[string]int, len(ids))
 	for i, id := range ids {
+		if k, ok := by[id]; ok {
+			// A later change of a record in the batch: folded into the
+			// same compare-and-set, judged on the record as the changes
+			// before it leave it, which is what Redis holds if the
+			// compare-and-set succeeds (a refusal changes nothing).
+			if k >= 0 && tries[k].next != nil {
+				next, err := fns[i](clone(tries[k].next))
+				if err == nil && next != nil {
+					tries[k].next = next
+				}
+				tries[k].riders = append(tries[k].riders, rider{i, err})
+				continue
+			}
+			by[id] = -1
+			rest = append(rest, i)
+			continue
+		}
+		by[id] = -1
 		old := s.seen.get(id)
-		first := !taken[id]
-		taken[id] = true
-		if old == nil || !first {
+		if old == nil {
 			rest = append(rest, i)
 			continue
 		}
-		var cur Record
-		if json.Unmarshal(old, &cur) != nil {
-			rest = append(rest, i)
-			continue
+		if cur := s.seenFinal(id); cur != nil {
+			if next, err := fns[i](cur); err == nil && next == nil {
+				stored[i], found[i] = cur, true // final: nothing to change, nothing to check
+				delete(by, id)
+				continue
+			}
 		}
-		next, err := fns[i](&cur)
-		if err != nil || next == nil {
-			rest = append(rest, i) // judged on what this node saw: judge what is there
-			continue
-		}
-		out, err := json.Marshal(next)
+		cur, err := s.seen.parse(id, old)
 		if err != nil {
 			rest = append(rest, i)
 			continue
 		}
-		tries = append(tries, try{i: i, old: old, out: out, next: next})
+		next, err := fns[i](cur)
+		if err != nil {
+			rest = append(rest, i) // judged on what this node saw: judge what is there
+			continue
+		}
+		by[id] = len(tries)
+		if next == nil {
+			// Published or final as seen, so as stored too (updateRec):
+			// read what is there.
+			tries = append(tries, try{i: i})
+			reads++
+			continue
+		}
+		tries = append(tries, try{i: i, old: old, next: next})
 	}
-	if len(tries) > 1 {
+	for k := range tries {
+		t := &tries[k]
+		if t.next == nil {
+			continue
+		}
+		out, err := json.Marshal(t.next)
+		if err != nil {
+			t.next = nil
+			rest = append(rest, t.all()...)
+			continue
+		}
+		t.out = out
+	}
+	tries = slices.DeleteFunc(tries, func(t try) bool { return t.old != nil && t.out == nil })
+	if len(tries) > 1 || reads > 0 || (len(tries) == 1 && len(tries[0].riders) > 0) {
 		pipe := s.rdb.Pipeline()
 		for k := range tries {
 			t := &tries[k]
-			t.cas = casScript.EvalSha(ctx, pipe, []string{s.recKey(ids[t.i])}, t.old, t.out)
+			if t.out == nil {
+				t.get = pipe.Get(ctx, s.recKey(ids[t.i]))
+			} else {
+				t.cas = casScript.EvalSha(ctx, pipe, []string{s.recKey(ids[t.i])}, t.old, t.out)
+			}
 			t.zrem = pipe.ZRem(ctx, s.publishingKey(), ids[t.i])
 		}
 		_, _ = pipe.Exec(ctx) // each command's own error is read below
 		for _, t := range tries {
 			id := ids[t.i]
+			if t.get != nil {
+				b, err := t.get.Bytes()
+				if errors.Is(err, redis.Nil) && t.zrem.Err() == nil {
+					s.seen.forget(id)
+					continue // not found
+				}
+				var cur Record
+				if err == nil && t.zrem.Err() == nil && json.Unmarshal(b, &cur) == nil {
+					if next, ferr := fns[t.i](&cur); ferr == nil && next == nil {
+						s.seen.put(id, b, cur.Final())
+						stored[t.i], found[t.i] = &cur, true
+						continue
+					}
+					s.seen.put(id, b, false) // fn changes it: from what is there
+				}
+				rest = append(rest, t.i)
+				continue
+			}
 			v, err := t.cas.Result()
 			if n, ok := v.(int64); err == nil && ok && n == 1 && t.zrem.Err() == nil {
-				s.seen.put(id, t.out, t.next.Final())
+				s.seen.putRec(id, t.out, t.next)
 				stored[t.i], found[t.i] = t.next, true
+				for _, r := range t.riders {
+					if errs[r.i] = r.err; r.err == nil {
+						stored[r.i] = clone(t.next)
+					}
+					found[r.i] = true
+				}
 				continue
 			}
 			if cur, ok := v.(string); err == nil && ok {
 				s.seen.put(id, []byte(cur), false) // another node wrote it: fold into that
 			}
-			rest = append(rest, t.i)
+			rest = append(rest, t.all()...)
 		}
 	} else {
 		for _, t := range tries {
-			rest = append(rest, t.i)
+			rest = append(rest, t.all()...)
 		}
 	}
 	slices.Sort(rest)

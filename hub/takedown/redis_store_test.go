@@ -537,3 +537,229 @@ func TestRedisStoreMarksTogether(t *testing.T) {
 		})
 	}
 }
+
+// TestRedisStoreReservesTogether: the reservations that come while one is
+// in flight wait for it and then go together: their keys' SET NX, the
+// publishing set and the records without a key in one round trip, the
+// records with a key in a second; a request whose key was taken, even by
+// another in the same batch, joins the takedown it names.
+func TestRedisStoreReservesTogether(t *testing.T) {
+	for _, srv := range redistest.Servers(t) {
+		t.Run(srv.Name, func(t *testing.T) {
+			ctx := t.Context()
+			n := newStoreNode(t, srv)
+			taken := pendingRecord("rv-t")
+			taken.Principal, taken.IdempotencyKey = "p", "rv-taken"
+			if ex, err := n.s.Reserve(ctx, taken); ex != nil || err != nil {
+				t.Fatal(ex, err)
+			}
+			keyed := func(id, key string) *Record {
+				r := pendingRecord(id)
+				r.Principal, r.IdempotencyKey = "p", key
+				return r
+			}
+			recs := []*Record{pendingRecord("rv-0"), pendingRecord("rv-1"), pendingRecord("rv-2"), pendingRecord("rv-3"),
+				keyed("rv-k1", "rv-key"), keyed("rv-k2", "rv-key"), keyed("rv-j", "rv-taken")}
+			h := &holdFirst{held: make(chan struct{}), release: make(chan struct{})}
+			n.s.rdb.AddHook(h)
+			before := n.rt.N()
+			var wg sync.WaitGroup
+			existing := make([]*Record, len(recs))
+			errs := make([]error, len(recs))
+			wg.Go(func() { existing[0], errs[0] = n.s.Reserve(ctx, recs[0]) })
+			<-h.held
+			for i := 1; i < len(recs); i++ {
+				// In order, so rv-k1 takes the key rv-k2 then finds taken.
+				n.s.reserves.mu.Lock()
+				queued := len(n.s.reserves.queue)
+				n.s.reserves.mu.Unlock()
+				wg.Go(func() { existing[i], errs[i] = n.s.Reserve(ctx, recs[i]) })
+				for queued < i {
+					time.Sleep(time.Millisecond)
+					n.s.reserves.mu.Lock()
+					queued = len(n.s.reserves.queue)
+					n.s.reserves.mu.Unlock()
+				}
+			}
+			close(h.release)
+			wg.Wait()
+			// The first alone (1); the rest together (1), then rv-k1's
+			// record (1); each of the two joins reads its key and then
+			// the record it names (2 each), as a join alone does.
+			if rt := n.rt.N() - before; rt != 7 {
+				t.Fatalf("%d reservations, one in flight when the rest came: %d round trips, want 7", len(recs), rt)
+			}
+			for i, r := range recs {
+				switch r.CorrelationID {
+				case "rv-k2":
+					if errs[i] != nil || existing[i] == nil || existing[i].CorrelationID != "rv-k1" {
+						t.Fatalf("rv-k2 took rv-k1's key in the same batch: %+v %v, want rv-k1", existing[i], errs[i])
+					}
+				case "rv-j":
+					if errs[i] != nil || existing[i] == nil || existing[i].CorrelationID != "rv-t" {
+						t.Fatalf("rv-j: %+v %v, want rv-t", existing[i], errs[i])
+					}
+				default:
+					if errs[i] != nil || existing[i] != nil {
+						t.Fatalf("%s: %+v %v, want reserved", r.CorrelationID, existing[i], errs[i])
+					}
+					if got, err := newStoreNode(t, srv).s.Get(ctx, r.CorrelationID); err != nil || got.Status != StatusPending {
+						t.Fatalf("%s in Redis: %+v %v", r.CorrelationID, got, err)
+					}
+				}
+			}
+			claimed, err := n.s.ClaimUnpublished(ctx, time.Now().Add(time.Hour), 20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ids []string
+			for _, r := range claimed {
+				ids = append(ids, r.CorrelationID)
+			}
+			slices.Sort(ids)
+			if fmt.Sprint(ids) != "[rv-0 rv-1 rv-2 rv-3 rv-k1 rv-t]" {
+				t.Fatalf("publishing: %v, want the reserved ones and not those that joined", ids)
+			}
+		})
+	}
+}
+
+// TestRedisStoreMarkAfterOutcome: the broker's ack of a command may come
+// after the node's consumer folded in its outcome. Marking a takedown this
+// node saw final then costs no round trip (a final record changes no
+// more, and its outcome took it out of the publishing set); one it saw
+// published by a progress event is read and taken out of the set in one
+// round trip, not two. Either way the mark hands back the record as
+// stored.
+func TestRedisStoreMarkAfterOutcome(t *testing.T) {
+	for _, srv := range redistest.Servers(t) {
+		t.Run(srv.Name, func(t *testing.T) {
+			ctx := t.Context()
+			n := newStoreNode(t, srv)
+			for _, id := range []string{"ma-1", "ma-2"} {
+				if _, err := n.s.Reserve(ctx, pendingRecord(id)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := n.s.Apply(ctx, outcomeEvent(TypeConfirmed, "ma-1", `{"item_id":"item-1","removed_from":["g1"],"confirmed_at":"2026-01-01T00:00:00Z"}`)); err != nil {
+				t.Fatal(err)
+			}
+			if err := n.s.Apply(ctx, outcomeEvent(TypeRemoved, "ma-2", `{"item_id":"item-1","container_id":"g1"}`)); err != nil {
+				t.Fatal(err)
+			}
+			var rec *Record
+			var err error
+			if got := n.rt.Count(func() { rec, err = n.s.markPublished(ctx, "ma-1") }); err != nil || got != 0 || rec == nil || rec.Status != StatusConfirmed {
+				t.Fatalf("mark of a takedown seen final: %d round trips, %+v %v; want 0, confirmed", got, rec, err)
+			}
+			if got := n.rt.Count(func() { rec, err = n.s.markPublished(ctx, "ma-2") }); err != nil || got != 1 || rec == nil || !rec.Published || fmt.Sprint(rec.RemovedFrom) != "[g1]" {
+				t.Fatalf("mark of a takedown seen published: %d round trips, %+v %v; want 1, published, removed from g1", got, rec, err)
+			}
+			if claimed, err := n.s.ClaimUnpublished(ctx, time.Now().Add(time.Hour), 10); err != nil || len(claimed) != 0 {
+				t.Fatalf("still publishing: %+v %v", claimed, err)
+			}
+			// A mark of a record gone finds nothing, and says so.
+			other := newStoreNode(t, srv)
+			if _, err := other.s.Reserve(ctx, pendingRecord("ma-3")); err != nil {
+				t.Fatal(err)
+			}
+			if err := other.s.rdb.Del(ctx, other.s.recKey("ma-3")).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if rec, err := other.s.markPublished(ctx, "ma-3"); err != nil || rec != nil {
+				t.Fatalf("mark of a record gone: %+v %v", rec, err)
+			}
+		})
+	}
+}
+
+// TestRedisStoreSeenParsedOnce: the records a node answers from what it
+// saw are copies of the one parse it keeps: changing one changes neither
+// what the node answers next nor what it writes.
+func TestRedisStoreSeenParsedOnce(t *testing.T) {
+	for _, srv := range redistest.Servers(t) {
+		t.Run(srv.Name, func(t *testing.T) {
+			ctx := t.Context()
+			n := newStoreNode(t, srv)
+			if _, err := n.s.Reserve(ctx, pendingRecord("sp-1")); err != nil {
+				t.Fatal(err)
+			}
+			if err := n.s.Apply(ctx, outcomeEvent(TypeConfirmed, "sp-1", `{"item_id":"item-1","removed_from":["g1"],"confirmed_at":"2026-01-01T00:00:00Z"}`)); err != nil {
+				t.Fatal(err)
+			}
+			for range 2 {
+				var r *Record
+				var err error
+				if got := n.rt.Count(func() { r, err = n.s.Get(ctx, "sp-1") }); err != nil || got != 0 {
+					t.Fatalf("Get of a record seen final: %d round trips (%v), want 0", got, err)
+				}
+				if r.Status != StatusConfirmed || fmt.Sprint(r.RemovedFrom) != "[g1]" {
+					t.Fatalf("Get: %+v", r)
+				}
+				r.Status, r.RemovedFrom[0] = StatusPending, "changed"
+				r.RemovedFrom = append(r.RemovedFrom, "g2")
+			}
+			m, err := n.s.markPublished(ctx, "sp-1")
+			if err != nil || m.Status != StatusConfirmed || fmt.Sprint(m.RemovedFrom) != "[g1]" {
+				t.Fatalf("mark: %+v %v", m, err)
+			}
+			if r, err := newStoreNode(t, srv).s.Get(ctx, "sp-1"); err != nil || r.Status != StatusConfirmed || fmt.Sprint(r.RemovedFrom) != "[g1]" {
+				t.Fatalf("in Redis: %+v %v", r, err)
+			}
+		})
+	}
+}
+
+// TestRedisStoreApplyAllOneRecord: the outcomes of one record in a batch
+// are folded into one compare-and-set, in order (one round trip, not one
+// each); one not trusted is refused alone. When another node wrote the
+// record meanwhile, they are folded into what it wrote, one at a time.
+func TestRedisStoreApplyAllOneRecord(t *testing.T) {
+	for _, srv := range redistest.Servers(t) {
+		t.Run(srv.Name, func(t *testing.T) {
+			ctx := t.Context()
+			n, other := newStoreNode(t, srv), newStoreNode(t, srv)
+			// The first compare-and-set may load the script.
+			if _, err := n.s.Reserve(ctx, pendingRecord("ao-warm")); err != nil {
+				t.Fatal(err)
+			}
+			if err := n.s.MarkPublished(ctx, "ao-warm"); err != nil {
+				t.Fatal(err)
+			}
+			for _, id := range []string{"ao-1", "ao-2"} {
+				if _, err := n.s.Reserve(ctx, pendingRecord(id)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			removed := func(id, item, g string) *hub.Event {
+				return outcomeEvent(TypeRemoved, id, `{"item_id":"`+item+`","container_id":"`+g+`"}`)
+			}
+			var errs []error
+			if rt := n.rt.Count(func() {
+				errs = n.s.applyAll(ctx, []*hub.Event{
+					removed("ao-1", "item-1", "g1"), removed("ao-1", "item-other", "gx"), removed("ao-1", "item-1", "g2"),
+					outcomeEvent(TypeConfirmed, "ao-1", `{"item_id":"item-1","removed_from":["g1","g2"],"confirmed_at":"2026-01-01T00:00:00Z"}`),
+				}, applyTakedown)
+			}); rt != 1 {
+				t.Fatalf("four outcomes of one record: %d round trips, want 1", rt)
+			}
+			if errs[0] != nil || errs[2] != nil || errs[3] != nil || errs[1] == nil {
+				t.Fatalf("errors %v, want one for the other item's alone", errs)
+			}
+			if r, err := other.s.Get(ctx, "ao-1"); err != nil || fmt.Sprint(r.Status, " ", r.RemovedFrom) != "confirmed [g1 g2]" {
+				t.Fatalf("ao-1: %+v %v", r, err)
+			}
+			// ao-2: another node folds in g9 first; this node does not know.
+			if err := other.s.Apply(ctx, removed("ao-2", "item-1", "g9")); err != nil {
+				t.Fatal(err)
+			}
+			errs = n.s.applyAll(ctx, []*hub.Event{removed("ao-2", "item-1", "g1"), removed("ao-2", "item-1", "g2")}, applyTakedown)
+			if errors.Join(errs...) != nil {
+				t.Fatal(errs)
+			}
+			if r, err := other.s.Get(ctx, "ao-2"); err != nil || fmt.Sprint(r.Status, " ", r.RemovedFrom) != "pending [g9 g1 g2]" {
+				t.Fatalf("ao-2: %+v %v, want pending from g9, g1, g2", r, err)
+			}
+		})
+	}
+}

@@ -309,6 +309,10 @@ func benchTakedown(b *testing.B, backplane, command string, n int, rs *redistest
 	childCPU1, childWait1 := child.cpu(b)
 	rawChildCPU, rawChildWait := childCPU1-childCPU0, childWait1-childWait0
 	stopProfile()
+	var floor *floorResult
+	if rs == nil {
+		floor = httpFloor(b, child, base, command, n)
+	}
 	b.StopTimer()
 	if err != nil {
 		b.Fatal(err)
@@ -349,12 +353,63 @@ func benchTakedown(b *testing.B, backplane, command string, n int, rs *redistest
 	b.ReportMetric(float64(ad.RunQNs)/float64(ad.ElapsedNs)*100, "child-runq-%")
 	b.ReportMetric(float64(rawChildWait)/float64(rawWall)*100, "raw-child-runq-%")
 	b.ReportMetric(boolMetric(pinned), "pinned")
+	if floor != nil {
+		// net/http alone with the same clients: what a round trip of any
+		// HTTP front costs this process, and what is left for the rest.
+		b.ReportMetric(floor.rate, "floor-round-trips/s")
+		b.ReportMetric(floor.cpuUs, "floor-cpu-us/rt")
+		b.ReportMetric(float64(adCPU.Microseconds())/float64(ad.RoundTrips)-floor.cpuUs, "above-floor-cpu-us/rt")
+	}
 	b.ReportMetric(0, "ns/op")
 	b.Logf("%s clients=%d: adapter %d round trips in %v, p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.2f ms; raw %d in %v, p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.2f ms; writer %s",
 		backplane, n, ad.RoundTrips, time.Duration(ad.ElapsedNs).Round(time.Millisecond), ad.P50Ms, ad.P90Ms, ad.P99Ms, ad.MaxMs,
 		len(rw.lat), rw.elapsed.Round(time.Millisecond), rw.quantileMs(0.5), rw.quantileMs(0.9), rw.quantileMs(0.99), rw.quantileMs(1),
 		raw.settings)
 	return adRate
+}
+
+// floorResult is what the HTTP floor phase measured.
+type floorResult struct {
+	rate  float64 // round trips/s
+	cpuUs float64 // this process's CPU µs per round trip
+}
+
+// httpFloor runs the adapter phase's clients against a bare net/http
+// server in this process that reads each request's body and answers with
+// the bytes of a real answer (one taken from the node at base): the cost
+// of HTTP alone, which no work behind the handler can go below.
+func httpFloor(b *testing.B, child *takedownClient, base, command string, n int) *floorResult {
+	b.Helper()
+	status, answer, err := postTakedown(context.Background(), http.DefaultClient, base, benchItem(0))
+	if err != nil || status != http.StatusOK {
+		b.Fatalf("takedown for the floor's answer: %d %s %v", status, answer, err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &http.Server{
+		ReadHeaderTimeout: 10 * time.Second,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if _, err := io.Copy(io.Discard, r.Body); err != nil {
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Content-Length", strconv.Itoa(len(answer)))
+			w.Write(answer)
+		}),
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
+	url := "http://" + ln.Addr().String()
+	child.run(b, takedownRun{URL: url, Command: command, Clients: n, Duration: 500 * time.Millisecond})
+	cpu0 := processCPU()
+	res := child.run(b, takedownRun{URL: url, Command: command, Clients: n, Duration: takedownSteady})
+	cpu := processCPU() - cpu0
+	return &floorResult{
+		rate:  float64(res.RoundTrips) / time.Duration(res.ElapsedNs).Seconds(),
+		cpuUs: float64(cpu.Microseconds()) / float64(res.RoundTrips),
+	}
 }
 
 // The raw request/reply's topics, seeded in the child's broker.
