@@ -403,9 +403,8 @@ func (g *HTTPGuard) Handler(next http.Handler) http.Handler {
 			g.tooLarge(w, r)
 			return
 		}
-		rc := http.NewResponseController(w)
-		_ = rc.SetReadDeadline(time.Now().Add(g.cfg.BodyTimeout))
-		body, err := io.ReadAll(io.LimitReader(r.Body, g.cfg.MaxBodyBytes+1))
+		_ = setReadDeadline(w, time.Now().Add(g.cfg.BodyTimeout))
+		body, err := readAtMost(r.Body, r.ContentLength, g.cfg.MaxBodyBytes+1)
 		if err != nil {
 			closeAfter(w)
 			var ne net.Error
@@ -423,11 +422,75 @@ func (g *HTTPGuard) Handler(next http.Handler) http.Handler {
 			g.tooLarge(w, r)
 			return
 		}
-		_ = rc.SetReadDeadline(time.Time{})
-		r.Body = io.NopCloser(bytes.NewReader(body))
+		_ = setReadDeadline(w, time.Time{})
+		rb := &readBody{b: body}
+		rb.Reset(body)
+		r.Body = rb
 		r.ContentLength = int64(len(body))
 		next.ServeHTTP(w, r)
 	})
+}
+
+// setReadDeadline sets the read deadline of w's connection, found under
+// w's wrappers (Unwrap) as http.ResponseController finds it, without
+// making a controller per request.
+func setReadDeadline(w http.ResponseWriter, t time.Time) error {
+	for {
+		switch v := w.(type) {
+		case interface{ SetReadDeadline(time.Time) error }:
+			return v.SetReadDeadline(t)
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = v.Unwrap()
+		default:
+			return http.ErrNotSupported
+		}
+	}
+}
+
+// readAtMost reads r to its end, or to limit bytes; size, when positive,
+// is how many bytes to expect (a request's Content-Length).
+func readAtMost(r io.Reader, size, limit int64) ([]byte, error) {
+	n := int64(512)
+	if size > 0 {
+		n = size + 1 // one more: the end shows without growing
+	}
+	b := make([]byte, 0, min(n, limit))
+	for {
+		if len(b) == cap(b) {
+			if int64(len(b)) >= limit {
+				return b, nil
+			}
+			b = append(b, 0)[:len(b)]
+			b = b[:len(b):min(int64(cap(b)), limit)]
+		}
+		m, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+m]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+	}
+}
+
+// readBody is a request body the guard read whole (Handler).
+type readBody struct {
+	bytes.Reader
+	b []byte
+}
+
+func (*readBody) Close() error { return nil }
+
+// ReadBody returns r's body when the HTTP guard read it whole (Handler)
+// and none of it was read since, so a handler takes it without a copy or
+// a wait; otherwise it reports false and the body is read as usual.
+func ReadBody(r *http.Request) ([]byte, bool) {
+	rb, ok := r.Body.(*readBody)
+	if !ok || rb.Len() != len(rb.b) {
+		return nil, false
+	}
+	return rb.b, true
 }
 
 // closeAfter makes the answer to a refused request the connection's last,

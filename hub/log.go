@@ -38,11 +38,13 @@ func RequestLog(log *slog.Logger, next http.Handler) http.Handler {
 // says (the address behind trusted proxies); nil means the peer's address.
 func RequestLogClient(log *slog.Logger, client func(*http.Request) netip.Addr, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id := r.Header.Get("X-Request-ID")
+		// X-Request-Id is the canonical form of X-Request-ID: no
+		// conversion per request.
+		id := r.Header.Get("X-Request-Id")
 		if !saneID(id) {
 			id = uuid.NewString()
 		}
-		w.Header().Set("X-Request-ID", id)
+		w.Header().Set("X-Request-Id", id)
 		l := log.With("request_id", id)
 		start := time.Now()
 		var addr string

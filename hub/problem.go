@@ -75,7 +75,7 @@ func WriteProblem(w http.ResponseWriter, p Problem) {
 	if p.Detail != "" {
 		body["detail"] = p.Detail
 	}
-	if id := w.Header().Get("X-Request-ID"); id != "" {
+	if id := w.Header().Get("X-Request-Id"); id != "" { // X-Request-ID, canonical
 		body["instance"] = id
 	}
 	b, _ := json.Marshal(body)

@@ -99,8 +99,13 @@ func newFailureLimiter(perSecond float64, burst, sources int) *failureLimiter {
 }
 
 func (f *failureLimiter) shard(k netip.Prefix) *failureShard {
-	b, _ := k.MarshalBinary()
-	return &f.shards[maphash.Bytes(f.seed, b)%failureShards]
+	// The address and the prefix length, on the stack: MarshalBinary
+	// would allocate for every request.
+	var b [17]byte
+	a := k.Addr().As16()
+	copy(b[:], a[:])
+	b[16] = byte(k.Bits())
+	return &f.shards[maphash.Bytes(f.seed, b[:])%failureShards]
 }
 
 // wait returns how long src must wait before a credential of its is

@@ -2,6 +2,7 @@ package takedown
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -237,8 +238,39 @@ func (r *Request) validate() error {
 }
 
 func (r *Request) hash() string {
-	h := sha256.Sum256([]byte(r.ItemID + "\x00" + r.Reason + "\x00" + r.AuthorityRef))
+	var buf [256]byte
+	b := append(append(append(append(append(buf[:0], r.ItemID...), 0), r.Reason...), 0), r.AuthorityRef...)
+	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:])
+}
+
+// twoUUIDs returns two random (version 4) UUIDs, as uuid.NewString
+// writes them, from one read of randomness and in one string.
+func twoUUIDs() (string, string) {
+	var raw [32]byte
+	_, _ = rand.Read(raw[:]) // never fails (crypto/rand)
+	var b [72]byte
+	for i := range 2 {
+		u := uuid.UUID(raw[16*i : 16*i+16])
+		u[6] = (u[6] & 0x0f) | 0x40 // version 4
+		u[8] = (u[8] & 0x3f) | 0x80 // variant RFC 4122
+		hexUUID(b[36*i:36*i+36], &u)
+	}
+	s := string(b[:])
+	return s[:36], s[36:]
+}
+
+// hexUUID writes u in its canonical form, 36 bytes, into dst.
+func hexUUID(dst []byte, u *uuid.UUID) {
+	hex.Encode(dst, u[:4])
+	dst[8] = '-'
+	hex.Encode(dst[9:13], u[4:6])
+	dst[13] = '-'
+	hex.Encode(dst[14:18], u[6:8])
+	dst[18] = '-'
+	hex.Encode(dst[19:23], u[8:10])
+	dst[23] = '-'
+	hex.Encode(dst[24:], u[10:])
 }
 
 // StatusURL is where a takedown's state is read.
@@ -246,8 +278,9 @@ func StatusURL(id string) string { return "/v1/takedowns/" + id }
 
 // newRecord is a new call of in for principal, publishing.
 func newRecord(principal string, in *input, key string) *Record {
+	corr, event := twoUUIDs()
 	rec := &Record{
-		CorrelationID:  uuid.NewString(),
+		CorrelationID:  corr,
 		Principal:      principal,
 		IdempotencyKey: key,
 		BodyHash:       in.hash,
@@ -255,7 +288,7 @@ func newRecord(principal string, in *input, key string) *Record {
 		Status:         StatusPending,
 		RemovedFrom:    []string{},
 		CreatedAt:      time.Now(),
-		EventID:        uuid.NewString(),
+		EventID:        event,
 	}
 	if in.req != nil {
 		rec.Reason, rec.AuthorityRef = in.req.Reason, in.req.AuthorityRef
@@ -276,17 +309,14 @@ var (
 // same correlation ID, CloudEvents id, time and data: the request's
 // members and requested_by.
 func command(cmd *Command, rec *Record) producers.CloudEvent {
-	var data map[string]string
+	var data any = &takedownData{AuthorityRef: rec.AuthorityRef, ItemID: rec.ItemID, Reason: rec.Reason, RequestedBy: rec.Principal}
 	if len(rec.Data) > 0 {
-		_ = json.Unmarshal(rec.Data, &data) // written by newRecord
-	}
-	if data == nil {
-		data = map[string]string{"item_id": rec.ItemID, "reason": rec.Reason}
-		if rec.AuthorityRef != "" {
-			data["authority_ref"] = rec.AuthorityRef
+		var m map[string]string
+		if _ = json.Unmarshal(rec.Data, &m); m != nil { // written by newRecord
+			m["requested_by"] = rec.Principal
+			data = m
 		}
 	}
-	data["requested_by"] = rec.Principal
 	source := Source
 	if rec.Command != "" {
 		source = "/switchboard/" + rec.Command
@@ -302,6 +332,16 @@ func command(cmd *Command, rec *Record) producers.CloudEvent {
 	}
 }
 
+// takedownData is the data of a takedown.requested command: its JSON is
+// that of the map of its members (sorted, authority_ref only when set),
+// without building one.
+type takedownData struct {
+	AuthorityRef string `json:"authority_ref,omitempty"`
+	ItemID       string `json:"item_id"`
+	Reason       string `json:"reason"`
+	RequestedBy  string `json:"requested_by"`
+}
+
 // publish sends rec's command and, on the broker's ack, marks it published.
 // When the ack does not come within PublishWait the record stays
 // publishing: the write may still happen (kafka-go keeps a message it was
@@ -309,7 +349,7 @@ func command(cmd *Command, rec *Record) producers.CloudEvent {
 // sweep of any node, publishes the same command again, and its consumers
 // apply it once.
 func (a *Adapter) publish(ctx context.Context, rec *Record) error {
-	_, err := a.publishRead(ctx, rec)
+	_, err := a.publishRead(ctx, rec, nil)
 	return err
 }
 
@@ -321,17 +361,24 @@ type markReader interface {
 
 // publishRead is publish, and returns the record as the store holds it
 // once marked published, when the store says (a markReader), else nil.
-func (a *Adapter) publishRead(ctx context.Context, rec *Record) (*Record, error) {
+// rec itself is not changed (it may be the store's own). known, if not
+// nil, is the trace context the request already propagated.
+func (a *Adapter) publishRead(ctx context.Context, rec *Record, known *propagated) (*Record, error) {
 	cmd := a.cmds.ofRecord(rec)
 	if cmd == nil {
 		return nil, fmt.Errorf("%w: the command %q is not declared", errUnavailable, rec.Command)
 	}
 	// The command carries the trace context (SPEC §10): the producer
 	// span's, which continues the request's, or the record's on a republish.
-	ctx, span := tracing.Start(tracing.Continue(ctx, rec.TraceParent, rec.TraceState), "publish "+cmd.Topic, trace.SpanKindProducer)
+	var name string
+	if tracing.Enabled() { // no span name built for nothing
+		name = "publish " + cmd.Topic
+	}
+	ctx, span := tracing.Start(tracing.Continue(ctx, rec.TraceParent, rec.TraceState), name, trace.SpanKindProducer)
 	ev := command(cmd, rec)
-	ev.TraceParent, ev.TraceState = tracing.Propagated(ctx)
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.PublishWait)
+	ev.TraceParent, ev.TraceState = known.of(ctx)
+	kept := context.WithoutCancel(ctx)
+	pctx, cancel := context.WithTimeout(kept, a.cfg.PublishWait)
 	defer cancel()
 	err := a.cmd.Publish(pctx, cmd.Topic, rec.ItemID, ev)
 	tracing.End(span, err)
@@ -340,16 +387,19 @@ func (a *Adapter) publishRead(ctx context.Context, rec *Record) (*Record, error)
 	}
 	var stored *Record
 	if mr, ok := a.store.(markReader); ok {
-		stored, err = mr.markPublished(context.WithoutCancel(ctx), rec.CorrelationID)
+		stored, err = mr.markPublished(kept, rec.CorrelationID)
 	} else {
-		err = a.store.MarkPublished(context.WithoutCancel(ctx), rec.CorrelationID)
+		err = a.store.MarkPublished(kept, rec.CorrelationID)
 	}
+	log := hub.LoggerFrom(ctx, a.log)
 	if err != nil {
 		// The sweep will publish it again: same identity, one effect.
-		hub.LoggerFrom(ctx, a.log).Warn("takedown published but not marked so", "correlation_id", rec.CorrelationID, "err", err)
+		log.Warn("takedown published but not marked so", "correlation_id", rec.CorrelationID, "err", err)
 	}
-	rec.Published = true
-	hub.LoggerFrom(ctx, a.log).Info(cmd.noun()+" requested", "correlation_id", rec.CorrelationID, cmd.Key, rec.ItemID, "principal", rec.Principal)
+	if log.Enabled(ctx, slog.LevelInfo) {
+		log.LogAttrs(ctx, slog.LevelInfo, cmd.noun()+" requested", slog.String("correlation_id", rec.CorrelationID),
+			slog.String(cmd.Key, rec.ItemID), slog.String("principal", rec.Principal))
+	}
 	return stored, nil
 }
 
@@ -440,26 +490,17 @@ func (a *Adapter) post(cmd *Command, w http.ResponseWriter, r *http.Request) {
 		hub.WriteRefusal(w, fmt.Errorf("%w: role %s may not call %s", hub.ErrForbidden, p.Role, cmd.Name))
 		return
 	}
-	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil || mt != "application/json" {
-		problem(w, hub.ProblemUnsupportedMediaType, "send the request as application/json", nil)
-		return
-	}
-	rc := http.NewResponseController(w)
-	_ = rc.SetReadDeadline(time.Now().Add(a.cfg.BodyTimeout))
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.MaxBodyBytes))
-	if err != nil {
-		// The deadline stays: net/http may still read the rest of a
-		// refused body, and must not wait for it.
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			problem(w, hub.ProblemTooLarge, fmt.Sprintf("the body is over %d bytes", a.cfg.MaxBodyBytes), nil)
+	if ct := r.Header.Get("Content-Type"); ct != "application/json" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || mt != "application/json" {
+			problem(w, hub.ProblemUnsupportedMediaType, "send the request as application/json", nil)
 			return
 		}
-		problem(w, hub.ProblemBadRequest, "could not read the body", nil)
+	}
+	body, ok := a.readBody(w, r)
+	if !ok {
 		return
 	}
-	_ = rc.SetReadDeadline(time.Time{})
 	in, err := cmd.read(body)
 	if err != nil {
 		problem(w, hub.ProblemBadRequest, err.Error(), nil)
@@ -512,7 +553,10 @@ func (a *Adapter) post(cmd *Command, w http.ResponseWriter, r *http.Request) {
 	respond := func(w http.ResponseWriter, rec *Record) {
 		outcome := outcomeOf(rec, prefs.RespondAsync)
 		a.observeCmd(cmd, outcome, start)
-		log.Info(cmd.noun()+" answered", "correlation_id", rec.CorrelationID, "outcome", outcome, "duration", time.Since(start))
+		if ctx := context.Background(); log.Enabled(ctx, slog.LevelInfo) {
+			log.LogAttrs(ctx, slog.LevelInfo, cmd.noun()+" answered", slog.String("correlation_id", rec.CorrelationID),
+				slog.String("outcome", outcome), slog.Duration("duration", time.Since(start)))
+		}
 		a.respond(cmd, w, rec, prefs)
 	}
 	gone := func() {
@@ -529,6 +573,31 @@ func (a *Adapter) post(cmd *Command, w http.ResponseWriter, r *http.Request) {
 	default:
 		respond(w, rec)
 	}
+}
+
+// readBody reads r's body, at most MaxBodyBytes within BodyTimeout; it
+// answers the request itself when it cannot. A body the HTTP guard has
+// read already (hub.ReadBody) is taken as it is.
+func (a *Adapter) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	if body, ok := hub.ReadBody(r); ok && int64(len(body)) <= a.cfg.MaxBodyBytes {
+		return body, true
+	}
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(a.cfg.BodyTimeout))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.MaxBodyBytes))
+	if err != nil {
+		// The deadline stays: net/http may still read the rest of a
+		// refused body, and must not wait for it.
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			problem(w, hub.ProblemTooLarge, fmt.Sprintf("the body is over %d bytes", a.cfg.MaxBodyBytes), nil)
+			return nil, false
+		}
+		problem(w, hub.ProblemBadRequest, "could not read the body", nil)
+		return nil, false
+	}
+	_ = rc.SetReadDeadline(time.Time{})
+	return body, true
 }
 
 // plausible reports whether ev may be an outcome of the takedown id of
@@ -549,10 +618,8 @@ func (a *Adapter) respond(cmd *Command, w http.ResponseWriter, rec *Record, pref
 	id := rec.CorrelationID
 	switch {
 	case rec.Status == StatusConfirmed:
-		writeJSON(w, http.StatusOK, map[string]any{
-			"correlation_id": id, "item_id": rec.ItemID, "status": StatusConfirmed,
-			"removed_from": nonNil(rec.RemovedFrom), "confirmed_at": rec.ConfirmedAt,
-		})
+		writeJSON(w, http.StatusOK, &confirmedBody{ConfirmedAt: rec.ConfirmedAt, CorrelationID: id, ItemID: rec.ItemID,
+			RemovedFrom: nonNil(rec.RemovedFrom), Status: StatusConfirmed})
 	case rec.Status == StatusRejected && rec.RejectReason == "not_found":
 		problem(w, ProblemItemNotFound, fmt.Sprintf("item %s is not known to the item service", rec.ItemID),
 			map[string]any{"correlation_id": id, "item_id": rec.ItemID, "reason": rec.RejectReason})
@@ -577,6 +644,17 @@ func (a *Adapter) respond(cmd *Command, w http.ResponseWriter, rec *Record, pref
 			"no outcome yet; the takedown goes on: read status_url, or retry with the same Idempotency-Key",
 			map[string]any{"correlation_id": id, "item_id": rec.ItemID, "status_url": StatusURL(id)})
 	}
+}
+
+// confirmedBody is the 200 answer of a confirmed takedown: its members
+// in the order a map of them is written (sorted), so the bytes are those
+// of the map.
+type confirmedBody struct {
+	ConfirmedAt   string   `json:"confirmed_at"`
+	CorrelationID string   `json:"correlation_id"`
+	ItemID        string   `json:"item_id"`
+	RemovedFrom   []string `json:"removed_from"`
+	Status        Status   `json:"status"`
 }
 
 // refuse answers a request that could not be carried out: a *failure
@@ -683,8 +761,11 @@ func nonNil(s []string) []string {
 }
 
 func writeJSON(w http.ResponseWriter, status int, body any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
+	// As Header.Set does with these canonical names, with one slice for
+	// both values.
+	vs := []string{"application/json", "no-store"}
+	h := w.Header()
+	h["Content-Type"], h["Cache-Control"] = vs[0:1:1], vs[1:2:2]
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(body)
 }

@@ -54,7 +54,9 @@ type call struct {
 	reread  bool // woken again while it was
 	over    bool // answered or closed
 	timer   *time.Timer
+	due     time.Time  // the deadline, once armed
 	waiting trace.Span // the wait's span, from the deadline's arming to the answer
+	prop    propagated // the request's trace context, as begin propagated it
 }
 
 // A listener is how a call hears of its corr: channel: a hub watch for
@@ -76,6 +78,7 @@ type listener interface {
 func (a *Adapter) begin(ctx context.Context, p *auth.Principal, in *input, key string) (*call, error) {
 	rec := newRecord(p.Name, in, key)
 	rec.TraceParent, rec.TraceState = tracing.Propagated(ctx)
+	prop := propagated{sc: trace.SpanContextFromContext(ctx), parent: rec.TraceParent, state: rec.TraceState}
 	existing, err := a.store.Reserve(ctx, rec)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errUnavailable, err)
@@ -88,8 +91,24 @@ func (a *Adapter) begin(ctx context.Context, p *auth.Principal, in *input, key s
 		rec = existing
 	}
 	c := a.follow(ctx, in.cmd, rec)
-	c.fresh, c.publishes = fresh, true
+	c.fresh, c.publishes, c.prop = fresh, true, prop
 	return c, nil
+}
+
+// propagated is what tracing.Propagated gives for the span context sc,
+// kept so that it is not written twice for one request.
+type propagated struct {
+	sc            trace.SpanContext
+	parent, state string
+}
+
+// of returns what tracing.Propagated(ctx) returns, from p when ctx holds
+// p's span context: that is all it depends on.
+func (p *propagated) of(ctx context.Context) (traceparent, tracestate string) {
+	if p != nil && p.sc.IsValid() && trace.SpanContextFromContext(ctx).Equal(p.sc) {
+		return p.parent, p.state
+	}
+	return tracing.Propagated(ctx)
 }
 
 // follow makes a call that waits for an existing takedown and publishes
@@ -172,31 +191,31 @@ func (c *call) run(ctx context.Context, l listener, d time.Duration, answer func
 	}
 	if c.publishes && rec.needsPublish() {
 		// A new takedown, or a retry of one not known to be on the topic:
-		// the same command either way. publish marks its copy published;
-		// the store knows it too, and the call needs only rec's state.
-		pub := clone(rec)
-		stored, err := c.a.publishRead(ctx, pub)
+		// the same command either way. The store knows it is published
+		// once publish returns; the call needs only the record's state.
+		stored, err := c.a.publishRead(ctx, rec, &c.prop)
 		if err != nil {
 			l.stop()
 			c.log.Warn(c.cmd.noun()+" command not confirmed by Kafka; kept to publish again", "correlation_id", c.id, "err", err)
-			return &failure{stage: publishing, kept: pub, err: err}
+			return &failure{stage: publishing, kept: rec, err: err}
 		}
-		rec = pub
+		var cur *Record
 		switch m, ok := c.a.store.(*MemoryStore); {
 		case ok:
 			// Its record, now published, is shared and costs no read:
 			// the call keeps it instead of a copy of its own.
-			if cur, err := m.Get(ctx, c.id); err == nil {
-				rec = cur
-			}
+			cur, _ = m.Get(ctx, c.id)
 		case stored != nil:
-			rec = stored // the mark's read
+			cur = stored // the mark's read
 		case readLater:
 			// The mark failed, or found no record: read it as usual.
-			if cur, err := c.a.store.Get(ctx, c.id); err == nil {
-				rec = cur
-			}
+			cur, _ = c.a.store.Get(ctx, c.id)
 		}
+		if cur == nil {
+			cur = clone(rec) // rec may be the store's: changed on a copy
+			cur.Published = true
+		}
+		rec = cur
 	}
 	c.mu.Lock()
 	if !c.rec.Final() {
@@ -224,8 +243,13 @@ func (c *call) wait(d time.Duration) {
 	}
 	rec := c.rec
 	if !rec.Final() && d > 0 {
-		_, c.waiting = tracing.Start(c.ctx, c.cmd.Name+" wait", trace.SpanKindInternal)
-		c.timer = time.AfterFunc(d, c.expire)
+		if tracing.Enabled() { // no span name built for nothing
+			_, c.waiting = tracing.Start(c.ctx, c.cmd.Name+" wait", trace.SpanKindInternal)
+		}
+		c.due = time.Now().Add(d)
+		if c.kick == nil {
+			c.timer = time.AfterFunc(d, c.expire)
+		} // else the goroutine that takes the wake-ups keeps the deadline, until unkick
 		c.mu.Unlock()
 		return
 	}
@@ -265,13 +289,17 @@ func (c *call) wake() {
 	go c.settle()
 }
 
-// unkick has wake-ups read the store in the background from now on: the
-// goroutine that took them no longer waits (a held request handed off from
-// net/http). A wake-up it had not taken yet is passed on.
+// unkick has wake-ups read the store in the background from now on, and
+// the deadline, if any, kept by a timer of its own: the goroutine that
+// took them no longer waits (a held request handed off from net/http). A
+// wake-up it had not taken yet is passed on.
 func (c *call) unkick() {
 	c.mu.Lock()
 	k := c.kick
 	c.kick = nil
+	if !c.over && !c.due.IsZero() && c.timer == nil {
+		c.timer = time.AfterFunc(time.Until(c.due), c.expire)
+	}
 	c.mu.Unlock()
 	select {
 	case <-k:
@@ -322,6 +350,9 @@ func (c *call) expire() {
 }
 
 func (c *call) get() (*Record, error) {
+	if m, ok := c.a.store.(*MemoryStore); ok {
+		return m.Get(c.ctx, c.id) // never waits
+	}
 	ctx, cancel := context.WithTimeout(c.ctx, c.a.cfg.PublishWait)
 	defer cancel()
 	return c.a.store.Get(ctx, c.id)
@@ -340,7 +371,11 @@ func (c *call) finish(rec *Record, deadline bool) {
 	}
 	c.endWait()
 	c.mu.Unlock()
-	_, span := tracing.Start(c.ctx, c.cmd.Name+" answer", trace.SpanKindInternal)
+	var name string
+	if tracing.Enabled() { // no span name built for nothing
+		name = c.cmd.Name + " answer"
+	}
+	_, span := tracing.Start(c.ctx, name, trace.SpanKindInternal)
 	c.answer(rec, deadline)
 	span.End()
 }
@@ -392,10 +427,17 @@ func (f *follower) stop() {
 	}
 }
 
+// deadline returns the call's deadline, if one is armed.
+func (c *call) deadline() (time.Time, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.due, !c.due.IsZero()
+}
+
 // await blocks until c answers through answers or ctx ends (false: the
-// client hung up), reading the store when the follow wakes it. When the
-// follow ends (the node is shutting down), it reads the store every
-// storePoll instead.
+// client hung up), reading the store when the follow wakes it, or until
+// until fires (waited). When the follow ends (the node is shutting down),
+// it reads the store every storePoll instead.
 func (f *follower) await(ctx context.Context, c *call, answers <-chan *Record, until <-chan time.Time) (rec *Record, ok, waited bool) {
 	var poll <-chan time.Time
 	done := f.done

@@ -38,6 +38,7 @@ type handoff struct {
 	release    func()                                   // the principal's held slot
 	answers    chan *Record                             // an answer the handler writes
 	followDone <-chan struct{}                          // closed when the call's follow ends
+	f          follower                                 // the call's listener
 
 	mu        sync.Mutex
 	inHandler bool // answered before any hand-off: the handler writes it
@@ -68,7 +69,7 @@ func (a *Adapter) hold(w http.ResponseWriter, r *http.Request, c *call, d time.D
 			release()
 		}
 	}()
-	f := &follower{}
+	f := &h.f
 	if err := c.run(r.Context(), f, d, h.answer); err != nil {
 		return nil, false, err
 	}
@@ -76,27 +77,50 @@ func (a *Adapter) hold(w http.ResponseWriter, r *http.Request, c *call, d time.D
 	// Most takedowns are answered within milliseconds: the handler waits
 	// HandOffAfter first, so their connection stays open for the client's
 	// next request (a handed-off answer closes it). A longer wait is
-	// handed off.
-	if after := h.a.cfg.HandOffAfter; after > 0 {
-		grace := time.NewTimer(after)
-		rec, ok, waited := f.await(r.Context(), c, h.answers, grace.C)
-		grace.Stop()
+	// handed off. Until then the handler keeps the call's deadline too:
+	// one timer for both.
+	t := timers.Get().(*time.Timer)
+	defer timers.Put(t)
+	defer t.Stop()
+	handOffAt := time.Now().Add(h.a.cfg.HandOffAfter)
+	tryHandOff, expired := true, false
+	for {
+		due, hasDue := c.deadline()
+		hasDue = hasDue && !expired
+		next, timed := handOffAt, tryHandOff
+		if hasDue && (!timed || due.Before(next)) {
+			next, timed = due, true
+		}
+		var until <-chan time.Time
+		if timed {
+			t.Reset(time.Until(next)) // fires at once when past
+			until = t.C
+		}
+		rec, ok, waited := f.await(r.Context(), c, h.answers, until)
 		if !waited {
 			if !ok {
 				rec = nil
 			}
 			return rec, false, nil
 		}
+		if hasDue && !time.Now().Before(due) {
+			expired = true
+			c.expire() // the answer comes through answers
+			continue
+		}
+		tryHandOff = false
+		if h.handOff(w, r) {
+			return nil, true, nil
+		}
 	}
-	if h.handOff(w, r) {
-		return nil, true, nil
-	}
-	rec, ok, _ := f.await(r.Context(), c, h.answers, nil)
-	if !ok {
-		return nil, false, nil
-	}
-	return rec, false, nil
 }
+
+// timers are the stopped timers of held handlers, used again.
+var timers = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
+}}
 
 // answer is the call's answer callback.
 func (h *handoff) answer(rec *Record, _ bool) {

@@ -100,6 +100,8 @@ var ErrNotFound = errors.New("takedown: not found")
 type Store interface {
 	// Reserve stores rec as publishing, unless rec's principal already used
 	// rec.IdempotencyKey: then it stores nothing and returns that record.
+	// The store may keep rec itself (MemoryStore): the caller must not
+	// change it afterwards.
 	Reserve(ctx context.Context, rec *Record) (existing *Record, err error)
 	// Release forgets a reservation whose command was never handed to the
 	// producer.
@@ -367,7 +369,7 @@ func (m *MemoryStore) Reserve(_ context.Context, rec *Record) (*Record, error) {
 		}
 		m.keys[idemKey(rec)] = rec.CorrelationID
 	}
-	m.recs[rec.CorrelationID] = clone(rec)
+	m.recs[rec.CorrelationID] = rec // never changed: Reserve's contract
 	if rec.needsPublish() {
 		m.publishing[rec.CorrelationID] = m.now()
 	}

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,6 +20,38 @@ const unmatchedRoute = "unmatched"
 type httpMetrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	// children are the series of each route and status seen, so a
+	// request does not look its labels up again (routeStatus ->
+	// *routeSeries).
+	children sync.Map
+}
+
+// routeStatus names a route's series for one status.
+type routeStatus struct {
+	route string
+	code  int
+}
+
+// routeSeries are the request counter and the duration histogram of one
+// route and status.
+type routeSeries struct {
+	requests prometheus.Counter
+	duration prometheus.Observer
+}
+
+// observe counts a request of route answered with code, d after it came.
+func (h *httpMetrics) observe(route string, code int, d time.Duration) {
+	k := routeStatus{route, code}
+	s, ok := h.children.Load(k)
+	if !ok {
+		s, _ = h.children.LoadOrStore(k, &routeSeries{
+			requests: h.requests.WithLabelValues(route, strconv.Itoa(code)),
+			duration: h.duration.WithLabelValues(route, strconv.Itoa(code/100)+"xx"),
+		})
+	}
+	rs := s.(*routeSeries)
+	rs.requests.Inc()
+	rs.duration.Observe(d.Seconds())
 }
 
 // newHTTPMetrics sizes the latency buckets up to past maxWait, the longest
@@ -94,8 +127,7 @@ func (w *routeWriter) record(code int) {
 		return
 	}
 	w.recorded = true
-	w.m.requests.WithLabelValues(w.route, strconv.Itoa(code)).Inc()
-	w.m.duration.WithLabelValues(w.route, strconv.Itoa(code/100)+"xx").Observe(time.Since(w.start).Seconds())
+	w.m.observe(w.route, code, time.Since(w.start))
 }
 
 // WriteHeader records a final status, then passes it on.
@@ -140,8 +172,7 @@ func (w *routeWriter) HandOff() func(status int, bytes int64) {
 		if status == 0 {
 			status = http.StatusOK
 		}
-		m.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
-		m.duration.WithLabelValues(route, strconv.Itoa(status/100)+"xx").Observe(time.Since(start).Seconds())
+		m.observe(route, status, time.Since(start))
 	}
 }
 

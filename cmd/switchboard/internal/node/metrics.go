@@ -2,6 +2,7 @@ package node
 
 import (
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -53,6 +54,22 @@ type metrics struct {
 	commands       *prometheus.CounterVec
 	commandLatency *prometheus.HistogramVec
 	http           *httpMetrics // requests by route and status; wraps the routes
+	// answers are the series of each command and outcome seen, so an
+	// answer does not look its labels up again (commandOutcome ->
+	// *answerSeries).
+	answers sync.Map
+}
+
+// commandOutcome names the series of one command's answers of one
+// outcome.
+type commandOutcome struct{ command, outcome string }
+
+// answerSeries are the series an answer of one command and outcome
+// feeds; takedowns is nil but for the built-in takedowns.
+type answerSeries struct {
+	commands  prometheus.Counter
+	latency   prometheus.Observer
+	takedowns prometheus.Counter
 }
 
 func newMetrics(a *Node) *metrics {
@@ -91,10 +108,20 @@ func newMetrics(a *Node) *metrics {
 // observe is the adapter's Observe: every command's answer, and the
 // takedown metrics of the built-in takedowns.
 func (m *metrics) observe(command, outcome string, d time.Duration) {
-	m.commands.WithLabelValues(command, outcome).Inc()
-	m.commandLatency.WithLabelValues(command).Observe(d.Seconds())
-	if command == takedown.TakedownsName {
-		m.takedowns.WithLabelValues(outcome).Inc()
+	k := commandOutcome{command, outcome}
+	v, ok := m.answers.Load(k)
+	if !ok {
+		s := &answerSeries{commands: m.commands.WithLabelValues(command, outcome), latency: m.commandLatency.WithLabelValues(command)}
+		if command == takedown.TakedownsName {
+			s.takedowns = m.takedowns.WithLabelValues(outcome)
+		}
+		v, _ = m.answers.LoadOrStore(k, s)
+	}
+	s := v.(*answerSeries)
+	s.commands.Inc()
+	s.latency.Observe(d.Seconds())
+	if s.takedowns != nil {
+		s.takedowns.Inc()
 		m.latency.Observe(d.Seconds())
 	}
 }
