@@ -20,6 +20,9 @@ import (
 // its idempotency key. Keys (hash-tagged, one slot each):
 //
 //	<prefix>td:{<correlation id>}            the record as JSON
+//	<prefix>td:{<correlation id>}:fenced      set when a keyed record was
+//	                                          fenced off before it was
+//	                                          written: it never will be
 //	<prefix>idem:{<principal>}:<key>          the correlation ID of a takedown's key
 //	<prefix>idem:{<principal>}/<command>:<key> the same for a declared command
 //	<prefix>td:publishing                     the takedowns not known to be
@@ -90,6 +93,11 @@ func (s *RedisStore) wrap(err error) error {
 // records that must wait for their key or set, in a second one), so
 // under load the request's first round trip is shared. A key found taken
 // is then joined by its own request (joinKey).
+//
+// A keyed record is written only if no request that found its key first
+// fenced it off (recordScript): one fenced off joins whoever took its key.
+// So exactly one request owns a key, and publishes its command, however
+// concurrent or slow the requests with that key are, on any node.
 func (s *RedisStore) Reserve(ctx context.Context, rec *Record) (*Record, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, s.wrap(err)
@@ -104,22 +112,74 @@ func (s *RedisStore) Reserve(ctx context.Context, rec *Record) (*Record, error) 
 	if !r.join {
 		return nil, r.err
 	}
-	existing, err := s.joinKey(ctx, rec, s.idemKey(rec), r.zadd != nil)
-	if existing != nil || err != nil {
-		return existing, err
-	}
-	if r.publish { // the key is taken again: the set first, once more
-		if err := s.rdb.ZAdd(ctx, s.publishingKey(), r.member).Err(); err != nil {
+	ik, added := s.idemKey(rec), r.zadd != nil
+	for range 8 {
+		existing, err := s.joinKey(ctx, rec, ik, added)
+		if existing != nil || err != nil {
+			return existing, err
+		}
+		if r.publish { // the key is taken again: the set first, once more
+			if err := s.rdb.ZAdd(ctx, s.publishingKey(), r.member).Err(); err != nil {
+				return nil, s.wrap(err)
+			}
+		}
+		added = r.publish
+		wrote, err := s.runInt(ctx, recordScript, s.recordKeys(rec.CorrelationID), r.js, s.ttl.Milliseconds())
+		if err != nil {
+			s.seen.forget(rec.CorrelationID)
 			return nil, s.wrap(err)
 		}
+		if wrote == 1 {
+			s.seen.put(rec.CorrelationID, r.js, rec.Final())
+			return nil, nil
+		}
+		// Fenced off: another request found the key before the record
+		// and took it.
 	}
-	rk := s.recKey(rec.CorrelationID)
-	if err := s.rdb.Set(ctx, rk, r.js, s.ttl).Err(); err != nil {
-		s.seen.forget(rec.CorrelationID)
-		return nil, s.wrap(err)
-	}
-	s.seen.put(rec.CorrelationID, r.js, rec.Final())
-	return nil, nil
+	return nil, s.wrap(errors.New("too much contention on " + ik))
+}
+
+// recordKeys are a record's key and its fence, in one slot.
+func (s *RedisStore) recordKeys(id string) []string {
+	return []string{s.recKey(id), s.prefix + "td:{" + id + "}:fenced"}
+}
+
+// recordScript writes a keyed reservation's record KEYS[1] (ARGV[1],
+// expiring in ARGV[2] ms; never when 0) unless it was fenced off (KEYS[2]
+// is there), and returns 1; else 0, and writes nothing.
+var recordScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if ARGV[2] == '0' then redis.call('SET', KEYS[1], ARGV[1]) else redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
+return 1
+`)
+
+// fenceScript fences off the record KEYS[1] (sets KEYS[2], expiring in
+// ARGV[1] ms; never when 0) unless it is there, and returns 1; else 0.
+var fenceScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if ARGV[1] == '0' then redis.call('SET', KEYS[2], '1') else redis.call('SET', KEYS[2], '1', 'PX', ARGV[1]) end
+return 1
+`)
+
+// takeKeyScript points the idempotency key KEYS[1] at ARGV[2] (expiring
+// in ARGV[3] ms; never when 0) if it names ARGV[1] or nothing, and
+// returns 1; else it returns what the key names.
+var takeKeyScript = redis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[1] then return cur end
+if ARGV[3] == '0' then redis.call('SET', KEYS[1], ARGV[2]) else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
+return 1
+`)
+
+// releaseKeyScript deletes the idempotency key KEYS[1] if it names ARGV[1].
+var releaseKeyScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+`)
+
+// runInt runs a script that answers an integer.
+func (s *RedisStore) runInt(ctx context.Context, sc *redis.Script, keys []string, args ...any) (int64, error) {
+	return sc.Run(ctx, s.rdb, keys, args...).Int64()
 }
 
 // reservation is one Reserve in a group commit.
@@ -131,6 +191,7 @@ type reservation struct {
 	setNX   *redis.BoolCmd
 	zadd    *redis.IntCmd
 	set     *redis.StatusCmd
+	write   *redis.Cmd // a keyed record's (recordScript)
 	// Set by reserveAll before done is closed: join says the key was
 	// taken (the request joins it); otherwise err is the outcome.
 	join bool
@@ -194,13 +255,22 @@ func (s *RedisStore) reserveAll(ctx context.Context, batch []*reservation) {
 		close(r.done)
 	}
 	if len(then) > 0 {
-		pipe = s.rdb.Pipeline()
+		s.writeRecords(ctx, then, false)
 		for _, r := range then {
-			r.set = pipe.Set(ctx, s.recKey(r.rec.CorrelationID), r.js, s.ttl)
-		}
-		_, _ = pipe.Exec(ctx)
-		for _, r := range then {
-			if err := r.set.Err(); err != nil {
+			var err error
+			if r.write != nil {
+				var wrote int64
+				if wrote, err = r.write.Int64(); err == nil && wrote == 0 {
+					// Fenced off: a request that found the key before the
+					// record took it. This one joins it.
+					r.join = true
+					joins = append(joins, r)
+					continue
+				}
+			} else {
+				err = r.set.Err()
+			}
+			if err != nil {
 				s.seen.forget(r.rec.CorrelationID)
 				r.err = s.wrap(err)
 			} else {
@@ -211,6 +281,37 @@ func (s *RedisStore) reserveAll(ctx context.Context, batch []*reservation) {
 	}
 	for _, r := range joins {
 		close(r.done)
+	}
+}
+
+// writeRecords writes the records of batch in one pipeline: a keyed one
+// with recordScript (write), which a request that found its key may have
+// fenced off, others with SET (set). load sends the script whole; it is
+// sent so again to those it was not cached for.
+func (s *RedisStore) writeRecords(ctx context.Context, batch []*reservation, load bool) {
+	pipe := s.rdb.Pipeline()
+	for _, r := range batch {
+		switch {
+		case r.setNX == nil:
+			r.set = pipe.Set(ctx, s.recKey(r.rec.CorrelationID), r.js, s.ttl)
+		case load:
+			r.write = recordScript.Eval(ctx, pipe, s.recordKeys(r.rec.CorrelationID), r.js, s.ttl.Milliseconds())
+		default:
+			r.write = recordScript.EvalSha(ctx, pipe, s.recordKeys(r.rec.CorrelationID), r.js, s.ttl.Milliseconds())
+		}
+	}
+	_, _ = pipe.Exec(ctx)
+	if load {
+		return
+	}
+	var again []*reservation
+	for _, r := range batch {
+		if r.write != nil && redis.HasErrorPrefix(r.write.Err(), "NOSCRIPT") {
+			again = append(again, r)
+		}
+	}
+	if len(again) > 0 {
+		s.writeRecords(ctx, again, true)
 	}
 }
 
@@ -254,10 +355,25 @@ func (g *group[T]) drain(ctx context.Context, send func(context.Context, []T)) {
 	go g.drain(context.WithoutCancel(ctx), send)
 }
 
+// joinWait is how long a request that found its key naming a record not
+// there waits for the record before it fences it off: the key's request
+// writes its record a round trip after the key. It bounds only how soon
+// a key whose request is gone is taken over: a record fenced off is
+// never written, however late its request comes.
+const joinWait = 250 * time.Millisecond
+
 // joinKey is Reserve when rec's idempotency key ik was taken: the record
-// it names, or nil when the key outlived its record (released or
-// expired), which rec then takes. added says rec's correlation ID went
-// into the publishing set; it is taken out again.
+// it names, or nil when rec took the key, as it does one that names
+// nothing or a record that will never be there (released, expired, or
+// its request gone before writing it). added says rec's correlation ID
+// went into the publishing set; it is taken out again.
+//
+// A key is set before its record, so it names a record not there yet
+// while its request is between the two: a join waits for the record (up
+// to joinWait), then fences it off (fenceScript), so that its request
+// can no more write it (recordScript) and joins in turn, and only then
+// takes the key, if it still names that record (takeKeyScript). So one
+// request owns a key however slow the others are.
 func (s *RedisStore) joinKey(ctx context.Context, rec *Record, ik string, added bool) (*Record, error) {
 	var get *redis.StringCmd
 	// A failed ZREM is left to the next claim, which drops a member
@@ -273,12 +389,46 @@ func (s *RedisStore) joinKey(ctx context.Context, rec *Record, ik string, added 
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return nil, s.wrap(err)
 	}
-	if existing, err := s.Get(ctx, id); err == nil {
-		return existing, nil
-	} else if !errors.Is(err, ErrNotFound) {
-		return nil, err
+	ttl := s.ttl.Milliseconds()
+	deadline, pause := time.Now().Add(joinWait), time.Millisecond
+	for range 256 {
+		if id != "" {
+			existing, err := s.Get(ctx, id)
+			if err == nil {
+				return existing, nil
+			} else if !errors.Is(err, ErrNotFound) {
+				return nil, err
+			}
+			if time.Now().Before(deadline) {
+				select {
+				case <-ctx.Done():
+					return nil, s.wrap(ctx.Err())
+				case <-time.After(pause):
+				}
+				pause = min(2*pause, 32*time.Millisecond)
+				continue
+			}
+			fenced, err := s.runInt(ctx, fenceScript, s.recordKeys(id), ttl)
+			if err != nil {
+				return nil, s.wrap(err)
+			}
+			if fenced == 0 {
+				continue // the record came: join it
+			}
+		}
+		cur, err := takeKeyScript.Run(ctx, s.rdb, []string{ik}, id, rec.CorrelationID, ttl).Result()
+		if err != nil {
+			return nil, s.wrap(err)
+		}
+		if next, ok := cur.(string); ok {
+			// Another request took it meanwhile: join that one, which
+			// may be a round trip from its record.
+			id, deadline, pause = next, time.Now().Add(joinWait), time.Millisecond
+			continue
+		}
+		return nil, nil
 	}
-	return nil, s.wrap(s.rdb.Set(ctx, ik, rec.CorrelationID, s.ttl).Err())
+	return nil, s.wrap(errors.New("too much contention on " + ik))
 }
 
 func unixMs(t time.Time) float64 { return float64(t.UnixMilli()) }
@@ -697,10 +847,7 @@ func (s *RedisStore) Release(ctx context.Context, rec *Record) error {
 		}
 	}
 	if rec.IdempotencyKey != "" {
-		ik := s.idemKey(rec)
-		if id, err := s.rdb.Get(ctx, ik).Result(); err == nil && id == rec.CorrelationID {
-			return s.wrap(s.rdb.Del(ctx, ik).Err())
-		}
+		return s.wrap(releaseKeyScript.Run(ctx, s.rdb, []string{s.idemKey(rec)}, rec.CorrelationID).Err())
 	}
 	return nil
 }

@@ -45,8 +45,10 @@ func TestRedisStoreRoundTrips(t *testing.T) {
 		t.Run(srv.Name, func(t *testing.T) {
 			ctx := t.Context()
 			n := newStoreNode(t, srv)
-			// The first compare-and-set may load the script.
+			// The first compare-and-set and the first keyed record may
+			// load their scripts.
 			warm := pendingRecord("rt-warm")
+			warm.Principal, warm.IdempotencyKey = "p", "rt-warm"
 			if _, err := n.s.Reserve(ctx, warm); err != nil {
 				t.Fatal(err)
 			}
@@ -759,6 +761,174 @@ func TestRedisStoreApplyAllOneRecord(t *testing.T) {
 			}
 			if r, err := other.s.Get(ctx, "ao-2"); err != nil || fmt.Sprint(r.Status, " ", r.RemovedFrom) != "pending [g9 g1 g2]" {
 				t.Fatalf("ao-2: %+v %v, want pending from g9, g1, g2", r, err)
+			}
+		})
+	}
+}
+
+// holdKey holds the first command or pipeline a client sends that names
+// key, until release is closed.
+type holdKey struct {
+	key     string
+	once    sync.Once
+	held    chan struct{}
+	release chan struct{}
+}
+
+func (h *holdKey) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *holdKey) names(cmd redis.Cmder) bool {
+	return slices.ContainsFunc(cmd.Args(), func(a any) bool { s, ok := a.(string); return ok && s == h.key })
+}
+
+func (h *holdKey) hold() {
+	h.once.Do(func() {
+		close(h.held)
+		<-h.release
+	})
+}
+
+func (h *holdKey) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if h.names(cmd) {
+			h.hold()
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h *holdKey) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if slices.ContainsFunc(cmds, h.names) {
+			h.hold()
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// TestRedisStoreKeyRaceOneCommand: however many requests with one
+// Idempotency-Key come at once, on however many nodes, exactly one of them
+// reserves (its command is published) and every other one joins it, also
+// when the first one's record is late after its key (a slow node): held
+// until the others came, or until they are done. Only the reserved ones
+// are left for the sweep to publish.
+func TestRedisStoreKeyRaceOneCommand(t *testing.T) {
+	for _, srv := range redistest.Servers(t) {
+		t.Run(srv.Name, func(t *testing.T) {
+			ctx := t.Context()
+			var nodes []storeNode
+			for range 4 {
+				nodes = append(nodes, newStoreNode(t, srv))
+			}
+			const per = 5 // requests per node and round
+			owners := map[string]bool{}
+			// race runs a round; held > 0 holds the record of a first
+			// request on a node of its own, after its key was set, and
+			// releases it once the others came (1) or are done (2).
+			race := func(round, held int) {
+				key := fmt.Sprintf("kr-key-%d", round)
+				var mu sync.Mutex
+				var owned, joined []string
+				reserve := func(s *RedisStore, rec *Record) {
+					ex, err := s.Reserve(ctx, rec)
+					mu.Lock()
+					defer mu.Unlock()
+					switch {
+					case err != nil:
+						t.Errorf("round %d: %s: %v", round, rec.CorrelationID, err)
+					case ex == nil:
+						owned = append(owned, rec.CorrelationID)
+					default:
+						joined = append(joined, ex.CorrelationID)
+					}
+				}
+				var first, others sync.WaitGroup
+				var h *holdKey
+				if held > 0 {
+					rec := pendingRecord(fmt.Sprintf("kr-%d-first", round))
+					rec.Principal, rec.IdempotencyKey = "p", key
+					h = &holdKey{key: nodes[0].s.recKey(rec.CorrelationID), held: make(chan struct{}), release: make(chan struct{})}
+					c := srv.Client()
+					t.Cleanup(func() { c.Close() })
+					c.AddHook(h)
+					first.Go(func() { reserve(NewRedisStore(c, time.Hour, srv.Prefix), rec) })
+					<-h.held
+				}
+				for i, n := range nodes {
+					for j := range per {
+						rec := pendingRecord(fmt.Sprintf("kr-%d-%d-%d", round, i, j))
+						rec.Principal, rec.IdempotencyKey = "p", key
+						others.Go(func() { reserve(n.s, rec) })
+					}
+				}
+				if held == 1 {
+					close(h.release)
+				}
+				others.Wait()
+				if held == 2 {
+					close(h.release)
+				}
+				first.Wait()
+				if len(owned) != 1 {
+					t.Fatalf("round %d: reserved by %v: want exactly one", round, owned)
+				}
+				for _, id := range joined {
+					if id != owned[0] {
+						t.Fatalf("round %d: joined %v, want all %s", round, joined, owned[0])
+					}
+				}
+				owners[owned[0]] = true
+			}
+			for round := range 200 {
+				race(round, 0)
+			}
+			for round := 200; round < 220; round++ {
+				race(round, 1+round%2)
+			}
+			claimed, err := nodes[0].s.ClaimUnpublished(ctx, time.Now().Add(time.Hour), 10000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range claimed {
+				if !owners[r.CorrelationID] {
+					t.Fatalf("the sweep would publish %s, which did not reserve", r.CorrelationID)
+				}
+				delete(owners, r.CorrelationID)
+			}
+			if len(owners) != 0 {
+				t.Fatalf("the sweep would not publish %v", owners)
+			}
+		})
+	}
+}
+
+// TestRedisStoreStaleKeyTaken: a key naming a record that never came (its
+// node died between the two) is taken over by the next request with it,
+// which the ones after join; the late record of the first is never
+// written then.
+func TestRedisStoreStaleKeyTaken(t *testing.T) {
+	for _, srv := range redistest.Servers(t) {
+		t.Run(srv.Name, func(t *testing.T) {
+			ctx := t.Context()
+			n := newStoreNode(t, srv)
+			gone := "sk-never"
+			rec := pendingRecord(gone + "-2")
+			rec.Principal, rec.IdempotencyKey = "p", gone
+			ik := n.s.idemKey(rec)
+			if err := n.s.rdb.Set(ctx, ik, gone, time.Hour).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if ex, err := n.s.Reserve(ctx, rec); ex != nil || err != nil {
+				t.Fatalf("%s: %+v %v, want the key taken", gone, ex, err)
+			}
+			again := *rec
+			again.CorrelationID = gone + "-3"
+			if ex, err := newStoreNode(t, srv).s.Reserve(ctx, &again); err != nil || ex == nil || ex.CorrelationID != rec.CorrelationID {
+				t.Fatalf("%s: %+v %v, want %s joined", gone, ex, err, rec.CorrelationID)
+			}
+			late, err := n.s.runInt(ctx, recordScript, n.s.recordKeys(gone), "{}", int64(3600000))
+			if err != nil || late != 0 {
+				t.Fatalf("%s: the late record: %d %v, want fenced off", gone, late, err)
 			}
 		})
 	}

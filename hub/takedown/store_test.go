@@ -242,3 +242,57 @@ func TestMemoryStoreExpiry(t *testing.T) {
 		t.Fatal("expired key still names the old record")
 	}
 }
+
+// TestMemoryStoreKeyRaceOneCommand: requests with one Idempotency-Key at
+// once on the single-node store: exactly one reserves, every other joins
+// it, and only it is left for the sweep to publish.
+func TestMemoryStoreKeyRaceOneCommand(t *testing.T) {
+	ctx := t.Context()
+	s := NewMemoryStore(time.Hour)
+	owners := map[string]bool{}
+	for round := range 200 {
+		var mu sync.Mutex
+		var owned, joined []string
+		var wg sync.WaitGroup
+		for i := range 20 {
+			rec := &Record{CorrelationID: fmt.Sprintf("mk-%d-%d", round, i), ItemID: "item-1", Status: StatusPending, CreatedAt: time.Now(),
+				Principal: "p", IdempotencyKey: fmt.Sprintf("mk-key-%d", round)}
+			wg.Go(func() {
+				ex, err := s.Reserve(ctx, rec)
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case err != nil:
+					t.Errorf("%s: %v", rec.CorrelationID, err)
+				case ex == nil:
+					owned = append(owned, rec.CorrelationID)
+				default:
+					joined = append(joined, ex.CorrelationID)
+				}
+			})
+		}
+		wg.Wait()
+		if len(owned) != 1 {
+			t.Fatalf("round %d: reserved by %v: want exactly one", round, owned)
+		}
+		for _, id := range joined {
+			if id != owned[0] {
+				t.Fatalf("round %d: joined %v, want all %s", round, joined, owned[0])
+			}
+		}
+		owners[owned[0]] = true
+	}
+	claimed, err := s.ClaimUnpublished(ctx, time.Now().Add(time.Hour), 10000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range claimed {
+		if !owners[r.CorrelationID] {
+			t.Fatalf("the sweep would publish %s, which did not reserve", r.CorrelationID)
+		}
+		delete(owners, r.CorrelationID)
+	}
+	if len(owners) != 0 {
+		t.Fatalf("the sweep would not publish %v", owners)
+	}
+}
