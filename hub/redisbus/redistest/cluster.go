@@ -76,6 +76,14 @@ func (n *Node) Kill() {
 	}
 }
 
+// Pid is the node's process ID (0 before it started).
+func (n *Node) Pid() int {
+	if n.cmd == nil || n.cmd.Process == nil {
+		return 0
+	}
+	return n.cmd.Process.Pid
+}
+
 // Log is the node's log file.
 func (n *Node) Log() string {
 	b, _ := os.ReadFile(filepath.Join(n.dir, "redis.log"))

@@ -167,8 +167,7 @@ func BenchmarkTakedown(b *testing.B) {
 				b.Run(fmt.Sprintf("clients=%d", n), func(b *testing.B) {
 					var rs *redistest.Server
 					if backplane == "redis" {
-						srv := redistest.Real(b)
-						rs = &srv
+						rs = takedownRedis(b)
 					}
 					rps := benchTakedown(b, backplane, takedown.TakedownsName, n, rs)
 					if rs == nil {
@@ -182,6 +181,25 @@ func BenchmarkTakedown(b *testing.B) {
 			}
 		})
 	}
+}
+
+// takedownRedis is the Redis server of a Redis case: a redis-server of the
+// benchmark's own, pinned with the broker and the HTTP clients to the CPUs
+// the server may not use, so the server's core is the server's alone (as
+// the broker is not on it either). Not pinned (no taskset), the shared
+// server on 127.0.0.1:6379 does.
+func takedownRedis(b *testing.B) *redistest.Server {
+	cpus := loadCPUs()
+	if len(cpus) == 0 {
+		srv := redistest.Real(b)
+		return &srv
+	}
+	n := redistest.StartServer(b)
+	if err := pinProcess(strconv.Itoa(n.Pid()), cpus); err != nil {
+		b.Fatalf("pin redis-server to CPUs %v: %v", cpus, err)
+	}
+	b.Logf("redis: a redis-server of its own on %s, pinned to CPUs %v", n.Addr, cpus)
+	return &redistest.Server{Name: "redis", Addr: n.Addr, Prefix: "sbbench:"}
 }
 
 // BenchmarkCommands is BenchmarkTakedown's memory cases for the built-in

@@ -284,17 +284,27 @@ func produceEvents(ctx context.Context, spec *loadSpec) produceResult {
 }
 
 // pinThreads pins every thread of this process to cpus and sets
-// GOMAXPROCS to their number. Threads started later inherit the mask of
-// the thread that starts them, so once every thread is pinned (a second
-// pass catches any started meanwhile) the process stays pinned.
+// GOMAXPROCS to their number.
 func pinThreads(cpus []int) error {
+	if err := pinProcess("self", cpus); err != nil {
+		return err
+	}
+	runtime.GOMAXPROCS(len(cpus))
+	return nil
+}
+
+// pinProcess pins every thread of the process pid ("self", or a number)
+// to cpus. Threads started later inherit the mask of the thread that
+// starts them, so once every thread is pinned (a second pass catches any
+// started meanwhile) the process stays pinned.
+func pinProcess(pid string, cpus []int) error {
 	var set unix.CPUSet
 	for _, c := range cpus {
 		set.Set(c)
 	}
 	done := map[int]bool{}
 	for {
-		ents, err := os.ReadDir("/proc/self/task")
+		ents, err := os.ReadDir("/proc/" + pid + "/task")
 		if err != nil {
 			return err
 		}
@@ -311,11 +321,9 @@ func pinThreads(cpus []int) error {
 			n++
 		}
 		if n == 0 {
-			break
+			return nil
 		}
 	}
-	runtime.GOMAXPROCS(len(cpus))
-	return nil
 }
 
 // loadCPUs returns the CPUs the load client should run on: the online
