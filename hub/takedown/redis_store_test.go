@@ -885,19 +885,7 @@ func TestRedisStoreKeyRaceOneCommand(t *testing.T) {
 			for round := 200; round < 220; round++ {
 				race(round, 1+round%2)
 			}
-			claimed, err := nodes[0].s.ClaimUnpublished(ctx, time.Now().Add(time.Hour), 10000)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, r := range claimed {
-				if !owners[r.CorrelationID] {
-					t.Fatalf("the sweep would publish %s, which did not reserve", r.CorrelationID)
-				}
-				delete(owners, r.CorrelationID)
-			}
-			if len(owners) != 0 {
-				t.Fatalf("the sweep would not publish %v", owners)
-			}
+			sweepPublishesOwners(ctx, t, nodes[0].s, owners)
 		})
 	}
 }

@@ -282,6 +282,13 @@ func TestMemoryStoreKeyRaceOneCommand(t *testing.T) {
 		}
 		owners[owned[0]] = true
 	}
+	sweepPublishesOwners(ctx, t, s, owners)
+}
+
+// sweepPublishesOwners fails t unless the sweep of s would publish exactly
+// the takedowns of owners (by correlation ID).
+func sweepPublishesOwners(ctx context.Context, t *testing.T, s Store, owners map[string]bool) {
+	t.Helper()
 	claimed, err := s.ClaimUnpublished(ctx, time.Now().Add(time.Hour), 10000)
 	if err != nil {
 		t.Fatal(err)

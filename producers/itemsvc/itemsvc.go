@@ -767,9 +767,15 @@ func (s *Service) restore(ctx context.Context, cmd Command, itemID string) bool 
 // duplicate. Failures count in the service's error streak, which logs
 // them.
 func (s *Service) publish(ctx context.Context, topic string, ev producers.CloudEvent) bool {
+	return s.retry(ctx, func() error { return s.pub.Publish(ctx, topic, ev.Subject, ev) })
+}
+
+// retry calls send until it succeeds (true) or ctx ends (false), backing
+// off between failures, which count in the service's error streak.
+func (s *Service) retry(ctx context.Context, send func() error) bool {
 	backoff := 50 * time.Millisecond
 	for {
-		err := s.pub.Publish(ctx, topic, ev.Subject, ev)
+		err := send()
 		if err == nil {
 			s.streak.Succeed()
 			return true
@@ -794,22 +800,7 @@ type eventsPublisher interface {
 // publishEvents writes evs, all keyed by the first one's subject, to topic
 // as publish writes one event: retried whole until written or ctx ends.
 func (s *Service) publishEvents(ctx context.Context, pub eventsPublisher, topic string, evs []producers.CloudEvent) bool {
-	backoff := 50 * time.Millisecond
-	for {
-		err := pub.PublishEvents(ctx, topic, evs[0].Subject, evs...)
-		if err == nil {
-			s.streak.Succeed()
-			return true
-		}
-		if ctx.Err() != nil {
-			return false
-		}
-		s.streak.Fail(err, backoff)
-		if !sleep(ctx, backoff) {
-			return false
-		}
-		backoff = min(2*backoff, itemSvcPublishRetryMax)
-	}
+	return s.retry(ctx, func() error { return pub.PublishEvents(ctx, topic, evs[0].Subject, evs...) })
 }
 
 // sleep pauses for d; false means ctx ended first.
