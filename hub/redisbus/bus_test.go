@@ -187,14 +187,7 @@ func TestBusExpiryTrimsHead(t *testing.T) {
 			}
 			now = now.Add(45 * time.Minute) // 1-40 expired, 41-42 not
 			b.Publish(ctx, []string{"c"}, ev(43))
-			r, err := b.Read(ctx, "c", &hub.Oldest)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var offs []uint64
-			for _, e := range r.Entries {
-				offs = append(offs, e.Pos.Offset)
-			}
+			r, offs := historyOffsets(ctx, t, b, "c")
 			if fmt.Sprint(offs) != "[41 42 43]" {
 				t.Fatalf("history holds %v, want [41 42 43]", offs)
 			}
@@ -241,14 +234,7 @@ func TestBusAppendReadsNoEntry(t *testing.T) {
 	if strings.Contains(stats, "cmdstat_xrange:") {
 		t.Fatalf("appends to a log whose head is fresh read entries:\n%s", stats)
 	}
-	r, err := b.Read(ctx, "c", &hub.Oldest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var offs []uint64
-	for _, e := range r.Entries {
-		offs = append(offs, e.Pos.Offset)
-	}
+	_, offs := historyOffsets(ctx, t, b, "c")
 	if fmt.Sprint(offs) != "[4 5 6 7 8]" {
 		t.Fatalf("history holds %v, want [4 5 6 7 8]", offs)
 	}
@@ -443,4 +429,18 @@ func TestBusPublishAfterScriptFlush(t *testing.T) {
 			}
 		})
 	}
+}
+
+// historyOffsets reads ch's whole history and the offsets of its entries.
+func historyOffsets(ctx context.Context, t *testing.T, b *Bus, ch string) (hub.Replay, []uint64) {
+	t.Helper()
+	r, err := b.Read(ctx, ch, &hub.Oldest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var offs []uint64
+	for _, e := range r.Entries {
+		offs = append(offs, e.Pos.Offset)
+	}
+	return r, offs
 }

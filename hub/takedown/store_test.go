@@ -272,17 +272,24 @@ func TestMemoryStoreKeyRaceOneCommand(t *testing.T) {
 			})
 		}
 		wg.Wait()
-		if len(owned) != 1 {
-			t.Fatalf("round %d: reserved by %v: want exactly one", round, owned)
-		}
-		for _, id := range joined {
-			if id != owned[0] {
-				t.Fatalf("round %d: joined %v, want all %s", round, joined, owned[0])
-			}
-		}
-		owners[owned[0]] = true
+		owners[oneOwner(t, round, owned, joined)] = true
 	}
 	sweepPublishesOwners(ctx, t, s, owners)
+}
+
+// oneOwner fails t unless exactly one request of a round owns the key and
+// every other joined it, and returns the owner's correlation ID.
+func oneOwner(t *testing.T, round int, owned, joined []string) string {
+	t.Helper()
+	if len(owned) != 1 {
+		t.Fatalf("round %d: reserved by %v: want exactly one", round, owned)
+	}
+	for _, id := range joined {
+		if id != owned[0] {
+			t.Fatalf("round %d: joined %v, want all %s", round, joined, owned[0])
+		}
+	}
+	return owned[0]
 }
 
 // sweepPublishesOwners fails t unless the sweep of s would publish exactly
