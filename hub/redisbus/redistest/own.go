@@ -105,6 +105,25 @@ func (o *Own) Stop(t testing.TB) {
 	}
 }
 
+// StopSaving saves the data set to the dump in the server's directory and
+// stops the server: Start brings it back with its data, as a Redis with
+// persistence comes back.
+func (o *Own) StopSaving(t testing.TB) {
+	t.Helper()
+	c := o.Client()
+	defer c.Close()
+	c.ShutdownSave(context.Background()) // the server hangs up: no reply
+	select {
+	case <-o.exited:
+	case <-time.After(ownWait):
+		t.Fatalf("redis-server did not stop\n%s", o.log())
+	}
+}
+
+// Kill kills the server with SIGKILL, as a crash would, and waits for it
+// to exit; Start brings it back empty.
+func (o *Own) Kill() { o.kill() }
+
 func (o *Own) kill() {
 	if o.cmd != nil && o.cmd.Process != nil {
 		o.cmd.Process.Kill()

@@ -763,11 +763,8 @@ func (w *watchedSub) stop() {
 // during and after the outage exactly once; a new subscriber reading the
 // new epoch from its oldest event gets those too.
 func TestDrillRedisRestartedEmpty(t *testing.T) {
-	rs := newOwnRedis(t) // no dump, no AOF: it restarts empty
-	sock := rs.sock
-	rs.start(t)
-	t.Cleanup(rs.kill)
-	env := newScaleEnv(t, "redis-own", "unix://"+sock, "sbtest:empty:")
+	rs := redistest.StartOwn(t) // no dump, no AOF: it restarts empty
+	env := newScaleEnv(t, "redis-own", rs.URL(), "sbtest:empty:")
 	a := startNode(t, env, "A", consuming)
 	b := startNode(t, env, "B", consuming)
 	nodes := []*node{a, b}
@@ -813,7 +810,7 @@ func TestDrillRedisRestartedEmpty(t *testing.T) {
 	})
 
 	before := published() // 10, or more if a rebalance handed an uncommitted record to the other node
-	rs.kill()
+	rs.Kill()
 	for _, n := range nodes {
 		n.readyIs(t, http.StatusServiceUnavailable)
 	}
@@ -822,7 +819,7 @@ func TestDrillRedisRestartedEmpty(t *testing.T) {
 	if n := published(); n != before {
 		t.Fatalf("%d events published while Redis was down", n-before)
 	}
-	rs.start(t) // empty
+	rs.Start(t) // empty
 	for _, n := range nodes {
 		n.readyIs(t, http.StatusOK)
 	}

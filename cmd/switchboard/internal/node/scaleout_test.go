@@ -8,9 +8,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -896,11 +893,8 @@ func TestScaleOutRollingRestart(t *testing.T) {
 // does (SHUTDOWN SAVE, then a start on the same dump): without persistence
 // history is lost and resumes get a gap notice instead (docs/deployment.md).
 func TestScaleOutRedisRestart(t *testing.T) {
-	rs := newOwnRedis(t)
-	sock := rs.sock
-	rs.start(t)
-	t.Cleanup(rs.kill)
-	env := newScaleEnv(t, "redis-own", "unix://"+sock, "sbtest:restart:")
+	rs := redistest.StartOwn(t)
+	env := newScaleEnv(t, "redis-own", rs.URL(), "sbtest:restart:")
 
 	a := startNode(t, env, "A", consuming)
 	b := startNode(t, env, "B", consuming)
@@ -924,7 +918,7 @@ func TestScaleOutRedisRestart(t *testing.T) {
 	produce(t, env.broker, msgs(seq(1, 10))...)
 	waitUntil(t, "10 events published", func() bool { return published() == 10 })
 
-	rs.shutdown(t)
+	rs.StopSaving(t)
 	for _, n := range nodes {
 		n.readyIs(t, http.StatusServiceUnavailable)
 	}
@@ -937,7 +931,7 @@ func TestScaleOutRedisRestart(t *testing.T) {
 		t.Fatalf("%d events published while Redis was down", n)
 	}
 
-	rs.start(t)
+	rs.Start(t)
 	for _, n := range nodes {
 		n.readyIs(t, http.StatusOK)
 	}
@@ -960,69 +954,4 @@ func TestScaleOutRedisRestart(t *testing.T) {
 	drain(t, s, tl, want)
 	tl.exactlyOnce(t, "fresh SSE from=oldest", want)
 	t.Logf("consumer retries while Redis was down: %d", failures())
-}
-
-// newOwnRedis is an ownRedis in a temporary directory, not yet started;
-// without redis-server the test is skipped, or fails in CI.
-func newOwnRedis(t *testing.T) *ownRedis {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("SWITCHBOARD_CI") != "" {
-			t.Fatal("redis-server is required in CI")
-		}
-		t.Skip("redis-server not installed")
-	}
-	dir := t.TempDir()
-	return &ownRedis{bin: bin, dir: dir, sock: filepath.Join(dir, "redis.sock")}
-}
-
-// ownRedis is a redis-server child process on a Unix socket, which a test
-// may stop and start again.
-type ownRedis struct {
-	bin, dir, sock string
-	cmd            *exec.Cmd
-	exited         chan struct{}
-	out            strings.Builder
-}
-
-func (r *ownRedis) start(t *testing.T) {
-	t.Helper()
-	r.out.Reset()
-	r.cmd = exec.Command(r.bin, "--port", "0", "--unixsocket", r.sock, "--unixsocketperm", "700",
-		"--save", "", "--appendonly", "no", "--dir", r.dir)
-	r.cmd.Stdout = &r.out
-	r.cmd.Stderr = &r.out
-	if err := r.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	r.exited = make(chan struct{})
-	go func(cmd *exec.Cmd, exited chan struct{}) { cmd.Wait(); close(exited) }(r.cmd, r.exited)
-	c := redis.NewClient(&redis.Options{Network: "unix", Addr: r.sock, MaxRetries: -1})
-	defer c.Close()
-	waitUntil(t, "redis-server answers", func() bool {
-		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
-		defer cancel()
-		return c.Ping(ctx).Err() == nil
-	})
-}
-
-// shutdown saves the data set to the dump in dir and stops the server.
-func (r *ownRedis) shutdown(t *testing.T) {
-	t.Helper()
-	c := redis.NewClient(&redis.Options{Network: "unix", Addr: r.sock, MaxRetries: -1})
-	defer c.Close()
-	c.ShutdownSave(t.Context()) // the server closes the connection: no reply
-	select {
-	case <-r.exited:
-	case <-time.After(scaleWait):
-		t.Fatalf("redis-server did not stop:\n%s", r.out.String())
-	}
-}
-
-func (r *ownRedis) kill() {
-	if r.cmd != nil && r.cmd.Process != nil {
-		r.cmd.Process.Kill()
-		<-r.exited
-	}
 }
