@@ -3,11 +3,13 @@ package node
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -156,7 +158,9 @@ func loadLoop(n int, d time.Duration, op func(ctx context.Context, seq int) erro
 // Every catalogue item is taken down once during the warm-up, so every
 // measured takedown is a repeat, answered with one takedown.confirmed.
 // cpu-us/rt is this process's CPU time (the server's, or the raw
-// requester's and responder's) per round trip.
+// requester's and responder's) per round trip. On the Redis backplane,
+// redis-cpu-us/rt is the Redis server's (INFO cpu), and the log line
+// "redis per round trip" splits its time by command (INFO commandstats).
 //
 // Run it with -benchtime=1x: each case is a few seconds.
 func BenchmarkTakedown(b *testing.B) {
@@ -314,9 +318,11 @@ func benchTakedown(b *testing.B, backplane, command string, n int, rs *redistest
 	name := fmt.Sprintf("%s-%s-clients%d", backplane, command, n)
 	stopProfile := profileTakedown(b, "takedown-"+name)
 	b.ResetTimer()
+	redis0 := readRedisCPU(b, rs)
 	cpu0, wait0, t0 := processCPU(), runQueueWait(), time.Now()
 	ad := child.run(b, takedownRun{URL: base, Command: command, Clients: n, Duration: takedownSteady})
 	adCPU, adWait, adWall := processCPU()-cpu0, runQueueWait()-wait0, time.Since(t0)
+	redisUsed := readRedisCPU(b, rs).since(redis0)
 	stopProfile()
 
 	stopProfile = profileTakedown(b, "takedown-raw-"+name)
@@ -371,6 +377,13 @@ func benchTakedown(b *testing.B, backplane, command string, n int, rs *redistest
 	b.ReportMetric(float64(ad.RunQNs)/float64(ad.ElapsedNs)*100, "child-runq-%")
 	b.ReportMetric(float64(rawChildWait)/float64(rawWall)*100, "raw-child-runq-%")
 	b.ReportMetric(boolMetric(pinned), "pinned")
+	if rs != nil {
+		// What Redis spent per round trip, on the load side's CPUs: a
+		// bound on the load side's throughput, and in a lone request's
+		// latency.
+		b.ReportMetric(float64(redisUsed.cpu.Microseconds())/float64(ad.RoundTrips), "redis-cpu-us/rt")
+		b.Logf("redis per round trip: %s", redisUsed.perCall(ad.RoundTrips))
+	}
 	if floor != nil {
 		// net/http alone with the same clients: what a round trip of any
 		// HTTP front costs this process, and what is left for the rest.
@@ -384,6 +397,83 @@ func benchTakedown(b *testing.B, backplane, command string, n int, rs *redistest
 		len(rw.lat), rw.elapsed.Round(time.Millisecond), rw.quantileMs(0.5), rw.quantileMs(0.9), rw.quantileMs(0.99), rw.quantileMs(1),
 		raw.settings)
 	return adRate
+}
+
+// redisCPU is a Redis server's CPU time (INFO cpu) and its time and calls
+// by command (INFO commandstats).
+type redisCPU struct {
+	cpu   time.Duration
+	sys   time.Duration
+	usec  map[string]float64
+	calls map[string]float64
+}
+
+// readRedisCPU reads rs's CPU figures; nothing without a Redis case.
+func readRedisCPU(b *testing.B, rs *redistest.Server) redisCPU {
+	var r redisCPU
+	if rs == nil {
+		return r
+	}
+	rdb := rs.Client()
+	defer rdb.Close()
+	info, err := rdb.Info(context.Background(), "cpu", "commandstats").Result()
+	if err != nil {
+		b.Fatal("redis INFO: ", err)
+	}
+	r.usec, r.calls = map[string]float64{}, map[string]float64{}
+	for line := range strings.Lines(info) {
+		line = strings.TrimSpace(line)
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		switch {
+		case k == "used_cpu_sys" || k == "used_cpu_user":
+			f, _ := strconv.ParseFloat(v, 64)
+			r.cpu += time.Duration(f * float64(time.Second))
+			if k == "used_cpu_sys" {
+				r.sys = time.Duration(f * float64(time.Second))
+			}
+		case strings.HasPrefix(k, "cmdstat_"):
+			for field := range strings.SplitSeq(v, ",") {
+				name, val, _ := strings.Cut(field, "=")
+				f, _ := strconv.ParseFloat(val, 64)
+				switch name {
+				case "calls":
+					r.calls[k[len("cmdstat_"):]] = f
+				case "usec":
+					r.usec[k[len("cmdstat_"):]] = f
+				}
+			}
+		}
+	}
+	return r
+}
+
+// since is what Redis spent from before to r.
+func (r redisCPU) since(before redisCPU) redisCPU {
+	d := redisCPU{cpu: r.cpu - before.cpu, sys: r.sys - before.sys, usec: map[string]float64{}, calls: map[string]float64{}}
+	for k, v := range r.usec {
+		d.usec[k] = v - before.usec[k]
+		d.calls[k] = r.calls[k] - before.calls[k]
+	}
+	return d
+}
+
+// perCall names the commands that took Redis time, with their calls and
+// µs per round trip, the costliest first.
+func (r redisCPU) perCall(roundTrips int) string {
+	names := slices.Collect(maps.Keys(r.usec))
+	slices.SortFunc(names, func(a, b string) int { return cmp.Compare(r.usec[b], r.usec[a]) })
+	var out []string
+	for _, k := range names {
+		if r.usec[k] <= 0 {
+			continue
+		}
+		out = append(out, fmt.Sprintf("%s %.2f calls %.1f µs", k, r.calls[k]/float64(roundTrips), r.usec[k]/float64(roundTrips)))
+	}
+	return fmt.Sprintf("CPU %.0f µs (system %.0f µs); by command: %s", float64(r.cpu.Microseconds())/float64(roundTrips),
+		float64(r.sys.Microseconds())/float64(roundTrips), strings.Join(out, "; "))
 }
 
 // floorResult is what the HTTP floor phase measured.
@@ -798,10 +888,37 @@ func (c *takedownClient) cpu(b *testing.B) (cpu, runq time.Duration) {
 func profileTakedown(b *testing.B, name string) func() {
 	stopCPU := cpuProfile(b, name)
 	stopBlock := blockProfileTakedown(b, name)
+	stopAllocs := allocProfileTakedown(b, name)
 	return func() {
 		stopCPU()
 		stopBlock()
+		stopAllocs()
 	}
+}
+
+// allocProfileTakedown writes the heap profile at the start and at the end
+// of the phase (name-allocs-before.prof, name-allocs.prof) when
+// SWITCHBOARD_BENCH_ALLOCPROFILE names a directory: the phase's
+// allocations alone are go tool pprof -sample_index=alloc_objects
+// -diff_base name-allocs-before.prof name-allocs.prof. Run with
+// -test.memprofilerate 4096 (or lower) for enough samples.
+func allocProfileTakedown(b *testing.B, name string) func() {
+	dir := os.Getenv("SWITCHBOARD_BENCH_ALLOCPROFILE")
+	if dir == "" {
+		return func() {}
+	}
+	write := func(file string) {
+		f, err := os.Create(filepath.Join(dir, file))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+			b.Error(err)
+		}
+		f.Close()
+	}
+	write(name + "-allocs-before.prof")
+	return func() { write(name + "-allocs.prof") }
 }
 
 // blockProfileTakedown records blocking events of 10 µs and more and one
