@@ -3,6 +3,7 @@ package redisbus
 import (
 	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
 
 	"github.com/switchboard/switchboard/hub"
@@ -15,7 +16,8 @@ import (
 // twice in the batch is appended once), and listeners on another node hear
 // them in that order. A batch one of whose channels Redis refuses fails,
 // naming it; the other events are in; the same batch again, once the
-// channel is fixed, appends what was missing and doubles nothing.
+// channel is fixed, appends what was missing and doubles nothing. A batch
+// of more appends than one script takes is one round trip too.
 func TestBusPublishBatch(t *testing.T) {
 	for _, srv := range redistest.Servers(t) {
 		t.Run(srv.Name, func(t *testing.T) {
@@ -82,8 +84,8 @@ func TestBusPublishBatch(t *testing.T) {
 				{Channels: []string{"item:bad", "item:1"}, Event: ev(6)},
 				{Channels: []string{"item:1"}, Event: ev(7)},
 			}
-			if err := a.PublishBatch(ctx, batch); err == nil {
-				t.Fatal("a batch with a refused channel succeeded")
+			if err := a.PublishBatch(ctx, batch); err == nil || !strings.Contains(err.Error(), "item:bad") {
+				t.Fatalf("a batch with a refused channel: %v, want an error naming item:bad", err)
 			}
 			if err := rdb.Del(ctx, meta).Err(); err != nil {
 				t.Fatal(err)
@@ -99,6 +101,26 @@ func TestBusPublishBatch(t *testing.T) {
 			}
 			if got := ids(items.wait(t, 6)); got != "[1:e-1 2:e-2 3:e-3 4:e-5 5:e-6 6:e-7]" {
 				t.Fatalf("item:1 heard %s", got)
+			}
+
+			// A batch of more appends than one script takes (manyAppends)
+			// is still one round trip, in order.
+			batch = nil
+			var want []string
+			for i := range 2*manyAppends + 7 {
+				e := ev(100 + i)
+				batch = append(batch, hub.Publication{Channels: []string{"big", "item:big-" + fmt.Sprint(i%3)}, Event: e})
+				want = append(want, fmt.Sprintf("%d:%s", i+1, e.ID))
+			}
+			before = rt.N()
+			if err := a.PublishBatch(ctx, batch); err != nil {
+				t.Fatal(err)
+			}
+			if n := rt.N() - before; n != 1 {
+				t.Fatalf("a batch of %d appends took %d round trips, want 1", 2*len(batch), n)
+			}
+			if r, err := b.Read(ctx, "big", &hub.Oldest); err != nil || ids(r.Entries) != fmt.Sprint(want) {
+				t.Fatalf("big holds %s (%v), want %v", ids(r.Entries), err, want)
 			}
 		})
 	}

@@ -86,6 +86,53 @@ func BenchmarkBusPublish(b *testing.B) {
 	}
 }
 
+// BenchmarkBusPublishBatch measures what a consumer's batches cost Redis:
+// PublishBatch of 16 events, each routed as a takedown's is (a static
+// channel, item:<id> and a new corr:<id>), from 4 concurrent publishers on
+// one server: appends/s and the server's CPU per append.
+//
+//	go test ./hub/redisbus -run '^$' -bench BusPublishBatch -benchtime=20000x
+func BenchmarkBusPublishBatch(b *testing.B) {
+	n := redistest.StartServer(b)
+	pub, err := New(b.Context(), n.Client(), Config{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pub.Close()
+	const perBatch, items = 16, 500
+	var next atomic.Int64
+	cpu0 := serverCPU(b, []*redistest.Node{n})
+	b.SetParallelism(2) // 4 publishers on 2 cores
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		batch := make([]hub.Publication, 0, perBatch)
+		flush := func() {
+			if err := pub.PublishBatch(context.Background(), batch); err != nil {
+				b.Error(err)
+			}
+			batch = batch[:0]
+		}
+		for pb.Next() {
+			i := int(next.Add(1))
+			e := ev(i)
+			batch = append(batch, hub.Publication{Event: e, Channels: []string{"takedowns", "item:" + strconv.Itoa(i%items), "corr:" + strconv.Itoa(i)}})
+			if len(batch) == perBatch {
+				flush()
+			}
+		}
+		if len(batch) > 0 {
+			flush()
+		}
+	})
+	elapsed := time.Since(start)
+	b.StopTimer()
+	cpu := serverCPU(b, []*redistest.Node{n}) - cpu0
+	appends := float64(3 * b.N)
+	b.ReportMetric(appends/elapsed.Seconds(), "appends/s")
+	b.ReportMetric(cpu.Seconds()*1e6/appends, "server-cpu-us/append")
+}
+
 // serverCPU sums used_cpu_user and used_cpu_sys of the nodes.
 func serverCPU(b *testing.B, nodes []*redistest.Node) time.Duration {
 	b.Helper()

@@ -293,23 +293,27 @@ func (b *Bus) Publish(ctx context.Context, channels []string, ev *hub.Event) err
 
 var _ hub.BatchPublisher = (*Bus)(nil)
 
-// PublishBatch implements hub.BatchPublisher: the scripts of every event of
-// batch (one per channel, as Publish) go in one pipeline, in the batch's
-// order, which one server runs in that order; on a Cluster each master
-// gets its part in order, and a channel's keys are on one master. So a
-// consumer's queued records cost one round trip (per master), not one
-// each.
+// manyAppends bounds the appends of one publishManyScript: one script
+// holds Redis for all of its appends.
+const manyAppends = 64
+
+// PublishBatch implements hub.BatchPublisher: every event of batch is
+// appended to each of its channels (as Publish), in the batch's order.
+// Where one server holds every key, the appends go in one script per
+// manyAppends; on a Cluster, one script per channel (each atomic on its
+// own slot), in one pipeline that each master runs in order, and a
+// channel's keys are on one master. Either way a consumer's queued records
+// cost one round trip (per master), not one each.
 func (b *Bus) PublishBatch(ctx context.Context, batch []hub.Publication) error {
-	now := b.now().UnixMilli()
-	ttl := b.cfg.HistoryTTL.Milliseconds()
-	// A script the server does not hold yet (NOSCRIPT) is sent whole,
-	// alone, in order.
 	type pub struct {
-		ch   string
-		keys []string
-		args []any
-		seen hub.Position
-		cmd  *redis.Cmd
+		ch     string
+		ev     *hub.Event
+		header string
+		keys   []string
+		seen   hub.Position
+		// target and lead: for a channel of a shared namespace, the
+		// node-level channel and the start of its announcements
+		target, lead string
 	}
 	var pubs []pub
 	for _, p := range batch {
@@ -317,44 +321,105 @@ func (b *Bus) PublishBatch(ctx context.Context, batch []hub.Publication) error {
 			continue
 		}
 		h := header(p.Event)
-		key := p.Event.Source + "\x00" + p.Event.ID
 		for _, ch := range p.Channels {
 			meta, log, live := b.keys(ch)
-			seen := b.known.get(ch)
-			pubCmd, target, lead := b.pubCmd, "", ""
+			pb := pub{ch: ch, ev: p.Event, header: h, seen: b.known.get(ch), keys: []string{meta, log, live, b.idsKey(ch)}}
 			if b.isShared(ch) {
-				pubCmd, target, lead = "PUBLISH", b.sharedName, ch+" "
+				pb.target, pb.lead = b.sharedName, ch+" "
 			}
-			pubs = append(pubs, pub{ch: ch, seen: seen, keys: []string{meta, log, live, b.idsKey(ch)},
-				args: []any{h, p.Event.JSON, b.cfg.HistorySize, ttl, now, newEpoch(), key, pubCmd, seen.Epoch, seen.Offset, target, lead}})
+			pubs = append(pubs, pb)
 		}
 	}
 	if len(pubs) == 0 {
 		return nil
 	}
-	pipe := b.rdb.Pipeline()
-	for i := range pubs {
-		pubs[i].cmd = publishScript.EvalSha(ctx, pipe, pubs[i].keys, pubs[i].args...)
+	now := b.now().UnixMilli()
+	ttl := b.cfg.HistoryTTL.Milliseconds()
+	evKey := func(ev *hub.Event) string { return ev.Source + "\x00" + ev.ID }
+
+	// A script the server does not hold yet (NOSCRIPT) is sent whole,
+	// alone, in order.
+	type call struct {
+		script     *redis.Script
+		keys       []string
+		args       []any
+		cmd        *redis.Cmd
+		from, upto int // the pubs it appends
 	}
-	b.Commands.Add(uint64(len(pubs)))
+	var calls []call
+	if b.cc == nil {
+		for from := 0; from < len(pubs); from += manyAppends {
+			part := pubs[from:min(from+manyAppends, len(pubs))]
+			// PUBLISH announces on a single server: every channel's,
+			// the node-level one too.
+			c := call{script: publishManyScript, from: from, upto: from + len(part),
+				keys: make([]string, 0, 4*len(part)), args: []any{b.cfg.HistorySize, ttl, now, b.pubCmd}}
+			for i, p := range part {
+				if i == 0 || part[i-1].ev != p.ev {
+					n := 1
+					for n < len(part)-i && part[i+n].ev == p.ev {
+						n++
+					}
+					c.args = append(c.args, p.header, p.ev.JSON, evKey(p.ev), n)
+				}
+				c.keys = append(c.keys, p.keys...)
+				c.args = append(c.args, newEpoch(), p.seen.Epoch, p.seen.Offset, p.target, p.lead)
+			}
+			calls = append(calls, c)
+		}
+	} else {
+		for i, p := range pubs {
+			pubCmd := b.pubCmd
+			if p.target != "" {
+				pubCmd = "PUBLISH" // the node-level channel is no key of a slot
+			}
+			calls = append(calls, call{script: publishScript, from: i, upto: i + 1, keys: p.keys,
+				args: []any{p.header, p.ev.JSON, b.cfg.HistorySize, ttl, now, newEpoch(), evKey(p.ev), pubCmd, p.seen.Epoch, p.seen.Offset, p.target, p.lead}})
+		}
+	}
+	pipe := b.rdb.Pipeline()
+	for i := range calls {
+		calls[i].cmd = calls[i].script.EvalSha(ctx, pipe, calls[i].keys, calls[i].args...)
+	}
+	b.Commands.Add(uint64(len(calls)))
 	_, _ = pipe.Exec(ctx) // each command's own error is read below
-	for i := range pubs {
-		p := &pubs[i]
-		res, err := p.cmd.Slice()
+	for _, c := range calls {
+		res, err := c.cmd.Slice()
 		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-			res, err = publishScript.Run(ctx, b.rdb, p.keys, p.args...).Slice()
+			res, err = c.script.Run(ctx, b.rdb, c.keys, c.args...).Slice()
 		}
 		if err != nil {
-			return fmt.Errorf("redisbus: publish to %s: %w", p.ch, err)
+			return fmt.Errorf("redisbus: publish to %s: %w", pubs[c.from].ch, err)
 		}
-		if len(res) == 3 {
-			ep, _ := res[0].(string)
-			off, _ := res[1].(int64)
-			b.known.see(p.ch, hub.Position{Epoch: ep, Offset: uint64(off)})
-			if fenced, _ := res[2].(int64); fenced == 1 {
-				b.LostWrites.Add(1)
-				b.log.Warn("redis log went backwards: it lost writes in a failover; moved it to a new epoch", "channel", p.ch, "published", p.seen, "now", ep)
+		if c.script == publishScript {
+			res = []any{res}
+		}
+		var refused error
+		for i, r := range res {
+			if c.from+i >= c.upto {
+				break
 			}
+			p := &pubs[c.from+i]
+			r, _ := r.([]any)
+			if len(r) == 2 { // {0, error}: the others went on
+				if refused == nil {
+					msg, _ := r[1].(string)
+					refused = fmt.Errorf("redisbus: publish to %s: %s", p.ch, msg)
+				}
+				continue
+			}
+			if len(r) == 3 {
+				ep, _ := r[0].(string)
+				off, _ := r[1].(int64)
+				b.known.see(p.ch, hub.Position{Epoch: ep, Offset: uint64(off)})
+				if fenced, _ := r[2].(int64); fenced == 1 {
+					b.LostWrites.Add(1)
+					b.log.Warn("redis log went backwards: it lost writes in a failover; moved it to a new epoch", "channel", p.ch, "published", p.seen, "now", ep)
+				}
+			}
+		}
+		if refused != nil {
+			return refused
 		}
 	}
 	return nil

@@ -402,10 +402,13 @@ func benchTakedown(b *testing.B, backplane, command string, n int, rs *redistest
 // redisCPU is a Redis server's CPU time (INFO cpu) and its time and calls
 // by command (INFO commandstats).
 type redisCPU struct {
-	cpu   time.Duration
-	sys   time.Duration
-	usec  map[string]float64
-	calls map[string]float64
+	cpu time.Duration
+	sys time.Duration
+	// reads and writes: the socket reads and writes Redis made (INFO
+	// stats); each costs it more than a command does
+	reads, writes float64
+	usec          map[string]float64
+	calls         map[string]float64
 }
 
 // readRedisCPU reads rs's CPU figures; nothing without a Redis case.
@@ -416,7 +419,7 @@ func readRedisCPU(b *testing.B, rs *redistest.Server) redisCPU {
 	}
 	rdb := rs.Client()
 	defer rdb.Close()
-	info, err := rdb.Info(context.Background(), "cpu", "commandstats").Result()
+	info, err := rdb.Info(context.Background(), "cpu", "commandstats", "stats").Result()
 	if err != nil {
 		b.Fatal("redis INFO: ", err)
 	}
@@ -434,6 +437,10 @@ func readRedisCPU(b *testing.B, rs *redistest.Server) redisCPU {
 			if k == "used_cpu_sys" {
 				r.sys = time.Duration(f * float64(time.Second))
 			}
+		case k == "total_reads_processed":
+			r.reads, _ = strconv.ParseFloat(v, 64)
+		case k == "total_writes_processed":
+			r.writes, _ = strconv.ParseFloat(v, 64)
 		case strings.HasPrefix(k, "cmdstat_"):
 			for field := range strings.SplitSeq(v, ",") {
 				name, val, _ := strings.Cut(field, "=")
@@ -452,7 +459,7 @@ func readRedisCPU(b *testing.B, rs *redistest.Server) redisCPU {
 
 // since is what Redis spent from before to r.
 func (r redisCPU) since(before redisCPU) redisCPU {
-	d := redisCPU{cpu: r.cpu - before.cpu, sys: r.sys - before.sys, usec: map[string]float64{}, calls: map[string]float64{}}
+	d := redisCPU{cpu: r.cpu - before.cpu, sys: r.sys - before.sys, reads: r.reads - before.reads, writes: r.writes - before.writes, usec: map[string]float64{}, calls: map[string]float64{}}
 	for k, v := range r.usec {
 		d.usec[k] = v - before.usec[k]
 		d.calls[k] = r.calls[k] - before.calls[k]
@@ -472,8 +479,9 @@ func (r redisCPU) perCall(roundTrips int) string {
 		}
 		out = append(out, fmt.Sprintf("%s %.2f calls %.1f µs", k, r.calls[k]/float64(roundTrips), r.usec[k]/float64(roundTrips)))
 	}
-	return fmt.Sprintf("CPU %.0f µs (system %.0f µs); by command: %s", float64(r.cpu.Microseconds())/float64(roundTrips),
-		float64(r.sys.Microseconds())/float64(roundTrips), strings.Join(out, "; "))
+	n := float64(roundTrips)
+	return fmt.Sprintf("CPU %.0f µs (system %.0f µs); socket reads %.2f, writes %.2f; by command: %s", float64(r.cpu.Microseconds())/n,
+		float64(r.sys.Microseconds())/n, r.reads/n, r.writes/n, strings.Join(out, "; "))
 }
 
 // floorResult is what the HTTP floor phase measured.
