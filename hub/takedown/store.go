@@ -142,8 +142,20 @@ type Outcome struct {
 	Reason      string
 }
 
-// ParseOutcome reads a takedown event's data.
+// ParseOutcome reads a takedown event's data. The event is read with a
+// scanner of its members (outcomeScan) when it can give exactly what
+// encoding/json gives; anything it cannot (escapes, a member named twice,
+// wrong types, invalid JSON) is read by encoding/json, which decides the
+// outcome or the error.
 func ParseOutcome(ev *hub.Event) (Outcome, error) {
+	if o, ok := outcomeScan(ev); ok {
+		return o, nil
+	}
+	return parseOutcomeJSON(ev)
+}
+
+// parseOutcomeJSON is ParseOutcome by encoding/json alone.
+func parseOutcomeJSON(ev *hub.Event) (Outcome, error) {
 	var body struct {
 		Data struct {
 			ItemID      string   `json:"item_id"`
