@@ -96,6 +96,9 @@ type hubChannel struct {
 
 	mu   sync.RWMutex
 	subs []subscriber
+	// sub1 backs subs while it holds one subscriber, as a command's
+	// corr: channel's does (its call's watch): no slice of its own.
+	sub1 [1]subscriber
 	// index finds a subscriber in subs once they are more than
 	// smallChannel; a channel with a few (a command's corr:, watched by
 	// its call) is searched instead and has no map.
@@ -415,6 +418,9 @@ func (h *Hub) start(ctx context.Context, s *hubShard, hc *hubChannel, c subscrib
 func (hc *hubChannel) add(h *Hub, c subscriber) {
 	hc.mu.Lock()
 	if hc.find(c) < 0 {
+		if hc.subs == nil {
+			hc.subs = hc.sub1[:0]
+		}
 		hc.subs = append(hc.subs, c)
 		if hc.index != nil {
 			hc.index[c] = len(hc.subs) - 1

@@ -78,8 +78,11 @@ type memLog struct {
 	// is in offset order, so while an entry is held the map has its hash;
 	// a hit is checked against the entry, and two keys of one hash (a
 	// collision) fall back to a search.
-	keys     map[uint64]uint64
-	deliver  []*listener
+	keys    map[uint64]uint64
+	deliver []*listener
+	// deliver1 backs deliver while it holds one listener, as a command's
+	// corr: channel's does (its call's watch): no slice of its own.
+	deliver1 [1]*listener
 	lastUsed time.Time
 }
 
@@ -90,7 +93,15 @@ type memEntry struct {
 	sib []ChannelPos
 }
 
-type listener struct{ fn func(Entry) }
+// listener is one Memory.Listen: its callback, and what its cancel needs.
+type listener struct {
+	fn func(Entry)
+
+	m        *Memory
+	ch       string
+	l        *memLog
+	canceled bool // guarded by the channel's shard's mu
+}
 
 var _ Backplane = (*Memory)(nil)
 
@@ -394,27 +405,38 @@ func (m *Memory) Read(_ context.Context, ch string, after *Position) (Replay, er
 // channel that holds no event and no subscriber costs nothing, however many
 // distinct channels come and go.
 func (m *Memory) Listen(_ context.Context, ch string, deliver func(Entry)) (func(), error) {
-	ln := &listener{fn: deliver}
 	l := m.lockLog(ch)
+	ln := &listener{fn: deliver, m: m, ch: ch, l: l}
+	if l.deliver == nil {
+		l.deliver = l.deliver1[:0]
+	}
 	l.deliver = append(l.deliver, ln)
 	l.mu.Unlock()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			s := m.shard(ch)
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			l.mu.Lock()
-			defer l.mu.Unlock()
-			if i := slices.Index(l.deliver, ln); i >= 0 {
-				l.deliver = slices.Delete(l.deliver, i, i+1) // clears the freed slot
-			}
-			l.lastUsed = m.now()
-			if len(l.deliver) == 0 && l.top == 0 {
-				s.dropLocked(ch, l)
-			}
-		})
-	}, nil
+	// A method value, not a closure over a sync.Once: one allocation
+	// fewer for every listen (a command's call makes one).
+	return ln.cancel, nil
+}
+
+// cancel ends ln; only its first call does anything, and a later one
+// returns once it is done (the shard's lock is held throughout).
+func (ln *listener) cancel() {
+	m, ch, l := ln.m, ln.ch, ln.l
+	s := m.shard(ch)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ln.canceled {
+		return
+	}
+	ln.canceled = true
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if i := slices.Index(l.deliver, ln); i >= 0 {
+		l.deliver = slices.Delete(l.deliver, i, i+1) // clears the freed slot
+	}
+	l.lastUsed = m.now()
+	if len(l.deliver) == 0 && l.top == 0 {
+		s.dropLocked(ch, l)
+	}
 }
 
 // sweep drops expired entries and forgets channels with no history and no
