@@ -241,7 +241,10 @@ func (r *Request) hash() string {
 	var buf [256]byte
 	b := append(append(append(append(append(buf[:0], r.ItemID...), 0), r.Reason...), 0), r.AuthorityRef...)
 	h := sha256.Sum256(b)
-	return hex.EncodeToString(h[:])
+	// hex.EncodeToString's bytes and string are two allocations; one here.
+	var x [2 * sha256.Size]byte
+	hex.Encode(x[:], h[:])
+	return string(x[:])
 }
 
 // twoUUIDs returns two random (version 4) UUIDs, as uuid.NewString

@@ -338,6 +338,9 @@ type input struct {
 	data json.RawMessage // generic commands: the members, as sent
 	req  *Request        // the built-in takedown's body
 	hash string
+	// body is the built-in takedown's body, which req points to: the
+	// input and its request are one allocation.
+	body Request
 }
 
 // maxMember bounds a member's value.
@@ -375,11 +378,11 @@ func (c *Command) read(body []byte) (*input, error) {
 	if !c.builtin {
 		return c.decode(body)
 	}
-	var req Request
-	if err := hub.DecodeStrict(body, &req); err != nil {
+	in := &input{cmd: c} // the body is decoded into it: one allocation for both
+	if err := hub.DecodeStrict(body, &in.body); err != nil {
 		return nil, fmt.Errorf("%w: the body is a JSON object of item_id, reason and authority_ref", err)
 	}
-	return takedownInput(c, &req)
+	return in.takedown()
 }
 
 func (c *Command) members() string {
@@ -423,11 +426,20 @@ func (c *Command) accept(m map[string]string) (*input, error) {
 
 // takedownInput is the input of a v1 takedown request.
 func takedownInput(c *Command, req *Request) (*input, error) {
+	in := &input{cmd: c, body: *req}
+	return in.takedown()
+}
+
+// takedown checks in.body, the built-in takedown's request of in.cmd, and
+// completes in from it.
+func (in *input) takedown() (*input, error) {
+	c, req := in.cmd, &in.body
 	if err := req.validate(); err != nil {
 		return nil, err
 	}
 	if req.AuthorityRef != "" && !slices.Contains(c.Optional, "authority_ref") {
 		return nil, fmt.Errorf("%w: unknown member %q", hub.ErrBadJSON, "authority_ref")
 	}
-	return &input{cmd: c, key: req.ItemID, req: req, hash: req.hash()}, nil
+	in.key, in.req, in.hash = req.ItemID, req, req.hash()
+	return in, nil
 }
