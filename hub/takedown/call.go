@@ -46,7 +46,7 @@ type call struct {
 	kick chan struct{}
 	// answer gets the takedown's state once: final, or as the store holds
 	// it at the deadline (deadline true), or pending when the wait is 0.
-	answer func(rec *Record, deadline bool)
+	answer answerer
 
 	mu      sync.Mutex
 	rec     *Record
@@ -58,6 +58,17 @@ type call struct {
 	waiting trace.Span // the wait's span, from the deadline's arming to the answer
 	prop    propagated // the request's trace context, as begin propagated it
 }
+
+// An answerer takes a call's answer (call.answer). A held request's
+// handoff is one itself: no func value made per call for its method.
+type answerer interface {
+	answer(rec *Record, deadline bool)
+}
+
+// answerFunc is a func as an answerer.
+type answerFunc func(rec *Record, deadline bool)
+
+func (f answerFunc) answer(rec *Record, deadline bool) { f(rec, deadline) }
 
 // A listener is how a call hears of its corr: channel: a hub watch for
 // HTTP, the connection's own subscription for a WebSocket. It calls
@@ -159,7 +170,7 @@ func (f *failure) Unwrap() error { return f.err }
 // or d is 0, otherwise when a trusted outcome is stored or d has passed.
 // A failure is a *failure; what it reserved is released only when no
 // command can have been handed to the producer.
-func (c *call) run(ctx context.Context, l listener, d time.Duration, answer func(*Record, bool)) error {
+func (c *call) run(ctx context.Context, l listener, d time.Duration, answer answerer) error {
 	c.l, c.answer = l, answer
 	rec := c.rec // nothing else runs yet: the listener is not registered
 	if err := l.listen(ctx, c); err != nil {
@@ -376,7 +387,7 @@ func (c *call) finish(rec *Record, deadline bool) {
 		name = c.cmd.Name + " answer"
 	}
 	_, span := tracing.Start(c.ctx, name, trace.SpanKindInternal)
-	c.answer(rec, deadline)
+	c.answer.answer(rec, deadline)
 	span.End()
 }
 

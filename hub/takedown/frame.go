@@ -168,7 +168,7 @@ func (a *Adapter) frameCall(ctx context.Context, s *hub.Session, p *auth.Princip
 		b, _ := json.Marshal(resultFrame{Type: "result", ID: fid, Command: name, CorrelationID: id, Status: status, Code: code, Event: ev})
 		s.Client.Send(b) // to a connection that has gone, it is dropped
 	}
-	err = c.run(ctx, &session{client: s.Client, ack: ack}, cmd.timeout(a.cfg.Timeout), result)
+	err = c.run(ctx, &session{client: s.Client, ack: ack}, cmd.timeout(a.cfg.Timeout), answerFunc(result))
 	var fl *failure
 	switch {
 	case err == nil:

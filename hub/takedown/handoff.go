@@ -70,7 +70,7 @@ func (a *Adapter) hold(w http.ResponseWriter, r *http.Request, c *call, d time.D
 		}
 	}()
 	f := &h.f
-	if err := c.run(r.Context(), f, d, h.answer); err != nil {
+	if err := c.run(r.Context(), f, d, h); err != nil {
 		return nil, false, err
 	}
 	h.followDone = f.done
