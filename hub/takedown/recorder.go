@@ -34,6 +34,7 @@ type Recorder struct {
 
 	once      sync.Once
 	cmds      *Commands
+	judge     judgeFunc // cmds.judge, made once: a method value per event costs an allocation
 	untrusted untrustedCounts
 }
 
@@ -45,8 +46,15 @@ func (r *Recorder) commands() *Commands {
 			cs.list[0].trust = r.Trust                   // as given: the zero Trust accepts nothing
 			r.cmds = cs
 		}
+		r.judge = r.cmds.judge
 	})
 	return r.cmds
+}
+
+// judgeOf returns the judge of the recorded commands' records.
+func (r *Recorder) judgeOf() judgeFunc {
+	r.commands()
+	return r.judge
 }
 
 // Publish implements the consumer's Publisher.
@@ -78,13 +86,13 @@ func (r *Recorder) PublishBatch(ctx context.Context, batch []hub.Publication) er
 		case ok:
 			evs = append(evs, p.Event)
 		default:
-			if err := r.outcome(r.Store.apply(ctx, p.Event, r.commands().judge)); err != nil {
+			if err := r.outcome(r.Store.apply(ctx, p.Event, r.judgeOf())); err != nil {
 				return err
 			}
 		}
 	}
 	if len(evs) > 0 {
-		for _, err := range ba.applyAll(ctx, evs, r.commands().judge) {
+		for _, err := range ba.applyAll(ctx, evs, r.judgeOf()) {
 			if err := r.outcome(err); err != nil {
 				return err
 			}
@@ -114,7 +122,7 @@ func (r *Recorder) record(ctx context.Context, ev *hub.Event) error {
 	}
 	err := r.trusted(ev)
 	if err == nil {
-		err = r.Store.apply(ctx, ev, r.commands().judge)
+		err = r.Store.apply(ctx, ev, r.judgeOf())
 	}
 	return r.outcome(err)
 }
@@ -137,6 +145,9 @@ func (r *Recorder) trusted(ev *hub.Event) error {
 
 // outcome counts an untrusted outcome (nil), or says the store failed.
 func (r *Recorder) outcome(err error) error {
+	if err == nil {
+		return nil // before ue, which errors.As moves to the heap
+	}
 	var ue *UntrustedError
 	switch {
 	case errors.As(err, &ue):
