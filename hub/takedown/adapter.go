@@ -553,29 +553,43 @@ func (a *Adapter) post(cmd *Command, w http.ResponseWriter, r *http.Request) {
 	if prefs.Wait > 0 {
 		prefs.Wait = wait // report the wait applied, after the cap
 	}
-	respond := func(w http.ResponseWriter, rec *Record) {
-		outcome := outcomeOf(rec, prefs.RespondAsync)
-		a.observeCmd(cmd, outcome, start)
-		if ctx := context.Background(); log.Enabled(ctx, slog.LevelInfo) {
-			log.LogAttrs(ctx, slog.LevelInfo, cmd.noun()+" answered", slog.String("correlation_id", rec.CorrelationID),
-				slog.String("outcome", outcome), slog.Duration("duration", time.Since(start)))
-		}
-		a.respond(cmd, w, rec, prefs)
-	}
-	gone := func() {
-		log.Info(cmd.noun()+" client hung up; the "+cmd.noun()+" goes on", "correlation_id", c.id)
-	}
-	rec, handedOff, err := a.hold(w, r, c, wait, release, respond, gone)
+	d := &postDoor{a: a, cmd: cmd, c: c, prefs: prefs, start: start, log: log}
+	rec, handedOff, err := a.hold(w, r, c, wait, release, d)
 	switch {
 	case err != nil:
 		a.observeCmd(cmd, "unavailable", start)
 		a.refuse(cmd, w, err)
 	case handedOff: // the answer is written on the connection
 	case rec == nil:
-		gone() // the takedown goes on, readable later
+		d.gone() // the takedown goes on, readable later
 	default:
-		respond(w, rec)
+		d.respond(w, rec)
 	}
+}
+
+// postDoor answers a POST of a command (a door of hold).
+type postDoor struct {
+	a     *Adapter
+	cmd   *Command
+	c     *call
+	prefs Preferences
+	start time.Time
+	log   *slog.Logger
+}
+
+func (d *postDoor) respond(w http.ResponseWriter, rec *Record) {
+	a, cmd, log, start := d.a, d.cmd, d.log, d.start
+	outcome := outcomeOf(rec, d.prefs.RespondAsync)
+	a.observeCmd(cmd, outcome, start)
+	if ctx := context.Background(); log.Enabled(ctx, slog.LevelInfo) {
+		log.LogAttrs(ctx, slog.LevelInfo, cmd.noun()+" answered", slog.String("correlation_id", rec.CorrelationID),
+			slog.String("outcome", outcome), slog.Duration("duration", time.Since(start)))
+	}
+	a.respond(cmd, w, rec, d.prefs)
+}
+
+func (d *postDoor) gone() {
+	d.log.Info(d.cmd.noun()+" client hung up; the "+d.cmd.noun()+" goes on", "correlation_id", d.c.id)
 }
 
 // readBody reads r's body, at most MaxBodyBytes within BodyTimeout; it
@@ -724,8 +738,7 @@ func (a *Adapter) get(cmd *Command, w http.ResponseWriter, r *http.Request) {
 			hub.WriteRefusal(w, err)
 			return
 		}
-		respond := func(w http.ResponseWriter, rec *Record) { writeJSON(w, http.StatusOK, stateBody(cmd, rec)) }
-		cur, handedOff, err := a.hold(w, r, a.follow(r.Context(), cmd, rec), min(prefs.Wait, a.cfg.MaxWait), release, respond, func() {})
+		cur, handedOff, err := a.hold(w, r, a.follow(r.Context(), cmd, rec), min(prefs.Wait, a.cfg.MaxWait), release, stateDoor{cmd})
 		switch {
 		case handedOff:
 			return // the answer is written on the connection
@@ -738,6 +751,17 @@ func (a *Adapter) get(cmd *Command, w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, stateBody(cmd, rec))
 }
+
+// stateDoor answers a held GET with the call's state (a door of hold); a
+// hang-up is not logged. One pointer: it is an interface value without an
+// allocation.
+type stateDoor struct{ cmd *Command }
+
+func (d stateDoor) respond(w http.ResponseWriter, rec *Record) {
+	writeJSON(w, http.StatusOK, stateBody(d.cmd, rec))
+}
+
+func (stateDoor) gone() {}
 
 func stateBody(cmd *Command, rec *Record) map[string]any {
 	if !cmd.builtin {

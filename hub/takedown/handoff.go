@@ -33,12 +33,11 @@ type HandOffRecorder interface {
 type handoff struct {
 	a          *Adapter
 	c          *call
-	respond    func(w http.ResponseWriter, rec *Record) // writes the answer
-	gone       func()                                   // the client hung up
-	release    func()                                   // the principal's held slot
-	answers    chan *Record                             // an answer the handler writes
-	followDone <-chan struct{}                          // closed when the call's follow ends
-	f          follower                                 // the call's listener
+	door       door            // writes the answer; told of a hang-up
+	release    func()          // the principal's held slot
+	answers    chan *Record    // an answer the handler writes
+	followDone <-chan struct{} // closed when the call's follow ends
+	f          follower        // the call's listener
 
 	mu        sync.Mutex
 	inHandler bool // answered before any hand-off: the handler writes it
@@ -51,16 +50,25 @@ type handoff struct {
 	poll      *time.Timer
 }
 
+// A door is how a held request is answered: respond writes the answer
+// (on the request's writer, or on the connection once handed off), gone
+// runs when the client hung up. A door that is a struct made once per
+// request costs one allocation where two closures cost two.
+type door interface {
+	respond(w http.ResponseWriter, rec *Record)
+	gone()
+}
+
 // hold carries out c for a held request whose slot release frees, and
 // waits for its answer. When the answer is not immediate and the
 // connection is HTTP/1.x and can be hijacked, the request is handed off:
-// hold returns handedOff, and respond later writes the answer on the
+// hold returns handedOff, and door.respond later writes the answer on the
 // connection. Otherwise the handler's goroutine waits, as for HTTP/2:
-// hold returns the answer, or nil when the client hung up. gone runs when
-// the client of a handed-off request hangs up.
+// hold returns the answer, or nil when the client hung up. door.gone runs
+// when the client of a handed-off request hangs up.
 func (a *Adapter) hold(w http.ResponseWriter, r *http.Request, c *call, d time.Duration, release func(),
-	respond func(http.ResponseWriter, *Record), gone func()) (rec *Record, handedOff bool, err error) {
-	h := &handoff{a: a, c: c, respond: respond, gone: gone, release: release, answers: make(chan *Record, 1)}
+	door door) (rec *Record, handedOff bool, err error) {
+	h := &handoff{a: a, c: c, door: door, release: release, answers: make(chan *Record, 1)}
 	a.held.Add(1)
 	defer func() {
 		if !handedOff {
@@ -142,7 +150,7 @@ func (h *handoff) answer(rec *Record, _ bool) {
 	for i := 0; i+1 < len(h.hdr); i += 2 {
 		aw.hdr[h.hdr[i]] = append(aw.hdr[h.hdr[i]], h.hdr[i+1])
 	}
-	h.respond(aw, rec)
+	h.door.respond(aw, rec)
 	_ = h.conn.SetWriteDeadline(time.Now().Add(answerWriteTimeout))
 	_, err := h.conn.Write(aw.response(h.head))
 	h.conn.Close()
@@ -153,7 +161,7 @@ func (h *handoff) answer(rec *Record, _ bool) {
 	}
 	if err != nil {
 		// The client is gone (or stopped reading): as a hang-up.
-		h.gone()
+		h.door.gone()
 		status, n = 0, 0
 	}
 	for _, done := range h.done {
@@ -211,7 +219,7 @@ func (h *handoff) handOff(w http.ResponseWriter, r *http.Request) bool {
 // slot are freed at once, and the takedown goes on.
 func (h *handoff) hungUp() {
 	if h.drop(true) {
-		h.gone()
+		h.door.gone()
 	}
 }
 
