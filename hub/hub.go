@@ -89,7 +89,7 @@ type hubChannel struct {
 
 	// Guarded by hubShard.mu.
 	state  chanState
-	done   chan struct{} // closed when starting or stopping ends
+	done   chan struct{} // closed when starting or stopping ends; made by its first waiter
 	err    error         // why starting failed
 	retry  bool          // starting failed on its subscriber's context
 	cancel func()
@@ -370,7 +370,7 @@ func (h *Hub) attach(ctx context.Context, ch string, c subscriber) error {
 		hc := s.chans[ch]
 		switch {
 		case hc == nil:
-			hc = &hubChannel{name: ch, state: chanStarting, done: make(chan struct{})}
+			hc = &hubChannel{name: ch, state: chanStarting}
 			s.chans[ch] = hc
 			s.mu.Unlock()
 			return h.start(ctx, s, hc, c)
@@ -378,6 +378,11 @@ func (h *Hub) attach(ctx context.Context, ch string, c subscriber) error {
 			hc.add(h, c)
 			s.mu.Unlock()
 			return nil
+		}
+		if hc.done == nil {
+			// Made only when waited for: most channels start and stop
+			// with no one waiting (a command's corr: channel, each call).
+			hc.done = make(chan struct{})
 		}
 		starting, done := hc.state == chanStarting, hc.done
 		s.mu.Unlock()
@@ -402,15 +407,19 @@ func (h *Hub) start(ctx context.Context, s *hubShard, hc *hubChannel, c subscrib
 		h.stats.BackplaneErrors.Add(1)
 		delete(s.chans, hc.name)
 		hc.err, hc.retry = err, ctx.Err() != nil
-		close(hc.done) // after err: waiters read it
+		if hc.done != nil {
+			close(hc.done) // after err: waiters read it
+		}
 		return fmt.Errorf("hub: listen %q: %w", hc.name, err)
 	}
 	hc.state, hc.cancel = chanLive, cancel
 	hc.add(h, c)
 	// Waiters took done before; a live channel keeps none (one per
 	// command's corr: channel adds up).
-	close(hc.done)
-	hc.done = nil
+	if hc.done != nil {
+		close(hc.done)
+		hc.done = nil
+	}
 	return nil
 }
 
@@ -483,14 +492,16 @@ func (h *Hub) detach(ch string, c subscriber) {
 		s.mu.Unlock()
 		return
 	}
-	hc.state, hc.done = chanStopping, make(chan struct{})
+	hc.state = chanStopping // a live channel has no done: its first waiter makes it
 	s.mu.Unlock()
 
 	hc.cancel()
 
 	s.mu.Lock()
 	delete(s.chans, ch)
-	close(hc.done)
+	if hc.done != nil {
+		close(hc.done)
+	}
 	s.mu.Unlock()
 }
 
