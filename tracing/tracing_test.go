@@ -365,3 +365,14 @@ func BenchmarkHandler(b *testing.B) {
 		run(clientParent)(b)
 	})
 }
+
+// TestHeaderNamesCanonical: FromRequest looks the trace headers up by their
+// canonical names, which must be those of ExtTraceParent and ExtTraceState.
+func TestHeaderNamesCanonical(t *testing.T) {
+	if got := http.CanonicalHeaderKey(ExtTraceParent); got != traceParentHeader {
+		t.Errorf("traceparent header %q, want %q", traceParentHeader, got)
+	}
+	if got := http.CanonicalHeaderKey(ExtTraceState); got != traceStateHeader {
+		t.Errorf("tracestate header %q, want %q", traceStateHeader, got)
+	}
+}
