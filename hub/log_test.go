@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/google/uuid"
 )
 
 // TestRequestLog: every line logged while serving a request carries its
@@ -57,5 +59,22 @@ func TestRequestLogClient(t *testing.T) {
 	h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/healthz", nil))
 	if !strings.Contains(buf.String(), `"client":"203.0.113.9"`) {
 		t.Fatalf("line %s", buf.String())
+	}
+}
+
+// TestNewRequestID: a made request ID is a random (version 4, RFC 4122
+// variant) UUID, as uuid.NewString makes them.
+func TestNewRequestID(t *testing.T) {
+	seen := map[string]bool{}
+	for range 100 {
+		id := newRequestID()
+		u, err := uuid.Parse(id)
+		if err != nil || u.Version() != 4 || u.Variant() != uuid.RFC4122 || u.String() != id || !saneID(id) {
+			t.Fatalf("request id %q: %v, version %d, variant %v", id, err, u.Version(), u.Variant())
+		}
+		if seen[id] {
+			t.Fatalf("request id %q made twice", id)
+		}
+		seen[id] = true
 	}
 }
