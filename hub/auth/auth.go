@@ -533,6 +533,11 @@ func (a *Auth) take(buckets map[string]*rate.Limiter, p *Principal, what string)
 		buckets[p.Name] = l
 	}
 	a.mu.Unlock()
+	// Allow takes a token without a Reservation (an allocation); only a
+	// refusal reserves, to learn the delay, and cancels.
+	if l.Allow() {
+		return nil
+	}
 	r := l.Reserve()
 	if d := r.Delay(); d > 0 {
 		r.Cancel()
