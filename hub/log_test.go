@@ -2,12 +2,14 @@ package hub
 
 import (
 	"bytes"
+	"context"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 )
@@ -76,5 +78,33 @@ func TestNewRequestID(t *testing.T) {
 			t.Fatalf("request id %q made twice", id)
 		}
 		seen[id] = true
+	}
+}
+
+// TestRequestLogContext: the handler's context keeps its parent's values
+// and deadline, and carries the logger with the request ID.
+func TestRequestLogContext(t *testing.T) {
+	type key struct{}
+	var buf bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&buf, nil))
+	h := RequestLog(log, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if v, _ := r.Context().Value(key{}).(string); v != "parent" {
+			t.Errorf("parent value %q", v)
+		}
+		if _, ok := r.Context().Deadline(); !ok {
+			t.Error("parent deadline lost")
+		}
+		LoggerFrom(r.Context(), nil).Info("inside")
+	}))
+	ctx, cancel := context.WithTimeout(context.WithValue(context.Background(), key{}, "parent"), time.Minute)
+	defer cancel()
+	r := httptest.NewRequestWithContext(ctx, http.MethodGet, "/x", nil)
+	r.Header.Set("X-Request-ID", "abc-123")
+	h.ServeHTTP(httptest.NewRecorder(), r)
+	if !strings.Contains(buf.String(), `"msg":"inside","request_id":"abc-123"`) {
+		t.Fatalf("log %s", buf.String())
+	}
+	if LoggerFrom(ctx, nil) != nil {
+		t.Fatal("the parent context carries a logger")
 	}
 }
