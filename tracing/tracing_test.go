@@ -376,3 +376,31 @@ func TestHeaderNamesCanonical(t *testing.T) {
 		t.Errorf("tracestate header %q, want %q", traceStateHeader, got)
 	}
 }
+
+// ctxHandler records how Handler served it.
+type ctxHandler struct {
+	viaContext bool
+	sc         trace.SpanContext
+}
+
+func (h *ctxHandler) ServeHTTP(_ http.ResponseWriter, r *http.Request) {
+	h.sc = trace.SpanContextFromContext(r.Context())
+}
+
+func (h *ctxHandler) ServeHTTPContext(ctx context.Context, _ http.ResponseWriter, _ *http.Request) {
+	h.viaContext, h.sc = true, trace.SpanContextFromContext(ctx)
+}
+
+// TestHandlerContextHandler: while tracing is off, Handler gives a
+// ContextHandler the request's trace context with ServeHTTPContext.
+func TestHandlerContextHandler(t *testing.T) {
+	SetProvider(nil)
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	next := &ctxHandler{}
+	r := httptest.NewRequest(http.MethodPost, "/v1/takedowns", nil)
+	r.Header.Set(ExtTraceParent, tp)
+	Handler("POST /v1/takedowns", next).ServeHTTP(httptest.NewRecorder(), r)
+	if !next.viaContext || next.sc.TraceID().String() != "4bf92f3577b34da6a3ce929d0e0e4736" || !next.sc.IsRemote() {
+		t.Fatalf("via ServeHTTPContext %v, span context %+v", next.viaContext, next.sc)
+	}
+}

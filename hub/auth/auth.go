@@ -321,6 +321,12 @@ func (a *Auth) Authenticate(r *http.Request) (*Principal, error) {
 // (zero for a token that does not). A failure counts against the request's
 // source; a success marks the connection authenticated (hub.Authenticated).
 func (a *Auth) authenticate(r *http.Request) (*Principal, time.Time, error) {
+	return a.authenticateCtx(r.Context(), r)
+}
+
+// authenticateCtx is authenticate of r served with ctx instead of its own
+// context (a ContextHandler's).
+func (a *Auth) authenticateCtx(ctx context.Context, r *http.Request) (*Principal, time.Time, error) {
 	kind := ""
 	switch {
 	case r.Header.Get("Authorization") != "":
@@ -339,37 +345,38 @@ func (a *Auth) authenticate(r *http.Request) (*Principal, time.Time, error) {
 	if err := a.throttle(r, src); err != nil {
 		return nil, time.Time{}, err
 	}
-	p, exp, err := a.check(r, kind)
+	p, exp, err := a.check(ctx, r, kind)
 	if err != nil {
 		if !errors.Is(err, ErrSessionUncheckable) {
-			a.fail(r.Context(), r, src, kind, err)
+			a.fail(ctx, r, src, kind, err)
 		}
 		return nil, time.Time{}, err
 	}
-	hub.Authenticated(r.Context())
+	hub.Authenticated(ctx)
 	return p, exp, nil
 }
 
-// check checks r's credential of kind.
-func (a *Auth) check(r *http.Request, kind string) (*Principal, time.Time, error) {
+// check checks r's credential of kind; ctx is the context r is served
+// with.
+func (a *Auth) check(ctx context.Context, r *http.Request, kind string) (*Principal, time.Time, error) {
 	switch kind {
 	case CredentialBearer:
 		tok, ok := BearerToken(r.Header.Get("Authorization"))
 		if !ok {
 			return nil, time.Time{}, fmt.Errorf("%w: the Authorization header must be \"Bearer <token>\"", hub.ErrUnauthenticated)
 		}
-		return a.token(r.Context(), tok, "token")
+		return a.token(ctx, tok, "token")
 	case CredentialAccessToken:
-		return a.token(r.Context(), r.URL.Query().Get("access_token"), "access_token")
+		return a.token(ctx, r.URL.Query().Get("access_token"), "access_token")
 	default:
 		c, _ := r.Cookie(SessionCookie)
 		s, ok := a.parseSession(c.Value, time.Now())
 		if !ok {
 			return nil, time.Time{}, fmt.Errorf("%w: the session has expired or is invalid: sign in again", hub.ErrUnauthenticated)
 		}
-		revoked, err := a.cfg.Revocations.Revoked(r.Context(), s.id)
+		revoked, err := a.cfg.Revocations.Revoked(ctx, s.id)
 		if err != nil {
-			hub.LoggerFrom(r.Context(), a.log).Error("a session cookie could not be checked against the sign-outs; refused", "err", err)
+			hub.LoggerFrom(ctx, a.log).Error("a session cookie could not be checked against the sign-outs; refused", "err", err)
 			return nil, time.Time{}, fmt.Errorf("%w: the list of signed-out sessions does not answer: retry shortly", ErrSessionUncheckable)
 		}
 		if revoked {
@@ -559,22 +566,38 @@ func (a *Auth) Connections(name string) int {
 // cannot be checked); the handler finds the principal with FromContext,
 // and a session cookie's expiry with hub.ExpiryFrom.
 func (a *Auth) Require(next http.Handler, roles ...Role) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p, exp, err := a.authenticate(r)
-		if err != nil {
-			writeAuthError(w, err)
-			return
-		}
-		if len(roles) > 0 && !hasRole(p, roles) {
-			hub.WriteRefusal(w, fmt.Errorf("%w: role %s may not do this", hub.ErrForbidden, p.Role))
-			return
-		}
-		ctx := WithPrincipal(r.Context(), p)
-		if !exp.IsZero() {
-			ctx = hub.WithExpiry(ctx, exp)
-		}
-		next.ServeHTTP(w, r.WithContext(ctx))
-	})
+	return &required{a: a, next: next, roles: roles}
+}
+
+// required is the handler Require returns. It is also a
+// tracing.ContextHandler: served with the trace context that way, it
+// copies its request once (for the principal) instead of twice.
+type required struct {
+	a     *Auth
+	next  http.Handler
+	roles []Role
+}
+
+func (h *required) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.ServeHTTPContext(r.Context(), w, r)
+}
+
+// ServeHTTPContext serves r as ServeHTTP serves r.WithContext(ctx).
+func (h *required) ServeHTTPContext(ctx context.Context, w http.ResponseWriter, r *http.Request) {
+	p, exp, err := h.a.authenticateCtx(ctx, r)
+	if err != nil {
+		writeAuthError(w, err)
+		return
+	}
+	if len(h.roles) > 0 && !hasRole(p, h.roles) {
+		hub.WriteRefusal(w, fmt.Errorf("%w: role %s may not do this", hub.ErrForbidden, p.Role))
+		return
+	}
+	ctx = WithPrincipal(ctx, p)
+	if !exp.IsZero() {
+		ctx = hub.WithExpiry(ctx, exp)
+	}
+	h.next.ServeHTTP(w, r.WithContext(ctx))
 }
 
 func hasRole(p *Principal, roles []Role) bool {
