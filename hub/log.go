@@ -45,17 +45,19 @@ func RequestLogClient(log *slog.Logger, client func(*http.Request) netip.Addr, n
 		if !saneID(id) {
 			id = newRequestID()
 		}
-		w.Header().Set("X-Request-Id", id)
 		ctx := newLoggerCtx(r.Context(), log, id)
 		// The line keeps what it logs, not the request: a request handed
 		// off from net/http is logged when its answer is written, and
 		// must not hold its request (headers, context) until then.
 		rw := &statusWriter{ResponseWriter: w, status: http.StatusOK, line: accessLine{
 			log: log, id: id, method: r.Method, path: r.URL.Path, start: time.Now()}}
+		// Header().Set("X-Request-Id", id), with the value's slice in rw.
+		rw.idHeader[0] = id
+		w.Header()["X-Request-Id"] = rw.idHeader[:]
 		if client != nil {
-			rw.line.addr = client(r).String()
+			rw.line.addr, rw.line.hasAddr = client(r), true
 		} else if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
-			rw.line.addr = ap.Addr().Unmap().String()
+			rw.line.addr, rw.line.hasAddr = ap.Addr().Unmap(), true
 		}
 		next.ServeHTTP(rw, r.WithContext(ctx))
 		if !rw.handedOff {
@@ -79,15 +81,26 @@ func newRequestID() string {
 // accessLine is what a request's line logs, kept by value in its
 // statusWriter: no closure per request.
 type accessLine struct {
-	log                    *slog.Logger
-	id, method, path, addr string
-	start                  time.Time
+	log              *slog.Logger
+	id, method, path string
+	addr             netip.Addr // the client, logged as a string: "" without one
+	hasAddr          bool
+	start            time.Time
 }
 
 // write logs the line of a request answered with status and bytes.
 func (a *accessLine) write(ctx context.Context, status int, bytes int64) {
+	// LogAttrs asks too; asking first spares the client's string when
+	// the line is not logged.
+	if !a.log.Enabled(ctx, slog.LevelInfo) {
+		return
+	}
+	var client string
+	if a.hasAddr {
+		client = a.addr.String()
+	}
 	a.log.LogAttrs(ctx, slog.LevelInfo, "http request", slog.String("request_id", a.id),
-		slog.String("method", a.method), slog.String("path", a.path), slog.String("client", a.addr),
+		slog.String("method", a.method), slog.String("path", a.path), slog.String("client", client),
 		slog.Int("status", status), slog.Int64("bytes", bytes),
 		slog.Duration("duration", time.Since(a.start)))
 }
@@ -140,6 +153,7 @@ type statusWriter struct {
 	wrote     bool
 	line      accessLine // logs the request
 	handedOff bool       // HandOff logs it, later
+	idHeader  [1]string  // the value of its X-Request-Id header
 }
 
 // HandOff (takedown.HandOffRecorder) logs the request when its handed-off

@@ -108,3 +108,22 @@ func TestRequestLogContext(t *testing.T) {
 		t.Fatal("the parent context carries a logger")
 	}
 }
+
+// TestRequestLogNoClient: a peer address that does not parse is logged as
+// an empty client, and the answer carries the request ID once.
+func TestRequestLogNoClient(t *testing.T) {
+	var buf bytes.Buffer
+	h := RequestLog(slog.New(slog.NewJSONHandler(&buf, nil)), http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	r := httptest.NewRequest(http.MethodGet, "/x", nil)
+	r.RemoteAddr = "pipe"
+	r.Header.Set("X-Request-ID", "abc-123")
+	w := httptest.NewRecorder()
+	w.Header().Set("X-Request-Id", "earlier")
+	h.ServeHTTP(w, r)
+	if !strings.Contains(buf.String(), `"client":""`) {
+		t.Fatalf("log %s", buf.String())
+	}
+	if got := w.Result().Header.Values("X-Request-Id"); len(got) != 1 || got[0] != "abc-123" {
+		t.Fatalf("X-Request-Id %q", got)
+	}
+}
