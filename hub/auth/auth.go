@@ -139,8 +139,12 @@ type Auth struct {
 
 	mu    sync.Mutex
 	conns map[string]int
-	rates map[string]*rate.Limiter
-	waits map[string]*rate.Limiter
+	// holds are the slots Hold took and did not give back yet, by hold
+	// (the principal's name); lastHold numbers them.
+	holds    map[uint64]string
+	lastHold uint64
+	rates    map[string]*rate.Limiter
+	waits    map[string]*rate.Limiter
 }
 
 var _ hub.Guard = (*Auth)(nil)
@@ -198,7 +202,7 @@ func New(cfg Config, owners Owners, log *slog.Logger) (*Auth, error) {
 		byHash: map[[sha256.Size]byte]*Principal{}, byName: map[string]*Principal{},
 		failures: newFailureLimiter(cfg.FailureRate, cfg.FailureBurst, cfg.FailureSources),
 		logs:     rate.NewLimiter(1, 5),
-		conns:    map[string]int{}, rates: map[string]*rate.Limiter{}, waits: map[string]*rate.Limiter{}}
+		conns:    map[string]int{}, holds: map[uint64]string{}, rates: map[string]*rate.Limiter{}, waits: map[string]*rate.Limiter{}}
 	var plain []string
 	for i, pc := range cfg.Principals {
 		p := &Principal{Name: pc.Name, Role: Role(pc.Role), Grants: pc.Channels}
@@ -457,17 +461,27 @@ func (a *Auth) Hold(p *Principal) (release func(), err error) {
 		return nil, fmt.Errorf("%w: %s already holds %d connections", hub.ErrTooManyConnections, p.Name, a.cfg.MaxConnections)
 	}
 	a.conns[p.Name]++
+	a.lastHold++
+	id := a.lastHold
+	a.holds[id] = p.Name
 	a.mu.Unlock()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			a.mu.Lock()
-			if a.conns[p.Name]--; a.conns[p.Name] <= 0 {
-				delete(a.conns, p.Name)
-			}
-			a.mu.Unlock()
-		})
-	}, nil
+	// The closure keeps values only (one allocation, no sync.Once of its
+	// own): holds says whether the slot is still taken.
+	return func() { a.release(id) }, nil
+}
+
+// release gives back the slot of hold id, once however often it is called.
+func (a *Auth) release(id uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	name, ok := a.holds[id]
+	if !ok {
+		return
+	}
+	delete(a.holds, id)
+	if a.conns[name]--; a.conns[name] <= 0 {
+		delete(a.conns, name)
+	}
 }
 
 // Allow authorises a subscription (hub.Guard): moderators everything;
