@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"crypto/rand"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -42,33 +43,93 @@ func RequestLogClient(log *slog.Logger, client func(*http.Request) netip.Addr, n
 		// conversion per request.
 		id := r.Header.Get("X-Request-Id")
 		if !saneID(id) {
-			id = uuid.NewString()
+			id = newRequestID()
 		}
-		w.Header().Set("X-Request-Id", id)
-		l := log.With("request_id", id)
-		start := time.Now()
-		var addr string
-		if client != nil {
-			addr = client(r).String()
-		} else if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
-			addr = ap.Addr().Unmap().String()
-		}
+		ctx := newLoggerCtx(r.Context(), log, id)
 		// The line keeps what it logs, not the request: a request handed
 		// off from net/http is logged when its answer is written, and
 		// must not hold its request (headers, context) until then.
-		method, path := r.Method, r.URL.Path
-		line := func(ctx context.Context, status int, bytes int64) {
-			log.LogAttrs(ctx, slog.LevelInfo, "http request", slog.String("request_id", id),
-				slog.String("method", method), slog.String("path", path), slog.String("client", addr),
-				slog.Int("status", status), slog.Int64("bytes", bytes),
-				slog.Duration("duration", time.Since(start)))
+		rw := &statusWriter{ResponseWriter: w, status: http.StatusOK, line: accessLine{
+			log: log, id: id, method: r.Method, path: r.URL.Path, start: time.Now()}}
+		// Header().Set("X-Request-Id", id), with the value's slice in rw.
+		rw.idHeader[0] = id
+		w.Header()["X-Request-Id"] = rw.idHeader[:]
+		if client != nil {
+			rw.line.addr, rw.line.hasAddr = client(r), true
+		} else if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+			rw.line.addr, rw.line.hasAddr = ap.Addr().Unmap(), true
 		}
-		rw := &statusWriter{ResponseWriter: w, status: http.StatusOK, line: line}
-		next.ServeHTTP(rw, r.WithContext(WithLogger(r.Context(), l)))
+		next.ServeHTTP(rw, r.WithContext(ctx))
 		if !rw.handedOff {
-			line(r.Context(), rw.status, rw.bytes)
+			rw.line.write(r.Context(), rw.status, rw.bytes)
 		}
 	})
+}
+
+// newRequestID returns a new random (version 4) UUID, as uuid.NewString
+// does, with one allocation (the string) instead of two.
+func newRequestID() string {
+	var u uuid.UUID
+	if _, err := rand.Read(u[:]); err != nil {
+		return uuid.NewString() // crypto/rand does not fail; if it did, uuid's way says so
+	}
+	u[6] = u[6]&0x0f | 0x40 // version 4
+	u[8] = u[8]&0x3f | 0x80 // variant RFC 4122
+	return u.String()
+}
+
+// accessLine is what a request's line logs, kept by value in its
+// statusWriter: no closure per request.
+type accessLine struct {
+	log              *slog.Logger
+	id, method, path string
+	addr             netip.Addr // the client, logged as a string: "" without one
+	hasAddr          bool
+	start            time.Time
+}
+
+// write logs the line of a request answered with status and bytes.
+func (a *accessLine) write(ctx context.Context, status int, bytes int64) {
+	// LogAttrs asks too; asking first spares the client's string when
+	// the line is not logged.
+	if !a.log.Enabled(ctx, slog.LevelInfo) {
+		return
+	}
+	var client string
+	if a.hasAddr {
+		client = a.addr.String()
+	}
+	a.log.LogAttrs(ctx, slog.LevelInfo, "http request", slog.String("request_id", a.id),
+		slog.String("method", a.method), slog.String("path", a.path), slog.String("client", client),
+		slog.Int("status", status), slog.Int64("bytes", bytes),
+		slog.Duration("duration", time.Since(a.start)))
+}
+
+// loggerCtx is WithLogger(parent, log.With("request_id", id)) made in
+// one allocation instead of three (the context, the logger and its
+// attributes).
+type loggerCtx struct {
+	context.Context
+	log   slog.Logger
+	attrs [1]slog.Attr
+}
+
+func newLoggerCtx(parent context.Context, log *slog.Logger, id string) *loggerCtx {
+	c := &loggerCtx{Context: parent}
+	c.attrs[0] = slog.String("request_id", id)
+	// As Logger.With does: the handler with the attributes, in a new
+	// logger.
+	c.log = *slog.New(log.Handler().WithAttrs(c.attrs[:]))
+	return c
+}
+
+// Value answers LoggerFrom's key with the logger; every other key is the
+// parent's, as with context.WithValue.
+func (c *loggerCtx) Value(key any) any {
+	if key == (logKey{}) {
+		return &c.log
+	}
+	return c.Context.Value(key)
 }
 
 func saneID(id string) bool {
@@ -90,8 +151,9 @@ type statusWriter struct {
 	status    int
 	bytes     int64
 	wrote     bool
-	line      func(ctx context.Context, status int, bytes int64) // logs the request
-	handedOff bool                                               // HandOff logs it, later
+	line      accessLine // logs the request
+	handedOff bool       // HandOff logs it, later
+	idHeader  [1]string  // the value of its X-Request-Id header
 }
 
 // HandOff (takedown.HandOffRecorder) logs the request when its handed-off
@@ -99,12 +161,12 @@ type statusWriter struct {
 // first (status 0) is logged as a handler that wrote nothing.
 func (w *statusWriter) HandOff() func(status int, bytes int64) {
 	w.handedOff = true
-	line := w.line
+	line := w.line // a copy: the closure keeps neither w nor its writer
 	return func(status int, bytes int64) {
 		if status == 0 {
 			status = http.StatusOK
 		}
-		line(context.Background(), status, bytes)
+		line.write(context.Background(), status, bytes)
 	}
 }
 

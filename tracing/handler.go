@@ -1,6 +1,7 @@
 package tracing
 
 import (
+	"context"
 	"net/http"
 
 	"go.opentelemetry.io/otel/codes"
@@ -14,10 +15,15 @@ import (
 // complete: when next returns, or, for a held request handed off from
 // net/http (takedown.HandOffRecorder), when its answer is written.
 func Handler(route string, next http.Handler) http.Handler {
+	cnext, _ := next.(ContextHandler)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx := FromRequest(r)
 		t := current.Load()
 		if t == nil {
+			if cnext != nil {
+				cnext.ServeHTTPContext(ctx, w, r) // no copy of r here
+				return
+			}
 			next.ServeHTTP(w, r.WithContext(ctx))
 			return
 		}
@@ -31,6 +37,16 @@ func Handler(route string, next http.Handler) http.Handler {
 			endServer(span, sw.status)
 		}
 	})
+}
+
+// ContextHandler is a handler that can serve a request with a context
+// other than the request's own: ServeHTTPContext(ctx, w, r) does what
+// ServeHTTP(w, r.WithContext(ctx)) does. Handler gives it the trace
+// context that way while tracing is off, sparing a copy of the request
+// when the handler copies it anyway (to add values of its own).
+type ContextHandler interface {
+	http.Handler
+	ServeHTTPContext(ctx context.Context, w http.ResponseWriter, r *http.Request)
 }
 
 // endServer ends a server span with the response's status; 0 means the

@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"go.opentelemetry.io/otel"
@@ -195,10 +196,18 @@ func Propagated(ctx context.Context) (traceparent, tracestate string) {
 	if !trace.SpanContextFromContext(ctx).IsValid() {
 		return "", ""
 	}
-	var p pair
-	propagation.TraceContext{}.Inject(ctx, &p)
-	return p.parent, p.state
+	// The carrier escapes through the propagator's interface: a pooled
+	// one spares an allocation per command.
+	p := pairs.Get().(*pair)
+	propagation.TraceContext{}.Inject(ctx, p)
+	parent, state := p.parent, p.state
+	*p = pair{}
+	pairs.Put(p)
+	return parent, state
 }
+
+// pairs are the carriers Propagated injects into.
+var pairs = sync.Pool{New: func() any { return new(pair) }}
 
 // Continue returns ctx when it holds a span context, else ctx carrying the
 // one traceparent and tracestate describe: a retry without its request
@@ -210,6 +219,12 @@ func Continue(ctx context.Context, traceparent, tracestate string) context.Conte
 	return Remote(ctx, traceparent, tracestate)
 }
 
+// The canonical HTTP header names of ExtTraceParent and ExtTraceState.
+const (
+	traceParentHeader = "Traceparent"
+	traceStateHeader  = "Tracestate"
+)
+
 // FromRequest returns r's context carrying the trace context of its
 // traceparent and tracestate headers. Without a valid traceparent it
 // carries a new one while tracing is off (a new trace, not sampled: this
@@ -217,8 +232,10 @@ func Continue(ctx context.Context, traceparent, tracestate string) context.Conte
 // the root of a new trace.
 func FromRequest(r *http.Request) context.Context {
 	ctx := r.Context()
-	if tp := r.Header.Get(ExtTraceParent); tp != "" {
-		if rc := Remote(ctx, tp, strings.Join(r.Header.Values(ExtTraceState), ",")); rc != ctx {
+	// The canonical forms of the header names: Get does not convert them
+	// per request.
+	if tp := r.Header.Get(traceParentHeader); tp != "" {
+		if rc := Remote(ctx, tp, strings.Join(r.Header.Values(traceStateHeader), ",")); rc != ctx {
 			return rc
 		}
 	}

@@ -365,3 +365,42 @@ func BenchmarkHandler(b *testing.B) {
 		run(clientParent)(b)
 	})
 }
+
+// TestHeaderNamesCanonical: FromRequest looks the trace headers up by their
+// canonical names, which must be those of ExtTraceParent and ExtTraceState.
+func TestHeaderNamesCanonical(t *testing.T) {
+	if got := http.CanonicalHeaderKey(ExtTraceParent); got != traceParentHeader {
+		t.Errorf("traceparent header %q, want %q", traceParentHeader, got)
+	}
+	if got := http.CanonicalHeaderKey(ExtTraceState); got != traceStateHeader {
+		t.Errorf("tracestate header %q, want %q", traceStateHeader, got)
+	}
+}
+
+// ctxHandler records how Handler served it.
+type ctxHandler struct {
+	viaContext bool
+	sc         trace.SpanContext
+}
+
+func (h *ctxHandler) ServeHTTP(_ http.ResponseWriter, r *http.Request) {
+	h.sc = trace.SpanContextFromContext(r.Context())
+}
+
+func (h *ctxHandler) ServeHTTPContext(ctx context.Context, _ http.ResponseWriter, _ *http.Request) {
+	h.viaContext, h.sc = true, trace.SpanContextFromContext(ctx)
+}
+
+// TestHandlerContextHandler: while tracing is off, Handler gives a
+// ContextHandler the request's trace context with ServeHTTPContext.
+func TestHandlerContextHandler(t *testing.T) {
+	SetProvider(nil)
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	next := &ctxHandler{}
+	r := httptest.NewRequest(http.MethodPost, "/v1/takedowns", nil)
+	r.Header.Set(ExtTraceParent, tp)
+	Handler("POST /v1/takedowns", next).ServeHTTP(httptest.NewRecorder(), r)
+	if !next.viaContext || next.sc.TraceID().String() != "4bf92f3577b34da6a3ce929d0e0e4736" || !next.sc.IsRemote() {
+		t.Fatalf("via ServeHTTPContext %v, span context %+v", next.viaContext, next.sc)
+	}
+}

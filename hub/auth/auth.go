@@ -139,8 +139,12 @@ type Auth struct {
 
 	mu    sync.Mutex
 	conns map[string]int
-	rates map[string]*rate.Limiter
-	waits map[string]*rate.Limiter
+	// holds are the slots Hold took and did not give back yet, by hold
+	// (the principal's name); lastHold numbers them.
+	holds    map[uint64]string
+	lastHold uint64
+	rates    map[string]*rate.Limiter
+	waits    map[string]*rate.Limiter
 }
 
 var _ hub.Guard = (*Auth)(nil)
@@ -198,7 +202,7 @@ func New(cfg Config, owners Owners, log *slog.Logger) (*Auth, error) {
 		byHash: map[[sha256.Size]byte]*Principal{}, byName: map[string]*Principal{},
 		failures: newFailureLimiter(cfg.FailureRate, cfg.FailureBurst, cfg.FailureSources),
 		logs:     rate.NewLimiter(1, 5),
-		conns:    map[string]int{}, rates: map[string]*rate.Limiter{}, waits: map[string]*rate.Limiter{}}
+		conns:    map[string]int{}, holds: map[uint64]string{}, rates: map[string]*rate.Limiter{}, waits: map[string]*rate.Limiter{}}
 	var plain []string
 	for i, pc := range cfg.Principals {
 		p := &Principal{Name: pc.Name, Role: Role(pc.Role), Grants: pc.Channels}
@@ -321,6 +325,12 @@ func (a *Auth) Authenticate(r *http.Request) (*Principal, error) {
 // (zero for a token that does not). A failure counts against the request's
 // source; a success marks the connection authenticated (hub.Authenticated).
 func (a *Auth) authenticate(r *http.Request) (*Principal, time.Time, error) {
+	return a.authenticateCtx(r.Context(), r)
+}
+
+// authenticateCtx is authenticate of r served with ctx instead of its own
+// context (a ContextHandler's).
+func (a *Auth) authenticateCtx(ctx context.Context, r *http.Request) (*Principal, time.Time, error) {
 	kind := ""
 	switch {
 	case r.Header.Get("Authorization") != "":
@@ -339,37 +349,38 @@ func (a *Auth) authenticate(r *http.Request) (*Principal, time.Time, error) {
 	if err := a.throttle(r, src); err != nil {
 		return nil, time.Time{}, err
 	}
-	p, exp, err := a.check(r, kind)
+	p, exp, err := a.check(ctx, r, kind)
 	if err != nil {
 		if !errors.Is(err, ErrSessionUncheckable) {
-			a.fail(r.Context(), r, src, kind, err)
+			a.fail(ctx, r, src, kind, err)
 		}
 		return nil, time.Time{}, err
 	}
-	hub.Authenticated(r.Context())
+	hub.Authenticated(ctx)
 	return p, exp, nil
 }
 
-// check checks r's credential of kind.
-func (a *Auth) check(r *http.Request, kind string) (*Principal, time.Time, error) {
+// check checks r's credential of kind; ctx is the context r is served
+// with.
+func (a *Auth) check(ctx context.Context, r *http.Request, kind string) (*Principal, time.Time, error) {
 	switch kind {
 	case CredentialBearer:
 		tok, ok := BearerToken(r.Header.Get("Authorization"))
 		if !ok {
 			return nil, time.Time{}, fmt.Errorf("%w: the Authorization header must be \"Bearer <token>\"", hub.ErrUnauthenticated)
 		}
-		return a.token(r.Context(), tok, "token")
+		return a.token(ctx, tok, "token")
 	case CredentialAccessToken:
-		return a.token(r.Context(), r.URL.Query().Get("access_token"), "access_token")
+		return a.token(ctx, r.URL.Query().Get("access_token"), "access_token")
 	default:
 		c, _ := r.Cookie(SessionCookie)
 		s, ok := a.parseSession(c.Value, time.Now())
 		if !ok {
 			return nil, time.Time{}, fmt.Errorf("%w: the session has expired or is invalid: sign in again", hub.ErrUnauthenticated)
 		}
-		revoked, err := a.cfg.Revocations.Revoked(r.Context(), s.id)
+		revoked, err := a.cfg.Revocations.Revoked(ctx, s.id)
 		if err != nil {
-			hub.LoggerFrom(r.Context(), a.log).Error("a session cookie could not be checked against the sign-outs; refused", "err", err)
+			hub.LoggerFrom(ctx, a.log).Error("a session cookie could not be checked against the sign-outs; refused", "err", err)
 			return nil, time.Time{}, fmt.Errorf("%w: the list of signed-out sessions does not answer: retry shortly", ErrSessionUncheckable)
 		}
 		if revoked {
@@ -450,17 +461,27 @@ func (a *Auth) Hold(p *Principal) (release func(), err error) {
 		return nil, fmt.Errorf("%w: %s already holds %d connections", hub.ErrTooManyConnections, p.Name, a.cfg.MaxConnections)
 	}
 	a.conns[p.Name]++
+	a.lastHold++
+	id := a.lastHold
+	a.holds[id] = p.Name
 	a.mu.Unlock()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			a.mu.Lock()
-			if a.conns[p.Name]--; a.conns[p.Name] <= 0 {
-				delete(a.conns, p.Name)
-			}
-			a.mu.Unlock()
-		})
-	}, nil
+	// The closure keeps values only (one allocation, no sync.Once of its
+	// own): holds says whether the slot is still taken.
+	return func() { a.release(id) }, nil
+}
+
+// release gives back the slot of hold id, once however often it is called.
+func (a *Auth) release(id uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	name, ok := a.holds[id]
+	if !ok {
+		return
+	}
+	delete(a.holds, id)
+	if a.conns[name]--; a.conns[name] <= 0 {
+		delete(a.conns, name)
+	}
 }
 
 // Allow authorises a subscription (hub.Guard): moderators everything;
@@ -533,6 +554,11 @@ func (a *Auth) take(buckets map[string]*rate.Limiter, p *Principal, what string)
 		buckets[p.Name] = l
 	}
 	a.mu.Unlock()
+	// Allow takes a token without a Reservation (an allocation); only a
+	// refusal reserves, to learn the delay, and cancels.
+	if l.Allow() {
+		return nil
+	}
 	r := l.Reserve()
 	if d := r.Delay(); d > 0 {
 		r.Cancel()
@@ -554,22 +580,38 @@ func (a *Auth) Connections(name string) int {
 // cannot be checked); the handler finds the principal with FromContext,
 // and a session cookie's expiry with hub.ExpiryFrom.
 func (a *Auth) Require(next http.Handler, roles ...Role) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p, exp, err := a.authenticate(r)
-		if err != nil {
-			writeAuthError(w, err)
-			return
-		}
-		if len(roles) > 0 && !hasRole(p, roles) {
-			hub.WriteRefusal(w, fmt.Errorf("%w: role %s may not do this", hub.ErrForbidden, p.Role))
-			return
-		}
-		ctx := WithPrincipal(r.Context(), p)
-		if !exp.IsZero() {
-			ctx = hub.WithExpiry(ctx, exp)
-		}
-		next.ServeHTTP(w, r.WithContext(ctx))
-	})
+	return &required{a: a, next: next, roles: roles}
+}
+
+// required is the handler Require returns. It is also a
+// tracing.ContextHandler: served with the trace context that way, it
+// copies its request once (for the principal) instead of twice.
+type required struct {
+	a     *Auth
+	next  http.Handler
+	roles []Role
+}
+
+func (h *required) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.ServeHTTPContext(r.Context(), w, r)
+}
+
+// ServeHTTPContext serves r as ServeHTTP serves r.WithContext(ctx).
+func (h *required) ServeHTTPContext(ctx context.Context, w http.ResponseWriter, r *http.Request) {
+	p, exp, err := h.a.authenticateCtx(ctx, r)
+	if err != nil {
+		writeAuthError(w, err)
+		return
+	}
+	if len(h.roles) > 0 && !hasRole(p, h.roles) {
+		hub.WriteRefusal(w, fmt.Errorf("%w: role %s may not do this", hub.ErrForbidden, p.Role))
+		return
+	}
+	ctx = WithPrincipal(ctx, p)
+	if !exp.IsZero() {
+		ctx = hub.WithExpiry(ctx, exp)
+	}
+	h.next.ServeHTTP(w, r.WithContext(ctx))
 }
 
 func hasRole(p *Principal, roles []Role) bool {
