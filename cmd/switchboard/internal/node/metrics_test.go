@@ -47,8 +47,11 @@ func scrape(t *testing.T, a *Node) map[string]float64 {
 func TestMetricsCounts(t *testing.T) {
 	a := startTestApp(t, func(c *config.Config) {
 		c.Hub.ClientQueue = 8
-		c.ItemSvc.Latency = 0
-		c.Takedown.Timeout = 2 * time.Second
+		// Long enough that the respond-async takedown below is answered
+		// 202 before its outcome is in (with the outcome in, 200 is the
+		// right answer).
+		c.ItemSvc.Latency = 500 * time.Millisecond
+		c.Takedown.Timeout = 5 * time.Second
 		c.Limits.TakedownBurst = 100
 	})
 	waitReady(t, a)
