@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"iter"
+
+	"github.com/switchboard/switchboard/hub/jsonscan"
 )
 
 // members yields the members of obj, a JSON object that is valid and
@@ -17,13 +19,13 @@ func members(obj []byte) iter.Seq2[[]byte, []byte] {
 		}
 		i := 1
 		for i < len(obj) && obj[i] != '}' {
-			kEnd := skipString(obj, i)
+			kEnd := jsonscan.SkipString(obj, i)
 			key := obj[i+1 : kEnd-1]
 			if bytes.IndexByte(key, '\\') >= 0 {
 				key = []byte(unquote(obj[i:kEnd]))
 			}
 			vStart := kEnd + 1 // past ':'
-			vEnd := skipValue(obj, vStart)
+			vEnd := jsonscan.SkipValue(obj, vStart)
 			if !yield(key, obj[vStart:vEnd]) {
 				return
 			}
@@ -32,52 +34,6 @@ func members(obj []byte) iter.Seq2[[]byte, []byte] {
 				i++
 			}
 		}
-	}
-}
-
-// skipString returns the index just past the string that starts at b[i].
-func skipString(b []byte, i int) int {
-	for j := i + 1; j < len(b); j++ {
-		switch b[j] {
-		case '\\':
-			j++
-		case '"':
-			return j + 1
-		}
-	}
-	return len(b)
-}
-
-// skipValue returns the index just past the value that starts at b[i].
-func skipValue(b []byte, i int) int {
-	if i >= len(b) {
-		return len(b)
-	}
-	switch b[i] {
-	case '"':
-		return skipString(b, i)
-	case '{', '[':
-		depth := 0
-		for j := i; j < len(b); j++ {
-			switch b[j] {
-			case '"':
-				j = skipString(b, j) - 1
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return j + 1
-				}
-			}
-		}
-		return len(b)
-	default: // number, true, false, null
-		j := i
-		for j < len(b) && b[j] != ',' && b[j] != '}' && b[j] != ']' {
-			j++
-		}
-		return j
 	}
 }
 

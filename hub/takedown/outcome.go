@@ -6,6 +6,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/switchboard/switchboard/hub"
+	"github.com/switchboard/switchboard/hub/jsonscan"
 )
 
 // outcomeScan reads a takedown event's data without encoding/json's
@@ -112,7 +113,7 @@ const (
 // equal to name under case folding but not name, or name twice: then
 // encoding/json's matching decides. obj is valid JSON.
 func topMember(obj []byte, name string) (v []byte, ok bool) {
-	i := skipSpace(obj, 0)
+	i := jsonscan.SkipSpace(obj, 0)
 	if i >= len(obj) || obj[i] != '{' {
 		return nil, false
 	}
@@ -135,22 +136,22 @@ func topMember(obj []byte, name string) (v []byte, ok bool) {
 // key's text and where its value starts and ends in obj. It stops, false,
 // when fn returns false or a key is escaped or not ASCII.
 func eachMember(obj []byte, fn func(key []byte, vStart, vEnd int) bool) bool {
-	i := skipSpace(obj, 1)
+	i := jsonscan.SkipSpace(obj, 1)
 	for i < len(obj) && obj[i] == '"' {
-		kEnd := skipString(obj, i)
+		kEnd := jsonscan.SkipString(obj, i)
 		key := obj[i+1 : kEnd-1]
 		if !plainASCII(key) {
 			return false
 		}
-		i = skipSpace(obj, kEnd)
-		i = skipSpace(obj, i+1) // past ':'
-		vEnd := skipValue(obj, i)
+		i = jsonscan.SkipSpace(obj, kEnd)
+		i = jsonscan.SkipSpace(obj, i+1) // past ':'
+		vEnd := jsonscan.SkipValue(obj, i)
 		if !fn(key, i, vEnd) {
 			return false
 		}
-		i = skipSpace(obj, vEnd)
+		i = jsonscan.SkipSpace(obj, vEnd)
 		if i < len(obj) && obj[i] == ',' {
-			i = skipSpace(obj, i+1)
+			i = jsonscan.SkipSpace(obj, i+1)
 		}
 	}
 	return true
@@ -161,27 +162,27 @@ func eachMember(obj []byte, fn func(key []byte, vStart, vEnd int) bool) bool {
 // string; start is where v starts in the text str copies from.
 func stringArray(v []byte, start int, str func(raw []byte, start int) string) ([]string, bool) {
 	n := 0
-	for i := skipSpace(v, 1); i < len(v) && v[i] != ']'; {
+	for i := jsonscan.SkipSpace(v, 1); i < len(v) && v[i] != ']'; {
 		if v[i] != '"' {
 			return nil, false
 		}
-		end := skipString(v, i)
+		end := jsonscan.SkipString(v, i)
 		if _, ok := plainString(v[i:end]); !ok {
 			return nil, false
 		}
 		n++
-		i = skipSpace(v, end)
+		i = jsonscan.SkipSpace(v, end)
 		if i < len(v) && v[i] == ',' {
-			i = skipSpace(v, i+1)
+			i = jsonscan.SkipSpace(v, i+1)
 		}
 	}
 	list := make([]string, 0, n)
-	for i := skipSpace(v, 1); i < len(v) && v[i] != ']'; {
-		end := skipString(v, i)
+	for i := jsonscan.SkipSpace(v, 1); i < len(v) && v[i] != ']'; {
+		end := jsonscan.SkipString(v, i)
 		list = append(list, str(v[i+1:end-1], start+i+1))
-		i = skipSpace(v, end)
+		i = jsonscan.SkipSpace(v, end)
 		if i < len(v) && v[i] == ',' {
-			i = skipSpace(v, i+1)
+			i = jsonscan.SkipSpace(v, i+1)
 		}
 	}
 	return list, true
@@ -230,60 +231,4 @@ func asciiEqualFold(key []byte, name string) bool {
 		}
 	}
 	return true
-}
-
-// skipSpace returns the index of the first byte from i that is not JSON
-// whitespace.
-func skipSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
-}
-
-// skipString returns the index just past the string that starts at b[i].
-func skipString(b []byte, i int) int {
-	for j := i + 1; j < len(b); j++ {
-		switch b[j] {
-		case '\\':
-			j++
-		case '"':
-			return j + 1
-		}
-	}
-	return len(b)
-}
-
-// skipValue returns the index just past the valid JSON value that starts
-// at b[i].
-func skipValue(b []byte, i int) int {
-	if i >= len(b) {
-		return len(b)
-	}
-	switch b[i] {
-	case '"':
-		return skipString(b, i)
-	case '{', '[':
-		depth := 0
-		for j := i; j < len(b); j++ {
-			switch b[j] {
-			case '"':
-				j = skipString(b, j) - 1
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return j + 1
-				}
-			}
-		}
-		return len(b)
-	default: // number, true, false, null
-		j := i
-		for j < len(b) && b[j] != ',' && b[j] != '}' && b[j] != ']' && b[j] != ' ' && b[j] != '\t' && b[j] != '\n' && b[j] != '\r' {
-			j++
-		}
-		return j
-	}
 }
