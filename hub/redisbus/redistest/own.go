@@ -95,14 +95,7 @@ func awaitPing(c *redis.Client, exited <-chan struct{}) error {
 // Stop stops the server without saving: its data is gone.
 func (o *Own) Stop(t testing.TB) {
 	t.Helper()
-	c := o.Client()
-	defer c.Close()
-	c.ShutdownNoSave(context.Background()) // the server hangs up: no reply
-	select {
-	case <-o.exited:
-	case <-time.After(ownWait):
-		t.Fatalf("redis-server did not stop\n%s", o.log())
-	}
+	o.shutdown(t, (*redis.Client).ShutdownNoSave)
 }
 
 // StopSaving saves the data set to the dump in the server's directory and
@@ -110,9 +103,15 @@ func (o *Own) Stop(t testing.TB) {
 // persistence comes back.
 func (o *Own) StopSaving(t testing.TB) {
 	t.Helper()
+	o.shutdown(t, (*redis.Client).ShutdownSave)
+}
+
+// shutdown sends the server a SHUTDOWN and waits for it to exit.
+func (o *Own) shutdown(t testing.TB, cmd func(*redis.Client, context.Context) *redis.StatusCmd) {
+	t.Helper()
 	c := o.Client()
 	defer c.Close()
-	c.ShutdownSave(context.Background()) // the server hangs up: no reply
+	cmd(c, context.Background()) // the server hangs up: no reply
 	select {
 	case <-o.exited:
 	case <-time.After(ownWait):
