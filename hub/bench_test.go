@@ -124,12 +124,7 @@ func benchFanout(b *testing.B, subs int) {
 func BenchmarkSubscribe(b *testing.B) {
 	for _, n := range []int{0, 1000, 10000} {
 		b.Run(fmt.Sprintf("existing=%d", n), func(b *testing.B) {
-			mem := NewMemory(MemoryConfig{})
-			defer mem.Close()
-			h, err := New(Config{}, mem, slog.New(slog.DiscardHandler))
-			if err != nil {
-				b.Fatal(err)
-			}
+			h := newMemoryHub(b)
 			ctx := context.Background()
 			others := make([]*Client, n)
 			for i := range others {

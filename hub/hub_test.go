@@ -1249,3 +1249,16 @@ func TestFollowLiveReadsNoHistory(t *testing.T) {
 		t.Fatal("the hole was not filled from history")
 	}
 }
+
+// newMemoryHub is a hub on a memory backplane of its own, closed when tb
+// ends, that logs nothing.
+func newMemoryHub(tb testing.TB) *Hub {
+	tb.Helper()
+	mem := NewMemory(MemoryConfig{})
+	tb.Cleanup(func() { mem.Close() })
+	h, err := New(Config{}, mem, slog.New(slog.DiscardHandler))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return h
+}

@@ -2,7 +2,6 @@ package hub
 
 import (
 	"context"
-	"log/slog"
 	"strconv"
 	"testing"
 )
@@ -14,12 +13,7 @@ import (
 // allocs/op counts 5 allocations of the benchmark's own: the id, the
 // channel names and the three events.
 func BenchmarkTakedownChannels(b *testing.B) {
-	mem := NewMemory(MemoryConfig{})
-	defer mem.Close()
-	h, err := New(Config{}, mem, slog.New(slog.DiscardHandler))
-	if err != nil {
-		b.Fatal(err)
-	}
+	h := newMemoryHub(b)
 	ctx := context.Background()
 	js := []byte(`{"specversion":"1.0","id":"x","source":"/switchboard/takedowns","type":"takedown.requested","data":{"item_id":"item-1"}}`)
 	sources := [3]string{"/switchboard/takedowns", "/platform/items", "/platform/items/confirm"}

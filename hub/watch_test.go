@@ -194,12 +194,7 @@ func TestWatchReadsNoHistory(t *testing.T) {
 // TestWatchShutdown: done is closed when the hub shuts down, and a watch
 // asked for afterwards is refused.
 func TestWatchShutdown(t *testing.T) {
-	mem := NewMemory(MemoryConfig{})
-	defer mem.Close()
-	h, err := New(Config{}, mem, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := newMemoryHub(t)
 	stop, done, err := h.Watch(t.Context(), "corr:y", func(*Event) {})
 	if err != nil {
 		t.Fatal(err)
