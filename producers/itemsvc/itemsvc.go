@@ -45,6 +45,12 @@ const (
 	// costs about 50 bytes, so a full memory is about 5 MB, and at 1000
 	// takedowns a second it covers the last 100 s.
 	DefaultRemember = 100_000
+	// DefaultCommitEvery is the least time between two commits of the
+	// commands reader: each is a broker round trip, and under load a
+	// command finishes every few hundred µs. A crash re-reads at most
+	// this much more (answered again, as any command answered but not yet
+	// committed is).
+	DefaultCommitEvery = 100 * time.Millisecond
 	// DefaultSessionTimeout, DefaultHeartbeatInterval
 	// and DefaultRebalanceTimeout are the consumer group timing
 	// of the service's reader, the same as the hub consumer's: with
@@ -155,6 +161,10 @@ type Config struct {
 	// Remember is how many answered commands are remembered to skip a
 	// repeat of one.
 	Remember int
+	// CommitEvery is the least time between two commits of answered
+	// commands' offsets (the first is made at once); on a stop, what was
+	// answered is committed before Run returns.
+	CommitEvery time.Duration
 	// SessionTimeout, HeartbeatInterval and RebalanceTimeout are the
 	// consumer group timing of the commands reader. The heartbeat interval
 	// must be below the session timeout.
@@ -283,6 +293,8 @@ func New(cfg Config, pub producers.Publisher, log *slog.Logger) (*Service, error
 		return nil, fmt.Errorf("itemsvc: max in flight must not be negative, got %d", cfg.MaxInFlight)
 	case cfg.Remember < 0:
 		return nil, fmt.Errorf("itemsvc: remember must not be negative, got %d", cfg.Remember)
+	case cfg.CommitEvery < 0:
+		return nil, fmt.Errorf("itemsvc: commit interval must not be negative, got %s", cfg.CommitEvery)
 	}
 	timing := kafkagroup.Timing{SessionTimeout: cfg.SessionTimeout, HeartbeatInterval: cfg.HeartbeatInterval, RebalanceTimeout: cfg.RebalanceTimeout}
 	if err := timing.Check(); err != nil {
@@ -315,6 +327,9 @@ func New(cfg Config, pub producers.Publisher, log *slog.Logger) (*Service, error
 	}
 	if cfg.Remember == 0 {
 		cfg.Remember = DefaultRemember
+	}
+	if cfg.CommitEvery == 0 {
+		cfg.CommitEvery = DefaultCommitEvery
 	}
 	log = log.With("component", "itemsvc")
 	return &Service{
@@ -372,7 +387,8 @@ func (s *Service) Healthy(context.Context) error {
 // lose 3 in a crash. Commands finish out of order, so Run tracks them per
 // partition and one goroutine commits, for each partition, the offset
 // below the oldest command still in flight: every offset under a commit
-// has been answered, and commits never go backwards.
+// has been answered, and commits never go backwards. It commits at most
+// once per CommitEvery (100 ms by default), not once per command.
 func (s *Service) Run(ctx context.Context) error {
 	if !s.started.CompareAndSwap(false, true) {
 		return errors.New("itemsvc: Run called twice")
@@ -401,6 +417,8 @@ func (s *Service) Run(ctx context.Context) error {
 		// retry fires after a failed commit, in case no finished command
 		// kicks the committer before.
 		var retry <-chan time.Time
+		spacing := time.NewTimer(0)
+		defer spacing.Stop()
 		for {
 			select {
 			case <-ctx.Done():
@@ -409,6 +427,14 @@ func (s *Service) Run(ctx context.Context) error {
 			case <-retry:
 			}
 			retry = nil
+			// At most one commit per CommitEvery: the kicks of the
+			// commands finished meanwhile are taken by this one.
+			select {
+			case <-ctx.Done():
+				return
+			case <-spacing.C:
+			}
+			spacing.Reset(s.cfg.CommitEvery)
 			if !s.commit(ctx, r, tr) {
 				retry = time.After(itemSvcCommitRetry)
 			}

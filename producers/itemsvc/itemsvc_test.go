@@ -134,6 +134,7 @@ func TestNewItemService(t *testing.T) {
 		{"negative latency", func(c Config) Config { c.Latency = -time.Millisecond; return c }, pub, "latency"},
 		{"negative in flight", func(c Config) Config { c.MaxInFlight = -1; return c }, pub, "max in flight"},
 		{"negative remember", func(c Config) Config { c.Remember = -1; return c }, pub, "remember"},
+		{"negative commit interval", func(c Config) Config { c.CommitEvery = -time.Millisecond; return c }, pub, "commit interval"},
 		{"heartbeat not below session", func(c Config) Config {
 			c.SessionTimeout, c.HeartbeatInterval = 6*time.Second, 6*time.Second
 			return c
@@ -493,6 +494,18 @@ func (h *isvcHarness) committedOffsets(group string) (committed, end map[int]int
 	return committed, end
 }
 
+// committedCount is how many command records the group committed, over
+// all partitions.
+func (h *isvcHarness) committedCount(group string) int64 {
+	h.t.Helper()
+	committed, _ := h.committedOffsets(group)
+	n := int64(0)
+	for _, off := range committed {
+		n += max(off, 0)
+	}
+	return n
+}
+
 // checkAllCommitted checks that the group committed every command record.
 func (h *isvcHarness) checkAllCommitted(group string) {
 	h.t.Helper()
@@ -762,6 +775,33 @@ func TestItemServiceStopsOnCancel(t *testing.T) {
 	if err := fast.stop(); err != nil {
 		t.Fatalf("Run = %v", err)
 	}
+}
+
+// TestItemServiceSpacesCommits: the first answered command is committed
+// at once, the ones answered within CommitEvery after it wait for the next
+// commit, and a stop commits everything answered.
+func TestItemServiceSpacesCommits(t *testing.T) {
+	h := newIsvcHarness(t)
+	svc := h.start(Config{CommitEvery: time.Hour})
+	cat := DemoCatalogue()
+	h.send(h.command("item-1", "c-1"))
+	isvcNext(t, h.eventReader(), isvcExpected(cat, "item-1"))
+	isvcWaitFor(t, "the first command committed at once", func() bool { return h.committedCount(DefaultGroupID) == 1 })
+
+	var msgs []kafka.Message
+	for i := 2; i <= 6; i++ {
+		msgs = append(msgs, h.command(fmt.Sprintf("item-%d", i), fmt.Sprintf("c-%d", i)))
+	}
+	h.send(msgs...)
+	isvcWaitFor(t, "six commands answered", func() bool { return svc.Stats().Confirmed == 6 })
+	if n := h.committedCount(DefaultGroupID); n != 1 {
+		t.Errorf("%d commands committed within CommitEvery of the first commit, want 1 (the next commit waits)", n)
+	}
+
+	if err := svc.stop(); err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	h.checkAllCommitted(DefaultGroupID)
 }
 
 // BenchmarkItemService measures commands answered per second with no
