@@ -209,6 +209,9 @@ type Hub struct {
 type History struct {
 	Size int           `mapstructure:"size"`
 	TTL  time.Duration `mapstructure:"ttl"`
+	// MaxBytes bounds the history of all channels together on the memory
+	// backplane (Redis bounds its own: maxmemory).
+	MaxBytes int64 `mapstructure:"max_bytes"`
 }
 
 // SSE configures Server-Sent Events (keys sse.*).
@@ -390,6 +393,7 @@ var defaults = map[string]any{
 
 	"hub.history.size":       hub.DefaultHistorySize,
 	"hub.history.ttl":        hub.DefaultHistoryTTL,
+	"hub.history.max_bytes":  hub.DefaultHistoryMaxBytes,
 	"hub.client_queue":       hub.DefaultClientQueue,
 	"hub.client_queue_bytes": hub.DefaultClientQueueBytes,
 	"hub.max_channels":       hub.DefaultMaxChannels,

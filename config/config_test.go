@@ -73,7 +73,7 @@ func wantDefaults() Config {
 		},
 		Redis: Redis{Sentinel: RedisSentinel{Addrs: []string{}}, Cluster: RedisCluster{Addrs: []string{}}},
 		Hub: Hub{
-			History:          History{Size: 1000, TTL: time.Hour},
+			History:          History{Size: 1000, TTL: time.Hour, MaxBytes: 256 << 20},
 			ClientQueue:      1024,
 			ClientQueueBytes: 1 << 20,
 			MaxChannels:      64,
@@ -134,7 +134,7 @@ log:
 				c.HTTP.AllowedOrigins = []string{"https://mod.example.com"}
 				c.Kafka.Brokers = []string{"k1:9092", "k2:9092"}
 				c.Kafka.DLQ = "my.dlq"
-				c.Hub.History = History{Size: 50, TTL: 90 * time.Second}
+				c.Hub.History = History{Size: 50, TTL: 90 * time.Second, MaxBytes: 256 << 20}
 				c.SSE.Heartbeat = 5 * time.Second
 				c.Demo = Demo{Enabled: true, Rate: 0.5}
 				c.Log = Log{Level: "debug", Format: "json"}
@@ -155,7 +155,7 @@ log:
 			want: func(c *Config) {
 				c.HTTP.Addr = ":7000"
 				c.HTTP.MaxBodyBytes = 100
-				c.Hub.History = History{Size: 10, TTL: 2 * time.Minute}
+				c.Hub.History = History{Size: 10, TTL: 2 * time.Minute, MaxBytes: 256 << 20}
 				c.Hub.ClientQueue = 7
 				c.Demo = Demo{Enabled: true, Rate: 1.5}
 			},

@@ -46,6 +46,7 @@ var help = map[string]string{
 
 	"hub.history.size":       "The most events each channel keeps for resuming.",
 	"hub.history.ttl":        "The longest each channel keeps an event for resuming.",
+	"hub.history.max_bytes":  "In-memory backplane: the most bytes of history all channels keep together; past it the oldest events leave first.",
 	"hub.client_queue":       "The most frames queued for one connection; past it the connection is dropped as a slow consumer.",
 	"hub.client_queue_bytes": "The most bytes queued for one connection; past it the connection is dropped as a slow consumer.",
 	"hub.max_channels":       "The most channels one WebSocket connection or SSE stream may subscribe to.",

@@ -49,6 +49,7 @@ func (c Config) Validate() error {
 
 	v.positive("hub.history.size", int64(c.Hub.History.Size))
 	v.duration("hub.history.ttl", c.Hub.History.TTL)
+	v.positive("hub.history.max_bytes", c.Hub.History.MaxBytes)
 	v.positive("hub.client_queue", int64(c.Hub.ClientQueue))
 	v.positive("hub.client_queue_bytes", int64(c.Hub.ClientQueueBytes))
 	v.positive("hub.max_channels", int64(c.Hub.MaxChannels))

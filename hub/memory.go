@@ -6,22 +6,47 @@ import (
 	"hash/maphash"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // Defaults for history bounds.
 const (
-	DefaultHistorySize = 1000
-	DefaultHistoryTTL  = time.Hour
+	DefaultHistorySize     = 1000
+	DefaultHistoryTTL      = time.Hour
+	DefaultHistoryMaxBytes = 256 << 20
 )
 
-// MemoryConfig bounds the memory backplane's per-channel history.
+// MemoryConfig bounds the memory backplane's history.
 type MemoryConfig struct {
 	// HistorySize is how many events a channel keeps.
 	HistorySize int
 	// HistoryTTL is how long a channel keeps an event.
 	HistoryTTL time.Duration
+	// MaxBytes bounds the history of all channels together (EntryCost);
+	// past it the oldest entries leave first, whatever their channel. The
+	// count passes it only for a moment, by the events being published
+	// then (an event's entries are counted before older ones make room).
+	// 0 means DefaultHistoryMaxBytes.
+	MaxBytes int64
 }
+
+// entryOverhead is what EntryCost counts for an entry beside its share of
+// the event: the entry, its channel's share of a log, its sibling
+// position and its place in the eviction queue, rounded up.
+const entryOverhead = 256
+
+// EntryCost is what one channel's entry of ev counts against
+// MemoryConfig.MaxBytes when ev went to channels channels: the event's
+// bytes (its JSON and attributes) shared among them, plus entryOverhead.
+// An event is held once however many channels hold it, so the heap the
+// history takes stays near the sum of its entries' costs.
+func EntryCost(ev *Event, channels int) int64 {
+	n := 128 + len(ev.JSON) + len(ev.ID) + len(ev.Source) + len(ev.Type) + len(ev.Subject) + len(ev.CorrelationID) + len(ev.Topic)
+	return int64(n/max(channels, 1)) + entryOverhead
+}
+
+func (e *memEntry) cost() int64 { return EntryCost(e.ev, len(e.sib)) }
 
 // memShards is how many shards hold the logs; memGens is how many epoch
 // generations each shard keeps (see Memory).
@@ -46,6 +71,16 @@ type Memory struct {
 	shards    [memShards]memShard
 	now       func() time.Time
 
+	// bytes is the cost of every entry the logs hold; evicted counts the
+	// entries that left for MaxBytes.
+	bytes, evicted atomic.Int64
+	// queue names every entry pushed, oldest first, for eviction; an
+	// entry may have left since (overwritten, expired), which eviction
+	// sees and skips. It holds at most MaxBytes/entryOverhead names: when
+	// full, the oldest leaves, and its entry with it if still held.
+	queueMu sync.Mutex
+	queue   refQueue
+
 	stop chan struct{}
 	done chan struct{}
 	once sync.Once
@@ -67,6 +102,7 @@ type memShard struct {
 type memLog struct {
 	mu      sync.Mutex
 	gone    bool
+	name    string // the channel's
 	epoch   string
 	top     uint64
 	ring    []memEntry // ring[(head+i)%len] for i < n, oldest first
@@ -114,6 +150,9 @@ func NewMemory(cfg MemoryConfig) *Memory {
 	if cfg.HistoryTTL <= 0 {
 		cfg.HistoryTTL = DefaultHistoryTTL
 	}
+	if cfg.MaxBytes <= 0 {
+		cfg.MaxBytes = DefaultHistoryMaxBytes
+	}
 	m := &Memory{cfg: cfg, seed: maphash.MakeSeed(), epochSeed: maphash.MakeSeed(), now: time.Now, stop: make(chan struct{}), done: make(chan struct{})}
 	for i := range m.shards {
 		m.shards[i].logs = make(map[string]*memLog)
@@ -150,7 +189,7 @@ func (m *Memory) log(ch string, create bool) *memLog {
 	defer s.mu.Unlock()
 	l := s.logs[ch]
 	if l == nil && create {
-		l = &memLog{epoch: m.epoch(ch, s.gens[g]), lastUsed: m.now()}
+		l = &memLog{name: ch, epoch: m.epoch(ch, s.gens[g]), lastUsed: m.now()}
 		s.logs[ch] = l
 	}
 	return l
@@ -242,6 +281,10 @@ func (m *Memory) Publish(_ context.Context, channels []string, ev *Event) error 
 		fresh = make([]bool, len(channels))
 	}
 	fresh = fresh[:len(channels)]
+	var refsInline [len(sorted)]memRef
+	refs := refsInline[:0]
+	cost := EntryCost(ev, len(sib))
+	var added int64
 	for i, l := range logs {
 		if off, ok := l.held(ev); ok {
 			// Held already (Kafka delivers at least once): not again.
@@ -250,10 +293,11 @@ func (m *Memory) Publish(_ context.Context, channels []string, ev *Event) error 
 		}
 		l.top++
 		sib[i] = ChannelPos{Channel: channels[i], Pos: Position{Epoch: l.epoch, Offset: l.top}}
-		l.push(memEntry{off: l.top, at: now, ev: ev, sib: sib}, m.cfg.HistorySize)
+		added += cost - l.push(memEntry{off: l.top, at: now, ev: ev, sib: sib}, m.cfg.HistorySize)
 		l.index(ev)
 		l.lastUsed = now
 		fresh[i] = true
+		refs = append(refs, memRef{l: l, off: l.top})
 	}
 	for i, l := range logs {
 		if fresh[i] && len(l.deliver) > 0 {
@@ -266,17 +310,21 @@ func (m *Memory) Publish(_ context.Context, channels []string, ev *Event) error 
 	for _, l := range logs {
 		l.mu.Unlock()
 	}
+	m.account(added, refs)
 	return nil
 }
 
-func (l *memLog) push(e memEntry, size int) {
+// push appends e, and returns the cost of the entry it replaced (the
+// oldest, when the ring is full at size), else 0.
+func (l *memLog) push(e memEntry, size int) (freed int64) {
 	if l.n == len(l.ring) {
 		if len(l.ring) >= size {
 			// Full at the bound: the newest replaces the oldest.
+			freed = l.ring[l.head].cost()
 			l.forget(l.ring[l.head])
 			l.ring[l.head] = e
 			l.head = (l.head + 1) % len(l.ring)
-			return
+			return freed
 		}
 		// Grow towards the bound: most channels hold a few events (a
 		// command's corr: channel, one to four).
@@ -288,6 +336,7 @@ func (l *memLog) push(e memEntry, size int) {
 	}
 	l.ring[(l.head+l.n)%len(l.ring)] = e
 	l.n++
+	return 0
 }
 
 // smallLog is the most entries a log keeps without a key map.
@@ -349,17 +398,27 @@ func (l *memLog) forget(e memEntry) {
 	}
 }
 
-// expire drops entries older than cutoff.
-func (l *memLog) expire(cutoff time.Time) {
+// expire drops entries older than cutoff, and returns their cost.
+func (l *memLog) expire(cutoff time.Time) (freed int64) {
 	for l.n > 0 && l.ring[l.head].at.Before(cutoff) {
-		l.forget(l.ring[l.head])
-		l.ring[l.head] = memEntry{}
-		l.head = (l.head + 1) % len(l.ring)
-		l.n--
+		freed += l.dropOldest()
 	}
+	return freed
+}
+
+// dropOldest drops the oldest entry, and returns its cost. The log holds
+// one.
+func (l *memLog) dropOldest() int64 {
+	e := &l.ring[l.head]
+	freed := e.cost()
+	l.forget(*e)
+	*e = memEntry{}
+	l.head = (l.head + 1) % len(l.ring)
+	l.n--
 	if l.n == 0 {
 		l.ring, l.head = nil, 0
 	}
+	return freed
 }
 
 // Read returns the entries after *after. A position of another epoch, one
@@ -367,7 +426,7 @@ func (l *memLog) expire(cutoff time.Time) {
 func (m *Memory) Read(_ context.Context, ch string, after *Position) (Replay, error) {
 	l := m.lockLog(ch)
 	defer l.mu.Unlock()
-	l.expire(m.now().Add(-m.cfg.HistoryTTL))
+	m.bytes.Add(-l.expire(m.now().Add(-m.cfg.HistoryTTL)))
 	r := Replay{Top: Position{Epoch: l.epoch, Offset: l.top}}
 	if after == nil {
 		return r, nil
@@ -464,7 +523,7 @@ func (m *Memory) sweepOnce() {
 		s.mu.Lock()
 		for ch, l := range s.logs {
 			l.mu.Lock()
-			l.expire(cutoff)
+			m.bytes.Add(-l.expire(cutoff))
 			if l.n == 0 && len(l.deliver) == 0 && l.lastUsed.Before(cutoff) {
 				if l.top > 0 {
 					// Its cursors must not pass on the log made next.
@@ -478,3 +537,105 @@ func (m *Memory) sweepOnce() {
 		s.mu.Unlock()
 	}
 }
+
+// memRef names an entry for eviction: its log and offset.
+type memRef struct {
+	l   *memLog
+	off uint64
+}
+
+// refQueue is a ring of memRefs, oldest first, grown by doubling.
+type refQueue struct {
+	buf     []memRef
+	head, n int
+}
+
+func (q *refQueue) push(r memRef) {
+	if q.n == len(q.buf) {
+		grown := make([]memRef, max(2*len(q.buf), 64))
+		for i := 0; i < q.n; i++ {
+			grown[i] = q.buf[(q.head+i)%len(q.buf)]
+		}
+		q.buf, q.head = grown, 0
+	}
+	q.buf[(q.head+q.n)%len(q.buf)] = r
+	q.n++
+}
+
+func (q *refQueue) pop() (memRef, bool) {
+	if q.n == 0 {
+		return memRef{}, false
+	}
+	r := q.buf[q.head]
+	q.buf[q.head] = memRef{}
+	q.head = (q.head + 1) % len(q.buf)
+	q.n--
+	return r, true
+}
+
+// account adds added to the history's cost and queues refs, the entries
+// just pushed; then, while the cost is over MaxBytes, it evicts the oldest
+// entries of all channels. It is called with no lock held.
+func (m *Memory) account(added int64, refs []memRef) {
+	total := m.bytes.Add(added)
+	maxRefs := int(m.cfg.MaxBytes / entryOverhead)
+	var outInline [8]memRef
+	out := outInline[:0]
+	m.queueMu.Lock()
+	for _, r := range refs {
+		if m.queue.n >= maxRefs {
+			old, _ := m.queue.pop()
+			out = append(out, old)
+		}
+		m.queue.push(r)
+	}
+	m.queueMu.Unlock()
+	for _, r := range out {
+		m.evict(r)
+	}
+	for total > m.cfg.MaxBytes {
+		m.queueMu.Lock()
+		r, ok := m.queue.pop()
+		m.queueMu.Unlock()
+		if !ok {
+			return
+		}
+		m.evict(r)
+		total = m.bytes.Load()
+	}
+}
+
+// evict drops r's entry, and any older one of its log, if the log still
+// holds them. A log left with no entry and no listener is dropped, its
+// generation moved on (sweepOnce), so its old cursors get a gap.
+func (m *Memory) evict(r memRef) {
+	l := r.l
+	s, g := m.place(l.name)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.gone {
+		return
+	}
+	var freed, n int64
+	for l.n > 0 && l.ring[l.head].off <= r.off {
+		freed += l.dropOldest()
+		n++
+	}
+	if n == 0 {
+		return
+	}
+	m.bytes.Add(-freed)
+	m.evicted.Add(n)
+	if l.n == 0 && len(l.deliver) == 0 {
+		s.gens[g]++
+		s.dropLocked(l.name, l)
+	}
+}
+
+// HistoryBytes is the cost (EntryCost) of the entries all channels hold.
+func (m *Memory) HistoryBytes() int64 { return m.bytes.Load() }
+
+// Evicted is how many entries left the history early for MaxBytes.
+func (m *Memory) Evicted() int64 { return m.evicted.Load() }

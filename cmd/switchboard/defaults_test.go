@@ -39,6 +39,7 @@ var packageDefaults = []struct {
 
 	{"hub.history.size", hub.DefaultHistorySize, "hub.DefaultHistorySize"},
 	{"hub.history.ttl", hub.DefaultHistoryTTL, "hub.DefaultHistoryTTL"},
+	{"hub.history.max_bytes", int64(hub.DefaultHistoryMaxBytes), "hub.DefaultHistoryMaxBytes"},
 	{"hub.client_queue", hub.DefaultClientQueue, "hub.DefaultClientQueue"},
 	{"hub.client_queue_bytes", hub.DefaultClientQueueBytes, "hub.DefaultClientQueueBytes"},
 	{"hub.max_channels", hub.DefaultMaxChannels, "hub.DefaultMaxChannels"},

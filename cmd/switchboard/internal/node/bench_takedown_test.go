@@ -53,7 +53,7 @@ const heldTarget = 10000
 // broker unless mutate sets kafka.brokers), a police principal with
 // benchPoliceToken, and connection and takedown rate limits above what
 // the benchmarks need; mutate adjusts the rest.
-func startTakedownApp(b *testing.B, mutate func(*config.Config), opts ...Option) *Node {
+func startTakedownApp(b testing.TB, mutate func(*config.Config), opts ...Option) *Node {
 	b.Helper()
 	return startTestNode(b, nodeSpec{
 		opts: opts,

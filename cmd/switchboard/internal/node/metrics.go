@@ -35,6 +35,8 @@ var (
 	authThrottledDesc = prometheus.NewDesc("switchboard_auth_throttled_total", "Requests refused unchecked (429) because their source address failed to authenticate too often.", nil, nil)
 	unauthConnsDesc   = prometheus.NewDesc("switchboard_unauthenticated_connections", "Open connections on which no request has yet carried a valid credential.", nil, nil)
 	socketWritesDesc  = prometheus.NewDesc("switchboard_socket_writes_total", "Socket writes of the WebSocket and SSE doors (each batch of queued frames leaves in one).", nil, nil)
+	historyBytesDesc  = prometheus.NewDesc("switchboard_history_bytes", "In-memory backplane: the bytes of history all channels hold, as hub.history.max_bytes counts them.", nil, nil)
+	historyEvictDesc  = prometheus.NewDesc("switchboard_history_evicted_total", "In-memory backplane: channel entries that left history early because hub.history.max_bytes was reached.", nil, nil)
 	lostWritesDesc    = prometheus.NewDesc("switchboard_redis_lost_writes_total", "Channel logs found to have lost writes (a Redis failover or restart): each moved to a new epoch, so its subscribers got a gap.", nil, nil)
 	httpGuardDesc     = prometheus.NewDesc("switchboard_http_guard_total", "Connections and requests the HTTP guard refused or closed, by reason (connection_refused, idle_closed, body_timeout, ambiguous_length).", []string{"reason"}, nil)
 
@@ -130,7 +132,7 @@ func (m *metrics) observe(command, outcome string, d time.Duration) {
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{connectionsDesc, subscriptionsDesc, deliveriesDesc, publishedDesc, slowDesc,
 		queueDesc, consumedDesc, deadDesc, routeSkippedDesc, lagDesc, backplaneErrDesc, heldDesc, untrustedDesc, republishedDesc,
-		authFailuresDesc, authThrottledDesc, unauthConnsDesc, httpGuardDesc, socketWritesDesc, lostWritesDesc} {
+		authFailuresDesc, authThrottledDesc, unauthConnsDesc, httpGuardDesc, socketWritesDesc, lostWritesDesc, historyBytesDesc, historyEvictDesc} {
 		ch <- d
 	}
 }
@@ -153,8 +155,12 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	counter(slowDesc, float64(st.SlowConsumers))
 	counter(backplaneErrDesc, float64(st.BackplaneErrors))
 	counter(socketWritesDesc, float64(st.Writes))
-	if bus, ok := a.bp.(*redisbus.Bus); ok {
-		counter(lostWritesDesc, float64(bus.LostWrites.Load()))
+	switch bp := a.bp.(type) {
+	case *redisbus.Bus:
+		counter(lostWritesDesc, float64(bp.LostWrites.Load()))
+	case *hub.Memory:
+		gauge(historyBytesDesc, float64(bp.HistoryBytes()))
+		counter(historyEvictDesc, float64(bp.Evicted()))
 	}
 	gauge(heldDesc, float64(a.takedowns.Held()))
 	for reason, n := range a.recorder.Untrusted() {

@@ -154,6 +154,14 @@ func TestMetricsCounts(t *testing.T) {
 	if _, ok := m[`switchboard_redis_lost_writes_total`]; ok {
 		t.Error("lost writes reported on the memory backplane")
 	}
+	// The memory backplane's history: what the events above take, none
+	// evicted under the default bound.
+	if m[`switchboard_history_bytes`] <= 0 {
+		t.Errorf("history bytes %v, want the events consumed", m[`switchboard_history_bytes`])
+	}
+	if got, ok := m[`switchboard_history_evicted_total`]; !ok || got != 0 {
+		t.Errorf("history evicted %v (present %v), want 0", got, ok)
+	}
 	// No label carries a channel or a correlation ID.
 	for k := range m {
 		if strings.Contains(k, "corr:") || strings.Contains(k, "item:") || strings.Contains(k, "channel=") {

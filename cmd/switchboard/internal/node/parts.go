@@ -30,7 +30,7 @@ func (a *Node) startBackplane(ctx context.Context) error {
 	h := a.cfg.Hub.History
 	rc := a.cfg.RedisConn()
 	if !rc.Configured() {
-		a.bp = hub.NewMemory(hub.MemoryConfig{HistorySize: h.Size, HistoryTTL: h.TTL})
+		a.bp = hub.NewMemory(hub.MemoryConfig{HistorySize: h.Size, HistoryTTL: h.TTL, MaxBytes: h.MaxBytes})
 		a.store = takedown.NewMemoryStore(a.cfg.Takedown.ResultTTL)
 		a.backplane = "memory"
 		return nil
