@@ -237,6 +237,9 @@ type Takedown struct {
 	MaxWait time.Duration `mapstructure:"max_wait"`
 	// ResultTTL is how long an outcome is kept for late readers.
 	ResultTTL time.Duration `mapstructure:"result_ttl"`
+	// MaxRecords bounds the takedowns the in-memory outcome store keeps
+	// (Redis bounds its own: maxmemory).
+	MaxRecords int `mapstructure:"max_records"`
 	// PublishTimeout bounds publishing a command; past it the request is
 	// answered 503.
 	PublishTimeout time.Duration `mapstructure:"publish_timeout"`
@@ -408,6 +411,7 @@ var defaults = map[string]any{
 	"takedown.timeout":         takedown.DefaultTimeout,
 	"takedown.max_wait":        takedown.DefaultMaxWait,
 	"takedown.result_ttl":      24 * time.Hour,
+	"takedown.max_records":     takedown.DefaultMaxRecords,
 	"takedown.publish_timeout": takedown.DefaultPublishWait,
 	"takedown.outcome_sources": takedown.DefaultOutcomeSources,
 

@@ -80,7 +80,7 @@ func wantDefaults() Config {
 		},
 		SSE:      SSE{Heartbeat: 15 * time.Second, Retry: 3 * time.Second},
 		WS:       WS{PingInterval: 25 * time.Second, MaxMessageBytes: 65536, WriteTimeout: 10 * time.Second},
-		Takedown: Takedown{Timeout: 10 * time.Second, MaxWait: 55 * time.Second, ResultTTL: 24 * time.Hour, PublishTimeout: 2 * time.Second, OutcomeSources: []string{"/switchboard/itemsvc"}},
+		Takedown: Takedown{Timeout: 10 * time.Second, MaxWait: 55 * time.Second, ResultTTL: 24 * time.Hour, MaxRecords: 250_000, PublishTimeout: 2 * time.Second, OutcomeSources: []string{"/switchboard/itemsvc"}},
 		Commands: DefaultCommands(),
 		ItemSvc:  ItemSvc{Enabled: true, Latency: 50 * time.Millisecond},
 		Demo:     Demo{Enabled: false, Rate: 3},

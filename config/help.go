@@ -61,6 +61,7 @@ var help = map[string]string{
 	"takedown.timeout":         "How long a takedown waits for its outcome by default; at most takedown.max_wait.",
 	"takedown.max_wait":        "The longest wait a client may ask for with Prefer: wait=N.",
 	"takedown.result_ttl":      "How long a takedown's outcome and Idempotency-Key are kept.",
+	"takedown.max_records":     "In-memory backplane: the most takedowns kept; past it the oldest decided ones are forgotten first.",
 	"takedown.publish_timeout": "The longest a request waits for Kafka to acknowledge its command before 503.",
 	"takedown.outcome_sources": "CloudEvents sources whose outcome events may change a takedown: your item service's.",
 

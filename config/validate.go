@@ -64,6 +64,7 @@ func (c Config) Validate() error {
 	v.duration("takedown.timeout", c.Takedown.Timeout)
 	v.duration("takedown.max_wait", c.Takedown.MaxWait)
 	v.duration("takedown.result_ttl", c.Takedown.ResultTTL)
+	v.positive("takedown.max_records", int64(c.Takedown.MaxRecords))
 	v.duration("takedown.publish_timeout", c.Takedown.PublishTimeout)
 	if len(c.Takedown.OutcomeSources) == 0 {
 		v.fail("takedown.outcome_sources", "must name at least one source: no takedown could ever be decided")

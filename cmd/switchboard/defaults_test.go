@@ -51,6 +51,7 @@ var packageDefaults = []struct {
 	{"ws.write_timeout", hub.DefaultWSWriteTimeout, "hub.DefaultWSWriteTimeout"},
 
 	{"takedown.timeout", takedown.DefaultTimeout, "takedown.DefaultTimeout"},
+	{"takedown.max_records", takedown.DefaultMaxRecords, "takedown.DefaultMaxRecords"},
 	{"takedown.max_wait", takedown.DefaultMaxWait, "takedown.DefaultMaxWait"},
 	{"takedown.publish_timeout", takedown.DefaultPublishWait, "takedown.DefaultPublishWait"},
 	{"takedown.outcome_sources", takedown.DefaultOutcomeSources, "takedown.DefaultOutcomeSources"},

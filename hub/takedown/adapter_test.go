@@ -91,7 +91,7 @@ func (admitAs) Allow(context.Context, string) error { return nil }
 
 func newRig(t *testing.T, cfg Config) *rig {
 	t.Helper()
-	store := NewMemoryStore(time.Hour)
+	store := NewMemoryStore(time.Hour, 0)
 	r := newRigOn(t, cfg, store)
 	r.store = store
 	return r

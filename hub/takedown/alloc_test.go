@@ -62,7 +62,7 @@ func TestTwoUUIDs(t *testing.T) {
 // itself, and every change after is made on a copy: a record once read
 // never changes.
 func TestMemoryStoreKeepsReserved(t *testing.T) {
-	m := NewMemoryStore(time.Hour)
+	m := NewMemoryStore(time.Hour, 0)
 	rec := &Record{CorrelationID: "c-1", ItemID: "item-1", Status: StatusPending, RemovedFrom: []string{}, CreatedAt: time.Now()}
 	if ex, err := m.Reserve(t.Context(), rec); err != nil || ex != nil {
 		t.Fatal(ex, err)

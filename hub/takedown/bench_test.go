@@ -66,7 +66,7 @@ func BenchmarkPost(b *testing.B) {
 	}
 	defer mem.Close()
 	defer h.Shutdown(context.Background())
-	store := NewMemoryStore(time.Hour)
+	store := NewMemoryStore(time.Hour, 0)
 	rec := &Recorder{Store: store, Next: h, Trust: testTrust}
 	cmds := make(chan producers.CloudEvent, 16)
 	defer close(cmds)

@@ -101,7 +101,7 @@ func TestStoresDeclaredCommand(t *testing.T) {
 			t.Fatalf("command event %+v", ev)
 		}
 	}
-	t.Run("memory", func(t *testing.T) { run(t, NewMemoryStore(time.Hour)) })
+	t.Run("memory", func(t *testing.T) { run(t, NewMemoryStore(time.Hour, 0)) })
 	for _, srv := range redistest.Servers(t) {
 		t.Run(srv.Name, func(t *testing.T) {
 			c := srv.Client()

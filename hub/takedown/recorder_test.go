@@ -62,7 +62,7 @@ func TestRecorderPublishBatch(t *testing.T) {
 	for _, batched := range []bool{true, false} {
 		t.Run(fmt.Sprint("batches=", batched), func(t *testing.T) {
 			ctx := t.Context()
-			store := NewMemoryStore(time.Hour)
+			store := NewMemoryStore(time.Hour, 0)
 			for _, id := range []string{"c1", "c2", "c3"} {
 				rec := &Record{CorrelationID: id, ItemID: "item-1", Status: StatusPending, CreatedAt: time.Now(), EventID: "ev-" + id}
 				if _, err := store.Reserve(ctx, rec); err != nil {

@@ -315,25 +315,90 @@ func stringMember(d dataMembers, k string) string {
 	return s
 }
 
+// DefaultMaxRecords bounds the records a MemoryStore keeps.
+const DefaultMaxRecords = 250_000
+
 // MemoryStore is the single-node Store. A record it holds is never
 // changed: a change stores a changed copy, so Get gives the record itself,
 // which a held call keeps while it waits (no copy of its own).
+//
+// It keeps records for its TTL, and at most max of them: past that, the
+// oldest final records are forgotten first (with their idempotency keys);
+// a record still waiting for its outcome is never forgotten early.
 type MemoryStore struct {
 	ttl time.Duration
+	max int
 	now func() time.Time
 
 	mu         sync.Mutex
 	recs       map[string]*Record
 	keys       map[string]string    // idemKey(record) -> correlation ID
 	publishing map[string]time.Time // correlation ID -> start of the last publish attempt
-	swept      time.Time
+	// order is the correlation IDs reserved, oldest first; an ID may have
+	// left recs since (released), which whoever pops it sees.
+	order   idQueue
+	swept   time.Time
+	evicted int64
 }
 
 var _ Store = (*MemoryStore)(nil)
 
-// NewMemoryStore returns a store that keeps records for ttl.
-func NewMemoryStore(ttl time.Duration) *MemoryStore {
-	return &MemoryStore{ttl: ttl, now: time.Now, recs: map[string]*Record{}, keys: map[string]string{}, publishing: map[string]time.Time{}}
+// NewMemoryStore returns a store that keeps records for ttl, and at most
+// maxRecords of them (0 means DefaultMaxRecords).
+func NewMemoryStore(ttl time.Duration, maxRecords int) *MemoryStore {
+	if maxRecords <= 0 {
+		maxRecords = DefaultMaxRecords
+	}
+	return &MemoryStore{ttl: ttl, max: maxRecords, now: time.Now, recs: map[string]*Record{}, keys: map[string]string{}, publishing: map[string]time.Time{}}
+}
+
+// Evicted is how many final records the store forgot before their TTL
+// because it held its maximum.
+func (m *MemoryStore) Evicted() int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.evicted
+}
+
+// Len is how many records the store holds.
+func (m *MemoryStore) Len() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.recs)
+}
+
+// idQueue is a ring of correlation IDs, oldest first, grown by doubling.
+type idQueue struct {
+	buf     []string
+	head, n int
+}
+
+func (q *idQueue) push(id string) {
+	if q.n == len(q.buf) {
+		grown := make([]string, max(2*len(q.buf), 64))
+		for i := 0; i < q.n; i++ {
+			grown[i] = q.buf[(q.head+i)%len(q.buf)]
+		}
+		q.buf, q.head = grown, 0
+	}
+	q.buf[(q.head+q.n)%len(q.buf)] = id
+	q.n++
+}
+
+func (q *idQueue) peek() (string, bool) {
+	if q.n == 0 {
+		return "", false
+	}
+	return q.buf[q.head], true
+}
+
+func (q *idQueue) pop() {
+	q.buf[q.head] = ""
+	q.head = (q.head + 1) % len(q.buf)
+	q.n--
+	if q.n == 0 {
+		q.head = 0
+	}
 }
 
 // idemKey scopes an idempotency key to its principal and command.
@@ -344,17 +409,52 @@ func idemKey(r *Record) string {
 	return r.Principal + "\x01" + r.Command + "\x00" + r.IdempotencyKey
 }
 
-// sweepLocked drops expired records, at most once a minute.
+// sweepLocked drops expired records, at most once a minute, from the
+// oldest on (order).
 func (m *MemoryStore) sweepLocked() {
 	now := m.now()
-	if now.Sub(m.swept) < time.Minute {
-		return
+	if now.Sub(m.swept) >= time.Minute {
+		m.swept = now
+		for {
+			id, ok := m.order.peek()
+			if !ok {
+				break
+			}
+			r := m.recs[id]
+			if r != nil && now.Sub(r.CreatedAt) <= m.ttl {
+				break
+			}
+			m.order.pop()
+			if r != nil {
+				m.forgetLocked(r)
+				delete(m.recs, id)
+			}
+		}
 	}
-	m.swept = now
-	for id, r := range m.recs {
-		if now.Sub(r.CreatedAt) > m.ttl {
+}
+
+// trimLocked forgets the oldest final records while the store holds more
+// than max (called on every Reserve, so about one at a time). A record
+// still waiting for its outcome goes back to the end of the queue
+// instead: it is never forgotten early.
+func (m *MemoryStore) trimLocked() {
+	now := m.now()
+	// At most 64 steps a call: records waiting for their outcome at the
+	// front of the queue cost each call a few steps, never a walk of it.
+	for tries := min(m.order.n, 64); len(m.recs) > m.max && tries > 0; tries-- {
+		id, _ := m.order.peek()
+		m.order.pop()
+		r := m.recs[id]
+		switch {
+		case r == nil: // released
+		case r.Final() || now.Sub(r.CreatedAt) > m.ttl:
 			m.forgetLocked(r)
 			delete(m.recs, id)
+			if r.Final() {
+				m.evicted++
+			}
+		default:
+			m.order.push(id)
 		}
 	}
 }
@@ -382,9 +482,11 @@ func (m *MemoryStore) Reserve(_ context.Context, rec *Record) (*Record, error) {
 		m.keys[idemKey(rec)] = rec.CorrelationID
 	}
 	m.recs[rec.CorrelationID] = rec // never changed: Reserve's contract
+	m.order.push(rec.CorrelationID)
 	if rec.needsPublish() {
 		m.publishing[rec.CorrelationID] = m.now()
 	}
+	m.trimLocked()
 	return nil, nil
 }
 

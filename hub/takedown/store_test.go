@@ -62,7 +62,7 @@ func FuzzParsePrefer(f *testing.F) {
 // TestStores runs one body on every Store: memory, and Redis (miniredis,
 // and the real server when it answers; required in CI).
 func TestStores(t *testing.T) {
-	t.Run("memory", func(t *testing.T) { testStore(t, NewMemoryStore(time.Hour)) })
+	t.Run("memory", func(t *testing.T) { testStore(t, NewMemoryStore(time.Hour, 0)) })
 	for _, srv := range redistest.Servers(t) {
 		t.Run(srv.Name, func(t *testing.T) {
 			c := srv.Client()
@@ -107,7 +107,7 @@ func TestStoresConcurrentApply(t *testing.T) {
 			t.Fatalf("an applied takedown is still publishing: %+v", claimed)
 		}
 	}
-	t.Run("memory", func(t *testing.T) { run(t, NewMemoryStore(time.Hour)) })
+	t.Run("memory", func(t *testing.T) { run(t, NewMemoryStore(time.Hour, 0)) })
 	for _, srv := range redistest.Servers(t) {
 		t.Run(srv.Name, func(t *testing.T) {
 			c := srv.Client()
@@ -230,7 +230,7 @@ func testStore(t *testing.T, s ownerStore) {
 
 func TestMemoryStoreExpiry(t *testing.T) {
 	now := time.Now()
-	s := NewMemoryStore(time.Minute)
+	s := NewMemoryStore(time.Minute, 0)
 	s.now = func() time.Time { return now }
 	ctx := t.Context()
 	s.Reserve(ctx, &Record{CorrelationID: "c1", Principal: "p", IdempotencyKey: "k", CreatedAt: now})
@@ -243,12 +243,70 @@ func TestMemoryStoreExpiry(t *testing.T) {
 	}
 }
 
+// TestMemoryStoreMaxRecords: past its maximum the store forgets its
+// oldest decided records first, with their idempotency keys; a record
+// still waiting for its outcome stays however old.
+func TestMemoryStoreMaxRecords(t *testing.T) {
+	ctx := t.Context()
+	s := NewMemoryStore(time.Hour, 3)
+	reserve := func(id string) {
+		t.Helper()
+		rec := &Record{CorrelationID: id, Principal: "p", IdempotencyKey: "k-" + id, ItemID: "item-1", Status: StatusPending, CreatedAt: time.Now()}
+		if ex, err := s.Reserve(ctx, rec); err != nil || ex != nil {
+			t.Fatalf("reserve %s: %v %v", id, ex, err)
+		}
+	}
+	confirm := func(id string) {
+		t.Helper()
+		if err := s.Apply(ctx, outcomeEvent(TypeConfirmed, id, `{"item_id":"item-1","removed_from":["g1"],"confirmed_at":"2026-01-01T00:00:00Z"}`)); err != nil {
+			t.Fatalf("confirm %s: %v", id, err)
+		}
+	}
+	reserve("waiting") // the oldest, never decided
+	reserve("c1")
+	confirm("c1")
+	reserve("c2")
+	confirm("c2")
+	for i := 3; i <= 10; i++ {
+		id := fmt.Sprintf("c%d", i)
+		reserve(id)
+		confirm(id)
+		if n := s.Len(); n > 3 {
+			t.Fatalf("after %s: %d records, bound 3", id, n)
+		}
+	}
+	if _, err := s.Get(ctx, "waiting"); err != nil {
+		t.Fatalf("the record waiting for its outcome was forgotten: %v", err)
+	}
+	for _, id := range []string{"c9", "c10"} {
+		if _, err := s.Get(ctx, id); err != nil {
+			t.Fatalf("%s, among the newest, was forgotten: %v", id, err)
+		}
+	}
+	if _, err := s.Get(ctx, "c1"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("c1, the oldest decided, is still there: %v", err)
+	}
+	if got := s.Evicted(); got != 8 {
+		t.Fatalf("evicted %d, want 8 (c1 … c8)", got)
+	}
+	// c1's key went with it: the same key is a new takedown.
+	again := &Record{CorrelationID: "c1-again", Principal: "p", IdempotencyKey: "k-c1", ItemID: "item-1", Status: StatusPending, CreatedAt: time.Now()}
+	if ex, err := s.Reserve(ctx, again); err != nil || ex != nil {
+		t.Fatalf("the key of a forgotten record still names it: %+v %v", ex, err)
+	}
+	// c10's key still joins c10.
+	join := &Record{CorrelationID: "c10-again", Principal: "p", IdempotencyKey: "k-c10", ItemID: "item-1", Status: StatusPending, CreatedAt: time.Now()}
+	if ex, err := s.Reserve(ctx, join); err != nil || ex == nil || ex.CorrelationID != "c10" {
+		t.Fatalf("c10's key: %+v %v", ex, err)
+	}
+}
+
 // TestMemoryStoreKeyRaceOneCommand: requests with one Idempotency-Key at
 // once on the single-node store: exactly one reserves, every other joins
 // it, and only it is left for the sweep to publish.
 func TestMemoryStoreKeyRaceOneCommand(t *testing.T) {
 	ctx := t.Context()
-	s := NewMemoryStore(time.Hour)
+	s := NewMemoryStore(time.Hour, 0)
 	owners := map[string]bool{}
 	for round := range 200 {
 		var mu sync.Mutex

@@ -37,6 +37,8 @@ var (
 	socketWritesDesc  = prometheus.NewDesc("switchboard_socket_writes_total", "Socket writes of the WebSocket and SSE doors (each batch of queued frames leaves in one).", nil, nil)
 	historyBytesDesc  = prometheus.NewDesc("switchboard_history_bytes", "In-memory backplane: the bytes of history all channels hold, as hub.history.max_bytes counts them.", nil, nil)
 	historyEvictDesc  = prometheus.NewDesc("switchboard_history_evicted_total", "In-memory backplane: channel entries that left history early because hub.history.max_bytes was reached.", nil, nil)
+	recordsDesc       = prometheus.NewDesc("switchboard_takedown_records", "In-memory backplane: the takedowns (and declared-command calls) the outcome store holds.", nil, nil)
+	recordsEvictDesc  = prometheus.NewDesc("switchboard_takedown_records_evicted_total", "In-memory backplane: decided takedowns forgotten before takedown.result_ttl because takedown.max_records was reached.", nil, nil)
 	lostWritesDesc    = prometheus.NewDesc("switchboard_redis_lost_writes_total", "Channel logs found to have lost writes (a Redis failover or restart): each moved to a new epoch, so its subscribers got a gap.", nil, nil)
 	httpGuardDesc     = prometheus.NewDesc("switchboard_http_guard_total", "Connections and requests the HTTP guard refused or closed, by reason (connection_refused, idle_closed, body_timeout, ambiguous_length).", []string{"reason"}, nil)
 
@@ -132,7 +134,7 @@ func (m *metrics) observe(command, outcome string, d time.Duration) {
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{connectionsDesc, subscriptionsDesc, deliveriesDesc, publishedDesc, slowDesc,
 		queueDesc, consumedDesc, deadDesc, routeSkippedDesc, lagDesc, backplaneErrDesc, heldDesc, untrustedDesc, republishedDesc,
-		authFailuresDesc, authThrottledDesc, unauthConnsDesc, httpGuardDesc, socketWritesDesc, lostWritesDesc, historyBytesDesc, historyEvictDesc} {
+		authFailuresDesc, authThrottledDesc, unauthConnsDesc, httpGuardDesc, socketWritesDesc, lostWritesDesc, historyBytesDesc, historyEvictDesc, recordsDesc, recordsEvictDesc} {
 		ch <- d
 	}
 }
@@ -161,6 +163,10 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	case *hub.Memory:
 		gauge(historyBytesDesc, float64(bp.HistoryBytes()))
 		counter(historyEvictDesc, float64(bp.Evicted()))
+	}
+	if st, ok := a.store.(*takedown.MemoryStore); ok {
+		gauge(recordsDesc, float64(st.Len()))
+		counter(recordsEvictDesc, float64(st.Evicted()))
 	}
 	gauge(heldDesc, float64(a.takedowns.Held()))
 	for reason, n := range a.recorder.Untrusted() {

@@ -162,6 +162,13 @@ func TestMetricsCounts(t *testing.T) {
 	if got, ok := m[`switchboard_history_evicted_total`]; !ok || got != 0 {
 		t.Errorf("history evicted %v (present %v), want 0", got, ok)
 	}
+	// The takedowns above are in the memory outcome store, none forgotten.
+	if m[`switchboard_takedown_records`] < 1 {
+		t.Errorf("takedown records %v, want the takedowns made", m[`switchboard_takedown_records`])
+	}
+	if got, ok := m[`switchboard_takedown_records_evicted_total`]; !ok || got != 0 {
+		t.Errorf("takedown records evicted %v (present %v), want 0", got, ok)
+	}
 	// No label carries a channel or a correlation ID.
 	for k := range m {
 		if strings.Contains(k, "corr:") || strings.Contains(k, "item:") || strings.Contains(k, "channel=") {

@@ -31,7 +31,7 @@ func (a *Node) startBackplane(ctx context.Context) error {
 	rc := a.cfg.RedisConn()
 	if !rc.Configured() {
 		a.bp = hub.NewMemory(hub.MemoryConfig{HistorySize: h.Size, HistoryTTL: h.TTL, MaxBytes: h.MaxBytes})
-		a.store = takedown.NewMemoryStore(a.cfg.Takedown.ResultTTL)
+		a.store = takedown.NewMemoryStore(a.cfg.Takedown.ResultTTL, a.cfg.Takedown.MaxRecords)
 		a.backplane = "memory"
 		return nil
 	}
