@@ -121,6 +121,9 @@ type Client struct {
 	h        *Hub
 	maxLen   int
 	maxBytes int
+	// session names the signed-in session the client's connection was
+	// admitted with (WithSession), for Hub.EndSession; guarded by h.mu.
+	session string
 
 	mu     sync.Mutex
 	subs   map[string]*subState

@@ -22,6 +22,10 @@ var (
 	// ErrExpired ends a connection whose credential expired (WithExpiry):
 	// WebSocket close 1008 "expired", SSE "event: expired" and the end.
 	ErrExpired = errors.New("hub: credential expired")
+	// ErrSignedOut ends a connection whose session was signed out
+	// (Hub.EndSession): WebSocket close 1008 "signed out", SSE "event:
+	// expired" with reason "signed_out" and the end.
+	ErrSignedOut = errors.New("hub: signed out")
 )
 
 // Clip keeps what an error message repeats of a client's input short: s

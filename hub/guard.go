@@ -96,6 +96,21 @@ func WithExpiry(ctx context.Context, at time.Time) context.Context {
 	return context.WithValue(ctx, expiryKey{}, at)
 }
 
+type sessionKey struct{}
+
+// WithSession records in a connection's context the signed-in session it
+// was admitted with (a session cookie's ID), so that signing it out ends
+// the connection (Hub.EndSession).
+func WithSession(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, sessionKey{}, id)
+}
+
+// SessionFrom returns the session WithSession recorded, if any.
+func SessionFrom(ctx context.Context) (string, bool) {
+	id, ok := ctx.Value(sessionKey{}).(string)
+	return id, ok && id != ""
+}
+
 // ExpiryFrom returns the credential expiry WithExpiry recorded, if any.
 func ExpiryFrom(ctx context.Context) (time.Time, bool) {
 	at, ok := ctx.Value(expiryKey{}).(time.Time)

@@ -41,6 +41,10 @@ type SSEConfig struct {
 // with the expired credential, is refused (401), which stops it.
 const sseExpired = "event: expired\ndata: {\"reason\":\"expired\"}\n\n"
 
+// sseSignedOut ends a stream whose session was signed out (ErrSignedOut),
+// as sseExpired does.
+const sseSignedOut = "event: expired\ndata: {\"reason\":\"signed_out\"}\n\n"
+
 // sseDedupeWindow is how many recent event keys a multi-channel stream
 // remembers to send an event that several of its channels carry once.
 const sseDedupeWindow = 1024
@@ -169,6 +173,7 @@ func (s *sseHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if at, ok := ExpiryFrom(ctx); ok {
 		c.expireAt(at)
 	}
+	s.h.bindSession(ctx, c)
 	s.h.stats.SSEConnections.Add(1)
 	if r.Method == http.MethodGet && r.ProtoMajor == 1 {
 		if conn, err := hijackStream(w, first, &s.h.stats.Writes); err == nil {
@@ -288,8 +293,11 @@ func (d *sseDoor) write(items []queueItem, beat bool) error {
 // browser reconnects (elsewhere) with its Last-Event-ID. An expired
 // credential is said first.
 func (d *sseDoor) finish(err error) {
-	if err == ErrExpired {
+	switch err {
+	case ErrExpired:
 		_ = d.out.Append(func(b []byte) []byte { return append(b, sseExpired...) })
+	case ErrSignedOut:
+		_ = d.out.Append(func(b []byte) []byte { return append(b, sseSignedOut...) })
 	}
 	d.end()
 }

@@ -214,6 +214,7 @@ func (wh *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if at, ok := ExpiryFrom(actx); ok {
 		c.expireAt(at)
 	}
+	wh.h.bindSession(actx, c)
 	var ping heartbeat
 	ping.start(wh.cfg.PingInterval, d.ping)
 	d.start()
@@ -411,6 +412,8 @@ func (d *wsDoor) finish(err error) {
 		d.conn.Close(websocket.StatusGoingAway, "going away: reconnect with your cursors")
 	case err == ErrExpired:
 		d.conn.Close(websocket.StatusPolicyViolation, "expired")
+	case err == ErrSignedOut:
+		d.conn.Close(websocket.StatusPolicyViolation, "signed out")
 	case errors.As(err, &wc):
 		d.conn.Close(wc.code, wc.reason)
 	}

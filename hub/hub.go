@@ -323,6 +323,50 @@ func (h *Hub) forget(c *Client) {
 	h.mu.Unlock()
 }
 
+// bindSession names the signed-in session c's connection was admitted
+// with (WithSession), for EndSession.
+func (h *Hub) bindSession(ctx context.Context, c *Client) {
+	if id, ok := SessionFrom(ctx); ok {
+		h.mu.Lock()
+		c.session = id
+		h.mu.Unlock()
+	}
+}
+
+// EndSession ends every connection of this node admitted with session id
+// (WithSession) with ErrSignedOut: WebSocket close 1008 "signed out", SSE
+// "event: expired" with reason "signed_out". It returns how many it ended.
+func (h *Hub) EndSession(id string) int {
+	var ended []*Client
+	h.mu.Lock()
+	for c := range h.clients {
+		if c.session == id {
+			ended = append(ended, c)
+		}
+	}
+	h.mu.Unlock()
+	for _, c := range ended {
+		c.fail(ErrSignedOut)
+	}
+	return len(ended)
+}
+
+// Sessions returns the signed-in sessions this node's connections were
+// admitted with, each once.
+func (h *Hub) Sessions() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	seen := map[string]bool{}
+	var out []string
+	for c := range h.clients {
+		if c.session != "" && !seen[c.session] {
+			seen[c.session] = true
+			out = append(out, c.session)
+		}
+	}
+	return out
+}
+
 // Clients returns how many clients are connected.
 func (h *Hub) Clients() int {
 	h.mu.Lock()

@@ -432,7 +432,8 @@ func badTokenRune(r rune) bool {
 // Admit authenticates a WebSocket or SSE connection and takes one of its
 // principal's connection slots (hub.Guard; a JWT principal's slots are
 // counted by its name). The context records when a JWT or session cookie
-// expires (hub.WithExpiry), for the doors to end the connection then.
+// expires (hub.WithExpiry), for the doors to end the connection then, and
+// a session cookie's session (hub.WithSession), for a sign-out to end it.
 func (a *Auth) Admit(r *http.Request) (context.Context, func(), error) {
 	p, exp, err := a.authenticate(r)
 	if err != nil {
@@ -446,7 +447,25 @@ func (a *Auth) Admit(r *http.Request) (context.Context, func(), error) {
 	if !exp.IsZero() {
 		ctx = hub.WithExpiry(ctx, exp)
 	}
+	if id, ok := a.sessionOf(r); ok {
+		ctx = hub.WithSession(ctx, id)
+	}
 	return ctx, release, nil
+}
+
+// sessionOf returns the session r was authenticated with, when its
+// credential is a session cookie (authenticateCtx's choice: no bearer
+// token, no access_token).
+func (a *Auth) sessionOf(r *http.Request) (string, bool) {
+	if r.Header.Get("Authorization") != "" || r.URL.Query().Has("access_token") {
+		return "", false
+	}
+	c, err := r.Cookie(SessionCookie)
+	if err != nil {
+		return "", false
+	}
+	s, ok := a.parseSession(c.Value, time.Now())
+	return s.id, ok
 }
 
 // Hold takes one of p's connection slots (limits.connections, shared with

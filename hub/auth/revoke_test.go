@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -357,5 +358,80 @@ func TestCORSDropsSessionCookie(t *testing.T) {
 		if resp, _ := get(t, "GET", srv.URL, hdr, nil); resp.StatusCode != 200 || strings.Join(got, " ") != want {
 			t.Errorf("origin %q: %d, cookies %v, want %s", origin, resp.StatusCode, got, want)
 		}
+	}
+}
+
+// watchSignOuts runs l's WatchSignOuts until the test ends, and returns
+// what it tells: the sessions signed out, and a tick per resync.
+func watchSignOuts(t *testing.T, l Revocations) (ended <-chan string, resynced <-chan struct{}) {
+	t.Helper()
+	w, ok := l.(SignOuts)
+	if !ok {
+		t.Fatalf("%T does not tell of sign-outs", l)
+	}
+	e, r := make(chan string, 16), make(chan struct{}, 16)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- w.WatchSignOuts(ctx, func(id string) { e <- id }, func() { r <- struct{}{} })
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("WatchSignOuts: %v", err)
+		}
+	})
+	return e, r
+}
+
+func receive[T any](t *testing.T, c <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-c:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no %s", what)
+		panic("not reached")
+	}
+}
+
+// TestWatchSignOuts: a watch is resynced once it starts, then told of
+// every sign-out, on every list.
+func TestWatchSignOuts(t *testing.T) {
+	for name, open := range revocationLists(t) {
+		t.Run(name, func(t *testing.T) {
+			l := open(t)
+			ended, resynced := watchSignOuts(t, l)
+			receive(t, resynced, "resync when the watch starts")
+			for _, id := range []string{"s-1", "s-2"} {
+				if err := l.Revoke(t.Context(), id, time.Now().Add(time.Hour)); err != nil {
+					t.Fatal(err)
+				}
+				if got := receive(t, ended, "sign-out of "+id); got != id {
+					t.Fatalf("told of %q, want %q", got, id)
+				}
+			}
+		})
+	}
+}
+
+// TestWatchSignOutsAfterRedisRestart: pub/sub keeps nothing for a node
+// that is not listening, so a watch that lost Redis is resynced when it is
+// back (the node then checks its sessions), and hears sign-outs again.
+func TestWatchSignOutsAfterRedisRestart(t *testing.T) {
+	own := redistest.StartOwn(t)
+	c := own.Client()
+	t.Cleanup(func() { c.Close() })
+	l := NewRedisRevocations(c, "restart:")
+	ended, resynced := watchSignOuts(t, l)
+	receive(t, resynced, "resync when the watch starts")
+	own.Stop(t)
+	own.Start(t)
+	receive(t, resynced, "resync once Redis is back")
+	if err := l.Revoke(t.Context(), "s-after", time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if got := receive(t, ended, "sign-out after the restart"); got != "s-after" {
+		t.Fatalf("told of %q", got)
 	}
 }

@@ -100,15 +100,17 @@ type Node struct {
 	commands      []config.Command
 	extraCommands []config.Command
 	auth          *auth.Auth
-	devTokens     map[auth.Role]string
-	metrics       *metrics
-	backplane     string
-	guard         *hub.HTTPGuard
-	cert          *auth.Certificate // nil without http.tls.cert_file
-	proxies       *auth.TrustedProxies
-	stopHUP       func() // stops reloading cert on SIGHUP
-	srv           *http.Server
-	ln            net.Listener
+	// revocations is the list of signed-out sessions auth checks.
+	revocations auth.Revocations
+	devTokens   map[auth.Role]string
+	metrics     *metrics
+	backplane   string
+	guard       *hub.HTTPGuard
+	cert        *auth.Certificate // nil without http.tls.cert_file
+	proxies     *auth.TrustedProxies
+	stopHUP     func() // stops reloading cert on SIGHUP
+	srv         *http.Server
+	ln          net.Listener
 	// redisPrefix starts every Redis key of the backplane and the outcome
 	// store; redisbus.DefaultPrefix unless an Option changed it.
 	redisPrefix string
@@ -221,6 +223,11 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Opt
 	}
 	a.goRun("lag sampler", a.lag.Run, bg)
 	a.goRun("takedown sweep", a.takedowns.Run, bg)
+	if w, ok := a.revocations.(auth.SignOuts); ok {
+		a.goRun("sign-outs", func(ctx context.Context) error {
+			return w.WatchSignOuts(ctx, a.endSession, func() { a.resyncSignOuts(ctx) })
+		}, bg)
+	}
 	if cfg.ItemSvc.Enabled {
 		a.itemsvc, err = itemServiceFor(cfg, restoreCommand(cmds), brokers, a.producer, log)
 		if err != nil {

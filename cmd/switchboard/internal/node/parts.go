@@ -6,6 +6,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
@@ -62,6 +63,7 @@ func (a *Node) startAuth() error {
 	if bus, ok := a.bp.(*redisbus.Bus); ok {
 		revoked = auth.NewRedisRevocations(bus.Client(), a.redisPrefix)
 	}
+	a.revocations = revoked
 	// Only http.trusted_proxies may name the client's address and scheme;
 	// with none, every request is taken as it arrived.
 	proxies, err := auth.NewTrustedProxies(a.cfg.HTTP.TrustedProxies)
@@ -118,4 +120,31 @@ func (a *Node) startBroker() error {
 	a.log.Info("embedded Kafka-protocol broker listening", "addr", a.kafkaAddr,
 		"topics", topics, "partitions", a.cfg.Kafka.Embedded.Partitions)
 	return nil
+}
+
+// endSession ends this node's WebSocket and SSE connections of a session
+// signed out on any node.
+func (a *Node) endSession(id string) {
+	if n := a.hub.EndSession(id); n > 0 {
+		a.log.Info("ended the connections of a signed-out session", "connections", n)
+	}
+}
+
+// resyncSignOuts ends the connections of every session of this node that
+// was signed out while the node may not have heard of it (its watch of the
+// sign-outs was down). A session that cannot be checked now is left to
+// the next resync, or to its expiry.
+func (a *Node) resyncSignOuts(ctx context.Context) {
+	for _, id := range a.hub.Sessions() {
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		revoked, err := a.revocations.Revoked(rctx, id)
+		cancel()
+		if err != nil {
+			a.log.Warn("could not check a session against the sign-outs", "err", err)
+			continue
+		}
+		if revoked {
+			a.endSession(id)
+		}
+	}
 }

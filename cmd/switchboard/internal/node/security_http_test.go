@@ -252,6 +252,32 @@ func TestSecurityAttemptsHTTP(t *testing.T) {
 			nodeB.dialRefused(t, "", cookieHdr(c), websocket.StatusPolicyViolation)
 			nodeA.refuse(t, "GET", "/v1/session", cookieHdr(c), "", 401)
 		}},
+		{"a signed-out session's open connections end, on its node", false, func(t *testing.T) {
+			c := signIn(t, n)
+			sse := n.openSSE(t, t, "/v1/sse?channel=reports", cookieHdr(c))
+			ws := n.dial(t, t, "", cookieHdr(c))
+			other := n.openSSE(t, t, "/v1/sse?channel=reports", bearer(modToken))
+			if resp, _ := n.do(t, "DELETE", "/v1/session", cookieHdr(c), ""); resp.StatusCode != 204 {
+				t.Fatalf("sign out: %d", resp.StatusCode)
+			}
+			signedOutEnds(t, sse, ws)
+			// A connection of another credential goes on.
+			n.a.hub.Publish(t.Context(), []string{"reports"}, &hub.Event{ID: "after-sign-out", Source: "/test", Type: "item.reported",
+				JSON: []byte(`{"specversion":"1.0","id":"after-sign-out","source":"/test","type":"item.reported","data":{}}`)})
+			if ev := other.next(t); !strings.Contains(ev["data"], "after-sign-out") {
+				t.Fatalf("the bearer stream got %v", ev)
+			}
+		}},
+		{"a session signed out on node A ends its connections on node B", false, func(t *testing.T) {
+			nodeA, nodeB := startRedisPair(t, n)
+			c := signIn(t, nodeA)
+			sse := nodeB.openSSE(t, t, "/v1/sse?channel=reports", cookieHdr(c))
+			ws := nodeB.dial(t, t, "", cookieHdr(c))
+			if resp, _ := nodeA.do(t, "DELETE", "/v1/session", cookieHdr(c), ""); resp.StatusCode != 204 {
+				t.Fatalf("sign out on node A: %d", resp.StatusCode)
+			}
+			signedOutEnds(t, sse, ws)
+		}},
 
 		// Failed authentications, on their own node (burst 6).
 		{"a cookie taken before the flood", true, func(t *testing.T) {
@@ -570,4 +596,25 @@ func (h *httpConn) closed(t *testing.T) {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// signedOutEnds checks that a signed-out session's SSE stream got
+// "event: expired" with reason signed_out and ended, and its WebSocket
+// closed 1008 "signed out".
+func signedOutEnds(t *testing.T, sse *sseStream, ws *websocket.Conn) {
+	t.Helper()
+	if ev := sse.next(t); ev["event"] != "expired" || ev["data"] != `{"reason":"signed_out"}` {
+		t.Fatalf("the signed-out SSE stream got %v, want the expired event", ev)
+	}
+	select {
+	case ev, ok := <-sse.events:
+		if ok {
+			t.Fatalf("the signed-out SSE stream went on: %v", ev)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("the signed-out SSE stream did not end")
+	}
+	if reason := secClosed(t, ws, websocket.StatusPolicyViolation); reason != "signed out" {
+		t.Fatalf("the signed-out WebSocket closed with %q", reason)
+	}
 }
