@@ -45,6 +45,9 @@ type RedisStore struct {
 	// Reservations and marks of concurrent requests go together.
 	reserves group[*reservation]
 	marks    group[*mark]
+	// releaseRead, if set, is called by Release between its read of the
+	// record and its delete (tests: another node's write meanwhile).
+	releaseRead func()
 }
 
 var _ Store = (*RedisStore)(nil)
@@ -169,6 +172,13 @@ local cur = redis.call('GET', KEYS[1])
 if cur and cur ~= ARGV[1] then return cur end
 if ARGV[3] == '0' then redis.call('SET', KEYS[1], ARGV[2]) else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
 return 1
+`)
+
+// releaseRecordScript deletes the record KEYS[1] if it still holds ARGV[1],
+// and returns 1; else 0.
+var releaseRecordScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) return 1 end
+return 0
 `)
 
 // releaseKeyScript deletes the idempotency key KEYS[1] if it names ARGV[1].
@@ -837,13 +847,29 @@ func (c *seenRecords) len() int {
 
 // Release implements Store.
 func (s *RedisStore) Release(ctx context.Context, rec *Record) error {
-	if r, err := s.Get(ctx, rec.CorrelationID); err == nil && r.needsPublish() {
-		s.seen.forget(rec.CorrelationID)
-		if err := s.rdb.Del(ctx, s.recKey(rec.CorrelationID)).Err(); err != nil {
+	id := rec.CorrelationID
+	key := s.recKey(id)
+	b, err := s.rdb.Get(ctx, key).Bytes()
+	var r Record
+	switch {
+	case errors.Is(err, redis.Nil):
+	case err != nil:
+		return s.wrap(err)
+	case json.Unmarshal(b, &r) == nil && r.needsPublish():
+		s.seen.forget(id)
+		if s.releaseRead != nil {
+			s.releaseRead()
+		}
+		// Deleted only if still as read: a record another node's sweep
+		// published, or an outcome decided, meanwhile stays.
+		n, err := s.runInt(ctx, releaseRecordScript, []string{key}, b)
+		if err != nil {
 			return s.wrap(err)
 		}
-		if err := s.rdb.ZRem(ctx, s.publishingKey(), rec.CorrelationID).Err(); err != nil {
-			return s.wrap(err)
+		if n == 1 {
+			if err := s.rdb.ZRem(ctx, s.publishingKey(), id).Err(); err != nil {
+				return s.wrap(err)
+			}
 		}
 	}
 	if rec.IdempotencyKey != "" {

@@ -183,6 +183,25 @@ func TestRedisStoreStaleSeen(t *testing.T) {
 			if _, err := a.s.Get(ctx, "st-2"); err == nil {
 				t.Fatal("a write on a stale sight made a released record again")
 			}
+
+			// A release finds the record unpublished, but another node's
+			// sweep publishes it before the delete: the record stays.
+			if _, err := a.s.Reserve(ctx, pendingRecord("st-3")); err != nil {
+				t.Fatal(err)
+			}
+			b.s.releaseRead = func() {
+				if err := a.s.MarkPublished(ctx, "st-3"); err != nil {
+					t.Error(err)
+				}
+			}
+			err = b.s.Release(ctx, pendingRecord("st-3"))
+			b.s.releaseRead = nil
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err := b.s.Get(ctx, "st-3"); err != nil || !got.Published {
+				t.Fatalf("%+v %v: a record published during its release was deleted", got, err)
+			}
 		})
 	}
 }
