@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/switchboard/switchboard/hub/internal/ring"
 )
 
 // Defaults for history bounds.
@@ -79,7 +81,7 @@ type Memory struct {
 	// sees and skips. It holds at most MaxBytes/entryOverhead names: when
 	// full, the oldest leaves, and its entry with it if still held.
 	queueMu sync.Mutex
-	queue   refQueue
+	queue   ring.Queue[memRef]
 
 	stop chan struct{}
 	done chan struct{}
@@ -544,35 +546,6 @@ type memRef struct {
 	off uint64
 }
 
-// refQueue is a ring of memRefs, oldest first, grown by doubling.
-type refQueue struct {
-	buf     []memRef
-	head, n int
-}
-
-func (q *refQueue) push(r memRef) {
-	if q.n == len(q.buf) {
-		grown := make([]memRef, max(2*len(q.buf), 64))
-		for i := 0; i < q.n; i++ {
-			grown[i] = q.buf[(q.head+i)%len(q.buf)]
-		}
-		q.buf, q.head = grown, 0
-	}
-	q.buf[(q.head+q.n)%len(q.buf)] = r
-	q.n++
-}
-
-func (q *refQueue) pop() (memRef, bool) {
-	if q.n == 0 {
-		return memRef{}, false
-	}
-	r := q.buf[q.head]
-	q.buf[q.head] = memRef{}
-	q.head = (q.head + 1) % len(q.buf)
-	q.n--
-	return r, true
-}
-
 // account adds added to the history's cost and queues refs, the entries
 // just pushed; then, while the cost is over MaxBytes, it evicts the oldest
 // entries of all channels. It is called with no lock held.
@@ -583,11 +556,11 @@ func (m *Memory) account(added int64, refs []memRef) {
 	out := outInline[:0]
 	m.queueMu.Lock()
 	for _, r := range refs {
-		if m.queue.n >= maxRefs {
-			old, _ := m.queue.pop()
+		if m.queue.Len() >= maxRefs {
+			old, _ := m.queue.Pop()
 			out = append(out, old)
 		}
-		m.queue.push(r)
+		m.queue.Push(r)
 	}
 	m.queueMu.Unlock()
 	for _, r := range out {
@@ -595,7 +568,7 @@ func (m *Memory) account(added int64, refs []memRef) {
 	}
 	for total > m.cfg.MaxBytes {
 		m.queueMu.Lock()
-		r, ok := m.queue.pop()
+		r, ok := m.queue.Pop()
 		m.queueMu.Unlock()
 		if !ok {
 			return

@@ -114,8 +114,8 @@ func TestMemoryBytesFollowTheLogs(t *testing.T) {
 			t.Fatalf("after event %d: HistoryBytes %d, the logs hold %d", n, got, want)
 		}
 	}
-	if m.queue.n > 100 {
-		t.Fatalf("the eviction queue names %d entries, bound 100", m.queue.n)
+	if m.queue.Len() > 100 {
+		t.Fatalf("the eviction queue names %d entries, bound 100", m.queue.Len())
 	}
 	// The rings are not over the bound: nothing left early.
 	if m.Evicted() != 0 {

@@ -30,30 +30,17 @@ func TestRedisStoreOnCluster(t *testing.T) {
 		nodes := []*RedisStore{store("race:"), store("race:"), store("race:"), store("race:")}
 		owners := map[string]bool{}
 		for round := range 50 {
-			var mu sync.Mutex
-			var owned, joined []string
+			var k keyRound
 			var wg sync.WaitGroup
 			for i, s := range nodes {
 				for j := range 5 {
 					rec := pendingRecord(fmt.Sprintf("ckr-%d-%d-%d", round, i, j))
 					rec.Principal, rec.IdempotencyKey = "p", fmt.Sprintf("ckr-key-%d", round)
-					wg.Go(func() {
-						ex, err := s.Reserve(ctx, rec)
-						mu.Lock()
-						defer mu.Unlock()
-						switch {
-						case err != nil:
-							t.Errorf("round %d: %s: %v", round, rec.CorrelationID, err)
-						case ex == nil:
-							owned = append(owned, rec.CorrelationID)
-						default:
-							joined = append(joined, ex.CorrelationID)
-						}
-					})
+					wg.Go(func() { k.reserve(ctx, t, s, rec) })
 				}
 			}
 			wg.Wait()
-			owners[oneOwner(t, round, owned, joined)] = true
+			owners[k.owner(t, round)] = true
 		}
 		sweepPublishesOwners(ctx, t, nodes[0], owners)
 	})

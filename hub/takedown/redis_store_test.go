@@ -846,21 +846,8 @@ func TestRedisStoreKeyRaceOneCommand(t *testing.T) {
 			// releases it once the others came (1) or are done (2).
 			race := func(round, held int) {
 				key := fmt.Sprintf("kr-key-%d", round)
-				var mu sync.Mutex
-				var owned, joined []string
-				reserve := func(s *RedisStore, rec *Record) {
-					ex, err := s.Reserve(ctx, rec)
-					mu.Lock()
-					defer mu.Unlock()
-					switch {
-					case err != nil:
-						t.Errorf("round %d: %s: %v", round, rec.CorrelationID, err)
-					case ex == nil:
-						owned = append(owned, rec.CorrelationID)
-					default:
-						joined = append(joined, ex.CorrelationID)
-					}
-				}
+				var k keyRound
+				reserve := func(s *RedisStore, rec *Record) { k.reserve(ctx, t, s, rec) }
 				var first, others sync.WaitGroup
 				var h *holdKey
 				if held > 0 {
@@ -888,7 +875,7 @@ func TestRedisStoreKeyRaceOneCommand(t *testing.T) {
 					close(h.release)
 				}
 				first.Wait()
-				owners[oneOwner(t, round, owned, joined)] = true
+				owners[k.owner(t, round)] = true
 			}
 			for round := range 200 {
 				race(round, 0)

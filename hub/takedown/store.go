@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/switchboard/switchboard/hub"
+	"github.com/switchboard/switchboard/hub/internal/ring"
 	"github.com/switchboard/switchboard/producers"
 )
 
@@ -336,7 +337,7 @@ type MemoryStore struct {
 	publishing map[string]time.Time // correlation ID -> start of the last publish attempt
 	// order is the correlation IDs reserved, oldest first; an ID may have
 	// left recs since (released), which whoever pops it sees.
-	order   idQueue
+	order   ring.Queue[string]
 	swept   time.Time
 	evicted int64
 }
@@ -367,40 +368,6 @@ func (m *MemoryStore) Len() int {
 	return len(m.recs)
 }
 
-// idQueue is a ring of correlation IDs, oldest first, grown by doubling.
-type idQueue struct {
-	buf     []string
-	head, n int
-}
-
-func (q *idQueue) push(id string) {
-	if q.n == len(q.buf) {
-		grown := make([]string, max(2*len(q.buf), 64))
-		for i := 0; i < q.n; i++ {
-			grown[i] = q.buf[(q.head+i)%len(q.buf)]
-		}
-		q.buf, q.head = grown, 0
-	}
-	q.buf[(q.head+q.n)%len(q.buf)] = id
-	q.n++
-}
-
-func (q *idQueue) peek() (string, bool) {
-	if q.n == 0 {
-		return "", false
-	}
-	return q.buf[q.head], true
-}
-
-func (q *idQueue) pop() {
-	q.buf[q.head] = ""
-	q.head = (q.head + 1) % len(q.buf)
-	q.n--
-	if q.n == 0 {
-		q.head = 0
-	}
-}
-
 // idemKey scopes an idempotency key to its principal and command.
 func idemKey(r *Record) string {
 	if r.Command == "" {
@@ -416,7 +383,7 @@ func (m *MemoryStore) sweepLocked() {
 	if now.Sub(m.swept) >= time.Minute {
 		m.swept = now
 		for {
-			id, ok := m.order.peek()
+			id, ok := m.order.Peek()
 			if !ok {
 				break
 			}
@@ -424,7 +391,7 @@ func (m *MemoryStore) sweepLocked() {
 			if r != nil && now.Sub(r.CreatedAt) <= m.ttl {
 				break
 			}
-			m.order.pop()
+			m.order.Pop()
 			if r != nil {
 				m.forgetLocked(r)
 				delete(m.recs, id)
@@ -441,9 +408,8 @@ func (m *MemoryStore) trimLocked() {
 	now := m.now()
 	// At most 64 steps a call: records waiting for their outcome at the
 	// front of the queue cost each call a few steps, never a walk of it.
-	for tries := min(m.order.n, 64); len(m.recs) > m.max && tries > 0; tries-- {
-		id, _ := m.order.peek()
-		m.order.pop()
+	for tries := min(m.order.Len(), 64); len(m.recs) > m.max && tries > 0; tries-- {
+		id, _ := m.order.Pop()
 		r := m.recs[id]
 		switch {
 		case r == nil: // released
@@ -454,7 +420,7 @@ func (m *MemoryStore) trimLocked() {
 				m.evicted++
 			}
 		default:
-			m.order.push(id)
+			m.order.Push(id)
 		}
 	}
 }
@@ -482,7 +448,7 @@ func (m *MemoryStore) Reserve(_ context.Context, rec *Record) (*Record, error) {
 		m.keys[idemKey(rec)] = rec.CorrelationID
 	}
 	m.recs[rec.CorrelationID] = rec // never changed: Reserve's contract
-	m.order.push(rec.CorrelationID)
+	m.order.Push(rec.CorrelationID)
 	if rec.needsPublish() {
 		m.publishing[rec.CorrelationID] = m.now()
 	}

@@ -309,30 +309,45 @@ func TestMemoryStoreKeyRaceOneCommand(t *testing.T) {
 	s := NewMemoryStore(time.Hour, 0)
 	owners := map[string]bool{}
 	for round := range 200 {
-		var mu sync.Mutex
-		var owned, joined []string
+		var k keyRound
 		var wg sync.WaitGroup
 		for i := range 20 {
 			rec := &Record{CorrelationID: fmt.Sprintf("mk-%d-%d", round, i), ItemID: "item-1", Status: StatusPending, CreatedAt: time.Now(),
 				Principal: "p", IdempotencyKey: fmt.Sprintf("mk-key-%d", round)}
-			wg.Go(func() {
-				ex, err := s.Reserve(ctx, rec)
-				mu.Lock()
-				defer mu.Unlock()
-				switch {
-				case err != nil:
-					t.Errorf("%s: %v", rec.CorrelationID, err)
-				case ex == nil:
-					owned = append(owned, rec.CorrelationID)
-				default:
-					joined = append(joined, ex.CorrelationID)
-				}
-			})
+			wg.Go(func() { k.reserve(ctx, t, s, rec) })
 		}
 		wg.Wait()
-		owners[oneOwner(t, round, owned, joined)] = true
+		owners[k.owner(t, round)] = true
 	}
 	sweepPublishesOwners(ctx, t, s, owners)
+}
+
+// keyRound is one round of a key race: the requests that reserved, and
+// the records the others joined.
+type keyRound struct {
+	mu            sync.Mutex
+	owned, joined []string
+}
+
+// reserve reserves rec in s and notes whether it took the key or joined.
+func (k *keyRound) reserve(ctx context.Context, t *testing.T, s Store, rec *Record) {
+	ex, err := s.Reserve(ctx, rec)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	switch {
+	case err != nil:
+		t.Errorf("%s: %v", rec.CorrelationID, err)
+	case ex == nil:
+		k.owned = append(k.owned, rec.CorrelationID)
+	default:
+		k.joined = append(k.joined, ex.CorrelationID)
+	}
+}
+
+// owner is oneOwner of the round.
+func (k *keyRound) owner(t *testing.T, round int) string {
+	t.Helper()
+	return oneOwner(t, round, k.owned, k.joined)
 }
 
 // oneOwner fails t unless exactly one request of a round owns the key and
