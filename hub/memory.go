@@ -551,14 +551,15 @@ type memRef struct {
 // entries of all channels. It is called with no lock held.
 func (m *Memory) account(added int64, refs []memRef) {
 	total := m.bytes.Add(added)
-	maxRefs := int(m.cfg.MaxBytes / entryOverhead)
+	maxRefs := max(int(m.cfg.MaxBytes/entryOverhead), 1)
 	var outInline [8]memRef
 	out := outInline[:0]
 	m.queueMu.Lock()
 	for _, r := range refs {
 		if m.queue.Len() >= maxRefs {
-			old, _ := m.queue.Pop()
-			out = append(out, old)
+			if old, ok := m.queue.Pop(); ok {
+				out = append(out, old)
+			}
 		}
 		m.queue.Push(r)
 	}

@@ -132,3 +132,32 @@ func TestMemoryBytesFollowTheLogs(t *testing.T) {
 		t.Fatalf("%d bytes counted after every entry expired", got)
 	}
 }
+
+// TestMemoryTinyMaxBytes: a bound below one entry keeps nothing, and does
+// not fail: every resume is a gap, live delivery goes on.
+func TestMemoryTinyMaxBytes(t *testing.T) {
+	m := NewMemory(MemoryConfig{MaxBytes: 1})
+	defer m.Close()
+	ctx := t.Context()
+	heard := 0
+	stop, err := m.Listen(ctx, "reports", func(Entry) { heard++ })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	for n := range 10 {
+		if err := m.Publish(ctx, []string{"reports", "item:1"}, testEvent(n, "item.reported", "", "")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if heard != 10 {
+		t.Fatalf("the listener heard %d events, want 10", heard)
+	}
+	if got := m.HistoryBytes(); got != 0 {
+		t.Fatalf("%d bytes held under a 1-byte bound", got)
+	}
+	r, _ := m.Read(ctx, "reports", &Oldest)
+	if len(r.Entries) != 0 {
+		t.Fatalf("%d entries held under a 1-byte bound", len(r.Entries))
+	}
+}
