@@ -17,6 +17,7 @@ import (
 
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 	"github.com/segmentio/kafka-go"
@@ -608,6 +609,38 @@ func TestDashboard(t *testing.T) {
 	t.Run("gap", func(t *testing.T) {
 		testDashboardGap(t, browser)
 	})
+	t.Run("signed out in another tab", func(t *testing.T) {
+		testDashboardSignedOutElsewhere(t, browser)
+	})
+}
+
+// testDashboardSignedOutElsewhere: two tabs share one session; signing out
+// in one ends the other's live stream (the node ends the session's open
+// connections), and that tab shows the sign-in form too.
+func testDashboardSignedOutElsewhere(t *testing.T, browser context.Context) {
+	a := startTestApp(t, nil)
+	waitReady(t, a)
+	px := newCutProxy(t, a.ln.Addr().String())
+	one := newTab(t, browser)
+	signIn(t, one, px)
+	two := newTab(t, browser)
+	// The second tab's count reads would also find the session gone (401,
+	// every 15 s): blocked, only its stream can tell it.
+	pageDo(t, two, chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		if _, err := cdp.Call(ctx, tg, network.Enable, network.EnableParams{}); err != nil {
+			return err
+		}
+		_, err := cdp.Call(ctx, tg, network.SetBlockedURLs, network.SetBlockedURLsParams{
+			URLPatterns: []*network.BlockPattern{{URLPattern: px.url() + "/v1/stats/*", Block: true}},
+		})
+		return err
+	}))
+	pageDo(t, two, chromedp.Navigate(px.url()+"/"))
+	waitPage(t, two, "the second tab signed in by the cookie and live",
+		`document.body.dataset.signedIn === "mod" && document.getElementById("conn").dataset.state === "live"`)
+	pageDo(t, one, chromedp.Click(chromedp.CSS("#signout")))
+	waitPage(t, two, "the second tab back at the sign-in form",
+		`!document.getElementById("signin-view").hidden && document.getElementById("app").hidden`)
 }
 
 // testDashboardGap: a node that keeps three events per channel cannot cover
