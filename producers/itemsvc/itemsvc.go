@@ -417,8 +417,10 @@ func (s *Service) Run(ctx context.Context) error {
 		// retry fires after a failed commit, in case no finished command
 		// kicks the committer before.
 		var retry <-chan time.Time
-		spacing := time.NewTimer(0)
-		defer spacing.Stop()
+		// next is when the next commit may go: CommitEvery after the last
+		// one that succeeded. A failed one is retried after
+		// itemSvcCommitRetry, not held back further.
+		var next time.Time
 		for {
 			select {
 			case <-ctx.Done():
@@ -427,16 +429,20 @@ func (s *Service) Run(ctx context.Context) error {
 			case <-retry:
 			}
 			retry = nil
-			// At most one commit per CommitEvery: the kicks of the
-			// commands finished meanwhile are taken by this one.
-			select {
-			case <-ctx.Done():
-				return
-			case <-spacing.C:
+			// The kicks of the commands finished meanwhile are taken by
+			// this commit.
+			if wait := time.Until(next); wait > 0 {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(wait):
+				}
 			}
-			spacing.Reset(s.cfg.CommitEvery)
-			if !s.commit(ctx, r, tr) {
+			switch n, ok := s.commit(ctx, r, tr); {
+			case !ok:
 				retry = time.After(itemSvcCommitRetry)
+			case n > 0:
+				next = time.Now().Add(s.cfg.CommitEvery)
 			}
 		}
 	}()
@@ -553,22 +559,23 @@ func (s *Service) readerConfig() kafka.ReaderConfig {
 	return rc
 }
 
-// commit commits every partition whose answered prefix grew. It reports
-// false when the commit failed; the offsets stay ready for the next one.
-func (s *Service) commit(ctx context.Context, r *kafka.Reader, tr *offsetTracker) bool {
+// commit commits every partition whose answered prefix grew, and reports
+// how many partitions that was. ok is false when the commit failed; the
+// offsets stay ready for the next one.
+func (s *Service) commit(ctx context.Context, r *kafka.Reader, tr *offsetTracker) (n int, ok bool) {
 	msgs := tr.ready()
 	if len(msgs) == 0 {
-		return true
+		return 0, true
 	}
 	if err := r.CommitMessages(ctx, msgs...); err != nil {
 		if ctx.Err() == nil {
 			s.streak.Fail(fmt.Errorf("commit offsets: %w", err), itemSvcCommitRetry)
 		}
-		return false
+		return 0, false
 	}
 	s.streak.Succeed()
 	tr.committed(msgs)
-	return true
+	return len(msgs), true
 }
 
 // handle answers one record. It waits out the latency under ctx and
