@@ -186,6 +186,12 @@ func (wh *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Error(w, http.StatusServiceUnavailable, "shutting down: reconnect to another node")
 		return
 	}
+	if aerr == nil {
+		// Before the upgrade answers: a sign-out the client could make
+		// once it sees the handshake must find the connection. Ended
+		// before its writer starts, it closes as soon as it does.
+		wh.h.bindSession(actx, c)
+	}
 	sb := &smallBuffers{ResponseWriter: w, writes: &wh.h.stats.Writes}
 	conn, err := websocket.Accept(sb, r, &websocket.AcceptOptions{
 		Subprotocols:   []string{Subprotocol},
@@ -214,7 +220,6 @@ func (wh *wsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if at, ok := ExpiryFrom(actx); ok {
 		c.expireAt(at)
 	}
-	wh.h.bindSession(actx, c)
 	var ping heartbeat
 	ping.start(wh.cfg.PingInterval, d.ping)
 	d.start()
