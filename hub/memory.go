@@ -538,6 +538,34 @@ func (m *Memory) sweepOnce() {
 		}
 		s.mu.Unlock()
 	}
+	m.trimQueue()
+}
+
+// trimQueue takes from the front of the eviction queue the names of
+// entries that left already (expired, or replaced in a full ring), so the
+// queue does not keep the logs of channels forgotten since alive. It stops
+// at the first name of an entry still held: names are in push order. The
+// queue's lock is taken for one name at a time, not for the whole trim.
+func (m *Memory) trimQueue() {
+	for {
+		m.queueMu.Lock()
+		r, ok := m.queue.Peek()
+		m.queueMu.Unlock()
+		if !ok {
+			return
+		}
+		r.l.mu.Lock()
+		held := !r.l.gone && r.l.n > 0 && r.l.ring[r.l.head].off <= r.off
+		r.l.mu.Unlock()
+		if held {
+			return
+		}
+		m.queueMu.Lock()
+		if head, ok := m.queue.Peek(); ok && head == r {
+			m.queue.Pop()
+		}
+		m.queueMu.Unlock()
+	}
 }
 
 // memRef names an entry for eviction: its log and offset.

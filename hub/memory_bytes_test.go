@@ -131,6 +131,11 @@ func TestMemoryBytesFollowTheLogs(t *testing.T) {
 	if got := m.HistoryBytes(); got != 0 {
 		t.Fatalf("%d bytes counted after every entry expired", got)
 	}
+	// The queue let go of the names of what expired, and with them of the
+	// logs the sweep forgot.
+	if n := m.queue.Len(); n != 0 {
+		t.Fatalf("the eviction queue still names %d entries after every entry expired", n)
+	}
 }
 
 // TestMemoryTinyMaxBytes: a bound below one entry keeps nothing, and does

@@ -331,6 +331,13 @@ func (a *Auth) authenticate(r *http.Request) (*Principal, time.Time, error) {
 // authenticateCtx is authenticate of r served with ctx instead of its own
 // context (a ContextHandler's).
 func (a *Auth) authenticateCtx(ctx context.Context, r *http.Request) (*Principal, time.Time, error) {
+	p, exp, _, err := a.authenticateSession(ctx, r)
+	return p, exp, err
+}
+
+// authenticateSession is authenticateCtx, and also returns the session
+// when the credential is a session cookie (else "").
+func (a *Auth) authenticateSession(ctx context.Context, r *http.Request) (*Principal, time.Time, string, error) {
 	kind := ""
 	switch {
 	case r.Header.Get("Authorization") != "":
@@ -343,50 +350,52 @@ func (a *Auth) authenticateCtx(ctx context.Context, r *http.Request) (*Principal
 		}
 	}
 	if kind == "" {
-		return nil, time.Time{}, fmt.Errorf("%w: send \"Authorization: Bearer <token>\"", hub.ErrUnauthenticated)
+		return nil, time.Time{}, "", fmt.Errorf("%w: send \"Authorization: Bearer <token>\"", hub.ErrUnauthenticated)
 	}
 	src := a.source(r)
 	if err := a.throttle(r, src); err != nil {
-		return nil, time.Time{}, err
+		return nil, time.Time{}, "", err
 	}
-	p, exp, err := a.check(ctx, r, kind)
+	p, exp, sid, err := a.check(ctx, r, kind)
 	if err != nil {
 		if !errors.Is(err, ErrSessionUncheckable) {
 			a.fail(ctx, r, src, kind, err)
 		}
-		return nil, time.Time{}, err
+		return nil, time.Time{}, "", err
 	}
 	hub.Authenticated(ctx)
-	return p, exp, nil
+	return p, exp, sid, nil
 }
 
 // check checks r's credential of kind; ctx is the context r is served
 // with.
-func (a *Auth) check(ctx context.Context, r *http.Request, kind string) (*Principal, time.Time, error) {
+func (a *Auth) check(ctx context.Context, r *http.Request, kind string) (p *Principal, exp time.Time, session string, err error) {
 	switch kind {
 	case CredentialBearer:
 		tok, ok := BearerToken(r.Header.Get("Authorization"))
 		if !ok {
-			return nil, time.Time{}, fmt.Errorf("%w: the Authorization header must be \"Bearer <token>\"", hub.ErrUnauthenticated)
+			return nil, time.Time{}, "", fmt.Errorf("%w: the Authorization header must be \"Bearer <token>\"", hub.ErrUnauthenticated)
 		}
-		return a.token(ctx, tok, "token")
+		p, exp, err = a.token(ctx, tok, "token")
+		return p, exp, "", err
 	case CredentialAccessToken:
-		return a.token(ctx, r.URL.Query().Get("access_token"), "access_token")
+		p, exp, err = a.token(ctx, r.URL.Query().Get("access_token"), "access_token")
+		return p, exp, "", err
 	default:
 		c, _ := r.Cookie(SessionCookie)
 		s, ok := a.parseSession(c.Value, time.Now())
 		if !ok {
-			return nil, time.Time{}, fmt.Errorf("%w: the session has expired or is invalid: sign in again", hub.ErrUnauthenticated)
+			return nil, time.Time{}, "", fmt.Errorf("%w: the session has expired or is invalid: sign in again", hub.ErrUnauthenticated)
 		}
 		revoked, err := a.cfg.Revocations.Revoked(ctx, s.id)
 		if err != nil {
 			hub.LoggerFrom(ctx, a.log).Error("a session cookie could not be checked against the sign-outs; refused", "err", err)
-			return nil, time.Time{}, fmt.Errorf("%w: the list of signed-out sessions does not answer: retry shortly", ErrSessionUncheckable)
+			return nil, time.Time{}, "", fmt.Errorf("%w: the list of signed-out sessions does not answer: retry shortly", ErrSessionUncheckable)
 		}
 		if revoked {
-			return nil, time.Time{}, fmt.Errorf("%w: the session was signed out: sign in again", hub.ErrUnauthenticated)
+			return nil, time.Time{}, "", fmt.Errorf("%w: the session was signed out: sign in again", hub.ErrUnauthenticated)
 		}
-		return s.p, s.expires, nil
+		return s.p, s.expires, s.id, nil
 	}
 }
 
@@ -435,7 +444,7 @@ func badTokenRune(r rune) bool {
 // expires (hub.WithExpiry), for the doors to end the connection then, and
 // a session cookie's session (hub.WithSession), for a sign-out to end it.
 func (a *Auth) Admit(r *http.Request) (context.Context, func(), error) {
-	p, exp, err := a.authenticate(r)
+	p, exp, sid, err := a.authenticateSession(r.Context(), r)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -447,25 +456,10 @@ func (a *Auth) Admit(r *http.Request) (context.Context, func(), error) {
 	if !exp.IsZero() {
 		ctx = hub.WithExpiry(ctx, exp)
 	}
-	if id, ok := a.sessionOf(r); ok {
-		ctx = hub.WithSession(ctx, id)
+	if sid != "" {
+		ctx = hub.WithSession(ctx, sid)
 	}
 	return ctx, release, nil
-}
-
-// sessionOf returns the session r was authenticated with, when its
-// credential is a session cookie (authenticateCtx's choice: no bearer
-// token, no access_token).
-func (a *Auth) sessionOf(r *http.Request) (string, bool) {
-	if r.Header.Get("Authorization") != "" || r.URL.Query().Has("access_token") {
-		return "", false
-	}
-	c, err := r.Cookie(SessionCookie)
-	if err != nil {
-		return "", false
-	}
-	s, ok := a.parseSession(c.Value, time.Now())
-	return s.id, ok
 }
 
 // Hold takes one of p's connection slots (limits.connections, shared with
