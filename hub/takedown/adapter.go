@@ -128,6 +128,7 @@ type Adapter struct {
 	held  atomic.Int64
 
 	handoffs handoffs
+	waiting  waiting // held HTTP requests by correlation ID (Wake)
 
 	republished, republishErrors atomic.Uint64
 }

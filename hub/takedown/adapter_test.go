@@ -112,7 +112,7 @@ func newRigOn(t *testing.T, cfg Config, store Store) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rg := &rig{rec: &Recorder{Store: store, Next: h, Trust: testTrust}, cmd: cmd, a: a}
+	rg := &rig{rec: &Recorder{Store: store, Next: h, Trust: testTrust, Wake: a}, cmd: cmd, a: a}
 	rg.who.Store(&auth.Principal{Name: "police", Role: auth.RolePolice})
 	rg.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a.Post(w, r.WithContext(auth.WithPrincipal(r.Context(), rg.who.Load())))

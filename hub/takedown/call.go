@@ -57,6 +57,8 @@ type call struct {
 	due     time.Time  // the deadline, once armed
 	waiting trace.Span // the wait's span, from the deadline's arming to the answer
 	prop    propagated // the request's trace context, as begin propagated it
+
+	nextWaiting *call // the next call waiting on the same ID (Adapter.waiting's)
 }
 
 // An answerer takes a call's answer (call.answer). A held request's
@@ -417,22 +419,31 @@ func (c *call) close() {
 // follower listens with a hub watch (Hub.Watch): registered before the
 // command is published, no client, no queue, no goroutine; an event only
 // says when to read the store, and a nil (events may have been missed)
-// does too. The request's goroutine, in await, reads the store when woken,
+// does too, as does this node's Recorder once it stored an outcome
+// (Adapter.Wake, usually well before the event). The request's goroutine, in await, reads the store when woken,
 // until the request is handed off from net/http (handoff).
 type follower struct {
 	end  func()
 	done <-chan struct{}
+	c    *call // once listening: the call in its adapter's waiting
 }
 
 func (f *follower) listen(ctx context.Context, c *call) (err error) {
 	c.kick = make(chan struct{}, 1)
 	f.end, f.done, err = c.a.hub.Watch(ctx, c.channel(), c.hear)
+	if err == nil {
+		f.c = c
+		c.a.waiting.add(c) // woken by this node's Recorder too (Wake)
+	}
 	return err
 }
 
 func (f *follower) follow(context.Context, *call) (bool, error) { return false, nil }
 
 func (f *follower) stop() {
+	if f.c != nil {
+		f.c.a.waiting.remove(f.c)
+	}
 	if f.end != nil {
 		f.end()
 	}

@@ -31,6 +31,10 @@ type Recorder struct {
 	// built-in takedown alone, trusted as Trust says.
 	Commands *Commands
 	Trust    Trust
+	// Wake, when set, is told of each trusted outcome once the store
+	// holds it, before the event goes on to Next: the adapter's calls
+	// waiting on this node read the store then (local.go).
+	Wake Waker
 
 	once      sync.Once
 	cmds      *Commands
@@ -86,15 +90,25 @@ func (r *Recorder) PublishBatch(ctx context.Context, batch []hub.Publication) er
 		case ok:
 			evs = append(evs, p.Event)
 		default:
-			if err := r.outcome(r.Store.apply(ctx, p.Event, r.judgeOf())); err != nil {
+			err := r.Store.apply(ctx, p.Event, r.judgeOf())
+			if err := r.outcome(err); err != nil {
 				return err
+			}
+			if err == nil {
+				r.wake(p.Event)
 			}
 		}
 	}
 	if len(evs) > 0 {
-		for _, err := range ba.applyAll(ctx, evs, r.judgeOf()) {
+		errs := ba.applyAll(ctx, evs, r.judgeOf())
+		for _, err := range errs {
 			if err := r.outcome(err); err != nil {
 				return err
+			}
+		}
+		for i, err := range errs {
+			if err == nil {
+				r.wake(evs[i])
 			}
 		}
 	}
@@ -124,7 +138,24 @@ func (r *Recorder) record(ctx context.Context, ev *hub.Event) error {
 	if err == nil {
 		err = r.Store.apply(ctx, ev, r.judgeOf())
 	}
+	if err == nil {
+		r.wake(ev)
+	}
 	return r.outcome(err)
+}
+
+// wake tells Wake of ev, an outcome the store now holds, when its type
+// ends a command (an event that only moves one answers no call).
+func (r *Recorder) wake(ev *hub.Event) {
+	if r.Wake == nil {
+		return
+	}
+	for _, c := range r.commands().byType[ev.Type] {
+		if c.terminal(ev.Type) {
+			r.Wake.Wake(ev.CorrelationID)
+			return
+		}
+	}
 }
 
 // trusted checks an outcome's topic and source: one of the commands its

@@ -209,6 +209,9 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger, opts ...Opt
 	if err != nil {
 		return nil, err
 	}
+	// The requests this node holds hear of an outcome its consumer stored
+	// at once, not after its corr: event's trip through the backplane.
+	a.recorder.Wake = a.takedowns
 	// The moderator page's chart counts the reports channel, following it
 	// before the consumer runs.
 	a.stats = newReportStats(a.hub, "reports", log)
