@@ -19,7 +19,10 @@ func WithLogger(ctx context.Context, log *slog.Logger) context.Context {
 	return context.WithValue(ctx, logKey{}, log)
 }
 
-// LoggerFrom returns the logger ctx carries, or fallback.
+// LoggerFrom returns the logger ctx carries, or fallback. The request
+// log's logger lives in the request's context: something that outlives
+// the request (a held request handed off from net/http) keeps a copy of
+// the logger, not the pointer, or it keeps the whole context alive.
 func LoggerFrom(ctx context.Context, fallback *slog.Logger) *slog.Logger {
 	if l, ok := ctx.Value(logKey{}).(*slog.Logger); ok {
 		return l

@@ -554,7 +554,7 @@ func (a *Adapter) post(cmd *Command, w http.ResponseWriter, r *http.Request) {
 	if prefs.Wait > 0 {
 		prefs.Wait = wait // report the wait applied, after the cap
 	}
-	d := &postDoor{a: a, cmd: cmd, c: c, prefs: prefs, start: start, log: log}
+	d := &postDoor{a: a, cmd: cmd, c: c, prefs: prefs, start: start, log: *log}
 	rec, handedOff, err := a.hold(w, r, c, wait, release, d)
 	switch {
 	case err != nil:
@@ -575,7 +575,9 @@ type postDoor struct {
 	c     *call
 	prefs Preferences
 	start time.Time
-	log   *slog.Logger
+	// log is the request's logger, copied: LoggerFrom's points into the
+	// request's context, which a handed-off request must not keep.
+	log slog.Logger
 }
 
 func (d *postDoor) respond(w http.ResponseWriter, rec *Record) {

@@ -38,7 +38,7 @@ type call struct {
 	fresh     bool   // reserved by this call, not joined
 	publishes bool   // a GET follows a takedown without publishing it
 	ctx       context.Context
-	log       *slog.Logger
+	log       slog.Logger // a copy: LoggerFrom's points into the request's context
 	l         listener
 	// kick, when set, takes the call's wake-ups to a goroutine that
 	// reads the store itself (a held HTTP request's); otherwise a wake-up
@@ -129,7 +129,7 @@ func (p *propagated) of(ctx context.Context) (traceparent, tracestate string) {
 func (a *Adapter) follow(ctx context.Context, cmd *Command, rec *Record) *call {
 	// A held GET's spans join the takedown's trace.
 	return &call{a: a, cmd: cmd, id: rec.CorrelationID, item: rec.ItemID, rec: rec,
-		ctx: tracing.Continue(detached(ctx), rec.TraceParent, rec.TraceState), log: hub.LoggerFrom(ctx, a.log)}
+		ctx: tracing.Continue(detached(ctx), rec.TraceParent, rec.TraceState), log: *hub.LoggerFrom(ctx, a.log)}
 }
 
 // detached is a context that carries ctx's span context and nothing else

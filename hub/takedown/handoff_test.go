@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +19,7 @@ import (
 	"time"
 	"weak"
 
+	"github.com/switchboard/switchboard/hub"
 	"github.com/switchboard/switchboard/hub/auth"
 	"github.com/switchboard/switchboard/producers"
 )
@@ -396,19 +399,27 @@ func TestHandOffLetsGoOfTheRequest(t *testing.T) {
 	r := newRig(t, Config{Timeout: time.Hour})
 	cmds := make(chan producers.CloudEvent, 1)
 	r.cmd.answer = func(cmd producers.CloudEvent) { cmds <- cmd }
-	payloads := make(chan weak.Pointer[ctxPayload], 1)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+	payloads := make(chan weak.Pointer[ctxPayload], 2)
+	// Behind the request log, as on a node: the call and its door keep
+	// the request's logger, which must not keep its context.
+	// The payload goes in before the request log, another after it.
+	logged := hub.RequestLog(slog.New(slog.NewJSONHandler(io.Discard, nil)), http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		p := &ctxPayload{}
 		payloads <- weak.Make(p)
 		ctx := context.WithValue(auth.WithPrincipal(req.Context(), r.who.Load()), ctxPayloadKey{}, p)
 		r.a.Post(w, req.WithContext(ctx))
 	}))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		p := &ctxPayload{}
+		payloads <- weak.Make(p)
+		logged.ServeHTTP(w, req.WithContext(context.WithValue(req.Context(), ctxPayloadKey{}, p)))
+	}))
 	t.Cleanup(srv.Close)
 	conn := rawPost(t, srv.URL, `{"item_id":"item-1","reason":"x"}`)
 	waitFor(t, func() bool { return r.a.handedOff() == 1 })
 	cmd := <-cmds
-	payload := <-payloads
-	waitFor(t, func() bool { runtime.GC(); return payload.Value() == nil })
+	outer, inner := <-payloads, <-payloads
+	waitFor(t, func() bool { runtime.GC(); return outer.Value() == nil && inner.Value() == nil })
 	if r.a.Held() != 1 {
 		t.Fatalf("held %d, want 1", r.a.Held())
 	}
