@@ -9,8 +9,8 @@ import (
 // the store; the request waiting for one of them is often on the same
 // node (always on a single node). Its corr: event comes back through the
 // hub: on the Redis backplane an append and a pub/sub hop after the store
-// already holds the outcome, which is the most of a lone takedown's last
-// 0.2–0.3 ms. So the Recorder also tells the adapter (Wake) as soon as a
+// already holds the outcome, and later still when the pub/sub connection
+// was lost and resyncs. So the Recorder also tells the adapter (Wake) as soon as a
 // trusted outcome is in the store, and the adapter wakes this node's
 // calls waiting on that correlation ID: each reads the store, as a corr:
 // event would have it do, and answers from what the store holds. Nothing
