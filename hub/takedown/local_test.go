@@ -2,6 +2,7 @@ package takedown
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"sync/atomic"
@@ -113,7 +114,7 @@ func TestRecorderWakesHeldRequests(t *testing.T) {
 		waitFor(t, func() bool { return r.a.Held() == 0 && r.a.handedOff() == 0 && r.a.waiting.len() == 0 })
 	})
 
-	t.Run("hang-up and deadline leave nothing registered", func(t *testing.T) {
+	t.Run("hang-up, deadline and refusal leave nothing registered", func(t *testing.T) {
 		r, _, cmds := setup(t, true, Config{Timeout: time.Hour, MaxWait: time.Second})
 		conn := rawPost(t, r.srv.URL, `{"item_id":"item-3","reason":"x"}`)
 		waitFor(t, func() bool { return r.a.handedOff() == 1 && r.a.waiting.len() == 1 })
@@ -122,6 +123,11 @@ func TestRecorderWakesHeldRequests(t *testing.T) {
 		waitFor(t, func() bool { return r.a.Held() == 0 && r.a.waiting.len() == 0 })
 		resp, _ := r.post(t, `{"item_id":"item-4","reason":"x"}`, "Prefer", "wait=1")
 		if resp.StatusCode != http.StatusGatewayTimeout {
+			t.Fatalf("%d", resp.StatusCode)
+		}
+		waitFor(t, func() bool { return r.a.Held() == 0 && r.a.waiting.len() == 0 })
+		r.cmd.failWith(errors.New("broker down"))
+		if resp, _ := r.post(t, `{"item_id":"item-6","reason":"x"}`); resp.StatusCode != http.StatusServiceUnavailable {
 			t.Fatalf("%d", resp.StatusCode)
 		}
 		waitFor(t, func() bool { return r.a.Held() == 0 && r.a.waiting.len() == 0 })
