@@ -287,12 +287,16 @@ func newRecord(principal string, in *input, key string) *Record {
 		CorrelationID:  corr,
 		Principal:      principal,
 		IdempotencyKey: key,
-		BodyHash:       in.hash,
 		ItemID:         in.key,
 		Status:         StatusPending,
 		RemovedFrom:    []string{},
 		CreatedAt:      time.Now(),
 		EventID:        event,
+	}
+	if key != "" {
+		// Only a request under the same key is compared with it: without
+		// one, no hash is worked out or kept.
+		rec.BodyHash = in.bodyHash()
 	}
 	if in.req != nil {
 		rec.Reason, rec.AuthorityRef = in.req.Reason, in.req.AuthorityRef

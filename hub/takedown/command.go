@@ -337,7 +337,7 @@ type input struct {
 	key  string
 	data json.RawMessage // generic commands: the members, as sent
 	req  *Request        // the built-in takedown's body
-	hash string
+	hash string          // a generic command's; the takedown's is its req's (bodyHash)
 	// body is the built-in takedown's body, which req points to: the
 	// input and its request are one allocation.
 	body Request
@@ -440,6 +440,14 @@ func (in *input) takedown() (*input, error) {
 	if req.AuthorityRef != "" && !slices.Contains(c.Optional, "authority_ref") {
 		return nil, fmt.Errorf("%w: unknown member %q", hub.ErrBadJSON, "authority_ref")
 	}
-	in.key, in.req, in.hash = req.ItemID, req, req.hash()
+	in.key, in.req = req.ItemID, req // the hash when a record needs it (bodyHash)
 	return in, nil
+}
+
+// bodyHash is the hash that tells two requests apart.
+func (in *input) bodyHash() string {
+	if in.req != nil {
+		return in.req.hash()
+	}
+	return in.hash
 }

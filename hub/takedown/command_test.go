@@ -138,3 +138,22 @@ func TestCommandDecode(t *testing.T) {
 		t.Fatalf("hashes %s %s %s", a.hash, b.hash, d.hash)
 	}
 }
+
+// TestBodyHashOnlyWithKey: a takedown's body hash is worked out and kept
+// only under an Idempotency-Key, the only place it is compared; two
+// bodies that differ still differ there.
+func TestBodyHashOnlyWithKey(t *testing.T) {
+	c := builtinTakedowns.list[0]
+	a, err := c.read([]byte(`{"item_id":"i-1","reason":"r"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := c.read([]byte(`{"item_id":"i-1","reason":"other"}`))
+	if rec := newRecord("p", a, ""); rec.BodyHash != "" {
+		t.Fatalf("hash %q without a key", rec.BodyHash)
+	}
+	ra, rb := newRecord("p", a, "k"), newRecord("p", b, "k")
+	if ra.BodyHash == "" || ra.BodyHash == rb.BodyHash || ra.BodyHash != newRecord("p", a, "k2").BodyHash {
+		t.Fatalf("hashes %q %q", ra.BodyHash, rb.BodyHash)
+	}
+}
