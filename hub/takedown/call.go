@@ -127,9 +127,16 @@ func (p *propagated) of(ctx context.Context) (traceparent, tracestate string) {
 // follow makes a call that waits for an existing takedown and publishes
 // nothing (GET with Prefer: wait).
 func (a *Adapter) follow(ctx context.Context, cmd *Command, rec *Record) *call {
-	// A held GET's spans join the takedown's trace.
+	// A held GET's spans join the takedown's trace. While tracing is off
+	// the call starts no span, so its context needs no span context (the
+	// record keeps the request's traceparent for the command): nothing
+	// to make, and nothing to keep while it waits.
+	cctx := context.Background()
+	if tracing.Enabled() {
+		cctx = tracing.Continue(detached(ctx), rec.TraceParent, rec.TraceState)
+	}
 	return &call{a: a, cmd: cmd, id: rec.CorrelationID, item: rec.ItemID, rec: rec,
-		ctx: tracing.Continue(detached(ctx), rec.TraceParent, rec.TraceState), log: *hub.LoggerFrom(ctx, a.log)}
+		ctx: cctx, log: *hub.LoggerFrom(ctx, a.log)}
 }
 
 // detached is a context that carries ctx's span context and nothing else
