@@ -427,8 +427,9 @@ func (c *call) close() {
 // command is published, no client, no queue, no goroutine; an event only
 // says when to read the store, and a nil (events may have been missed)
 // does too, as does this node's Recorder once it stored an outcome
-// (Adapter.Wake, usually well before the event). The request's goroutine, in await, reads the store when woken,
-// until the request is handed off from net/http (handoff).
+// (Adapter.Wake, before the event). The request's goroutine, in await,
+// reads the store when woken, until the request is handed off from
+// net/http (handoff).
 type follower struct {
 	end  func()
 	done <-chan struct{}
