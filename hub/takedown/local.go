@@ -10,9 +10,9 @@ import (
 // node (always on a single node). Its corr: event comes back through the
 // hub: on the Redis backplane an append and a pub/sub hop after the store
 // already holds the outcome, and later still when the pub/sub connection
-// was lost and resyncs. So the Recorder also tells the adapter (Wake) as soon as a
-// trusted outcome is in the store, and the adapter wakes this node's
-// calls waiting on that correlation ID: each reads the store, as a corr:
+// was lost and resyncs. So the Recorder also tells the adapter (Wake) as
+// soon as a trusted outcome is in the store, and the adapter wakes this
+// node's calls waiting on that correlation ID: each reads the store, as a corr:
 // event would have it do, and answers from what the store holds. Nothing
 // is believed from the wake-up itself, and the corr: event still follows
 // for every other listener (a waiter on another node, a WebSocket, the
@@ -29,8 +29,8 @@ type Waker interface {
 }
 
 // waiting is an adapter's calls that wait for an outcome on this node, by
-// correlation ID, in shards (each request adds and removes its call). Several
-// calls may wait on one ID (an idempotent retry joining it, a held GET);
+// correlation ID, in shards (each request adds and removes its call).
+// Several calls may wait on one ID (an idempotent retry joining it, a held GET);
 // they are chained through call.nextWaiting. A shard's lock is never held
 // with another lock: calls are woken after it is let go.
 type waiting struct {
