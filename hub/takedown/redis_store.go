@@ -535,12 +535,13 @@ func (s *RedisStore) ClaimUnpublished(ctx context.Context, before time.Time, max
 }
 
 // casScript sets KEYS[1] to ARGV[2], keeping its TTL, if it still holds
-// ARGV[1], and returns 1; otherwise it returns what KEYS[1] holds (nil when
-// nothing), so a caller that guessed wrong retries without reading again.
+// ARGV[1] or ARGV[3] (marked, "" for none), and returns 1; otherwise it
+// returns what KEYS[1] holds (nil when nothing), so a caller that guessed
+// wrong retries without reading again.
 var casScript = redis.NewScript(`
 local cur = redis.call('GET', KEYS[1])
 if not cur then return false end
-if cur ~= ARGV[1] then return cur end
+if cur ~= ARGV[1] and cur ~= ARGV[3] then return cur end
 redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
 return 1
 `)
@@ -593,6 +594,7 @@ func (s *RedisStore) updateRec(ctx context.Context, id string, fn func(r *Record
 			s.seen.forget(id)
 			return nil, true, s.wrap(err)
 		}
+		base := *cur // fn changes cur
 		next, err := fn(cur)
 		if err != nil {
 			if !verified {
@@ -633,7 +635,7 @@ func (s *RedisStore) updateRec(ctx context.Context, id string, fn func(r *Record
 		if err != nil {
 			return nil, true, s.wrap(err)
 		}
-		now, found, err := s.swap(ctx, key, id, old, out)
+		now, found, err := s.swap(ctx, key, id, old, out, marked(&base, next))
 		switch {
 		case err != nil:
 			s.seen.forget(id)
@@ -687,10 +689,11 @@ func (s *RedisStore) readUnqueue(ctx context.Context, key, id string) (b []byte,
 
 // swap writes out to key if it still holds old, and takes id out of the
 // publishing set, in one round trip (the two keys are in different slots
-// on a Cluster: a pipeline, not one script). When key holds something
-// else, cur is that; when it holds nothing, found is false.
-func (s *RedisStore) swap(ctx context.Context, key, id string, old, out []byte) (cur []byte, found bool, err error) {
-	keys, args := []string{key}, []any{old, out}
+// on a Cluster: a pipeline, not one script). It writes out over alt too,
+// when not nil (marked). When key holds something else, cur is that;
+// when it holds nothing, found is false.
+func (s *RedisStore) swap(ctx context.Context, key, id string, old, out, alt []byte) (cur []byte, found bool, err error) {
+	keys, args := []string{key}, []any{old, out, alt}
 	for _, load := range []bool{false, true} {
 		var cas *redis.Cmd
 		_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -724,6 +727,28 @@ func (s *RedisStore) swap(ctx context.Context, key, id string, old, out []byte) 
 		return nil, true, fmt.Errorf("compare-and-set answered %T", v)
 	}
 	return nil, true, nil // not reached
+}
+
+// marked is what the compare-and-set of an outcome may write over besides
+// base, the record it was worked out from: base as its command's mark
+// leaves it, byte for byte (markOne, json.Marshal), when base is not
+// marked and next is final. The command's acknowledgement and its outcome
+// arrive together (the item service answers within a millisecond), so
+// the mark often lands between this node's read of the record and the
+// outcome's write, which then failed and went again. An outcome marks the
+// record itself (fold), and nothing it does depends on the mark: written
+// over either form, it leaves the same record. nil otherwise.
+func marked(base, next *Record) []byte {
+	if base.Published || next == nil || !next.Published || !next.Final() {
+		return nil
+	}
+	m := *base
+	m.Published = true
+	b, err := json.Marshal(&m)
+	if err != nil {
+		return nil
+	}
+	return b
 }
 
 // seenSize bounds each generation of seenRecords, and seenMaxBytes the
@@ -959,6 +984,7 @@ type try struct {
 	riders []rider // later changes of the same record, folded into next
 	out    []byte  // nil: a read (fn changes nothing in what was seen)
 	old    []byte
+	base   Record // old, parsed (marked)
 	next   *Record
 	cas    *redis.Cmd
 	get    *redis.StringCmd
@@ -1036,6 +1062,7 @@ func (s *RedisStore) updateAll(ctx context.Context, ids []string, fns []func(*Re
 			rest = append(rest, i)
 			continue
 		}
+		base := *cur // fns[i] changes cur
 		next, err := fns[i](cur)
 		if err != nil {
 			rest = append(rest, i) // judged on what this node saw: judge what is there
@@ -1049,7 +1076,7 @@ func (s *RedisStore) updateAll(ctx context.Context, ids []string, fns []func(*Re
 			reads++
 			continue
 		}
-		tries = append(tries, try{i: i, old: old, next: next})
+		tries = append(tries, try{i: i, old: old, next: next, base: base})
 	}
 	for k := range tries {
 		t := &tries[k]
@@ -1072,7 +1099,7 @@ func (s *RedisStore) updateAll(ctx context.Context, ids []string, fns []func(*Re
 			if t.out == nil {
 				t.get = pipe.Get(ctx, s.recKey(ids[t.i]))
 			} else {
-				t.cas = casScript.EvalSha(ctx, pipe, []string{s.recKey(ids[t.i])}, t.old, t.out)
+				t.cas = casScript.EvalSha(ctx, pipe, []string{s.recKey(ids[t.i])}, t.old, t.out, marked(&t.base, t.next))
 			}
 			t.zrem = pipe.ZRem(ctx, s.publishingKey(), ids[t.i])
 		}

@@ -919,3 +919,69 @@ func TestRedisStoreStaleKeyTaken(t *testing.T) {
 		})
 	}
 }
+
+// TestRedisStoreOutcomeOverItsMark: a takedown's outcome often reaches
+// the store right after its mark, which another node (or this one's
+// marks in flight) wrote since this node read the record. The outcome's
+// compare-and-set writes over the marked record as over the one it read:
+// one round trip, alone and in a batch, and the record ends final and
+// marked. A record changed in any other way since is still read again
+// and folded into.
+func TestRedisStoreOutcomeOverItsMark(t *testing.T) {
+	for _, srv := range redistest.Servers(t) {
+		t.Run(srv.Name, func(t *testing.T) {
+			ctx := t.Context()
+			n, other := newStoreNode(t, srv), newStoreNode(t, srv)
+			// The first compare-and-sets may load the script.
+			for _, node := range []storeNode{n, other} {
+				if _, err := node.s.Reserve(ctx, pendingRecord("om-warm")); err != nil {
+					t.Fatal(err)
+				}
+				if err := node.s.MarkPublished(ctx, "om-warm"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			confirmed := func(id string) *hub.Event {
+				return outcomeEvent(TypeConfirmed, id, `{"item_id":"item-1","removed_from":["g1"],"confirmed_at":"2026-01-01T00:00:00Z"}`)
+			}
+			for _, id := range []string{"om-1", "om-2", "om-3", "om-4"} {
+				if _, err := n.s.Reserve(ctx, pendingRecord(id)); err != nil {
+					t.Fatal(err)
+				}
+				// Marked behind n's back: n still holds the record unmarked.
+				if err := other.s.MarkPublished(ctx, id); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var err error
+			if rt := n.rt.Count(func() { err = n.s.Apply(ctx, confirmed("om-1")) }); err != nil || rt != 1 {
+				t.Fatalf("an outcome over its mark: %d round trips (%v), want 1", rt, err)
+			}
+			var errs []error
+			if rt := n.rt.Count(func() {
+				errs = n.s.applyAll(ctx, []*hub.Event{confirmed("om-2"), confirmed("om-3")}, applyTakedown)
+			}); errors.Join(errs...) != nil || rt != 1 {
+				t.Fatalf("two outcomes over their marks: %d round trips (%v), want 1", rt, errs)
+			}
+			// om-4: marked, and a container removed, behind n's back.
+			if err := other.s.Apply(ctx, outcomeEvent(TypeRemoved, "om-4", `{"item_id":"item-1","container_id":"g2"}`)); err != nil {
+				t.Fatal(err)
+			}
+			// Its confirmation names no containers: what the record holds
+			// stays, so writing over the wrong form would lose g2.
+			if err := n.s.Apply(ctx, outcomeEvent(TypeConfirmed, "om-4", `{"item_id":"item-1","confirmed_at":"2026-01-01T00:00:00Z"}`)); err != nil {
+				t.Fatal(err)
+			}
+			third := newStoreNode(t, srv)
+			for id, want := range map[string]string{"om-1": "confirmed [g1]", "om-2": "confirmed [g1]", "om-3": "confirmed [g1]", "om-4": "confirmed [g2]"} {
+				r, err := third.s.Get(ctx, id)
+				if err != nil || !r.Published || fmt.Sprint(r.Status, " ", r.RemovedFrom) != want {
+					t.Fatalf("%s: %+v %v, want %s and published", id, r, err, want)
+				}
+			}
+			if claimed, _ := third.s.ClaimUnpublished(ctx, time.Now().Add(time.Hour), 10); len(claimed) != 0 {
+				t.Fatalf("still publishing: %+v", claimed)
+			}
+		})
+	}
+}
