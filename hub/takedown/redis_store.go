@@ -813,6 +813,12 @@ func (c *seenRecords) put(id string, b []byte, final bool) {
 		}
 	}
 	r := seenRecord{js: b, final: final}
+	if was.final && !final {
+		// A final record changes no more: what is put now was read or
+		// written before it (a mark whose answer is handled after its
+		// outcome's), or is it unparsed (a compare-and-set's refusal).
+		r = was
+	}
 	if sameBytes(was.js, b) {
 		r.rec = was.rec // the same JSON: the same parse
 	}

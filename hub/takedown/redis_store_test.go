@@ -985,3 +985,23 @@ func TestRedisStoreOutcomeOverItsMark(t *testing.T) {
 		})
 	}
 }
+
+// TestSeenFinalStays: once a node saw a record final, an older sight of
+// it handled later (a mark's answer after its outcome's, a refused
+// compare-and-set's unparsed record) does not take its place: the call
+// woken by the outcome reads it from what was seen, not from Redis.
+func TestSeenFinalStays(t *testing.T) {
+	var c seenRecords
+	final := []byte(`{"correlation_id":"x","status":"confirmed"}`)
+	c.put("x", []byte(`{"correlation_id":"x","status":"pending"}`), false)
+	c.put("x", final, true)
+	c.put("x", []byte(`{"correlation_id":"x","status":"pending","published":true}`), false)
+	c.putRec("x", []byte(`{"correlation_id":"x","status":"pending","published":true}`), &Record{CorrelationID: "x", Status: StatusPending})
+	if got := c.final("x"); string(got) != string(final) {
+		t.Fatalf("final %s, want %s", got, final)
+	}
+	c.forget("x")
+	if c.final("x") != nil || c.get("x") != nil {
+		t.Fatal("forgotten, still seen")
+	}
+}
