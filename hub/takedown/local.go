@@ -102,22 +102,6 @@ func (w *waiting) wake(id string) {
 	}
 }
 
-// len is how many calls wait.
-func (w *waiting) len() int {
-	n := 0
-	for i := range w.shards {
-		s := &w.shards[i]
-		s.mu.Lock()
-		for _, c := range s.m {
-			for ; c != nil; c = c.nextWaiting {
-				n++
-			}
-		}
-		s.mu.Unlock()
-	}
-	return n
-}
-
 // Wake implements Waker: this node's held requests waiting for the
 // takedown (or declared command) id read the store now.
 func (a *Adapter) Wake(id string) { a.waiting.wake(id) }

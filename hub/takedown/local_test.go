@@ -13,6 +13,22 @@ import (
 	"github.com/switchboard/switchboard/producers"
 )
 
+// len is how many calls wait.
+func (w *waiting) len() int {
+	n := 0
+	for i := range w.shards {
+		s := &w.shards[i]
+		s.mu.Lock()
+		for _, c := range s.m {
+			for ; c != nil; c = c.nextWaiting {
+				n++
+			}
+		}
+		s.mu.Unlock()
+	}
+	return n
+}
+
 // lostNext is a Recorder's Next that passes nothing on: no corr: event
 // reaches the hub, as when the backplane's announcement is still on its
 // way (or lost).
