@@ -249,6 +249,73 @@ func TestBusAppendReadsNoEntry(t *testing.T) {
 	}
 }
 
+// TestBusExpiriesSetOnceInAWhile: an append gives a channel's keys 9/8 of
+// the TTL to live, so they outlive it by the TTL at least; the appends of
+// the next eighth of the TTL leave the expiries as they are (three
+// commands fewer each), and the first one after it sets them again. A
+// channel whose meta hash a read made, without that time, has them set
+// by its first append.
+func TestBusExpiriesSetOnceInAWhile(t *testing.T) {
+	const ttl = time.Hour
+	for _, srv := range redistest.Servers(t) {
+		t.Run(srv.Name, func(t *testing.T) {
+			ctx := t.Context()
+			b := newBus(t, srv, Config{HistorySize: 10, HistoryTTL: ttl})
+			now := time.Now()
+			b.now = func() time.Time { return now }
+			rdb := b.Client()
+			keys := func(ch string) []string {
+				meta, log, _ := b.keys(ch)
+				return []string{meta, log, b.idsKey(ch)}
+			}
+			// lives checks that each key of ch has between lo and hi to live.
+			lives := func(step, ch string, lo, hi time.Duration) {
+				t.Helper()
+				for _, k := range keys(ch) {
+					d, err := rdb.PTTL(ctx, k).Result()
+					if err != nil {
+						t.Fatal(err)
+					}
+					if d <= lo || d > hi {
+						t.Fatalf("%s: %s has %v to live, want more than %v and at most %v", step, k, d, lo, hi)
+					}
+				}
+			}
+			if err := b.Publish(ctx, []string{"c"}, ev(1)); err != nil {
+				t.Fatal(err)
+			}
+			lives("first append", "c", ttl, ttl+ttl/8)
+			for _, k := range keys("c") { // a mark: set again or not
+				rdb.Expire(ctx, k, 3*ttl)
+			}
+			now = now.Add(ttl/8 - time.Minute)
+			if err := b.Publish(ctx, []string{"c"}, ev(2)); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.PublishBatch(ctx, []hub.Publication{{Event: ev(3), Channels: []string{"c"}}}); err != nil {
+				t.Fatal(err)
+			}
+			lives("appends within an eighth of the TTL", "c", 3*ttl-time.Minute, 3*ttl)
+			now = now.Add(time.Minute)
+			if err := b.PublishBatch(ctx, []hub.Publication{{Event: ev(4), Channels: []string{"c"}}}); err != nil {
+				t.Fatal(err)
+			}
+			lives("the append an eighth of the TTL later", "c", ttl, ttl+ttl/8)
+			if r, _ := b.Read(ctx, "c", nil); r.Top.Offset != 4 {
+				t.Fatalf("top %v, want 4", r.Top)
+			}
+
+			if _, err := b.Read(ctx, "d", nil); err != nil { // makes d's meta hash
+				t.Fatal(err)
+			}
+			if err := b.Publish(ctx, []string{"d"}, ev(1)); err != nil {
+				t.Fatal(err)
+			}
+			lives("first append to a channel a read made", "d", ttl, ttl+ttl/8)
+		})
+	}
+}
+
 // TestBusLostAnnouncement: an entry whose announcement never arrived (as
 // after a dropped connection) is filled in from history by the hub's
 // subscribers, in order, once.

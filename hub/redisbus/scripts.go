@@ -14,10 +14,11 @@ import "github.com/redis/go-redis/v9"
 //	<prefix>{<channel>}:ids   sorted set: the key (source, id) of each
 //	                          event history holds, scored by its offset
 //
-// The meta hash, the stream and the ids expire history.ttl after the last
-// append: a channel whose whole history has aged out is forgotten, and its
-// next append starts a new epoch, so old cursors get a gap, never a silent
-// skip.
+// The meta hash, the stream and the ids expire between history.ttl and
+// 9/8 of it after the last append: a channel whose whole history has aged
+// out is forgotten, and its next append starts a new epoch, so old cursors
+// get a gap, never a silent skip. (An entry older than history.ttl leaves
+// history on time whatever its keys' expiry: reads and appends trim it.)
 //
 // An append is idempotent while history holds the event: Kafka delivers at
 // least once, and a record handed to the hub again (by the partition's next
@@ -56,6 +57,12 @@ end
 // it is moved to a new epoch before it grows again, so cursors past its top
 // get a gap, never a silent skip.
 //
+// The keys' expiries are set to 9/8 of the TTL, and set again only once
+// an eighth of the TTL has passed since (the meta hash's ex is when they
+// were last set): so they always outlive the last append by the TTL, and
+// a channel that gets events often pays three PEXPIREs once in a while,
+// not at every append.
+//
 // The meta hash's ht is the time of the log's oldest entry, or earlier
 // (an entry trimmed by MAXLEN or by a read leaves it behind): while it is
 // within the TTL nothing at the head has expired, and the append reads no
@@ -73,13 +80,16 @@ end
 // the log to a new epoch else 0}.
 const appendLua = trimLua + `
 local function append(meta, log, live, ids, header, json, key, maxlen, ttl, now, newEpoch, pubCmd, seenEpoch, seenTop, target, lead)
-  local m = redis.call('HMGET', meta, 'epoch', 'top', 'ht')
-  local epoch, ht = m[1], tonumber(m[3])
+  local m = redis.call('HMGET', meta, 'epoch', 'top', 'ht', 'ex')
+  local epoch, ht, ex = m[1], tonumber(m[3]), tonumber(m[4])
+  local slack = math.floor(tonumber(ttl) / 8)
+  local expire = not ex or tonumber(now) - ex >= slack
   local fenced = 0
   if not epoch then
     epoch = newEpoch
     ht = tonumber(now)
-    redis.call('HSET', meta, 'epoch', epoch, 'top', 0, 'ht', ht)
+    expire = true
+    redis.call('HSET', meta, 'epoch', epoch, 'top', 0, 'ht', ht, 'ex', now)
     redis.call('DEL', ids)
   elseif epoch == seenEpoch and tonumber(m[2]) < tonumber(seenTop) then
     epoch = newEpoch
@@ -106,9 +116,13 @@ local function append(meta, log, live, ids, header, json, key, maxlen, ttl, now,
       redis.call('HDEL', meta, 'ht')
     end
   end
-  redis.call('PEXPIRE', meta, ttl)
-  redis.call('PEXPIRE', log, ttl)
-  redis.call('PEXPIRE', ids, ttl)
+  if expire then
+    local life = tonumber(ttl) + slack
+    redis.call('PEXPIRE', meta, life)
+    redis.call('PEXPIRE', log, life)
+    redis.call('PEXPIRE', ids, life)
+    if m[1] then redis.call('HSET', meta, 'ex', now) end
+  end
   if target == '' then target = live end
   redis.call(pubCmd, target, lead .. epoch .. ' ' .. top .. ' ' .. string.len(header) .. ' ' .. header .. json)
   return {epoch, top, fenced}
