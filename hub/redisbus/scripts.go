@@ -61,7 +61,10 @@ end
 // an eighth of the TTL has passed since (the meta hash's ex is when they
 // were last set): so they always outlive the last append by the TTL, and
 // a channel that gets events often pays three PEXPIREs once in a while,
-// not at every append.
+// not at every append. An ex in the future (set by a node whose clock is
+// ahead) has them set at once: nodes' clocks that disagree cost more
+// expiries, and a channel's keys at most that disagreement, never an
+// eighth of the TTL or more.
 //
 // The meta hash's ht is the time of the log's oldest entry, or earlier
 // (an entry trimmed by MAXLEN or by a read leaves it behind): while it is
@@ -83,7 +86,7 @@ local function append(meta, log, live, ids, header, json, key, maxlen, ttl, now,
   local m = redis.call('HMGET', meta, 'epoch', 'top', 'ht', 'ex')
   local epoch, ht, ex = m[1], tonumber(m[3]), tonumber(m[4])
   local slack = math.floor(tonumber(ttl) / 8)
-  local expire = not ex or tonumber(now) - ex >= slack
+  local expire = not ex or tonumber(now) < ex or tonumber(now) - ex >= slack
   local fenced = 0
   if not epoch then
     epoch = newEpoch
