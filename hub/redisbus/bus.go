@@ -66,6 +66,9 @@ type Bus struct {
 	rdb redis.UniversalClient
 	ps  *redis.PubSub        // classic pub/sub; nil on a Cluster
 	cc  *redis.ClusterClient // set on a Cluster
+	// masterFor is the client of the master of a key's slot, as the
+	// slot map says: cc.MasterForKey (a test makes it stale).
+	masterFor func(ctx context.Context, key string) (*redis.Client, error)
 	// pubCmd announces an entry: PUBLISH, or SPUBLISH on a Cluster.
 	pubCmd string
 	log    *slog.Logger
@@ -120,6 +123,9 @@ type listening struct {
 	// confirmation.
 	shard  *shard
 	resync bool
+	// misses counts the checks in a row that found the channel
+	// subscribed on a node not serving its slot as master.
+	misses int
 	// heard is the position of the last announcement; fencing is set
 	// while a log heard going backwards is moved to a new epoch.
 	heard   hub.Position
@@ -129,10 +135,16 @@ type listening struct {
 // shard is the pub/sub connection to one Cluster master.
 type shard struct {
 	addr string
+	node *redis.Client // the node's client, for the checks
 	ps   *redis.PubSub
 	// unsub counts SUNSUBSCRIBEs this node sent and Redis has not yet
 	// confirmed, by name: their confirmations are not moves.
 	unsub map[string]int
+	// check holds the confirmed subscriptions not checked yet (that the
+	// node serves their slots as master); checking is set while a
+	// checkShard runs. Both are guarded by Bus.mu.
+	check    []*listening
+	checking bool
 }
 
 var (
@@ -192,7 +204,7 @@ func New(ctx context.Context, rdb redis.UniversalClient, cfg Config, log *slog.L
 		go b.receiveShared()
 	}
 	if cc, ok := rdb.(*redis.ClusterClient); ok {
-		b.cc, b.pubCmd = cc, "SPUBLISH"
+		b.cc, b.pubCmd, b.masterFor = cc, "SPUBLISH", cc.MasterForKey
 		close(b.done)
 		return b, nil
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -21,10 +22,24 @@ import (
 // failover), every channel of the connection is subscribed again where the
 // reloaded slot map says, and its listener gets a Resync entry once that is
 // confirmed: announcements made meanwhile are read from history.
+//
+// The slot map can be stale for a moment after a failover (go-redis loads
+// it from whichever node it asks, which may not have heard yet), so a
+// subscription can land on a replica. A replica takes SSUBSCRIBE for its
+// master's slots, but hears the shard's messages only once its master
+// knows it as a replica, which after a failover can take seconds of
+// cluster gossip: until then the subscription is silent. So every
+// confirmed subscription is checked: a key of its slot is read on the same
+// node, which a node that does not serve the slot as master answers with
+// MOVED. The check comes after the confirmation, so a node that answers
+// it as master held the subscription as master, and Redis unsubscribes
+// it should the node lose the slot later. A subscription that fails the
+// check is moved, after a backoff, where the reloaded map says, and its
+// listener resyncs.
 
 // ssubscribe subscribes l on its slot's master.
 func (b *Bus) ssubscribe(ctx context.Context, l *listening) error {
-	node, err := b.cc.MasterForKey(ctx, l.name)
+	node, err := b.masterFor(ctx, l.name)
 	if err != nil {
 		return err
 	}
@@ -40,7 +55,7 @@ func (b *Bus) ssubscribe(ctx context.Context, l *listening) error {
 	}
 	sh := b.shards[addr]
 	if sh == nil {
-		sh = &shard{addr: addr, ps: node.SSubscribe(b.rctx), unsub: map[string]int{}}
+		sh = &shard{addr: addr, node: node, ps: node.SSubscribe(b.rctx), unsub: map[string]int{}}
 		b.shards[addr] = sh
 		b.tasks.Add(1)
 		go b.receiveShard(sh)
@@ -111,13 +126,122 @@ func (b *Bus) shardConfirmed(sh *shard, name string) {
 	l.ok = true
 	resync := !first && l.resync
 	l.resync = false
+	sh.check = append(sh.check, l)
+	start := !sh.checking
+	sh.checking = true
+	if start {
+		b.tasks.Add(1)
+	}
 	b.mu.Unlock()
+	if start {
+		go b.checkShard(sh)
+	}
 	switch {
 	case first:
 		close(l.confirmed)
 	case resync:
 		l.deliver(hub.Entry{Channel: l.channel, Resync: true})
 	}
+}
+
+// checkBatch bounds the reads of one check: one pipeline, one round trip.
+const checkBatch = 256
+
+// checkShard checks the subscriptions confirmed on sh until none is left
+// to check: a read of each channel's meta key on sh's node, in one
+// pipeline per checkBatch. Those the node does not serve as master move.
+func (b *Bus) checkShard(sh *shard) {
+	defer b.tasks.Done()
+	for {
+		b.mu.Lock()
+		n := min(len(sh.check), checkBatch)
+		ls := slices.Clone(sh.check[:n])
+		sh.check = sh.check[n:]
+		if n == 0 {
+			sh.check = nil
+			sh.checking = false
+		}
+		b.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		ctx, cancel := context.WithTimeout(b.rctx, b.cfg.ListenTimeout)
+		pipe := sh.node.Pipeline()
+		cmds := make([]*redis.IntCmd, len(ls))
+		for i, l := range ls {
+			meta, _, _ := b.keys(l.channel)
+			cmds[i] = pipe.Exists(ctx, meta)
+		}
+		b.Commands.Add(uint64(len(ls)))
+		_, _ = pipe.Exec(ctx) // each read's own error is looked at below
+		cancel()
+		if b.rctx.Err() != nil {
+			return
+		}
+		var away []*listening
+		var why error
+		b.mu.Lock()
+		for i, l := range ls {
+			// ASK: the slot is migrating away, and the node still
+			// serves it; Redis unsubscribes when it is gone.
+			err := cmds[i].Err()
+			if err == nil || redis.HasErrorPrefix(err, "ASK") {
+				l.misses = 0
+				continue
+			}
+			away, why = append(away, l), err
+		}
+		b.mu.Unlock()
+		if len(away) > 0 {
+			b.moveOff(sh, away, why)
+		}
+	}
+}
+
+// moveOff unsubscribes ls from sh, whose node failed the check (err says
+// how), and subscribes them again after a backoff that grows with each
+// check they fail in a row.
+func (b *Bus) moveOff(sh *shard, ls []*listening, err error) {
+	var moved []*listening
+	var names []string
+	misses := 0
+	b.mu.Lock()
+	for _, l := range ls {
+		if l.shard != sh || b.channels[l.name] != l {
+			continue // cancelled or moved meanwhile
+		}
+		l.shard = nil
+		l.resync = l.ok
+		l.misses++
+		misses = max(misses, l.misses)
+		sh.unsub[l.name]++
+		moved = append(moved, l)
+		names = append(names, l.name)
+	}
+	b.mu.Unlock()
+	if len(moved) == 0 {
+		return
+	}
+	b.log.Warn("redis shard channels subscribed on a node that does not serve their slots as master (a stale slot map after a failover); subscribing again",
+		"node", sh.addr, "channels", len(moved), "err", err)
+	ctx, cancel := context.WithTimeout(b.rctx, b.cfg.ListenTimeout)
+	b.Commands.Add(1)
+	_ = sh.ps.SUnsubscribe(ctx, names...)
+	cancel()
+	wait := reconnectBackoffLimit
+	if misses < 8 {
+		wait = min(reconnectBackoffMin<<(misses-1), reconnectBackoffLimit)
+	}
+	b.tasks.Add(1)
+	go func() {
+		select {
+		case <-b.rctx.Done():
+			b.tasks.Done()
+			return
+		case <-time.After(wait):
+		}
+		b.reroute(moved) // its Done ends this task
+	}()
 }
 
 // shardLost closes sh and subscribes its channels again.
@@ -155,6 +279,7 @@ func (b *Bus) reroute(ls []*listening) {
 		// ForEachMaster reloads the slot map; the function does nothing.
 		_ = b.cc.ForEachMaster(b.rctx, func(context.Context, *redis.Client) error { return nil })
 		var left []*listening
+		where := map[string]int{}
 		for _, l := range ls {
 			b.mu.Lock()
 			todo := b.channels[l.name] == l && l.shard == nil
@@ -167,10 +292,16 @@ func (b *Bus) reroute(ls []*listening) {
 			cancel()
 			if err != nil {
 				left = append(left, l)
+				continue
 			}
+			b.mu.Lock()
+			if l.shard != nil {
+				where[l.shard.addr]++
+			}
+			b.mu.Unlock()
 		}
 		if len(left) == 0 {
-			b.log.Info("redis shard channels subscribed again", "channels", len(ls))
+			b.log.Info("redis shard channels subscribed again", "channels", len(ls), "nodes", where)
 			return
 		}
 		ls = left

@@ -204,9 +204,26 @@ type Cluster struct {
 // Cluster with redis-cli --cluster create, then waits until every node
 // says the cluster is ok and every replica is in sync. Without redis-server
 // or redis-cli it skips the test, or fails it in CI.
-func StartCluster(t testing.TB, masters, replicas int) *Cluster {
+func StartCluster(t testing.TB, masters, replicas int, opts ...ClusterOption) *Cluster {
 	t.Helper()
-	return startCluster(t, masters, replicas, nil)
+	return startCluster(t, masters, replicas, nil, opts...)
+}
+
+// ClusterOption changes a setting of the nodes StartCluster starts.
+type ClusterOption func(*clusterSettings)
+
+type clusterSettings struct {
+	nodeTimeout time.Duration
+}
+
+// NodeTimeout sets the nodes' cluster-node-timeout (ClusterNodeTimeout
+// without it). A test of a coordinated switch (CLUSTER FAILOVER), which
+// does not wait on it, sets it long: with the short default, a machine
+// that stalls for a second has the other nodes fail a live master over
+// on their own, which loses the writes it took meanwhile, as any
+// automatic failover of a live master may.
+func NodeTimeout(d time.Duration) ClusterOption {
+	return func(s *clusterSettings) { s.nodeTimeout = d }
 }
 
 // StartTLSCluster is StartCluster with every node speaking TLS only, to
@@ -216,15 +233,19 @@ func StartTLSCluster(t testing.TB, masters, replicas int, f *TLSFiles) *Cluster 
 	return startCluster(t, masters, replicas, f)
 }
 
-func startCluster(t testing.TB, masters, replicas int, f *TLSFiles) *Cluster {
+func startCluster(t testing.TB, masters, replicas int, f *TLSFiles, opts ...ClusterOption) *Cluster {
 	t.Helper()
+	set := clusterSettings{nodeTimeout: ClusterNodeTimeout}
+	for _, o := range opts {
+		o(&set)
+	}
 	srv := need(t, "redis-server")
 	cli := need(t, "redis-cli")
 	c := &Cluster{tls: f}
 	args := []string{
 		"--cluster-enabled", "yes",
 		"--cluster-config-file", "nodes.conf",
-		"--cluster-node-timeout", strconv.Itoa(int(ClusterNodeTimeout.Milliseconds())),
+		"--cluster-node-timeout", strconv.Itoa(int(set.nodeTimeout.Milliseconds())),
 		// A replica may take over however long ago it last heard its
 		// master: the tests kill masters at any moment.
 		"--cluster-replica-validity-factor", "0",
@@ -292,8 +313,13 @@ func (c *Cluster) MasterOf(t testing.TB, key string) *Node {
 }
 
 // WaitOK waits until every live node reports cluster_state:ok, every slot
-// is served by a master that answers, and every master's replicas are
-// connected and in sync.
+// is served by a master that answers, every master's replicas are
+// connected and in sync, and every live node sees every other one as it
+// sees itself (master, or replica of the same master), flagged neither
+// failing nor in handshake. A master that has not yet heard, on the
+// cluster bus, that a node is its replica ignores that replica's CLUSTER
+// FAILOVER: with a long cluster-node-timeout, gossip can take seconds to
+// say so after the cluster was made.
 func (c *Cluster) WaitOK(t testing.TB) {
 	t.Helper()
 	deadline := time.Now().Add(ownWait)
@@ -308,6 +334,8 @@ func (c *Cluster) WaitOK(t testing.TB) {
 }
 
 func (c *Cluster) notOK(ctx context.Context) string {
+	views := map[string][]nodeLine{}
+	self := map[string]nodeLine{}
 	for _, n := range c.Nodes {
 		select {
 		case <-n.exit:
@@ -319,9 +347,12 @@ func (c *Cluster) notOK(ctx context.Context) string {
 		if err == nil && !strings.Contains(info, "cluster_state:ok") {
 			err = fmt.Errorf("cluster_state not ok")
 		}
-		var repl string
+		var repl, nodes string
 		if err == nil {
 			repl, err = cl.Info(ctx, "replication").Result()
+		}
+		if err == nil {
+			nodes, err = cl.ClusterNodes(ctx).Result()
 		}
 		cl.Close()
 		if err != nil {
@@ -333,8 +364,54 @@ func (c *Cluster) notOK(ctx context.Context) string {
 		if strings.Contains(repl, "role:slave") && strings.Contains(repl, "master_sync_in_progress:1") {
 			return n.Addr + ": replica syncing"
 		}
+		for _, l := range parseNodes(nodes) {
+			if l.myself {
+				self[l.id] = l
+			}
+			views[n.Addr] = append(views[n.Addr], l)
+		}
+	}
+	for addr, view := range views {
+		for _, l := range view {
+			me, live := self[l.id]
+			switch {
+			case !live:
+			case l.role != me.role:
+				return fmt.Sprintf("%s sees %s as %q, it is %q", addr, l.id, l.role, me.role)
+			case l.unsettled:
+				return fmt.Sprintf("%s sees %s failing or in handshake", addr, l.id)
+			}
+		}
 	}
 	return ""
+}
+
+// nodeLine is one line of CLUSTER NODES: a node's ID, its role ("master",
+// or "replica of <master ID>"), whether it is the node asked, and whether
+// it is flagged failing or in handshake.
+type nodeLine struct {
+	id, role          string
+	myself, unsettled bool
+}
+
+func parseNodes(out string) []nodeLine {
+	var ls []nodeLine
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 4 {
+			continue
+		}
+		flags := strings.Split(f[2], ",")
+		l := nodeLine{id: f[0], role: "master", myself: slices.Contains(flags, "myself")}
+		if slices.Contains(flags, "slave") {
+			l.role = "replica of " + f[3]
+		}
+		l.unsettled = slices.ContainsFunc(flags, func(s string) bool {
+			return s == "fail" || s == "fail?" || s == "handshake" || s == "noaddr"
+		})
+		ls = append(ls, l)
+	}
+	return ls
 }
 
 // ID is the node's Cluster node ID.
