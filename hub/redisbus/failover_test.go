@@ -56,25 +56,7 @@ type node struct {
 	bus  *Bus
 	hub  *hub.Hub
 	w    *watcher
-	logs *logBuffer
-}
-
-// logBuffer keeps what a node's bus logs.
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	logs *lockedBuffer
 }
 
 // watcher records what one hub client saw per channel: event IDs in order,
@@ -84,12 +66,12 @@ type watcher struct {
 	seen map[string][]string
 	at   map[string]time.Time // when each event ID was first seen
 	c    chan struct{}
-	logs *logBuffer // what the node's bus logged, for a failure's message
+	logs *lockedBuffer // what the node's bus logged, for a failure's message
 }
 
 func startNode(t testing.TB, rdb redis.UniversalClient, prefix string, chans []string) *node {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &lockedBuffer{}
 	bus, err := New(t.Context(), rdb, Config{Prefix: prefix, HistorySize: 10000}, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -659,7 +641,7 @@ func TestClusterSubscriptionOnReplicaMoves(t *testing.T) {
 	// A client of the replica alone, as the stale map's node would be.
 	rc := replica.Client()
 	defer rc.Close()
-	logs := &logBuffer{}
+	logs := &lockedBuffer{}
 	rdb, err := NewClient(Options{ClusterAddrs: c.Addrs(), DialTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
