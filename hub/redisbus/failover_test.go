@@ -2,6 +2,7 @@ package redisbus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -715,5 +716,115 @@ func TestClusterSubscriptionOnReplicaMoves(t *testing.T) {
 	}
 	if e := got[3]; e.Resync || e.Event == nil || e.Event.ID != "e-1" {
 		t.Errorf("entry 3 is %+v, want e-1", e)
+	}
+}
+
+// failChecks makes the first n checks (pipelines of EXISTS) of a client
+// fail without an answer from Redis, as a timeout or a LOADING server
+// does.
+type failChecks struct {
+	mu   sync.Mutex
+	n    int
+	seen int
+}
+
+func (f *failChecks) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (f *failChecks) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
+
+func (f *failChecks) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if len(cmds) == 0 || cmds[0].Name() != "exists" {
+			return next(ctx, cmds) // the subscription's own commands
+		}
+		f.mu.Lock()
+		f.seen++
+		fail := f.n > 0
+		if fail {
+			f.n--
+		}
+		f.mu.Unlock()
+		if !fail {
+			return next(ctx, cmds)
+		}
+		err := errors.New("LOADING Redis is loading the dataset in memory")
+		for _, c := range cmds {
+			c.SetErr(err)
+		}
+		return err
+	}
+}
+
+// TestClusterCheckWithoutAnswer: a check that gets no answer (not MOVED)
+// leaves the subscription where it is and checks again after a backoff;
+// only after checkTries such checks in a row is the channel moved (here,
+// back to the same master, whose next check answers).
+func TestClusterCheckWithoutAnswer(t *testing.T) {
+	c := redistest.StartCluster(t, 3, 0)
+	chans, masters := spread(t, c, 1)
+	for i, tc := range []struct {
+		name           string
+		fail           int
+		moves, resyncs int
+	}{
+		{"answered at the fourth check", 3, 0, 0},
+		{"moved after checkTries", checkTries, 1, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ch := chans[i]
+			mc := masters[ch].Client()
+			defer mc.Close()
+			f := &failChecks{n: tc.fail}
+			mc.AddHook(f)
+			logs := &lockedBuffer{}
+			rdb, err := NewClient(Options{ClusterAddrs: c.Addrs(), DialTimeout: time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := New(t.Context(), rdb, Config{}, slog.New(slog.NewTextHandler(logs, nil)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			b.masterFor = func(context.Context, string) (*redis.Client, error) { return mc, nil }
+			col := newCollector()
+			cancel, err := b.Listen(t.Context(), ch, col.deliver)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cancel()
+			// Wait until a check got an answer.
+			deadline := time.Now().Add(failoverWait)
+			for {
+				f.mu.Lock()
+				done := f.seen > tc.fail
+				f.mu.Unlock()
+				if done {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("no check answered\n%s", logs.String())
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if n := strings.Count(logs.String(), "could not be checked"); n != tc.fail-tc.moves {
+				t.Errorf("%d checks again logged, want %d\n%s", n, tc.fail-tc.moves, logs.String())
+			}
+			if n := strings.Count(logs.String(), "does not serve their slots"); n != tc.moves {
+				t.Errorf("%d moves logged, want %d\n%s", n, tc.moves, logs.String())
+			}
+			if err := b.Publish(t.Context(), []string{ch}, ev(1)); err != nil {
+				t.Fatal(err)
+			}
+			got := col.wait(t, tc.resyncs+1)
+			for i, e := range got {
+				if want := i < tc.resyncs; e.Resync != want {
+					t.Errorf("entry %d is %+v, Resync %v wanted", i, e, want)
+				}
+			}
+			if e := got[len(got)-1]; e.Event == nil || e.Event.ID != "e-1" {
+				t.Errorf("last entry is %+v, want e-1", e)
+			}
+		})
 	}
 }

@@ -35,7 +35,9 @@ import (
 // it as master held the subscription as master, and Redis unsubscribes
 // it should the node lose the slot later. A subscription that fails the
 // check is moved, after a backoff, where the reloaded map says, and its
-// listener resyncs.
+// listener resyncs. A check that gets no answer (a timeout, CLUSTERDOWN,
+// LOADING) is made again after a backoff, and moves the channel only
+// after checkTries in a row.
 
 // ssubscribe subscribes l on its slot's master.
 func (b *Bus) ssubscribe(ctx context.Context, l *listening) error {
@@ -126,12 +128,7 @@ func (b *Bus) shardConfirmed(sh *shard, name string) {
 	l.ok = true
 	resync := !first && l.resync
 	l.resync = false
-	sh.check = append(sh.check, l)
-	start := !sh.checking
-	sh.checking = true
-	if start {
-		b.tasks.Add(1)
-	}
+	start := b.queueCheckLocked(sh, l)
 	b.mu.Unlock()
 	if start {
 		go b.checkShard(sh)
@@ -147,9 +144,38 @@ func (b *Bus) shardConfirmed(sh *shard, name string) {
 // checkBatch bounds the reads of one check: one pipeline, one round trip.
 const checkBatch = 256
 
+// checkTries is how many checks in a row may fail to get an answer (a
+// timeout, CLUSTERDOWN or LOADING during a failover) before the channel is
+// moved anyway, as if the node had answered MOVED.
+const checkTries = 8
+
+// checkWait is the backoff after the misses-th check in a row that did
+// not find the channel served: 50 ms, doubling up to 0.5 s.
+func checkWait(misses int) time.Duration {
+	if misses >= 8 {
+		return reconnectBackoffLimit
+	}
+	return min(reconnectBackoffMin<<max(misses-1, 0), reconnectBackoffLimit)
+}
+
+// queueCheckLocked queues l for a check on sh, and says whether a
+// checkShard must be started (the caller starts it after unlocking; the
+// task is counted here). It runs under b.mu.
+func (b *Bus) queueCheckLocked(sh *shard, l *listening) bool {
+	sh.check = append(sh.check, l)
+	if sh.checking {
+		return false
+	}
+	sh.checking = true
+	b.tasks.Add(1)
+	return true
+}
+
 // checkShard checks the subscriptions confirmed on sh until none is left
 // to check: a read of each channel's meta key on sh's node, in one
-// pipeline per checkBatch. Those the node does not serve as master move.
+// pipeline per checkBatch. Those the node answers with MOVED move; those
+// it gives no answer for are checked again after a backoff, and moved
+// after checkTries such checks in a row.
 func (b *Bus) checkShard(sh *shard) {
 	defer b.tasks.Done()
 	for {
@@ -178,10 +204,14 @@ func (b *Bus) checkShard(sh *shard) {
 		if b.rctx.Err() != nil {
 			return
 		}
-		var away []*listening
+		var away, again []*listening
 		var why error
+		misses := 0
 		b.mu.Lock()
 		for i, l := range ls {
+			if l.shard != sh || b.channels[l.name] != l {
+				continue // cancelled or moved meanwhile
+			}
 			// ASK: the slot is migrating away, and the node still
 			// serves it; Redis unsubscribes when it is gone.
 			err := cmds[i].Err()
@@ -189,18 +219,54 @@ func (b *Bus) checkShard(sh *shard) {
 				l.misses = 0
 				continue
 			}
-			away, why = append(away, l), err
+			l.misses++
+			why = err
+			if redis.HasErrorPrefix(err, "MOVED") || l.misses >= checkTries {
+				away = append(away, l)
+			} else {
+				again = append(again, l)
+				misses = max(misses, l.misses)
+			}
 		}
 		b.mu.Unlock()
 		if len(away) > 0 {
 			b.moveOff(sh, away, why)
 		}
+		if len(again) > 0 {
+			b.log.Warn("redis shard channels could not be checked; checking again", "node", sh.addr, "channels", len(again), "err", why)
+			b.checkLater(sh, again, checkWait(misses))
+		}
 	}
+}
+
+// checkLater queues ls for another check on sh after wait, those still
+// subscribed there.
+func (b *Bus) checkLater(sh *shard, ls []*listening, wait time.Duration) {
+	b.tasks.Add(1)
+	go func() {
+		defer b.tasks.Done()
+		select {
+		case <-b.rctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		start := false
+		b.mu.Lock()
+		for _, l := range ls {
+			if l.shard == sh && b.channels[l.name] == l {
+				start = b.queueCheckLocked(sh, l) || start
+			}
+		}
+		b.mu.Unlock()
+		if start {
+			go b.checkShard(sh)
+		}
+	}()
 }
 
 // moveOff unsubscribes ls from sh, whose node failed the check (err says
 // how), and subscribes them again after a backoff that grows with each
-// check they fail in a row.
+// check they failed in a row.
 func (b *Bus) moveOff(sh *shard, ls []*listening, err error) {
 	var moved []*listening
 	var names []string
@@ -212,8 +278,11 @@ func (b *Bus) moveOff(sh *shard, ls []*listening, err error) {
 		}
 		l.shard = nil
 		l.resync = l.ok
-		l.misses++
 		misses = max(misses, l.misses)
+		if l.misses >= checkTries {
+			// The next node gets its own tries; the backoff starts over.
+			l.misses = 0
+		}
 		sh.unsub[l.name]++
 		moved = append(moved, l)
 		names = append(names, l.name)
@@ -228,17 +297,13 @@ func (b *Bus) moveOff(sh *shard, ls []*listening, err error) {
 	b.Commands.Add(1)
 	_ = sh.ps.SUnsubscribe(ctx, names...)
 	cancel()
-	wait := reconnectBackoffLimit
-	if misses < 8 {
-		wait = min(reconnectBackoffMin<<(misses-1), reconnectBackoffLimit)
-	}
 	b.tasks.Add(1)
 	go func() {
 		select {
 		case <-b.rctx.Done():
 			b.tasks.Done()
 			return
-		case <-time.After(wait):
+		case <-time.After(checkWait(misses)):
 		}
 		b.reroute(moved) // its Done ends this task
 	}()
