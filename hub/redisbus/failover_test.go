@@ -631,6 +631,23 @@ func clusterLogs(c *redistest.Cluster) string {
 	return b.String()
 }
 
+// loggedClusterBus is a bus over c, as a node makes it, whose log is
+// kept; it closes when the test ends.
+func loggedClusterBus(t *testing.T, c *redistest.Cluster) (*Bus, *lockedBuffer) {
+	t.Helper()
+	logs := &lockedBuffer{}
+	rdb, err := NewClient(Options{ClusterAddrs: c.Addrs(), DialTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(t.Context(), rdb, Config{}, slog.New(slog.NewTextHandler(logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b, logs
+}
+
 // TestClusterSubscriptionOnReplicaMoves: a slot map that is stale after a
 // failover names a replica as a channel's master, three times in a row.
 // The replica takes the SSUBSCRIBE (a replica serves its master's shard
@@ -646,17 +663,8 @@ func TestClusterSubscriptionOnReplicaMoves(t *testing.T) {
 	replica := c.ReplicaOf(t, master)
 	// A client of the replica alone, as the stale map's node would be.
 	rc := replica.Client()
-	defer rc.Close()
-	logs := &lockedBuffer{}
-	rdb, err := NewClient(Options{ClusterAddrs: c.Addrs(), DialTimeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := New(t.Context(), rdb, Config{}, slog.New(slog.NewTextHandler(logs, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	t.Cleanup(func() { rc.Close() }) // after the bus's Close
+	b, logs := loggedClusterBus(t, c)
 	stale := 3
 	var mu sync.Mutex
 	real := b.masterFor
@@ -773,19 +781,10 @@ func TestClusterCheckWithoutAnswer(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ch := chans[i]
 			mc := masters[ch].Client()
-			defer mc.Close()
+			t.Cleanup(func() { mc.Close() }) // after the bus's Close
 			f := &failChecks{n: tc.fail}
 			mc.AddHook(f)
-			logs := &lockedBuffer{}
-			rdb, err := NewClient(Options{ClusterAddrs: c.Addrs(), DialTimeout: time.Second})
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, err := New(t.Context(), rdb, Config{}, slog.New(slog.NewTextHandler(logs, nil)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer b.Close()
+			b, logs := loggedClusterBus(t, c)
 			b.masterFor = func(context.Context, string) (*redis.Client, error) { return mc, nil }
 			col := newCollector()
 			cancel, err := b.Listen(t.Context(), ch, col.deliver)
